@@ -1,0 +1,112 @@
+// The quantization vocabulary shared by every op, the fusion pass and the CLI (SPEC §0.2).
+//
+// A QuantSpec says how an op writes its output: the kind, the group size, where the scales live
+// and how they are encoded. It has a stable string form, e.g.
+//   none | fp8_per_tensor | fp8_per_token | fp8_group128:col_tma:ue8m0_packed | nvfp4:swizzled
+// which to_string() writes and parse_quant_spec() reads back.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qfuse/core/dtype.h"
+#include "qfuse/core/status.h"
+
+namespace qfuse {
+
+enum class QuantKind : uint8_t {
+  kNone,          // output in a plain float dtype (bf16/fp16/fp32)
+  kFp8PerTensor,  // static: one fp32 scale on the device, given
+  kFp8PerToken,   // dynamic: one fp32 scale per row, computed
+  kFp8PerGroup,   // dynamic: one scale per (row, group of g consecutive columns), g in {64, 128}
+  kNvfp4,         // E2M1 values, E4M3 scale per 16 elements, fp32 global scale given
+};
+
+/// Where scales are stored.
+enum class ScaleLayout : uint8_t {
+  kNone,           // no scale buffer (none, per-tensor) or a plain [T] vector (per-token)
+  kRowMajor,       // per-group [T, G]; NVFP4 "linear" [T, H/16]
+  kColMajor,       // per-group [G, T]: element (t, j) at j*T + t
+  kColMajorTma,    // per-group [G, ld], ld = round_up(T, 4): element (t, j) at j*ld + t
+  kNvfp4Swizzled,  // NVFP4 128x4 swizzle (SPEC §0.3), rows padded to 128, columns to 4
+};
+
+/// How scales are encoded.
+enum class ScaleFormat : uint8_t {
+  kF32,          // fp32 values
+  kUe8m0F32,     // powers of two 2^ceil(log2 s), stored as fp32
+  kUe8m0Packed,  // powers of two stored as UE8M0 exponent bytes (docs/formats.md)
+  kE4M3,         // NVFP4 block scales
+};
+
+struct QuantSpec {
+  QuantKind kind = QuantKind::kNone;
+  int group_size = 0;  // 64 or 128 for kFp8PerGroup, 16 for kNvfp4, 0 otherwise
+  ScaleLayout layout = ScaleLayout::kNone;
+  ScaleFormat format = ScaleFormat::kF32;
+
+  static QuantSpec none() { return {}; }
+  static QuantSpec fp8_per_tensor() { return {QuantKind::kFp8PerTensor, 0, ScaleLayout::kNone, ScaleFormat::kF32}; }
+  static QuantSpec fp8_per_token() { return {QuantKind::kFp8PerToken, 0, ScaleLayout::kNone, ScaleFormat::kF32}; }
+  static QuantSpec fp8_per_group(int g, ScaleLayout layout = ScaleLayout::kRowMajor,
+                                 ScaleFormat format = ScaleFormat::kF32) {
+    return {QuantKind::kFp8PerGroup, g, layout, format};
+  }
+  static QuantSpec nvfp4(ScaleLayout layout = ScaleLayout::kNvfp4Swizzled) {
+    return {QuantKind::kNvfp4, 16, layout, ScaleFormat::kE4M3};
+  }
+
+  bool is_fp8() const {
+    return kind == QuantKind::kFp8PerTensor || kind == QuantKind::kFp8PerToken ||
+           kind == QuantKind::kFp8PerGroup;
+  }
+  /// True when the op computes scales and writes them to a scale buffer.
+  bool writes_scales() const {
+    return kind == QuantKind::kFp8PerToken || kind == QuantKind::kFp8PerGroup ||
+           kind == QuantKind::kNvfp4;
+  }
+  /// True when the op reads a given fp32 scale from the device (per-tensor scale or NVFP4 global scale).
+  bool reads_scale() const { return kind == QuantKind::kFp8PerTensor || kind == QuantKind::kNvfp4; }
+  /// Dynamic FP8 kinds accept an optional scale upper bound.
+  bool accepts_scale_ub() const {
+    return kind == QuantKind::kFp8PerToken || kind == QuantKind::kFp8PerGroup;
+  }
+
+  /// Checks that the fields form a kind of SPEC §0.2.
+  Status validate() const;
+  bool operator==(const QuantSpec& o) const {
+    return kind == o.kind && group_size == o.group_size && layout == o.layout && format == o.format;
+  }
+  bool operator!=(const QuantSpec& o) const { return !(*this == o); }
+};
+
+/// Stable string form (see the file comment).
+std::string to_string(const QuantSpec& spec);
+std::string_view to_string(QuantKind kind);
+std::string_view to_string(ScaleLayout layout);
+std::string_view to_string(ScaleFormat format);
+/// Parses the form to_string() writes. Errors name the text and the accepted forms.
+Status parse_quant_spec(std::string_view text, QuantSpec* out);
+/// Every valid spec, in a stable order (for capability tables, tests and `qfuse info`).
+std::vector<QuantSpec> all_quant_specs();
+
+/// The storage form of a scale buffer for `spec` on an output of [rows, cols] values.
+struct ScaleShape {
+  DType dtype = DType::kF32;
+  int rank = 0;  // 0: no scale buffer
+  int64_t sizes[3] = {0, 0, 0};
+  int64_t num_groups = 0;   // scales per row that carry data (G, or cols/16 for NVFP4)
+  int64_t padded_rows = 0;  // rows the buffer covers, padding included
+};
+Status scale_shape(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape* out);
+
+/// The output dtype a quantized op writes for `spec` (kNone: caller's choice, returns nullopt).
+std::optional<DType> quantized_dtype(const QuantSpec& spec);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+}  // namespace qfuse

@@ -1,0 +1,291 @@
+// The quantizer policies: how every qfuse kernel writes its output (STYLE "One quantizer").
+//
+// A kernel hands a policy fragments of 8 consecutive fp32 values of one output row ("chunks"),
+// one chunk per lane, lanes of a warp covering consecutive chunks of the same row. The policy
+// quantizes the fragment, reduces a group's amax across the lanes that own the group (warp
+// shuffles), and writes values and scales. Protocol of a policy P:
+//   P::Params                      trivially copyable kernel argument (pointers, strides, flags)
+//   P::kLanesPerGroup              lanes that share one scale (1: none)
+//   P(const Params&)               device constructor; loads per-tensor scalars once
+//   void apply(row, col, nvalid, v) all 32 lanes of a warp call it together; nvalid in [0, 8]
+//                                  values are real (the rest of v must be 0)
+//   void zero_padding(tid, nthreads) writes zeros to scale-buffer padding (grid-stride)
+// All arithmetic goes through rules.h, which the host references share.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "qfuse/quant/rules.h"
+#include "qfuse/quant/scale_addr.h"
+
+namespace qfuse::quant {
+
+constexpr int kChunk = 8;  // values per lane per fragment
+
+// ---- element conversion -------------------------------------------------------------------
+
+template <class T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) {
+  return __half2float(v);
+}
+
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+/// Loads 8 elements of T at p as fp32: 16-byte vector loads when `vec` and the chunk is full,
+/// guarded scalar loads otherwise (missing values read as 0).
+template <class T>
+__device__ __forceinline__ void load_chunk(const T* __restrict__ p, bool vec, int nvalid,
+                                           float (&v)[kChunk]) {
+  if (vec && nvalid == kChunk) {
+    constexpr int kVecs = kChunk * sizeof(T) / 16;
+    uint4 raw[kVecs];
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) raw[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
+    const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) v[i] = to_float(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) v[i] = i < nvalid ? to_float(p[i]) : 0.0f;
+  }
+}
+
+/// Stores 8 fp32 values as T.
+template <class T>
+__device__ __forceinline__ void store_chunk(T* __restrict__ p, bool vec, int nvalid,
+                                            const float (&v)[kChunk]) {
+  if (vec && nvalid == kChunk) {
+    constexpr int kVecs = kChunk * sizeof(T) / 16;
+    uint4 raw[kVecs];
+    T* e = reinterpret_cast<T*>(raw);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) e[i] = from_float<T>(v[i]);
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) reinterpret_cast<uint4*>(p)[i] = raw[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i)
+      if (i < nvalid) p[i] = from_float<T>(v[i]);
+  }
+}
+
+/// Two fp32 -> two E4M3 codes (low byte = a): hardware cvt.rn.satfinite.e4m3x2.f32 (sm_89+).
+__device__ __forceinline__ uint32_t e4m3x2(float a, float b) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+}
+
+__device__ __forceinline__ uint8_t e4m3(float a) { return e4m3x2(a, 0.0f) & 0xff; }
+
+/// Quantizes v * inv to 8 E4M3 codes and stores them (8-byte store when vec and full).
+__device__ __forceinline__ void store_fp8_chunk(uint8_t* __restrict__ p, bool vec, int nvalid,
+                                                const float (&v)[kChunk], float inv) {
+  uint32_t w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t lo = e4m3x2(v[4 * h] * inv, v[4 * h + 1] * inv);
+    const uint32_t hi = e4m3x2(v[4 * h + 2] * inv, v[4 * h + 3] * inv);
+    w[h] = lo | (hi << 16);
+  }
+  if (vec && nvalid == kChunk) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i)
+      if (i < nvalid) p[i] = static_cast<uint8_t>(w[i / 4] >> (8 * (i % 4)));
+  }
+}
+
+__device__ __forceinline__ float chunk_amax(const float (&v)[kChunk]) {
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) m = rules::nan_max(m, fabsf(v[i]));
+  return m;
+}
+
+/// amax over the kLanes consecutive lanes that own one group (kLanes a power of two <= 32).
+template <int kLanes>
+__device__ __forceinline__ float group_amax(float m) {
+#pragma unroll
+  for (int off = 1; off < kLanes; off <<= 1)
+    m = rules::nan_max(m, __shfl_xor_sync(0xffffffffu, m, off));
+  return m;
+}
+
+/// Writes zeros to the padding of a scale buffer: rows [rows, padded_rows) of every group and
+/// groups [groups, padded_groups) of every real row. Consumers (TMA, block-scaled GEMMs) read it.
+__device__ __forceinline__ void zero_scale_padding(void* base, const ScaleAddr& sa, int64_t tid,
+                                                   int64_t nthreads) {
+  const int64_t pad_rows = sa.padded_rows - sa.rows;
+  const int64_t n1 = pad_rows * sa.padded_groups;
+  const int64_t pad_groups = sa.padded_groups - sa.groups;
+  const int64_t n2 = sa.rows * pad_groups;
+  for (int64_t i = tid; i < n1 + n2; i += nthreads) {
+    int64_t r, g;
+    if (i < n1) {
+      r = sa.rows + i / sa.padded_groups;
+      g = i % sa.padded_groups;
+    } else {
+      r = (i - n1) / pad_groups;
+      g = sa.groups + (i - n1) % pad_groups;
+    }
+    const int64_t off = sa.offset(r, g);
+    if (sa.elem_bytes == 4)
+      static_cast<float*>(base)[off] = 0.0f;
+    else
+      static_cast<uint8_t*>(base)[off] = 0;
+  }
+}
+
+// ---- policies -----------------------------------------------------------------------------
+
+/// Output in a float dtype, no scales (the identity policy: bf16 out for plain ops).
+template <class TOut>
+struct PlainOut {
+  struct Params {
+    TOut* out;
+    int64_t ld;  // row stride, elements
+    bool vec;
+  };
+  static constexpr int kLanesPerGroup = 1;
+  const Params& p;
+  __device__ explicit PlainOut(const Params& params) : p(params) {}
+  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
+    if (nvalid > 0) store_chunk(p.out + row * p.ld + col, p.vec, nvalid, v);
+  }
+  __device__ void zero_padding(int64_t, int64_t) const {}
+};
+
+/// FP8 static per-tensor: q = e4m3(x * (1 / scale)), scale read from the device.
+struct Fp8PerTensor {
+  struct Params {
+    uint8_t* out;
+    int64_t ld;
+    const float* scale;
+    bool vec;
+  };
+  static constexpr int kLanesPerGroup = 1;
+  const Params& p;
+  float inv;
+  __device__ explicit Fp8PerTensor(const Params& params)
+      : p(params), inv(rules::fp8_inv_scale(*params.scale)) {}
+  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
+    if (nvalid > 0) store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, inv);
+  }
+  __device__ void zero_padding(int64_t, int64_t) const {}
+};
+
+/// FP8 dynamic per-group (g = 8 * kLanes consecutive columns), any scale layout and format.
+template <int kGroup>
+struct Fp8PerGroup {
+  static constexpr int kLanesPerGroup = kGroup / kChunk;
+  struct Params {
+    uint8_t* out;
+    int64_t ld;
+    void* scales;
+    ScaleAddr sa;
+    const float* scale_ub;  // nullable
+    bool pow2;              // UE8M0 scales
+    bool packed;            // UE8M0 bytes (else fp32)
+    bool vec;
+  };
+  const Params& p;
+  float ub;
+  __device__ explicit Fp8PerGroup(const Params& params)
+      : p(params), ub(params.scale_ub ? *params.scale_ub : INFINITY) {}
+  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
+    const float amax = group_amax<kLanesPerGroup>(chunk_amax(v));
+    if (nvalid <= 0) return;
+    const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
+    const int lane = threadIdx.x & 31;
+    if (lane % kLanesPerGroup == 0) {
+      const int64_t off = p.sa.offset(row, col / kGroup);
+      if (p.packed)
+        static_cast<uint8_t*>(p.scales)[off] = rules::ue8m0_byte(s);
+      else
+        static_cast<float*>(p.scales)[off] = s;
+    }
+    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s));
+  }
+  __device__ void zero_padding(int64_t tid, int64_t n) const {
+    zero_scale_padding(p.scales, p.sa, tid, n);
+  }
+};
+
+/// NVFP4: E2M1 values, one E4M3 scale per 16 values (2 lanes), fp32 global scale on the device.
+/// Requires full chunks (cols % 16 == 0, checked by validation).
+struct Nvfp4 {
+  static constexpr int kLanesPerGroup = 2;
+  struct Params {
+    uint8_t* out;  // packed bytes
+    int64_t ld;    // row stride, bytes
+    uint8_t* scales;
+    ScaleAddr sa;
+    const float* global_scale;
+    bool vec;
+  };
+  const Params& p;
+  float gs;
+  __device__ explicit Nvfp4(const Params& params) : p(params), gs(*params.global_scale) {}
+  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
+    const float bmax = group_amax<2>(chunk_amax(v));
+    if (nvalid <= 0) return;
+    const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
+    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
+    if ((threadIdx.x & 1) == 0) p.scales[p.sa.offset(row, col / 16)] = sf;
+    uint32_t w = 0;
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i)
+      w |= static_cast<uint32_t>(rules::e2m1_encode(v[i] * out_scale)) << (4 * i);
+    uint8_t* dst = p.out + row * p.ld + col / 2;
+    if (p.vec) {
+      *reinterpret_cast<uint32_t*>(dst) = w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(w >> (8 * i));
+    }
+  }
+  __device__ void zero_padding(int64_t tid, int64_t n) const {
+    zero_scale_padding(p.scales, p.sa, tid, n);
+  }
+};
+
+/// FP8 dynamic per-token: one scale per row. The row's amax spans a whole thread block, so this
+/// policy is driven by the row-block kernel (rowwise.cuh) rather than apply().
+struct Fp8PerToken {
+  struct Params {
+    uint8_t* out;
+    int64_t ld;
+    float* scales;  // [rows]
+    const float* scale_ub;
+    bool vec;
+  };
+};
+
+}  // namespace qfuse::quant

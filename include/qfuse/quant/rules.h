@@ -1,0 +1,172 @@
+// The quantization rules of SPEC §0, written once for the device kernels and the host references.
+//
+// Every kernel's quantizer policy and every host reference computes scales and codes through these
+// functions, so the two cannot drift apart. The only rule with two implementations is the fp32 ->
+// E4M3 conversion: the device uses the hardware `cvt.rn.satfinite.e4m3x2.f32`, the host the software
+// encoder in reference.h; a GPU test checks that they agree.
+//
+// Conventions: q = fp8(x * (1 / scale)) with the reciprocal computed once in fp32 (IEEE division);
+// dequantized x ~= float(q) * scale. NaN propagates through every max/min below.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define QFUSE_HD __host__ __device__ __forceinline__
+#else
+#define QFUSE_HD inline
+#endif
+
+namespace qfuse::rules {
+
+constexpr float kFp8Max = 448.0f;
+/// Floor of every dynamic FP8 scale: an all-zero group gets zeros and this finite scale.
+constexpr float kMinScale = 1.0f / (448.0f * 512.0f);
+constexpr float kE2M1Max = 6.0f;
+constexpr int kNvfp4Block = 16;
+
+QFUSE_HD uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+QFUSE_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+QFUSE_HD bool is_nan(float x) { return x != x; }
+
+/// max that returns NaN if either argument is NaN (fmaxf would drop it).
+QFUSE_HD float nan_max(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  if (is_nan(a) || is_nan(b)) return NAN;
+  return a > b ? a : b;
+#endif
+}
+
+QFUSE_HD float nan_min(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  if (is_nan(a) || is_nan(b)) return NAN;
+  return a < b ? a : b;
+#endif
+}
+
+/// Smallest power of two >= s, as fp32: 2^ceil(log2 s). Clamped to the UE8M0 range
+/// [2^-127, 2^127]; NaN stays NaN.
+QFUSE_HD float ue8m0_round_up(float s) {
+  if (is_nan(s)) return s;
+  const uint32_t bits = float_bits(s) & 0x7fffffffu;
+  uint32_t e = bits >> 23;
+  const uint32_t m = bits & 0x7fffffu;
+  if (e == 0) return m <= 0x400000u ? bits_float(0x400000u) : bits_float(0x800000u);
+  if (m != 0) e += 1;
+  if (e > 254) e = 254;
+  return bits_float(e << 23);
+}
+
+/// The UE8M0 byte of a power of two produced by ue8m0_round_up (NaN -> 0xFF).
+QFUSE_HD uint8_t ue8m0_byte(float pow2) {
+  if (is_nan(pow2)) return 0xFF;
+  const uint32_t bits = float_bits(pow2);
+  const uint32_t e = (bits >> 23) & 0xffu;
+  return e == 0 ? 0 : static_cast<uint8_t>(e);
+}
+
+/// Value of a UE8M0 byte: 2^(b - 127); 0xFF is NaN.
+QFUSE_HD float ue8m0_value(uint8_t b) {
+  if (b == 0xFF) return NAN;
+  return b == 0 ? bits_float(0x400000u) : bits_float(static_cast<uint32_t>(b) << 23);
+}
+
+/// Dynamic FP8 scale of a group (or row) with absolute maximum `amax` (SPEC §0.2):
+///   s = max(min(amax, scale_ub) / 448, kMinScale), clamped to FLT_MAX, optionally rounded up to
+///   a power of two. Pass scale_ub = +inf when there is none. NaN amax gives a NaN scale.
+/// NOTE: an infinite amax gives FLT_MAX (not inf) so that the group's infinities saturate to
+/// +-448 and its finite values flush to 0, instead of every value becoming NaN through inf * 0.
+QFUSE_HD float fp8_dynamic_scale(float amax, float scale_ub, bool pow2) {
+  float s = nan_min(amax, scale_ub) / kFp8Max;
+  s = nan_max(s, kMinScale);
+  if (s > FLT_MAX) s = FLT_MAX;
+  return pow2 ? ue8m0_round_up(s) : s;
+}
+
+/// The reciprocal every FP8 quantizer multiplies by.
+QFUSE_HD float fp8_inv_scale(float scale) { return 1.0f / scale; }
+
+/// NVFP4 (SPEC §0.3): the fp32 value whose E4M3 encoding is the block scale `sf`.
+QFUSE_HD float nvfp4_sf_input(float global_scale, float block_amax) {
+  return global_scale * block_amax / kE2M1Max;
+}
+
+/// NVFP4: the factor applied to the block's values, given the decoded block scale.
+QFUSE_HD float nvfp4_out_scale(float sf_value, float global_scale) {
+  return sf_value == 0.0f ? 0.0f : 1.0f / (sf_value / global_scale);
+}
+
+/// Round-to-nearest-even E2M1 with saturation to +-6 (SPEC §0.3), as a 4-bit code
+/// (sign in bit 3). Magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; the sign of zero is kept.
+/// NaN gives +6 (code 0x7), as the hardware's satfinite conversion on later GPUs does.
+QFUSE_HD uint8_t e2m1_encode(float x) {
+  const float a = fabsf(x);
+  // NOTE: ties at 0.25, 1.25, 2.5 and 5 go down (to an even code), at 0.75, 1.75 and 3.5 up.
+  const uint8_t m = static_cast<uint8_t>((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) +
+                                         (a > 2.5f) + (a >= 3.5f) + (a > 5.0f));
+  if (is_nan(x)) return 0x7;
+  const uint8_t sign = (float_bits(x) >> 31) ? 0x8 : 0x0;
+  return static_cast<uint8_t>(sign | m);
+}
+
+/// Value of an E2M1 code (low 4 bits).
+QFUSE_HD float e2m1_value(uint8_t code) {
+  const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float v = mag[code & 0x7];
+  return (code & 0x8) ? -v : v;
+}
+
+/// Value of an E4M3 (e4m3fn) code. 0x7F and 0xFF are NaN.
+QFUSE_HD float e4m3_value(uint8_t code) {
+  const int sign = code >> 7;
+  const int e = (code >> 3) & 0xf;
+  const int m = code & 0x7;
+  float v;
+  if (e == 0xf && m == 0x7) return NAN;
+  if (e == 0) {
+    v = static_cast<float>(m) * (1.0f / 512.0f);  // m * 2^-9
+  } else {
+    v = (1.0f + static_cast<float>(m) / 8.0f) * bits_float(static_cast<uint32_t>(e - 7 + 127) << 23);
+  }
+  return sign ? -v : v;
+}
+
+/// Byte offset of NVFP4 block scale (m, k) in the 128x4 swizzled layout (SPEC §0.3).
+QFUSE_HD int64_t nvfp4_swizzled_offset(int64_t m, int64_t k, int64_t num_k_tiles) {
+  return (m / 128) * num_k_tiles * 512 + (k / 4) * 512 + (m % 32) * 16 + ((m % 128) / 32) * 4 +
+         k % 4;
+}
+
+/// SiLU in fp32: a / (1 + exp(-a)).
+QFUSE_HD float silu(float a) { return a / (1.0f + expf(-a)); }
+
+}  // namespace qfuse::rules

@@ -1,0 +1,73 @@
+// Where scale (row, group) lives in a scale buffer, for every layout of SPEC §0.2.
+//
+// Affine layouts: offset = row * a + (group / 4) * b + (group % 4) * c, in elements of the scale
+// dtype (fp32 or bytes). This one form covers row-major, column-major (plain and TMA-aligned) and
+// the packed UE8M0 layouts (4 exponent bytes per 32-bit word along the groups, docs/formats.md).
+// The NVFP4 128x4 swizzle has its own formula (rules::nvfp4_swizzled_offset).
+// Used by the device policies and the host references alike.
+#pragma once
+
+#include <cstdint>
+
+#include "qfuse/quant/kind.h"
+#include "qfuse/quant/rules.h"
+
+namespace qfuse {
+
+struct ScaleAddr {
+  int64_t a = 0, b = 0, c = 0;
+  int64_t num_k_tiles = 0;  // > 0: NVFP4 swizzled layout
+  int64_t rows = 0;         // rows that carry data
+  int64_t groups = 0;       // groups per row that carry data
+  int64_t padded_rows = 0;  // rows the buffer covers (>= rows)
+  int64_t padded_groups = 0;  // groups per row the buffer covers (>= groups)
+  int elem_bytes = 4;
+
+  QFUSE_HD int64_t offset(int64_t row, int64_t group) const {
+    if (num_k_tiles > 0) return rules::nvfp4_swizzled_offset(row, group, num_k_tiles);
+    return row * a + (group >> 2) * b + (group & 3) * c;
+  }
+
+  /// Host: the addressing of `spec`'s scale buffer for `rows` rows of `shape.num_groups` groups.
+  static ScaleAddr make(const QuantSpec& spec, const ScaleShape& shape, int64_t rows) {
+    ScaleAddr s;
+    s.rows = rows;
+    s.groups = shape.num_groups;
+    s.padded_rows = shape.padded_rows;
+    s.padded_groups = shape.num_groups;
+    s.elem_bytes = shape.dtype == DType::kF32 ? 4 : 1;
+    const int64_t ld = shape.padded_rows;
+    switch (spec.kind) {
+      case QuantKind::kFp8PerToken:
+        s.a = 1;
+        break;
+      case QuantKind::kFp8PerGroup:
+        if (spec.format == ScaleFormat::kUe8m0Packed) {
+          s.padded_groups = round_up(shape.num_groups, 4);
+          if (spec.layout == ScaleLayout::kRowMajor) {
+            s.a = s.padded_groups, s.b = 4, s.c = 1;
+          } else {
+            s.a = 4, s.b = 4 * ld, s.c = 1;
+          }
+        } else if (spec.layout == ScaleLayout::kRowMajor) {
+          s.a = shape.num_groups, s.b = 4, s.c = 1;
+        } else {
+          s.a = 1, s.b = 4 * ld, s.c = ld;
+        }
+        break;
+      case QuantKind::kNvfp4:
+        if (spec.layout == ScaleLayout::kNvfp4Swizzled) {
+          s.padded_groups = shape.sizes[1];
+          s.num_k_tiles = shape.sizes[1] / 4;
+        } else {
+          s.a = shape.num_groups, s.b = 4, s.c = 1;
+        }
+        break;
+      default:
+        break;
+    }
+    return s;
+  }
+};
+
+}  // namespace qfuse

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what qfuse needs to build and test, from Debian's packages; idempotent (a second run
+# installs nothing). The CUDA toolkit (nvcc 13, CCCL, cudart) comes with the machine image.
+set -euo pipefail
+
+packages=(cmake ninja-build g++ make libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install_deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+nvcc_path=$(command -v nvcc || true)
+[ -n "$nvcc_path" ] || { [ -x /usr/local/cuda/bin/nvcc ] && nvcc_path=/usr/local/cuda/bin/nvcc; }
+if [ -z "$nvcc_path" ]; then
+  echo "install_deps: nvcc (CUDA 12.4+ / 13) not found on PATH or in /usr/local/cuda/bin" >&2
+  exit 1
+fi

@@ -1,0 +1,58 @@
+// Standalone quantization: x [T, H] bf16|fp16|fp32 -> any QuantSpec output, through the shared
+// row-wise kernel with the identity producer. These ops are also the unfused baselines.
+#include <climits>
+
+#include "qfuse/quant/quantize.h"
+#include "quant/rowwise.cuh"
+#include "quant/validate.h"
+
+namespace qfuse {
+namespace quant {
+
+/// Producer: the input row itself.
+template <class TIn>
+struct LoadRows {
+  const TIn* x;
+  int64_t ld;
+  bool vec;
+  __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
+    load_chunk(x + row * ld + col, vec, nvalid, v);
+  }
+};
+
+}  // namespace quant
+
+Status quantize(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
+  QFUSE_RETURN_IF_ERROR(
+      detail::check_matrix(x, "x", {DType::kBF16, DType::kF16, DType::kF32}, -1, -1));
+  const int64_t T = x.sizes[0], H = x.sizes[1];
+  if (H > INT_MAX / 2)
+    return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX / 2),
+                                   std::to_string(H));
+  QFUSE_RETURN_IF_ERROR(validate_quant_output(q, T, H));
+  if (T == 0 || H == 0) return Status::Ok();
+  QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{x.data, "x.data"},
+                                                       {q.out.data, "out.data"},
+                                                       {q.scales.data, "out.scales.data"},
+                                                       {q.scale, "out.scale"},
+                                                       {q.scale_ub, "out.scale_ub"}}));
+  const int64_t ld = x.strides[0];
+  const int64_t esize = static_cast<int64_t>(dtype_size(x.dtype));
+  const bool vec = quant::aligned_rows(x.data, ld, esize, 16);
+  switch (x.dtype) {
+    case DType::kBF16:
+      return quant::launch_rowwise(
+          quant::LoadRows<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(x.data), ld, vec}, q, T,
+          H, stream);
+    case DType::kF16:
+      return quant::launch_rowwise(
+          quant::LoadRows<__half>{static_cast<const __half*>(x.data), ld, vec}, q, T, H, stream);
+    case DType::kF32:
+      return quant::launch_rowwise(
+          quant::LoadRows<float>{static_cast<const float*>(x.data), ld, vec}, q, T, H, stream);
+    default:
+      return Status::InvalidArgument("x.dtype", "bf16|fp16|fp32", std::string(to_string(x.dtype)));
+  }
+}
+
+}  // namespace qfuse

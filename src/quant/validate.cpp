@@ -1,0 +1,144 @@
+#include "quant/validate.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "qfuse/core/cuda_check.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse {
+namespace detail {
+
+std::string dtype_list(std::initializer_list<DType> allowed) {
+  std::string s;
+  for (DType d : allowed) s += (s.empty() ? "" : "|") + std::string(to_string(d));
+  return s;
+}
+
+Status check_matrix(const TensorRef& t, const std::string& name,
+                    std::initializer_list<DType> allowed, int64_t rows, int64_t cols) {
+  bool dtype_ok = false;
+  for (DType d : allowed) dtype_ok |= d == t.dtype;
+  if (!dtype_ok)
+    return Status::InvalidArgument(name + ".dtype", dtype_list(allowed),
+                                   std::string(to_string(t.dtype)));
+  if (t.rank != 2)
+    return Status::InvalidArgument(name + ".rank", "2", std::to_string(t.rank));
+  if (t.sizes[0] < 0 || t.sizes[1] < 0)
+    return Status::InvalidArgument(name + ".sizes", "non-negative sizes", t.shape_string());
+  if (rows >= 0 && t.sizes[0] != rows)
+    return Status::InvalidArgument(name + ".sizes[0]", std::to_string(rows),
+                                   std::to_string(t.sizes[0]));
+  if (cols >= 0 && t.sizes[1] != cols)
+    return Status::InvalidArgument(name + ".sizes[1]", std::to_string(cols),
+                                   std::to_string(t.sizes[1]));
+  if (t.sizes[1] > 1 && t.strides[1] != 1)
+    return Status::InvalidArgument(name + ".strides[1]", "1 (last dimension contiguous)",
+                                   std::to_string(t.strides[1]));
+  if (t.sizes[0] > 1 && t.strides[0] < t.sizes[1])
+    return Status::InvalidArgument(name + ".strides[0]",
+                                   ">= " + std::to_string(t.sizes[1]) + " (row stride >= width)",
+                                   std::to_string(t.strides[0]));
+  if (t.numel() > 0) {
+    if (t.data == nullptr)
+      return Status::InvalidArgument(name + ".data", "a non-null pointer", "null");
+    const uintptr_t a = reinterpret_cast<uintptr_t>(t.data);
+    if (a % dtype_size(t.dtype) != 0)
+      return Status::InvalidArgument(name + ".data",
+                                     std::to_string(dtype_size(t.dtype)) + "-byte aligned address",
+                                     "address " + std::to_string(a));
+  }
+  return Status::Ok();
+}
+
+Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs) {
+  int dev = -1;
+  QFUSE_CUDA_RETURN(cudaGetDevice(&dev));
+  for (const auto& [p, name] : ptrs) {
+    if (p == nullptr) continue;
+    cudaPointerAttributes attr{};
+    const cudaError_t err = cudaPointerGetAttributes(&attr, p);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      return Status::InvalidArgument(name, "device memory", "a pointer the driver does not know");
+    }
+    switch (attr.type) {
+      case cudaMemoryTypeDevice:
+        if (attr.device != dev)
+          return Status::InvalidArgument(name, "memory of device " + std::to_string(dev),
+                                         "memory of device " + std::to_string(attr.device));
+        break;
+      case cudaMemoryTypeManaged:
+        break;
+      case cudaMemoryTypeHost:
+        if (attr.devicePointer == nullptr)
+          return Status::InvalidArgument(name, "device-accessible memory", "unmapped host memory");
+        break;
+      default:
+        return Status::InvalidArgument(name, "device memory", "host memory");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace detail
+
+Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
+  using detail::check_matrix;
+  QFUSE_RETURN_IF_ERROR(q.spec.validate());
+  const std::string kind = to_string(q.spec);
+  switch (q.spec.kind) {
+    case QuantKind::kNone:
+      QFUSE_RETURN_IF_ERROR(
+          check_matrix(q.out, "out", {DType::kBF16, DType::kF16, DType::kF32}, rows, cols));
+      break;
+    case QuantKind::kNvfp4:
+      if (cols % 16 != 0)
+        return Status::InvalidArgument("cols", "a multiple of 16 for " + kind, std::to_string(cols));
+      QFUSE_RETURN_IF_ERROR(check_matrix(q.out, "out", {DType::kE2M1x2}, rows, cols / 2));
+      break;
+    default:
+      QFUSE_RETURN_IF_ERROR(check_matrix(q.out, "out", {DType::kE4M3}, rows, cols));
+      break;
+  }
+  if (q.spec.reads_scale() && q.scale == nullptr)
+    return Status::InvalidArgument("out.scale", "a device fp32 scale for " + kind, "null");
+  if (!q.spec.reads_scale() && q.scale != nullptr)
+    return Status::InvalidArgument("out.scale", "null (" + kind + " reads no given scale)",
+                                   "a pointer");
+  if (q.scale != nullptr && reinterpret_cast<uintptr_t>(q.scale) % 4 != 0)
+    return Status::InvalidArgument("out.scale", "4-byte aligned address", "misaligned");
+  if (!q.spec.accepts_scale_ub() && q.scale_ub != nullptr)
+    return Status::InvalidArgument("out.scale_ub", "null (" + kind + " has no dynamic scale)",
+                                   "a pointer");
+  if (q.scale_ub != nullptr && reinterpret_cast<uintptr_t>(q.scale_ub) % 4 != 0)
+    return Status::InvalidArgument("out.scale_ub", "4-byte aligned address", "misaligned");
+
+  ScaleShape shape;
+  QFUSE_RETURN_IF_ERROR(scale_shape(q.spec, rows, cols, &shape));
+  if (shape.rank == 0) {
+    if (!q.scales.empty_ref())
+      return Status::InvalidArgument("out.scales", "no scale buffer for " + kind,
+                                     q.scales.describe());
+    return Status::Ok();
+  }
+  std::string want = "[";
+  for (int i = 0; i < shape.rank; ++i) want += (i ? ", " : "") + std::to_string(shape.sizes[i]);
+  want += "] " + std::string(to_string(shape.dtype)) + " contiguous";
+  bool same = q.scales.rank == shape.rank && q.scales.dtype == shape.dtype && q.scales.is_contiguous();
+  for (int i = 0; same && i < shape.rank; ++i) same = q.scales.sizes[i] == shape.sizes[i];
+  if (!same)
+    return Status::InvalidArgument("out.scales", want + " for " + kind, q.scales.describe());
+  if (q.scales.numel() > 0) {
+    if (q.scales.data == nullptr)
+      return Status::InvalidArgument("out.scales.data", "a non-null pointer", "null");
+    if (reinterpret_cast<uintptr_t>(q.scales.data) % dtype_size(shape.dtype) != 0)
+      return Status::InvalidArgument("out.scales.data",
+                                     std::to_string(dtype_size(shape.dtype)) + "-byte aligned address",
+                                     "misaligned");
+  }
+  return Status::Ok();
+}
+
+}  // namespace qfuse

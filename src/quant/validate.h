@@ -1,0 +1,26 @@
+// Argument checks shared by every op's dispatch (SPEC §7): each failure names the argument, the
+// expected and the actual value. Structural checks need no device; check_device_pointers() asks
+// the driver where memory lives.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "qfuse/core/status.h"
+#include "qfuse/core/tensor.h"
+
+namespace qfuse::detail {
+
+/// "bf16|fp16"
+std::string dtype_list(std::initializer_list<DType> allowed);
+
+/// A rank-2 matrix view: dtype in `allowed`, sizes [rows, cols] (pass -1 to accept any), last
+/// dimension contiguous, row stride >= cols, data non-null and element-aligned when non-empty.
+Status check_matrix(const TensorRef& t, const std::string& name,
+                    std::initializer_list<DType> allowed, int64_t rows, int64_t cols);
+
+/// Every non-null pointer must be device-accessible memory of the current device.
+Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs);
+
+}  // namespace qfuse::detail

@@ -1,0 +1,70 @@
+#include "common/gpu.h"
+
+#include <stdexcept>
+
+#include "qfuse/quant/reference.h"
+
+namespace qfuse::test {
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (cudaMalloc(&ptr_, bytes ? bytes : 1) != cudaSuccess) throw std::runtime_error("cudaMalloc");
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) cudaFree(ptr_);
+}
+
+void DeviceBuffer::fill(uint8_t value) {
+  if (cudaMemset(ptr_, value, bytes_) != cudaSuccess) throw std::runtime_error("cudaMemset");
+}
+
+void DeviceBuffer::upload(const void* src, size_t bytes) {
+  if (cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+    throw std::runtime_error("cudaMemcpy H2D");
+}
+
+std::vector<uint8_t> DeviceBuffer::download() const {
+  std::vector<uint8_t> v(bytes_);
+  if (cudaMemcpy(v.data(), ptr_, bytes_, cudaMemcpyDeviceToHost) != cudaSuccess)
+    throw std::runtime_error("cudaMemcpy D2H");
+  return v;
+}
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float sigma) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    x = normal(rng);
+    if (u(rng) < 0.01f) x *= 20.0f;  // outliers set the group amax
+  }
+  if (n > 0 && v[0] == 0.0f) v[0] = 1.0f;
+  return v;
+}
+
+std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype, std::vector<float>* rounded) {
+  const size_t es = dtype_size(dtype);
+  std::vector<uint8_t> out(v.size() * es);
+  if (rounded) rounded->resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    float r = v[i];
+    if (dtype == DType::kBF16) {
+      const uint16_t b = ref::bf16_bits(v[i]);
+      std::memcpy(&out[i * 2], &b, 2);
+      r = ref::bf16_value(b);
+    } else if (dtype == DType::kF16) {
+      const uint16_t b = ref::f16_bits(v[i]);
+      std::memcpy(&out[i * 2], &b, 2);
+      r = ref::f16_value(b);
+    } else if (dtype == DType::kF32) {
+      std::memcpy(&out[i * 4], &v[i], 4);
+    } else {
+      throw std::invalid_argument("encode: dtype");
+    }
+    if (rounded) (*rounded)[i] = r;
+  }
+  return out;
+}
+
+}  // namespace qfuse::test

@@ -1,0 +1,59 @@
+// Test helpers: device buffers, GPU gating, random inputs.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "qfuse/core/arch.h"
+#include "qfuse/core/dtype.h"
+
+/// GPU tests skip (reported as skipped, never passed) on machines without a CUDA device.
+#define QFUSE_REQUIRE_GPU()                                                   \
+  do {                                                                        \
+    if (!::qfuse::gpu_available()) GTEST_SKIP() << "no CUDA device present"; \
+  } while (0)
+
+#define QFUSE_CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+namespace qfuse::test {
+
+/// Owning device allocation of `bytes` bytes.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+
+  void* get() const { return ptr_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+  /// Fills every byte with `value` (poisoning before a run).
+  void fill(uint8_t value);
+  void upload(const void* src, size_t bytes);
+  std::vector<uint8_t> download() const;
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+/// Poison byte written to outputs before a run: 0x7F is an E4M3 NaN and no valid scale.
+constexpr uint8_t kPoison = 0x7F;
+
+/// Random fp32 values ~ N(0, sigma) with some larger outliers, never all zero.
+std::vector<float> random_floats(size_t n, uint64_t seed, float sigma = 1.0f);
+/// The values stored as dtype bits (bf16/fp16/fp32), and the rounded fp32 values.
+std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype, std::vector<float>* rounded);
+
+}  // namespace qfuse::test
