@@ -7,14 +7,15 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "qfuse/core/arch.h"
 #include "qfuse/core/dtype.h"
 
 /// GPU tests skip (reported as skipped, never passed) on machines without a CUDA device.
-#define QFUSE_REQUIRE_GPU()                                                   \
-  do {                                                                        \
+#define QFUSE_REQUIRE_GPU()                                                  \
+  do {                                                                       \
     if (!::qfuse::gpu_available()) GTEST_SKIP() << "no CUDA device present"; \
   } while (0)
 
@@ -31,6 +32,11 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
 
   void* get() const { return ptr_; }
   template <class T>

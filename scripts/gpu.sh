@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One call of the GPU machine: build what is needed, run every GPU test and the benchmarks, and
+# print a short summary table last.
+#
+#   bash scripts/gpu.sh [suite]       (suite of `qfuse bench`, default issue2; "none" skips it)
+#
+# Binaries: .devbin/ when present (made here by `make devbin` and carried: the GPU machine has no
+# GoogleTest/CLI11 packages), else a build from source into build-gpu/ (needs install_deps.sh).
+# Logs and JSON go to $OUT (or /tmp/qfuse-gpu).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+suite=${1:-issue2}
+out=${OUT:-/tmp/qfuse-gpu}
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+
+bin=.devbin
+if [ ! -x "$bin/qfuse" ]; then
+  echo "== building from source"
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1 &&
+    cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || {
+    tail -30 "$out/build.log"
+    exit 1
+  }
+  mkdir -p build-gpu/bin && cp build-gpu/qfuse build-gpu/tests/test_* build-gpu/bin/ 2>/dev/null
+  bin=build-gpu/bin
+fi
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu \
+  --format=csv,noheader | tee "$out/gpu.txt"
+
+status=0
+for t in "$bin"/test_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  echo "== $name"
+  "$t" --gtest_brief=1 --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || status=1
+  tail -25 "$out/$name.log"
+done
+
+if [ "$suite" != none ]; then
+  echo "== qfuse bench --suite $suite"
+  "$bin/qfuse" bench --suite "$suite" --json "$out/bench.json" >"$out/bench.txt" 2>&1 || status=1
+fi
+
+echo
+echo "================ summary ================"
+python3 - "$out" <<'PY'
+import glob, os, sys, xml.etree.ElementTree as ET
+out = sys.argv[1]
+print(f"{'test binary':<20}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}")
+for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
+    cases = list(ET.parse(x).getroot().iter("testcase"))
+    f = sum(1 for c in cases if c.find("failure") is not None or c.find("error") is not None)
+    s = sum(1 for c in cases if c.find("skipped") is not None or c.get("result") == "skipped")
+    n = len(cases)
+    print(f"{os.path.basename(x)[:-4]:<20}{n:>7}{n - f - s:>8}{f:>8}{s:>9}")
+PY
+[ -f "$out/bench.txt" ] && { echo; cat "$out/bench.txt"; }
+exit $status
