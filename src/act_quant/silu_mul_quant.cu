@@ -29,7 +29,9 @@ struct LoadSiluMul {
 
 }  // namespace quant
 
-Status silu_mul_quant(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
+namespace {
+
+Status run_silu_mul(const char* op, const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
   QFUSE_RETURN_IF_ERROR(detail::check_matrix(x, "x", {DType::kBF16, DType::kF16}, -1, -1));
   const int64_t T = x.sizes[0], W = x.sizes[1];
   if (W % 2 != 0)
@@ -38,6 +40,8 @@ Status silu_mul_quant(const TensorRef& x, const QuantOutput& q, cudaStream_t str
   if (H > INT_MAX / 2)
     return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX),
                                    std::to_string(W));
+  QFUSE_RETURN_IF_ERROR(q.spec.validate());
+  QFUSE_RETURN_IF_ERROR(detail::check_op_supports(op, q.spec));
   QFUSE_RETURN_IF_ERROR(validate_quant_output(q, T, H));
   if (T == 0 || H == 0) return Status::Ok();
   QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{x.data, "x.data"},
@@ -50,16 +54,22 @@ Status silu_mul_quant(const TensorRef& x, const QuantOutput& q, cudaStream_t str
   const bool vec = quant::aligned_rows(x.data, ld, 2, 16) && (H * 2) % 16 == 0;
   if (x.dtype == DType::kBF16)
     return quant::launch_rowwise(
-        quant::LoadSiluMul<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(x.data), ld, H, vec},
-        q, T, H, stream);
+        quant::LoadSiluMul<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(x.data), ld, H, vec}, q,
+        T, H, stream);
   return quant::launch_rowwise(
       quant::LoadSiluMul<__half>{static_cast<const __half*>(x.data), ld, H, vec}, q, T, H, stream);
+}
+
+}  // namespace
+
+Status silu_mul_quant(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
+  return run_silu_mul("silu_mul_quant", x, q, stream);
 }
 
 Status silu_and_mul(const TensorRef& x, const TensorRef& out, cudaStream_t stream) {
   QuantOutput q;
   q.out = out;
-  return silu_mul_quant(x, q, stream);
+  return run_silu_mul("silu_and_mul", x, q, stream);
 }
 
 }  // namespace qfuse

@@ -73,11 +73,12 @@ Status QuantSpec::validate() const {
     case QuantKind::kFp8PerTensor:
     case QuantKind::kFp8PerToken:
       if (group_size != 0 || layout != ScaleLayout::kNone || format != ScaleFormat::kF32)
-        return Status::InvalidArgument("quant.spec", "no group size, layout or scale format for " +
-                                                         std::string(qfuse::to_string(kind)),
-                                       "group_size " + std::to_string(group_size) + ", layout " +
-                                           std::string(qfuse::to_string(layout)) + ", format " +
-                                           std::string(qfuse::to_string(format)));
+        return Status::InvalidArgument(
+            "quant.spec",
+            "no group size, layout or scale format for " + std::string(qfuse::to_string(kind)),
+            "group_size " + std::to_string(group_size) + ", layout " +
+                std::string(qfuse::to_string(layout)) + ", format " +
+                std::string(qfuse::to_string(format)));
       return Status::Ok();
     case QuantKind::kFp8PerGroup:
       if (group_size != 64 && group_size != 128)
@@ -107,7 +108,8 @@ std::vector<QuantSpec> all_quant_specs() {
   std::vector<QuantSpec> v = {QuantSpec::none(), QuantSpec::fp8_per_tensor(),
                               QuantSpec::fp8_per_token()};
   for (int g : {64, 128})
-    for (ScaleLayout l : {ScaleLayout::kRowMajor, ScaleLayout::kColMajor, ScaleLayout::kColMajorTma})
+    for (ScaleLayout l :
+         {ScaleLayout::kRowMajor, ScaleLayout::kColMajor, ScaleLayout::kColMajorTma})
       for (ScaleFormat f : {ScaleFormat::kF32, ScaleFormat::kUe8m0F32, ScaleFormat::kUe8m0Packed})
         v.push_back(QuantSpec::fp8_per_group(g, l, f));
   v.push_back(QuantSpec::nvfp4(ScaleLayout::kNvfp4Swizzled));
@@ -123,8 +125,9 @@ Status parse_quant_spec(std::string_view text, QuantSpec* out) {
     }
   }
   return Status::InvalidArgument(
-      "quant", "none|fp8_per_tensor|fp8_per_token|fp8_group{64,128}:{row,col,col_tma}:"
-               "{f32,ue8m0,ue8m0_packed}|nvfp4:{swizzled,linear}",
+      "quant",
+      "none|fp8_per_tensor|fp8_per_token|fp8_group{64,128}:{row,col,col_tma}:"
+      "{f32,ue8m0,ue8m0_packed}|nvfp4:{swizzled,linear}",
       "'" + std::string(text) + "'");
 }
 

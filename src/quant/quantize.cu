@@ -29,6 +29,8 @@ Status quantize(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
   if (H > INT_MAX / 2)
     return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX / 2),
                                    std::to_string(H));
+  QFUSE_RETURN_IF_ERROR(q.spec.validate());
+  QFUSE_RETURN_IF_ERROR(detail::check_op_supports("quantize", q.spec));
   QFUSE_RETURN_IF_ERROR(validate_quant_output(q, T, H));
   if (T == 0 || H == 0) return Status::Ok();
   QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{x.data, "x.data"},

@@ -45,7 +45,9 @@ uint16_t bf16_bits(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
-float bf16_value(uint16_t b) { return bits_float(static_cast<uint32_t>(b) << 16); }
+float bf16_value(uint16_t b) {
+  return bits_float(static_cast<uint32_t>(b) << 16);
+}
 
 uint16_t f16_bits(float f) {
   const uint32_t x = float_bits(f);
@@ -53,7 +55,7 @@ uint16_t f16_bits(float f) {
   const uint32_t ax = x & 0x7fffffffu;
   if (ax > 0x7f800000u) return sign | 0x7e00;
   if (ax >= 0x477ff000u) return sign | 0x7c00;  // >= 65520 rounds to inf
-  if (ax < 0x38800000u) {                         // below 2^-14: subnormal, unit 2^-24
+  if (ax < 0x38800000u) {                       // below 2^-14: subnormal, unit 2^-24
     const double q = std::nearbyint(static_cast<double>(bits_float(ax)) * 16777216.0);
     return static_cast<uint16_t>(sign | static_cast<uint16_t>(q));
   }
@@ -81,8 +83,8 @@ int64_t scale_offset(const QuantSpec& spec, const ScaleShape& shape, int64_t row
 
 namespace {
 
-void put_scale(std::vector<uint8_t>& buf, const ScaleAddr& sa, int64_t row, int64_t group,
-               float s, bool packed) {
+void put_scale(std::vector<uint8_t>& buf, const ScaleAddr& sa, int64_t row, int64_t group, float s,
+               bool packed) {
   const int64_t off = sa.offset(row, group);
   if (packed) {
     buf.at(off) = rules::ue8m0_byte(s);
@@ -140,7 +142,8 @@ QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec
           const float s = rules::fp8_dynamic_scale(amax, sc.scale_ub, pow2);
           put_scale(r.scales, sa, t, j, s, packed);
           const float inv = rules::fp8_inv_scale(s);
-          for (int64_t c = j0; c < j1; ++c) r.out[t * cols + c] = e4m3_encode(y[t * cols + c] * inv);
+          for (int64_t c = j0; c < j1; ++c)
+            r.out[t * cols + c] = e4m3_encode(y[t * cols + c] * inv);
         }
       }
       break;

@@ -3,9 +3,11 @@
 // quantizer policy (qfuse/quant/policies.cuh) writes them. One kernel template, any output kind.
 //
 //   rowwise_kernel   one warp per task of 32 chunks (256 columns) of one row; groups of 64/128/16
-//                    columns reduce their amax with warp shuffles. Used for every kind but per-token.
+//                    columns reduce their amax with warp shuffles. Used for every kind but
+//                    per-token.
 //   per_token_kernel one block per row; the row's amax is a block reduction; the row stays in
-//                    registers between the amax and the store (re-read from L2 past 8 chunks/thread).
+//                    registers between the amax and the store (re-read from L2 past 8
+//                    chunks/thread).
 //
 // Producer protocol: `bool vec` (16-byte loads possible) and
 //   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8]) const
@@ -152,8 +154,11 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
   const int64_t tasks = rows * ((chunks + 31) / 32);
   const int64_t warps_per_block = kRowwiseThreads / 32;
-  int64_t blocks = (tasks + warps_per_block * kRowwiseUnroll - 1) / (warps_per_block * kRowwiseUnroll);
-  const int64_t resident = static_cast<int64_t>(dev.sm_count) * (dev.max_threads_per_sm / kRowwiseThreads);
+  // NOTE: one task per warp while the grid fits on the device (lowest latency for small
+  // batches); past that a persistent grid where each warp keeps kRowwiseUnroll tasks in flight.
+  int64_t blocks = (tasks + warps_per_block - 1) / warps_per_block;
+  const int64_t resident =
+      static_cast<int64_t>(dev.sm_count) * (dev.max_threads_per_sm / kRowwiseThreads);
   blocks = std::min(blocks, resident);
   if (has_scale_padding) blocks = std::max<int64_t>(blocks, dev.sm_count);
   blocks = std::max<int64_t>(blocks, 1);
@@ -211,9 +216,11 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
                                    aligned_rows(q.out.data, ld, 1, 8)};
       const int64_t chunks = (cols + kChunk - 1) / kChunk;
       const int64_t want = (chunks + kPerTokenCached - 1) / kPerTokenCached;
-      const int threads = static_cast<int>(std::clamp<int64_t>((want + 31) / 32 * 32, 128, kPerTokenMaxThreads));
-      per_token_kernel<Producer><<<static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30)), threads,
-                                   0, stream>>>(prod, pp, rows, static_cast<int>(cols));
+      const int threads =
+          static_cast<int>(std::clamp<int64_t>((want + 31) / 32 * 32, 128, kPerTokenMaxThreads));
+      per_token_kernel<Producer>
+          <<<static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30)), threads, 0, stream>>>(
+              prod, pp, rows, static_cast<int>(cols));
       QFUSE_CHECK_LAUNCH("per_token_kernel");
       return Status::Ok();
     }
@@ -223,15 +230,21 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       const bool vec = aligned_rows(q.out.data, ld, 1, 8);
       if (spec.group_size == 64) {
         using P = Fp8PerGroup<64>;
-        const P::Params pp{typed<uint8_t>(q.out), ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec};
+        const P::Params pp{
+            typed<uint8_t>(q.out), ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec};
         return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, padded, stream);
       }
       using P = Fp8PerGroup<128>;
-      const P::Params pp{typed<uint8_t>(q.out), ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec};
+      const P::Params pp{
+          typed<uint8_t>(q.out), ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec};
       return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, padded, stream);
     }
     case QuantKind::kNvfp4: {
-      const Nvfp4::Params pp{typed<uint8_t>(q.out), ld, typed<uint8_t>(q.scales), sa, q.scale,
+      const Nvfp4::Params pp{typed<uint8_t>(q.out),
+                             ld,
+                             typed<uint8_t>(q.scales),
+                             sa,
+                             q.scale,
                              aligned_rows(q.out.data, ld, 1, 4)};
       return launch_rowwise_policy<Producer, Nvfp4>(prod, pp, rows, cols, padded, stream);
     }

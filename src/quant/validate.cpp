@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "qfuse/core/cuda_check.h"
+#include "qfuse/quant/capabilities.h"
 #include "qfuse/quant/quantize.h"
 
 namespace qfuse {
@@ -23,8 +24,7 @@ Status check_matrix(const TensorRef& t, const std::string& name,
   if (!dtype_ok)
     return Status::InvalidArgument(name + ".dtype", dtype_list(allowed),
                                    std::string(to_string(t.dtype)));
-  if (t.rank != 2)
-    return Status::InvalidArgument(name + ".rank", "2", std::to_string(t.rank));
+  if (t.rank != 2) return Status::InvalidArgument(name + ".rank", "2", std::to_string(t.rank));
   if (t.sizes[0] < 0 || t.sizes[1] < 0)
     return Status::InvalidArgument(name + ".sizes", "non-negative sizes", t.shape_string());
   if (rows >= 0 && t.sizes[0] != rows)
@@ -50,6 +50,17 @@ Status check_matrix(const TensorRef& t, const std::string& name,
                                      "address " + std::to_string(a));
   }
   return Status::Ok();
+}
+
+Status check_op_supports(std::string_view op, const QuantSpec& spec) {
+  const OpCapability* cap = find_op_capability(op);
+  if (cap == nullptr) return Status(StatusCode::kInternal, "unregistered op " + std::string(op));
+  for (const QuantSpec& s : cap->output_specs)
+    if (s == spec) return Status::Ok();
+  std::string supported;
+  for (const QuantSpec& s : cap->output_specs)
+    supported += (supported.empty() ? "" : "|") + to_string(s);
+  return Status::InvalidArgument(std::string(op) + ".out.spec", supported, to_string(spec));
 }
 
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs) {
@@ -95,7 +106,8 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
       break;
     case QuantKind::kNvfp4:
       if (cols % 16 != 0)
-        return Status::InvalidArgument("cols", "a multiple of 16 for " + kind, std::to_string(cols));
+        return Status::InvalidArgument("cols", "a multiple of 16 for " + kind,
+                                       std::to_string(cols));
       QFUSE_RETURN_IF_ERROR(check_matrix(q.out, "out", {DType::kE2M1x2}, rows, cols / 2));
       break;
     default:
@@ -126,7 +138,8 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
   std::string want = "[";
   for (int i = 0; i < shape.rank; ++i) want += (i ? ", " : "") + std::to_string(shape.sizes[i]);
   want += "] " + std::string(to_string(shape.dtype)) + " contiguous";
-  bool same = q.scales.rank == shape.rank && q.scales.dtype == shape.dtype && q.scales.is_contiguous();
+  bool same =
+      q.scales.rank == shape.rank && q.scales.dtype == shape.dtype && q.scales.is_contiguous();
   for (int i = 0; same && i < shape.rank; ++i) same = q.scales.sizes[i] == shape.sizes[i];
   if (!same)
     return Status::InvalidArgument("out.scales", want + " for " + kind, q.scales.describe());
@@ -134,9 +147,9 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
     if (q.scales.data == nullptr)
       return Status::InvalidArgument("out.scales.data", "a non-null pointer", "null");
     if (reinterpret_cast<uintptr_t>(q.scales.data) % dtype_size(shape.dtype) != 0)
-      return Status::InvalidArgument("out.scales.data",
-                                     std::to_string(dtype_size(shape.dtype)) + "-byte aligned address",
-                                     "misaligned");
+      return Status::InvalidArgument(
+          "out.scales.data", std::to_string(dtype_size(shape.dtype)) + "-byte aligned address",
+          "misaligned");
   }
   return Status::Ok();
 }

@@ -5,10 +5,12 @@
 
 #include <initializer_list>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
+#include "qfuse/quant/kind.h"
 
 namespace qfuse::detail {
 
@@ -19,6 +21,10 @@ std::string dtype_list(std::initializer_list<DType> allowed);
 /// dimension contiguous, row stride >= cols, data non-null and element-aligned when non-empty.
 Status check_matrix(const TensorRef& t, const std::string& name,
                     std::initializer_list<DType> allowed, int64_t rows, int64_t cols);
+
+/// The op's declared capability (capabilities.h) must include `spec`; the error names the
+/// supported set.
+Status check_op_supports(std::string_view op, const QuantSpec& spec);
 
 /// Every non-null pointer must be device-accessible memory of the current device.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs);

@@ -23,7 +23,8 @@ Status silu_and_mul(const TensorRef& x, const TensorRef& out, cudaStream_t strea
 Status silu_mul_quant(const TensorRef& x, const QuantOutput& out, cudaStream_t stream);
 
 namespace ref {
-/// fp64 silu(gate) * up of a host matrix x [T, 2H] of bf16|fp16 bits (row stride ld), row-major [T, H].
+/// fp64 silu(gate) * up of a host matrix x [T, 2H] of bf16|fp16 bits (row stride ld), row-major [T,
+/// H].
 std::vector<double> silu_and_mul(const uint16_t* x, DType dtype, int64_t T, int64_t H, int64_t ld);
 }  // namespace ref
 

@@ -11,8 +11,8 @@ namespace qfuse {
 
 inline Status cuda_status(cudaError_t err, const char* what) {
   if (err == cudaSuccess) return Status::Ok();
-  return Status(StatusCode::kCudaError,
-                std::string(what) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+  return Status(StatusCode::kCudaError, std::string(what) + ": " + cudaGetErrorName(err) + " (" +
+                                            cudaGetErrorString(err) + ")");
 }
 
 }  // namespace qfuse
@@ -20,4 +20,5 @@ inline Status cuda_status(cudaError_t err, const char* what) {
 /// Returns a kCudaError Status from the enclosing function if the call fails.
 #define QFUSE_CUDA_RETURN(call) QFUSE_RETURN_IF_ERROR(::qfuse::cuda_status((call), #call))
 /// Checks the last error after a kernel launch.
-#define QFUSE_CHECK_LAUNCH(name) QFUSE_RETURN_IF_ERROR(::qfuse::cuda_status(cudaGetLastError(), name))
+#define QFUSE_CHECK_LAUNCH(name) \
+  QFUSE_RETURN_IF_ERROR(::qfuse::cuda_status(cudaGetLastError(), name))

@@ -37,8 +37,8 @@ class [[nodiscard]] Status {
 
 }  // namespace qfuse
 
-#define QFUSE_RETURN_IF_ERROR(expr)         \
-  do {                                      \
-    ::qfuse::Status qfuse_status_ = (expr); \
+#define QFUSE_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::qfuse::Status qfuse_status_ = (expr);        \
     if (!qfuse_status_.ok()) return qfuse_status_; \
   } while (0)

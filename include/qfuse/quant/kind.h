@@ -49,8 +49,12 @@ struct QuantSpec {
   ScaleFormat format = ScaleFormat::kF32;
 
   static QuantSpec none() { return {}; }
-  static QuantSpec fp8_per_tensor() { return {QuantKind::kFp8PerTensor, 0, ScaleLayout::kNone, ScaleFormat::kF32}; }
-  static QuantSpec fp8_per_token() { return {QuantKind::kFp8PerToken, 0, ScaleLayout::kNone, ScaleFormat::kF32}; }
+  static QuantSpec fp8_per_tensor() {
+    return {QuantKind::kFp8PerTensor, 0, ScaleLayout::kNone, ScaleFormat::kF32};
+  }
+  static QuantSpec fp8_per_token() {
+    return {QuantKind::kFp8PerToken, 0, ScaleLayout::kNone, ScaleFormat::kF32};
+  }
   static QuantSpec fp8_per_group(int g, ScaleLayout layout = ScaleLayout::kRowMajor,
                                  ScaleFormat format = ScaleFormat::kF32) {
     return {QuantKind::kFp8PerGroup, g, layout, format};
@@ -68,7 +72,8 @@ struct QuantSpec {
     return kind == QuantKind::kFp8PerToken || kind == QuantKind::kFp8PerGroup ||
            kind == QuantKind::kNvfp4;
   }
-  /// True when the op reads a given fp32 scale from the device (per-tensor scale or NVFP4 global scale).
+  /// True when the op reads a given fp32 scale from the device (per-tensor scale or NVFP4 global
+  /// scale).
   bool reads_scale() const { return kind == QuantKind::kFp8PerTensor || kind == QuantKind::kNvfp4; }
   /// Dynamic FP8 kinds accept an optional scale upper bound.
   bool accepts_scale_ub() const {
@@ -106,7 +111,11 @@ Status scale_shape(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape
 /// The output dtype a quantized op writes for `spec` (kNone: caller's choice, returns nullopt).
 std::optional<DType> quantized_dtype(const QuantSpec& spec);
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+inline int64_t round_up(int64_t a, int64_t b) {
+  return ceil_div(a, b) * b;
+}
 
 }  // namespace qfuse

@@ -101,7 +101,9 @@ __device__ __forceinline__ uint32_t e4m3x2(float a, float b) {
   return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
 }
 
-__device__ __forceinline__ uint8_t e4m3(float a) { return e4m3x2(a, 0.0f) & 0xff; }
+__device__ __forceinline__ uint8_t e4m3(float a) {
+  return e4m3x2(a, 0.0f) & 0xff;
+}
 
 /// Quantizes v * inv to 8 E4M3 codes and stores them (8-byte store when vec and full).
 __device__ __forceinline__ void store_fp8_chunk(uint8_t* __restrict__ p, bool vec, int nvalid,

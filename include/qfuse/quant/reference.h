@@ -28,9 +28,9 @@ struct QuantResult {
 
 /// Parameters a quantizer reads from the device in the real op, given here as values.
 struct RefScalars {
-  float scale = 1.0f;                // per-tensor scale / NVFP4 global scale
-  float scale_ub = INFINITY;         // dynamic FP8 upper bound (+inf: none)
-  DType none_dtype = DType::kBF16;   // output dtype for QuantKind::kNone
+  float scale = 1.0f;               // per-tensor scale / NVFP4 global scale
+  float scale_ub = INFINITY;        // dynamic FP8 upper bound (+inf: none)
+  DType none_dtype = DType::kBF16;  // output dtype for QuantKind::kNone
 };
 
 /// Quantizes the fp32 matrix y [rows, cols] (row-major, contiguous) as the device op would.

@@ -2,8 +2,8 @@
 //
 // Every kernel's quantizer policy and every host reference computes scales and codes through these
 // functions, so the two cannot drift apart. The only rule with two implementations is the fp32 ->
-// E4M3 conversion: the device uses the hardware `cvt.rn.satfinite.e4m3x2.f32`, the host the software
-// encoder in reference.h; a GPU test checks that they agree.
+// E4M3 conversion: the device uses the hardware `cvt.rn.satfinite.e4m3x2.f32`, the host the
+// software encoder in reference.h; a GPU test checks that they agree.
 //
 // Conventions: q = fp8(x * (1 / scale)) with the reciprocal computed once in fp32 (IEEE division);
 // dequantized x ~= float(q) * scale. NaN propagates through every max/min below.
@@ -48,7 +48,9 @@ QFUSE_HD float bits_float(uint32_t u) {
 #endif
 }
 
-QFUSE_HD bool is_nan(float x) { return x != x; }
+QFUSE_HD bool is_nan(float x) {
+  return x != x;
+}
 
 /// max that returns NaN if either argument is NaN (fmaxf would drop it).
 QFUSE_HD float nan_max(float a, float b) {
@@ -113,7 +115,9 @@ QFUSE_HD float fp8_dynamic_scale(float amax, float scale_ub, bool pow2) {
 }
 
 /// The reciprocal every FP8 quantizer multiplies by.
-QFUSE_HD float fp8_inv_scale(float scale) { return 1.0f / scale; }
+QFUSE_HD float fp8_inv_scale(float scale) {
+  return 1.0f / scale;
+}
 
 /// NVFP4 (SPEC §0.3): the fp32 value whose E4M3 encoding is the block scale `sf`.
 QFUSE_HD float nvfp4_sf_input(float global_scale, float block_amax) {
@@ -155,7 +159,8 @@ QFUSE_HD float e4m3_value(uint8_t code) {
   if (e == 0) {
     v = static_cast<float>(m) * (1.0f / 512.0f);  // m * 2^-9
   } else {
-    v = (1.0f + static_cast<float>(m) / 8.0f) * bits_float(static_cast<uint32_t>(e - 7 + 127) << 23);
+    v = (1.0f + static_cast<float>(m) / 8.0f) *
+        bits_float(static_cast<uint32_t>(e - 7 + 127) << 23);
   }
   return sign ? -v : v;
 }
@@ -167,6 +172,8 @@ QFUSE_HD int64_t nvfp4_swizzled_offset(int64_t m, int64_t k, int64_t num_k_tiles
 }
 
 /// SiLU in fp32: a / (1 + exp(-a)).
-QFUSE_HD float silu(float a) { return a / (1.0f + expf(-a)); }
+QFUSE_HD float silu(float a) {
+  return a / (1.0f + expf(-a));
+}
 
 }  // namespace qfuse::rules

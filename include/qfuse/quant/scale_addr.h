@@ -16,10 +16,10 @@ namespace qfuse {
 
 struct ScaleAddr {
   int64_t a = 0, b = 0, c = 0;
-  int64_t num_k_tiles = 0;  // > 0: NVFP4 swizzled layout
-  int64_t rows = 0;         // rows that carry data
-  int64_t groups = 0;       // groups per row that carry data
-  int64_t padded_rows = 0;  // rows the buffer covers (>= rows)
+  int64_t num_k_tiles = 0;    // > 0: NVFP4 swizzled layout
+  int64_t rows = 0;           // rows that carry data
+  int64_t groups = 0;         // groups per row that carry data
+  int64_t padded_rows = 0;    // rows the buffer covers (>= rows)
   int64_t padded_groups = 0;  // groups per row the buffer covers (>= groups)
   int elem_bytes = 4;
 
