@@ -1,1 +1,453 @@
-// placeholder
+// The benchmark harness: registries, random inputs, CUDA-graph timing, the copy baseline and the
+// case runner (see harness.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <map>
+
+#include "bench/harness.h"
+#include "qfuse/core/cuda_check.h"
+
+namespace qfuse::bench {
+
+// ---- device memory and inputs ---------------------------------------------------------------
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+Status DeviceBuffer::allocate(size_t bytes) {
+  if (ptr_ != nullptr) {
+    QFUSE_CUDA_RETURN(cudaFree(ptr_));
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  const cudaError_t err = cudaMalloc(&ptr_, std::max<size_t>(bytes, 1));
+  if (err != cudaSuccess) {
+    ptr_ = nullptr;
+    return cuda_status(err, ("cudaMalloc of " + std::to_string(bytes) + " bytes").c_str());
+  }
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
+namespace {
+
+__host__ __device__ inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+/// Irwin-Hall sum of four uniforms, scaled to unit variance (|v| <= 3.47); 1% scaled by 2.5.
+__device__ inline float random_value(uint64_t seed, int64_t i) {
+  const uint64_t h = splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(i));
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) s += static_cast<float>((h >> (16 * k)) & 0xffffu) / 32768.0f - 1.0f;
+  float v = s * 0.8660254f;
+  if ((splitmix64(h) & 0xffffu) < 655u) v *= 2.5f;
+  return v;
+}
+
+template <class T>
+__device__ inline T from_float(float v);
+template <>
+__device__ inline float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ inline __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+template <class T>
+__global__ void fill_random_kernel(T* data, int64_t n, uint64_t seed) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    data[i] = from_float<T>(random_value(seed, i));
+}
+
+template <class T>
+Status launch_fill(void* data, int64_t n, uint64_t seed, cudaStream_t stream) {
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65536);
+  fill_random_kernel<T>
+      <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(static_cast<T*>(data), n, seed);
+  QFUSE_CHECK_LAUNCH("fill_random_kernel");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status fill_random(void* data, DType dtype, int64_t n, uint64_t seed, cudaStream_t stream) {
+  if (n <= 0) return Status::Ok();
+  switch (dtype) {
+    case DType::kBF16:
+      return launch_fill<__nv_bfloat16>(data, n, seed, stream);
+    case DType::kF16:
+      return launch_fill<__half>(data, n, seed, stream);
+    case DType::kF32:
+      return launch_fill<float>(data, n, seed, stream);
+    default:
+      return Status::InvalidArgument("dtype", "bf16|fp16|fp32", std::string(to_string(dtype)));
+  }
+}
+
+Status device_scalar(float value, DeviceBuffer* buf) {
+  QFUSE_RETURN_IF_ERROR(buf->allocate(sizeof(float)));
+  QFUSE_CUDA_RETURN(cudaMemcpy(buf->get(), &value, sizeof(float), cudaMemcpyHostToDevice));
+  return Status::Ok();
+}
+
+// ---- registries -----------------------------------------------------------------------------
+
+Status Shape::get(std::string_view key, int64_t* value) const {
+  for (const auto& [k, v] : dims) {
+    if (k == key) {
+      if (v < 0) return Status::InvalidArgument("shape." + k, ">= 0", std::to_string(v));
+      *value = v;
+      return Status::Ok();
+    }
+  }
+  return Status::InvalidArgument("shape", "a dimension '" + std::string(key) + "'", to_string());
+}
+
+std::string Shape::to_string() const {
+  std::string s;
+  for (const auto& [k, v] : dims) s += (s.empty() ? "" : " ") + k + "=" + std::to_string(v);
+  return s;
+}
+
+namespace {
+
+std::map<std::string, Routine, std::less<>>& routine_registry() {
+  static std::map<std::string, Routine, std::less<>> r;
+  return r;
+}
+
+std::map<std::string, Suite, std::less<>>& suite_registry() {
+  static std::map<std::string, Suite, std::less<>> r;
+  return r;
+}
+
+}  // namespace
+
+void register_routine(Routine routine) {
+  std::string name = routine.name;
+  routine_registry()[name] = std::move(routine);
+}
+
+const Routine* find_routine(std::string_view name) {
+  const auto it = routine_registry().find(name);
+  return it == routine_registry().end() ? nullptr : &it->second;
+}
+
+std::vector<const Routine*> all_routines() {
+  std::vector<const Routine*> v;
+  for (const auto& [name, r] : routine_registry()) v.push_back(&r);
+  return v;
+}
+
+void register_suite(Suite suite) {
+  std::string name = suite.name;
+  suite_registry()[name] = std::move(suite);
+}
+
+const Suite* find_suite(std::string_view name) {
+  const auto it = suite_registry().find(name);
+  return it == suite_registry().end() ? nullptr : &it->second;
+}
+
+std::vector<const Suite*> all_suites() {
+  std::vector<const Suite*> v;
+  for (const auto& [name, s] : suite_registry()) v.push_back(&s);
+  return v;
+}
+
+// ---- timing ---------------------------------------------------------------------------------
+
+int rotating_sets(int64_t bytes, int64_t l2_bytes) {
+  constexpr int kMaxSets = 64;
+  const int64_t target = 2 * l2_bytes;
+  if (bytes <= 0) return 1;
+  if (bytes >= target) return 1;
+  return static_cast<int>(std::min<int64_t>((target + bytes - 1) / bytes, kMaxSets));
+}
+
+namespace {
+
+struct GraphGuard {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~GraphGuard() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+};
+
+struct EventGuard {
+  std::vector<cudaEvent_t> events;
+  ~EventGuard() {
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+  }
+};
+
+/// Captures `calls` launches rotating through `sets` sets into g->exec.
+Status capture(Instance& inst, int sets, int calls, cudaStream_t stream, GraphGuard* g) {
+  // NOTE: thread-local capture mode: a library call that synchronises or allocates inside the
+  // captured region fails the capture (SPEC §7: every launch path must be capture-safe).
+  QFUSE_CUDA_RETURN(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status st = [&] {
+    for (int i = 0; i < calls; ++i) QFUSE_RETURN_IF_ERROR(inst.launch(i % sets, stream));
+    return Status::Ok();
+  }();
+  const cudaError_t end = cudaStreamEndCapture(stream, &g->graph);
+  if (!st.ok()) {
+    cudaGetLastError();
+    return Status(st.code(), "during graph capture: " + st.message());
+  }
+  QFUSE_RETURN_IF_ERROR(
+      cuda_status(end, "cudaStreamEndCapture (was the launch path capture-safe?)"));
+  QFUSE_CUDA_RETURN(cudaGraphInstantiate(&g->exec, g->graph, 0));
+  QFUSE_CUDA_RETURN(cudaGraphUpload(g->exec, stream));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out) {
+  if (opt.min_calls < 1 || opt.replays < 1 || opt.warmup < 0)
+    return Status::InvalidArgument("timing options", "min_calls >= 1, replays >= 1, warmup >= 0",
+                                   std::to_string(opt.min_calls) + ", " +
+                                       std::to_string(opt.replays) + ", " +
+                                       std::to_string(opt.warmup));
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  Timing t;
+  t.bytes = inst.min_bytes();
+  t.sets = rotating_sets(t.bytes, dev.l2_bytes);
+  t.replays = opt.replays;
+  QFUSE_RETURN_IF_ERROR(inst.setup(t.sets, stream));
+  // NOTE: a device-wide sync: setup may also use the legacy default stream (cudaMemset).
+  QFUSE_CUDA_RETURN(cudaDeviceSynchronize());
+
+  // Eager warm-up on every set: reports argument errors plainly and loads the kernels' modules.
+  for (int s = 0; s < t.sets; ++s) QFUSE_RETURN_IF_ERROR(inst.launch(s, stream));
+  QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+
+  const int calls = std::max(opt.min_calls, t.sets);
+  t.calls_per_graph = (calls + t.sets - 1) / t.sets * t.sets;
+  GraphGuard g;
+  QFUSE_RETURN_IF_ERROR(capture(inst, t.sets, t.calls_per_graph, stream, &g));
+  for (int i = 0; i < opt.warmup; ++i) QFUSE_CUDA_RETURN(cudaGraphLaunch(g.exec, stream));
+
+  EventGuard ev;
+  ev.events.resize(2 * static_cast<size_t>(opt.replays), nullptr);
+  for (cudaEvent_t& e : ev.events) QFUSE_CUDA_RETURN(cudaEventCreate(&e));
+  for (int r = 0; r < opt.replays; ++r) {
+    QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r], stream));
+    QFUSE_CUDA_RETURN(cudaGraphLaunch(g.exec, stream));
+    QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r + 1], stream));
+  }
+  QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+  std::vector<double> us(opt.replays);
+  for (int r = 0; r < opt.replays; ++r) {
+    float ms = 0.0f;
+    QFUSE_CUDA_RETURN(cudaEventElapsedTime(&ms, ev.events[2 * r], ev.events[2 * r + 1]));
+    us[r] = 1e3 * ms / t.calls_per_graph;
+  }
+  std::sort(us.begin(), us.end());
+  const size_t n = us.size();
+  t.median_us = n % 2 ? us[n / 2] : 0.5 * (us[n / 2 - 1] + us[n / 2]);
+  t.min_us = us.front();
+  t.max_us = us.back();
+  *out = t;
+  return Status::Ok();
+}
+
+namespace {
+
+/// The copy baseline: one cudaMemcpyAsync device to device per call.
+class CopyInstance final : public Instance {
+ public:
+  explicit CopyInstance(int64_t bytes) : bytes_(bytes) {}
+  int64_t min_bytes() const override { return 2 * bytes_; }
+  Status setup(int num_sets, cudaStream_t stream) override {
+    src_.resize(num_sets);
+    dst_.resize(num_sets);
+    for (int s = 0; s < num_sets; ++s) {
+      QFUSE_RETURN_IF_ERROR(src_[s].allocate(bytes_));
+      QFUSE_RETURN_IF_ERROR(dst_[s].allocate(bytes_));
+      QFUSE_RETURN_IF_ERROR(fill_random(src_[s].get(), DType::kF32, bytes_ / 4, 1000 + s, stream));
+      QFUSE_CUDA_RETURN(cudaMemsetAsync(dst_[s].get(), 0, bytes_, stream));
+    }
+    return Status::Ok();
+  }
+  Status launch(int set, cudaStream_t stream) override {
+    QFUSE_CUDA_RETURN(cudaMemcpyAsync(dst_[set].get(), src_[set].get(), bytes_,
+                                      cudaMemcpyDeviceToDevice, stream));
+    return Status::Ok();
+  }
+
+ private:
+  int64_t bytes_;
+  std::vector<DeviceBuffer> src_, dst_;
+};
+
+struct StreamGuard {
+  cudaStream_t stream = nullptr;
+  ~StreamGuard() {
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+Status run_one(const Case& c, const RunOptions& opt, double copy_gbps, cudaStream_t stream,
+               Result* r) {
+  r->section = c.section;
+  r->routine = c.routine;
+  r->shape = c.shape;
+  const Routine* routine = find_routine(c.routine);
+  if (routine == nullptr)
+    return Status::InvalidArgument("routine", "a registered routine (qfuse bench --list)",
+                                   "'" + c.routine + "'");
+  if (opt.progress) opt.progress(c.routine + " " + c.shape.to_string());
+  std::unique_ptr<Instance> inst;
+  QFUSE_RETURN_IF_ERROR(routine->make(c.shape, &inst));
+  QFUSE_RETURN_IF_ERROR(measure(*inst, opt.timing, stream, &r->timing));
+  r->copy_fraction = copy_gbps > 0.0 ? r->timing.gbps() / copy_gbps : 0.0;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status measure_copy(int64_t buffer_bytes, const TimingOptions& opt, cudaStream_t stream,
+                    Timing* out) {
+  if (buffer_bytes < kCopyBufferBytes)
+    return Status::InvalidArgument("buffer_bytes", ">= " + std::to_string(kCopyBufferBytes),
+                                   std::to_string(buffer_bytes));
+  CopyInstance copy(buffer_bytes);
+  return measure(copy, opt, stream, out);
+}
+
+Status run_cases(const std::vector<Case>& cases, const RunOptions& opt, Report* report) {
+  if (!gpu_available()) return Status::NotSupported("no CUDA device: the benchmark needs a GPU");
+  QFUSE_RETURN_IF_ERROR(check_kernel_image());
+  QFUSE_RETURN_IF_ERROR(current_device_info(&report->device));
+  report->date = utc_now();
+  report->options = opt.timing;
+  StreamGuard sg;
+  QFUSE_CUDA_RETURN(cudaStreamCreateWithFlags(&sg.stream, cudaStreamNonBlocking));
+
+  if (opt.progress) opt.progress("device-to-device copy, 256 MiB");
+  QFUSE_RETURN_IF_ERROR(measure_copy(kCopyBufferBytes, opt.timing, sg.stream, &report->copy));
+  const double copy_gbps = report->copy.gbps();
+
+  for (const Case& c : cases) {
+    Result r;
+    const Status st = run_one(c, opt, copy_gbps, sg.stream, &r);
+    if (!st.ok()) {
+      // NOTE: a failed case is reported in its row and the run goes on with the next one.
+      r.error = st.to_string();
+      cudaGetLastError();
+      report->results.push_back(r);
+      continue;
+    }
+    const Routine* routine = find_routine(c.routine);
+    if (!opt.with_unfused || routine->unfused.empty()) {
+      report->results.push_back(r);
+      continue;
+    }
+    Result peer;
+    const Status pst =
+        run_one({c.section, routine->unfused, c.shape}, opt, copy_gbps, sg.stream, &peer);
+    peer.is_peer = true;
+    if (!pst.ok()) {
+      peer.error = pst.to_string();
+      cudaGetLastError();
+    } else {
+      r.unfused = peer.routine;
+      r.unfused_ratio = peer.timing.median_us / r.timing.median_us;
+    }
+    report->results.push_back(r);
+    report->results.push_back(peer);
+  }
+  return Status::Ok();
+}
+
+// ---- build facts ----------------------------------------------------------------------------
+
+#define QFUSE_BENCH_STR2(...) #__VA_ARGS__
+#define QFUSE_BENCH_STR(...) QFUSE_BENCH_STR2(__VA_ARGS__)
+
+std::string build_cuda_archs() {
+#if defined(__CUDA_ARCH_LIST__)
+  const std::string list = QFUSE_BENCH_STR(__CUDA_ARCH_LIST__);
+  std::string out;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    const size_t comma = std::min(list.find(',', pos), list.size());
+    const int arch = std::atoi(list.substr(pos, comma - pos).c_str());
+    out += (out.empty() ? "" : ", ") + std::string("sm_") + std::to_string(arch / 10);
+    pos = comma + 1;
+  }
+  return out;
+#else
+  return "unknown";
+#endif
+}
+
+std::string build_cuda_version() {
+  return std::to_string(__CUDACC_VER_MAJOR__) + "." + std::to_string(__CUDACC_VER_MINOR__);
+}
+
+Status check_kernel_image() {
+  cudaFuncAttributes attr{};
+  const cudaError_t err = cudaFuncGetAttributes(&attr, fill_random_kernel<float>);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    DeviceInfo dev;
+    QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+    return Status::NotSupported("this build has no kernels for the device (built for " +
+                                build_cuda_archs() + ", device is sm_" +
+                                std::to_string(dev.cc_major * 10 + dev.cc_minor) +
+                                "): " + cudaGetErrorString(err));
+  }
+  return Status::Ok();
+}
+
+}  // namespace qfuse::bench

@@ -1,1 +1,70 @@
-int main() { return 0; }
+// qfuse: the command-line tool (info, demo, bench). Exceptions stop here.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"qfuse: quantized-output fused kernels for LLM inference on NVIDIA Hopper"};
+  app.require_subcommand(1);
+
+  CLI::App* info = app.add_subcommand("info",
+                                      "Device, build and which quantization specs each op "
+                                      "supports");
+
+  qfuse::cli::DemoOptions demo_opt;
+  CLI::App* demo = app.add_subcommand(
+      "demo",
+      "Run silu_mul_quant fused and unfused on realistic MLP shapes, check both against "
+      "the fp64 host reference, time them (host reference only without a GPU)");
+  demo->add_option("--reps", demo_opt.reps, "Timed calls per path")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+
+  qfuse::cli::BenchOptions bench_opt;
+  CLI::App* bench = app.add_subcommand(
+      "bench",
+      "Time routines with CUDA-graph replays (SPEC §8); needs a GPU (exit code 2 "
+      "without one)");
+  CLI::Option* suite = bench->add_option("--suite", bench_opt.suite,
+                                         "Run a suite of cases (issue2, quick, specs; see --list)");
+  CLI::Option* op = bench->add_option("--op", bench_opt.op, "Run one routine on one shape")
+                        ->check(CLI::IsMember({"silu_mul_quant", "silu_and_mul+quantize",
+                                               "quantize", "silu_and_mul"}));
+  bench
+      ->add_option("--quant", bench_opt.quant,
+                   "QuantSpec of --op, e.g. fp8_group128:col_tma:ue8m0_packed, nvfp4:swizzled")
+      ->needs(op);
+  bench->add_option("-T,--T", bench_opt.T, "Rows (tokens) of --op")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->needs(op)
+      ->capture_default_str();
+  bench->add_option("-H,--H", bench_opt.H, "Output columns of --op (silu input is [T, 2H])")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 28))
+      ->needs(op)
+      ->capture_default_str();
+  bench->add_option("--json", bench_opt.json_path, "Also write every number to this JSON file");
+  bench->add_flag("--list", bench_opt.list, "List routines and suites, then exit");
+  bench->add_flag("!--no-unfused", bench_opt.with_unfused,
+                  "Do not time the unfused peer of fused routines");
+  bench->add_option("--reps", bench_opt.replays, "Timed graph replays per case")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  bench->add_option("--calls", bench_opt.min_calls, "Calls per graph, at least")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  suite->excludes(op);
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (info->parsed()) return qfuse::cli::run_info();
+    if (demo->parsed()) return qfuse::cli::run_demo(demo_opt);
+    if (bench->parsed()) return qfuse::cli::run_bench(bench_opt);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qfuse: error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}

@@ -27,37 +27,40 @@
 namespace qfuse::quant {
 
 constexpr int kRowwiseThreads = 256;
-constexpr int kRowwiseUnroll = 2;
+constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persistent grid
 
+/// Tasks are numbered row-major: task = row * tasks_per_row + segment, a segment being 32 chunks
+/// (256 columns) of one row. Warp w handles the groups of `per_warp` (1 or kRowwiseUnroll)
+/// consecutive tasks that start at (w + k * nwarps) * per_warp.
+/// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
 template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
-                   int cols) {
+                   int cols, uint32_t tasks_per_row, uint32_t ntasks, uint32_t per_warp) {
   const Policy pol(params);
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   pol.zero_padding(tid, nthreads);
 
   const int lane = threadIdx.x & 31;
-  const int64_t warp = tid >> 5;
-  const int64_t nwarps = nthreads >> 5;
-  const int chunks = (cols + kChunk - 1) / kChunk;
-  const int tasks_per_row = (chunks + 31) / 32;
-  const int64_t ntasks = rows * tasks_per_row;
+  const uint32_t warp = static_cast<uint32_t>(tid >> 5);
+  const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
 
-  for (int64_t base = warp; base < ntasks; base += nwarps * kRowwiseUnroll) {
+  // NOTE: a warp's kRowwiseUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
+  // per input stream), which keeps DRAM accesses in long runs.
+  for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
     float v[kRowwiseUnroll][kChunk];
-    int64_t row[kRowwiseUnroll];
+    uint32_t row[kRowwiseUnroll];
     int col[kRowwiseUnroll], nvalid[kRowwiseUnroll];
-    // NOTE: all loads of the unrolled tasks are issued before the first store, to keep more
-    // bytes in flight per warp.
+    // NOTE: every load of the group is issued before the first store, so a warp keeps
+    // kRowwiseUnroll x 16 (or 32) bytes per lane in flight.
 #pragma unroll
     for (int u = 0; u < kRowwiseUnroll; ++u) {
-      const int64_t task = base + u * nwarps;
+      const uint32_t task = base + u;
       row[u] = task / tasks_per_row;
-      const int seg = static_cast<int>(task - row[u] * tasks_per_row);
-      col[u] = (seg * 32 + lane) * kChunk;
-      nvalid[u] = task < ntasks ? max(0, min(kChunk, cols - col[u])) : 0;
+      const uint32_t seg = task - row[u] * tasks_per_row;
+      col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
+      nvalid[u] = (u < per_warp && task < ntasks) ? max(0, min(kChunk, cols - col[u])) : 0;
       if (nvalid[u] > 0) {
         prod.load(row[u], col[u], nvalid[u], v[u]);
       } else {
@@ -67,75 +70,73 @@ __global__ void __launch_bounds__(kRowwiseThreads)
     }
 #pragma unroll
     for (int u = 0; u < kRowwiseUnroll; ++u) {
-      if (base + u * nwarps < ntasks) pol.apply(row[u], col[u], nvalid[u], v[u]);  // warp-uniform
+      if (u < per_warp && base + u < ntasks) pol.apply(row[u], col[u], nvalid[u], v[u]);  // uniform
     }
   }
 }
 
-constexpr int kPerTokenCached = 6;  // chunks per thread kept in registers
-constexpr int kPerTokenMaxThreads = 512;
+constexpr int kPerTokenCached = 4;  // chunks per lane kept in registers
+constexpr int kPerTokenThreads = 256;
 
-__device__ __forceinline__ float block_nan_max(float m, float* smem) {
-  m = group_amax<32>(m);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) smem[warp] = m;
-  __syncthreads();
-  if (warp == 0) {
-    const int nw = blockDim.x >> 5;
-    m = lane < nw ? smem[lane] : 0.0f;
-    m = group_amax<32>(m);
-    if (lane == 0) smem[32] = m;
-  }
-  __syncthreads();
-  m = smem[32];
-  __syncthreads();  // smem is reused by the next row
-  return m;
-}
-
+/// Per-token FP8: `warps_per_row` (1, 2, 4 or 8) warps own one row, so a block of 8 warps works
+/// on 8 / warps_per_row rows at once. The row's NaN-propagating amax is a warp reduction plus,
+/// across the row's warps, a shared-memory one; the row stays in registers (kPerTokenCached
+/// chunks per lane, i.e. up to 1024 columns per warp) and is re-read only beyond that.
 template <class Producer>
-__global__ void __launch_bounds__(kPerTokenMaxThreads)
-    per_token_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols) {
-  __shared__ float smem[33];
+__global__ void __launch_bounds__(kPerTokenThreads, 3)
+    per_token_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols,
+                     int warps_per_row) {
+  __shared__ float partial[kPerTokenThreads / 32];
   const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rows_per_block = (kPerTokenThreads / 32) / warps_per_row;
+  const int group = warp / warps_per_row;               // which row of the block
+  const int rtid = (warp % warps_per_row) * 32 + lane;  // thread index within the row
+  const int row_threads = warps_per_row * 32;
   const int chunks = (cols + kChunk - 1) / kChunk;
-  const bool cached = chunks <= kPerTokenCached * static_cast<int>(blockDim.x);
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * rows_per_block; first < rows;
+       first += static_cast<int64_t>(gridDim.x) * rows_per_block) {
+    const int64_t row = first + group;
+    const bool active = row < rows;
     float v[kPerTokenCached][kChunk];
     float amax = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerTokenCached; ++i) {
-      const int c = threadIdx.x + i * blockDim.x;
-      const int nvalid = max(0, min(kChunk, cols - c * kChunk));
+      const int c = rtid + i * row_threads;
+      const int nvalid = active ? max(0, min(kChunk, cols - c * kChunk)) : 0;
       if (nvalid > 0) {
         prod.load(row, c * kChunk, nvalid, v[i]);
         amax = rules::nan_max(amax, chunk_amax(v[i]));
       }
     }
-    if (!cached) {
-      for (int c = threadIdx.x + kPerTokenCached * blockDim.x; c < chunks; c += blockDim.x) {
-        float w[kChunk];
-        prod.load(row, c * kChunk, min(kChunk, cols - c * kChunk), w);
-        amax = rules::nan_max(amax, chunk_amax(w));
-      }
+    for (int c = rtid + kPerTokenCached * row_threads; active && c < chunks; c += row_threads) {
+      float w[kChunk];
+      prod.load(row, c * kChunk, min(kChunk, cols - c * kChunk), w);
+      amax = rules::nan_max(amax, chunk_amax(w));
     }
-    amax = block_nan_max(amax, smem);
+    amax = group_amax<32>(amax);
+    if (lane == 0) partial[warp] = amax;
+    __syncthreads();
+    amax = 0.0f;
+    for (int w = 0; w < warps_per_row; ++w)
+      amax = rules::nan_max(amax, partial[group * warps_per_row + w]);
+    __syncthreads();  // partial[] is rewritten by the next rows
+    if (!active) continue;
     const float s = rules::fp8_dynamic_scale(amax, ub, false);
     const float inv = rules::fp8_inv_scale(s);
-    if (threadIdx.x == 0) p.scales[row] = s;
+    if (rtid == 0) p.scales[row] = s;
     uint8_t* out = p.out + row * p.ld;
 #pragma unroll
     for (int i = 0; i < kPerTokenCached; ++i) {
-      const int c = threadIdx.x + i * blockDim.x;
+      const int c = rtid + i * row_threads;
       const int nvalid = max(0, min(kChunk, cols - c * kChunk));
       if (nvalid > 0) store_fp8_chunk(out + c * kChunk, p.vec, nvalid, v[i], inv);
     }
-    if (!cached) {
-      for (int c = threadIdx.x + kPerTokenCached * blockDim.x; c < chunks; c += blockDim.x) {
-        float w[kChunk];
-        const int nvalid = min(kChunk, cols - c * kChunk);
-        prod.load(row, c * kChunk, nvalid, w);
-        store_fp8_chunk(out + c * kChunk, p.vec, nvalid, w, inv);
-      }
+    for (int c = rtid + kPerTokenCached * row_threads; c < chunks; c += row_threads) {
+      float w[kChunk];
+      const int nvalid = min(kChunk, cols - c * kChunk);
+      prod.load(row, c * kChunk, nvalid, w);
+      store_fp8_chunk(out + c * kChunk, p.vec, nvalid, w, inv);
     }
   }
 }
@@ -149,21 +150,34 @@ template <class Producer, class Policy>
 Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params& params,
                              int64_t rows, int64_t cols, bool has_scale_padding,
                              cudaStream_t stream) {
+  const auto kernel = rowwise_kernel<Producer, Policy>;
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  // NOTE: occupancy is cached per kernel; qfuse assumes one GPU model per process.
+  static int per_sm = 0;
+  if (per_sm == 0)
+    QFUSE_CUDA_RETURN(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRowwiseThreads, 0));
+  const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
-  const int64_t tasks = rows * ((chunks + 31) / 32);
+  const int64_t tasks_per_row = (chunks + 31) / 32;
+  const int64_t tasks = rows * tasks_per_row;
+  if (tasks >= (int64_t{1} << 30))
+    return Status::NotSupported("rows x ceil(cols / 256) = " + std::to_string(tasks) +
+                                " tasks exceeds 2^30");
   const int64_t warps_per_block = kRowwiseThreads / 32;
-  // NOTE: one task per warp while the grid fits on the device (lowest latency for small
-  // batches); past that a persistent grid where each warp keeps kRowwiseUnroll tasks in flight.
-  int64_t blocks = (tasks + warps_per_block - 1) / warps_per_block;
-  const int64_t resident =
-      static_cast<int64_t>(dev.sm_count) * (dev.max_threads_per_sm / kRowwiseThreads);
-  blocks = std::min(blocks, resident);
-  if (has_scale_padding) blocks = std::max<int64_t>(blocks, dev.sm_count);
+  // NOTE: one task per warp while that grid fits on the device at once (small batches: all
+  // SMs take part, lowest latency); beyond, kRowwiseUnroll consecutive tasks per warp. The grid
+  // never exceeds the resident blocks: a larger one would run a second, partial wave with the
+  // same share of work per block.
+  const uint32_t per_warp = tasks <= resident * warps_per_block ? 1 : kRowwiseUnroll;
+  const int64_t groups = (tasks + per_warp - 1) / per_warp;
+  int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
+  if (has_scale_padding) blocks = std::max<int64_t>(blocks, resident / 4);
   blocks = std::max<int64_t>(blocks, 1);
-  rowwise_kernel<Producer, Policy><<<static_cast<unsigned>(blocks), kRowwiseThreads, 0, stream>>>(
-      prod, params, rows, static_cast<int>(cols));
+  kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, 0, stream>>>(
+      prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+      static_cast<uint32_t>(tasks), per_warp);
   QFUSE_CHECK_LAUNCH("rowwise_kernel");
   return Status::Ok();
 }
@@ -215,12 +229,14 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       const Fp8PerToken::Params pp{typed<uint8_t>(q.out), ld, typed<float>(q.scales), q.scale_ub,
                                    aligned_rows(q.out.data, ld, 1, 8)};
       const int64_t chunks = (cols + kChunk - 1) / kChunk;
-      const int64_t want = (chunks + kPerTokenCached - 1) / kPerTokenCached;
-      const int threads =
-          static_cast<int>(std::clamp<int64_t>((want + 31) / 32 * 32, 128, kPerTokenMaxThreads));
-      per_token_kernel<Producer>
-          <<<static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30)), threads, 0, stream>>>(
-              prod, pp, rows, static_cast<int>(cols));
+      int warps_per_row = 1;
+      while (warps_per_row < 8 && chunks > int64_t{kPerTokenCached} * 32 * warps_per_row)
+        warps_per_row *= 2;
+      const int64_t rows_per_block = (kPerTokenThreads / 32) / warps_per_row;
+      const int64_t blocks =
+          std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, 1 << 30);
+      per_token_kernel<Producer><<<static_cast<unsigned>(blocks), kPerTokenThreads, 0, stream>>>(
+          prod, pp, rows, static_cast<int>(cols), warps_per_row);
       QFUSE_CHECK_LAUNCH("per_token_kernel");
       return Status::Ok();
     }

@@ -106,7 +106,7 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
       break;
     case QuantKind::kNvfp4:
       if (cols % 16 != 0)
-        return Status::InvalidArgument("cols", "a multiple of 16 for " + kind,
+        return Status::InvalidArgument("out.cols", "a multiple of 16 for " + kind,
                                        std::to_string(cols));
       QFUSE_RETURN_IF_ERROR(check_matrix(q.out, "out", {DType::kE2M1x2}, rows, cols / 2));
       break;

@@ -218,8 +218,9 @@ std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed) {
           // NOTE: fp32 outputs carry the device's expf error (a few ulps); values below 1e-30
           // may flush to zero (exp(-gate) overflows fp32 for gates below -88).
           const double ulps = d.out_dtype == DType::kF32 ? 8.0 : 1.0;
-          ok = std::isnan(yv) ? std::isnan(dv)
-                              : std::fabs(dv - yv) <= ulps * plain_ulp(yv, d.out_dtype) + 1e-30;
+          ok = std::isnan(yv)
+                   ? std::isnan(dv)
+                   : dv == yv || std::fabs(dv - yv) <= ulps * plain_ulp(yv, d.out_dtype) + 1e-30;
           if (!ok) {
             std::ostringstream os;
             os << "value (" << t << ", " << c << "): device " << dv << " exact " << yv;
@@ -284,7 +285,11 @@ std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t b = width * es; b < d.out_ld * static_cast<int64_t>(es); ++b)
       if (out[t * d.out_ld * es + b] != kPoison) {
-        bad.add("row gap byte written at row " + std::to_string(t));
+        std::ostringstream os;
+        os << "row gap byte " << b << " written at row " << t << ": row bytes" << std::hex;
+        for (int64_t k = 0; k < d.out_ld * static_cast<int64_t>(es) && k < 64; ++k)
+          os << " " << int(out[t * d.out_ld * es + k]);
+        bad.add(os.str());
         break;
       }
   // Rows not compared were still written (poison 0x7F is an E4M3 NaN; inputs here are finite

@@ -132,14 +132,24 @@ QFUSE_HD float nvfp4_out_scale(float sf_value, float global_scale) {
 /// Round-to-nearest-even E2M1 with saturation to +-6 (SPEC §0.3), as a 4-bit code
 /// (sign in bit 3). Magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; the sign of zero is kept.
 /// NaN gives +6 (code 0x7), as the hardware's satfinite conversion on later GPUs does.
+/// NOTE: works on the fp32 bits (about 12 instructions instead of 7 compare-and-adds): for
+/// |x| >= 1 the E2M1 code is (exponent << 1 | top mantissa bit) - 252 after rounding the mantissa
+/// to one bit (ties to even), saturated at 7; below 1 the step is 0.5, so the code is
+/// rint(2|x|) in {0, 1, 2}.
 QFUSE_HD uint8_t e2m1_encode(float x) {
-  const float a = fabsf(x);
-  // NOTE: ties at 0.25, 1.25, 2.5 and 5 go down (to an even code), at 0.75, 1.75 and 3.5 up.
-  const uint8_t m = static_cast<uint8_t>((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) +
-                                         (a > 2.5f) + (a >= 3.5f) + (a > 5.0f));
-  if (is_nan(x)) return 0x7;
-  const uint8_t sign = (float_bits(x) >> 31) ? 0x8 : 0x0;
-  return static_cast<uint8_t>(sign | m);
+  const uint32_t bits = float_bits(x);
+  const uint32_t abits = bits & 0x7fffffffu;
+  const uint32_t rounded = abits + 0x1fffffu + ((abits >> 22) & 1u);
+  const uint32_t normal = (rounded >> 22) - 252u;
+  const float twice = bits_float(abits) * 2.0f;
+#if defined(__CUDA_ARCH__)
+  const uint32_t sub = __float2uint_rn(twice);
+#else
+  const uint32_t sub = static_cast<uint32_t>(std::nearbyint(twice));
+#endif
+  uint32_t code = abits >= 0x3f800000u ? (normal < 7u ? normal : 7u) : sub;
+  if (abits > 0x7f800000u) return 0x7;  // NaN
+  return static_cast<uint8_t>(((bits >> 28) & 0x8u) | code);
 }
 
 /// Value of an E2M1 code (low 4 bits).
@@ -172,8 +182,14 @@ QFUSE_HD int64_t nvfp4_swizzled_offset(int64_t m, int64_t k, int64_t num_k_tiles
 }
 
 /// SiLU in fp32: a / (1 + exp(-a)).
+/// NOTE: the device divides with __fdividef (reciprocal + multiply, 2 ulp): where 1 + exp(-a)
+/// exceeds 2^126 (a < -87) it gives 0 instead of a value below 1e-36.
 QFUSE_HD float silu(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, 1.0f + expf(-a));
+#else
   return a / (1.0f + expf(-a));
+#endif
 }
 
 }  // namespace qfuse::rules

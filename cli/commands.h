@@ -1,0 +1,33 @@
+// The subcommands of the `qfuse` command-line tool. Each returns the process exit code.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qfuse::cli {
+
+struct BenchOptions {
+  std::string suite;      // a registered suite (`--list`), or empty when `op` is given
+  std::string op;         // silu_mul_quant | silu_and_mul+quantize | quantize | silu_and_mul
+  std::string quant;      // the QuantSpec of `op` (none for silu_and_mul)
+  int64_t T = 4096;       // rows of the single case
+  int64_t H = 7168;       // output columns of the single case
+  std::string json_path;  // write every number here when non-empty
+  bool list = false;      // list routines and suites, then exit
+  bool with_unfused = true;
+  int replays = 25;
+  int min_calls = 20;
+};
+
+struct DemoOptions {
+  int reps = 10;  // timed calls per path
+};
+
+/// `qfuse bench`: 0 on success, 1 on an error or a failed case, 2 without a GPU.
+int run_bench(const BenchOptions& opt);
+/// `qfuse demo`: 0 on success, 1 when a GPU accuracy check fails or CUDA reports an error.
+int run_demo(const DemoOptions& opt);
+/// `qfuse info`: device, build and the capability table; always 0.
+int run_info();
+
+}  // namespace qfuse::cli
