@@ -18,6 +18,22 @@ struct LoadRows {
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
     load_chunk(x + row * ld + col, vec, nvalid, v);
   }
+  // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
+  static constexpr bool kAsync = true;
+  static constexpr int kBulkBytes = 0;  // no bulk-copy path
+  __device__ void bulk_issue(uint32_t, int, int, uint8_t*, uint64_t*) const {}
+  __device__ void bulk_compute(const uint8_t*, int, int, float (&)[kChunk]) const {}
+  static constexpr int kStageBytes = kChunk * sizeof(TIn);
+  __device__ void issue(int64_t row, int col, int nvalid, uint8_t* slot) const {
+    const char* src = reinterpret_cast<const char*>(x + row * ld + col);
+    const int bytes = nvalid * static_cast<int>(sizeof(TIn));
+#pragma unroll
+    for (int i = 0; i < kStageBytes / 16; ++i)
+      cp_async16(slot + 16 * i, src + 16 * i, piece_bytes(bytes, i));
+  }
+  __device__ void compute(const uint8_t* slot, float (&v)[kChunk]) const {
+    read_chunk_shared<TIn>(slot, v);
+  }
 };
 
 }  // namespace quant

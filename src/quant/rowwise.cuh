@@ -23,6 +23,7 @@
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/policies.cuh"
 #include "qfuse/quant/quantize.h"
+#include "quant/cp_async.cuh"
 
 namespace qfuse::quant {
 
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(kRowwiseThreads)
       row[u] = task / tasks_per_row;
       const uint32_t seg = task - row[u] * tasks_per_row;
       col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
-      nvalid[u] = (u < per_warp && task < ntasks) ? max(0, min(kChunk, cols - col[u])) : 0;
+      nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
       if (nvalid[u] > 0) {
         prod.load(row[u], col[u], nvalid[u], v[u]);
       } else {
@@ -72,6 +73,119 @@ __global__ void __launch_bounds__(kRowwiseThreads)
     for (int u = 0; u < kRowwiseUnroll; ++u) {
       if (u < per_warp && base + u < ntasks) pol.apply(row[u], col[u], nvalid[u], v[u]);  // uniform
     }
+  }
+}
+
+constexpr int kAsyncStages = 4;  // tasks per thread in flight in the cp.async pipeline
+
+/// The bandwidth path of rowwise_kernel for large problems with 16-byte aligned rows: each thread
+/// copies its 16-byte pieces of the next kAsyncStages - 1 tasks into its own shared-memory slots
+/// with cp.async while it computes the current one, so loads stay in flight all the time without
+/// holding registers (Producer::issue / Producer::compute, Producer::kStageBytes per task).
+/// NOTE: slots are private to a thread (it reads back only what it copied), so no barrier is
+/// needed; warp w handles tasks w, w + nwarps, ... (consecutive warps: consecutive segments).
+template <class Producer, class Policy>
+__global__ void __launch_bounds__(kRowwiseThreads)
+    rowwise_async_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
+                         int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+  extern __shared__ uint4 stage_mem[];
+  constexpr int kSlot = Producer::kStageBytes;
+  constexpr int kStageStride = kRowwiseThreads * kSlot;
+  const Policy pol(params);
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  pol.zero_padding(tid, nthreads);
+
+  uint8_t* slots = reinterpret_cast<uint8_t*>(stage_mem) + threadIdx.x * kSlot;
+  const int lane = threadIdx.x & 31;
+  const uint32_t warp = static_cast<uint32_t>(tid >> 5);
+  const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
+  auto locate = [&](uint32_t task, uint32_t& row, int& col, int& nvalid) {
+    row = task / tasks_per_row;
+    const uint32_t seg = task - row * tasks_per_row;
+    col = static_cast<int>(seg * 32 + lane) * kChunk;
+    nvalid = task < ntasks ? chunk_valid(cols, col) : 0;
+  };
+  auto issue = [&](uint32_t k) {
+    const uint32_t task = warp + k * nwarps;
+    if (task < ntasks) {
+      uint32_t row;
+      int col, nvalid;
+      locate(task, row, col, nvalid);
+      prod.issue(row, nvalid > 0 ? col : 0, nvalid, slots + (k % kAsyncStages) * kStageStride);
+    }
+    cp_async_commit();  // empty groups keep the wait count uniform
+  };
+#pragma unroll
+  for (int s = 0; s < kAsyncStages - 1; ++s) issue(s);
+  for (uint32_t k = 0; warp + k * nwarps < ntasks; ++k) {  // warp-uniform
+    issue(k + kAsyncStages - 1);
+    cp_async_wait<kAsyncStages - 1>();
+    uint32_t row;
+    int col, nvalid;
+    locate(warp + k * nwarps, row, col, nvalid);
+    float v[kChunk];
+    prod.compute(slots + (k % kAsyncStages) * kStageStride, v);
+    pol.apply(row, col, nvalid, v);
+  }
+  cp_async_wait<0>();
+}
+
+constexpr int kBulkStages = 4;  // tasks per warp in flight in the bulk-copy pipeline
+
+/// The bandwidth path for producers that read whole 512-byte row segments per input stream
+/// (Producer::kBulkBytes per task): lane 0 of each warp copies the segments of the warp's next
+/// kBulkStages - 1 tasks into the warp's shared-memory stages with the copy engine
+/// (cp.async.bulk, completing on one mbarrier per stage) while the warp computes the current
+/// task from shared memory. Needs 16-byte aligned rows and cols % 8 == 0 (checked by the
+/// launcher). Warp w handles tasks w, w + nwarps, ...
+template <class Producer, class Policy>
+__global__ void __launch_bounds__(kRowwiseThreads)
+    rowwise_bulk_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
+                        int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+  extern __shared__ __align__(128) uint8_t bulk_mem[];
+  __shared__ uint64_t bars[kRowwiseThreads / 32][kBulkStages];
+  constexpr int kBytes = Producer::kBulkBytes;
+  const Policy pol(params);
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  pol.zero_padding(tid, nthreads);
+
+  const int lane = threadIdx.x & 31;
+  const int wib = threadIdx.x >> 5;
+  uint8_t* wbuf = bulk_mem + wib * kBulkStages * kBytes;
+  uint64_t* wbar = bars[wib];
+  if (lane == 0) {
+#pragma unroll
+    for (int s = 0; s < kBulkStages; ++s) mbar_init(&wbar[s], 1);
+    mbar_fence_init();
+  }
+  __syncwarp();
+  const uint32_t warp = static_cast<uint32_t>(tid >> 5);
+  const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
+  auto issue = [&](uint32_t k) {
+    const uint32_t task = warp + k * nwarps;
+    if (lane == 0 && task < ntasks) {
+      const uint32_t row = task / tasks_per_row;
+      const int col0 = static_cast<int>(task - row * tasks_per_row) * 32 * kChunk;
+      const int ncols = min(32 * kChunk, cols - col0);
+      fence_proxy_async_shared();
+      prod.bulk_issue(row, col0, ncols, wbuf + (k % kBulkStages) * kBytes, &wbar[k % kBulkStages]);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < kBulkStages - 1; ++s) issue(s);
+  for (uint32_t k = 0; warp + k * nwarps < ntasks; ++k) {  // warp-uniform
+    issue(k + kBulkStages - 1);
+    mbar_wait(&wbar[k % kBulkStages], (k / kBulkStages) & 1);
+    const uint32_t task = warp + k * nwarps;
+    const uint32_t row = task / tasks_per_row;
+    const int col = (static_cast<int>(task - row * tasks_per_row) * 32 + lane) * kChunk;
+    const int nvalid = chunk_valid(cols, col);
+    float v[kChunk];
+    prod.bulk_compute(wbuf + (k % kBulkStages) * kBytes, lane, nvalid, v);
+    pol.apply(row, col, nvalid, v);
+    __syncwarp();  // every lane is done with this stage before lane 0 refills it
   }
 }
 
@@ -103,7 +217,7 @@ __global__ void __launch_bounds__(kPerTokenThreads, 3)
 #pragma unroll
     for (int i = 0; i < kPerTokenCached; ++i) {
       const int c = rtid + i * row_threads;
-      const int nvalid = active ? max(0, min(kChunk, cols - c * kChunk)) : 0;
+      const int nvalid = active ? chunk_valid(cols, c * kChunk) : 0;
       if (nvalid > 0) {
         prod.load(row, c * kChunk, nvalid, v[i]);
         amax = rules::nan_max(amax, chunk_amax(v[i]));
@@ -111,7 +225,7 @@ __global__ void __launch_bounds__(kPerTokenThreads, 3)
     }
     for (int c = rtid + kPerTokenCached * row_threads; active && c < chunks; c += row_threads) {
       float w[kChunk];
-      prod.load(row, c * kChunk, min(kChunk, cols - c * kChunk), w);
+      prod.load(row, c * kChunk, chunk_valid(cols, c * kChunk), w);
       amax = rules::nan_max(amax, chunk_amax(w));
     }
     amax = group_amax<32>(amax);
@@ -129,12 +243,12 @@ __global__ void __launch_bounds__(kPerTokenThreads, 3)
 #pragma unroll
     for (int i = 0; i < kPerTokenCached; ++i) {
       const int c = rtid + i * row_threads;
-      const int nvalid = max(0, min(kChunk, cols - c * kChunk));
+      const int nvalid = chunk_valid(cols, c * kChunk);
       if (nvalid > 0) store_fp8_chunk(out + c * kChunk, p.vec, nvalid, v[i], inv);
     }
     for (int c = rtid + kPerTokenCached * row_threads; c < chunks; c += row_threads) {
       float w[kChunk];
-      const int nvalid = min(kChunk, cols - c * kChunk);
+      const int nvalid = chunk_valid(cols, c * kChunk);
       prod.load(row, c * kChunk, nvalid, w);
       store_fp8_chunk(out + c * kChunk, p.vec, nvalid, w, inv);
     }
@@ -171,6 +285,37 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   // never exceeds the resident blocks: a larger one would run a second, partial wave with the
   // same share of work per block.
   const uint32_t per_warp = tasks <= resident * warps_per_block ? 1 : kRowwiseUnroll;
+  if (Producer::kBulkBytes > 0 && per_warp > 1 && prod.vec && cols % kChunk == 0) {
+    const auto bulk_kernel = rowwise_bulk_kernel<Producer, Policy>;
+    const int smem = (kRowwiseThreads / 32) * kBulkStages * Producer::kBulkBytes;
+    static int bulk_per_sm = 0;
+    if (bulk_per_sm == 0)
+      QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bulk_per_sm, bulk_kernel,
+                                                                      kRowwiseThreads, smem));
+    const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
+    const int64_t blocks = std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
+    bulk_kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, smem, stream>>>(
+        prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+        static_cast<uint32_t>(tasks));
+    QFUSE_CHECK_LAUNCH("rowwise_bulk_kernel");
+    return Status::Ok();
+  }
+  if (Producer::kAsync && per_warp > 1 && prod.vec) {
+    const auto async_kernel = rowwise_async_kernel<Producer, Policy>;
+    const int smem = kAsyncStages * kRowwiseThreads * Producer::kStageBytes;
+    static int async_per_sm = 0;
+    if (async_per_sm == 0)
+      QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&async_per_sm, async_kernel,
+                                                                      kRowwiseThreads, smem));
+    const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
+    const int64_t blocks =
+        std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
+    async_kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, smem, stream>>>(
+        prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+        static_cast<uint32_t>(tasks));
+    QFUSE_CHECK_LAUNCH("rowwise_async_kernel");
+    return Status::Ok();
+  }
   const int64_t groups = (tasks + per_warp - 1) / per_warp;
   int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
   if (has_scale_padding) blocks = std::max<int64_t>(blocks, resident / 4);

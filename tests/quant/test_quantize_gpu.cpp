@@ -191,6 +191,21 @@ TEST(QuantizeGpu, StridedMisalignedAndOddWidths) {
   }
 }
 
+TEST(QuantizeGpu, LargeOddWidthWithAlignedRows) {
+  // Enough rows for the cp.async pipeline (rowwise_async_kernel), 16-byte aligned rows and a
+  // width that is not a multiple of 8: partial chunks are zero-filled copies.
+  QFUSE_REQUIRE_GPU();
+  for (const QuantSpec& spec : quantized_specs()) {
+    if (spec.kind == QuantKind::kNvfp4) continue;
+    Problem p;
+    p.T = 3000;
+    p.H = 1001;
+    p.in_pad = 7;  // row stride 1008 elements
+    p.seed = 77;
+    run_case(spec, p);
+  }
+}
+
 TEST(QuantizeGpu, ScaleUpperBound) {
   QFUSE_REQUIRE_GPU();
   for (const char* name : {"fp8_per_token", "fp8_group128:row:f32", "fp8_group64:col_tma:ue8m0"}) {

@@ -58,6 +58,24 @@ __device__ __forceinline__ __half from_float<__half>(float v) {
   return __float2half_rn(v);
 }
 
+/// Values of the chunk starting at column `col` of a row of `cols` columns, in [0, kChunk].
+/// NOTE: written with comparisons, not max(0, min(kChunk, .)): nvcc 13.0 turned that clamp into
+/// VIMNMX.RELU and derived "nvalid == kChunk" from its predicate output, which took the 8-byte
+/// store for a partial chunk (a per-token test caught bytes written past the row).
+__device__ __forceinline__ int chunk_valid(int cols, int col) {
+  const int left = cols - col;
+  return left >= kChunk ? kChunk : (left > 0 ? left : 0);
+}
+
+/// Converts 8 elements of T held in 16-byte words to fp32.
+template <class T>
+__device__ __forceinline__ void convert_chunk(const uint4 (&raw)[kChunk * sizeof(T) / 16],
+                                              float (&v)[kChunk]) {
+  const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) v[i] = to_float(e[i]);
+}
+
 /// Loads 8 elements of T at p as fp32: 16-byte vector loads when `vec` and the chunk is full,
 /// guarded scalar loads otherwise (missing values read as 0).
 template <class T>
@@ -68,13 +86,27 @@ __device__ __forceinline__ void load_chunk(const T* __restrict__ p, bool vec, in
     uint4 raw[kVecs];
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) raw[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
-    const T* e = reinterpret_cast<const T*>(raw);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = to_float(e[i]);
+    convert_chunk<T>(raw, v);
   } else {
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) v[i] = i < nvalid ? to_float(p[i]) : 0.0f;
   }
+}
+
+/// Reads 8 elements of T from a shared-memory slot (filled by cp.async) as fp32.
+template <class T>
+__device__ __forceinline__ void read_chunk_shared(const uint8_t* slot, float (&v)[kChunk]) {
+  constexpr int kVecs = kChunk * sizeof(T) / 16;
+  uint4 raw[kVecs];
+#pragma unroll
+  for (int i = 0; i < kVecs; ++i) raw[i] = reinterpret_cast<const uint4*>(slot)[i];
+  convert_chunk<T>(raw, v);
+}
+
+/// Bytes of piece i (16 bytes each) of a chunk of which `bytes` are real.
+__device__ __forceinline__ int piece_bytes(int bytes, int i) {
+  const int left = bytes - 16 * i;
+  return left >= 16 ? 16 : (left > 0 ? left : 0);
 }
 
 /// Stores 8 fp32 values as T.

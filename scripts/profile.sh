@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Nsight Compute summary of the main kernels (GPU machine): speed of light, memory, warp stalls.
+#   bash scripts/profile.sh [bin-dir]      writes $OUT/ncu_*.txt (or /tmp/qfuse-gpu)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-.devbin}
+out=${OUT:-/tmp/qfuse-gpu}
+mkdir -p "$out"
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+[ -n "$ncu" ] || { echo "ncu not found"; exit 1; }
+sections="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats --section LaunchStats"
+run() {  # name op quant T H
+  "$ncu" --clock-control none -k regex:'rowwise|per_token' -c 1 $sections \
+    "$bin/qfuse" bench --op "$2" --quant "$3" --T "$4" --H "$5" --reps 1 --calls 1 --no-unfused \
+    >"$out/ncu_$1.txt" 2>&1
+  echo "== $1 ($2 $3 T=$4 H=$5)"
+  grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth" "$out/ncu_$1.txt" | sed 's/^ */  /'
+}
+run silu_g128 silu_mul_quant fp8_group128:row:f32 16384 7168
+run silu_nvfp4 silu_mul_quant nvfp4:swizzled 16384 7168
+run quant_tensor quantize fp8_per_tensor 16384 7168
+run quant_token quantize fp8_per_token 16384 7168
