@@ -204,6 +204,13 @@ void register_suites() {
       issue2.cases.push_back({"plain silu_and_mul (bf16 out)", "silu_and_mul", th(T, H)});
   register_suite(std::move(issue2));
 
+  Suite small{"small", "small batches (T=16): launch-bound latency, e.g. with and without QFUSE_PDL=0", {}};
+  for (int64_t H : {2048, 7168, 14336})
+    for (const char* s : fused_specs)
+      small.cases.push_back(
+          {"silu_mul_quant, small batch (T=16)", std::string("silu_mul_quant/") + s, th(16, H)});
+  register_suite(std::move(small));
+
   Suite quick{"quick", "a few shapes, for a smoke test", {}};
   quick.cases = {
       {"quick", "silu_mul_quant/fp8_group128:row:f32", th(4096, 7168)},

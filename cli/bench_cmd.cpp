@@ -10,6 +10,7 @@
 #include "bench/routines.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"
+#include "qfuse/core/launch.h"
 #include "qfuse/quant/kind.h"
 
 namespace qfuse::cli {
@@ -97,8 +98,8 @@ void print_table(const bench::Report& rep) {
       copy_gbps, rep.copy.median_us);
   std::printf(
       "timing: CUDA graph of >= %d calls rotating K input sets (K * bytes >= 2 * L2), "
-      "%d replays, median\n",
-      rep.options.min_calls, rep.options.replays);
+      "%d replays, median; programmatic dependent launch %s\n",
+      rep.options.min_calls, rep.options.replays, qfuse::pdl_enabled() ? "on" : "off (QFUSE_PDL=0)");
   std::printf(
       "GB/s: minimum bytes (inputs read once, outputs and scales written once); an "
       "indented unfused peer is charged the bytes of the fused op above it\n");

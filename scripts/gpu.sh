@@ -41,6 +41,8 @@ done
 if [ "$suite" != none ]; then
   echo "== qfuse bench --suite $suite"
   "$bin/qfuse" bench --suite "$suite" --json "$out/bench.json" >"$out/bench.txt" 2>&1 || status=1
+  echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"
+  QFUSE_PDL=0 "$bin/qfuse" bench --suite small --no-unfused >"$out/bench_nopdl.txt" 2>&1 || status=1
 fi
 
 echo
@@ -56,5 +58,6 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
     n = len(cases)
     print(f"{os.path.basename(x)[:-4]:<20}{n:>7}{n - f - s:>8}{f:>8}{s:>9}")
 PY
-[ -f "$out/bench.txt" ] && { echo; cat "$out/bench.txt"; }
+[ -f "$out/bench.txt" ] && { echo; grep -v '^\[' "$out/bench.txt"; }
+[ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
 exit $status

@@ -23,6 +23,7 @@
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/policies.cuh"
 #include "qfuse/quant/quantize.h"
+#include "core/launch.cuh"
 #include "quant/cp_async.cuh"
 
 namespace qfuse::quant {
@@ -38,6 +39,7 @@ template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                    int cols, uint32_t tasks_per_row, uint32_t ntasks, uint32_t per_warp) {
+  pdl_begin();
   const Policy pol(params);
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -88,6 +90,7 @@ template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_async_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                          int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+  pdl_begin();
   extern __shared__ uint4 stage_mem[];
   constexpr int kSlot = Producer::kStageBytes;
   constexpr int kStageStride = kRowwiseThreads * kSlot;
@@ -143,6 +146,7 @@ template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_bulk_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                         int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+  pdl_begin();
   extern __shared__ __align__(128) uint8_t bulk_mem[];
   __shared__ uint64_t bars[kRowwiseThreads / 32][kBulkStages];
   constexpr int kBytes = Producer::kBulkBytes;
@@ -200,6 +204,7 @@ template <class Producer>
 __global__ void __launch_bounds__(kPerTokenThreads, 3)
     per_token_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols,
                      int warps_per_row) {
+  pdl_begin();
   __shared__ float partial[kPerTokenThreads / 32];
   const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -294,11 +299,10 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
                                                                       kRowwiseThreads, smem));
     const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
     const int64_t blocks = std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
-    bulk_kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, smem, stream>>>(
-        prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-        static_cast<uint32_t>(tasks));
-    QFUSE_CHECK_LAUNCH("rowwise_bulk_kernel");
-    return Status::Ok();
+    return launch_kernel("rowwise_bulk_kernel", bulk_kernel, dim3(static_cast<unsigned>(blocks)),
+                         dim3(kRowwiseThreads), smem, stream, prod, params, rows,
+                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+                         static_cast<uint32_t>(tasks));
   }
   if (Producer::kAsync && per_warp > 1 && prod.vec) {
     const auto async_kernel = rowwise_async_kernel<Producer, Policy>;
@@ -310,21 +314,19 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
     const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
     const int64_t blocks =
         std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
-    async_kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, smem, stream>>>(
-        prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-        static_cast<uint32_t>(tasks));
-    QFUSE_CHECK_LAUNCH("rowwise_async_kernel");
-    return Status::Ok();
+    return launch_kernel("rowwise_async_kernel", async_kernel, dim3(static_cast<unsigned>(blocks)),
+                         dim3(kRowwiseThreads), smem, stream, prod, params, rows,
+                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+                         static_cast<uint32_t>(tasks));
   }
   const int64_t groups = (tasks + per_warp - 1) / per_warp;
   int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
   if (has_scale_padding) blocks = std::max<int64_t>(blocks, resident / 4);
   blocks = std::max<int64_t>(blocks, 1);
-  kernel<<<static_cast<unsigned>(blocks), kRowwiseThreads, 0, stream>>>(
-      prod, params, rows, static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-      static_cast<uint32_t>(tasks), per_warp);
-  QFUSE_CHECK_LAUNCH("rowwise_kernel");
-  return Status::Ok();
+  return launch_kernel("rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                       dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
+                       static_cast<uint32_t>(tasks_per_row), static_cast<uint32_t>(tasks),
+                       per_warp);
 }
 
 template <class T>
@@ -380,10 +382,9 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       const int64_t rows_per_block = (kPerTokenThreads / 32) / warps_per_row;
       const int64_t blocks =
           std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, 1 << 30);
-      per_token_kernel<Producer><<<static_cast<unsigned>(blocks), kPerTokenThreads, 0, stream>>>(
-          prod, pp, rows, static_cast<int>(cols), warps_per_row);
-      QFUSE_CHECK_LAUNCH("per_token_kernel");
-      return Status::Ok();
+      return launch_kernel("per_token_kernel", per_token_kernel<Producer>,
+                           dim3(static_cast<unsigned>(blocks)), dim3(kPerTokenThreads), 0, stream,
+                           prod, pp, rows, static_cast<int>(cols), warps_per_row);
     }
     case QuantKind::kFp8PerGroup: {
       const bool packed = spec.format == ScaleFormat::kUe8m0Packed;

@@ -15,6 +15,11 @@
 #include <cstring>
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#endif
+
+#if defined(__CUDACC__)
 #define QFUSE_HD __host__ __device__ __forceinline__
 #else
 #define QFUSE_HD inline
@@ -141,12 +146,9 @@ QFUSE_HD uint8_t e2m1_encode(float x) {
   const uint32_t abits = bits & 0x7fffffffu;
   const uint32_t rounded = abits + 0x1fffffu + ((abits >> 22) & 1u);
   const uint32_t normal = (rounded >> 22) - 252u;
-  const float twice = bits_float(abits) * 2.0f;
-#if defined(__CUDA_ARCH__)
-  const uint32_t sub = __float2uint_rn(twice);
-#else
-  const uint32_t sub = static_cast<uint32_t>(std::nearbyint(twice));
-#endif
+  // rint(2|x|) for 2|x| < 2: adding 1.5 * 2^23 rounds to an integer (ties to even) that lands
+  // in the low mantissa bits; cheaper than a float-to-int conversion on the device.
+  const uint32_t sub = float_bits(bits_float(abits) * 2.0f + 12582912.0f) - 0x4B400000u;
   uint32_t code = abits >= 0x3f800000u ? (normal < 7u ? normal : 7u) : sub;
   if (abits > 0x7f800000u) return 0x7;  // NaN
   return static_cast<uint8_t>(((bits >> 28) & 0x8u) | code);
@@ -161,6 +163,10 @@ QFUSE_HD float e2m1_value(uint8_t code) {
 
 /// Value of an E4M3 (e4m3fn) code. 0x7F and 0xFF are NaN.
 QFUSE_HD float e4m3_value(uint8_t code) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  // NOTE: hardware cvt.rn.f16x2.e4m3x2 (exact: every E4M3 value is an fp16 value).
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3)));
+#endif
   const int sign = code >> 7;
   const int e = (code >> 3) & 0xf;
   const int m = code & 0x7;
