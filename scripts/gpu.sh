@@ -38,6 +38,11 @@ for t in "$bin"/test_*; do
   tail -25 "$out/$name.log"
 done
 
+echo "== qfuse demo"
+demo_status=pass
+"$bin/qfuse" demo >"$out/demo.txt" 2>&1 || { demo_status=FAIL; status=1; }
+tail -15 "$out/demo.txt"
+
 if [ "$suite" != none ]; then
   echo "== qfuse bench --suite $suite"
   "$bin/qfuse" bench --suite "$suite" --json "$out/bench.json" >"$out/bench.txt" 2>&1 || status=1
@@ -58,6 +63,7 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
     n = len(cases)
     print(f"{os.path.basename(x)[:-4]:<20}{n:>7}{n - f - s:>8}{f:>8}{s:>9}")
 PY
+echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
 [ -f "$out/bench.txt" ] && { echo; grep -v '^\[' "$out/bench.txt"; }
 [ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
 exit $status

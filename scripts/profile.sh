@@ -16,7 +16,13 @@ run() {  # name op quant T H
   echo "== $1 ($2 $3 T=$4 H=$5)"
   grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth" "$out/ncu_$1.txt" | sed 's/^ */  /'
 }
-run silu_g128 silu_mul_quant fp8_group128:row:f32 16384 7168
-run silu_nvfp4 silu_mul_quant nvfp4:swizzled 16384 7168
-run quant_tensor quantize fp8_per_tensor 16384 7168
-run quant_token quantize fp8_per_token 16384 7168
+for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; do
+  case $c in
+    silu_g128) run $c silu_mul_quant fp8_group128:row:f32 16384 7168 ;;
+    silu_nvfp4) run $c silu_mul_quant nvfp4:swizzled 16384 7168 ;;
+    quant_tensor) run $c quantize fp8_per_tensor 16384 7168 ;;
+    quant_token) run $c quantize fp8_per_token 16384 7168 ;;
+    quant_nvfp4) run $c quantize nvfp4:swizzled 16384 7168 ;;
+    silu_small) run $c silu_mul_quant fp8_group128:row:f32 16 14336 ;;
+  esac
+done

@@ -6,12 +6,14 @@
 
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "qfuse/core/arch.h"
 #include "qfuse/core/dtype.h"
+#include "qfuse/quant/kind.h"
 
 /// GPU tests skip (reported as skipped, never passed) on machines without a CUDA device.
 #define QFUSE_REQUIRE_GPU()                                                  \
@@ -63,3 +65,9 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float sigma = 1.0f);
 std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype, std::vector<float>* rounded);
 
 }  // namespace qfuse::test
+
+namespace qfuse {
+// Readable names for parameterised tests.
+inline void PrintTo(DType t, std::ostream* os) { *os << to_string(t); }
+inline void PrintTo(const QuantSpec& s, std::ostream* os) { *os << to_string(s); }
+}  // namespace qfuse

@@ -286,12 +286,21 @@ struct Nvfp4 {
   };
   const Params& p;
   float gs;
-  __device__ explicit Nvfp4(const Params& params) : p(params), gs(*params.global_scale) {}
+  float* out_scale_of;  // [256] shared: nvfp4_out_scale of every block-scale code
+  /// NOTE: must be constructed by every thread of the block (it fills a shared table and
+  /// synchronises): the two IEEE divisions of nvfp4_out_scale become one shared-memory load.
+  __device__ explicit Nvfp4(const Params& params) : p(params), gs(*params.global_scale) {
+    __shared__ float table[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x)
+      table[i] = rules::nvfp4_out_scale(rules::e4m3_value(static_cast<uint8_t>(i)), gs);
+    __syncthreads();
+    out_scale_of = table;
+  }
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     const float bmax = group_amax<2>(chunk_amax(v));
     if (nvalid <= 0) return;
     const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
-    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
+    const float out_scale = out_scale_of[sf];
     if ((threadIdx.x & 1) == 0) p.scales[p.sa.offset(row, col / 16)] = sf;
     uint32_t w = 0;
 #pragma unroll
