@@ -204,7 +204,8 @@ void register_suites() {
       issue2.cases.push_back({"plain silu_and_mul (bf16 out)", "silu_and_mul", th(T, H)});
   register_suite(std::move(issue2));
 
-  Suite small{"small", "small batches (T=16): launch-bound latency, e.g. with and without QFUSE_PDL=0", {}};
+  Suite small{
+      "small", "small batches (T=16): launch-bound latency, e.g. with and without QFUSE_PDL=0", {}};
   for (int64_t H : {2048, 7168, 14336})
     for (const char* s : fused_specs)
       small.cases.push_back(

@@ -99,7 +99,8 @@ void print_table(const bench::Report& rep) {
   std::printf(
       "timing: CUDA graph of >= %d calls rotating K input sets (K * bytes >= 2 * L2), "
       "%d replays, median; programmatic dependent launch %s\n",
-      rep.options.min_calls, rep.options.replays, qfuse::pdl_enabled() ? "on" : "off (QFUSE_PDL=0)");
+      rep.options.min_calls, rep.options.replays,
+      qfuse::pdl_enabled() ? "on" : "off (QFUSE_PDL=0)");
   std::printf(
       "GB/s: minimum bytes (inputs read once, outputs and scales written once); an "
       "indented unfused peer is charged the bytes of the fused op above it\n");

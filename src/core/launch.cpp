@@ -17,7 +17,11 @@ std::atomic<int>& pdl_state() {
 
 }  // namespace
 
-void set_pdl_enabled(bool enabled) { pdl_state().store(enabled ? 1 : 0); }
-bool pdl_enabled() { return pdl_state().load() != 0; }
+void set_pdl_enabled(bool enabled) {
+  pdl_state().store(enabled ? 1 : 0);
+}
+bool pdl_enabled() {
+  return pdl_state().load() != 0;
+}
 
 }  // namespace qfuse

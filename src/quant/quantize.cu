@@ -20,6 +20,7 @@ struct LoadRows {
   }
   // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
   static constexpr bool kAsync = true;
+  static constexpr bool kPerTokenAsync = true;  // per_token_async_kernel
   // Bulk-copy path (rowwise_bulk_kernel): the task's 256-column row segment in one copy.
   // NOTE: off: measured on H100 (T=16384, H=7168, bf16 in) it ran quantize at 83 % of copy
   // bandwidth for fp8_per_tensor and fp8_group128 vs 87-89 % for the cp.async path; one

@@ -19,11 +19,11 @@
 #include <algorithm>
 #include <string>
 
+#include "core/launch.cuh"
 #include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/policies.cuh"
 #include "qfuse/quant/quantize.h"
-#include "core/launch.cuh"
 #include "quant/cp_async.cuh"
 
 namespace qfuse::quant {
@@ -270,6 +270,82 @@ __global__ void __launch_bounds__(kPerTokenThreads, 3)
   }
 }
 
+constexpr int kPerTokenAsyncMaxChunks = 8;  // chunks per thread: rows up to 16384 columns
+
+/// Per-token FP8 for large batches with 16-byte aligned rows: a persistent block of
+/// kPerTokenThreads threads works on one row at a time while cp.async brings the block's next
+/// row into the other half of a two-stage shared-memory buffer (each thread copies, and later
+/// reads back, only its own chunks: no barrier for the data). The row's amax is a block
+/// reduction; values are re-read from shared memory for the store. `chunks_per_thread`
+/// = ceil(ceil(cols / 8) / kPerTokenThreads) <= kPerTokenAsyncMaxChunks.
+template <class Producer>
+__global__ void __launch_bounds__(kPerTokenThreads)
+    per_token_async_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols,
+                           int chunks_per_thread) {
+  pdl_begin();
+  extern __shared__ uint4 row_mem[];
+  __shared__ float partial[kPerTokenThreads / 32 + 1];
+  constexpr int kSlot = Producer::kStageBytes;
+  const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int stage_bytes = chunks_per_thread * kPerTokenThreads * kSlot;
+  // NOTE: slot of (stage, i-th chunk of this thread); chunk index c = threadIdx.x + i * threads.
+  auto slot = [&](int stage, int i) {
+    return reinterpret_cast<uint8_t*>(row_mem) + stage * stage_bytes +
+           (i * kPerTokenThreads + threadIdx.x) * kSlot;
+  };
+  auto issue = [&](int64_t row, int stage) {
+    if (row < rows) {
+      for (int i = 0; i < chunks_per_thread; ++i) {
+        const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
+        const int nvalid = chunk_valid(cols, col);
+        prod.issue(row, nvalid > 0 ? col : 0, nvalid, slot(stage, i));
+      }
+    }
+    cp_async_commit();
+  };
+  int stage = 0;
+  issue(blockIdx.x, 0);
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, stage ^= 1) {  // block-uniform
+    issue(row + gridDim.x, stage ^ 1);
+    cp_async_wait<1>();
+    float amax = 0.0f;
+    for (int i = 0; i < chunks_per_thread; ++i) {
+      const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
+      if (chunk_valid(cols, col) > 0) {
+        float v[kChunk];
+        prod.compute(slot(stage, i), v);
+        amax = rules::nan_max(amax, chunk_amax(v));
+      }
+    }
+    amax = group_amax<32>(amax);
+    if (lane == 0) partial[warp] = amax;
+    __syncthreads();
+    if (warp == 0) {
+      float m = lane < kPerTokenThreads / 32 ? partial[lane] : 0.0f;
+      m = group_amax<32>(m);
+      if (lane == 0) partial[kPerTokenThreads / 32] = m;
+    }
+    __syncthreads();
+    amax = partial[kPerTokenThreads / 32];
+    const float s = rules::fp8_dynamic_scale(amax, ub, false);
+    const float inv = rules::fp8_inv_scale(s);
+    if (threadIdx.x == 0) p.scales[row] = s;
+    uint8_t* out = p.out + row * p.ld;
+    for (int i = 0; i < chunks_per_thread; ++i) {
+      const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
+      const int nvalid = chunk_valid(cols, col);
+      if (nvalid > 0) {
+        float v[kChunk];
+        prod.compute(slot(stage, i), v);
+        store_fp8_chunk(out + col, p.vec, nvalid, v, inv);
+      }
+    }
+    __syncthreads();  // partial[] is rewritten for the next row
+  }
+  cp_async_wait<0>();
+}
+
 /// True when p and a row stride of `ld` elements of `elem` bytes allow `align`-byte accesses.
 inline bool aligned_rows(const void* p, int64_t ld, int64_t elem, int64_t align) {
   return reinterpret_cast<uintptr_t>(p) % align == 0 && (ld * elem) % align == 0;
@@ -397,6 +473,29 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       const Fp8PerToken::Params pp{typed<uint8_t>(q.out), ld, typed<float>(q.scales), q.scale_ub,
                                    aligned_rows(q.out.data, ld, 1, 8)};
       const int64_t chunks = (cols + kChunk - 1) / kChunk;
+      const int64_t per_thread = (chunks + kPerTokenThreads - 1) / kPerTokenThreads;
+      DeviceInfo dev;
+      QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+      // NOTE: the cp.async kernel once there are more rows than the device holds blocks of the
+      // register kernel (measured: 63 % of copy bandwidth at T=16384 H=7168 for the register
+      // kernel, latency-bound at 37 % occupancy); small batches keep the register kernel.
+      if (Producer::kPerTokenAsync && prod.vec && per_thread <= kPerTokenAsyncMaxChunks &&
+          rows >= 4 * dev.sm_count) {
+        const auto kernel = per_token_async_kernel<Producer>;
+        const int smem =
+            static_cast<int>(2 * per_thread * kPerTokenThreads * Producer::kStageBytes);
+        static int per_sm = 0;
+        static int per_sm_smem = -1;
+        if (per_sm_smem != smem) {
+          QFUSE_RETURN_IF_ERROR(blocks_per_sm(kernel, kPerTokenThreads, smem, &per_sm));
+          per_sm_smem = smem;
+        }
+        const int64_t blocks =
+            std::min<int64_t>(rows, static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count);
+        return launch_kernel("per_token_async_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                             dim3(kPerTokenThreads), smem, stream, prod, pp, rows,
+                             static_cast<int>(cols), static_cast<int>(per_thread));
+      }
       int warps_per_row = 1;
       while (warps_per_row < 8 && chunks > int64_t{kPerTokenCached} * 32 * warps_per_row)
         warps_per_row *= 2;

@@ -68,6 +68,10 @@ std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype, std::vecto
 
 namespace qfuse {
 // Readable names for parameterised tests.
-inline void PrintTo(DType t, std::ostream* os) { *os << to_string(t); }
-inline void PrintTo(const QuantSpec& s, std::ostream* os) { *os << to_string(s); }
+inline void PrintTo(DType t, std::ostream* os) {
+  *os << to_string(t);
+}
+inline void PrintTo(const QuantSpec& s, std::ostream* os) {
+  *os << to_string(s);
+}
 }  // namespace qfuse
