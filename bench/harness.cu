@@ -11,6 +11,7 @@
 
 #include "bench/harness.h"
 #include "qfuse/core/cuda_check.h"
+#include "qfuse/quant/policies.cuh"
 
 namespace qfuse::bench {
 
@@ -72,25 +73,10 @@ __device__ inline float random_value(uint64_t seed, int64_t i) {
 }
 
 template <class T>
-__device__ inline T from_float(float v);
-template <>
-__device__ inline float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ inline __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-
-template <class T>
 __global__ void fill_random_kernel(T* data, int64_t n, uint64_t seed) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    data[i] = from_float<T>(random_value(seed, i));
+    data[i] = quant::from_float<T>(random_value(seed, i));
 }
 
 template <class T>

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/compare.h"
 #include "common/gpu.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/quant/kind.h"
@@ -47,11 +48,7 @@ struct Call {
 };
 
 void expect_invalid(const Status& st, const std::string& arg, const std::string& also = "") {
-  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
-  EXPECT_NE(st.message().find("argument '" + arg + "'"), std::string::npos) << st.message();
-  if (!also.empty()) {
-    EXPECT_NE(st.message().find(also), std::string::npos) << st.message();
-  }
+  test::expect_invalid_argument(st, arg, also);
 }
 
 void expect_rejected(const Call& c, const std::string& arg, const std::string& also = "") {
@@ -177,11 +174,8 @@ struct DeviceCall {
     EXPECT_FALSE(st.ok());
     expect_invalid(st, arg);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    for (const test::DeviceBuffer* b : {&out, &scales}) {
-      int64_t changed = 0;
-      for (uint8_t v : b->download()) changed += v != test::kPoison;
-      EXPECT_EQ(changed, 0) << "bytes written by a rejected call";
-    }
+    for (const test::DeviceBuffer* b : {&out, &scales})
+      EXPECT_EQ(test::changed_bytes(*b), 0) << "bytes written by a rejected call";
   }
 };
 
@@ -190,10 +184,7 @@ TEST(SiluMulValidationGpu, ValidBaselineWrites) {
   DeviceCall d(kGroupTma);
   ASSERT_TRUE(silu_mul_quant(d.call.x, d.call.q, nullptr).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const auto bytes = d.out.download();
-  int64_t changed = 0;
-  for (int64_t i = 0; i < kT * kH; ++i) changed += bytes[i] != test::kPoison;
-  EXPECT_GT(changed, 0);  // the poison checks below can detect writes
+  EXPECT_GT(test::changed_bytes(d.out, kT * kH), 0);  // the poison checks below can detect writes
 }
 
 TEST(SiluMulValidationGpu, BadDtypeWritesNothing) {

@@ -22,6 +22,12 @@ bool fp8_code_near(uint8_t code, double r) {
   return std::fabs(d - r) <= fp8_step(r) * (1.0 + 1e-9);
 }
 
+void expect_invalid_argument(const Status& st, const std::string& arg, const std::string& also) {
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_NE(st.message().find("argument '" + arg + "'"), std::string::npos) << st.message();
+  if (!also.empty()) EXPECT_NE(st.message().find(also), std::string::npos) << st.message();
+}
+
 double ulp_distance(float a, float b) {
   if (std::isnan(a) && std::isnan(b)) return 0.0;
   if (std::isnan(a) || std::isnan(b)) return INFINITY;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "qfuse/core/status.h"
+
 namespace qfuse::test {
 
 /// Spacing of E4M3 values at magnitude |r| (the "one FP8 step" of SPEC §0.4).
@@ -18,6 +20,10 @@ bool fp8_code_near(uint8_t code, double r);
 
 /// Relative difference of two fp32 scales in units of fp32 ulps (NaN == NaN counts as 0).
 double ulp_distance(float a, float b);
+
+/// The status is kInvalidArgument, names argument `arg`, and (if given) contains `also`.
+void expect_invalid_argument(const Status& st, const std::string& arg,
+                             const std::string& also = "");
 
 /// First `max_report` mismatches, for assertion messages.
 struct Mismatches {

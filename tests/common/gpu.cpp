@@ -30,6 +30,14 @@ std::vector<uint8_t> DeviceBuffer::download() const {
   return v;
 }
 
+int64_t changed_bytes(const DeviceBuffer& b, int64_t n) {
+  const std::vector<uint8_t> bytes = b.download();
+  const int64_t end = n < 0 ? static_cast<int64_t>(bytes.size()) : n;
+  int64_t changed = 0;
+  for (int64_t i = 0; i < end; ++i) changed += bytes[i] != kPoison;
+  return changed;
+}
+
 std::vector<float> random_floats(size_t n, uint64_t seed, float sigma) {
   // NOTE: a pool of 2^16 normal draws (1 % of them 20x outliers) indexed by a 64-bit LCG keeps
   // multi-gigabyte test inputs cheap to generate; every seed gives a different pool and order.

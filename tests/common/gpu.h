@@ -59,6 +59,9 @@ class DeviceBuffer {
 /// Poison byte written to outputs before a run: 0x7F is an E4M3 NaN and no valid scale.
 constexpr uint8_t kPoison = 0x7F;
 
+/// Bytes of the first `n` bytes of `b` (all when n < 0) that are no longer the poison.
+int64_t changed_bytes(const DeviceBuffer& b, int64_t n = -1);
+
 /// Random fp32 values ~ N(0, sigma) with some larger outliers, never all zero.
 std::vector<float> random_floats(size_t n, uint64_t seed, float sigma = 1.0f);
 /// The values stored as dtype bits (bf16/fp16/fp32), and the rounded fp32 values.

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/compare.h"
 #include "common/gpu.h"
 #include "qfuse/quant/kind.h"
 #include "qfuse/quant/quantize.h"
@@ -53,12 +54,7 @@ struct Call {
 
 /// The call fails structurally, naming `arg` (quoted, as Status::InvalidArgument writes it).
 void expect_rejected(const Call& c, const std::string& arg, const std::string& also = "") {
-  const Status st = quantize(c.x, c.q, nullptr);
-  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
-  EXPECT_NE(st.message().find("argument '" + arg + "'"), std::string::npos) << st.message();
-  if (!also.empty()) {
-    EXPECT_NE(st.message().find(also), std::string::npos) << st.message();
-  }
+  test::expect_invalid_argument(quantize(c.x, c.q, nullptr), arg, also);
 }
 
 const QuantSpec kGroupRow = QuantSpec::fp8_per_group(128);
@@ -249,12 +245,8 @@ struct DeviceCall {
 
   void expect_untouched() {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    for (const test::DeviceBuffer* b : {&out, &scales}) {
-      const std::vector<uint8_t> bytes = b->download();
-      int64_t changed = 0;
-      for (uint8_t v : bytes) changed += v != test::kPoison;
-      EXPECT_EQ(changed, 0) << "bytes written by a rejected call";
-    }
+    for (const test::DeviceBuffer* b : {&out, &scales})
+      EXPECT_EQ(test::changed_bytes(*b), 0) << "bytes written by a rejected call";
   }
 };
 
@@ -271,10 +263,7 @@ TEST(QuantizeValidationGpu, ValidBaselineWrites) {
   DeviceCall d(kGroupTma);
   ASSERT_TRUE(quantize(d.call.x, d.call.q, nullptr).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const auto bytes = d.out.download();
-  int64_t changed = 0;
-  for (int64_t i = 0; i < kT * kH; ++i) changed += bytes[i] != test::kPoison;
-  EXPECT_GT(changed, 0);  // the poison check below can detect writes
+  EXPECT_GT(test::changed_bytes(d.out, kT * kH), 0);  // the poison check below can detect writes
 }
 
 TEST(QuantizeValidationGpu, BadDtypeWritesNothing) {
