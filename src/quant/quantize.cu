@@ -18,6 +18,8 @@ struct LoadRows {
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
     load_chunk(x + row * ld + col, vec, nvalid, v);
   }
+  __device__ void finish(int64_t, int, int) const {}
+  static constexpr bool kStream = false;  // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
   static constexpr bool kAsync = true;
   static constexpr bool kPerTokenAsync = true;  // per_token_async_kernel

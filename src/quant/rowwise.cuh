@@ -11,12 +11,17 @@
 //
 // Producer protocol: `bool vec` (16-byte loads possible) and
 //   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8]) const
-// filling v with the fp32 values of columns [col, col + 8), zeros past nvalid.
+// filling v with the fp32 values of columns [col, col + 8), zeros past nvalid, and
+//   __device__ void finish(int64_t row, int col, int nvalid) const
+// called once the chunk is stored (per-row side outputs such as a merged lse; usually empty).
+// NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
+// from hoisting the next tasks' loads above it.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "core/launch.cuh"
@@ -32,10 +37,11 @@ constexpr int kRowwiseThreads = 256;
 constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persistent grid
 
 /// Tasks are numbered row-major: task = row * tasks_per_row + segment, a segment being 32 chunks
-/// (256 columns) of one row. Warp w handles the groups of `per_warp` (1 or kRowwiseUnroll)
-/// consecutive tasks that start at (w + k * nwarps) * per_warp.
+/// (256 columns) of one row. Warp w handles the groups of `per_warp` (<= kUnroll) consecutive
+/// tasks that start at (w + k * nwarps) * per_warp. kUnroll = 1 is the streaming form: a grid of
+/// one task per warp (no loop), few registers, the block scheduler keeping every SM full.
 /// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
-template <class Producer, class Policy>
+template <class Producer, class Policy, int kUnroll>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                    int cols, uint32_t tasks_per_row, uint32_t ntasks, uint32_t per_warp) {
@@ -49,16 +55,16 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
   const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
 
-  // NOTE: a warp's kRowwiseUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
+  // NOTE: a warp's kUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
   // per input stream), which keeps DRAM accesses in long runs.
   for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
-    float v[kRowwiseUnroll][kChunk];
-    uint32_t row[kRowwiseUnroll];
-    int col[kRowwiseUnroll], nvalid[kRowwiseUnroll];
+    float v[kUnroll][kChunk];
+    uint32_t row[kUnroll];
+    int col[kUnroll], nvalid[kUnroll];
     // NOTE: every load of the group is issued before the first store, so a warp keeps
-    // kRowwiseUnroll x 16 (or 32) bytes per lane in flight.
+    // kUnroll x 16 (or 32) bytes per lane in flight.
 #pragma unroll
-    for (int u = 0; u < kRowwiseUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const uint32_t task = base + u;
       row[u] = task / tasks_per_row;
       const uint32_t seg = task - row[u] * tasks_per_row;
@@ -72,8 +78,11 @@ __global__ void __launch_bounds__(kRowwiseThreads)
       }
     }
 #pragma unroll
-    for (int u = 0; u < kRowwiseUnroll; ++u) {
-      if (u < per_warp && base + u < ntasks) pol.apply(row[u], col[u], nvalid[u], v[u]);  // uniform
+    for (int u = 0; u < kUnroll; ++u) {
+      if (u < per_warp && base + u < ntasks) {  // warp-uniform
+        pol.apply(row[u], col[u], nvalid[u], v[u]);
+        prod.finish(row[u], col[u], nvalid[u]);
+      }
     }
   }
 }
@@ -133,6 +142,7 @@ __global__ void __launch_bounds__(kRowwiseThreads)
     float v[kChunk];
     prod.compute(slots + (k % kAsyncStages) * kStageStride, v);
     pol.apply(row, col, nvalid, v);
+    prod.finish(row, col, nvalid);
   }
   cp_async_wait<0>();
 }
@@ -199,6 +209,7 @@ __global__ void __launch_bounds__(kRowwiseThreads)
     float v[kChunk];
     prod.bulk_compute(wbuf + (k % kBulkStages) * kBytes, lane, nvalid, v);
     pol.apply(row, col, nvalid, v);
+    prod.finish(row, col, nvalid);
     __syncwarp();  // every lane is done with this stage before lane 0 refills it
   }
 }
@@ -259,13 +270,17 @@ __global__ void __launch_bounds__(kPerTokenThreads, 3)
     for (int i = 0; i < kPerTokenCached; ++i) {
       const int c = rtid + i * row_threads;
       const int nvalid = chunk_valid(cols, c * kChunk);
-      if (nvalid > 0) store_fp8_chunk(out + c * kChunk, p.vec, nvalid, v[i], inv);
+      if (nvalid > 0) {
+        store_fp8_chunk(out + c * kChunk, p.vec, nvalid, v[i], inv);
+        prod.finish(row, c * kChunk, nvalid);
+      }
     }
     for (int c = rtid + kPerTokenCached * row_threads; c < chunks; c += row_threads) {
       float w[kChunk];
       const int nvalid = chunk_valid(cols, c * kChunk);
       prod.load(row, c * kChunk, nvalid, w);
       store_fp8_chunk(out + c * kChunk, p.vec, nvalid, w, inv);
+      prod.finish(row, c * kChunk, nvalid);
     }
   }
 }
@@ -339,6 +354,7 @@ __global__ void __launch_bounds__(kPerTokenThreads)
         float v[kChunk];
         prod.compute(slot(stage, i), v);
         store_fp8_chunk(out + col, p.vec, nvalid, v, inv);
+        prod.finish(row, col, nvalid);
       }
     }
     __syncthreads();  // partial[] is rewritten for the next row
@@ -364,58 +380,54 @@ Status blocks_per_sm(Kernel kernel, int threads, int smem, int* out) {
   return Status::Ok();
 }
 
+/// The persistent pipelines for large problems: a grid of at most the resident blocks, each warp
+/// keeping several tasks in flight (bulk copy, cp.async or kRowwiseUnroll register tasks).
 template <class Producer, class Policy>
-Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params& params,
-                             int64_t rows, int64_t cols, bool has_scale_padding,
-                             cudaStream_t stream) {
-  const auto kernel = rowwise_kernel<Producer, Policy>;
-  DeviceInfo dev;
-  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-  // NOTE: occupancy is cached per kernel; qfuse assumes one GPU model per process.
+Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Params& params,
+                                 int64_t rows, int64_t cols, bool has_scale_padding,
+                                 int64_t tasks_per_row, int64_t tasks, const DeviceInfo& dev,
+                                 cudaStream_t stream) {
+  const int64_t warps_per_block = kRowwiseThreads / 32;
+  const uint32_t per_warp = kRowwiseUnroll;
+  // NOTE: `if constexpr`: producers without a pipeline need not declare its hooks.
+  if constexpr (Producer::kBulk) {
+    if (prod.vec && cols % kChunk == 0) {
+      const auto bulk_kernel = rowwise_bulk_kernel<Producer, Policy>;
+      const int smem = (kRowwiseThreads / 32) * kBulkStages * Producer::kBulkBytes;
+      static int bulk_per_sm = 0;
+      if (bulk_per_sm == 0)
+        QFUSE_RETURN_IF_ERROR(blocks_per_sm(bulk_kernel, kRowwiseThreads, smem, &bulk_per_sm));
+      const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
+      const int64_t blocks =
+          std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
+      return launch_kernel("rowwise_bulk_kernel", bulk_kernel, dim3(static_cast<unsigned>(blocks)),
+                           dim3(kRowwiseThreads), smem, stream, prod, params, rows,
+                           static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+                           static_cast<uint32_t>(tasks));
+    }
+  }
+  if constexpr (Producer::kAsync) {
+    if (prod.vec) {
+      const auto async_kernel = rowwise_async_kernel<Producer, Policy>;
+      const int smem = kAsyncStages * kRowwiseThreads * Producer::kStageBytes;
+      static int async_per_sm = 0;
+      if (async_per_sm == 0)
+        QFUSE_RETURN_IF_ERROR(blocks_per_sm(async_kernel, kRowwiseThreads, smem, &async_per_sm));
+      const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
+      const int64_t blocks =
+          std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
+      return launch_kernel("rowwise_async_kernel", async_kernel,
+                           dim3(static_cast<unsigned>(blocks)), dim3(kRowwiseThreads), smem, stream,
+                           prod, params, rows, static_cast<int>(cols),
+                           static_cast<uint32_t>(tasks_per_row), static_cast<uint32_t>(tasks));
+    }
+  }
+  const auto kernel = rowwise_kernel<Producer, Policy, kRowwiseUnroll>;
   static int per_sm = 0;
   if (per_sm == 0)
     QFUSE_CUDA_RETURN(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRowwiseThreads, 0));
   const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
-  const int64_t chunks = (cols + kChunk - 1) / kChunk;
-  const int64_t tasks_per_row = (chunks + 31) / 32;
-  const int64_t tasks = rows * tasks_per_row;
-  if (tasks >= (int64_t{1} << 30))
-    return Status::NotSupported("rows x ceil(cols / 256) = " + std::to_string(tasks) +
-                                " tasks exceeds 2^30");
-  const int64_t warps_per_block = kRowwiseThreads / 32;
-  // NOTE: one task per warp while that grid fits on the device at once (small batches: all
-  // SMs take part, lowest latency); beyond, kRowwiseUnroll consecutive tasks per warp. The grid
-  // never exceeds the resident blocks: a larger one would run a second, partial wave with the
-  // same share of work per block.
-  const uint32_t per_warp = tasks <= resident * warps_per_block ? 1 : kRowwiseUnroll;
-  if (Producer::kBulk && per_warp > 1 && prod.vec && cols % kChunk == 0) {
-    const auto bulk_kernel = rowwise_bulk_kernel<Producer, Policy>;
-    const int smem = (kRowwiseThreads / 32) * kBulkStages * Producer::kBulkBytes;
-    static int bulk_per_sm = 0;
-    if (bulk_per_sm == 0)
-      QFUSE_RETURN_IF_ERROR(blocks_per_sm(bulk_kernel, kRowwiseThreads, smem, &bulk_per_sm));
-    const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
-    const int64_t blocks = std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
-    return launch_kernel("rowwise_bulk_kernel", bulk_kernel, dim3(static_cast<unsigned>(blocks)),
-                         dim3(kRowwiseThreads), smem, stream, prod, params, rows,
-                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-                         static_cast<uint32_t>(tasks));
-  }
-  if (Producer::kAsync && per_warp > 1 && prod.vec) {
-    const auto async_kernel = rowwise_async_kernel<Producer, Policy>;
-    const int smem = kAsyncStages * kRowwiseThreads * Producer::kStageBytes;
-    static int async_per_sm = 0;
-    if (async_per_sm == 0)
-      QFUSE_RETURN_IF_ERROR(blocks_per_sm(async_kernel, kRowwiseThreads, smem, &async_per_sm));
-    const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
-    const int64_t blocks =
-        std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
-    return launch_kernel("rowwise_async_kernel", async_kernel, dim3(static_cast<unsigned>(blocks)),
-                         dim3(kRowwiseThreads), smem, stream, prod, params, rows,
-                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-                         static_cast<uint32_t>(tasks));
-  }
   const int64_t groups = (tasks + per_warp - 1) / per_warp;
   int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
   if (has_scale_padding) blocks = std::max<int64_t>(blocks, resident / 4);
@@ -426,6 +438,59 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
                        per_warp);
 }
 
+/// QFUSE_ROWWISE_STREAM=1: every producer takes the streaming kernel (an experiment switch for
+/// comparing it with the persistent pipelines; read once per process).
+inline bool rowwise_stream_forced() {
+  static const bool forced = [] {
+    const char* e = std::getenv("QFUSE_ROWWISE_STREAM");
+    return e != nullptr && e[0] == '1';
+  }();
+  return forced;
+}
+
+template <class Producer, class Policy>
+Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params& params,
+                             int64_t rows, int64_t cols, bool has_scale_padding,
+                             cudaStream_t stream) {
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  const int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const int64_t tasks_per_row = (chunks + 31) / 32;
+  const int64_t tasks = rows * tasks_per_row;
+  if (tasks >= (int64_t{1} << 30))
+    return Status::NotSupported("rows x ceil(cols / 256) = " + std::to_string(tasks) +
+                                " tasks exceeds 2^30");
+  const int64_t warps_per_block = kRowwiseThreads / 32;
+  const int64_t task_blocks = (tasks + warps_per_block - 1) / warps_per_block;
+  const auto stream_kernel = rowwise_kernel<Producer, Policy, 1>;
+  // NOTE: occupancy is cached per kernel; qfuse assumes one GPU model per process.
+  static int stream_per_sm = 0;
+  if (stream_per_sm == 0)
+    QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&stream_per_sm, stream_kernel,
+                                                                    kRowwiseThreads, 0));
+  const int64_t stream_resident = static_cast<int64_t>(std::max(stream_per_sm, 1)) * dev.sm_count;
+  // NOTE: one task per warp, one grid covering every task, few registers, the block scheduler
+  // keeping every SM full: the default (measured on H100 at 96-102 % of copy bandwidth for
+  // quantize fp8_per_tensor, silu_mul_quant fp8_group128 and merge_states fp8_per_tensor, vs
+  // 88-94 % for the persistent pipelines), small batches (lowest latency) and producers without
+  // pipelines (Producer::kStream). Policy::kStream = false (NVFP4) keeps the pipelines.
+  if (Producer::kStream || Policy::kStream || rowwise_stream_forced() ||
+      task_blocks <= stream_resident) {
+    int64_t blocks = task_blocks;
+    if (has_scale_padding) blocks = std::max<int64_t>(blocks, stream_resident / 4);
+    blocks = std::max<int64_t>(blocks, 1);
+    return launch_kernel("rowwise_kernel", stream_kernel, dim3(static_cast<unsigned>(blocks)),
+                         dim3(kRowwiseThreads), 0, stream, prod, params, rows,
+                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
+                         static_cast<uint32_t>(tasks), uint32_t{1});
+  }
+  if constexpr (Producer::kStream || Policy::kStream) {
+    return Status(StatusCode::kInternal, "unreachable");
+  } else {
+    return launch_rowwise_persistent<Producer, Policy>(prod, params, rows, cols, has_scale_padding,
+                                                       tasks_per_row, tasks, dev, stream);
+  }
+}
 template <class T>
 T* typed(const TensorRef& t) {
   return static_cast<T*>(t.data);
@@ -479,22 +544,24 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       // NOTE: the cp.async kernel once there are more rows than the device holds blocks of the
       // register kernel (measured: 63 % of copy bandwidth at T=16384 H=7168 for the register
       // kernel, latency-bound at 37 % occupancy); small batches keep the register kernel.
-      if (Producer::kPerTokenAsync && prod.vec && per_thread <= kPerTokenAsyncMaxChunks &&
-          rows >= 4 * dev.sm_count) {
-        const auto kernel = per_token_async_kernel<Producer>;
-        const int smem =
-            static_cast<int>(2 * per_thread * kPerTokenThreads * Producer::kStageBytes);
-        static int per_sm = 0;
-        static int per_sm_smem = -1;
-        if (per_sm_smem != smem) {
-          QFUSE_RETURN_IF_ERROR(blocks_per_sm(kernel, kPerTokenThreads, smem, &per_sm));
-          per_sm_smem = smem;
+      if constexpr (Producer::kPerTokenAsync) {
+        if (prod.vec && per_thread <= kPerTokenAsyncMaxChunks && rows >= 4 * dev.sm_count) {
+          const auto kernel = per_token_async_kernel<Producer>;
+          const int smem =
+              static_cast<int>(2 * per_thread * kPerTokenThreads * Producer::kStageBytes);
+          static int per_sm = 0;
+          static int per_sm_smem = -1;
+          if (per_sm_smem != smem) {
+            QFUSE_RETURN_IF_ERROR(blocks_per_sm(kernel, kPerTokenThreads, smem, &per_sm));
+            per_sm_smem = smem;
+          }
+          const int64_t blocks =
+              std::min<int64_t>(rows, static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count);
+          return launch_kernel("per_token_async_kernel", kernel,
+                               dim3(static_cast<unsigned>(blocks)), dim3(kPerTokenThreads), smem,
+                               stream, prod, pp, rows, static_cast<int>(cols),
+                               static_cast<int>(per_thread));
         }
-        const int64_t blocks =
-            std::min<int64_t>(rows, static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count);
-        return launch_kernel("per_token_async_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
-                             dim3(kPerTokenThreads), smem, stream, prod, pp, rows,
-                             static_cast<int>(cols), static_cast<int>(per_thread));
       }
       int warps_per_row = 1;
       while (warps_per_row < 8 && chunks > int64_t{kPerTokenCached} * 32 * warps_per_row)
