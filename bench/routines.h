@@ -13,10 +13,15 @@ namespace qfuse::bench {
 /// silu_and_mul, and the suites issue2, quick and specs.
 void register_act_quant_routines();
 
+/// Registers merge_states/<spec> (fused, stacked partials), merge_states+quantize/<spec> (its
+/// unfused peer), merge_states (bf16 out) and the suite issue3. Shape keys N, T, H, D.
+void register_merge_routines();
+
 /// Registers every family's routines and suites; later calls do nothing.
 inline void register_all_routines() {
   static const bool once = [] {
     register_act_quant_routines();
+    register_merge_routines();
     return true;
   }();
   (void)once;

@@ -61,11 +61,19 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
     return false;
   }
   std::string name = opt.op;
-  if (opt.op == "silu_and_mul") {
-    if (!opt.quant.empty() && opt.quant != "none") {
-      *error = "--op silu_and_mul writes bf16; use --op silu_mul_quant for --quant " + opt.quant;
+  const bool merge = opt.op.rfind("merge_states", 0) == 0;
+  const bool plain = opt.op == "silu_and_mul" || opt.op == "merge_states";
+  if (plain && !opt.quant.empty() && opt.quant != "none") {
+    // A plain op with a quantized output is its fused sibling.
+    name = opt.op == "merge_states" ? "merge_states" : "silu_mul_quant";
+    QuantSpec spec;
+    const Status st = parse_quant_spec(opt.quant, &spec);
+    if (!st.ok()) {
+      *error = "--quant: " + st.message();
       return false;
     }
+    name += "/" + to_string(spec);
+  } else if (plain) {
   } else if (opt.quant.empty()) {
     *error = "--op " + opt.op + " needs --quant SPEC, e.g. fp8_group128:row:f32 (see qfuse info)";
     return false;
@@ -83,7 +91,9 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
     *error = "no routine '" + name + "' (qfuse bench --list)";
     return false;
   }
-  *cases = {{"single case", name, bench::Shape{{{"T", opt.T}, {"H", opt.H}}}}};
+  bench::Shape shape{{{"T", opt.T}, {"H", opt.H}}};
+  if (merge) shape = bench::Shape{{{"N", opt.N}, {"T", opt.T}, {"H", opt.H}, {"D", opt.D}}};
+  *cases = {{"single case", name, shape}};
   return true;
 }
 

@@ -1,19 +1,22 @@
-// `qfuse demo`: silu_mul_quant on realistic gated-MLP shapes, fused and unfused, each checked
-// against the fp64 host reference on the first and last 16 rows, with a simple timing.
+// `qfuse demo`: silu_mul_quant on realistic gated-MLP shapes and merge_states on split-KV / DCP
+// shapes, fused and unfused, each checked against the fp64 host reference on the first and last
+// 16 rows, with a simple timing.
 // Without a GPU it runs the host reference on a small shape and shows what it writes.
 //
-// Accuracy (SPEC §0.4): the reference is ref::silu_and_mul in fp64, rounded to fp32 and written
-// by ref::quantize. For each value, v = y / scale (FP8) or y * out_scale (NVFP4) with the scale the
-// device wrote, saturated to the format's range; the error is |code value - v| in steps of the
-// format at |v| and must be <= 1 step. Scales: fp32 within 8 ulps of the reference for the fused
-// path; the unfused path quantizes bf16(y), so its fp32 scales may differ by 2^-8 relative and
-// power-of-two scales by a factor of 2. NVFP4 block scales may differ by one E4M3 code.
+// Accuracy (SPEC §0.4): the reference is ref::silu_and_mul / ref::merge_states in fp64, rounded
+// to fp32 and written by ref::quantize. For each value, v = y / scale (FP8) or y * out_scale
+// (NVFP4) with the scale the device wrote, saturated to the format's range; the error is |code
+// value - v| in steps of the format at |v| and must be <= 1 step. Scales: fp32 within 8 ulps
+// (merge: 64) of the reference for the fused path; the unfused path quantizes bf16(y), so its fp32
+// scales may differ by 2^-8 relative and power-of-two scales by a factor of 2. NVFP4 block scales
+// may differ by one E4M3 code.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -24,6 +27,7 @@
 #include "cli/commands.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/core/cuda_check.h"
+#include "qfuse/merge_states/merge_states.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"
 
@@ -100,18 +104,19 @@ double dequant_factor(const QuantSpec& spec, const RowsOutput& o, int64_t i, int
   return spec.kind == QuantKind::kNvfp4 ? s / static_cast<double>(given_scale) : s;
 }
 
-bool scale_close(const QuantSpec& spec, float d, float r, bool fused) {
+bool scale_close(const QuantSpec& spec, float d, float r, bool fused, double ulps) {
   if (std::isnan(d) || std::isnan(r)) return false;
   if (spec.kind == QuantKind::kNvfp4) return std::fabs(d - r) <= e4m3_step(std::fabs(r)) * 1.0001;
   if (spec.format != ScaleFormat::kF32)  // powers of two
     return d == r || (!fused && (d == 2.0f * r || 2.0f * d == r));
-  const double tol = fused ? 8.0 * (std::nextafter(r, INFINITY) - r) : 0x1p-8 * std::fabs(r);
+  const double tol = fused ? ulps * (std::nextafter(r, INFINITY) - r) : 0x1p-8 * std::fabs(r);
   return std::fabs(static_cast<double>(d) - r) <= tol;
 }
 
 /// Checks `dev` against the reference `ref` of the same rows; y holds those rows in fp64.
 Accuracy check_rows(const QuantSpec& spec, const std::vector<double>& y, int64_t H,
-                    const RowsOutput& dev, const RowsOutput& ref, float given_scale, bool fused) {
+                    const RowsOutput& dev, const RowsOutput& ref, float given_scale, bool fused,
+                    double scale_ulps = 8.0) {
   Accuracy a;
   const int64_t rows = static_cast<int64_t>(dev.scale_rows.size());
   const int64_t group = group_width(spec, H);
@@ -121,7 +126,7 @@ Accuracy check_rows(const QuantSpec& spec, const std::vector<double>& y, int64_t
         const float d = scale_at(spec, dev, i, g), r = scale_at(spec, ref, i, g);
         ++a.scales;
         a.scales_differ += std::memcmp(&d, &r, 4) != 0;
-        a.bad_scales += !scale_close(spec, d, r, fused);
+        a.bad_scales += !scale_close(spec, d, r, fused, scale_ulps);
       }
     }
     for (int64_t c = 0; c < H; ++c) {
@@ -269,53 +274,44 @@ void print_row(const char* spec, const char* path, const Accuracy& a, double us,
                ratio > 0.0 ? r : "", a.ok() ? "" : "FAILED"});
 }
 
-bool run_shape(const DemoShape& s, const DemoOptions& opt) {
-  const int64_t T = s.T, H = s.H;
-  std::printf("\n%s: T=%lld H=%lld (x [%lld, %lld] bf16)\n", s.label, static_cast<long long>(T),
-              static_cast<long long>(H), static_cast<long long>(T), static_cast<long long>(2 * H));
-  bench::DeviceBuffer x, tmp;
-  DEMO_CHECK(x.allocate(T * 2 * H * 2));
-  DEMO_CHECK(tmp.allocate(T * H * 2));
-  DEMO_CHECK(bench::fill_random(x.get(), DType::kBF16, T * 2 * H, 7, 0));
-  const TensorRef x_ref = TensorRef::contiguous(x.get(), DType::kBF16, {T, 2 * H});
-  const TensorRef tmp_ref = TensorRef::contiguous(tmp.get(), DType::kBF16, {T, H});
-
+/// One demo case: an op writing [T, H] values, the fp64 reference of some of its rows, and the
+/// fused and unfused ways of writing them through a QuantOutput.
+struct DemoCase {
+  int64_t T = 0, H = 0;
   std::vector<int64_t> rows;
-  for (int64_t r = 0; r < std::min<int64_t>(16, T); ++r) rows.push_back(r);
-  for (int64_t r = std::max<int64_t>(16, T - 16); r < T; ++r) rows.push_back(r);
-  const int64_t n = static_cast<int64_t>(rows.size());
-  std::vector<uint16_t> xh(n * 2 * H);
-  for (int64_t i = 0; i < n; ++i)
-    DEMO_CUDA(cudaMemcpy(&xh[i * 2 * H], x.as<uint16_t>() + rows[i] * 2 * H, 2 * H * 2,
-                         cudaMemcpyDeviceToHost));
-  const std::vector<double> y = ref::silu_and_mul(xh.data(), DType::kBF16, n, H, 2 * H);
+  std::vector<double> y;    // rows.size() x H
+  double y_bound = 0.0;     // bound of |y| (sets the given scales)
+  double scale_ulps = 8.0;  // fused fp32 scales vs the reference
+  std::function<void(const QuantOutput&)> fused, unfused;
+};
 
+bool run_case(const DemoCase& dc, const DemoOptions& opt) {
+  const int64_t T = dc.T, H = dc.H;
+  const int64_t n = static_cast<int64_t>(dc.rows.size());
   print_cells({"spec", "path", "max err", "bad/values", "codes≠ref", "bad/scales", "µs/call",
                "unfused/fused"});
   bool ok = true;
   for (const char* text : kSpecs) {
     QuantSpec spec;
     DEMO_CHECK(parse_quant_spec(text, &spec));
-    const float given = demo_given_scale(spec, y_bound());
+    const float given = demo_given_scale(spec, dc.y_bound);
     bench::DeviceBuffer given_dev;
     DEMO_CHECK(bench::device_scalar(given, &given_dev));
     bench::QuantBuffers qb;
     DEMO_CHECK(bench::make_quant_buffers(spec, T, H, given_dev.as<float>(), &qb));
-    const RowsOutput want = reference(spec, y, n, H, given);
+    const RowsOutput want = reference(spec, dc.y, n, H, given);
 
-    auto fused = [&] { DEMO_CHECK(silu_mul_quant(x_ref, qb.q, 0)); };
-    auto unfused = [&] {
-      DEMO_CHECK(silu_and_mul(x_ref, tmp_ref, 0));
-      DEMO_CHECK(quantize(tmp_ref, qb.q, 0));
-    };
+    auto fused = [&] { dc.fused(qb.q); };
+    auto unfused = [&] { dc.unfused(qb.q); };
     poison(qb);
     fused();
     DEMO_CUDA(cudaDeviceSynchronize());
-    const Accuracy af = check_rows(spec, y, H, download(qb, rows, T, H), want, given, true);
+    const Accuracy af =
+        check_rows(spec, dc.y, H, download(qb, dc.rows, T, H), want, given, true, dc.scale_ulps);
     poison(qb);
     unfused();
     DEMO_CUDA(cudaDeviceSynchronize());
-    const Accuracy au = check_rows(spec, y, H, download(qb, rows, T, H), want, given, false);
+    const Accuracy au = check_rows(spec, dc.y, H, download(qb, dc.rows, T, H), want, given, false);
     const double us_f = time_us(fused, opt.reps);
     const double us_u = time_us(unfused, opt.reps);
     print_row(text, "fused", af, us_f, 0.0);
@@ -323,6 +319,100 @@ bool run_shape(const DemoShape& s, const DemoOptions& opt) {
     ok = ok && af.ok() && au.ok();
   }
   return ok;
+}
+
+/// The first and last 16 rows of T.
+std::vector<int64_t> demo_rows(int64_t T) {
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < std::min<int64_t>(16, T); ++r) rows.push_back(r);
+  for (int64_t r = std::max<int64_t>(16, T - 16); r < T; ++r) rows.push_back(r);
+  return rows;
+}
+
+bool run_shape(const DemoShape& s, const DemoOptions& opt) {
+  const int64_t T = s.T, H = s.H;
+  std::printf("\nsilu_mul_quant, %s: T=%lld H=%lld (x [%lld, %lld] bf16)\n", s.label,
+              static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(T),
+              static_cast<long long>(2 * H));
+  bench::DeviceBuffer x, tmp;
+  DEMO_CHECK(x.allocate(T * 2 * H * 2));
+  DEMO_CHECK(tmp.allocate(T * H * 2));
+  DEMO_CHECK(bench::fill_random(x.get(), DType::kBF16, T * 2 * H, 7, 0));
+  const TensorRef x_ref = TensorRef::contiguous(x.get(), DType::kBF16, {T, 2 * H});
+  const TensorRef tmp_ref = TensorRef::contiguous(tmp.get(), DType::kBF16, {T, H});
+
+  DemoCase dc;
+  dc.T = T, dc.H = H, dc.rows = demo_rows(T), dc.y_bound = y_bound();
+  const int64_t n = static_cast<int64_t>(dc.rows.size());
+  std::vector<uint16_t> xh(n * 2 * H);
+  for (int64_t i = 0; i < n; ++i)
+    DEMO_CUDA(cudaMemcpy(&xh[i * 2 * H], x.as<uint16_t>() + dc.rows[i] * 2 * H, 2 * H * 2,
+                         cudaMemcpyDeviceToHost));
+  dc.y = ref::silu_and_mul(xh.data(), DType::kBF16, n, H, 2 * H);
+  dc.fused = [&](const QuantOutput& q) { DEMO_CHECK(silu_mul_quant(x_ref, q, 0)); };
+  dc.unfused = [&](const QuantOutput& q) {
+    DEMO_CHECK(silu_and_mul(x_ref, tmp_ref, 0));
+    DEMO_CHECK(quantize(tmp_ref, q, 0));
+  };
+  return run_case(dc, opt);
+}
+
+struct MergeShape {
+  const char* label;
+  int64_t N, T, H, D;
+};
+constexpr MergeShape kMergeShapes[] = {{"cascade / DCP 2-way", 2, 4096, 32, 128},
+                                       {"split-KV decode 4-way", 4, 64, 128, 128},
+                                       {"DCP 8-way, MLA latent", 8, 256, 16, 512}};
+
+/// merge_states of N stacked bf16 partials (random values, lse in [-4, 4] with every 11th
+/// entry -inf), fused into the quantizer vs merge to bf16 then quantize.
+bool run_merge_shape(const MergeShape& s, const DemoOptions& opt) {
+  const int64_t N = s.N, T = s.T, H = s.H, D = s.D, cols = s.H * s.D;
+  std::printf("\nmerge_states, %s: N=%lld T=%lld H=%lld D=%lld (o [N, T, H, D] bf16)\n", s.label,
+              static_cast<long long>(N), static_cast<long long>(T), static_cast<long long>(H),
+              static_cast<long long>(D));
+  bench::DeviceBuffer o, lse, tmp;
+  DEMO_CHECK(o.allocate(N * T * cols * 2));
+  DEMO_CHECK(lse.allocate(N * H * T * 4));
+  DEMO_CHECK(tmp.allocate(T * cols * 2));
+  DEMO_CHECK(bench::fill_random(o.get(), DType::kBF16, N * T * cols, 11, 0));
+  std::vector<float> lse_h(N * H * T);
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<float> uni(-4.0f, 4.0f);
+  for (size_t i = 0; i < lse_h.size(); ++i) lse_h[i] = i % 11 == 3 ? -INFINITY : uni(rng);
+  DEMO_CUDA(cudaMemcpy(lse.get(), lse_h.data(), lse_h.size() * 4, cudaMemcpyHostToDevice));
+  const TensorRef o_ref = TensorRef::contiguous(o.get(), DType::kBF16, {N, T, H, D});
+  const TensorRef lse_ref = TensorRef::contiguous(lse.get(), DType::kF32, {N, H, T});
+  const TensorRef tmp_ref = TensorRef::contiguous(tmp.get(), DType::kBF16, {T, cols});
+
+  DemoCase dc;
+  dc.T = T, dc.H = cols, dc.rows = demo_rows(T), dc.y_bound = bench::kRandomBound;
+  // NOTE: the fused scales carry the fp32 weights' error (exp of an fp32 lse difference, ~1e-6).
+  dc.scale_ulps = 64.0;
+  std::vector<uint16_t> row(N * cols);
+  for (int64_t t : dc.rows) {
+    ref::MergeHostInput in;
+    in.n = static_cast<int>(N), in.dtype = DType::kBF16, in.T = 1, in.H = H, in.D = D;
+    for (int64_t i = 0; i < N; ++i) {
+      DEMO_CUDA(cudaMemcpy(&row[i * cols], o.as<uint16_t>() + (i * T + t) * cols, cols * 2,
+                           cudaMemcpyDeviceToHost));
+      in.o[i] = &row[i * cols], in.st[i] = cols, in.sh[i] = D;
+      in.lse[i] = &lse_h[i * H * T + t], in.ld_lse[i] = T;
+    }
+    const std::vector<double> y = ref::merge_states(in, {}, nullptr);
+    dc.y.insert(dc.y.end(), y.begin(), y.end());
+  }
+  dc.fused = [&](const QuantOutput& q) {
+    DEMO_CHECK(merge_states_stacked(o_ref, lse_ref, q, {}, 0));
+  };
+  dc.unfused = [&](const QuantOutput& q) {
+    QuantOutput plain;
+    plain.out = tmp_ref;
+    DEMO_CHECK(merge_states_stacked(o_ref, lse_ref, plain, {}, 0));
+    DEMO_CHECK(quantize(tmp_ref, q, 0));
+  };
+  return run_case(dc, opt);
 }
 
 int run_gpu(const DemoOptions& opt) {
@@ -338,6 +428,7 @@ int run_gpu(const DemoOptions& opt) {
       opt.reps);
   bool ok = true;
   for (const DemoShape& s : kShapes) ok = run_shape(s, opt) && ok;
+  for (const MergeShape& s : kMergeShapes) ok = run_merge_shape(s, opt) && ok;
   std::printf("\n%s\n", ok ? "all accuracy checks passed" : "ACCURACY CHECK FAILED");
   return ok ? 0 : 1;
 }

@@ -29,9 +29,10 @@ int main(int argc, char** argv) {
       "without one)");
   CLI::Option* suite = bench->add_option("--suite", bench_opt.suite,
                                          "Run a suite of cases (issue2, quick, specs; see --list)");
-  CLI::Option* op = bench->add_option("--op", bench_opt.op, "Run one routine on one shape")
-                        ->check(CLI::IsMember({"silu_mul_quant", "silu_and_mul+quantize",
-                                               "quantize", "silu_and_mul"}));
+  CLI::Option* op =
+      bench->add_option("--op", bench_opt.op, "Run one routine on one shape")
+          ->check(CLI::IsMember({"silu_mul_quant", "silu_and_mul+quantize", "quantize",
+                                 "silu_and_mul", "merge_states", "merge_states+quantize"}));
   bench
       ->add_option("--quant", bench_opt.quant,
                    "QuantSpec of --op, e.g. fp8_group128:col_tma:ue8m0_packed, nvfp4:swizzled")
@@ -40,8 +41,18 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
       ->needs(op)
       ->capture_default_str();
-  bench->add_option("-H,--H", bench_opt.H, "Output columns of --op (silu input is [T, 2H])")
+  bench
+      ->add_option("-H,--H", bench_opt.H,
+                   "Output columns of --op (silu input is [T, 2H]); heads for merge_states")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 28))
+      ->needs(op)
+      ->capture_default_str();
+  bench->add_option("-N,--N", bench_opt.N, "Partial states of --op merge_states")
+      ->check(CLI::Range(2, 8))
+      ->needs(op)
+      ->capture_default_str();
+  bench->add_option("-D,--D", bench_opt.D, "Head size of --op merge_states")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
       ->needs(op)
       ->capture_default_str();
   bench->add_option("--json", bench_opt.json_path, "Also write every number to this JSON file");

@@ -2,14 +2,15 @@
 # One call of the GPU machine: build what is needed, run every GPU test and the benchmarks, and
 # print a short summary table last.
 #
-#   bash scripts/gpu.sh [suite]       (suite of `qfuse bench`, default issue2; "none" skips it)
+#   bash scripts/gpu.sh ["suite ..."]  (suites of `qfuse bench`, default "issue2 issue3"; "none"
+#                                       skips the benchmarks)
 #
 # Binaries: .devbin/ when present (made here by `make devbin` and carried: the GPU machine has no
 # GoogleTest/CLI11 packages), else a build from source into build-gpu/ (needs install_deps.sh).
 # Logs and JSON go to $OUT (or /tmp/qfuse-gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-suite=${1:-issue2}
+suites=${1:-issue2 issue3}
 out=${OUT:-/tmp/qfuse-gpu}
 mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -43,9 +44,12 @@ demo_status=pass
 "$bin/qfuse" demo >"$out/demo.txt" 2>&1 || { demo_status=FAIL; status=1; }
 tail -15 "$out/demo.txt"
 
-if [ "$suite" != none ]; then
-  echo "== qfuse bench --suite $suite"
-  "$bin/qfuse" bench --suite "$suite" --json "$out/bench.json" >"$out/bench.txt" 2>&1 || status=1
+if [ "$suites" != none ]; then
+  for suite in $suites; do
+    echo "== qfuse bench --suite $suite"
+    "$bin/qfuse" bench --suite "$suite" --json "$out/bench_$suite.json" >"$out/bench_$suite.txt" 2>&1 ||
+      status=1
+  done
   echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"
   QFUSE_PDL=0 "$bin/qfuse" bench --suite small --no-unfused >"$out/bench_nopdl.txt" 2>&1 || status=1
 fi
@@ -62,8 +66,15 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
     s = sum(1 for c in cases if c.find("skipped") is not None or c.get("result") == "skipped")
     n = len(cases)
     print(f"{os.path.basename(x)[:-4]:<20}{n:>7}{n - f - s:>8}{f:>8}{s:>9}")
+for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
+    for c in ET.parse(x).getroot().iter("testcase"):
+        for e in list(c.findall("failure")) + list(c.findall("error")):
+            msg = (e.get("message") or e.text or "").strip().replace("\n", " | ")
+            print(f"FAILED {c.get('classname')}.{c.get('name')}: {msg[:600]}")
 PY
 echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
-[ -f "$out/bench.txt" ] && { echo; grep -v '^\[' "$out/bench.txt"; }
+for f in "$out"/bench_issue*.txt "$out"/bench_quick.txt "$out"/bench_specs.txt; do
+  [ -f "$f" ] && { echo; grep -v '^\[' "$f"; }
+done
 [ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
 exit $status

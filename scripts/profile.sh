@@ -9,10 +9,13 @@ mkdir -p "$out"
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 [ -n "$ncu" ] || { echo "ncu not found"; exit 1; }
 sections="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats --section LaunchStats"
-run() {  # name op quant T H
+run() {  # name op quant T H [extra bench options]
+  local name=$1 op=$2 quant=$3 T=$4 H=$5
+  shift 5
   "$ncu" --clock-control none -k regex:'rowwise|per_token' -c 1 $sections \
-    "$bin/qfuse" bench --op "$2" --quant "$3" --T "$4" --H "$5" --reps 1 --calls 1 --no-unfused \
-    >"$out/ncu_$1.txt" 2>&1
+    "$bin/qfuse" bench --op "$op" --quant "$quant" --T "$T" --H "$H" "$@" --reps 1 --calls 1 \
+    --no-unfused >"$out/ncu_$name.txt" 2>&1
+  set -- "$name" "$op" "$quant" "$T" "$H"
   echo "== $1 ($2 $3 T=$4 H=$5)"
   grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth" "$out/ncu_$1.txt" | sed 's/^ */  /'
 }
@@ -24,5 +27,8 @@ for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; 
     quant_token) run $c quantize fp8_per_token 16384 7168 ;;
     quant_nvfp4) run $c quantize nvfp4:swizzled 16384 7168 ;;
     silu_small) run $c silu_mul_quant fp8_group128:row:f32 16 14336 ;;
+    merge2) run $c merge_states fp8_per_tensor 4096 128 -N 2 -D 128 ;;
+    merge8) run $c merge_states fp8_per_tensor 4096 128 -N 8 -D 128 ;;
+    merge_plain) run $c merge_states none 4096 128 -N 2 -D 128 ;;
   esac
 done

@@ -21,6 +21,11 @@ const std::vector<OpCapability>& op_capabilities() {
          "silu_and_mul with the output written through any quantizer",
          {DType::kBF16, DType::kF16},
          any},
+        {"merge_states",
+         "N partial attention states o_i [T, H, D] + lse_i [H, T] -> merged [T, H * D], any "
+         "quantizer",
+         {DType::kBF16, DType::kF16, DType::kF32},
+         any},
     };
   }();
   return table;

@@ -218,9 +218,10 @@ std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed) {
           // NOTE: fp32 outputs carry the device's expf error (a few ulps); values below 1e-30
           // may flush to zero (exp(-gate) overflows fp32 for gates below -88).
           const double ulps = d.out_dtype == DType::kF32 ? 8.0 : 1.0;
-          ok = std::isnan(yv)
-                   ? std::isnan(dv)
-                   : dv == yv || std::fabs(dv - yv) <= ulps * plain_ulp(yv, d.out_dtype) + 1e-30;
+          ok = std::isnan(yv) ? std::isnan(dv)
+                              : dv == yv || std::fabs(dv - yv) <=
+                                                ulps * plain_ulp(yv, d.out_dtype) + 1e-30 +
+                                                    opt.abs_tol + opt.rel_tol * std::fabs(yv);
           if (!ok) {
             std::ostringstream os;
             os << "value (" << t << ", " << c << "): device " << dv << " exact " << yv;

@@ -43,6 +43,10 @@ struct CheckOptions {
   DType none_dtype = DType::kBF16;
   std::vector<int64_t> rows;  // rows to compare (empty: all)
   double scale_ulps = 8.0;    // fused mode: scale tolerance in fp32 ulps
+  // Fused mode, plain outputs: extra tolerance on top of the ulps (sums computed in fp32 can
+  // cancel, so their error is relative to the terms, not to the result).
+  double abs_tol = 0.0;
+  double rel_tol = 0.0;
 };
 
 /// y: the exact values [rows, cols] row-major (fp64; in exact mode they must be fp32 values).

@@ -23,18 +23,21 @@ TEST(Capabilities, EveryOpIsFoundAndDeclaresValidSpecs) {
       EXPECT_TRUE(fused_output_quant_supported(op.op, s));
     }
   }
-  EXPECT_EQ(names, (std::set<std::string>{"quantize", "silu_and_mul", "silu_mul_quant"}));
+  EXPECT_EQ(names,
+            (std::set<std::string>{"merge_states", "quantize", "silu_and_mul", "silu_mul_quant"}));
 }
 
 TEST(Capabilities, WhatEachOpWrites) {
   for (const QuantSpec& s : all_quant_specs()) {
     EXPECT_TRUE(fused_output_quant_supported("silu_mul_quant", s)) << to_string(s);
     EXPECT_TRUE(fused_output_quant_supported("quantize", s)) << to_string(s);
+    EXPECT_TRUE(fused_output_quant_supported("merge_states", s)) << to_string(s);
     EXPECT_EQ(fused_output_quant_supported("silu_and_mul", s), s.kind == QuantKind::kNone)
         << to_string(s);
   }
   const QuantSpec group32{QuantKind::kFp8PerGroup, 32, ScaleLayout::kRowMajor, ScaleFormat::kF32};
   EXPECT_FALSE(fused_output_quant_supported("silu_mul_quant", group32));
+  EXPECT_FALSE(fused_output_quant_supported("merge_states", group32));
 }
 
 TEST(Capabilities, UnknownOpSupportsNothing) {

@@ -1,0 +1,11 @@
+// merge_states for f16 partials (one instantiation per input dtype keeps builds parallel).
+#include "merge_states/merge_kernel.cuh"
+
+namespace qfuse::merge {
+
+Status launch_merge_f16(const MergeArgs& a, const QuantOutput& q, int64_t T, int64_t H,
+                        cudaStream_t stream) {
+  return launch_merge<__half>(a, q, T, H, stream);
+}
+
+}  // namespace qfuse::merge

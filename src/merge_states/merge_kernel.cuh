@@ -1,0 +1,156 @@
+// The merge of attention states as a producer of the shared row-wise kernels (quant/rowwise.cuh):
+// output row t of [T, H * D] is sum_i w_i(t, h) * o_i[t, h, :] over the heads h, computed in fp32
+// and written through whichever quantizer policy the output spec selects (SPEC §2).
+//
+// LoadMerge<TIn, kN> handles up to kN partials (the launcher instantiates kN = 2, 4, 8 and passes
+// the real n). Per chunk of 8 columns it reads the n lse values of its (t, h), forms the weights
+// in fp32, loads the 8 values of every partial (16-byte loads when the chunk lies in one head and
+// every partial is aligned) and accumulates. finish() writes out_lse from the chunk that starts
+// a head.
+#pragma once
+
+#include <cmath>
+
+#include "merge_states/launch.h"
+#include "quant/rowwise.cuh"
+
+namespace qfuse::merge {
+
+template <class TIn, int kN>
+struct LoadMerge {
+  MergeArgs a;
+  bool vec;  // read by the launcher (row-wise kernels): 16-byte chunk loads
+
+  // NOTE: the streaming row-wise kernel (one task per warp, a grid covering every task): with
+  // N independent 16-byte loads per lane and few registers, the block scheduler keeps enough
+  // loads in flight. The persistent register kernel (4 tasks per warp, 107-155 registers, 1-2
+  // blocks per SM) measured 45 % of copy bandwidth for a 2-way merge (T=4096 H=128 D=128).
+  static constexpr bool kStream = true;
+  static constexpr bool kAsync = false;
+  static constexpr bool kBulk = false;
+  static constexpr bool kPerTokenAsync = false;
+
+  __device__ const TIn* row_ptr(int i, int64_t t, int h) const {
+    return static_cast<const TIn*>(a.o[i]) + t * a.st[i] + h * a.sh[i];
+  }
+
+  /// Weights of the partials for (t, h) and the merged lse (SPEC §2). Empty partials (lse +-inf)
+  /// get weight 0; a row whose partials are all empty gets all-zero weights and lse -inf; rows
+  /// t >= copy_from take the last partial with weight 1 and its raw lse.
+  __device__ void weights(int64_t t, int h, float (&w)[kN], float& lse_out) const {
+    if (t >= a.copy_from) {
+#pragma unroll
+      for (int i = 0; i < kN; ++i) w[i] = i == a.n - 1 ? 1.0f : 0.0f;
+      lse_out = __ldg(a.lse[a.n - 1] + h * a.ld_lse[a.n - 1] + t);
+      return;
+    }
+    // NOTE: branch-free: slots past n read partial 0's lse (a cache hit) and count as empty, so
+    // the n loads issue back to back.
+    float l[kN];
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int src = i < a.n ? i : 0;
+      const float x = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
+      l[i] = (i < a.n && !isinf(x)) ? x : -INFINITY;
+      m = rules::nan_max(m, l[i]);
+    }
+    if (m == -INFINITY) {
+#pragma unroll
+      for (int i = 0; i < kN; ++i) w[i] = 0.0f;
+      lse_out = -INFINITY;
+      return;
+    }
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      w[i] = l[i] == -INFINITY ? 0.0f : (a.base2 ? exp2f(l[i] - m) : expf(l[i] - m));
+      sum += w[i];
+    }
+    const float inv = 1.0f / sum;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) w[i] *= inv;
+    lse_out = (a.base2 ? log2f(sum) : logf(sum)) + m;
+  }
+
+  __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
+    const int h0 = col / a.D;
+    float w[kN], lse_unused;
+    if (vec && nvalid == quant::kChunk) {
+      // NOTE: every 16-byte load is issued before any is used, without branches: a slot past
+      // n, or a partial a copied row does not use, re-reads the last partial (a cache hit) and
+      // gets weight 0. Conditional loads (one branch per partial) were serialised by the
+      // compiler, each conversion waiting for its load before the next load issued.
+      constexpr int kVecs = quant::kChunk * sizeof(TIn) / 16;
+      const int d0 = col - h0 * a.D;
+      const bool copy = t >= a.copy_from;
+      uint4 raw[kN][kVecs];
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        const int src = (i < a.n && !copy) ? i : a.n - 1;
+        const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
+#pragma unroll
+        for (int k = 0; k < kVecs; ++k) raw[i][k] = __ldg(p + k);
+      }
+      weights(t, h0, w, lse_unused);
+#pragma unroll
+      for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        if (w[i] != 0.0f) {  // NOTE: a select: garbage in empty partials never leaks
+          float x[quant::kChunk];
+          quant::convert_chunk<TIn>(raw[i], x);
+#pragma unroll
+          for (int e = 0; e < quant::kChunk; ++e) v[e] = fmaf(w[i], x[e], v[e]);
+        }
+      }
+      return;
+    }
+    // Element by element: a chunk may cross a head boundary (D % 8 != 0) or be unaligned.
+    // NOTE: a rolled loop over a local array keeps this rare path small (it is instantiated for
+    // every policy and unrolled into every task slot of the row-wise kernel).
+    float tmp[quant::kChunk];
+    int h = -1;
+#pragma unroll 1
+    for (int e = 0; e < quant::kChunk; ++e) {
+      float acc = 0.0f;
+      if (e < nvalid) {
+        const int c = col + e;
+        const int hc = c / a.D;
+        if (hc != h) {
+          h = hc;
+          weights(t, h, w, lse_unused);
+        }
+#pragma unroll
+        for (int i = 0; i < kN; ++i)
+          if (i < a.n && w[i] != 0.0f)
+            acc = fmaf(w[i], quant::to_float(row_ptr(i, t, h)[c - h * a.D]), acc);
+      }
+      tmp[e] = acc;
+    }
+#pragma unroll
+    for (int e = 0; e < quant::kChunk; ++e) v[e] = tmp[e];
+  }
+
+  /// out_lse for every head that starts in columns [col, col + nvalid).
+  __device__ void finish(int64_t t, int col, int nvalid) const {
+    if (a.out_lse == nullptr || nvalid <= 0) return;
+    for (int h = (col + a.D - 1) / a.D; h * a.D < col + nvalid; ++h) {
+      float w[kN], lse;
+      weights(t, h, w, lse);
+      a.out_lse[h * a.ld_out_lse + t] = lse;
+    }
+  }
+};
+
+/// Picks kN for a.n and launches the row-wise kernel with the output's policy.
+template <class TIn>
+Status launch_merge(const MergeArgs& a, const QuantOutput& q, int64_t T, int64_t H,
+                    cudaStream_t stream) {
+  const int64_t cols = H * a.D;
+  if (a.n <= 2) return quant::launch_rowwise(LoadMerge<TIn, 2>{a, a.vec}, q, T, cols, stream);
+  if (a.n <= 4) return quant::launch_rowwise(LoadMerge<TIn, 4>{a, a.vec}, q, T, cols, stream);
+  return quant::launch_rowwise(LoadMerge<TIn, 8>{a, a.vec}, q, T, cols, stream);
+}
+
+}  // namespace qfuse::merge
