@@ -43,6 +43,13 @@ demo_status=pass
 "$bin/qfuse" demo >"$out/demo.txt" 2>&1 || { demo_status=FAIL; status=1; }
 tail -15 "$out/demo.txt"
 
+echo "== qfuse fuse (example graphs: fused vs unfused on the same inputs)"
+for g in examples/graphs/deepseek_v3_mlp.json examples/graphs/splitkv_oproj.json; do
+  n=$(basename "$g" .json)
+  "$bin/qfuse" fuse "$g" >"$out/fuse_$n.txt" 2>&1 || status=1
+  tail -12 "$out/fuse_$n.txt"
+done
+
 if [ "$suite" != none ]; then
   echo "== qfuse bench --suite $suite"
   "$bin/qfuse" bench --suite "$suite" --json "$out/bench.json" >"$out/bench.txt" 2>&1 || status=1
@@ -64,6 +71,10 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
     print(f"{os.path.basename(x)[:-4]:<20}{n:>7}{n - f - s:>8}{f:>8}{s:>9}")
 PY
 echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
+for f in "$out"/fuse_*.txt; do
+  [ -f "$f" ] || continue
+  echo "$(basename "$f" .txt): $(grep -E 'unfused / fused|error' "$f" | tr -s ' ' | head -1)"
+done
 [ -f "$out/bench.txt" ] && { echo; grep -v '^\[' "$out/bench.txt"; }
 [ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
 exit $status

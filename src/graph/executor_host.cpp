@@ -173,7 +173,8 @@ Difference compare_values(const std::vector<double>& a, const std::vector<double
   d.count = static_cast<int64_t>(std::min(a.size(), b.size()));
   for (int64_t i = 0; i < d.count; ++i)
     if (std::isfinite(b[i])) d.ref_max_abs = std::max(d.ref_max_abs, std::fabs(b[i]));
-  const double floor = std::max(1e-3 * d.ref_max_abs, 1e-30);
+  const double floor = std::max(1e-2 * d.ref_max_abs, 1e-30);
+  double se = 0.0, sb = 0.0;
   for (int64_t i = 0; i < d.count; ++i) {
     if (std::isnan(a[i]) != std::isnan(b[i])) {
       ++d.nan_mismatch;
@@ -183,7 +184,10 @@ Difference compare_values(const std::vector<double>& a, const std::vector<double
     const double e = std::fabs(a[i] - b[i]);
     d.max_abs = std::max(d.max_abs, e);
     d.max_rel = std::max(d.max_rel, e / std::max(std::fabs(b[i]), floor));
+    se += e * e;
+    sb += b[i] * b[i];
   }
+  d.rms_rel = sb > 0.0 ? std::sqrt(se / sb) : (se > 0.0 ? INFINITY : 0.0);
   return d;
 }
 

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "graph/op_impls.h"
 #include "qfuse/quant/reference.h"
@@ -310,7 +312,11 @@ int64_t check_within_one_step(const QuantSpec& spec, const std::vector<double>& 
 }
 
 std::string source_path(const std::string& rel) {
-  return std::string(QFUSE_SOURCE_DIR) + "/" + rel;
+  // NOTE: binaries built here run on the GPU machine from the repository root (scripts/gpu.sh),
+  // where the build's source path does not exist.
+  if (const char* env = std::getenv("QFUSE_SOURCE_DIR")) return std::string(env) + "/" + rel;
+  const std::string built = std::string(QFUSE_SOURCE_DIR) + "/" + rel;
+  return std::filesystem::exists(built) ? built : rel;
 }
 
 }  // namespace qfuse::graph::test

@@ -274,6 +274,7 @@ TEST(HostValues, CompareValues) {
   const Difference d = compare_values({1.0, 2.5, NAN}, {1.0, 2.0, 1.0});
   EXPECT_EQ(d.max_abs, 0.5);
   EXPECT_DOUBLE_EQ(d.max_rel, 0.25);
+  EXPECT_DOUBLE_EQ(d.rms_rel, 0.5 / std::sqrt(5.0));
   EXPECT_EQ(d.nan_mismatch, 1);
   EXPECT_EQ(d.ref_max_abs, 2.0);
 }

@@ -38,7 +38,8 @@ Status host_values(const HostTensor& t, std::vector<double>* out);
 
 struct Difference {
   double max_abs = 0.0;
-  double max_rel = 0.0;  // |a - b| / max(|b|, floor), floor = 1e-3 * max |b|
+  double max_rel = 0.0;  // |a - b| / max(|b|, floor), floor = 1e-2 * max |b|
+  double rms_rel = 0.0;  // sqrt(sum (a - b)^2 / sum b^2)
   double ref_max_abs = 0.0;
   int64_t count = 0;
   int64_t nan_mismatch = 0;  // NaN in one and not in the other
