@@ -19,6 +19,7 @@ build: configure
 
 demo: build
 	./$(BUILD)/qfuse demo
+	./$(BUILD)/qfuse fuse examples/graphs/deepseek_v3_mlp.json
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qfuse::cli {
 
@@ -26,6 +27,18 @@ struct DemoOptions {
   int reps = 10;  // timed calls per path
 };
 
+struct FuseOptions {
+  std::string graph_path;
+  std::string config_path;        // optional JSON config (docs/graph.md)
+  bool host = false;              // force the host reference path
+  std::vector<std::string> dims;  // NAME=SIZE overrides of the graph's dims
+  uint64_t seed = 1;
+  int calls = 5;  // runs per captured CUDA graph
+  int reps = 15;  // timed replays
+};
+
+/// `qfuse fuse`: 0 on success, 1 on an error.
+int run_fuse(const FuseOptions& opt);
 /// `qfuse bench`: 0 on success, 1 on an error or a failed case, 2 without a GPU.
 int run_bench(const BenchOptions& opt);
 /// `qfuse demo`: 0 on success, 1 when a GPU accuracy check fails or CUDA reports an error.

@@ -1,4 +1,4 @@
-// qfuse: the command-line tool (info, demo, bench). Exceptions stop here.
+// qfuse: the command-line tool (info, demo, bench, fuse). Exceptions stop here.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -67,12 +67,33 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   suite->excludes(op);
 
+  qfuse::cli::FuseOptions fuse_opt;
+  CLI::App* fuse = app.add_subcommand(
+      "fuse",
+      "Print a graph (JSON, docs/graph.md) before and after the fusion passes, run both on the "
+      "same random inputs (GPU when present, else the host reference path) and compare outputs "
+      "and times");
+  fuse->add_option("graph", fuse_opt.graph_path,
+                   "Graph JSON, e.g. examples/graphs/deepseek_v3_mlp.json")
+      ->required()
+      ->check(CLI::ExistingFile);
+  fuse->add_option("--config", fuse_opt.config_path,
+                   "Config JSON (fuse_act_quant, fuse_attn_quant, kv_cache_dtype, ...)")
+      ->check(CLI::ExistingFile);
+  fuse->add_flag("--host", fuse_opt.host, "Run on the host reference path (the file's host_dims)");
+  fuse->add_option("--dim", fuse_opt.dims, "Override a dim of the graph, NAME=SIZE (repeatable)");
+  fuse->add_option("--seed", fuse_opt.seed, "Seed of the random inputs")->capture_default_str();
+  fuse->add_option("--reps", fuse_opt.reps, "Timed CUDA-graph replays")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (info->parsed()) return qfuse::cli::run_info();
     if (demo->parsed()) return qfuse::cli::run_demo(demo_opt);
     if (bench->parsed()) return qfuse::cli::run_bench(bench_opt);
+    if (fuse->parsed()) return qfuse::cli::run_fuse(fuse_opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qfuse: error: %s\n", e.what());
     return 1;

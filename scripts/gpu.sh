@@ -44,6 +44,13 @@ demo_status=pass
 "$bin/qfuse" demo >"$out/demo.txt" 2>&1 || { demo_status=FAIL; status=1; }
 tail -15 "$out/demo.txt"
 
+echo "== qfuse fuse (example graphs: fused vs unfused on the same inputs)"
+for g in examples/graphs/deepseek_v3_mlp.json examples/graphs/splitkv_oproj.json; do
+  n=$(basename "$g" .json)
+  "$bin/qfuse" fuse "$g" >"$out/fuse_$n.txt" 2>&1 || status=1
+  tail -12 "$out/fuse_$n.txt"
+done
+
 if [ "$suites" != none ]; then
   for suite in $suites; do
     echo "== qfuse bench --suite $suite"
@@ -73,6 +80,10 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
             print(f"FAILED {c.get('classname')}.{c.get('name')}: {msg[:600]}")
 PY
 echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
+for f in "$out"/fuse_*.txt; do
+  [ -f "$f" ] || continue
+  echo "$(basename "$f" .txt): $(grep -E 'unfused / fused|error' "$f" | tr -s ' ' | head -1)"
+done
 for f in "$out"/bench_issue*.txt "$out"/bench_quick.txt "$out"/bench_specs.txt; do
   [ -f "$f" ] && { echo; grep -v '^\[' "$f"; }
 done

@@ -1,0 +1,225 @@
+// `qfuse fuse <graph.json>`: prints a graph before and after the fusion passes (with each pass's
+// report), runs both on the same random inputs (on the GPU when there is one, else on the host
+// reference path with the file's smaller "host_dims") and reports the difference of the outputs
+// and the time of each. GPU times: CUDA events around CUDA-graph replays of several runs, median.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "qfuse/core/arch.h"
+#include "qfuse/core/cuda_check.h"
+#include "qfuse/graph/config.h"
+#include "qfuse/graph/executor.h"
+#include "qfuse/graph/graph_json.h"
+#include "qfuse/graph/passes.h"
+
+namespace qfuse::cli {
+namespace {
+
+using namespace qfuse::graph;
+
+int fail(const Status& st) {
+  std::fprintf(stderr, "qfuse fuse: %s\n", st.to_string().c_str());
+  return 1;
+}
+
+/// A graph on the device: its inputs, workspace and executor.
+struct DeviceGraph {
+  std::unique_ptr<DeviceExecutor> ex;
+  std::vector<void*> buffers;
+  std::map<std::string, const void*> inputs;
+  void* ws = nullptr;
+
+  ~DeviceGraph() {
+    for (void* b : buffers) cudaFree(b);
+    if (ws) cudaFree(ws);
+  }
+  Status init(const Graph& g, const HostTensors& host) {
+    QFUSE_RETURN_IF_ERROR(DeviceExecutor::create(g, &ex));
+    for (const std::string& in : g.inputs) {
+      const HostTensor& t = host.at(in);
+      void* p = nullptr;
+      QFUSE_CUDA_RETURN(cudaMalloc(&p, std::max<size_t>(t.data.size(), 1)));
+      buffers.push_back(p);
+      QFUSE_CUDA_RETURN(cudaMemcpy(p, t.data.data(), t.data.size(), cudaMemcpyHostToDevice));
+      inputs[in] = p;
+    }
+    QFUSE_CUDA_RETURN(cudaMalloc(&ws, std::max<size_t>(ex->workspace_bytes(), 1)));
+    return Status::Ok();
+  }
+  Status run(cudaStream_t s) { return ex->run(inputs, ws, ex->workspace_bytes(), s); }
+  Status download(const std::string& name, HostTensor* t) {
+    t->desc = *ex->graph().tensor(name);
+    t->data.resize(t->desc.bytes());
+    const auto& slice = ex->plan().tensors.at(name);
+    QFUSE_CUDA_RETURN(cudaMemcpy(t->data.data(), static_cast<char*>(ws) + slice.offset, slice.bytes,
+                                 cudaMemcpyDeviceToHost));
+    return Status::Ok();
+  }
+  /// Median microseconds per run over `replays` replays of a CUDA graph of `calls` runs.
+  Status time_us(int calls, int replays, double* us) {
+    cudaStream_t s = nullptr;
+    QFUSE_CUDA_RETURN(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaEvent_t a = nullptr, b = nullptr;
+    Status st = run(s);  // warm-up
+    if (st.ok())
+      st = cuda_status(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+                       "cudaStreamBeginCapture");
+    if (st.ok()) {
+      for (int i = 0; i < calls && st.ok(); ++i) st = run(s);
+      const cudaError_t end = cudaStreamEndCapture(s, &graph);
+      if (st.ok()) st = cuda_status(end, "cudaStreamEndCapture (was every launch capture-safe?)");
+    }
+    if (st.ok()) st = cuda_status(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    std::vector<float> ms;
+    if (st.ok()) {
+      cudaEventCreate(&a);
+      cudaEventCreate(&b);
+      st = cuda_status(cudaGraphLaunch(exec, s), "cudaGraphLaunch");
+      for (int r = 0; r < replays && st.ok(); ++r) {
+        cudaEventRecord(a, s);
+        st = cuda_status(cudaGraphLaunch(exec, s), "cudaGraphLaunch");
+        cudaEventRecord(b, s);
+        cudaEventSynchronize(b);
+        float t = 0;
+        cudaEventElapsedTime(&t, a, b);
+        ms.push_back(t);
+      }
+    }
+    if (st.ok()) st = cuda_status(cudaStreamSynchronize(s), "replay");
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(s);
+    QFUSE_RETURN_IF_ERROR(st);
+    std::sort(ms.begin(), ms.end());
+    *us = 1000.0 * ms[ms.size() / 2] / calls;
+    return Status::Ok();
+  }
+};
+
+void print_difference(const std::string& name, const HostTensor& fused, const HostTensor& unfused) {
+  std::vector<double> a, b;
+  if (host_values(fused, &a).ok() && host_values(unfused, &b).ok()) {
+    const Difference d = compare_values(a, b);
+    std::printf(
+        "  %-10s max |fused - unfused| %.4g (max |unfused| %.4g), max relative %.4g, "
+        "rms relative %.4g, NaN mismatches %lld\n",
+        name.c_str(), d.max_abs, d.ref_max_abs, d.max_rel, d.rms_rel,
+        static_cast<long long>(d.nan_mismatch));
+    return;
+  }
+  int64_t differ = 0;
+  for (size_t i = 0; i < fused.data.size(); ++i) differ += fused.data[i] != unfused.data[i];
+  std::printf("  %-10s %lld of %zu bytes differ (quantized output)\n", name.c_str(),
+              static_cast<long long>(differ), fused.data.size());
+}
+
+}  // namespace
+
+int run_fuse(const FuseOptions& opt) {
+  FusionConfig cfg;
+  if (!opt.config_path.empty()) {
+    Status st = load_config_file(opt.config_path, &cfg);
+    if (st.ok()) st = validate_config(cfg);
+    if (!st.ok()) return fail(st);
+  }
+  std::string cache;
+  if (Status st = resolve_kv_cache_dtype(
+          cfg.attention_backend, cfg.kv_cache_dtype, &cache,
+          [](std::string_view line) { std::printf("log: %.*s\n", int(line.size()), line.data()); });
+      !st.ok())
+    return fail(st);
+
+  const bool gpu = !opt.host && gpu_available();
+  ParseOptions popt;
+  popt.use_host_dims = !gpu;
+  for (const std::string& d : opt.dims) {
+    const size_t eq = d.find('=');
+    if (eq == std::string::npos)
+      return fail(Status(StatusCode::kInvalidArgument, "--dim " + d + ": expected NAME=SIZE"));
+    try {
+      popt.dim_overrides.emplace_back(d.substr(0, eq), std::stoll(d.substr(eq + 1)));
+    } catch (const std::exception&) {
+      return fail(Status(StatusCode::kInvalidArgument, "--dim " + d + ": expected NAME=SIZE"));
+    }
+  }
+  Graph before;
+  if (Status st = load_graph_file(opt.graph_path, popt, &before); !st.ok()) return fail(st);
+  std::printf(
+      "config: fuse_act_quant=%s fuse_attn_quant=%s attention_backend=%s "
+      "kv_cache_dtype=%s (%s)\n",
+      cfg.fuse_act_quant ? "true" : "false", cfg.fuse_attn_quant ? "true" : "false",
+      cfg.attention_backend.c_str(), cfg.kv_cache_dtype.c_str(), cache.c_str());
+  std::printf("running on: %s\n\n",
+              gpu ? "the GPU (library kernels, cuBLASLt GEMMs)"
+                  : (opt.host ? "the host reference path (--host; host_dims)"
+                              : "the host reference path (no CUDA device; host_dims)"));
+  std::printf("== before the passes\n%s\n", to_text(before).c_str());
+
+  Graph after = before;
+  std::vector<PassReport> reports;
+  if (Status st = run_fusion_passes(cfg, &after, &reports); !st.ok()) return fail(st);
+  std::printf("== passes\n");
+  for (const PassReport& r : reports) std::printf("%s\n", r.to_string().c_str());
+  std::printf("\n== after the passes\n%s\n", to_text(after).c_str());
+
+  HostTensors inputs;
+  if (Status st = make_random_inputs(before, opt.seed, &inputs); !st.ok()) return fail(st);
+  std::map<std::string, HostTensor> out_unfused, out_fused;
+  double t_unfused = 0, t_fused = 0;
+  if (!gpu) {
+    for (int which = 0; which < 2; ++which) {
+      const Graph& g = which ? after : before;
+      HostTensors t = inputs;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (Status st = run_host(g, &t); !st.ok()) return fail(st);
+      const double us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      (which ? t_fused : t_unfused) = us;
+      for (const std::string& o : g.outputs) (which ? out_fused : out_unfused)[o] = t.at(o);
+    }
+  } else {
+    DeviceGraph du, df;
+    if (Status st = du.init(before, inputs); !st.ok()) return fail(st);
+    if (Status st = df.init(after, inputs); !st.ok()) return fail(st);
+    std::printf("== GEMM paths\n");
+    for (const std::string& n : du.ex->notes()) std::printf("  %s\n", n.c_str());
+    std::printf("\n");
+    for (DeviceGraph* d : {&du, &df}) {
+      if (Status st = d->run(nullptr); !st.ok()) return fail(st);
+      if (Status st = cuda_status(cudaDeviceSynchronize(), "run"); !st.ok()) return fail(st);
+      for (const std::string& o : d->ex->graph().outputs)
+        if (Status st = d->download(o, &(d == &du ? out_unfused : out_fused)[o]); !st.ok())
+          return fail(st);
+    }
+    // NOTE: alternate the two and keep each one's best median, so that clock drift favours neither.
+    t_unfused = t_fused = 1e30;
+    for (int i = 0; i < 3; ++i) {
+      double u = 0, f = 0;
+      if (Status st = du.time_us(opt.calls, opt.reps, &u); !st.ok()) return fail(st);
+      if (Status st = df.time_us(opt.calls, opt.reps, &f); !st.ok()) return fail(st);
+      t_unfused = std::min(t_unfused, u);
+      t_fused = std::min(t_fused, f);
+    }
+  }
+
+  std::printf("== outputs (same random inputs, seed %llu)\n",
+              static_cast<unsigned long long>(opt.seed));
+  for (const std::string& o : before.outputs) print_difference(o, out_fused[o], out_unfused[o]);
+  std::printf("\n== time per run (%s)\n", gpu ? "median of CUDA-graph replays" : "host, one run");
+  std::printf("  unfused %10.1f µs  (%zu nodes)\n", t_unfused, before.nodes.size());
+  std::printf("  fused   %10.1f µs  (%zu nodes)\n", t_fused, after.nodes.size());
+  std::printf("  unfused / fused: %.3f×\n", t_unfused / t_fused);
+  return 0;
+}
+
+}  // namespace qfuse::cli

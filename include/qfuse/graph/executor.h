@@ -1,0 +1,129 @@
+// Running a graph: on the host (the fp64/fp32 reference path) or on the GPU with the real kernels
+// and cuBLASLt GEMMs (docs/graph.md, "Executor").
+//
+// GPU memory is the caller's: workspace_bytes() says how much one run needs, the caller allocates
+// it once, and run() enqueues every node on a stream with no allocation and no synchronisation,
+// so a run can be captured in a CUDA graph. Every tensor that is not a graph input (intermediates
+// and outputs) lives in the workspace at an offset fixed by the plan; tensor_view() gives it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qfuse/core/status.h"
+#include "qfuse/core/tensor.h"
+#include "qfuse/graph/graph.h"
+#include "qfuse/graph/op_registry.h"
+
+namespace qfuse::graph {
+
+using HostTensors = std::map<std::string, HostTensor>;
+
+// ---- inputs and comparison ---------------------------------------------------------------------
+
+/// Random values for every graph input, deterministic in `seed`: activations ~ N(0, 1) with a few
+/// outliers; GEMM weights scaled by 1/sqrt(K) (FP8 weights as E4M3 codes with distinct non-unit
+/// scales); log-sum-exps ~ N(0, 2); [1] fp32 scale inputs chosen for the kind that reads them
+/// (per-tensor 4/448 with jitter, NVFP4 global 448*6/4, scale upper bounds 0.01).
+Status make_random_inputs(const Graph& g, uint64_t seed, HostTensors* out,
+                          const OpRegistry* registry = nullptr);
+
+/// The values of a plain tensor (bf16/fp16/fp32) as doubles; an error for other dtypes.
+Status host_values(const HostTensor& t, std::vector<double>* out);
+
+struct Difference {
+  double max_abs = 0.0;
+  double max_rel = 0.0;  // |a - b| / max(|b|, floor), floor = 1e-2 * max |b|
+  double rms_rel = 0.0;  // sqrt(sum (a - b)^2 / sum b^2)
+  double ref_max_abs = 0.0;
+  int64_t count = 0;
+  int64_t nan_mismatch = 0;  // NaN in one and not in the other
+};
+/// Compares a against the reference b (same size).
+Difference compare_values(const std::vector<double>& a, const std::vector<double>& b);
+
+// ---- host path
+// -----------------------------------------------------------------------------------
+
+/// Runs every node on the host. `tensors` holds the graph inputs; on return it holds every tensor
+/// of the graph. Intended for small shapes (GEMMs are fp64 loops).
+Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry = nullptr);
+
+// ---- GPU path
+// ------------------------------------------------------------------------------------
+
+/// Where each tensor of a graph lives in the workspace.
+struct MemoryPlan {
+  struct Slice {
+    size_t offset = 0, bytes = 0;
+  };
+  std::map<std::string, Slice> tensors;  // every tensor that is not a graph input
+  struct GemmScratch {
+    size_t a_offset = 0, a_bytes = 0;  // bf16 copy of an FP8 operand a (dequantizing path)
+    size_t b_offset = 0, b_bytes = 0;  // bf16 copy of an FP8 operand b
+  };
+  std::map<std::string, GemmScratch> gemm;  // by node name
+  size_t cublas_offset = 0, cublas_bytes = 0;
+  size_t total_bytes = 0;
+};
+
+/// The plan the executor uses (no device needed).
+Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry = nullptr);
+/// Bytes of workspace one run of `g` needs.
+Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry = nullptr);
+
+/// How the executor runs a GEMM node (chosen when the executor is created; see docs/graph.md).
+enum class GemmPath {
+  kBf16,          // bf16/fp16 operands: cuBLASLt, fp32 accumulation
+  kFp8PerTensor,  // FP8 operands with per-tensor scales: cuBLASLt FP8 (A/B scale pointers)
+  kDequantBf16,   // other FP8 scalings: dequantize to bf16 (qfuse kernel), then cuBLASLt bf16
+};
+const char* to_string(GemmPath p);
+
+class DeviceExecutor {
+ public:
+  ~DeviceExecutor();
+  DeviceExecutor(const DeviceExecutor&) = delete;
+  DeviceExecutor& operator=(const DeviceExecutor&) = delete;
+
+  /// Validates `g`, plans memory, creates a cuBLASLt handle and picks an algorithm for every GEMM
+  /// node. Needs a device; allocates no device memory. The graph is copied.
+  static Status create(const Graph& g, std::unique_ptr<DeviceExecutor>* out,
+                       const OpRegistry* registry = nullptr);
+
+  size_t workspace_bytes() const { return plan_.total_bytes; }
+  const MemoryPlan& plan() const { return plan_; }
+  const Graph& graph() const { return graph_; }
+  /// One line per GEMM node: its path and why.
+  const std::vector<std::string>& notes() const { return notes_; }
+
+  /// A contiguous view of tensor `name` (not a graph input) inside `workspace`.
+  Status tensor_view(const std::string& name, void* workspace, TensorRef* out) const;
+
+  /// Enqueues the graph on `stream`. `inputs` maps every graph input to device memory holding it
+  /// (contiguous, 256-byte aligned); `workspace` holds workspace_bytes() bytes, 256-byte aligned.
+  /// No allocation, no synchronisation: capturable in a CUDA graph.
+  Status run(const std::map<std::string, const void*>& inputs, void* workspace,
+             size_t workspace_size, cudaStream_t stream);
+
+ private:
+  DeviceExecutor() = default;
+  struct GemmState;
+  Graph graph_;
+  const OpRegistry* registry_ = nullptr;
+  std::vector<size_t> order_;
+  MemoryPlan plan_;
+  void* lt_handle_ = nullptr;  // cublasLtHandle_t
+  std::map<std::string, std::unique_ptr<GemmState>> gemms_;
+  std::vector<std::string> notes_;
+};
+
+/// A contiguous row-major TensorRef of `desc` at `data`.
+TensorRef make_tensor_ref(const TensorDesc& desc, void* data);
+
+}  // namespace qfuse::graph

@@ -1,0 +1,209 @@
+// Fusion / attention configuration: defaults, JSON, SPEC §5 validation, SPEC §4 alias resolution.
+#include "qfuse/graph/config.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace qfuse::graph {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+Status invalid(std::string msg) {
+  return {StatusCode::kInvalidArgument, std::move(msg)};
+}
+
+const char* const kKvCacheDtypes[] = {"auto", "bf16", "fp8", "fp8_e4m3", "fp8_ds_mla"};
+const char* const kKeys[] = {"fuse_act_quant", "fuse_attn_quant", "attention_backend",
+                             "kv_cache_dtype", "vit_attn_dtype",  "vit_scale_path",
+                             "vit_save_path",  "vit_margin"};
+
+std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
+  std::string r;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) r += sep;
+    r += v[i];
+  }
+  return r;
+}
+
+const AttentionBackend* find_backend(const std::string& name) {
+  for (const AttentionBackend& b : attention_backends())
+    if (b.name == name) return &b;
+  return nullptr;
+}
+
+}  // namespace
+
+const std::vector<AttentionBackend>& attention_backends() {
+  static const std::vector<AttentionBackend> table = {
+      {"flashmla",
+       {"bf16", "fp8_e4m3"},
+       "dense MLA decode (SPEC §3): bf16 or per-tensor FP8 cache"},
+      {"triton_mla", {"bf16", "fp8_e4m3"}, "dense MLA decode, Triton-style: bf16 or FP8 cache"},
+      {"flashmla_sparse",
+       {"bf16", "fp8_ds_mla"},
+       "sparse MLA decode (SPEC §4), DeepSeek FlashMLA: reads FP8 only as fp8_ds_mla"},
+      {"qfuse_sparse_mla",
+       {"bf16", "fp8_e4m3", "fp8_ds_mla"},
+       "qfuse's sparse MLA decode (SPEC §4): every cache format"},
+  };
+  return table;
+}
+
+Status resolve_kv_cache_dtype(const std::string& backend, const std::string& requested,
+                              std::string* resolved, const LogSink& log) {
+  bool known = false;
+  for (const char* d : kKvCacheDtypes) known |= requested == d;
+  if (!known)
+    return invalid(
+        "config key 'kv_cache_dtype': expected auto|bf16|fp8|fp8_e4m3|fp8_ds_mla, got '" +
+        requested + "'");
+  const AttentionBackend* b = find_backend(backend);
+  if (b == nullptr) {
+    std::vector<std::string> names;
+    for (const AttentionBackend& x : attention_backends()) names.push_back(x.name);
+    return invalid("config key 'attention_backend': unknown backend '" + backend + "' (" +
+                   join(names) + ")");
+  }
+  auto reads = [&](const std::string& d) {
+    for (const std::string& c : b->cache_dtypes)
+      if (c == d) return true;
+    return false;
+  };
+  auto say = [&](const std::string& line) {
+    if (log)
+      log(line);
+    else
+      std::fprintf(stderr, "qfuse: %s\n", line.c_str());
+  };
+  std::string r = requested;
+  if (requested == "auto") {
+    r = "bf16";
+  } else if (requested == "fp8") {
+    // NOTE: the standard per-tensor format when the backend reads it; else the FP8 format the
+    // backend does read (SPEC §4: a backend that only reads fp8_ds_mla resolves fp8 to it).
+    if (reads("fp8_e4m3"))
+      r = "fp8_e4m3";
+    else if (reads("fp8_ds_mla"))
+      r = "fp8_ds_mla";
+  }
+  if (!reads(r))
+    return invalid("config key 'kv_cache_dtype': backend '" + backend + "' does not read '" +
+                   requested + "' (it reads " + join(b->cache_dtypes, "|") +
+                   (reads("fp8_e4m3") || reads("fp8_ds_mla") ? ", and fp8 as an alias" : "") + ")");
+  if (r != requested)
+    say("kv_cache_dtype '" + requested + "' resolved to '" + r + "' for attention backend '" +
+        backend + "'");
+  *resolved = r;
+  return Status::Ok();
+}
+
+Status parse_config_json(const std::string& text, FusionConfig* out) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return invalid(std::string("config JSON: ") + e.what());
+  }
+  if (!j.is_object()) return invalid("config JSON: expected an object of key: value");
+  FusionConfig c = *out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    bool known = false;
+    for (const char* key : kKeys) known |= k == key;
+    if (!known) {
+      std::vector<std::string> keys(std::begin(kKeys), std::end(kKeys));
+      return invalid("config key '" + k + "' is unknown (keys: " + join(keys) + ")");
+    }
+    const std::string label = "config key '" + k + "'";
+    if (k == "fuse_act_quant" || k == "fuse_attn_quant") {
+      if (!v.is_boolean()) return invalid(label + ": expected true or false, got " + v.dump());
+      (k == "fuse_act_quant" ? c.fuse_act_quant : c.fuse_attn_quant) = v.get<bool>();
+    } else if (k == "vit_margin") {
+      if (!v.is_number()) return invalid(label + ": expected a number, got " + v.dump());
+      c.vit_margin = v.get<double>();
+    } else {
+      if (!v.is_string()) return invalid(label + ": expected a string, got " + v.dump());
+      const std::string s = v.get<std::string>();
+      if (k == "attention_backend") c.attention_backend = s;
+      if (k == "kv_cache_dtype") c.kv_cache_dtype = s;
+      if (k == "vit_attn_dtype") c.vit_attn_dtype = s;
+      if (k == "vit_scale_path") c.vit_scale_path = s;
+      if (k == "vit_save_path") c.vit_save_path = s;
+    }
+  }
+  // Values that need no file system are checked here, so a bad value names its key at once.
+  if (c.vit_attn_dtype != "bf16" && c.vit_attn_dtype != "fp8")
+    return invalid("config key 'vit_attn_dtype': expected bf16|fp8, got '" + c.vit_attn_dtype +
+                   "'");
+  if (!std::isfinite(c.vit_margin) || c.vit_margin <= 0.0)
+    return invalid("config key 'vit_margin': expected a finite number > 0, got " +
+                   std::to_string(c.vit_margin));
+  std::string resolved;
+  QFUSE_RETURN_IF_ERROR(
+      resolve_kv_cache_dtype(c.attention_backend, c.kv_cache_dtype, &resolved, [](auto) {}));
+  *out = c;
+  return Status::Ok();
+}
+
+Status load_config_file(const std::string& path, FusionConfig* out) {
+  std::ifstream f(path);
+  if (!f) return invalid("config file '" + path + "' cannot be read");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const Status st = parse_config_json(ss.str(), out);
+  if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+  return Status::Ok();
+}
+
+Status validate_config(const FusionConfig& c) {
+  namespace fs = std::filesystem;
+  if (c.vit_attn_dtype != "bf16" && c.vit_attn_dtype != "fp8")
+    return invalid("config key 'vit_attn_dtype': expected bf16|fp8, got '" + c.vit_attn_dtype +
+                   "'");
+  if (!std::isfinite(c.vit_margin) || c.vit_margin <= 0.0)
+    return invalid("config key 'vit_margin': expected a finite number > 0, got " +
+                   std::to_string(c.vit_margin));
+  const bool fp8 = c.vit_attn_dtype == "fp8";
+  if (!c.vit_scale_path.empty() && !fp8)
+    return invalid("config key 'vit_scale_path': needs vit_attn_dtype fp8, got " +
+                   c.vit_attn_dtype);
+  if (!c.vit_save_path.empty() && !fp8)
+    return invalid("config key 'vit_save_path': needs vit_attn_dtype fp8, got " + c.vit_attn_dtype);
+  if (!c.vit_scale_path.empty() && !c.vit_save_path.empty())
+    return invalid(
+        "config keys 'vit_scale_path' and 'vit_save_path': give one (static scales from a file, "
+        "or dynamic scales saved to a file), not both");
+  std::error_code ec;
+  if (!c.vit_scale_path.empty() && !fs::is_regular_file(c.vit_scale_path, ec))
+    return invalid("config key 'vit_scale_path': file '" + c.vit_scale_path + "' does not exist");
+  if (!c.vit_save_path.empty()) {
+    fs::path dir = fs::path(c.vit_save_path).parent_path();
+    if (dir.empty()) dir = ".";
+    if (!fs::is_directory(dir, ec))
+      return invalid("config key 'vit_save_path': directory '" + dir.string() + "' does not exist");
+  }
+  std::string resolved;
+  return resolve_kv_cache_dtype(c.attention_backend, c.kv_cache_dtype, &resolved, [](auto) {});
+}
+
+std::string to_json(const FusionConfig& c) {
+  json j;
+  j["fuse_act_quant"] = c.fuse_act_quant;
+  j["fuse_attn_quant"] = c.fuse_attn_quant;
+  j["attention_backend"] = c.attention_backend;
+  j["kv_cache_dtype"] = c.kv_cache_dtype;
+  j["vit_attn_dtype"] = c.vit_attn_dtype;
+  j["vit_scale_path"] = c.vit_scale_path;
+  j["vit_save_path"] = c.vit_save_path;
+  j["vit_margin"] = c.vit_margin;
+  return j.dump(2);
+}
+
+}  // namespace qfuse::graph

@@ -1,0 +1,282 @@
+// Host side of the executor: random inputs, comparison, the host reference run and the memory plan.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+
+#include "graph/op_impls.h"
+#include "qfuse/graph/executor.h"
+#include "qfuse/quant/reference.h"
+
+namespace qfuse::graph {
+namespace {
+
+Status invalid(std::string msg) {
+  return {StatusCode::kInvalidArgument, std::move(msg)};
+}
+
+constexpr size_t kAlign = 256;
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+size_t align_up(size_t v) {
+  return (v + kAlign - 1) / kAlign * kAlign;
+}
+
+void put(HostTensor* t, int64_t i, float v) {
+  switch (t->desc.dtype) {
+    case DType::kBF16: {
+      const uint16_t b = ref::bf16_bits(v);
+      std::memcpy(t->data.data() + 2 * i, &b, 2);
+      break;
+    }
+    case DType::kF16: {
+      const uint16_t b = ref::f16_bits(v);
+      std::memcpy(t->data.data() + 2 * i, &b, 2);
+      break;
+    }
+    case DType::kF32:
+      std::memcpy(t->data.data() + 4 * i, &v, 4);
+      break;
+    case DType::kE4M3:
+      t->data[i] = ref::e4m3_encode(v);
+      break;
+    default:
+      t->data[i] = static_cast<uint8_t>(static_cast<int>(v) & 0xFF);
+      break;
+  }
+}
+
+std::map<std::string, const TensorDesc*> input_descs(const Graph& g, const Node& n) {
+  std::map<std::string, const TensorDesc*> d;
+  for (const auto& [p, t] : n.inputs) d[p] = g.tensor(t);
+  return d;
+}
+
+}  // namespace
+
+const char* to_string(GemmPath p) {
+  switch (p) {
+    case GemmPath::kBf16:
+      return "cuBLASLt bf16";
+    case GemmPath::kFp8PerTensor:
+      return "cuBLASLt FP8 E4M3, per-tensor scales";
+    case GemmPath::kDequantBf16:
+      return "dequantize FP8 to bf16, then cuBLASLt bf16";
+  }
+  return "?";
+}
+
+TensorRef make_tensor_ref(const TensorDesc& desc, void* data) {
+  TensorRef r;
+  r.data = data;
+  r.dtype = desc.dtype;
+  r.rank = static_cast<int>(desc.shape.size());
+  int64_t stride = 1;
+  for (int d = r.rank - 1; d >= 0; --d) {
+    r.sizes[d] = desc.shape[d];
+    r.strides[d] = stride;
+    stride *= std::max<int64_t>(desc.shape[d], 1);
+  }
+  return r;
+}
+
+// ---- inputs and comparison ---------------------------------------------------------------------
+
+Status make_random_inputs(const Graph& g, uint64_t seed, HostTensors* out,
+                          const OpRegistry* registry) {
+  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+  for (const std::string& name : g.inputs) {
+    const TensorDesc* d = g.tensor(name);
+    if (d == nullptr) return invalid("graph input '" + name + "' is not declared");
+    HostTensor t;
+    t.desc = *d;
+    t.data.assign(d->bytes(), 0);
+    std::mt19937_64 rng(seed ^ std::hash<std::string>{}(name));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+    auto activation = [&] {
+      const float v = normal(rng);
+      return unif(rng) < 0.01f ? 2.5f * v : v;
+    };
+
+    // What reads it decides what it holds.
+    const auto readers = g.consumers(name);
+    const Node* node = readers.empty() ? nullptr : readers.front().first;
+    const std::string port = readers.empty() ? "" : readers.front().second;
+    const OpDef* def = node ? reg.find(node->op) : nullptr;
+    const bool gemm = def != nullptr && def->cls == OpClass::kGemm;
+    const TensorDesc* b =
+        gemm && node->inputs.count("b") ? g.tensor(node->inputs.at("b")) : nullptr;
+    const double inv_sqrt_k =
+        b != nullptr ? 1.0 / std::sqrt(static_cast<double>(b->shape[1])) : 1.0;
+    const int64_t n = d->numel();
+
+    if (gemm && port == "b") {
+      const double s = d->dtype == DType::kE4M3 ? 1.0 : inv_sqrt_k;
+      for (int64_t i = 0; i < n; ++i) put(&t, i, static_cast<float>(normal(rng) * s));
+    } else if (gemm && port == "b_scale") {
+      for (int64_t i = 0; i < n; ++i)
+        put(&t, i,
+            static_cast<float>(inv_sqrt_k * (n == 1 ? 1.0 + 0.25 * unif(rng) : 0.5 + unif(rng))));
+    } else if (port == "scale_ub") {
+      for (int64_t i = 0; i < n; ++i) put(&t, i, 0.01f);
+    } else if (port == "scale" || port == "a_scale") {
+      QuantSpec q;
+      if (node != nullptr) (void)node_quant_spec(*node, &q);
+      const float base = q.kind == QuantKind::kNvfp4 ? 448.0f * 6.0f / 4.0f : 4.0f / 448.0f;
+      for (int64_t i = 0; i < n; ++i) put(&t, i, base * (1.0f + 0.2f * unif(rng)));
+    } else if (port == "lse") {
+      for (int64_t i = 0; i < n; ++i) put(&t, i, 2.0f * normal(rng));
+    } else if (d->dtype == DType::kUE8M0) {
+      for (int64_t i = 0; i < n; ++i) t.data[i] = static_cast<uint8_t>(118 + rng() % 6);
+    } else if (d->dtype == DType::kI32 || d->dtype == DType::kU8 || d->dtype == DType::kE2M1x2) {
+      for (size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<uint8_t>(rng());
+    } else if (d->dtype == DType::kF32 && d->quant.kind == QuantKind::kNone && port == "a_scales") {
+      for (int64_t i = 0; i < n; ++i) put(&t, i, 0.01f * (0.5f + unif(rng)));
+    } else {
+      for (int64_t i = 0; i < n; ++i) put(&t, i, activation());
+    }
+    (*out)[name] = std::move(t);
+  }
+  return Status::Ok();
+}
+
+Status host_values(const HostTensor& t, std::vector<double>* out) {
+  const int64_t n = t.desc.numel();
+  out->resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    switch (t.desc.dtype) {
+      case DType::kBF16:
+      case DType::kF16: {
+        uint16_t b;
+        std::memcpy(&b, t.data.data() + 2 * i, 2);
+        (*out)[i] = t.desc.dtype == DType::kBF16 ? ref::bf16_value(b) : ref::f16_value(b);
+        break;
+      }
+      case DType::kF32: {
+        float f;
+        std::memcpy(&f, t.data.data() + 4 * i, 4);
+        (*out)[i] = f;
+        break;
+      }
+      default:
+        return invalid("tensor '" + t.desc.name + "': values of dtype " +
+                       std::string(to_string(t.desc.dtype)) + " are not plain numbers");
+    }
+  }
+  return Status::Ok();
+}
+
+Difference compare_values(const std::vector<double>& a, const std::vector<double>& b) {
+  Difference d;
+  d.count = static_cast<int64_t>(std::min(a.size(), b.size()));
+  for (int64_t i = 0; i < d.count; ++i)
+    if (std::isfinite(b[i])) d.ref_max_abs = std::max(d.ref_max_abs, std::fabs(b[i]));
+  const double floor = std::max(1e-2 * d.ref_max_abs, 1e-30);
+  double se = 0.0, sb = 0.0;
+  for (int64_t i = 0; i < d.count; ++i) {
+    if (std::isnan(a[i]) != std::isnan(b[i])) {
+      ++d.nan_mismatch;
+      continue;
+    }
+    if (std::isnan(a[i])) continue;
+    const double e = std::fabs(a[i] - b[i]);
+    d.max_abs = std::max(d.max_abs, e);
+    d.max_rel = std::max(d.max_rel, e / std::max(std::fabs(b[i]), floor));
+    se += e * e;
+    sb += b[i] * b[i];
+  }
+  d.rms_rel = sb > 0.0 ? std::sqrt(se / sb) : (se > 0.0 ? INFINITY : 0.0);
+  return d;
+}
+
+// ---- host run
+// ------------------------------------------------------------------------------------
+
+Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry) {
+  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+  QFUSE_RETURN_IF_ERROR(validate(g, &reg));
+  for (const std::string& in : g.inputs) {
+    auto it = tensors->find(in);
+    if (it == tensors->end()) return invalid("graph input '" + in + "' is not given");
+    if (it->second.data.size() != g.tensor(in)->bytes())
+      return invalid("graph input '" + in + "': expected " + std::to_string(g.tensor(in)->bytes()) +
+                     " bytes, got " + std::to_string(it->second.data.size()));
+    it->second.desc = *g.tensor(in);
+  }
+  std::vector<size_t> order;
+  QFUSE_RETURN_IF_ERROR(topological_order(g, &order));
+  for (size_t i : order) {
+    const Node& n = g.nodes[i];
+    const OpDef* def = reg.find(n.op);
+    if (!def->host_run)
+      return Status(StatusCode::kNotSupported,
+                    "node '" + n.name + "': op '" + n.op + "' has no host implementation");
+    HostRunArgs a;
+    a.node = &n;
+    for (const auto& [p, t] : n.outputs) {
+      HostTensor& o = (*tensors)[t];
+      o.desc = *g.tensor(t);
+      o.data.assign(o.desc.bytes(), 0x7F);  // poison: every byte must be written
+    }
+    for (const auto& [p, t] : n.inputs) a.in[p] = &tensors->at(t);
+    for (const auto& [p, t] : n.outputs) a.out[p] = &tensors->at(t);
+    const Status st = def->host_run(a);
+    if (!st.ok()) return Status(st.code(), "node '" + n.name + "': " + st.message());
+  }
+  return Status::Ok();
+}
+
+// ---- memory plan
+// ---------------------------------------------------------------------------------
+
+Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry) {
+  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+  QFUSE_RETURN_IF_ERROR(validate(g, &reg));
+  MemoryPlan p;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off = align_up(off + std::max<size_t>(bytes, 1));
+    return at;
+  };
+  // NOTE: one slice per tensor, no reuse between tensors whose lifetimes do not overlap: simple
+  // and always correct; the examples' intermediates are small next to their weights.
+  for (const auto& [name, t] : g.tensors) {
+    if (g.is_input(name)) continue;
+    p.tensors[name] = {take(t.bytes()), t.bytes()};
+  }
+  bool any_gemm = false;
+  for (const Node& n : g.nodes) {
+    const OpDef* def = reg.find(n.op);
+    if (def->cls != OpClass::kGemm) continue;
+    any_gemm = true;
+    detail::GemmInfo gi;
+    QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, input_descs(g, n), &gi));
+    MemoryPlan::GemmScratch s;
+    if (detail::gemm_path(gi) == GemmPath::kDequantBf16) {
+      s.a_bytes = static_cast<size_t>(gi.M * gi.K) * 2;
+      s.a_offset = take(s.a_bytes);
+      s.b_bytes = static_cast<size_t>(gi.N * gi.K) * 2;
+      s.b_offset = take(s.b_bytes);
+    }
+    p.gemm[n.name] = s;
+  }
+  if (any_gemm) {
+    p.cublas_bytes = kCublasWorkspaceBytes;
+    p.cublas_offset = take(p.cublas_bytes);
+  }
+  p.total_bytes = off;
+  *plan = std::move(p);
+  return Status::Ok();
+}
+
+Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry) {
+  MemoryPlan p;
+  QFUSE_RETURN_IF_ERROR(plan_memory(g, &p, registry));
+  *bytes = p.total_bytes;
+  return Status::Ok();
+}
+
+}  // namespace qfuse::graph

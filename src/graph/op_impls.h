@@ -1,0 +1,56 @@
+// Host references and device launches of the built-in graph ops (registered in op_registry.cpp).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "qfuse/graph/executor.h"
+#include "qfuse/graph/op_registry.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse::graph::detail {
+
+Status host_quantize(const HostRunArgs& a);
+Status host_silu_and_mul(const HostRunArgs& a);
+Status host_silu_mul_quant(const HostRunArgs& a);
+Status host_merge_states(const HostRunArgs& a);
+Status host_gemm(const HostRunArgs& a);
+
+Status device_quantize(const DeviceRunArgs& a, cudaStream_t stream);
+Status device_silu_and_mul(const DeviceRunArgs& a, cudaStream_t stream);
+Status device_silu_mul_quant(const DeviceRunArgs& a, cudaStream_t stream);
+Status device_merge_states(const DeviceRunArgs& a, cudaStream_t stream);
+
+/// How a gemm node's operands are scaled (from the types of what it reads).
+enum class GemmScaling { kNone, kPerTensor, kPerToken, kPerGroup, kBlock128 };
+struct GemmInfo {
+  int64_t M = 0, N = 0, K = 0;
+  DType a_dtype = DType::kBF16, b_dtype = DType::kBF16, out_dtype = DType::kBF16;
+  QuantSpec a_quant;
+  GemmScaling a_scaling = GemmScaling::kNone, b_scaling = GemmScaling::kNone;
+};
+/// Reads a (validated) gemm node's operand types.
+Status gemm_info(const Node& node, const std::map<std::string, const TensorDesc*>& in,
+                 GemmInfo* info);
+
+}  // namespace qfuse::graph::detail
+
+namespace qfuse::graph::detail {
+/// The GEMM path for a node's operand types (executor.h).
+inline GemmPath gemm_path(const GemmInfo& g) {
+  if (g.a_scaling == GemmScaling::kNone) return GemmPath::kBf16;
+  if (g.a_scaling == GemmScaling::kPerTensor && g.b_scaling == GemmScaling::kPerTensor)
+    return GemmPath::kFp8PerTensor;
+  return GemmPath::kDequantBf16;
+}
+}  // namespace qfuse::graph::detail
+
+namespace qfuse::graph::detail {
+/// Stores v at element i of a bf16/fp16/fp32 host tensor (round to nearest even).
+void host_store(HostTensor* t, int64_t i, float v);
+/// Writes fp32 values y [rows, cols] to a node's outputs 'out' (and 'scales') in the form of
+/// `spec`, as the device quantizer would (ref::quantize; 'scale'/'scale_ub' inputs read).
+Status host_write_quantized(const HostRunArgs& a, const QuantSpec& spec,
+                            const std::vector<float>& y, int64_t rows, int64_t cols);
+/// The QuantOutput of a node's 'out', 'scales', 'scale' and 'scale_ub' ports and 'quant' attr.
+Status device_quant_output(const DeviceRunArgs& a, QuantOutput* q);
+}  // namespace qfuse::graph::detail

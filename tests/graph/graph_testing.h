@@ -1,0 +1,59 @@
+// Shared by the graph tests: small graphs built as JSON, a test-only attention op with a
+// quantized epilogue, and host-side dequantization of quantized tensors.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "qfuse/graph/executor.h"
+#include "qfuse/graph/graph.h"
+#include "qfuse/graph/graph_json.h"
+#include "qfuse/graph/op_registry.h"
+
+namespace qfuse::graph::test {
+
+using json = nlohmann::ordered_json;
+
+/// Parses `j`; the test fails (and an empty graph is returned) on an error.
+Graph parse_or_fail(const json& j, const OpRegistry* registry = nullptr);
+/// The error message of parsing `j` ("" when it parses).
+std::string parse_error(const json& j, const OpRegistry* registry = nullptr);
+
+/// x [T, 2H] bf16 -> silu_and_mul -> h -> quantize(spec) -> q (+ s); a given scale input 'sc'
+/// where the kind reads one.
+json act_quant_graph(const std::string& spec, int64_t T = 8, int64_t H = 256);
+/// A small MLP: gemm -> silu_and_mul -> quantize(spec) -> gemm (FP8 block-scaled weight).
+json mlp_graph(const std::string& spec = "fp8_group128:row:f32");
+/// o [N, T, NH, D] fp32 -> merge_states -> quantize(spec) -> q (+ s).
+json merge_quant_graph(const std::string& spec, int64_t N = 3, int64_t T = 8, int64_t NH = 2,
+                       int64_t D = 64);
+/// q, k, v -> test_attention -> quantize(spec) -> q (+ s).
+json attention_quant_graph(const std::string& spec);
+
+/// The built-in ops plus "test_attention" (FusionFamily::kAttention; its quantized epilogue
+/// writes fp8_per_tensor and fp8_group128:row:f32 only; host path: fp64 softmax attention).
+const OpRegistry& test_registry();
+/// The quant specs test_attention's epilogue writes.
+std::vector<QuantSpec> test_attention_specs();
+
+/// Dequantized values of a quantized tensor written with `spec`: values tensor, its scale buffer
+/// (nullptr for per-tensor) and the given scale (per-tensor / NVFP4 global).
+/// `factor` (optional) receives each value's dequantization factor (the FP8 scale, or
+/// float(sf) / global scale for NVFP4).
+std::vector<double> dequantize(const HostTensor& values, const HostTensor* scales,
+                               const QuantSpec& spec, float given_scale,
+                               std::vector<double>* factor = nullptr);
+
+/// Checks dequantized values d (factors f) against exact values y (SPEC §0.4): each within one
+/// step of the format at |y / f| (saturated values at the format's maximum), plus `rel` * |y|
+/// for an unfused path that rounds y to bf16 first. Returns the number of failures and fills
+/// `report` with the first few.
+int64_t check_within_one_step(const QuantSpec& spec, const std::vector<double>& d,
+                              const std::vector<double>& f, const std::vector<double>& y,
+                              double rel, std::string* report);
+
+/// Path of a file in the source tree (examples/graphs/...).
+std::string source_path(const std::string& rel);
+
+}  // namespace qfuse::graph::test
