@@ -16,6 +16,16 @@
 
 namespace qfuse::merge {
 
+/// 2^x by the SFU (ex2.approx: 2 ulp relative error). NOTE: the weights are the only
+/// transcendental work per chunk; the accurate exp2f/expf cost ~10 instructions each, and the
+/// kernel is close to issue-bound once the quantizer adds its reduction.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+constexpr float kLog2e = 1.4426950408889634f;
+
 template <class TIn, int kN>
 struct LoadMerge {
   MergeArgs a;
@@ -25,34 +35,51 @@ struct LoadMerge {
   // N independent 16-byte loads per lane and few registers, the block scheduler keeps enough
   // loads in flight. The persistent register kernel (4 tasks per warp, 107-155 registers, 1-2
   // blocks per SM) measured 45 % of copy bandwidth for a 2-way merge (T=4096 H=128 D=128).
+  // NOTE: a register cap for the streaming kernel: without it nvcc gave the 2-way fp8_per_tensor
+  // kernel 62 registers (4 blocks per SM) and it fell from 99 % to 88 % of copy bandwidth.
+  static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
   static constexpr bool kStream = true;
   static constexpr bool kAsync = false;
   static constexpr bool kBulk = false;
   static constexpr bool kPerTokenAsync = false;
 
+  /// The head of column `col`: a shift when D is a power of two.
+  __device__ int head_of(int col) const { return a.d_shift >= 0 ? col >> a.d_shift : col / a.D; }
+
   __device__ const TIn* row_ptr(int i, int64_t t, int h) const {
     return static_cast<const TIn*>(a.o[i]) + t * a.st[i] + h * a.sh[i];
   }
 
-  /// Weights of the partials for (t, h) and the merged lse (SPEC §2). Empty partials (lse +-inf)
-  /// get weight 0; a row whose partials are all empty gets all-zero weights and lse -inf; rows
-  /// t >= copy_from take the last partial with weight 1 and its raw lse.
-  __device__ void weights(int64_t t, int h, float (&w)[kN], float& lse_out) const {
+  /// The raw lse of the partials for (t, h). NOTE: branch-free: slots past n read partial 0's
+  /// lse (a cache hit), so the n loads issue back to back.
+  __device__ void load_lse(int64_t t, int h, float (&l)[kN]) const {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int src = i < a.n ? i : 0;
+      l[i] = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
+    }
+  }
+
+  /// Weights of the partials and the merged lse from their raw lse `l` (SPEC §2). Empty
+  /// partials (lse +-inf) get weight 0; a row whose partials are all empty gets all-zero weights
+  /// and lse -inf; rows t >= copy_from take the last partial with weight 1 and its raw lse.
+  __device__ void weights_from(int64_t t, const float (&raw)[kN], float (&w)[kN],
+                               float& lse_out) const {
     if (t >= a.copy_from) {
 #pragma unroll
       for (int i = 0; i < kN; ++i) w[i] = i == a.n - 1 ? 1.0f : 0.0f;
-      lse_out = __ldg(a.lse[a.n - 1] + h * a.ld_lse[a.n - 1] + t);
+      float last = raw[0];
+#pragma unroll
+      for (int i = 1; i < kN; ++i)
+        if (i == a.n - 1) last = raw[i];
+      lse_out = last;
       return;
     }
-    // NOTE: branch-free: slots past n read partial 0's lse (a cache hit) and count as empty, so
-    // the n loads issue back to back.
     float l[kN];
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      const int src = i < a.n ? i : 0;
-      const float x = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
-      l[i] = (i < a.n && !isinf(x)) ? x : -INFINITY;
+      l[i] = (i < a.n && !isinf(raw[i])) ? raw[i] : -INFINITY;
       m = rules::nan_max(m, l[i]);
     }
     if (m == -INFINITY) {
@@ -64,48 +91,76 @@ struct LoadMerge {
     float sum = 0.0f;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      w[i] = l[i] == -INFINITY ? 0.0f : (a.base2 ? exp2f(l[i] - m) : expf(l[i] - m));
+      w[i] = l[i] == -INFINITY ? 0.0f : fast_exp2((l[i] - m) * (a.base2 ? 1.0f : kLog2e));
       sum += w[i];
     }
-    const float inv = 1.0f / sum;
+    const float inv = __fdividef(1.0f, sum);  // sum in [1, n]: no range issues
 #pragma unroll
     for (int i = 0; i < kN; ++i) w[i] *= inv;
     lse_out = (a.base2 ? log2f(sum) : logf(sum)) + m;
   }
 
-  __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
-    const int h0 = col / a.D;
-    float w[kN], lse_unused;
+  __device__ void weights(int64_t t, int h, float (&w)[kN], float& lse_out) const {
+    float l[kN];
+    load_lse(t, h, l);
+    weights_from(t, l, w, lse_out);
+  }
+
+  static constexpr int kVecs = quant::kChunk * sizeof(TIn) / 16;
+  struct Raw {
+    uint4 r[kN][kVecs];
+    float lse[kN];
+  };
+
+  /// The loads of a full, aligned chunk (within one head). NOTE: every 16-byte load is issued
+  /// before any is used, without branches: a slot past n, or a partial a copied row does not
+  /// use, re-reads the last partial (a cache hit) and gets weight 0. Conditional loads (one
+  /// branch per partial) were serialised by the compiler, each conversion waiting for its load
+  /// before the next load issued.
+  __device__ void fetch(int64_t t, int col, int nvalid, Raw& raw) const {
+    if (!(vec && nvalid == quant::kChunk)) return;
+    const int h0 = head_of(col);
+    const int d0 = col - h0 * a.D;
+    const bool copy = t >= a.copy_from;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int src = (i < a.n && !copy) ? i : a.n - 1;
+      const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) raw.r[i][k] = __ldg(p + k);
+    }
+    load_lse(t, h0, raw.lse);
+  }
+
+  __device__ void convert(const Raw& raw, int64_t t, int col, int nvalid,
+                          float (&v)[quant::kChunk]) const {
     if (vec && nvalid == quant::kChunk) {
-      // NOTE: every 16-byte load is issued before any is used, without branches: a slot past
-      // n, or a partial a copied row does not use, re-reads the last partial (a cache hit) and
-      // gets weight 0. Conditional loads (one branch per partial) were serialised by the
-      // compiler, each conversion waiting for its load before the next load issued.
-      constexpr int kVecs = quant::kChunk * sizeof(TIn) / 16;
-      const int d0 = col - h0 * a.D;
-      const bool copy = t >= a.copy_from;
-      uint4 raw[kN][kVecs];
-#pragma unroll
-      for (int i = 0; i < kN; ++i) {
-        const int src = (i < a.n && !copy) ? i : a.n - 1;
-        const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
-#pragma unroll
-        for (int k = 0; k < kVecs; ++k) raw[i][k] = __ldg(p + k);
-      }
-      weights(t, h0, w, lse_unused);
+      float w[kN], lse_unused;
+      weights_from(t, raw.lse, w, lse_unused);
 #pragma unroll
       for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;
 #pragma unroll
       for (int i = 0; i < kN; ++i) {
         if (w[i] != 0.0f) {  // NOTE: a select: garbage in empty partials never leaks
           float x[quant::kChunk];
-          quant::convert_chunk<TIn>(raw[i], x);
+          quant::convert_chunk<TIn>(raw.r[i], x);
 #pragma unroll
           for (int e = 0; e < quant::kChunk; ++e) v[e] = fmaf(w[i], x[e], v[e]);
         }
       }
       return;
     }
+    load_slow(t, col, nvalid, v);
+  }
+
+  __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
+    Raw raw;
+    fetch(t, col, nvalid, raw);
+    convert(raw, t, col, nvalid, v);
+  }
+
+  __device__ void load_slow(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
+    float w[kN], lse_unused;
     // Element by element: a chunk may cross a head boundary (D % 8 != 0) or be unaligned.
     // NOTE: a rolled loop over a local array keeps this rare path small (it is instantiated for
     // every policy and unrolled into every task slot of the row-wise kernel).

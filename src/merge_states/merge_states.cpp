@@ -158,6 +158,9 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
                                                        {opt.out_lse.data, "opt.out_lse.data"}}));
 
   a.D = static_cast<int>(D);
+  a.d_shift = -1;
+  for (int k = 0; k < 31; ++k)
+    if ((int64_t{1} << k) == D) a.d_shift = k;
   a.vec = D % 8 == 0;
   for (int i = 0; i < in.n; ++i) {
     a.o[i] = in.o[i].data;

@@ -15,11 +15,30 @@ struct LoadRows {
   const TIn* x;
   int64_t ld;
   bool vec;
+  static constexpr int kVecs = kChunk * sizeof(TIn) / 16;
+  struct Raw {
+    uint4 r[kVecs];
+  };
+  __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const {
+    if (vec && nvalid == kChunk) {
+      const uint4* p = reinterpret_cast<const uint4*>(x + row * ld + col);
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) raw.r[i] = __ldg(p + i);
+    }
+  }
+  __device__ void convert(const Raw& raw, int64_t row, int col, int nvalid,
+                          float (&v)[kChunk]) const {
+    if (vec && nvalid == kChunk)
+      convert_chunk<TIn>(raw.r, v);
+    else
+      load_chunk(x + row * ld + col, false, nvalid, v);
+  }
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
     load_chunk(x + row * ld + col, vec, nvalid, v);
   }
   __device__ void finish(int64_t, int, int) const {}
-  static constexpr bool kStream = false;  // persistent pipelines for large problems
+  static constexpr int kStreamMinBlocks = 1;  // 32 registers without a cap
+  static constexpr bool kStream = false;      // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
   static constexpr bool kAsync = true;
   static constexpr bool kPerTokenAsync = true;  // per_token_async_kernel

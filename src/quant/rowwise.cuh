@@ -9,11 +9,16 @@
 //                    registers between the amax and the store (re-read from L2 past 8
 //                    chunks/thread).
 //
-// Producer protocol: `bool vec` (16-byte loads possible) and
-//   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8]) const
-// filling v with the fp32 values of columns [col, col + 8), zeros past nvalid, and
+// Producer protocol: `bool vec` (16-byte loads possible), a register type Raw and
+//   __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const
+//   __device__ void convert(const Raw& raw, int64_t row, int col, int nvalid, float (&v)[8]) const
+//   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8]) const  (both at once)
+// filling v with the fp32 values of columns [col, col + 8), zeros past nvalid: fetch issues the
+// vector loads of a full chunk, convert uses them (or loads a partial chunk element-wise), so a
+// warp's tasks all have their loads in flight before any is waited for; and
 //   __device__ void finish(int64_t row, int col, int nvalid) const
-// called once the chunk is stored (per-row side outputs such as a merged lse; usually empty).
+// called once the chunk is stored (per-row side outputs such as a merged lse; usually empty);
+// kStreamMinBlocks: resident blocks per SM the streaming kernel must allow (a register cap).
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
 // from hoisting the next tasks' loads above it.
 #pragma once
@@ -42,7 +47,7 @@ constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persiste
 /// one task per warp (no loop), few registers, the block scheduler keeping every SM full.
 /// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
 template <class Producer, class Policy, int kUnroll>
-__global__ void __launch_bounds__(kRowwiseThreads)
+__global__ void __launch_bounds__(kRowwiseThreads, kUnroll == 1 ? Producer::kStreamMinBlocks : 1)
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                    int cols, uint32_t tasks_per_row, uint32_t ntasks, uint32_t per_warp) {
   pdl_begin();
@@ -59,6 +64,7 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   // per input stream), which keeps DRAM accesses in long runs.
   for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
     float v[kUnroll][kChunk];
+    typename Producer::Raw raw[kUnroll];
     uint32_t row[kUnroll];
     int col[kUnroll], nvalid[kUnroll];
     // NOTE: every load of the group is issued before the first store, so a warp keeps
@@ -70,16 +76,25 @@ __global__ void __launch_bounds__(kRowwiseThreads)
       const uint32_t seg = task - row[u] * tasks_per_row;
       col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
       nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
-      if (nvalid[u] > 0) {
-        prod.load(row[u], col[u], nvalid[u], v[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
+      if constexpr (kUnroll > 1) {
+        if (nvalid[u] > 0) prod.fetch(row[u], col[u], nvalid[u], raw[u]);
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (u < per_warp && base + u < ntasks) {  // warp-uniform
+        if (nvalid[u] > 0) {
+          // NOTE: one task: load() converts as the data arrives, with fewer live registers
+          // (measured: silu_mul_quant fp8_group128 98-102 % of copy bandwidth vs 93-96 % with
+          // fetch/convert, 32 vs 40 registers).
+          if constexpr (kUnroll == 1)
+            prod.load(row[u], col[u], nvalid[u], v[u]);
+          else
+            prod.convert(raw[u], row[u], col[u], nvalid[u], v[u]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
+        }
         pol.apply(row[u], col[u], nvalid[u], v[u]);
         prod.finish(row[u], col[u], nvalid[u]);
       }
@@ -438,12 +453,12 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
                        per_warp);
 }
 
-/// QFUSE_ROWWISE_STREAM=1: every producer takes the streaming kernel (an experiment switch for
-/// comparing it with the persistent pipelines; read once per process).
-inline bool rowwise_stream_forced() {
-  static const bool forced = [] {
-    const char* e = std::getenv("QFUSE_ROWWISE_STREAM");
-    return e != nullptr && e[0] == '1';
+/// QFUSE_ROWWISE=stream|persistent: the kernel form for large NVFP4 problems (an experiment
+/// switch for same-run comparisons; read once per process). Unset: the per-policy default.
+inline const char* rowwise_form_forced() {
+  static const char* forced = [] {
+    const char* e = std::getenv("QFUSE_ROWWISE");
+    return e != nullptr && e[0] != 0 ? e : static_cast<const char*>(nullptr);
   }();
   return forced;
 }
@@ -469,13 +484,19 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
     QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&stream_per_sm, stream_kernel,
                                                                     kRowwiseThreads, 0));
   const int64_t stream_resident = static_cast<int64_t>(std::max(stream_per_sm, 1)) * dev.sm_count;
+  const char* forced = rowwise_form_forced();
+  const bool small = task_blocks <= stream_resident;
+  const std::string form =
+      small ? "stream"
+            : (forced ? forced : (Producer::kStream || Policy::kStream ? "stream" : "persistent"));
   // NOTE: one task per warp, one grid covering every task, few registers, the block scheduler
-  // keeping every SM full: the default (measured on H100 at 96-102 % of copy bandwidth for
-  // quantize fp8_per_tensor, silu_mul_quant fp8_group128 and merge_states fp8_per_tensor, vs
-  // 88-94 % for the persistent pipelines), small batches (lowest latency) and producers without
-  // pipelines (Producer::kStream). Policy::kStream = false (NVFP4) keeps the pipelines.
-  if (Producer::kStream || Policy::kStream || rowwise_stream_forced() ||
-      task_blocks <= stream_resident) {
+  // keeping every SM full: small batches (every SM takes part, lowest latency), FP8 and plain
+  // outputs and producers without copy pipelines. Measured on H100 (bench/NOTES.md): 96-102 % of
+  // copy bandwidth for quantize fp8_per_tensor, silu_mul_quant fp8_group128 and merge_states
+  // fp8_per_tensor, against 88-94 % for the persistent pipelines and 88-92 % for a persistent
+  // register kernel prefetching its next task. NVFP4 of quantize / silu keeps the cp.async /
+  // bulk-copy pipelines (issue-bound: they measured 2-6 % higher there).
+  if (form == "stream" || Producer::kStream || Policy::kStream) {
     int64_t blocks = task_blocks;
     if (has_scale_padding) blocks = std::max<int64_t>(blocks, stream_resident / 4);
     blocks = std::max<int64_t>(blocks, 1);
@@ -491,6 +512,7 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
                                                        tasks_per_row, tasks, dev, stream);
   }
 }
+
 template <class T>
 T* typed(const TensorRef& t) {
   return static_cast<T*>(t.data);
