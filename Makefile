@@ -24,11 +24,15 @@ demo: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# Binaries for the GPU machine (it has no GoogleTest/CLI11 packages): build here, carry .devbin.
+# Binaries for the GPU machine (it has no GoogleTest/CLI11 packages): build here, carry
+# .devbin.tgz (stripped and compressed: the device tool carries at most 64 MiB); scripts/gpu.sh
+# unpacks it.
 devbin: build
-	@rm -rf .devbin && mkdir -p .devbin
+	@rm -rf .devbin .devbin.tgz && mkdir -p .devbin
 	@cp $(BUILD)/qfuse $(BUILD)/tests/test_* .devbin/ && rm -f .devbin/*.cmake .devbin/*[.]txt
-	@ls -la .devbin
+	@strip .devbin/*
+	@tar czf .devbin.tgz .devbin
+	@ls -la .devbin .devbin.tgz
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')

@@ -5,8 +5,9 @@
 #   bash scripts/gpu.sh ["suite ..."]  (suites of `qfuse bench`, default "issue2 issue3"; "none"
 #                                       skips the benchmarks)
 #
-# Binaries: .devbin/ when present (made here by `make devbin` and carried: the GPU machine has no
-# GoogleTest/CLI11 packages), else a build from source into build-gpu/ (needs install_deps.sh).
+# Binaries: .devbin/ (or .devbin.tgz, unpacked) when present (made here by `make devbin` and
+# carried: the GPU machine has no GoogleTest/CLI11 packages), else a build from source into
+# build-gpu/ (needs install_deps.sh).
 # Logs and JSON go to $OUT (or /tmp/qfuse-gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 
 bin=.devbin
+[ -x "$bin/qfuse" ] || [ ! -f .devbin.tgz ] || tar xzf .devbin.tgz
 if [ ! -x "$bin/qfuse" ]; then
   echo "== building from source"
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1 &&
