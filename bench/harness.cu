@@ -277,6 +277,65 @@ Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Ti
   return Status::Ok();
 }
 
+Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& runs, int calls,
+                        int replays, cudaStream_t stream, std::vector<double>* median_us,
+                        std::vector<double>* ratio_to_first) {
+  if (runs.empty() || calls < 1 || replays < 1)
+    return Status::InvalidArgument("time_interleaved", "runs, calls >= 1, replays >= 1",
+                                   std::to_string(runs.size()) + ", " + std::to_string(calls) +
+                                       ", " + std::to_string(replays));
+  const size_t n = runs.size();
+  std::vector<GraphGuard> graphs(n);
+  for (size_t i = 0; i < n; ++i) {
+    QFUSE_RETURN_IF_ERROR(runs[i](stream));  // eager warm-up: plain errors, modules loaded
+    QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+    QFUSE_CUDA_RETURN(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    Status st;
+    for (int c = 0; c < calls && st.ok(); ++c) st = runs[i](stream);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graphs[i].graph);
+    QFUSE_RETURN_IF_ERROR(st);
+    QFUSE_CUDA_RETURN(end);
+    QFUSE_CUDA_RETURN(cudaGraphInstantiate(&graphs[i].exec, graphs[i].graph, 0));
+    QFUSE_CUDA_RETURN(cudaGraphLaunch(graphs[i].exec, stream));  // warm-up replay
+  }
+  EventGuard ev;
+  ev.events.resize(2 * n * static_cast<size_t>(replays), nullptr);
+  for (cudaEvent_t& e : ev.events) QFUSE_CUDA_RETURN(cudaEventCreate(&e));
+  for (int r = 0; r < replays; ++r) {
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = r % 2 ? n - 1 - k : k;
+      cudaEvent_t* e = &ev.events[2 * (static_cast<size_t>(r) * n + i)];
+      QFUSE_CUDA_RETURN(cudaEventRecord(e[0], stream));
+      QFUSE_CUDA_RETURN(cudaGraphLaunch(graphs[i].exec, stream));
+      QFUSE_CUDA_RETURN(cudaEventRecord(e[1], stream));
+    }
+  }
+  QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+  std::vector<std::vector<double>> us(n, std::vector<double>(replays));
+  for (int r = 0; r < replays; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      const cudaEvent_t* e = &ev.events[2 * (static_cast<size_t>(r) * n + i)];
+      float ms = 0.0f;
+      QFUSE_CUDA_RETURN(cudaEventElapsedTime(&ms, e[0], e[1]));
+      us[i][r] = 1e3 * ms / calls;
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t m = v.size();
+    return m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+  };
+  median_us->assign(n, 0.0);
+  ratio_to_first->assign(n, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    (*median_us)[i] = median(us[i]);
+    std::vector<double> ratio(replays);
+    for (int r = 0; r < replays; ++r) ratio[r] = us[0][r] / us[i][r];
+    (*ratio_to_first)[i] = median(ratio);
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 /// The copy baseline: one cudaMemcpyAsync device to device per call.

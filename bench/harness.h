@@ -145,6 +145,16 @@ int rotating_sets(int64_t bytes, int64_t l2_bytes);
 /// Sets up `inst`, warms it up and times it as described in the file comment.
 Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out);
 
+/// Times several ways of doing the same work against each other (e.g. a fused and an unfused
+/// graph): each `run` is captured once as a CUDA graph of `calls` calls, then the graphs are
+/// replayed interleaved, `replays` rounds of one replay each, the order reversed every other
+/// round (A B, B A, ...), so that clock and temperature drift, which are large next to a few
+/// per cent for GEMM-heavy work, affect all of them alike. `median_us[i]` is run i's median
+/// time per call; `ratio_to_first[i]` the median over rounds of time(run 0) / time(run i).
+Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& runs, int calls,
+                        int replays, cudaStream_t stream, std::vector<double>* median_us,
+                        std::vector<double>* ratio_to_first);
+
 /// Device-to-device copy of `buffer_bytes` (>= 256 MiB), timed like a routine; bytes counts read
 /// plus write.
 Status measure_copy(int64_t buffer_bytes, const TimingOptions& opt, cudaStream_t stream,
