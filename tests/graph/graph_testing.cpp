@@ -133,6 +133,13 @@ json attention_quant_graph(const std::string& spec) {
 
 // ---- the test-only attention op ----------------------------------------------------------------
 
+std::vector<QuantSpec> quantized_specs() {
+  std::vector<QuantSpec> out;
+  for (const QuantSpec& s : all_quant_specs())
+    if (s.kind != QuantKind::kNone) out.push_back(s);
+  return out;
+}
+
 std::vector<QuantSpec> test_attention_specs() {
   return {QuantSpec::fp8_per_tensor(), QuantSpec::fp8_per_group(128)};
 }

@@ -36,6 +36,8 @@ json attention_quant_graph(const std::string& spec);
 const OpRegistry& test_registry();
 /// The quant specs test_attention's epilogue writes.
 std::vector<QuantSpec> test_attention_specs();
+/// Every quantization spec but `none` (a cast, not a quantization).
+std::vector<QuantSpec> quantized_specs();
 
 /// Dequantized values of a quantized tensor written with `spec`: values tensor, its scale buffer
 /// (nullptr for per-tensor) and the given scale (per-tensor / NVFP4 global).
