@@ -435,6 +435,58 @@ int run_gpu(const DemoOptions& opt) {
 
 // ---- host path ------------------------------------------------------------------------------
 
+/// A 3-way merge on the host: the fp64 reference with an empty partial and an all-empty row,
+/// then written as FP8 per-tensor by the host quantizer.
+int run_host_merge() {
+  constexpr int kN = 3;
+  const int64_t T = 3, H = 2, D = 64;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uni(-3.0f, 3.0f);
+  std::vector<std::vector<uint16_t>> o(kN, std::vector<uint16_t>(T * H * D));
+  std::vector<std::vector<float>> lse(kN, std::vector<float>(H * T));
+  for (int i = 0; i < kN; ++i) {
+    for (uint16_t& b : o[i]) b = ref::bf16_bits(normal(rng));
+    for (float& l : lse[i]) l = uni(rng);
+  }
+  lse[1][0 * T + 1] = INFINITY;  // head 0, token 1: partial 1 is empty (+inf convention)
+  for (int i = 0; i < kN; ++i) lse[i][1 * T + 2] = -INFINITY;  // head 1, token 2: all empty
+  ref::MergeHostInput in;
+  in.n = kN, in.dtype = DType::kBF16, in.T = T, in.H = H, in.D = D;
+  for (int i = 0; i < kN; ++i) {
+    in.o[i] = o[i].data(), in.st[i] = H * D, in.sh[i] = D;
+    in.lse[i] = lse[i].data(), in.ld_lse[i] = T;
+  }
+  std::vector<double> out_lse;
+  const std::vector<double> y = ref::merge_states(in, {}, &out_lse);
+  double amax = 0.0;
+  for (double v : y) amax = std::max(amax, std::fabs(v));
+  const QuantSpec spec = QuantSpec::fp8_per_tensor();
+  const float given = demo_given_scale(spec, amax);
+  const RowsOutput r = reference(spec, y, T, H * D, given);
+  std::printf(
+      "\nmerge_states, 3 partials o_i [T=%lld, H=%lld, D=%lld] bf16 with lse_i [H, T] in [-3, 3]; "
+      "(h=0, t=1) has an empty partial (+inf), (h=1, t=2) only empty ones; fp8_per_tensor, "
+      "given scale %.6g\n",
+      static_cast<long long>(T), static_cast<long long>(H), static_cast<long long>(D), given);
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t t = 0; t < T; ++t) {
+      std::printf("  h=%lld t=%lld  lse", static_cast<long long>(h), static_cast<long long>(t));
+      for (int i = 0; i < kN; ++i) std::printf(" %7.3f", lse[i][h * T + t]);
+      std::printf("  -> merged lse %8.4f; out[0..3]", out_lse[h * T + t]);
+      for (int64_t d = 0; d < 4; ++d) {
+        const int64_t c = h * D + d;
+        std::printf(" %8.4f/0x%02x", y[t * H * D + c], code_at(spec, r, t, c, H * D));
+      }
+      std::printf("\n");
+    }
+  }
+  const Accuracy a = check_rows(spec, y, H * D, r, r, given, true);
+  std::printf("  dequantization error over %lld values: max %s steps, max |x^ - y| %.4g\n",
+              static_cast<long long>(a.values), steps(a.max_steps).c_str(), a.max_abs_err);
+  return a.ok() ? 0 : 1;
+}
+
 int run_host() {
   std::printf("no CUDA device: running the host reference path on small shapes\n");
   const int64_t T = 4, H = 256;
@@ -473,7 +525,7 @@ int run_host() {
         static_cast<long long>(a.values), steps(a.max_steps).c_str(), a.max_abs_err,
         std::sqrt(a.sum_sq_err / std::max(a.sum_sq_y, 1e-300)));
   }
-  return 0;
+  return run_host_merge();
 }
 
 }  // namespace
