@@ -1,5 +1,6 @@
 // Fusion / attention configuration: defaults, JSON, SPEC §5 validation, SPEC §4 alias resolution.
 #include "qfuse/graph/config.h"
+#include "graph/text.h"
 
 #include <cmath>
 #include <cstdio>
@@ -13,24 +14,13 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
+using detail::invalid;
 const char* const kKvCacheDtypes[] = {"auto", "bf16", "fp8", "fp8_e4m3", "fp8_ds_mla"};
 const char* const kKeys[] = {"fuse_act_quant", "fuse_attn_quant", "attention_backend",
                              "kv_cache_dtype", "vit_attn_dtype",  "vit_scale_path",
                              "vit_save_path",  "vit_margin"};
 
-std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string r;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i) r += sep;
-    r += v[i];
-  }
-  return r;
-}
-
+using detail::join;
 const AttentionBackend* find_backend(const std::string& name) {
   for (const AttentionBackend& b : attention_backends())
     if (b.name == name) return &b;

@@ -10,16 +10,14 @@
 
 #include "graph/dequant.h"
 #include "graph/op_impls.h"
+#include "graph/text.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/graph/executor.h"
 
 namespace qfuse::graph {
 namespace {
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
+using detail::invalid;
 Status lt_status(cublasStatus_t s, const std::string& what) {
   if (s == CUBLAS_STATUS_SUCCESS) return Status::Ok();
   return Status(

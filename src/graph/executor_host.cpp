@@ -6,45 +6,19 @@
 #include <random>
 
 #include "graph/op_impls.h"
+#include "graph/text.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/quant/reference.h"
 
 namespace qfuse::graph {
 namespace {
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
+using detail::invalid;
 constexpr size_t kAlign = 256;
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 size_t align_up(size_t v) {
   return (v + kAlign - 1) / kAlign * kAlign;
-}
-
-void put(HostTensor* t, int64_t i, float v) {
-  switch (t->desc.dtype) {
-    case DType::kBF16: {
-      const uint16_t b = ref::bf16_bits(v);
-      std::memcpy(t->data.data() + 2 * i, &b, 2);
-      break;
-    }
-    case DType::kF16: {
-      const uint16_t b = ref::f16_bits(v);
-      std::memcpy(t->data.data() + 2 * i, &b, 2);
-      break;
-    }
-    case DType::kF32:
-      std::memcpy(t->data.data() + 4 * i, &v, 4);
-      break;
-    case DType::kE4M3:
-      t->data[i] = ref::e4m3_encode(v);
-      break;
-    default:
-      t->data[i] = static_cast<uint8_t>(static_cast<int>(v) & 0xFF);
-      break;
-  }
 }
 
 std::map<std::string, const TensorDesc*> input_descs(const Graph& g, const Node& n) {
@@ -114,28 +88,30 @@ Status make_random_inputs(const Graph& g, uint64_t seed, HostTensors* out,
 
     if (gemm && port == "b") {
       const double s = d->dtype == DType::kE4M3 ? 1.0 : inv_sqrt_k;
-      for (int64_t i = 0; i < n; ++i) put(&t, i, static_cast<float>(normal(rng) * s));
+      for (int64_t i = 0; i < n; ++i)
+        detail::host_store(&t, i, static_cast<float>(normal(rng) * s));
     } else if (gemm && port == "b_scale") {
       for (int64_t i = 0; i < n; ++i)
-        put(&t, i,
+        detail::host_store(
+            &t, i,
             static_cast<float>(inv_sqrt_k * (n == 1 ? 1.0 + 0.25 * unif(rng) : 0.5 + unif(rng))));
     } else if (port == "scale_ub") {
-      for (int64_t i = 0; i < n; ++i) put(&t, i, 0.01f);
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 0.01f);
     } else if (port == "scale" || port == "a_scale") {
       QuantSpec q;
       if (node != nullptr) (void)node_quant_spec(*node, &q);
       const float base = q.kind == QuantKind::kNvfp4 ? 448.0f * 6.0f / 4.0f : 4.0f / 448.0f;
-      for (int64_t i = 0; i < n; ++i) put(&t, i, base * (1.0f + 0.2f * unif(rng)));
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, base * (1.0f + 0.2f * unif(rng)));
     } else if (port == "lse") {
-      for (int64_t i = 0; i < n; ++i) put(&t, i, 2.0f * normal(rng));
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 2.0f * normal(rng));
     } else if (d->dtype == DType::kUE8M0) {
       for (int64_t i = 0; i < n; ++i) t.data[i] = static_cast<uint8_t>(118 + rng() % 6);
     } else if (d->dtype == DType::kI32 || d->dtype == DType::kU8 || d->dtype == DType::kE2M1x2) {
       for (size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<uint8_t>(rng());
     } else if (d->dtype == DType::kF32 && d->quant.kind == QuantKind::kNone && port == "a_scales") {
-      for (int64_t i = 0; i < n; ++i) put(&t, i, 0.01f * (0.5f + unif(rng)));
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 0.01f * (0.5f + unif(rng)));
     } else {
-      for (int64_t i = 0; i < n; ++i) put(&t, i, activation());
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, activation());
     }
     (*out)[name] = std::move(t);
   }

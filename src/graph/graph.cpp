@@ -1,5 +1,6 @@
 // Graph queries, validation, topological order and the text form.
 #include "qfuse/graph/graph.h"
+#include "graph/text.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -14,28 +15,9 @@
 namespace qfuse::graph {
 namespace {
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i) r += ", ";
-    r += std::to_string(s[i]);
-  }
-  return r + "]";
-}
-
-std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string r;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i) r += sep;
-    r += v[i];
-  }
-  return r;
-}
-
+using detail::invalid;
+using detail::join;
+using detail::shape_text;
 /// The first field in which `actual` differs from `expected`, as "expected X, got Y".
 std::string type_difference(const TensorDesc& expected, const TensorDesc& actual) {
   if (expected.dtype != actual.dtype)

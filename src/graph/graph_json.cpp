@@ -1,5 +1,6 @@
 // Reading and writing the JSON description of a graph (format: graph_json.h, docs/graph.md).
 #include "qfuse/graph/graph_json.h"
+#include "graph/text.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,10 +15,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
+using detail::invalid;
 Status check_keys(const json& obj, const std::string& where,
                   std::initializer_list<const char*> keys) {
   for (auto it = obj.begin(); it != obj.end(); ++it) {

@@ -61,8 +61,14 @@ void host_store(HostTensor* t, int64_t i, float v) {
       std::memcpy(t->data.data() + 2 * i, &b, 2);
       break;
     }
-    default:
+    case DType::kF32:
       std::memcpy(t->data.data() + 4 * i, &v, 4);
+      break;
+    case DType::kE4M3:
+      t->data[i] = ref::e4m3_encode(v);
+      break;
+    default:  // other byte types (packed e2m1, ue8m0): the value is the raw byte
+      t->data[i] = static_cast<uint8_t>(static_cast<int>(v) & 0xFF);
       break;
   }
 }

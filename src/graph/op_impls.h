@@ -45,7 +45,8 @@ inline GemmPath gemm_path(const GemmInfo& g) {
 }  // namespace qfuse::graph::detail
 
 namespace qfuse::graph::detail {
-/// Stores v at element i of a bf16/fp16/fp32 host tensor (round to nearest even).
+/// Stores v at element i of a host tensor: bf16/fp16 (round to nearest even), fp32, e4m3
+/// (saturating encode) or, for other byte types, v as the raw byte.
 void host_store(HostTensor* t, int64_t i, float v);
 /// Writes fp32 values y [rows, cols] to a node's outputs 'out' (and 'scales') in the form of
 /// `spec`, as the device quantizer would (ref::quantize; 'scale'/'scale_ub' inputs read).

@@ -1,5 +1,6 @@
 // The op registry and the built-in ops' declarations (ports, attributes, type inference).
 #include "qfuse/graph/op_registry.h"
+#include "graph/text.h"
 
 #include <algorithm>
 
@@ -10,19 +11,8 @@
 namespace qfuse::graph {
 namespace {
 
-Status invalid(std::string msg) {
-  return {StatusCode::kInvalidArgument, std::move(msg)};
-}
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i) r += ", ";
-    r += std::to_string(s[i]);
-  }
-  return r + "]";
-}
-
+using detail::invalid;
+using detail::shape_text;
 std::string dtype_list(const std::vector<DType>& v) {
   std::string r;
   for (DType d : v) {

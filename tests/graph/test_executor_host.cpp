@@ -85,6 +85,23 @@ TEST_P(HostActQuant, FusedAndUnfusedWithinOneStepOfTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(AllSpecs, HostActQuant, ::testing::ValuesIn(test::quantized_specs()));
 
+/// Both runs' quantized output "q" (scales "s", given scale "sc") dequantizes to within one step
+/// of the unfused graph's bf16 intermediate `exact` (allowing its bf16 rounding).
+void expect_both_within_one_step(const Runs& r, const char* exact, const QuantSpec& spec) {
+  std::vector<double> y;
+  ASSERT_TRUE(host_values(r.u.at(exact), &y).ok());
+  const float given = scalar_of(r.u, "sc");
+  for (const HostTensors* t : {&r.u, &r.f}) {
+    std::vector<double> fac;
+    const HostTensor* s = t->count("s") ? &t->at("s") : nullptr;
+    const std::vector<double> d = test::dequantize(t->at("q"), s, spec, given, &fac);
+    std::string report;
+    EXPECT_EQ(test::check_within_one_step(spec, d, fac, y, 0x1p-8, &report), 0)
+        << to_string(spec) << "\n"
+        << report;
+  }
+}
+
 TEST(HostExecutor, AttentionEpilogueFusedEqualsUnfused) {
   const OpRegistry& reg = test::test_registry();
   for (const QuantSpec& spec : test::test_attention_specs()) {
@@ -93,18 +110,7 @@ TEST(HostExecutor, AttentionEpilogueFusedEqualsUnfused) {
     ASSERT_EQ(r.fused.nodes.size(), 1u) << to_text(r.fused);
     // The unfused graph's bf16 intermediate is the exact output rounded to bf16: both paths are
     // compared with it, allowing that rounding.
-    std::vector<double> y;
-    ASSERT_TRUE(host_values(r.u.at("a"), &y).ok());
-    const float given = scalar_of(r.u, "sc");
-    for (const HostTensors* t : {&r.u, &r.f}) {
-      std::vector<double> fac;
-      const HostTensor* s = t->count("s") ? &t->at("s") : nullptr;
-      const std::vector<double> d = test::dequantize(t->at("q"), s, spec, given, &fac);
-      std::string report;
-      EXPECT_EQ(test::check_within_one_step(spec, d, fac, y, 0x1p-8, &report), 0)
-          << to_string(spec) << "\n"
-          << report;
-    }
+    expect_both_within_one_step(r, "a", spec);
   }
 }
 
@@ -113,18 +119,7 @@ TEST(HostExecutor, MergeFusedAndUnfusedWithinOneStep) {
        {QuantSpec::fp8_per_tensor(), QuantSpec::fp8_per_group(128), QuantSpec::fp8_per_token()}) {
     Runs r;
     ASSERT_TRUE(run_both(test::merge_quant_graph(to_string(spec)), &r)) << to_string(spec);
-    std::vector<double> y;
-    ASSERT_TRUE(host_values(r.u.at("m"), &y).ok());  // bf16 of the exact merge
-    const float given = scalar_of(r.u, "sc");
-    for (const HostTensors* t : {&r.u, &r.f}) {
-      std::vector<double> fac;
-      const HostTensor* s = t->count("s") ? &t->at("s") : nullptr;
-      const std::vector<double> d = test::dequantize(t->at("q"), s, spec, given, &fac);
-      std::string report;
-      EXPECT_EQ(test::check_within_one_step(spec, d, fac, y, 0x1p-8, &report), 0)
-          << to_string(spec) << "\n"
-          << report;
-    }
+    expect_both_within_one_step(r, "m", spec);  // "m": bf16 of the exact merge
   }
 }
 
