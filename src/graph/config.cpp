@@ -93,6 +93,21 @@ Status resolve_kv_cache_dtype(const std::string& backend, const std::string& req
   return Status::Ok();
 }
 
+namespace {
+
+/// The ViT settings that need no file system (SPEC §5).
+Status check_vit_values(const FusionConfig& c) {
+  if (c.vit_attn_dtype != "bf16" && c.vit_attn_dtype != "fp8")
+    return invalid("config key 'vit_attn_dtype': expected bf16|fp8, got '" + c.vit_attn_dtype +
+                   "'");
+  if (!std::isfinite(c.vit_margin) || c.vit_margin <= 0.0)
+    return invalid("config key 'vit_margin': expected a finite number > 0, got " +
+                   std::to_string(c.vit_margin));
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status parse_config_json(const std::string& text, FusionConfig* out) {
   json j;
   try {
@@ -129,12 +144,7 @@ Status parse_config_json(const std::string& text, FusionConfig* out) {
     }
   }
   // Values that need no file system are checked here, so a bad value names its key at once.
-  if (c.vit_attn_dtype != "bf16" && c.vit_attn_dtype != "fp8")
-    return invalid("config key 'vit_attn_dtype': expected bf16|fp8, got '" + c.vit_attn_dtype +
-                   "'");
-  if (!std::isfinite(c.vit_margin) || c.vit_margin <= 0.0)
-    return invalid("config key 'vit_margin': expected a finite number > 0, got " +
-                   std::to_string(c.vit_margin));
+  QFUSE_RETURN_IF_ERROR(check_vit_values(c));
   std::string resolved;
   QFUSE_RETURN_IF_ERROR(
       resolve_kv_cache_dtype(c.attention_backend, c.kv_cache_dtype, &resolved, [](auto) {}));
@@ -154,12 +164,7 @@ Status load_config_file(const std::string& path, FusionConfig* out) {
 
 Status validate_config(const FusionConfig& c) {
   namespace fs = std::filesystem;
-  if (c.vit_attn_dtype != "bf16" && c.vit_attn_dtype != "fp8")
-    return invalid("config key 'vit_attn_dtype': expected bf16|fp8, got '" + c.vit_attn_dtype +
-                   "'");
-  if (!std::isfinite(c.vit_margin) || c.vit_margin <= 0.0)
-    return invalid("config key 'vit_margin': expected a finite number > 0, got " +
-                   std::to_string(c.vit_margin));
+  QFUSE_RETURN_IF_ERROR(check_vit_values(c));
   const bool fp8 = c.vit_attn_dtype == "fp8";
   if (!c.vit_scale_path.empty() && !fp8)
     return invalid("config key 'vit_scale_path': needs vit_attn_dtype fp8, got " +

@@ -133,6 +133,14 @@ json attention_quant_graph(const std::string& spec) {
 
 // ---- the test-only attention op ----------------------------------------------------------------
 
+float scalar_of(const HostTensors& t, const char* name) {
+  auto it = t.find(name);
+  if (it == t.end()) return 1.0f;
+  float v;
+  std::memcpy(&v, it->second.data.data(), 4);
+  return v;
+}
+
 std::vector<QuantSpec> quantized_specs() {
   std::vector<QuantSpec> out;
   for (const QuantSpec& s : all_quant_specs())

@@ -36,6 +36,8 @@ json attention_quant_graph(const std::string& spec);
 const OpRegistry& test_registry();
 /// The quant specs test_attention's epilogue writes.
 std::vector<QuantSpec> test_attention_specs();
+/// The fp32 scalar tensor `name` of `t` (1 when absent: a kind that reads no given scale).
+float scalar_of(const HostTensors& t, const char* name);
 /// Every quantization spec but `none` (a cast, not a quantization).
 std::vector<QuantSpec> quantized_specs();
 

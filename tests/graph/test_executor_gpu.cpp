@@ -53,14 +53,6 @@ struct DeviceRun {
   }
 };
 
-float scalar_of(const HostTensors& t, const char* name) {
-  auto it = t.find(name);
-  if (it == t.end()) return 1.0f;
-  float v;
-  std::memcpy(&v, it->second.data.data(), 4);
-  return v;
-}
-
 class GpuActQuant : public ::testing::TestWithParam<QuantSpec> {};
 
 TEST_P(GpuActQuant, FusedAndUnfusedWithinOneStepOfTheHostReference) {
@@ -92,8 +84,8 @@ TEST_P(GpuActQuant, FusedAndUnfusedWithinOneStepOfTheHostReference) {
     HostTensor s;
     if (spec.writes_scales()) s = d.download("s");
     std::vector<double> fac;
-    const std::vector<double> dq =
-        test::dequantize(q, spec.writes_scales() ? &s : nullptr, spec, scalar_of(host, "sc"), &fac);
+    const std::vector<double> dq = test::dequantize(q, spec.writes_scales() ? &s : nullptr, spec,
+                                                    test::scalar_of(host, "sc"), &fac);
     std::string report;
     const bool is_unfused = g == &unfused;
     EXPECT_EQ(test::check_within_one_step(spec, dq, fac, y, is_unfused ? 0x1p-8 : 1e-5, &report), 0)

@@ -40,17 +40,9 @@ bool run_both(const json& j, Runs* r, const OpRegistry* reg = nullptr, uint64_t 
   return a.ok() && b.ok();
 }
 
-float scalar_of(const HostTensors& t, const char* name) {
-  auto it = t.find(name);
-  if (it == t.end()) return 1.0f;
-  float v;
-  std::memcpy(&v, it->second.data.data(), 4);
-  return v;
-}
-
 /// Both runs' quantized output 'q' (+ 's') within one step of the exact values y.
 void expect_quantized_close(const QuantSpec& spec, const Runs& r, const std::vector<double>& y) {
-  const float given = scalar_of(r.u, "sc");
+  const float given = test::scalar_of(r.u, "sc");
   for (const HostTensors* t : {&r.u, &r.f}) {
     const bool unfused = t == &r.u;
     std::vector<double> fac;
@@ -90,7 +82,7 @@ INSTANTIATE_TEST_SUITE_P(AllSpecs, HostActQuant, ::testing::ValuesIn(test::quant
 void expect_both_within_one_step(const Runs& r, const char* exact, const QuantSpec& spec) {
   std::vector<double> y;
   ASSERT_TRUE(host_values(r.u.at(exact), &y).ok());
-  const float given = scalar_of(r.u, "sc");
+  const float given = test::scalar_of(r.u, "sc");
   for (const HostTensors* t : {&r.u, &r.f}) {
     std::vector<double> fac;
     const HostTensor* s = t->count("s") ? &t->at("s") : nullptr;
