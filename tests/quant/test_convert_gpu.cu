@@ -72,5 +72,58 @@ TEST(ConvertGpu, E4M3HardwareMatchesHostEncoderAndSharedRules) {
   EXPECT_EQ(badm, 0);
 }
 
+/// Word i = e2m1_encode8 of the 8 fp32 bit patterns first + stride * (8 i + lane).
+__global__ void encode8_kernel(uint32_t first, uint32_t stride, int64_t words, uint32_t* out) {
+  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < words;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float x[8];
+    for (int l = 0; l < 8; ++l)
+      x[l] = __uint_as_float(first + stride * static_cast<uint32_t>(8 * i + l));
+    out[i] = rules::e2m1_encode8(x);
+  }
+}
+
+/// Device e2m1_encode8 over `words` * 8 patterns against the host's scalar encoder.
+int64_t encode8_device_mismatches(uint32_t first, uint32_t stride, int64_t words) {
+  DeviceBuffer d(words * 4);
+  d.fill(0xAA);
+  encode8_kernel<<<1024, 256>>>(first, stride, words, d.as<uint32_t>());
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t done = cudaDeviceSynchronize();
+  if (launched != cudaSuccess || done != cudaSuccess) {
+    ADD_FAILURE() << "encode8_kernel: "
+                  << cudaGetErrorString(launched != cudaSuccess ? launched : done);
+    return words * 8;
+  }
+  const auto bytes = d.download();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < words; ++i) {
+    uint32_t w;
+    std::memcpy(&w, &bytes[i * 4], 4);
+    for (int l = 0; l < 8; ++l) {
+      const uint32_t b = first + stride * static_cast<uint32_t>(8 * i + l);
+      const uint32_t want = rules::e2m1_encode(rules::bits_float(b));
+      if (((w >> (4 * l)) & 0xf) != want && bad++ < 5)
+        ADD_FAILURE() << "e2m1_encode8 of bits 0x" << std::hex << b << " (lane " << l
+                      << "): device " << ((w >> (4 * l)) & 0xf) << ", host " << want;
+    }
+  }
+  return bad;
+}
+
+TEST(ConvertGpu, E2M1EightWideEncoderOnTheDeviceMatchesTheScalarRule) {
+  QFUSE_REQUIRE_GPU();
+  // Every float with 0.25 <= |x| < 8 (all rounding boundaries, the saturation edge), both signs.
+  const int64_t range_words = (0x41000000 - 0x3e800000) / 8;
+  EXPECT_EQ(encode8_device_mismatches(0x3e800000u, 1, range_words), 0);
+  EXPECT_EQ(encode8_device_mismatches(0xbe800000u, 1, range_words), 0);
+  // A sweep of all bit patterns (stride prime to 8), and runs from the specials: zeros,
+  // denormals, infinities, quiet and signalling NaNs of both signs.
+  EXPECT_EQ(encode8_device_mismatches(0u, 4099, (1ll << 32) / 4099 / 8), 0);
+  for (uint32_t b : {0x00000000u, 0x80000000u, 0x007ffff8u, 0x807ffff8u, 0x7f7ffff8u, 0xff7ffff8u,
+                     0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7ffffff8u, 0xfffffff8u})
+    EXPECT_EQ(encode8_device_mismatches(b, 1, 1), 0) << std::hex << b;
+}
+
 }  // namespace
 }  // namespace qfuse::test

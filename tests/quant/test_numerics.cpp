@@ -189,6 +189,46 @@ TEST(E2M1, SaturationNaNAndSignedZero) {
   EXPECT_EQ(rules::e2m1_encode(0.1f), 0x0);
 }
 
+/// e2m1_encode8 against the scalar encoder for 8 consecutive bit patterns from `first`; returns
+/// the number of mismatching nibbles (and reports the first).
+int encode8_mismatches(uint32_t first) {
+  float x[8];
+  for (int i = 0; i < 8; ++i) x[i] = from_bits(first + static_cast<uint32_t>(i));
+  const uint32_t w = rules::e2m1_encode8(x);
+  int bad = 0;
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t want = rules::e2m1_encode(x[i]);
+    const uint32_t got = (w >> (4 * i)) & 0xf;
+    if (got != want && bad++ == 0)
+      ADD_FAILURE() << "bits 0x" << std::hex << to_bits(x[i]) << " lane " << std::dec << i
+                    << ": got " << got << ", want " << want;
+  }
+  return bad;
+}
+
+TEST(E2M1, EightWideEncoderMatchesScalarOnEveryFloatOfTheRoundingRange) {
+  // Every float with 0.25 <= |x| < 8 (all rounding boundaries and the saturation edge), both
+  // signs, in every lane position.
+  int bad = 0;
+  for (uint32_t sign : {0u, 0x80000000u})
+    for (uint32_t b = 0x3e800000u; b < 0x41000000u && bad == 0; b += 8)
+      bad += encode8_mismatches(sign | b);
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(E2M1, EightWideEncoderMatchesScalarOnSamplesAndSpecials) {
+  int bad = 0;
+  // A stride prime to 8 puts each sampled pattern in every lane position over the sweep.
+  for (uint64_t b = 0; b < (1ull << 32) && bad < 4; b += 4099)
+    bad += encode8_mismatches(static_cast<uint32_t>(b));
+  // Zeros, denormals, the largest finite values, infinities and NaNs of both signs (the run of 8
+  // from each start covers the neighbours).
+  for (uint32_t b : {0x00000000u, 0x80000000u, 0x007ffff8u, 0x807ffff8u, 0x7f7ffff8u, 0xff7ffff8u,
+                     0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7ffffff8u, 0xfffffff8u})
+    bad += encode8_mismatches(b);
+  EXPECT_EQ(bad, 0);
+}
+
 // ---- NVFP4 swizzled scale layout ---------------------------------------------------------------
 
 /// The 128x4 tile as [32][4][4] bytes: (row % 32, row / 32 within the tile, k % 4).

@@ -154,6 +154,51 @@ QFUSE_HD uint8_t e2m1_encode(float x) {
   return static_cast<uint8_t>(((bits >> 28) & 0x8u) | code);
 }
 
+/// Eight E2M1 codes in one word, nibble i = e2m1_encode(x[i]) bit for bit (a host test checks
+/// every float of the rounding range and samples the rest). The device's NVFP4 quantizer uses it.
+/// NOTE: floating-point rounding instead of e2m1_encode's integer work (the integer pipe runs at
+/// half rate, and NVFP4 kernels were issue-bound on it). With a = min(|x|, 6), the sum
+/// a + M rounds a to the E2M1 step of its binade (ties to even) when ulp(M) is that step:
+/// M = 2^22 (step 0.5) below 2, 2^23 above (step 1), 2^24 from 4 (step 2). M also carries 2j
+/// extra ulps in binade j (0, 1, 2), so that the low three mantissa bits of the sum are the code
+/// itself: k + 2j where k = rounded a / step (an even offset leaves the tie-breaking unchanged).
+/// The clamp keeps the sign of zero and maps NaN to +6 (fminf/fmaxf drop a NaN operand).
+QFUSE_HD uint32_t e2m1_encode8(const float (&x)[8]) {
+  uint32_t code = 0, sign[8];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int i = 0; i < 8; ++i) {
+#if defined(__CUDA_ARCH__)
+    const float c = fmaxf(fminf(x[i], kE2M1Max), -kE2M1Max);
+#else
+    // NOTE: glibc's fminf returns NaN for a signalling NaN operand (IEEE minNum); the device's
+    // min drops any NaN. Comparisons give the device's result.
+    const float c =
+        x[i] >= -kE2M1Max && x[i] <= kE2M1Max ? x[i] : (x[i] < -kE2M1Max ? -kE2M1Max : kE2M1Max);
+#endif
+    const float a = fabsf(c);
+    const uint32_t e = float_bits(fmaxf(a, 1.0f)) >> 23;             // 127 + j
+    const float m = bits_float(e * 0x800002u + (22u << 23) - 254u);  // 2^(22+j) + 2j ulps
+    const uint32_t s = float_bits(a + m);                            // ((e + 22) << 23) | code
+    // Past nibble 2, the exponent bits of s shift out of the word; below, mask them.
+    code += (i < 3 ? s & 7u : s) << (4 * i);
+    sign[i] = float_bits(c);
+  }
+#if defined(__CUDA_ARCH__)
+  // Sign bits (bit 31 of each word) gathered with byte permutes: the top bytes of the even
+  // elements into one word, of the odd ones into another, then one shift and two masks.
+  const uint32_t even = __byte_perm(__byte_perm(sign[0], sign[2], 0x7300),
+                                    __byte_perm(sign[4], sign[6], 0x7300), 0x7632);
+  const uint32_t odd = __byte_perm(__byte_perm(sign[1], sign[3], 0x7300),
+                                   __byte_perm(sign[5], sign[7], 0x7300), 0x7632);
+  return code | ((even >> 4) & 0x08080808u) | (odd & 0x80808080u);
+#else
+  for (int i = 0; i < 8; ++i) code |= (sign[i] >> 31) << (4 * i + 3);
+  return code;
+#endif
+}
+
 /// Value of an E2M1 code (low 4 bits).
 QFUSE_HD float e2m1_value(uint8_t code) {
   const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
