@@ -33,8 +33,9 @@ struct FuseOptions {
   bool host = false;              // force the host reference path
   std::vector<std::string> dims;  // NAME=SIZE overrides of the graph's dims
   uint64_t seed = 1;
-  int calls = 5;  // runs per captured CUDA graph
-  int reps = 15;  // timed replays
+  bool dequant_gemms = false;  // ExecutorOptions::native_block_scaled_fp8 off
+  int calls = 5;               // runs per captured CUDA graph
+  int reps = 15;               // timed replays
 };
 
 /// `qfuse fuse`: 0 on success, 1 on an error.

@@ -41,8 +41,8 @@ struct DeviceGraph {
     for (void* b : buffers) cudaFree(b);
     if (ws) cudaFree(ws);
   }
-  Status init(const Graph& g, const HostTensors& host) {
-    QFUSE_RETURN_IF_ERROR(DeviceExecutor::create(g, &ex));
+  Status init(const Graph& g, const HostTensors& host, const ExecutorOptions& options) {
+    QFUSE_RETURN_IF_ERROR(DeviceExecutor::create(g, &ex, nullptr, options));
     for (const std::string& in : g.inputs) {
       const HostTensor& t = host.at(in);
       void* p = nullptr;
@@ -148,8 +148,10 @@ int run_fuse(const FuseOptions& opt) {
     }
   } else {
     DeviceGraph du, df;
-    if (Status st = du.init(before, inputs); !st.ok()) return fail(st);
-    if (Status st = df.init(after, inputs); !st.ok()) return fail(st);
+    ExecutorOptions ex_opt;
+    ex_opt.native_block_scaled_fp8 = !opt.dequant_gemms;
+    if (Status st = du.init(before, inputs, ex_opt); !st.ok()) return fail(st);
+    if (Status st = df.init(after, inputs, ex_opt); !st.ok()) return fail(st);
     std::printf("== GEMM paths\n");
     for (const std::string& n : du.ex->notes()) std::printf("  %s\n", n.c_str());
     std::printf("\n");

@@ -83,6 +83,9 @@ int main(int argc, char** argv) {
   fuse->add_flag("--host", fuse_opt.host, "Run on the host reference path (the file's host_dims)");
   fuse->add_option("--dim", fuse_opt.dims, "Override a dim of the graph, NAME=SIZE (repeatable)");
   fuse->add_option("--seed", fuse_opt.seed, "Seed of the random inputs")->capture_default_str();
+  fuse->add_flag("--dequant-gemms", fuse_opt.dequant_gemms,
+                 "Run block-scaled FP8 GEMMs by dequantizing to bf16, not through cuBLASLt's "
+                 "native block scaling (to compare the two)");
   fuse->add_option("--reps", fuse_opt.reps, "Timed CUDA-graph replays")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();

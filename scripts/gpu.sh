@@ -41,6 +41,9 @@ for t in "$bin"/test_*; do
   tail -25 "$out/$name.log"
 done
 
+echo "== cuBLASLt block-scale layout probe (GpuGemmBlock128.ProbeScaleLayouts)"
+grep -h '^probe ' "$out"/test_graph.log 2>/dev/null | grep -v -e ' -> no effect$' | head -80
+
 echo "== qfuse demo"
 demo_status=pass
 "$bin/qfuse" demo >"$out/demo.txt" 2>&1 || { demo_status=FAIL; status=1; }
@@ -52,6 +55,10 @@ for g in examples/graphs/deepseek_v3_mlp.json examples/graphs/splitkv_oproj.json
   "$bin/qfuse" fuse "$g" >"$out/fuse_$n.txt" 2>&1 || status=1
   tail -12 "$out/fuse_$n.txt"
 done
+echo "== qfuse fuse --dequant-gemms (the same, block-scaled GEMMs dequantized to bf16)"
+"$bin/qfuse" fuse examples/graphs/deepseek_v3_mlp.json --dequant-gemms \
+  >"$out/fuse_deepseek_v3_mlp_dequant.txt" 2>&1 || status=1
+tail -12 "$out/fuse_deepseek_v3_mlp_dequant.txt"
 
 if [ "$suites" != none ]; then
   for suite in $suites; do

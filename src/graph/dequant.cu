@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "graph/dequant.h"
+#include "graph/gemm_block128.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/rules.h"
 #include "qfuse/quant/scale_addr.h"
@@ -20,8 +21,8 @@ struct Params {
   const float* scale;
   const void* scales;
   ScaleAddr addr;
-  int64_t group;       // columns per scale (kScaleBuffer)
-  int64_t col_blocks;  // kBlock128
+  int64_t group;                   // columns per scale (kScaleBuffer)
+  int64_t row_blocks, col_blocks;  // kBlock128
   __nv_bfloat16* out;
 };
 
@@ -30,7 +31,8 @@ __device__ __forceinline__ float scale_of(const Params& p, int64_t r, int64_t c)
     case DequantMode::kPerTensor:
       return *p.scale;
     case DequantMode::kBlock128:
-      return static_cast<const float*>(p.scales)[(r / 128) * p.col_blocks + c / 128];
+      return static_cast<const float*>(
+          p.scales)[qfuse_blk128_offset(r / 128, c / 128, p.row_blocks, p.col_blocks)];
     default: {
       const int64_t off = p.addr.offset(r, c / p.group);
       return p.addr.elem_bytes == 4
@@ -78,6 +80,7 @@ Status dequant_fp8_to_bf16(const DequantArgs& a, cudaStream_t stream) {
   p.mode = a.mode;
   p.scale = a.scale;
   p.scales = a.scales;
+  p.row_blocks = ceil_div(a.rows, 128);
   p.col_blocks = ceil_div(a.cols, 128);
   p.out = static_cast<__nv_bfloat16*>(a.out);
   if (a.mode == DequantMode::kScaleBuffer) {

@@ -4,13 +4,18 @@
 // cuBLASLt is column-major. A row-major out [M, N] = a [M, K] . b [N, K]^T is, read column-major,
 // out^T [N, M] = b^T . a, so cuBLASLt's A is the weight b (K x N, ld K, transposed) and its B is
 // the activation a (K x M, ld K, not transposed): the "TN" form FP8 GEMMs require on Hopper.
+// In the block-scaled path (kFp8Block128) the weight therefore takes the BLK128x128 scale mode and
+// the activation VEC128 (gemm_block128.h).
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <string>
 
 #include "graph/dequant.h"
+#include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
 #include "graph/text.h"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/graph/executor.h"
 
@@ -39,6 +44,35 @@ cudaDataType_t cuda_type(DType d) {
   }
 }
 
+/// Why this process and device cannot use cuBLASLt's block-scaled FP8 modes ("" when they can).
+std::string block128_device_obstacle() {
+#if CUBLAS_VERSION < 120900
+  return "built against cuBLAS " + std::to_string(CUBLAS_VERSION) +
+         " (block-scaled FP8 modes need 12.9)";
+#else
+  const size_t v = cublasLtGetVersion();
+  if (v < 120900)
+    return "cuBLASLt " + std::to_string(v) + " loaded (block-scaled FP8 modes need 120900, 12.9)";
+  DeviceInfo d;
+  const Status st = current_device_info(&d);
+  if (!st.ok()) return "no device information: " + st.message();
+  if (d.cc_major != 9 || d.cc_minor != 0)
+    return "compute capability " + std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor) +
+           " (cuBLASLt's VEC128 / BLK128x128 modes are for 9.0)";
+  return "";
+#endif
+}
+
+Status set_scale_pointers(cublasLtMatmulDesc_t desc, const void* sa, const void* sb) {
+  QFUSE_LT(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa),
+      "A scale");
+  QFUSE_LT(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb),
+      "B scale");
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct DeviceExecutor::GemmState {
@@ -47,13 +81,66 @@ struct DeviceExecutor::GemmState {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  ~GemmState() {
+  ~GemmState() { release(); }
+  void release() {
     if (desc) cublasLtMatmulDescDestroy(desc);
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (c) cublasLtMatrixLayoutDestroy(c);
+    desc = nullptr;
+    a = b = c = nullptr;
   }
+  /// Creates the cuBLASLt descriptors of `path` and asks the heuristic for an algorithm
+  /// (kNotSupported when it has none).
+  Status setup(cublasLtHandle_t handle, const std::string& what);
 };
+
+Status DeviceExecutor::GemmState::setup(cublasLtHandle_t handle, const std::string& what) {
+  const detail::GemmInfo& gi = info;
+  const bool fp8 = path == GemmPath::kFp8PerTensor || path == GemmPath::kFp8Block128;
+  const cudaDataType_t ab =
+      fp8 ? CUDA_R_8F_E4M3 : (path == GemmPath::kDequantBf16 ? CUDA_R_16BF : cuda_type(gi.a_dtype));
+  const cudaDataType_t cd = cuda_type(gi.out_dtype);
+  QFUSE_LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what);
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  QFUSE_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what);
+  QFUSE_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what);
+  if (path == GemmPath::kFp8Block128) {
+#if CUBLAS_VERSION >= 120900
+    const int32_t sa = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;  // A: the weight
+    const int32_t sb = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;      // B: the activation
+    QFUSE_LT(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &sa, sizeof sa),
+        what + " A scale mode");
+    QFUSE_LT(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &sb, sizeof sb),
+        what + " B scale mode");
+#else
+    return Status(StatusCode::kNotSupported, what + ": block scale modes need cuBLAS 12.9");
+#endif
+  }
+  QFUSE_LT(cublasLtMatrixLayoutCreate(&a, ab, gi.K, gi.N, gi.K), what);
+  QFUSE_LT(cublasLtMatrixLayoutCreate(&b, ab, gi.K, gi.M, gi.K), what);
+  QFUSE_LT(cublasLtMatrixLayoutCreate(&c, cd, gi.N, gi.M, gi.N), what);
+  cublasLtMatmulPreference_t pref = nullptr;
+  QFUSE_LT(cublasLtMatmulPreferenceCreate(&pref), what);
+  const uint64_t ws = detail::kCublasWorkspaceBytes;
+  cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (s == CUBLAS_STATUS_SUCCESS)
+    s = cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, c, c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  QFUSE_LT(s, what + " heuristic");
+  if (found == 0)
+    return Status(StatusCode::kNotSupported, what + ": no algorithm for " + to_string(path) +
+                                                 " with M=" + std::to_string(gi.M) +
+                                                 " N=" + std::to_string(gi.N) +
+                                                 " K=" + std::to_string(gi.K));
+  algo = result.algo;
+  return Status::Ok();
+}
 
 DeviceExecutor::~DeviceExecutor() {
   gemms_.clear();
@@ -61,13 +148,12 @@ DeviceExecutor::~DeviceExecutor() {
 }
 
 Status DeviceExecutor::create(const Graph& g, std::unique_ptr<DeviceExecutor>* out,
-                              const OpRegistry* registry) {
+                              const OpRegistry* registry, const ExecutorOptions& options) {
   std::unique_ptr<DeviceExecutor> ex(new DeviceExecutor());
   ex->registry_ = registry != nullptr ? registry : &default_registry();
   ex->graph_ = g;
   QFUSE_RETURN_IF_ERROR(validate(ex->graph_, ex->registry_));
   QFUSE_RETURN_IF_ERROR(topological_order(ex->graph_, &ex->order_));
-  QFUSE_RETURN_IF_ERROR(plan_memory(ex->graph_, &ex->plan_, ex->registry_));
   for (size_t i : ex->order_) {
     const Node& n = ex->graph_.nodes[i];
     const OpDef* def = ex->registry_->find(n.op);
@@ -76,6 +162,8 @@ Status DeviceExecutor::create(const Graph& g, std::unique_ptr<DeviceExecutor>* o
                     "node '" + n.name + "': op '" + n.op + "' has no device implementation");
   }
 
+  std::string device_obstacle;  // of the block-scaled path, asked once
+  bool device_checked = false;
   for (size_t i : ex->order_) {
     const Node& n = ex->graph_.nodes[i];
     if (ex->registry_->find(n.op)->cls != OpClass::kGemm) continue;
@@ -84,55 +172,53 @@ Status DeviceExecutor::create(const Graph& g, std::unique_ptr<DeviceExecutor>* o
       QFUSE_LT(cublasLtCreate(&h), "cublasLtCreate");
       ex->lt_handle_ = h;
     }
+    const auto handle = static_cast<cublasLtHandle_t>(ex->lt_handle_);
     auto st = std::make_unique<GemmState>();
     std::map<std::string, const TensorDesc*> in;
     for (const auto& [p, t] : n.inputs) in[p] = ex->graph_.tensor(t);
     QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, in, &st->info));
     const detail::GemmInfo& gi = st->info;
-    st->path = detail::gemm_path(gi);
-    const bool fp8 = st->path == GemmPath::kFp8PerTensor;
-    const cudaDataType_t ab =
-        fp8 ? CUDA_R_8F_E4M3
-            : (st->path == GemmPath::kDequantBf16 ? CUDA_R_16BF : cuda_type(gi.a_dtype));
-    const cudaDataType_t cd = cuda_type(gi.out_dtype);
+    std::string why;  // why not kFp8Block128, for a kDequantBf16 node
+    st->path = detail::gemm_path(gi, options, &why);
+    if (st->path == GemmPath::kFp8Block128 && !device_checked) {
+      device_obstacle = block128_device_obstacle();
+      device_checked = true;
+    }
+    if (st->path == GemmPath::kFp8Block128 && !device_obstacle.empty()) {
+      st->path = GemmPath::kDequantBf16;
+      why = device_obstacle;
+    }
     const std::string what = "node '" + n.name + "': cuBLASLt";
-    QFUSE_LT(cublasLtMatmulDescCreate(&st->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what);
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    QFUSE_LT(cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
-             what);
-    QFUSE_LT(cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
-             what);
-    QFUSE_LT(cublasLtMatrixLayoutCreate(&st->a, ab, gi.K, gi.N, gi.K), what);
-    QFUSE_LT(cublasLtMatrixLayoutCreate(&st->b, ab, gi.K, gi.M, gi.K), what);
-    QFUSE_LT(cublasLtMatrixLayoutCreate(&st->c, cd, gi.N, gi.M, gi.N), what);
-    cublasLtMatmulPreference_t pref = nullptr;
-    QFUSE_LT(cublasLtMatmulPreferenceCreate(&pref), what);
-    const uint64_t ws = ex->plan_.cublas_bytes;
-    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    if (s == CUBLAS_STATUS_SUCCESS)
-      s = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(ex->lt_handle_), st->desc,
-                                         st->a, st->b, st->c, st->c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    QFUSE_LT(s, what + " heuristic");
-    if (found == 0)
-      return Status(StatusCode::kNotSupported, what + ": no algorithm for " + to_string(st->path) +
-                                                   " with M=" + std::to_string(gi.M) +
-                                                   " N=" + std::to_string(gi.N) +
-                                                   " K=" + std::to_string(gi.K));
-    st->algo = result.algo;
+    Status setup = st->setup(handle, what);
+    if (!setup.ok() && st->path == GemmPath::kFp8Block128) {
+      // NOTE: the heuristic is the last word on what cuBLASLt runs; without an algorithm (or
+      // with a scale mode this library version rejects) the node dequantizes, as it did before.
+      why = setup.message();
+      st->release();
+      st->path = GemmPath::kDequantBf16;
+      setup = st->setup(handle, what);
+    }
+    QFUSE_RETURN_IF_ERROR(setup);
     std::string note = "gemm '" + n.name + "' [" + std::to_string(gi.M) + " x " +
                        std::to_string(gi.N) + " x " + std::to_string(gi.K) +
                        "]: " + to_string(st->path);
-    if (st->path == GemmPath::kDequantBf16)
+    if (st->path == GemmPath::kFp8Block128) {
+      const bool in_place =
+          detail::blk128_scales_in_place(ceil_div(gi.N, 128), ceil_div(gi.K, 128));
+      note += " (a: " + to_string(gi.a_quant) + " as VEC128, b: 128x128 blocks as BLK128x128, " +
+              (in_place ? "read in place)" : "repacked into cuBLASLt's order on every run)");
+    } else if (st->path == GemmPath::kDequantBf16) {
       note += " (a: " + to_string(gi.a_quant) + ", b: " +
               (gi.b_scaling == detail::GemmScaling::kBlock128 ? "128x128 blocks" : "per-tensor") +
-              ")";
+              "; not cuBLASLt block scaling: " + why + ")";
+    }
     ex->notes_.push_back(note);
     ex->gemms_[n.name] = std::move(st);
   }
+  QFUSE_RETURN_IF_ERROR(detail::plan_memory_with(
+      ex->graph_, *ex->registry_,
+      [&](const Node& n, const detail::GemmInfo&) { return ex->gemms_.at(n.name)->path; },
+      &ex->plan_));
   *out = std::move(ex);
   return Status::Ok();
 }
@@ -183,15 +269,24 @@ Status DeviceExecutor::run(const std::map<std::string, const void*>& inputs, voi
       const void* A = a.in.at("b").data;  // cuBLASLt's A is the weight (see the file comment)
       const void* B = a.in.at("a").data;
       if (g.path == GemmPath::kFp8PerTensor) {
-        const void* sa = a.in.at("b_scale").data;
-        const void* sb = a.in.at("a_scale").data;
-        st = lt_status(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
-                                                      &sa, sizeof sa),
-                       "A scale");
-        if (st.ok())
-          st = lt_status(cublasLtMatmulDescSetAttribute(
-                             g.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb),
-                         "B scale");
+        st = set_scale_pointers(g.desc, a.in.at("b_scale").data, a.in.at("a_scale").data);
+      } else if (g.path == GemmPath::kFp8Block128) {
+        const MemoryPlan::GemmScratch& s = plan_.gemm.at(n.name);
+        const void* sa = a.in.at("b_scale").data;  // cuBLASLt's A: the weight, BLK128x128
+        const void* sb = a.in.at("a_scales").data;
+        const bool repack = s.b_scale_bytes > 0;
+        // NOTE: cuBLASLt reads the scale tensors with 16-byte loads (documented alignment).
+        if (reinterpret_cast<uintptr_t>(sb) % 16 != 0)
+          st = Status::InvalidArgument("a_scales", "16-byte aligned", "a misaligned pointer");
+        else if (!repack && reinterpret_cast<uintptr_t>(sa) % 16 != 0)
+          st = Status::InvalidArgument("b_scale", "16-byte aligned", "a misaligned pointer");
+        if (st.ok() && repack) {
+          float* packed = reinterpret_cast<float*>(ws + s.b_scale_offset);
+          st = detail::repack_blk128_scales(static_cast<const float*>(sa), packed,
+                                            ceil_div(gi.N, 128), ceil_div(gi.K, 128), stream);
+          sa = packed;
+        }
+        if (st.ok()) st = set_scale_pointers(g.desc, sa, sb);
       } else if (g.path == GemmPath::kDequantBf16) {
         const MemoryPlan::GemmScratch& s = plan_.gemm.at(n.name);
         detail::DequantArgs da;

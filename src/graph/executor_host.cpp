@@ -1,10 +1,12 @@
-// Host side of the executor: random inputs, comparison, the host reference run and the memory plan.
+// Host side of the executor: random inputs, comparison, the host reference run, the choice of GEMM
+// paths and the memory plan.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <random>
 
+#include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
 #include "graph/text.h"
 #include "qfuse/graph/executor.h"
@@ -15,7 +17,6 @@ namespace {
 
 using detail::invalid;
 constexpr size_t kAlign = 256;
-constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 size_t align_up(size_t v) {
   return (v + kAlign - 1) / kAlign * kAlign;
@@ -35,6 +36,8 @@ const char* to_string(GemmPath p) {
       return "cuBLASLt bf16";
     case GemmPath::kFp8PerTensor:
       return "cuBLASLt FP8 E4M3, per-tensor scales";
+    case GemmPath::kFp8Block128:
+      return "cuBLASLt FP8 E4M3, 1x128 / 128x128 block scales";
     case GemmPath::kDequantBf16:
       return "dequantize FP8 to bf16, then cuBLASLt bf16";
   }
@@ -204,11 +207,46 @@ Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry
   return Status::Ok();
 }
 
-// ---- memory plan
-// ---------------------------------------------------------------------------------
+// ---- GEMM paths and the memory plan
+// -------------------------------------------------------------
 
-Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry) {
-  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+namespace detail {
+
+std::string fp8_block128_obstacle(const GemmInfo& g) {
+  const std::string a = "a (" + to_string(g.a_quant) + ")";
+  if (g.a_scaling != GemmScaling::kPerGroup || g.a_quant.group_size != 128)
+    return a + " is not 1x128-group scaled (cuBLASLt's block scaling reads 1x128 groups)";
+  if (g.b_scaling != GemmScaling::kBlock128)
+    return "b is not 128x128-block scaled (cuBLASLt pairs 1x128 activations with 128x128-block "
+           "or 1x128 weights)";
+  ScaleShape shape;
+  if (!scale_shape(g.a_quant, g.M, g.K, &shape).ok() || shape.dtype != DType::kF32)
+    return a + ": packed UE8M0 scales (cuBLASLt's VEC128 mode reads fp32)";
+  if (g.M % 4 != 0 || g.N % 4 != 0)
+    return "M = " + std::to_string(g.M) + ", N = " + std::to_string(g.N) +
+           ": cuBLASLt's block scaling needs both multiples of 4";
+  if (!vec128_scales_in_place(ScaleAddr::make(g.a_quant, shape, g.M), g.M, ceil_div(g.K, 128)))
+    return a +
+           ": scales not in cuBLASLt's VEC128 order (column-major [ceil(K/128), M]: "
+           "fp8_group128:col, or :col_tma with M % 4 == 0)";
+  return "";
+}
+
+GemmPath gemm_path(const GemmInfo& g, const ExecutorOptions& options, std::string* why) {
+  if (g.a_scaling == GemmScaling::kNone) return GemmPath::kBf16;
+  if (g.a_scaling == GemmScaling::kPerTensor && g.b_scaling == GemmScaling::kPerTensor)
+    return GemmPath::kFp8PerTensor;
+  std::string obstacle = fp8_block128_obstacle(g);
+  if (obstacle.empty() && !options.native_block_scaled_fp8)
+    obstacle = "ExecutorOptions::native_block_scaled_fp8 is off";
+  if (obstacle.empty()) return GemmPath::kFp8Block128;
+  if (why != nullptr) *why = obstacle;
+  return GemmPath::kDequantBf16;
+}
+
+Status plan_memory_with(const Graph& g, const OpRegistry& reg,
+                        const std::function<GemmPath(const Node&, const GemmInfo&)>& path_of,
+                        MemoryPlan* plan) {
   QFUSE_RETURN_IF_ERROR(validate(g, &reg));
   MemoryPlan p;
   size_t off = 0;
@@ -228,14 +266,20 @@ Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry)
     const OpDef* def = reg.find(n.op);
     if (def->cls != OpClass::kGemm) continue;
     any_gemm = true;
-    detail::GemmInfo gi;
-    QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, input_descs(g, n), &gi));
+    GemmInfo gi;
+    QFUSE_RETURN_IF_ERROR(gemm_info(n, input_descs(g, n), &gi));
     MemoryPlan::GemmScratch s;
-    if (detail::gemm_path(gi) == GemmPath::kDequantBf16) {
+    const GemmPath path = path_of(n, gi);
+    if (path == GemmPath::kDequantBf16) {
       s.a_bytes = static_cast<size_t>(gi.M * gi.K) * 2;
       s.a_offset = take(s.a_bytes);
       s.b_bytes = static_cast<size_t>(gi.N * gi.K) * 2;
       s.b_offset = take(s.b_bytes);
+    }
+    const int64_t nb = ceil_div(gi.N, 128), kb = ceil_div(gi.K, 128);
+    if (path == GemmPath::kFp8Block128 && !blk128_scales_in_place(nb, kb)) {
+      s.b_scale_bytes = static_cast<size_t>(cublas_blk128_elems(nb, kb)) * sizeof(float);
+      s.b_scale_offset = take(s.b_scale_bytes);
     }
     p.gemm[n.name] = s;
   }
@@ -248,9 +292,20 @@ Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry)
   return Status::Ok();
 }
 
-Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry) {
+}  // namespace detail
+
+Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry,
+                   const ExecutorOptions& options) {
+  return detail::plan_memory_with(
+      g, registry != nullptr ? *registry : default_registry(),
+      [&](const Node&, const detail::GemmInfo& gi) { return detail::gemm_path(gi, options); },
+      plan);
+}
+
+Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry,
+                       const ExecutorOptions& options) {
   MemoryPlan p;
-  QFUSE_RETURN_IF_ERROR(plan_memory(g, &p, registry));
+  QFUSE_RETURN_IF_ERROR(plan_memory(g, &p, registry, options));
   *bytes = p.total_bytes;
   return Status::Ok();
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/quant/reference.h"
@@ -143,13 +144,13 @@ std::vector<double> dequant_a(const HostRunArgs& a, const GemmInfo& g) {
 std::vector<double> dequant_b(const HostRunArgs& a, const GemmInfo& g) {
   const HostTensor& t = *a.in.at("b");
   std::vector<double> v(static_cast<size_t>(g.N * g.K));
-  const int64_t kb = ceil_div(g.K, 128);
+  const int64_t nb = ceil_div(g.N, 128), kb = ceil_div(g.K, 128);
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t k = 0; k < g.K; ++k) {
       double s = 1.0;
       if (g.b_scaling == GemmScaling::kPerTensor) s = scalar(a, "b_scale", 1.0f);
       if (g.b_scaling == GemmScaling::kBlock128)
-        s = element(*a.in.at("b_scale"), (n / 128) * kb + k / 128);
+        s = element(*a.in.at("b_scale"), qfuse_blk128_offset(n / 128, k / 128, nb, kb));
       v[n * g.K + k] = element(t, n * g.K + k) * s;
     }
   return v;

@@ -3,6 +3,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
+#include <string>
+
 #include "qfuse/graph/executor.h"
 #include "qfuse/graph/op_registry.h"
 #include "qfuse/quant/quantize.h"
@@ -35,13 +38,19 @@ Status gemm_info(const Node& node, const std::map<std::string, const TensorDesc*
 }  // namespace qfuse::graph::detail
 
 namespace qfuse::graph::detail {
-/// The GEMM path for a node's operand types (executor.h).
-inline GemmPath gemm_path(const GemmInfo& g) {
-  if (g.a_scaling == GemmScaling::kNone) return GemmPath::kBf16;
-  if (g.a_scaling == GemmScaling::kPerTensor && g.b_scaling == GemmScaling::kPerTensor)
-    return GemmPath::kFp8PerTensor;
-  return GemmPath::kDequantBf16;
-}
+/// cuBLASLt workspace shared by the GEMM nodes of a plan.
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+/// Why a gemm cannot take GemmPath::kFp8Block128, judged from its operand types and shapes alone
+/// ("" when it can; cuBLASLt's version, the device and its heuristic are the executor's checks).
+std::string fp8_block128_obstacle(const GemmInfo& g);
+/// The GEMM path for a node's operand types (executor.h). `why` (optional) receives, for
+/// kDequantBf16, why the node does not take kFp8Block128.
+GemmPath gemm_path(const GemmInfo& g, const ExecutorOptions& options = {},
+                   std::string* why = nullptr);
+/// plan_memory (executor.h) with each gemm node's path given by `path_of`.
+Status plan_memory_with(const Graph& g, const OpRegistry& registry,
+                        const std::function<GemmPath(const Node&, const GemmInfo&)>& path_of,
+                        MemoryPlan* plan);
 }  // namespace qfuse::graph::detail
 
 namespace qfuse::graph::detail {

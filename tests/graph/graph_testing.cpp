@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +94,42 @@ json mlp_graph(const std::string& spec) {
        "outputs": {"out": "y"}, "attrs": {"b_scaling": "block128"}}
     ]})");
   j["nodes"][2]["attrs"]["quant"] = spec;
+  return j;
+}
+
+json gemm_graph(const std::string& spec, int64_t M, int64_t N, int64_t K,
+                const std::string& b_scaling, const std::string& out_dtype) {
+  QuantSpec q;
+  EXPECT_TRUE(parse_quant_spec(spec, &q).ok()) << spec;
+  json j;
+  j["name"] = "gemm";
+  j["inputs"] = {"a", "w", "w_s"};
+  j["outputs"] = {"y"};
+  j["tensors"] = {{"a", {{"dtype", "e4m3"}, {"shape", {M, K}}, {"quant", spec}}},
+                  {"w", {{"dtype", "e4m3"}, {"shape", {N, K}}}}};
+  json in = {{"a", "a"}, {"b", "w"}, {"b_scale", "w_s"}};
+  if (q.kind == QuantKind::kFp8PerTensor) {
+    j["inputs"].push_back("a_sc");
+    j["tensors"]["a_sc"] = {{"dtype", "fp32"}, {"shape", {1}}};
+    in["a_scale"] = "a_sc";
+  } else {
+    ScaleShape ss;
+    EXPECT_TRUE(scale_shape(q, M, K, &ss).ok()) << spec;
+    j["inputs"].push_back("a_s");
+    j["tensors"]["a_s"] = {{"dtype", std::string(to_string(ss.dtype))},
+                           {"shape", std::vector<int64_t>(ss.sizes, ss.sizes + ss.rank)}};
+    in["a_scales"] = "a_s";
+  }
+  const std::vector<int64_t> ws_shape =
+      b_scaling == "block128" ? std::vector<int64_t>{ceil_div(N, 128), ceil_div(K, 128)}
+                              : std::vector<int64_t>{1};
+  j["tensors"]["w_s"] = {{"dtype", "fp32"}, {"shape", ws_shape}};
+  j["nodes"] = json::array();
+  j["nodes"].push_back({{"name", "gemm"},
+                        {"op", "gemm"},
+                        {"inputs", in},
+                        {"outputs", {{"out", "y"}}},
+                        {"attrs", {{"b_scaling", b_scaling}, {"out_dtype", out_dtype}}}});
   return j;
 }
 
@@ -332,6 +369,30 @@ std::string source_path(const std::string& rel) {
   if (const char* env = std::getenv("QFUSE_SOURCE_DIR")) return std::string(env) + "/" + rel;
   const std::string built = std::string(QFUSE_SOURCE_DIR) + "/" + rel;
   return std::filesystem::exists(built) ? built : rel;
+}
+
+Status DeviceRun::init(const Graph& g, const HostTensors& host, const ExecutorOptions& options) {
+  QFUSE_RETURN_IF_ERROR(DeviceExecutor::create(g, &ex, nullptr, options));
+  for (const std::string& in : g.inputs) {
+    const HostTensor& t = host.at(in);
+    auto& b = inputs[in] = qfuse::test::DeviceBuffer(std::max<size_t>(t.data.size(), 1));
+    b.upload(t.data.data(), t.data.size());
+    ptrs[in] = b.get();
+  }
+  ws = qfuse::test::DeviceBuffer(std::max<size_t>(ex->workspace_bytes(), 1));
+  ws.fill(qfuse::test::kPoison);
+  return Status::Ok();
+}
+
+HostTensor DeviceRun::download(const std::string& name) {
+  HostTensor t;
+  t.desc = *ex->graph().tensor(name);
+  t.data.resize(t.desc.bytes());
+  const auto& slice = ex->plan().tensors.at(name);
+  EXPECT_EQ(
+      cudaMemcpy(t.data.data(), ws.as<char>() + slice.offset, slice.bytes, cudaMemcpyDeviceToHost),
+      cudaSuccess);
+  return t;
 }
 
 }  // namespace qfuse::graph::test

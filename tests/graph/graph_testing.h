@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/gpu.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/graph/graph.h"
 #include "qfuse/graph/graph_json.h"
@@ -25,6 +26,11 @@ std::string parse_error(const json& j, const OpRegistry* registry = nullptr);
 json act_quant_graph(const std::string& spec, int64_t T = 8, int64_t H = 256);
 /// A small MLP: gemm -> silu_and_mul -> quantize(spec) -> gemm (FP8 block-scaled weight).
 json mlp_graph(const std::string& spec = "fp8_group128:row:f32");
+/// One gemm node reading graph inputs only: a [M, K] e4m3 written as `spec` (scales 'a_s', or
+/// 'a_sc' for per-tensor), w [N, K] e4m3 with `b_scaling` (block128: 'w_s' [ceil(N/128),
+/// ceil(K/128)]; per_tensor: 'w_s' [1]) -> y [M, N] of `out_dtype`.
+json gemm_graph(const std::string& spec, int64_t M, int64_t N, int64_t K,
+                const std::string& b_scaling = "block128", const std::string& out_dtype = "bf16");
 /// o [N, T, NH, D] fp32 -> merge_states -> quantize(spec) -> q (+ s).
 json merge_quant_graph(const std::string& spec, int64_t N = 3, int64_t T = 8, int64_t NH = 2,
                        int64_t D = 64);
@@ -59,5 +65,18 @@ int64_t check_within_one_step(const QuantSpec& spec, const std::vector<double>& 
 
 /// Path of a file in the source tree (examples/graphs/...).
 std::string source_path(const std::string& rel);
+
+/// A graph's inputs and workspace on the device (workspace poisoned), and an executor for it.
+struct DeviceRun {
+  std::unique_ptr<DeviceExecutor> ex;
+  std::map<std::string, qfuse::test::DeviceBuffer> inputs;
+  qfuse::test::DeviceBuffer ws;
+  std::map<std::string, const void*> ptrs;
+
+  Status init(const Graph& g, const HostTensors& host, const ExecutorOptions& options = {});
+  Status run(cudaStream_t s = nullptr) { return ex->run(ptrs, ws.get(), ws.bytes(), s); }
+  /// A tensor of the workspace (an intermediate or output), copied to the host.
+  HostTensor download(const std::string& name);
+};
 
 }  // namespace qfuse::graph::test

@@ -21,37 +21,7 @@ namespace {
 
 using test::json;
 
-/// A graph's inputs and workspace on the device, and an executor for it.
-struct DeviceRun {
-  std::unique_ptr<DeviceExecutor> ex;
-  std::map<std::string, qfuse::test::DeviceBuffer> inputs;
-  qfuse::test::DeviceBuffer ws;
-  std::map<std::string, const void*> ptrs;
-
-  Status init(const Graph& g, const HostTensors& host) {
-    QFUSE_RETURN_IF_ERROR(DeviceExecutor::create(g, &ex));
-    for (const std::string& in : g.inputs) {
-      const HostTensor& t = host.at(in);
-      auto& b = inputs[in] = qfuse::test::DeviceBuffer(std::max<size_t>(t.data.size(), 1));
-      b.upload(t.data.data(), t.data.size());
-      ptrs[in] = b.get();
-    }
-    ws = qfuse::test::DeviceBuffer(std::max<size_t>(ex->workspace_bytes(), 1));
-    ws.fill(qfuse::test::kPoison);
-    return Status::Ok();
-  }
-  Status run(cudaStream_t s = nullptr) { return ex->run(ptrs, ws.get(), ws.bytes(), s); }
-  HostTensor download(const std::string& name) {
-    HostTensor t;
-    t.desc = *ex->graph().tensor(name);
-    t.data.resize(t.desc.bytes());
-    const auto& slice = ex->plan().tensors.at(name);
-    EXPECT_EQ(cudaMemcpy(t.data.data(), ws.as<char>() + slice.offset, slice.bytes,
-                         cudaMemcpyDeviceToHost),
-              cudaSuccess);
-    return t;
-  }
-};
+using test::DeviceRun;
 
 class GpuActQuant : public ::testing::TestWithParam<QuantSpec> {};
 

@@ -214,7 +214,8 @@ TEST(HostExecutor, MissingInputsAreNamed) {
 }
 
 TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
-  for (json j : {test::mlp_graph(), test::act_quant_graph("nvfp4:swizzled")}) {
+  for (json j : {test::mlp_graph(), test::mlp_graph("fp8_group128:col_tma:f32"),
+                 test::act_quant_graph("nvfp4:swizzled")}) {
     const Graph g = test::parse_or_fail(j);
     MemoryPlan p;
     ASSERT_TRUE(plan_memory(g, &p).ok());
@@ -236,6 +237,8 @@ TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
     for (const auto& [node, s] : p.gemm) {
       if (s.a_bytes) ranges.emplace_back(s.a_offset, s.a_offset + s.a_bytes);
       if (s.b_bytes) ranges.emplace_back(s.b_offset, s.b_offset + s.b_bytes);
+      if (s.b_scale_bytes)
+        ranges.emplace_back(s.b_scale_offset, s.b_scale_offset + s.b_scale_bytes);
     }
     if (p.cublas_bytes) ranges.emplace_back(p.cublas_offset, p.cublas_offset + p.cublas_bytes);
     std::sort(ranges.begin(), ranges.end());
@@ -246,7 +249,8 @@ TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
       }
     }
   }
-  // The MLP's down GEMM (block-scaled FP8) gets dequantization scratch; a bf16 GEMM none.
+  // The MLP's down GEMM (block-scaled FP8, row-major activation scales, which cuBLASLt does not
+  // read) gets dequantization scratch; a bf16 GEMM none.
   MemoryPlan p;
   ASSERT_TRUE(plan_memory(test::parse_or_fail(test::mlp_graph()), &p).ok());
   EXPECT_EQ(p.gemm.at("up").a_bytes, 0u);

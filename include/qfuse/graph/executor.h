@@ -57,6 +57,25 @@ Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry
 // ---- GPU path
 // ------------------------------------------------------------------------------------
 
+/// How the executor runs a GEMM node (chosen when the executor is created; see docs/graph.md).
+enum class GemmPath {
+  kBf16,          // bf16/fp16 operands: cuBLASLt, fp32 accumulation
+  kFp8PerTensor,  // FP8 operands with per-tensor scales: cuBLASLt FP8 (A/B scale pointers)
+  kFp8Block128,   // FP8 a with 1x128-group scales, FP8 b with 128x128-block scales: cuBLASLt FP8
+                  // with its VEC128 / BLK128x128 scale modes (Hopper, cuBLAS >= 12.9)
+  kDequantBf16,   // other FP8 scalings: dequantize to bf16 (qfuse kernel), then cuBLASLt bf16
+};
+const char* to_string(GemmPath p);
+
+/// Choices of the GPU executor.
+struct ExecutorOptions {
+  /// GEMMs with 1x128-group FP8 activations and 128x128-block FP8 weights use cuBLASLt's native
+  /// block scaling (GemmPath::kFp8Block128) where it applies; false: they dequantize to bf16
+  /// (GemmPath::kDequantBf16), as every FP8 scaling but per-tensor did before (tests compare the
+  /// two).
+  bool native_block_scaled_fp8 = true;
+};
+
 /// Where each tensor of a graph lives in the workspace.
 struct MemoryPlan {
   struct Slice {
@@ -66,24 +85,22 @@ struct MemoryPlan {
   struct GemmScratch {
     size_t a_offset = 0, a_bytes = 0;  // bf16 copy of an FP8 operand a (dequantizing path)
     size_t b_offset = 0, b_bytes = 0;  // bf16 copy of an FP8 operand b
+    size_t b_scale_offset = 0, b_scale_bytes = 0;  // b's block scales in cuBLASLt's order
   };
   std::map<std::string, GemmScratch> gemm;  // by node name
   size_t cublas_offset = 0, cublas_bytes = 0;
   size_t total_bytes = 0;
 };
 
-/// The plan the executor uses (no device needed).
-Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry = nullptr);
-/// Bytes of workspace one run of `g` needs.
-Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry = nullptr);
-
-/// How the executor runs a GEMM node (chosen when the executor is created; see docs/graph.md).
-enum class GemmPath {
-  kBf16,          // bf16/fp16 operands: cuBLASLt, fp32 accumulation
-  kFp8PerTensor,  // FP8 operands with per-tensor scales: cuBLASLt FP8 (A/B scale pointers)
-  kDequantBf16,   // other FP8 scalings: dequantize to bf16 (qfuse kernel), then cuBLASLt bf16
-};
-const char* to_string(GemmPath p);
+/// The plan for the GEMM paths the operand types allow (no device needed). The executor plans
+/// for the paths it settles on, which differ where cuBLASLt (its version, the device, its
+/// heuristic) refuses the native block-scaled path: DeviceExecutor::workspace_bytes() is the one
+/// to allocate.
+Status plan_memory(const Graph& g, MemoryPlan* plan, const OpRegistry* registry = nullptr,
+                   const ExecutorOptions& options = {});
+/// Bytes of workspace one run of `g` needs, as plan_memory plans it.
+Status workspace_bytes(const Graph& g, size_t* bytes, const OpRegistry* registry = nullptr,
+                       const ExecutorOptions& options = {});
 
 class DeviceExecutor {
  public:
@@ -91,15 +108,16 @@ class DeviceExecutor {
   DeviceExecutor(const DeviceExecutor&) = delete;
   DeviceExecutor& operator=(const DeviceExecutor&) = delete;
 
-  /// Validates `g`, plans memory, creates a cuBLASLt handle and picks an algorithm for every GEMM
-  /// node. Needs a device; allocates no device memory. The graph is copied.
+  /// Validates `g`, creates a cuBLASLt handle, picks a path and an algorithm for every GEMM node
+  /// (falling back to kDequantBf16 where the native block-scaled path does not apply; notes()
+  /// says why) and plans memory. Needs a device; allocates no device memory. The graph is copied.
   static Status create(const Graph& g, std::unique_ptr<DeviceExecutor>* out,
-                       const OpRegistry* registry = nullptr);
+                       const OpRegistry* registry = nullptr, const ExecutorOptions& options = {});
 
   size_t workspace_bytes() const { return plan_.total_bytes; }
   const MemoryPlan& plan() const { return plan_; }
   const Graph& graph() const { return graph_; }
-  /// One line per GEMM node: its path and why.
+  /// One line per GEMM node: its path and why (for kDequantBf16: why not kFp8Block128).
   const std::vector<std::string>& notes() const { return notes_; }
 
   /// A contiguous view of tensor `name` (not a graph input) inside `workspace`.
