@@ -115,6 +115,8 @@ Status DeviceExecutor::GemmState::setup(cublasLtHandle_t handle, const std::stri
     QFUSE_LT(
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &sb, sizeof sb),
         what + " B scale mode");
+    QFUSE_RETURN_IF_ERROR(set_scale_pointers(desc, detail::heuristic_scale_placeholder(),
+                                             detail::heuristic_scale_placeholder()));
 #else
     return Status(StatusCode::kNotSupported, what + ": block scale modes need cuBLAS 12.9");
 #endif
@@ -198,6 +200,14 @@ Status DeviceExecutor::create(const Graph& g, std::unique_ptr<DeviceExecutor>* o
       st->path = GemmPath::kDequantBf16;
       setup = st->setup(handle, what);
     }
+    if (!setup.ok() && st->path == GemmPath::kDequantBf16 && gi.out_dtype == DType::kF16)
+      return Status(StatusCode::kNotSupported,
+                    what +
+                        ": an fp16 output needs cuBLASLt's native block scaling (not usable "
+                        "here: " +
+                        why +
+                        "); the dequantizing fallback multiplies bf16 "
+                        "operands, which cuBLASLt writes as bf16 or fp32 only");
     QFUSE_RETURN_IF_ERROR(setup);
     std::string note = "gemm '" + n.name + "' [" + std::to_string(gi.M) + " x " +
                        std::to_string(gi.N) + " x " + std::to_string(gi.K) +

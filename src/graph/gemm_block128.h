@@ -52,6 +52,15 @@ QFUSE_HD int64_t qfuse_blk128_offset(int64_t rb, int64_t kb, int64_t row_blocks,
   return rb * k_blocks + kb;
 }
 
+/// Scale pointer set on a block-scaled descriptor while cuBLASLt's heuristic is asked (at
+/// create(), before any buffer exists; run() sets the real pointers): measured on H100 with
+/// cuBLASLt 13.0, the heuristic finds no algorithm for the VEC128 / BLK128x128 modes while the
+/// pointers are unset (CUBLAS_STATUS_INVALID_VALUE) and one when they are set. The heuristic runs
+/// on the host and never reads through it; it is non-null and 256-byte aligned.
+inline const void* heuristic_scale_placeholder() {
+  return reinterpret_cast<const void*>(uintptr_t{256});
+}
+
 /// fp32 elements of a BLK128x128 scale buffer as cuBLASLt reads it (padding included: its 16-byte
 /// loads may cover the padding of the last row block).
 inline int64_t cublas_blk128_elems(int64_t row_blocks, int64_t k_blocks) {
