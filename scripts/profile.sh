@@ -17,7 +17,7 @@ run() {  # name op quant T H [extra bench options]
     --no-unfused >"$out/ncu_$name.txt" 2>&1
   set -- "$name" "$op" "$quant" "$T" "$H"
   echo "== $1 ($2 $3 T=$4 H=$5)"
-  grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth" "$out/ncu_$1.txt" | sed 's/^ */  /'
+  grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth|Stall|Executed Ipc" "$out/ncu_$1.txt" | sed 's/^ */  /'
 }
 for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; do
   case $c in
@@ -26,6 +26,9 @@ for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; 
     quant_tensor) run $c quantize fp8_per_tensor 16384 7168 ;;
     quant_token) run $c quantize fp8_per_token 16384 7168 ;;
     quant_nvfp4) run $c quantize nvfp4:swizzled 16384 7168 ;;
+    quant_g128) run $c quantize fp8_group128:row:f32 16384 7168 ;;
+    quant_colpack) run $c quantize fp8_group128:col_tma:ue8m0_packed 16384 7168 ;;
+    silu_nvfp4_wide) run $c silu_mul_quant nvfp4:swizzled 16384 14336 ;;
     silu_small) run $c silu_mul_quant fp8_group128:row:f32 16 14336 ;;
     merge2) run $c merge_states fp8_per_tensor 4096 128 -N 2 -D 128 ;;
     merge8) run $c merge_states fp8_per_tensor 4096 128 -N 8 -D 128 ;;

@@ -65,6 +65,7 @@ struct LoadSiluMul {
   // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy. `__launch_bounds__(256, 1)`
   // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
   static constexpr int kStreamMinBlocks = 8;
+  static constexpr int kStreamMinBlocksGrouped = 8;
   static constexpr bool kStream = false;      // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): 16 bytes of gate, then 16 bytes of up.
   // NOTE: off: measured on H100 (T=16384, H=7168, fp8_group128) the cp.async pipeline ran this

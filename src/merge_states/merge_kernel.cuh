@@ -37,7 +37,10 @@ struct LoadMerge {
   // blocks per SM) measured 45 % of copy bandwidth for a 2-way merge (T=4096 H=128 D=128).
   // NOTE: a register cap for the streaming kernel: without it nvcc gave the 2-way fp8_per_tensor
   // kernel 62 registers (4 blocks per SM) and it fell from 99 % to 88 % of copy bandwidth.
+  // Measured for the 2-way merge with per-group FP8: 40 registers (6 blocks) 91-92 % of copy
+  // bandwidth, 48 (5 blocks) 88-89 %.
   static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
+  static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
   static constexpr bool kStream = true;
   static constexpr bool kAsync = false;
   static constexpr bool kBulk = false;

@@ -40,6 +40,7 @@ struct LoadRows {
   // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy. `__launch_bounds__(256, 1)`
   // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
   static constexpr int kStreamMinBlocks = 8;
+  static constexpr int kStreamMinBlocksGrouped = 8;
   static constexpr bool kStream = false;      // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
   static constexpr bool kAsync = true;

@@ -18,7 +18,8 @@
 // warp's tasks all have their loads in flight before any is waited for; and
 //   __device__ void finish(int64_t row, int col, int nvalid) const
 // called once the chunk is stored (per-row side outputs such as a merged lse; usually empty);
-// kStreamMinBlocks: resident blocks per SM the streaming kernel must allow (a register cap).
+// kStreamMinBlocks / kStreamMinBlocksGrouped: resident blocks per SM the streaming kernel must
+// allow (a register cap), for policies without / with a group reduction.
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
 // from hoisting the next tasks' loads above it.
 #pragma once
@@ -29,6 +30,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/fast_div.h"
 #include "core/launch.cuh"
 #include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
@@ -47,14 +49,28 @@ constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persiste
 /// one task per warp (no loop), few registers, the block scheduler keeping every SM full.
 /// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
 template <class Producer, class Policy, int kUnroll>
-__global__ void __launch_bounds__(kRowwiseThreads, kUnroll == 1 ? Producer::kStreamMinBlocks : 1)
+__global__ void __launch_bounds__(kRowwiseThreads, kUnroll > 1 ? 1
+                                                   : Policy::kLanesPerGroup > 1
+                                                       ? Producer::kStreamMinBlocksGrouped
+                                                       : Producer::kStreamMinBlocks)
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
-                   int cols, uint32_t tasks_per_row, uint32_t ntasks, uint32_t per_warp) {
+                   int cols, FastDiv tasks_per_row, uint32_t ntasks, uint32_t per_warp,
+                   uint32_t task_blocks) {
   pdl_begin();
   const Policy pol(params);
+  // NOTE: the streaming grid has blocks of its own for the scale buffer's padding past the
+  // `task_blocks` that cover the tasks: done by the task blocks, before or after their task, the
+  // padding of NVFP4 at T = 16 (112 padding rows of 16 real ones) delayed every task.
+  if constexpr (kUnroll == 1) {
+    if (blockIdx.x >= task_blocks) {
+      pol.zero_padding((blockIdx.x - task_blocks) * blockDim.x + threadIdx.x,
+                       (gridDim.x - task_blocks) * blockDim.x);
+      return;
+    }
+  }
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  pol.zero_padding(tid, nthreads);
+  if constexpr (kUnroll > 1) pol.zero_padding(tid, nthreads);  // persistent grid: every thread
 
   const int lane = threadIdx.x & 31;
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
@@ -72,8 +88,8 @@ __global__ void __launch_bounds__(kRowwiseThreads, kUnroll == 1 ? Producer::kStr
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const uint32_t task = base + u;
-      row[u] = task / tasks_per_row;
-      const uint32_t seg = task - row[u] * tasks_per_row;
+      row[u] = tasks_per_row.div(task);
+      const uint32_t seg = task - row[u] * tasks_per_row.d;
       col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
       nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
       if constexpr (kUnroll > 1) {
@@ -116,7 +132,7 @@ constexpr int kAsyncStages = QFUSE_ASYNC_STAGES;  // tasks per thread in flight 
 template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_async_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
-                         int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+                         int cols, FastDiv tasks_per_row, uint32_t ntasks) {
   pdl_begin();
   extern __shared__ uint4 stage_mem[];
   constexpr int kSlot = Producer::kStageBytes;
@@ -131,8 +147,8 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
   const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
   auto locate = [&](uint32_t task, uint32_t& row, int& col, int& nvalid) {
-    row = task / tasks_per_row;
-    const uint32_t seg = task - row * tasks_per_row;
+    row = tasks_per_row.div(task);
+    const uint32_t seg = task - row * tasks_per_row.d;
     col = static_cast<int>(seg * 32 + lane) * kChunk;
     nvalid = task < ntasks ? chunk_valid(cols, col) : 0;
   };
@@ -180,7 +196,7 @@ constexpr int kBulkStages = QFUSE_BULK_STAGES;  // tasks per warp in flight (bul
 template <class Producer, class Policy>
 __global__ void __launch_bounds__(kRowwiseThreads)
     rowwise_bulk_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
-                        int cols, uint32_t tasks_per_row, uint32_t ntasks) {
+                        int cols, FastDiv tasks_per_row, uint32_t ntasks) {
   pdl_begin();
   extern __shared__ __align__(128) uint8_t bulk_mem[];
   __shared__ uint64_t bars[kRowwiseThreads / 32][kBulkStages];
@@ -205,8 +221,8 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   auto issue = [&](uint32_t k) {
     const uint32_t task = warp + k * nwarps;
     if (lane == 0 && task < ntasks) {
-      const uint32_t row = task / tasks_per_row;
-      const int col0 = static_cast<int>(task - row * tasks_per_row) * 32 * kChunk;
+      const uint32_t row = tasks_per_row.div(task);
+      const int col0 = static_cast<int>(task - row * tasks_per_row.d) * 32 * kChunk;
       const int ncols = min(32 * kChunk, cols - col0);
       fence_proxy_async_shared();
       prod.bulk_issue(row, col0, ncols, wbuf + (k % kBulkStages) * kBytes, &wbar[k % kBulkStages]);
@@ -218,8 +234,8 @@ __global__ void __launch_bounds__(kRowwiseThreads)
     issue(k + kBulkStages - 1);
     mbar_wait(&wbar[k % kBulkStages], (k / kBulkStages) & 1);
     const uint32_t task = warp + k * nwarps;
-    const uint32_t row = task / tasks_per_row;
-    const int col = (static_cast<int>(task - row * tasks_per_row) * 32 + lane) * kChunk;
+    const uint32_t row = tasks_per_row.div(task);
+    const int col = (static_cast<int>(task - row * tasks_per_row.d) * 32 + lane) * kChunk;
     const int nvalid = chunk_valid(cols, col);
     float v[kChunk];
     prod.bulk_compute(wbuf + (k % kBulkStages) * kBytes, lane, nvalid, v);
@@ -399,7 +415,7 @@ Status blocks_per_sm(Kernel kernel, int threads, int smem, int* out) {
 /// keeping several tasks in flight (bulk copy, cp.async or kRowwiseUnroll register tasks).
 template <class Producer, class Policy>
 Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Params& params,
-                                 int64_t rows, int64_t cols, bool has_scale_padding,
+                                 int64_t rows, int64_t cols, int64_t padding_units,
                                  int64_t tasks_per_row, int64_t tasks, const DeviceInfo& dev,
                                  cudaStream_t stream) {
   const int64_t warps_per_block = kRowwiseThreads / 32;
@@ -415,10 +431,10 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
       const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
       const int64_t blocks =
           std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
-      return launch_kernel("rowwise_bulk_kernel", bulk_kernel, dim3(static_cast<unsigned>(blocks)),
-                           dim3(kRowwiseThreads), smem, stream, prod, params, rows,
-                           static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-                           static_cast<uint32_t>(tasks));
+      return launch_kernel(
+          "rowwise_bulk_kernel", bulk_kernel, dim3(static_cast<unsigned>(blocks)),
+          dim3(kRowwiseThreads), smem, stream, prod, params, rows, static_cast<int>(cols),
+          FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks));
     }
   }
   if constexpr (Producer::kAsync) {
@@ -431,10 +447,10 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
       const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
       const int64_t blocks =
           std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
-      return launch_kernel("rowwise_async_kernel", async_kernel,
-                           dim3(static_cast<unsigned>(blocks)), dim3(kRowwiseThreads), smem, stream,
-                           prod, params, rows, static_cast<int>(cols),
-                           static_cast<uint32_t>(tasks_per_row), static_cast<uint32_t>(tasks));
+      return launch_kernel(
+          "rowwise_async_kernel", async_kernel, dim3(static_cast<unsigned>(blocks)),
+          dim3(kRowwiseThreads), smem, stream, prod, params, rows, static_cast<int>(cols),
+          FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks));
     }
   }
   const auto kernel = rowwise_kernel<Producer, Policy, kRowwiseUnroll>;
@@ -445,16 +461,17 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
   const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
   const int64_t groups = (tasks + per_warp - 1) / per_warp;
   int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
-  if (has_scale_padding) blocks = std::max<int64_t>(blocks, resident / 4);
+  if (padding_units > 0) blocks = std::max<int64_t>(blocks, resident / 4);
   blocks = std::max<int64_t>(blocks, 1);
   return launch_kernel("rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
                        dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
-                       static_cast<uint32_t>(tasks_per_row), static_cast<uint32_t>(tasks),
-                       per_warp);
+                       FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
+                       static_cast<uint32_t>(tasks), per_warp, static_cast<uint32_t>(blocks));
 }
 
-/// QFUSE_ROWWISE=stream|persistent: the kernel form for large NVFP4 problems (an experiment
-/// switch for same-run comparisons; read once per process). Unset: the per-policy default.
+/// QFUSE_ROWWISE=stream|persistent: the kernel form for large problems of producers that have
+/// copy pipelines (an experiment switch for same-run comparisons; read once per process).
+/// Unset: the per-policy default (Policy::kStream).
 inline const char* rowwise_form_forced() {
   static const char* forced = [] {
     const char* e = std::getenv("QFUSE_ROWWISE");
@@ -465,7 +482,7 @@ inline const char* rowwise_form_forced() {
 
 template <class Producer, class Policy>
 Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params& params,
-                             int64_t rows, int64_t cols, bool has_scale_padding,
+                             int64_t rows, int64_t cols, int64_t padding_units,
                              cudaStream_t stream) {
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
@@ -486,29 +503,35 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   const int64_t stream_resident = static_cast<int64_t>(std::max(stream_per_sm, 1)) * dev.sm_count;
   const char* forced = rowwise_form_forced();
   const bool small = task_blocks <= stream_resident;
-  const std::string form =
-      small ? "stream"
-            : (forced ? forced : (Producer::kStream || Policy::kStream ? "stream" : "persistent"));
+  const std::string form = small || Producer::kStream
+                               ? "stream"
+                               : (forced ? forced : (Policy::kStream ? "stream" : "persistent"));
   // NOTE: one task per warp, one grid covering every task, few registers, the block scheduler
-  // keeping every SM full: small batches (every SM takes part, lowest latency), FP8 and plain
-  // outputs and producers without copy pipelines. Measured on H100 (bench/NOTES.md): 96-102 % of
-  // copy bandwidth for quantize fp8_per_tensor, silu_mul_quant fp8_group128 and merge_states
-  // fp8_per_tensor, against 88-94 % for the persistent pipelines and 88-92 % for a persistent
-  // register kernel prefetching its next task. NVFP4 of quantize / silu keeps the cp.async /
-  // bulk-copy pipelines (issue-bound: they measured 2-6 % higher there).
-  if (form == "stream" || Producer::kStream || Policy::kStream) {
-    int64_t blocks = task_blocks;
-    if (has_scale_padding) blocks = std::max<int64_t>(blocks, stream_resident / 4);
-    blocks = std::max<int64_t>(blocks, 1);
-    return launch_kernel("rowwise_kernel", stream_kernel, dim3(static_cast<unsigned>(blocks)),
-                         dim3(kRowwiseThreads), 0, stream, prod, params, rows,
-                         static_cast<int>(cols), static_cast<uint32_t>(tasks_per_row),
-                         static_cast<uint32_t>(tasks), uint32_t{1});
+  // keeping every SM full: the form of every policy (all declare kStream). Measured on H100
+  // (bench/NOTES.md): 96-103 % of copy bandwidth for quantize fp8_per_tensor, silu_mul_quant
+  // fp8_group128 and merge_states fp8_per_tensor, against 88-94 % for the persistent pipelines
+  // and 88-92 % for a persistent register kernel prefetching its next task; silu_mul_quant nvfp4
+  // 92-93 % against 74-86 % (after NVFP4 stopped building a per-block table behind a barrier).
+  // The persistent pipelines stay reachable with QFUSE_ROWWISE=persistent for comparisons:
+  // quantize nvfp4 measured 72 % there against 68 % streaming (both issue-bound).
+  if (form == "stream") {
+    // Padding blocks: one store per thread, at most a quarter of the resident blocks.
+    const int64_t pad_blocks =
+        padding_units > 0
+            ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
+                                  std::max<int64_t>(stream_resident / 4, 1))
+            : 0;
+    const int64_t blocks = std::max<int64_t>(task_blocks, 1) + pad_blocks;
+    return launch_kernel(
+        "rowwise_kernel", stream_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRowwiseThreads),
+        0, stream, prod, params, rows, static_cast<int>(cols),
+        FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
+        uint32_t{1}, static_cast<uint32_t>(std::max<int64_t>(task_blocks, 1)));
   }
-  if constexpr (Producer::kStream || Policy::kStream) {
+  if constexpr (Producer::kStream) {
     return Status(StatusCode::kInternal, "unreachable");
   } else {
-    return launch_rowwise_persistent<Producer, Policy>(prod, params, rows, cols, has_scale_padding,
+    return launch_rowwise_persistent<Producer, Policy>(prod, params, rows, cols, padding_units,
                                                        tasks_per_row, tasks, dev, stream);
   }
 }
@@ -528,24 +551,24 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
   ScaleShape shape;
   QFUSE_RETURN_IF_ERROR(scale_shape(spec, rows, cols, &shape));
   const ScaleAddr sa = ScaleAddr::make(spec, shape, rows);
-  const bool padded = sa.padded_rows > sa.rows || sa.padded_groups > sa.groups;
+  const int64_t padded = sa.padding_units();
   switch (spec.kind) {
     case QuantKind::kNone:
       switch (q.out.dtype) {
         case DType::kBF16: {
           using P = PlainOut<__nv_bfloat16>;
           const P::Params pp{typed<__nv_bfloat16>(q.out), ld, aligned_rows(q.out.data, ld, 2, 16)};
-          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, false, stream);
+          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, 0, stream);
         }
         case DType::kF16: {
           using P = PlainOut<__half>;
           const P::Params pp{typed<__half>(q.out), ld, aligned_rows(q.out.data, ld, 2, 16)};
-          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, false, stream);
+          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, 0, stream);
         }
         case DType::kF32: {
           using P = PlainOut<float>;
           const P::Params pp{typed<float>(q.out), ld, aligned_rows(q.out.data, ld, 4, 16)};
-          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, false, stream);
+          return launch_rowwise_policy<Producer, P>(prod, pp, rows, cols, 0, stream);
         }
         default:
           return Status::InvalidArgument("out.dtype", "bf16|fp16|fp32",
@@ -554,7 +577,7 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
     case QuantKind::kFp8PerTensor: {
       const Fp8PerTensor::Params pp{typed<uint8_t>(q.out), ld, q.scale,
                                     aligned_rows(q.out.data, ld, 1, 8)};
-      return launch_rowwise_policy<Producer, Fp8PerTensor>(prod, pp, rows, cols, false, stream);
+      return launch_rowwise_policy<Producer, Fp8PerTensor>(prod, pp, rows, cols, 0, stream);
     }
     case QuantKind::kFp8PerToken: {
       const Fp8PerToken::Params pp{typed<uint8_t>(q.out), ld, typed<float>(q.scales), q.scale_ub,

@@ -1,9 +1,12 @@
 // Tests of the core vocabulary: DType names and sizes, TensorRef views, Status messages.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "core/fast_div.h"
 #include "qfuse/core/dtype.h"
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
@@ -23,6 +26,32 @@ const std::vector<DTypeCase> kDTypes = {
     {DType::kE4M3, "e4m3", 1}, {DType::kE2M1x2, "e2m1x2", 1}, {DType::kUE8M0, "ue8m0", 1},
     {DType::kI32, "i32", 4},   {DType::kU8, "u8", 1},
 };
+
+TEST(FastDiv, MatchesDivisionBelow2To30ForEveryDivisorUpTo4096AndRandomOnes) {
+  std::mt19937 rng(7);
+  std::vector<uint32_t> divisors;
+  for (uint32_t d = 1; d <= 4096; ++d) divisors.push_back(d);
+  for (int i = 0; i < 2000; ++i) divisors.push_back(1 + rng() % ((1u << 30) - 1));
+  for (uint32_t d : {(1u << 30) - 1, 1u << 30, (1u << 30) + 1, (1u << 31) - 1})
+    divisors.push_back(d);
+  int bad = 0;
+  for (uint32_t d : divisors) {
+    const FastDiv f = FastDiv::make(d);
+    // Multiples and their neighbours (where a wrong multiplier shows first), the top of the
+    // range, and random numerators.
+    std::vector<uint32_t> ns = {0, 1, d - 1, d, d + 1, (1u << 30) - 1, (1u << 30) - d};
+    for (uint32_t k = 1; k < 64; ++k) {
+      const uint64_t m = static_cast<uint64_t>(d) * (((1u << 30) - 1) / d / k);
+      for (int64_t o = -1; o <= 1; ++o)
+        if (m + o < (1u << 30)) ns.push_back(static_cast<uint32_t>(m + o));
+    }
+    for (int i = 0; i < 64; ++i) ns.push_back(rng() >> 2);
+    for (uint32_t n : ns)
+      if (n < (1u << 30) && f.div(n) != n / d && bad++ < 5)
+        ADD_FAILURE() << n << " / " << d << ": got " << f.div(n);
+  }
+  EXPECT_EQ(bad, 0);
+}
 
 TEST(DType, NamesAndSizes) {
   for (const auto& c : kDTypes) {

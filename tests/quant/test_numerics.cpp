@@ -286,6 +286,28 @@ TEST(Ue8m0, RoundUp) {
   EXPECT_TRUE(std::isnan(rules::ue8m0_round_up(NAN)));
 }
 
+TEST(Ue8m0, BranchFreeRoundUpMatchesOnEveryNormalBinadeEdgeAndSamples) {
+  // Every mantissa of two binades, the neighbours of every power of two from 2^-126 to 2^127,
+  // FLT_MAX, infinity and NaN.
+  std::vector<uint32_t> bits;
+  for (uint32_t m = 0; m < (1u << 23); ++m) {
+    bits.push_back((120u << 23) | m);
+    bits.push_back((254u << 23) | m);
+  }
+  for (uint32_t e = 1; e < 255; ++e)
+    for (uint32_t d : {0u, 1u, 2u, 0x400000u, 0x7ffffeu, 0x7fffffu}) bits.push_back((e << 23) | d);
+  int bad = 0;
+  for (uint32_t b : bits) {
+    const float s = from_bits(b), got = rules::ue8m0_round_up_normal(s);
+    const float want = rules::ue8m0_round_up(s);
+    if (to_bits(got) != to_bits(want) && bad++ < 5)
+      ADD_FAILURE() << std::hex << "bits 0x" << b << ": got 0x" << to_bits(got) << ", want 0x"
+                    << to_bits(want);
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_TRUE(std::isnan(rules::ue8m0_round_up_normal(NAN)));
+}
+
 TEST(Ue8m0, DenormalAndHugeInputsAreClamped) {
   const float lo = std::ldexp(1.0f, -127), hi = std::ldexp(1.0f, 127);
   EXPECT_EQ(rules::ue8m0_round_up(0.0f), lo);

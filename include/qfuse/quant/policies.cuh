@@ -12,7 +12,8 @@
 //   P(const Params&)               device constructor; loads per-tensor scalars once
 //   void apply(row, col, nvalid, v) all 32 lanes of a warp call it together; nvalid in [0, 8]
 //                                  values are real (the rest of v must be 0)
-//   void zero_padding(tid, nthreads) writes zeros to scale-buffer padding (grid-stride)
+//   void zero_padding(tid, n)      writes zeros to scale-buffer padding (grid-stride over n
+//                                  threads; see rowwise.cuh for which threads)
 // All arithmetic goes through rules.h, which the host references share.
 #pragma once
 
@@ -185,11 +186,13 @@ __device__ __forceinline__ void store_fp8_chunk(uint8_t* __restrict__ p, bool ve
   }
 }
 
+/// NaN-propagating max of |v|, as a tree (3 dependent steps instead of 8: it sits between a
+/// task's load and its group reduction).
 __device__ __forceinline__ float chunk_amax(const float (&v)[kChunk]) {
-  float m = 0.0f;
+  float m[kChunk / 2];
 #pragma unroll
-  for (int i = 0; i < kChunk; ++i) m = rules::nan_max(m, fabsf(v[i]));
-  return m;
+  for (int i = 0; i < kChunk / 2; ++i) m[i] = rules::nan_max(fabsf(v[2 * i]), fabsf(v[2 * i + 1]));
+  return rules::nan_max(rules::nan_max(m[0], m[1]), rules::nan_max(m[2], m[3]));
 }
 
 /// amax over the kLanes consecutive lanes that own one group (kLanes a power of two <= 32).
@@ -201,28 +204,58 @@ __device__ __forceinline__ float group_amax(float m) {
   return m;
 }
 
-/// Writes zeros to the padding of a scale buffer: rows [rows, padded_rows) of every group and
-/// groups [groups, padded_groups) of every real row. Consumers (TMA, block-scaled GEMMs) read it.
-__device__ __forceinline__ void zero_scale_padding(void* base, const ScaleAddr& sa, int64_t tid,
-                                                   int64_t nthreads) {
-  const int64_t pad_rows = sa.padded_rows - sa.rows;
-  const int64_t n1 = pad_rows * sa.padded_groups;
-  const int64_t pad_groups = sa.padded_groups - sa.groups;
-  const int64_t n2 = sa.rows * pad_groups;
-  for (int64_t i = tid; i < n1 + n2; i += nthreads) {
-    int64_t r, g;
-    if (i < n1) {
-      r = sa.rows + i / sa.padded_groups;
-      g = i % sa.padded_groups;
-    } else {
-      r = (i - n1) / pad_groups;
-      g = sa.groups + (i - n1) % pad_groups;
-    }
+/// Loads a per-tensor scalar ahead of the task's data loads: the empty asm with a memory clobber
+/// keeps nvcc from sinking the load to its first use, where it issued only once the data had
+/// arrived (one more memory round trip per task; most of a small batch's latency).
+__device__ __forceinline__ float load_scalar_early(const float* p) {
+  const float v = *p;
+  asm volatile("" ::: "memory");
+  return v;
+}
+
+/// Writes zeros to the padding of a scale buffer (ScaleAddr::padding_units stores; grid-stride
+/// over `nthreads` threads): rows [rows, padded_rows) of every group and groups [groups,
+/// padded_groups) of every real row. Consumers (TMA, block-scaled GEMMs) read it.
+/// NOTE: 32-bit index arithmetic (both counts are below 2^32: padding rows are fewer than 128,
+/// padding groups fewer than 4, rows below 2^30 by the launcher's task bound); the 64-bit
+/// divisions this loop had were library calls. The NVFP4 swizzled layout keeps the 4 scales of a
+/// row's k tile in 4 consecutive bytes, so its padding rows (up to 127: at T = 16 more scales
+/// than the real ones) take one 4-byte store per tile.
+/// NOTE: not inlined, and given the geometry by value: inlined, values of its address arithmetic
+/// stayed live across the task (nvcc shares them with the scale stores) and, under the streaming
+/// kernels' register caps, nvcc spilled the task's freshly loaded data: the spill stores waited
+/// for the loads (the 2-way merge with per-group FP8 fell from 92 to 81 % of copy bandwidth).
+static __device__ __noinline__ void zero_scale_padding(uint8_t* base, ScaleAddr sa, uint32_t tid,
+                                                       uint32_t nthreads) {
+  const uint32_t rows = static_cast<uint32_t>(sa.rows);
+  const uint32_t pad_rows = static_cast<uint32_t>(sa.padded_rows - sa.rows);
+  const uint32_t pad_groups = static_cast<uint32_t>(sa.padded_groups - sa.groups);
+  auto zero = [&](uint32_t r, uint32_t g) {
     const int64_t off = sa.offset(r, g);
     if (sa.elem_bytes == 4)
-      static_cast<float*>(base)[off] = 0.0f;
+      reinterpret_cast<float*>(base)[off] = 0.0f;
     else
-      static_cast<uint8_t*>(base)[off] = 0;
+      base[off] = 0;
+  };
+  if (sa.num_k_tiles > 0) {
+    const uint32_t tiles = static_cast<uint32_t>(sa.num_k_tiles);
+    for (uint32_t i = tid; i < pad_rows * tiles; i += nthreads) {
+      const uint32_t r = i / tiles;
+      *reinterpret_cast<uint32_t*>(base + sa.offset(rows + r, 4 * (i - r * tiles))) = 0;
+    }
+  } else {
+    const uint32_t groups = static_cast<uint32_t>(sa.padded_groups);
+    for (uint32_t i = tid; i < pad_rows * groups; i += nthreads) {
+      const uint32_t r = i / groups;
+      zero(rows + r, i - r * groups);
+    }
+  }
+  if (pad_groups > 0) {
+    const uint32_t first = static_cast<uint32_t>(sa.groups);
+    for (uint32_t i = tid; i < rows * pad_groups; i += nthreads) {
+      const uint32_t r = i / pad_groups;
+      zero(r, first + (i - r * pad_groups));
+    }
   }
 }
 
@@ -243,7 +276,7 @@ struct PlainOut {
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     if (nvalid > 0) store_chunk(p.out + row * p.ld + col, p.vec, nvalid, v);
   }
-  __device__ void zero_padding(int64_t, int64_t) const {}
+  __device__ void zero_padding(uint32_t, uint32_t) const {}
 };
 
 /// FP8 static per-tensor: q = e4m3(x * (1 / scale)), scale read from the device.
@@ -259,14 +292,15 @@ struct Fp8PerTensor {
   const Params& p;
   // NOTE: the scale is read and inverted where it is used (an L1 hit after the first task), not
   // in the constructor: there, every warp waited for the scale's load before it issued its data
-  // loads, one extra memory round trip per warp (most of a small batch's latency). A load in
-  // apply() cannot be hoisted: the code stores alias it as far as the compiler knows.
+  // loads, one extra memory round trip per warp (most of a small batch's latency). Loading it
+  // ahead of the data (load_scalar_early) and inverting it after the data arrived measured
+  // 0.05 us faster at T <= 16 but 0.05 us slower at T = 64-256 (merge, H=16 D=128; same run).
   __device__ explicit Fp8PerTensor(const Params& params) : p(params) {}
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     if (nvalid > 0)
       store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(*p.scale));
   }
-  __device__ void zero_padding(int64_t, int64_t) const {}
+  __device__ void zero_padding(uint32_t, uint32_t) const {}
 };
 
 /// FP8 dynamic per-group (g = 8 * kLanes consecutive columns), any scale layout and format.
@@ -285,12 +319,14 @@ struct Fp8PerGroup {
     bool vec;
   };
   const Params& p;
-  float ub;
-  __device__ explicit Fp8PerGroup(const Params& params)
-      : p(params), ub(params.scale_ub ? *params.scale_ub : INFINITY) {}
+  // NOTE: scale_ub is read at use, like Fp8PerTensor's scale: loaded in the constructor, it held
+  // a register for the whole kernel, and where the streaming kernel ran out of registers (merge,
+  // 2-way) the spill's store waited for that load before any data load issued.
+  __device__ explicit Fp8PerGroup(const Params& params) : p(params) {}
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     const float amax = group_amax<kLanesPerGroup>(chunk_amax(v));
     if (nvalid <= 0) return;
+    const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
     const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
     const int lane = threadIdx.x & 31;
     if (lane % kLanesPerGroup == 0) {
@@ -302,17 +338,21 @@ struct Fp8PerGroup {
     }
     store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s));
   }
-  __device__ void zero_padding(int64_t tid, int64_t n) const {
-    zero_scale_padding(p.scales, p.sa, tid, n);
+  __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
+    if (p.sa.padding_units() > 0)
+      zero_scale_padding(static_cast<uint8_t*>(p.scales), p.sa, tid, nthreads);
   }
 };
 
 /// NVFP4: E2M1 values, one E4M3 scale per 16 values (2 lanes), fp32 global scale on the device.
 /// Requires full chunks (cols % 16 == 0, checked by validation).
 struct Nvfp4 {
-  // NOTE: issue-bound (software E2M1 round) with a per-block scale table: the persistent
-  // pipelines measured 69-72 % of copy bandwidth for silu_mul_quant vs 64-70 % streaming.
-  static constexpr bool kStream = false;
+  // NOTE: the streaming kernel, like FP8. This policy used to build a 256-entry table of
+  // nvfp4_out_scale per block (two IEEE divisions became one shared load), which needed the
+  // global scale and a barrier before any warp issued its data loads: in the streaming form every
+  // warp waited one memory round trip first, so NVFP4 kept the persistent pipelines. Computing
+  // the factor per chunk costs ~16 instructions of the ~150 a chunk takes.
+  static constexpr bool kStream = true;
   static constexpr int kLanesPerGroup = 2;
   struct Params {
     uint8_t* out;  // packed bytes
@@ -323,27 +363,19 @@ struct Nvfp4 {
     bool vec;
   };
   const Params& p;
-  float gs;
-  float* out_scale_of;  // [256] shared: nvfp4_out_scale of every block-scale code
-  /// NOTE: must be constructed by every thread of the block (it fills a shared table and
-  /// synchronises): the two IEEE divisions of nvfp4_out_scale become one shared-memory load.
-  __device__ explicit Nvfp4(const Params& params) : p(params), gs(*params.global_scale) {
-    __shared__ float table[256];
-    for (int i = threadIdx.x; i < 256; i += blockDim.x)
-      table[i] = rules::nvfp4_out_scale(rules::e4m3_value(static_cast<uint8_t>(i)), gs);
-    __syncthreads();
-    out_scale_of = table;
-  }
+  float gs;  // issued ahead of the data loads (load_scalar_early); every use depends on the data
+  __device__ explicit Nvfp4(const Params& params)
+      : p(params), gs(load_scalar_early(params.global_scale)) {}
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     const float bmax = group_amax<2>(chunk_amax(v));
     if (nvalid <= 0) return;
     const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
-    const float out_scale = out_scale_of[sf];
+    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
     if ((threadIdx.x & 1) == 0) p.scales[p.sa.offset(row, col / 16)] = sf;
-    uint32_t w = 0;
+    float t[kChunk];
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i)
-      w |= static_cast<uint32_t>(rules::e2m1_encode(v[i] * out_scale)) << (4 * i);
+    for (int i = 0; i < kChunk; ++i) t[i] = v[i] * out_scale;
+    const uint32_t w = rules::e2m1_encode8(t);
     uint8_t* dst = p.out + row * p.ld + col / 2;
     if (p.vec) {
       *reinterpret_cast<uint32_t*>(dst) = w;
@@ -352,8 +384,8 @@ struct Nvfp4 {
       for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(w >> (8 * i));
     }
   }
-  __device__ void zero_padding(int64_t tid, int64_t n) const {
-    zero_scale_padding(p.scales, p.sa, tid, n);
+  __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
+    if (p.sa.padding_units() > 0) zero_scale_padding(p.scales, p.sa, tid, nthreads);
   }
 };
 

@@ -93,6 +93,15 @@ QFUSE_HD float ue8m0_round_up(float s) {
   return bits_float(e << 23);
 }
 
+/// ue8m0_round_up without branches for what fp8_dynamic_scale rounds: s >= 2^-126 (normal,
+/// positive) or NaN. Adding 2^23 - 1 to the bits carries into the exponent exactly when the
+/// mantissa is not zero; the exponent is then capped at 254 (2^127).
+QFUSE_HD float ue8m0_round_up_normal(float s) {
+  const uint32_t up = (float_bits(s) + 0x7fffffu) & 0xff800000u;
+  const uint32_t capped = up < 0x7f000000u ? up : 0x7f000000u;
+  return is_nan(s) ? s : bits_float(capped);
+}
+
 /// The UE8M0 byte of a power of two produced by ue8m0_round_up (NaN -> 0xFF).
 QFUSE_HD uint8_t ue8m0_byte(float pow2) {
   if (is_nan(pow2)) return 0xFF;
@@ -116,7 +125,7 @@ QFUSE_HD float fp8_dynamic_scale(float amax, float scale_ub, bool pow2) {
   float s = nan_min(amax, scale_ub) / kFp8Max;
   s = nan_max(s, kMinScale);
   if (s > FLT_MAX) s = FLT_MAX;
-  return pow2 ? ue8m0_round_up(s) : s;
+  return pow2 ? ue8m0_round_up_normal(s) : s;  // s >= kMinScale here
 }
 
 /// The reciprocal every FP8 quantizer multiplies by.

@@ -35,6 +35,13 @@ struct ScaleAddr {
     return row * a + (group >> 2) * b + (group & 3) * c;
   }
 
+  /// Stores that zero the padding (zero_scale_padding): padding rows x padded groups (one 4-byte
+  /// word per k tile of 4 groups in the NVFP4 swizzled layout) plus real rows x padding groups.
+  QFUSE_HD int64_t padding_units() const {
+    const int64_t per_row = num_k_tiles > 0 ? num_k_tiles : padded_groups;
+    return (padded_rows - rows) * per_row + rows * (padded_groups - groups);
+  }
+
   /// Host: the addressing of `spec`'s scale buffer for `rows` rows of `shape.num_groups` groups.
   static ScaleAddr make(const QuantSpec& spec, const ScaleShape& shape, int64_t rows) {
     ScaleAddr s;
