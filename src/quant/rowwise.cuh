@@ -43,16 +43,26 @@ namespace qfuse::quant {
 constexpr int kRowwiseThreads = 256;
 constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persistent grid
 
+/// Resident blocks per SM the streaming kernel must allow (its register cap): the producer's
+/// choice, with or without a group reduction; wide lanes (a 16-value NVFP4 block per lane, two
+/// chunks in flight) get at least 64 registers (at 32, nvcc spilled 40-120 bytes per thread).
+template <class Producer, class Policy, int kUnroll, int kLaneChunks>
+constexpr int stream_min_blocks() {
+  if (kUnroll > 1) return 1;
+  if (kLaneChunks > 1)
+    return Producer::kStreamMinBlocksGrouped < 4 ? Producer::kStreamMinBlocksGrouped : 4;
+  return Policy::kLanesPerGroup > 1 ? Producer::kStreamMinBlocksGrouped
+                                    : Producer::kStreamMinBlocks;
+}
+
 /// Tasks are numbered row-major: task = row * tasks_per_row + segment, a segment being 32 chunks
 /// (256 columns) of one row. Warp w handles the groups of `per_warp` (<= kUnroll) consecutive
 /// tasks that start at (w + k * nwarps) * per_warp. kUnroll = 1 is the streaming form: a grid of
 /// one task per warp (no loop), few registers, the block scheduler keeping every SM full.
 /// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
-template <class Producer, class Policy, int kUnroll>
-__global__ void __launch_bounds__(kRowwiseThreads, kUnroll > 1 ? 1
-                                                   : Policy::kLanesPerGroup > 1
-                                                       ? Producer::kStreamMinBlocksGrouped
-                                                       : Producer::kStreamMinBlocks)
+template <class Producer, class Policy, int kUnroll, int kLaneChunks = 1>
+__global__ void __launch_bounds__(kRowwiseThreads,
+                                  stream_min_blocks<Producer, Policy, kUnroll, kLaneChunks>())
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                    int cols, FastDiv tasks_per_row, uint32_t ntasks, uint32_t per_warp,
                    uint32_t task_blocks) {
@@ -76,6 +86,30 @@ __global__ void __launch_bounds__(kRowwiseThreads, kUnroll > 1 ? 1
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
   const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
 
+  // NOTE: wide lanes (kLaneChunks == 2, policies with apply2: NVFP4): a lane owns two
+  // consecutive chunks, a whole 16-value NVFP4 block, so the block's scale is one lane's work
+  // (no shuffle) and the per-task arithmetic (row split, addresses, scale) serves 16 values.
+  if constexpr (kLaneChunks == 2) {
+    for (uint32_t task = warp; task < ntasks; task += nwarps) {
+      const uint32_t row = tasks_per_row.div(task);
+      const uint32_t seg = task - row * tasks_per_row.d;
+      const int col = static_cast<int>(seg * 32 + lane) * 2 * kChunk;
+      const int nvalid0 = chunk_valid(cols, col), nvalid1 = chunk_valid(cols, col + kChunk);
+      typename Producer::Raw raw0, raw1;
+      // Both chunks' loads issue before either is converted (see load_chunk2).
+      if (nvalid0 > 0) prod.fetch(row, col, nvalid0, raw0);
+      if (nvalid1 > 0) prod.fetch(row, col + kChunk, nvalid1, raw1);
+      float v0[kChunk], v1[kChunk];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v0[i] = v1[i] = 0.0f;
+      if (nvalid0 > 0) prod.convert(raw0, row, col, nvalid0, v0);
+      if (nvalid1 > 0) prod.convert(raw1, row, col + kChunk, nvalid1, v1);
+      pol.apply2(row, col, nvalid0, nvalid1, v0, v1);
+      prod.finish(row, col, nvalid0);
+      prod.finish(row, col + kChunk, nvalid1);
+    }
+    return;
+  }
   // NOTE: a warp's kUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
   // per input stream), which keeps DRAM accesses in long runs.
   for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
@@ -469,6 +503,36 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
                        static_cast<uint32_t>(tasks), per_warp, static_cast<uint32_t>(blocks));
 }
 
+/// The streaming form: a grid of one task (32 lanes x kLaneChunks chunks of a row) per warp,
+/// then blocks for the scale buffer's padding.
+template <class Producer, class Policy, int kLaneChunks>
+Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params& params,
+                             int64_t rows, int64_t cols, int64_t padding_units,
+                             const DeviceInfo& dev, cudaStream_t stream) {
+  const auto kernel = rowwise_kernel<Producer, Policy, 1, kLaneChunks>;
+  static int per_sm = 0;
+  if (per_sm == 0)
+    QFUSE_CUDA_RETURN(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRowwiseThreads, 0));
+  const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
+  const int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const int64_t tasks_per_row = (chunks + 32 * kLaneChunks - 1) / (32 * kLaneChunks);
+  const int64_t tasks = rows * tasks_per_row;
+  const int64_t warps_per_block = kRowwiseThreads / 32;
+  const int64_t task_blocks = std::max<int64_t>((tasks + warps_per_block - 1) / warps_per_block, 1);
+  // Padding blocks: one store per thread, at most a quarter of the resident blocks.
+  const int64_t pad_blocks =
+      padding_units > 0
+          ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
+                                std::max<int64_t>(resident / 4, 1))
+          : 0;
+  return launch_kernel(
+      "rowwise_kernel", kernel, dim3(static_cast<unsigned>(task_blocks + pad_blocks)),
+      dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
+      FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
+      uint32_t{1}, static_cast<uint32_t>(task_blocks));
+}
+
 /// QFUSE_ROWWISE=stream|persistent: the kernel form for large problems of producers that have
 /// copy pipelines (an experiment switch for same-run comparisons; read once per process).
 /// Unset: the per-policy default (Policy::kStream).
@@ -510,23 +574,19 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   // keeping every SM full: the form of every policy (all declare kStream). Measured on H100
   // (bench/NOTES.md): 96-103 % of copy bandwidth for quantize fp8_per_tensor, silu_mul_quant
   // fp8_group128 and merge_states fp8_per_tensor, against 88-94 % for the persistent pipelines
-  // and 88-92 % for a persistent register kernel prefetching its next task; silu_mul_quant nvfp4
-  // 92-93 % against 74-86 % (after NVFP4 stopped building a per-block table behind a barrier).
-  // The persistent pipelines stay reachable with QFUSE_ROWWISE=persistent for comparisons:
-  // quantize nvfp4 measured 72 % there against 68 % streaming (both issue-bound).
+  // and 88-92 % for a persistent register kernel prefetching its next task. NVFP4 beyond one wave
+  // of the narrow grid takes wide lanes (Policy::kChunksPerLane, NOTES 27): silu_mul_quant nvfp4
+  // 95-100 %, quantize 78-81 %, merge 86-88 %; one wave or less keeps 8 values per lane (twice
+  // the warps: T=16 measured 1.6-2.5 us narrow against 2.0-2.7 us wide).
+  // The persistent pipelines stay reachable with QFUSE_ROWWISE=persistent for comparisons.
   if (form == "stream") {
-    // Padding blocks: one store per thread, at most a quarter of the resident blocks.
-    const int64_t pad_blocks =
-        padding_units > 0
-            ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
-                                  std::max<int64_t>(stream_resident / 4, 1))
-            : 0;
-    const int64_t blocks = std::max<int64_t>(task_blocks, 1) + pad_blocks;
-    return launch_kernel(
-        "rowwise_kernel", stream_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRowwiseThreads),
-        0, stream, prod, params, rows, static_cast<int>(cols),
-        FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
-        uint32_t{1}, static_cast<uint32_t>(std::max<int64_t>(task_blocks, 1)));
+    if constexpr (Policy::kChunksPerLane == 2) {
+      if (!small)
+        return launch_rowwise_stream<Producer, Policy, 2>(prod, params, rows, cols, padding_units,
+                                                          dev, stream);
+    }
+    return launch_rowwise_stream<Producer, Policy, 1>(prod, params, rows, cols, padding_units, dev,
+                                                      stream);
   }
   if constexpr (Producer::kStream) {
     return Status(StatusCode::kInternal, "unreachable");
@@ -639,7 +699,8 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
                              typed<uint8_t>(q.scales),
                              sa,
                              q.scale,
-                             aligned_rows(q.out.data, ld, 1, 4)};
+                             aligned_rows(q.out.data, ld, 1, 4),
+                             aligned_rows(q.out.data, ld, 1, 8)};
       return launch_rowwise_policy<Producer, Nvfp4>(prod, pp, rows, cols, padded, stream);
     }
   }

@@ -265,6 +265,7 @@ static __device__ __noinline__ void zero_scale_padding(uint8_t* base, ScaleAddr 
 template <class TOut>
 struct PlainOut {
   static constexpr bool kStream = true;
+  static constexpr int kChunksPerLane = 1;
   struct Params {
     TOut* out;
     int64_t ld;  // row stride, elements
@@ -282,6 +283,7 @@ struct PlainOut {
 /// FP8 static per-tensor: q = e4m3(x * (1 / scale)), scale read from the device.
 struct Fp8PerTensor {
   static constexpr bool kStream = true;
+  static constexpr int kChunksPerLane = 1;
   struct Params {
     uint8_t* out;
     int64_t ld;
@@ -307,6 +309,7 @@ struct Fp8PerTensor {
 template <int kGroup>
 struct Fp8PerGroup {
   static constexpr bool kStream = true;
+  static constexpr int kChunksPerLane = 1;
   static constexpr int kLanesPerGroup = kGroup / kChunk;
   struct Params {
     uint8_t* out;
@@ -353,14 +356,16 @@ struct Nvfp4 {
   // warp waited one memory round trip first, so NVFP4 kept the persistent pipelines. Computing
   // the factor per chunk costs ~16 instructions of the ~150 a chunk takes.
   static constexpr bool kStream = true;
-  static constexpr int kLanesPerGroup = 2;
+  static constexpr int kLanesPerGroup = 2;  // apply(): 8 values per lane
+  static constexpr int kChunksPerLane = 2;  // apply2(): a lane owns a block (streaming form)
   struct Params {
     uint8_t* out;  // packed bytes
     int64_t ld;    // row stride, bytes
     uint8_t* scales;
     ScaleAddr sa;
     const float* global_scale;
-    bool vec;
+    bool vec;   // 4-byte stores
+    bool vec8;  // 8-byte stores
   };
   const Params& p;
   float gs;  // issued ahead of the data loads (load_scalar_early); every use depends on the data
@@ -382,6 +387,36 @@ struct Nvfp4 {
     } else {
 #pragma unroll
       for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(w >> (8 * i));
+    }
+  }
+  /// A whole block in one lane: values [col, col + 16) of `row`, v0 and v1 its two halves
+  /// (both real or both past the row: cols % 16 == 0).
+  __device__ void apply2(int64_t row, int col, int nvalid0, int, const float (&v0)[kChunk],
+                         const float (&v1)[kChunk]) const {
+    if (nvalid0 <= 0) return;
+    const float bmax = rules::nan_max(chunk_amax(v0), chunk_amax(v1));
+    const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
+    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
+    p.scales[p.sa.offset(row, col / 16)] = sf;
+    float t[kChunk];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) t[i] = v0[i] * out_scale;
+    const uint32_t w0 = rules::e2m1_encode8(t);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) t[i] = v1[i] * out_scale;
+    const uint32_t w1 = rules::e2m1_encode8(t);
+    uint8_t* dst = p.out + row * p.ld + col / 2;
+    if (p.vec8) {
+      *reinterpret_cast<uint2*>(dst) = make_uint2(w0, w1);
+    } else if (p.vec) {
+      reinterpret_cast<uint32_t*>(dst)[0] = w0;
+      reinterpret_cast<uint32_t*>(dst)[1] = w1;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        dst[i] = static_cast<uint8_t>(w0 >> (8 * i));
+        dst[4 + i] = static_cast<uint8_t>(w1 >> (8 * i));
+      }
     }
   }
   __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
