@@ -35,11 +35,14 @@ struct ScaleAddr {
     return row * a + (group >> 2) * b + (group & 3) * c;
   }
 
-  /// Stores that zero the padding (zero_scale_padding): padding rows x padded groups (one 4-byte
-  /// word per k tile of 4 groups in the NVFP4 swizzled layout) plus real rows x padding groups.
+  /// Threads' work items that zero the padding (zero_scale_padding): padding rows x padded groups
+  /// (in the NVFP4 swizzled layout: the 32 16-byte units of each k tile of the last row block)
+  /// plus real rows x padding groups.
   QFUSE_HD int64_t padding_units() const {
-    const int64_t per_row = num_k_tiles > 0 ? num_k_tiles : padded_groups;
-    return (padded_rows - rows) * per_row + rows * (padded_groups - groups);
+    const int64_t row_units = padded_rows == rows ? 0
+                              : num_k_tiles > 0   ? 32 * num_k_tiles
+                                                  : (padded_rows - rows) * padded_groups;
+    return row_units + rows * (padded_groups - groups);
   }
 
   /// Host: the addressing of `spec`'s scale buffer for `rows` rows of `shape.num_groups` groups.
