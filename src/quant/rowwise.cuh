@@ -445,6 +445,16 @@ Status blocks_per_sm(Kernel kernel, int threads, int smem, int* out) {
   return Status::Ok();
 }
 
+/// Resident blocks of `kernel` on the device (kRowwiseThreads threads, `smem` bytes of dynamic
+/// shared memory). `per_sm` caches the per-SM count: a function-local static of the caller, one
+/// per kernel instantiation (qfuse assumes one GPU model per process).
+template <class Kernel>
+Status resident_blocks(Kernel kernel, int smem, const DeviceInfo& dev, int* per_sm, int64_t* out) {
+  if (*per_sm == 0) QFUSE_RETURN_IF_ERROR(blocks_per_sm(kernel, kRowwiseThreads, smem, per_sm));
+  *out = static_cast<int64_t>(std::max(*per_sm, 1)) * dev.sm_count;
+  return Status::Ok();
+}
+
 /// The persistent pipelines for large problems: a grid of at most the resident blocks, each warp
 /// keeping several tasks in flight (bulk copy, cp.async or kRowwiseUnroll register tasks).
 template <class Producer, class Policy>
@@ -460,9 +470,8 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
       const auto bulk_kernel = rowwise_bulk_kernel<Producer, Policy>;
       const int smem = (kRowwiseThreads / 32) * kBulkStages * Producer::kBulkBytes;
       static int bulk_per_sm = 0;
-      if (bulk_per_sm == 0)
-        QFUSE_RETURN_IF_ERROR(blocks_per_sm(bulk_kernel, kRowwiseThreads, smem, &bulk_per_sm));
-      const int64_t bulk_resident = static_cast<int64_t>(std::max(bulk_per_sm, 1)) * dev.sm_count;
+      int64_t bulk_resident = 0;
+      QFUSE_RETURN_IF_ERROR(resident_blocks(bulk_kernel, smem, dev, &bulk_per_sm, &bulk_resident));
       const int64_t blocks =
           std::min((tasks + warps_per_block - 1) / warps_per_block, bulk_resident);
       return launch_kernel(
@@ -476,9 +485,9 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
       const auto async_kernel = rowwise_async_kernel<Producer, Policy>;
       const int smem = kAsyncStages * kRowwiseThreads * Producer::kStageBytes;
       static int async_per_sm = 0;
-      if (async_per_sm == 0)
-        QFUSE_RETURN_IF_ERROR(blocks_per_sm(async_kernel, kRowwiseThreads, smem, &async_per_sm));
-      const int64_t async_resident = static_cast<int64_t>(std::max(async_per_sm, 1)) * dev.sm_count;
+      int64_t async_resident = 0;
+      QFUSE_RETURN_IF_ERROR(
+          resident_blocks(async_kernel, smem, dev, &async_per_sm, &async_resident));
       const int64_t blocks =
           std::min((tasks + warps_per_block - 1) / warps_per_block, async_resident);
       return launch_kernel(
@@ -489,10 +498,8 @@ Status launch_rowwise_persistent(const Producer& prod, const typename Policy::Pa
   }
   const auto kernel = rowwise_kernel<Producer, Policy, kRowwiseUnroll>;
   static int per_sm = 0;
-  if (per_sm == 0)
-    QFUSE_CUDA_RETURN(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRowwiseThreads, 0));
-  const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
+  int64_t resident = 0;
+  QFUSE_RETURN_IF_ERROR(resident_blocks(kernel, 0, dev, &per_sm, &resident));
   const int64_t groups = (tasks + per_warp - 1) / per_warp;
   int64_t blocks = std::min((groups + warps_per_block - 1) / warps_per_block, resident);
   if (padding_units > 0) blocks = std::max<int64_t>(blocks, resident / 4);
@@ -511,10 +518,8 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
                              const DeviceInfo& dev, cudaStream_t stream) {
   const auto kernel = rowwise_kernel<Producer, Policy, 1, kLaneChunks>;
   static int per_sm = 0;
-  if (per_sm == 0)
-    QFUSE_CUDA_RETURN(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kRowwiseThreads, 0));
-  const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count;
+  int64_t resident = 0;
+  QFUSE_RETURN_IF_ERROR(resident_blocks(kernel, 0, dev, &per_sm, &resident));
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
   const int64_t tasks_per_row = (chunks + 32 * kLaneChunks - 1) / (32 * kLaneChunks);
   const int64_t tasks = rows * tasks_per_row;
@@ -559,12 +564,9 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   const int64_t warps_per_block = kRowwiseThreads / 32;
   const int64_t task_blocks = (tasks + warps_per_block - 1) / warps_per_block;
   const auto stream_kernel = rowwise_kernel<Producer, Policy, 1>;
-  // NOTE: occupancy is cached per kernel; qfuse assumes one GPU model per process.
   static int stream_per_sm = 0;
-  if (stream_per_sm == 0)
-    QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&stream_per_sm, stream_kernel,
-                                                                    kRowwiseThreads, 0));
-  const int64_t stream_resident = static_cast<int64_t>(std::max(stream_per_sm, 1)) * dev.sm_count;
+  int64_t stream_resident = 0;
+  QFUSE_RETURN_IF_ERROR(resident_blocks(stream_kernel, 0, dev, &stream_per_sm, &stream_resident));
   const char* forced = rowwise_form_forced();
   const bool small = task_blocks <= stream_resident;
   const std::string form = small || Producer::kStream
