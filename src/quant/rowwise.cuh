@@ -19,7 +19,9 @@
 //   __device__ void finish(int64_t row, int col, int nvalid) const
 // called once the chunk is stored (per-row side outputs such as a merged lse; usually empty);
 // kStreamMinBlocks / kStreamMinBlocksGrouped: resident blocks per SM the streaming kernel must
-// allow (a register cap), for policies without / with a group reduction.
+// allow (a register cap), for policies without / with a group reduction; kNvfp4NanFreeRound:
+// whether NVFP4's wide lanes use the NaN-free E2M1 round where it is exact (measured per
+// producer, bench/NOTES.md 29-30).
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
 // from hoisting the next tasks' loads above it.
 #pragma once
@@ -104,7 +106,7 @@ __global__ void __launch_bounds__(kRowwiseThreads,
       for (int i = 0; i < kChunk; ++i) v0[i] = v1[i] = 0.0f;
       if (nvalid0 > 0) prod.convert(raw0, row, col, nvalid0, v0);
       if (nvalid1 > 0) prod.convert(raw1, row, col + kChunk, nvalid1, v1);
-      pol.apply2(row, col, nvalid0, nvalid1, v0, v1);
+      pol.template apply2<Producer::kNvfp4NanFreeRound>(row, col, nvalid0, nvalid1, v0, v1);
       prod.finish(row, col, nvalid0);
       prod.finish(row, col + kChunk, nvalid1);
     }

@@ -156,5 +156,16 @@ TEST(SiluMulGpu, NanInfAndZeroGroups) {
   for (const QuantSpec& spec : all_quant_specs()) check_spec(spec, in);
 }
 
+// NVFP4 beyond one wave of the grid: the wide-lane kernel (NaN-free E2M1 round where exact).
+TEST(SiluMulGpu, Nvfp4WideLanesNanInfAndZeroGroups) {
+  QFUSE_REQUIRE_GPU();
+  const SiluInput in = make_input(DType::kBF16, 4096, 2048, 22, 0, false, put_specials);
+  for (const char* name : {"nvfp4:swizzled", "nvfp4:linear"}) {
+    QuantSpec spec;
+    ASSERT_TRUE(parse_quant_spec(name, &spec).ok());
+    check_spec(spec, in);
+  }
+}
+
 }  // namespace
 }  // namespace qfuse::test

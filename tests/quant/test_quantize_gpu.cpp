@@ -146,6 +146,21 @@ TEST_P(QuantizeSpecialValues, NanInfZeroFollowTheRules) {
 
 INSTANTIATE_TEST_SUITE_P(All, QuantizeSpecialValues, ::testing::ValuesIn(quantized_specs()));
 
+// NVFP4 beyond one wave of the grid takes the wide-lane kernel with its NaN-free E2M1 round for
+// blocks whose factor cannot make a NaN: the same special values there.
+TEST(QuantizeGpu, Nvfp4WideLanesFollowTheRulesForNanInfAndZero) {
+  QFUSE_REQUIRE_GPU();
+  for (const char* name : {"nvfp4:swizzled", "nvfp4:linear"}) {
+    QuantSpec spec;
+    ASSERT_TRUE(parse_quant_spec(name, &spec).ok());
+    Problem p;
+    p.dtype = DType::kF32;
+    p.T = 4096;
+    p.H = 2048;
+    run_case(spec, p, put_specials);
+  }
+}
+
 TEST(QuantizeGpu, NanGroupGetsNanScaleAndZeroGroupMinScale) {
   QFUSE_REQUIRE_GPU();
   const int64_t T = 2, H = 256;

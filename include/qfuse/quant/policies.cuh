@@ -400,8 +400,22 @@ struct Nvfp4 {
       for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(w >> (8 * i));
     }
   }
+  /// E2M1 codes of t = v * out_scale for a block with absolute maximum bmax. kNanFreeRound: a
+  /// NaN value makes bmax and the factor NaN, so t can be NaN only through a NaN factor or
+  /// inf * 0 (a zero factor with an infinite value, an infinite factor with a zero value);
+  /// otherwise the cheaper NaN-free round gives the same codes.
+  template <bool kNanFreeRound>
+  __device__ static uint32_t encode(const float (&t)[kChunk], float out_scale, float bmax) {
+    if constexpr (kNanFreeRound) {
+      if (out_scale < INFINITY && (bmax < INFINITY || out_scale > 0.0f))
+        return rules::e2m1_encode8_nan_free(t);
+    }
+    return rules::e2m1_encode8(t);
+  }
   /// A whole block in one lane: values [col, col + 16) of `row`, v0 and v1 its two halves
-  /// (both real or both past the row: cols % 16 == 0).
+  /// (both real or both past the row: cols % 16 == 0). kNanFreeRound: see encode() and the
+  /// producers' kNvfp4NanFreeRound.
+  template <bool kNanFreeRound>
   __device__ void apply2(int64_t row, int col, int nvalid0, int, const float (&v0)[kChunk],
                          const float (&v1)[kChunk]) const {
     if (nvalid0 <= 0) return;
@@ -412,10 +426,10 @@ struct Nvfp4 {
     float t[kChunk];
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) t[i] = v0[i] * out_scale;
-    const uint32_t w0 = rules::e2m1_encode8(t);
+    const uint32_t w0 = encode<kNanFreeRound>(t, out_scale, bmax);
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) t[i] = v1[i] * out_scale;
-    const uint32_t w1 = rules::e2m1_encode8(t);
+    const uint32_t w1 = encode<kNanFreeRound>(t, out_scale, bmax);
     uint8_t* dst = p.out + row * p.ld + col / 2;
     if (p.vec8) {
       *reinterpret_cast<uint2*>(dst) = make_uint2(w0, w1);

@@ -172,21 +172,26 @@ QFUSE_HD uint8_t e2m1_encode(float x) {
 /// extra ulps in binade j (0, 1, 2), so that the low three mantissa bits of the sum are the code
 /// itself: k + 2j where k = rounded a / step (an even offset leaves the tie-breaking unchanged).
 /// The clamp keeps the sign of zero and maps NaN to +6 (fminf/fmaxf drop a NaN operand).
-QFUSE_HD uint32_t e2m1_encode8(const float (&x)[8]) {
+template <bool kNanFree>
+QFUSE_HD uint32_t e2m1_encode8_impl(const float (&x)[8]) {
   uint32_t code = 0, sign[8];
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int i = 0; i < 8; ++i) {
+    float c;
+    if constexpr (kNanFree) {
+      c = x[i];  // only |c| and the sign bit are used: the clamp below is on |c|
+    } else {
 #if defined(__CUDA_ARCH__)
-    const float c = fmaxf(fminf(x[i], kE2M1Max), -kE2M1Max);
+      c = fmaxf(fminf(x[i], kE2M1Max), -kE2M1Max);
 #else
-    // NOTE: glibc's fminf returns NaN for a signalling NaN operand (IEEE minNum); the device's
-    // min drops any NaN. Comparisons give the device's result.
-    const float c =
-        x[i] >= -kE2M1Max && x[i] <= kE2M1Max ? x[i] : (x[i] < -kE2M1Max ? -kE2M1Max : kE2M1Max);
+      // NOTE: glibc's fminf returns NaN for a signalling NaN operand (IEEE minNum); the
+      // device's min drops any NaN. Comparisons give the device's result.
+      c = x[i] >= -kE2M1Max && x[i] <= kE2M1Max ? x[i] : (x[i] < -kE2M1Max ? -kE2M1Max : kE2M1Max);
 #endif
-    const float a = fabsf(c);
+    }
+    const float a = kNanFree ? fminf(fabsf(c), kE2M1Max) : fabsf(c);
     const uint32_t e = float_bits(fmaxf(a, 1.0f)) >> 23;             // 127 + j
     const float m = bits_float(e * 0x800002u + (22u << 23) - 254u);  // 2^(22+j) + 2j ulps
     const uint32_t s = float_bits(a + m);                            // ((e + 22) << 23) | code
@@ -206,6 +211,16 @@ QFUSE_HD uint32_t e2m1_encode8(const float (&x)[8]) {
   for (int i = 0; i < 8; ++i) code |= (sign[i] >> 31) << (4 * i + 3);
   return code;
 #endif
+}
+
+QFUSE_HD uint32_t e2m1_encode8(const float (&x)[8]) {
+  return e2m1_encode8_impl<false>(x);
+}
+
+/// e2m1_encode8 for values none of which is NaN: one min per value instead of the signed clamp
+/// (which is there so that a NaN gives +6 whatever its sign bit).
+QFUSE_HD uint32_t e2m1_encode8_nan_free(const float (&x)[8]) {
+  return e2m1_encode8_impl<true>(x);
 }
 
 /// Value of an E2M1 code (low 4 bits).
