@@ -7,6 +7,7 @@
 
 #include "graph/dequant.h"
 #include "graph/gemm_block128.h"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/rules.h"
 #include "qfuse/quant/scale_addr.h"
@@ -93,7 +94,11 @@ Status dequant_fp8_to_bf16(const DequantArgs& a, cudaStream_t stream) {
                    reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
   const int64_t work = vec ? a.rows * (a.cols / 16) : a.rows * a.cols;
   const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(work, threads), 132 * 16));
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  // A grid-stride loop: at most 16 blocks per SM of the current device.
+  const int blocks =
+      static_cast<int>(std::min<int64_t>(ceil_div(work, threads), int64_t{16} * dev.sm_count));
   if (vec)
     dequant_vec16<<<blocks, threads, 0, stream>>>(p);
   else

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "graph/gemm_block128.h"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 
 namespace qfuse::graph::detail {
@@ -49,8 +50,11 @@ Status repack_blk128_scales(const float* src, float* dst, int64_t row_blocks, in
   if (elems == 0) return Status::Ok();
   QFUSE_CUDA_RETURN(cudaMemsetAsync(dst, 0, static_cast<size_t>(elems) * sizeof(float), stream));
   const int threads = 256;
-  const int blocks =
-      static_cast<int>(std::min<int64_t>((row_blocks * k_blocks + threads - 1) / threads, 132));
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  // A grid-stride loop over a few hundred scales: at most one block per SM.
+  const int blocks = static_cast<int>(
+      std::min<int64_t>((row_blocks * k_blocks + threads - 1) / threads, dev.sm_count));
   repack_blk128_kernel<<<blocks, threads, 0, stream>>>(src, dst, row_blocks, k_blocks);
   QFUSE_CHECK_LAUNCH("repack_blk128_scales");
   return Status::Ok();
