@@ -67,16 +67,16 @@ struct LoadSiluMul {
   static constexpr int kStreamMinBlocks = 8;
   static constexpr int kStreamMinBlocksGrouped = 8;
   static constexpr bool kNvfp4NanFreeRound = true;  // silu nvfp4 +1 % (NOTES 30)
-  static constexpr bool kStream = false;            // persistent pipelines for large problems
+  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 31)
+  // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 31).
+  static constexpr int kGroupLaneChunks = 1;
+  static constexpr bool kStream = false;  // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): 16 bytes of gate, then 16 bytes of up.
   // NOTE: off: measured on H100 (T=16384, H=7168, fp8_group128) the cp.async pipeline ran this
   // producer at 62 % of copy bandwidth vs 69 % for the register path, with L2 throughput at 87 %
   // and an L2 hit rate of 66 % (22 % with plain loads): the two 16-byte streams per lane cost
   // L2 bandwidth. Kept compiled so the comparison stays one flag away.
   static constexpr bool kAsync = false;
-  // NOTE: off, like kAsync: per_token_async_kernel with this producer measured 55 % of copy
-  // bandwidth (T=4096 H=7168) vs 61 % for the register kernel (two 16-byte cp.async streams).
-  static constexpr bool kPerTokenAsync = false;
   static constexpr int kStageBytes = 32;
   // Bulk-copy path (rowwise_bulk_kernel): per task, the 512-byte gate segment then the up one.
   static constexpr bool kBulk = true;

@@ -43,10 +43,13 @@ struct LoadMerge {
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
   // NOTE: with the NaN-free round the 2-way NVFP4 merge fell from 86 to 66 % (NOTES 29).
   static constexpr bool kNvfp4NanFreeRound = false;
+  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled (64-register cap)
+  // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 31); wider
+  // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
+  static constexpr int kGroupLaneChunks = kN <= 2 ? 2 : 1;
   static constexpr bool kStream = true;
   static constexpr bool kAsync = false;
   static constexpr bool kBulk = false;
-  static constexpr bool kPerTokenAsync = false;
 
   /// The head of column `col`: a shift when D is a power of two.
   __device__ int head_of(int col) const { return a.d_shift >= 0 ? col >> a.d_shift : col / a.D; }
@@ -156,6 +159,64 @@ struct LoadMerge {
       return;
     }
     load_slow(t, col, nvalid, v);
+  }
+
+  /// fetch() of two consecutive chunks (a wide lane, rowwise_kernel): when both are full and in
+  /// one head, one address computation and one set of lse loads serve both (the merge's address
+  /// arithmetic, 64-bit products per partial, was most of a lane's instructions).
+  __device__ void fetch_pair(int64_t t, int col, int nvalid0, int nvalid1, Raw& raw0,
+                             Raw& raw1) const {
+    const int h0 = head_of(col);
+    const int d0 = col - h0 * a.D;
+    if (!(vec && nvalid0 == quant::kChunk && nvalid1 == quant::kChunk &&
+          d0 + 2 * quant::kChunk <= a.D)) {
+      if (nvalid0 > 0) fetch(t, col, nvalid0, raw0);
+      if (nvalid1 > 0) fetch(t, col + quant::kChunk, nvalid1, raw1);
+      return;
+    }
+    const bool copy = t >= a.copy_from;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const int src = (i < a.n && !copy) ? i : a.n - 1;
+      const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
+#pragma unroll
+      for (int k = 0; k < kVecs; ++k) {
+        raw0.r[i][k] = __ldg(p + k);
+        raw1.r[i][k] = __ldg(p + kVecs + k);
+      }
+    }
+    load_lse(t, h0, raw0.lse);
+  }
+
+  /// convert() of the chunks fetch_pair() loaded: one set of weights for both when they share a
+  /// head (v0, v1 are left alone for a chunk with nvalid <= 0).
+  __device__ void convert_pair(const Raw& raw0, const Raw& raw1, int64_t t, int col, int nvalid0,
+                               int nvalid1, float (&v0)[quant::kChunk],
+                               float (&v1)[quant::kChunk]) const {
+    const int d0 = col - head_of(col) * a.D;
+    if (!(vec && nvalid0 == quant::kChunk && nvalid1 == quant::kChunk &&
+          d0 + 2 * quant::kChunk <= a.D)) {
+      if (nvalid0 > 0) convert(raw0, t, col, nvalid0, v0);
+      if (nvalid1 > 0) convert(raw1, t, col + quant::kChunk, nvalid1, v1);
+      return;
+    }
+    float w[kN], lse_unused;
+    weights_from(t, raw0.lse, w, lse_unused);
+#pragma unroll
+    for (int e = 0; e < quant::kChunk; ++e) v0[e] = v1[e] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      if (w[i] != 0.0f) {  // NOTE: a select: garbage in empty partials never leaks
+        float x0[quant::kChunk], x1[quant::kChunk];
+        quant::convert_chunk<TIn>(raw0.r[i], x0);
+        quant::convert_chunk<TIn>(raw1.r[i], x1);
+#pragma unroll
+        for (int e = 0; e < quant::kChunk; ++e) {
+          v0[e] = fmaf(w[i], x0[e], v0[e]);
+          v1[e] = fmaf(w[i], x1[e], v1[e]);
+        }
+      }
+    }
   }
 
   __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {

@@ -5,9 +5,9 @@
 //   rowwise_kernel   one warp per task of 32 chunks (256 columns) of one row; groups of 64/128/16
 //                    columns reduce their amax with warp shuffles. Used for every kind but
 //                    per-token.
-//   per_token_kernel one block per row; the row's amax is a block reduction; the row stays in
-//                    registers between the amax and the store (re-read from L2 past 8
-//                    chunks/thread).
+//   per_token_kernel 1-8 warps per row, streaming (a row per block-row, no loop); the row's
+//                    amax is a warp (and shared-memory) reduction; the row stays in registers
+//                    between the amax and the store (re-read from L2 past 8 chunks per lane).
 //
 // Producer protocol: `bool vec` (16-byte loads possible), a register type Raw and
 //   __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const
@@ -21,7 +21,10 @@
 // kStreamMinBlocks / kStreamMinBlocksGrouped: resident blocks per SM the streaming kernel must
 // allow (a register cap), for policies without / with a group reduction; kNvfp4NanFreeRound:
 // whether NVFP4's wide lanes use the NaN-free E2M1 round where it is exact (measured per
-// producer, bench/NOTES.md 29-30).
+// producer, bench/NOTES.md 29-30); kNvfp4LaneChunks / kGroupLaneChunks: chunks per lane beyond
+// one wave for NVFP4 / per-group FP8 (1: narrow lanes; 2: 16 consecutive values; 4: two such
+// runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
+// Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks).
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
 // from hoisting the next tasks' loads above it.
 #pragma once
@@ -29,8 +32,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/fast_div.h"
 #include "core/launch.cuh"
@@ -45,9 +50,17 @@ namespace qfuse::quant {
 constexpr int kRowwiseThreads = 256;
 constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persistent grid
 
+/// Whether a producer has fetch_pair / convert_pair: the fetch and convert of a wide lane's two
+/// consecutive chunks at once (optional; the merge shares its per-head work between them).
+template <class P, class = void>
+struct has_pair_hooks : std::false_type {};
+template <class P>
+struct has_pair_hooks<P, std::void_t<decltype(&P::fetch_pair), decltype(&P::convert_pair)>>
+    : std::true_type {};
+
 /// Resident blocks per SM the streaming kernel must allow (its register cap): the producer's
-/// choice, with or without a group reduction; wide lanes (a 16-value NVFP4 block per lane, two
-/// chunks in flight) get at least 64 registers (at 32, nvcc spilled 40-120 bytes per thread).
+/// choice, with or without a group reduction; wide lanes (16 or 2 x 16 values per lane) get at
+/// least 64 registers (at 32, nvcc spilled 40-120 bytes per thread).
 template <class Producer, class Policy, int kUnroll, int kLaneChunks>
 constexpr int stream_min_blocks() {
   if (kUnroll > 1) return 1;
@@ -88,67 +101,86 @@ __global__ void __launch_bounds__(kRowwiseThreads,
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
   const uint32_t nwarps = static_cast<uint32_t>(nthreads >> 5);
 
-  // NOTE: wide lanes (kLaneChunks == 2, policies with apply2: NVFP4): a lane owns two
-  // consecutive chunks, a whole 16-value NVFP4 block, so the block's scale is one lane's work
-  // (no shuffle) and the per-task arithmetic (row split, addresses, scale) serves 16 values.
-  if constexpr (kLaneChunks == 2) {
+  // NOTE: wide lanes (kLaneChunks 2 or 4, policies with apply2: NVFP4, per-group FP8): a lane
+  // owns two consecutive chunks, for NVFP4 a whole 16-value block (its scale is one lane's work,
+  // no shuffle), for a group of 64/128 an eighth/quarter fewer shuffles and scales per value; the
+  // per-task arithmetic (row split, addresses) serves 16 values. With 4, two such runs 512
+  // columns apart (a task is 1024 columns), all loads issued first.
+  if constexpr (kLaneChunks >= 2) {
+    constexpr int kSub = kLaneChunks / 2;  // 16-value runs per lane, 512 columns apart
     for (uint32_t task = warp; task < ntasks; task += nwarps) {
       const uint32_t row = tasks_per_row.div(task);
       const uint32_t seg = task - row * tasks_per_row.d;
-      const int col = static_cast<int>(seg * 32 + lane) * 2 * kChunk;
-      const int nvalid0 = chunk_valid(cols, col), nvalid1 = chunk_valid(cols, col + kChunk);
-      typename Producer::Raw raw0, raw1;
-      // Both chunks' loads issue before either is converted (see load_chunk2).
-      if (nvalid0 > 0) prod.fetch(row, col, nvalid0, raw0);
-      if (nvalid1 > 0) prod.fetch(row, col + kChunk, nvalid1, raw1);
-      float v0[kChunk], v1[kChunk];
+      typename Producer::Raw raw[kSub][2];
+      int col[kSub], nv0[kSub], nv1[kSub];
+      // Every chunk's loads issue before any is converted (see load_chunk2).
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) v0[i] = v1[i] = 0.0f;
-      if (nvalid0 > 0) prod.convert(raw0, row, col, nvalid0, v0);
-      if (nvalid1 > 0) prod.convert(raw1, row, col + kChunk, nvalid1, v1);
-      pol.template apply2<Producer::kNvfp4NanFreeRound>(row, col, nvalid0, nvalid1, v0, v1);
-      prod.finish(row, col, nvalid0);
-      prod.finish(row, col + kChunk, nvalid1);
-    }
-    return;
-  }
-  // NOTE: a warp's kUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
-  // per input stream), which keeps DRAM accesses in long runs.
-  for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
-    float v[kUnroll][kChunk];
-    typename Producer::Raw raw[kUnroll];
-    uint32_t row[kUnroll];
-    int col[kUnroll], nvalid[kUnroll];
-    // NOTE: every load of the group is issued before the first store, so a warp keeps
-    // kUnroll x 16 (or 32) bytes per lane in flight.
+      for (int b = 0; b < kSub; ++b) {
+        col[b] = static_cast<int>((seg * kSub + b) * 32 + lane) * 2 * kChunk;
+        nv0[b] = chunk_valid(cols, col[b]);
+        nv1[b] = chunk_valid(cols, col[b] + kChunk);
+        if constexpr (has_pair_hooks<Producer>::value) {
+          prod.fetch_pair(row, col[b], nv0[b], nv1[b], raw[b][0], raw[b][1]);
+        } else {
+          if (nv0[b] > 0) prod.fetch(row, col[b], nv0[b], raw[b][0]);
+          if (nv1[b] > 0) prod.fetch(row, col[b] + kChunk, nv1[b], raw[b][1]);
+        }
+      }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const uint32_t task = base + u;
-      row[u] = tasks_per_row.div(task);
-      const uint32_t seg = task - row[u] * tasks_per_row.d;
-      col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
-      nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
-      if constexpr (kUnroll > 1) {
-        if (nvalid[u] > 0) prod.fetch(row[u], col[u], nvalid[u], raw[u]);
+      for (int b = 0; b < kSub; ++b) {
+        float v0[kChunk], v1[kChunk];
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) v0[i] = v1[i] = 0.0f;
+        if constexpr (has_pair_hooks<Producer>::value) {
+          prod.convert_pair(raw[b][0], raw[b][1], row, col[b], nv0[b], nv1[b], v0, v1);
+        } else {
+          if (nv0[b] > 0) prod.convert(raw[b][0], row, col[b], nv0[b], v0);
+          if (nv1[b] > 0) prod.convert(raw[b][1], row, col[b] + kChunk, nv1[b], v1);
+        }
+        pol.template apply2<Producer::kNvfp4NanFreeRound>(row, col[b], nv0[b], nv1[b], v0, v1);
+        prod.finish(row, col[b], nv0[b]);
+        prod.finish(row, col[b] + kChunk, nv1[b]);
       }
     }
+  } else {
+    // NOTE: a warp's kUnroll tasks are consecutive (mostly one row: 1-2 KB contiguous
+    // per input stream), which keeps DRAM accesses in long runs.
+    for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
+      float v[kUnroll][kChunk];
+      typename Producer::Raw raw[kUnroll];
+      uint32_t row[kUnroll];
+      int col[kUnroll], nvalid[kUnroll];
+      // NOTE: every load of the group is issued before the first store, so a warp keeps
+      // kUnroll x 16 (or 32) bytes per lane in flight.
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (u < per_warp && base + u < ntasks) {  // warp-uniform
-        if (nvalid[u] > 0) {
-          // NOTE: one task: load() converts as the data arrives, with fewer live registers
-          // (measured: silu_mul_quant fp8_group128 98-102 % of copy bandwidth vs 93-96 % with
-          // fetch/convert, 32 vs 40 registers).
-          if constexpr (kUnroll == 1)
-            prod.load(row[u], col[u], nvalid[u], v[u]);
-          else
-            prod.convert(raw[u], row[u], col[u], nvalid[u], v[u]);
-        } else {
-#pragma unroll
-          for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint32_t task = base + u;
+        row[u] = tasks_per_row.div(task);
+        const uint32_t seg = task - row[u] * tasks_per_row.d;
+        col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
+        nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
+        if constexpr (kUnroll > 1) {
+          if (nvalid[u] > 0) prod.fetch(row[u], col[u], nvalid[u], raw[u]);
         }
-        pol.apply(row[u], col[u], nvalid[u], v[u]);
-        prod.finish(row[u], col[u], nvalid[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (u < per_warp && base + u < ntasks) {  // warp-uniform
+          if (nvalid[u] > 0) {
+            // NOTE: one task: load() converts as the data arrives, with fewer live registers
+            // (measured: silu_mul_quant fp8_group128 98-102 % of copy bandwidth vs 93-96 % with
+            // fetch/convert, 32 vs 40 registers).
+            if constexpr (kUnroll == 1)
+              prod.load(row[u], col[u], nvalid[u], v[u]);
+            else
+              prod.convert(raw[u], row[u], col[u], nvalid[u], v[u]);
+          } else {
+#pragma unroll
+            for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
+          }
+          pol.apply(row[u], col[u], nvalid[u], v[u]);
+          prod.finish(row[u], col[u], nvalid[u]);
+        }
       }
     }
   }
@@ -281,152 +313,120 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   }
 }
 
-constexpr int kPerTokenCached = 4;  // chunks per lane kept in registers
 constexpr int kPerTokenThreads = 256;
 
-/// Per-token FP8: `warps_per_row` (1, 2, 4 or 8) warps own one row, so a block of 8 warps works
-/// on 8 / warps_per_row rows at once. The row's NaN-propagating amax is a warp reduction plus,
-/// across the row's warps, a shared-memory one; the row stays in registers (kPerTokenCached
-/// chunks per lane, i.e. up to 1024 columns per warp) and is re-read only beyond that.
+/// What a lane of the per-token kernel keeps of its row between the amax and the store: its kC
+/// chunks raw, as loaded, when that is smaller than their fp32 values (bf16/fp16 input: 16 bytes a
+/// chunk), else fp32 (converted once: silu and the merge are not cheap to redo).
 template <class Producer>
-__global__ void __launch_bounds__(kPerTokenThreads, 3)
+constexpr bool per_token_keeps_raw() {
+  return sizeof(typename Producer::Raw) < sizeof(float) * kChunk;
+}
+/// The largest kC the per-token kernel is built with (its instantiation re-reads columns past
+/// kC * row_threads chunks): 8, or 1 for producers whose raw chunk is larger than 32 bytes (the
+/// merge: its kept fp32 chunks spilled at kC >= 2).
+template <class Producer>
+constexpr int per_token_chunk_cap() {
+  return sizeof(typename Producer::Raw) <= 32 ? 8 : 1;
+}
+/// Resident blocks per SM the per-token kernel must allow (its register cap): the kept chunks plus
+/// one chunk being converted and ~40 registers of addresses, amax and loop state (the uncapped
+/// counts nvcc chose, rounded up).
+template <class Producer, int kC, int kThreads>
+constexpr int per_token_min_blocks() {
+  constexpr int raw = static_cast<int>(sizeof(typename Producer::Raw) / 4);
+  constexpr int kept = kC * (per_token_keeps_raw<Producer>() ? raw : kChunk);
+  constexpr int regs = (kept + raw + 40 + 7) / 8 * 8;
+  constexpr int blocks = 65536 / (kThreads * regs);
+  return blocks < 1 ? 1 : (blocks > 8 ? 8 : blocks);
+}
+
+/// Per-token FP8, streaming: `warps_per_row` (1 to 32, a power of two) warps own one row, so a
+/// block of kThreads / 32 warps holds kThreads / 32 / warps_per_row rows; a lane keeps kC chunks of
+/// its row (chunks rtid + i * row_threads), all of their loads issued before the first is used.
+/// The row's NaN-propagating amax is a warp reduction plus, across the row's warps, a
+/// shared-memory one; chunks past kC * row_threads are read again from L2 for the store (only the
+/// producer's largest kC). One row per block-row, no loop: the block scheduler keeps every SM full
+/// (like the streaming rowwise_kernel).
+template <class Producer, int kC, int kThreads>
+__global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, kThreads>())
     per_token_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols,
                      int warps_per_row) {
   pdl_begin();
-  __shared__ float partial[kPerTokenThreads / 32];
-  const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
+  __shared__ float partial[kThreads / 32];
+  constexpr bool kRaw = per_token_keeps_raw<Producer>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int rows_per_block = (kPerTokenThreads / 32) / warps_per_row;
+  const int rows_per_block = (kThreads / 32) / warps_per_row;
   const int group = warp / warps_per_row;               // which row of the block
   const int rtid = (warp % warps_per_row) * 32 + lane;  // thread index within the row
   const int row_threads = warps_per_row * 32;
   const int chunks = (cols + kChunk - 1) / kChunk;
-  for (int64_t first = static_cast<int64_t>(blockIdx.x) * rows_per_block; first < rows;
-       first += static_cast<int64_t>(gridDim.x) * rows_per_block) {
-    const int64_t row = first + group;
-    const bool active = row < rows;
-    float v[kPerTokenCached][kChunk];
-    float amax = 0.0f;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * rows_per_block + group;
+  const bool active = row < rows;
+  typename Producer::Raw raw[kC];
+  float v[kRaw ? 1 : kC][kChunk];
+  int nvalid[kC];
 #pragma unroll
-    for (int i = 0; i < kPerTokenCached; ++i) {
-      const int c = rtid + i * row_threads;
-      const int nvalid = active ? chunk_valid(cols, c * kChunk) : 0;
-      if (nvalid > 0) {
-        prod.load(row, c * kChunk, nvalid, v[i]);
-        amax = rules::nan_max(amax, chunk_amax(v[i]));
+  for (int i = 0; i < kC; ++i) {
+    const int c = rtid + i * row_threads;
+    nvalid[i] = active ? chunk_valid(cols, c * kChunk) : 0;
+    if (nvalid[i] > 0) prod.fetch(row, c * kChunk, nvalid[i], raw[i]);
+  }
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kC; ++i) {
+    if (nvalid[i] > 0) {
+      float w[kChunk];
+      prod.convert(raw[i], row, (rtid + i * row_threads) * kChunk, nvalid[i], w);
+      amax = rules::nan_max(amax, chunk_amax(w));
+      if constexpr (!kRaw) {
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) v[i][j] = w[j];
       }
     }
-    for (int c = rtid + kPerTokenCached * row_threads; active && c < chunks; c += row_threads) {
+  }
+  if constexpr (kC == per_token_chunk_cap<Producer>()) {  // longer rows re-read the rest
+    for (int c = rtid + kC * row_threads; active && c < chunks; c += row_threads) {
       float w[kChunk];
       prod.load(row, c * kChunk, chunk_valid(cols, c * kChunk), w);
       amax = rules::nan_max(amax, chunk_amax(w));
     }
-    amax = group_amax<32>(amax);
+  }
+  amax = group_amax<32>(amax);
+  if (warps_per_row > 1) {  // block-uniform
     if (lane == 0) partial[warp] = amax;
     __syncthreads();
-    amax = 0.0f;
-    for (int w = 0; w < warps_per_row; ++w)
-      amax = rules::nan_max(amax, partial[group * warps_per_row + w]);
-    __syncthreads();  // partial[] is rewritten by the next rows
-    if (!active) continue;
-    const float s = rules::fp8_dynamic_scale(amax, ub, false);
-    const float inv = rules::fp8_inv_scale(s);
-    if (rtid == 0) p.scales[row] = s;
-    uint8_t* out = p.out + row * p.ld;
-#pragma unroll
-    for (int i = 0; i < kPerTokenCached; ++i) {
-      const int c = rtid + i * row_threads;
-      const int nvalid = chunk_valid(cols, c * kChunk);
-      if (nvalid > 0) {
-        store_fp8_chunk(out + c * kChunk, p.vec, nvalid, v[i], inv);
-        prod.finish(row, c * kChunk, nvalid);
-      }
-    }
-    for (int c = rtid + kPerTokenCached * row_threads; c < chunks; c += row_threads) {
-      float w[kChunk];
-      const int nvalid = chunk_valid(cols, c * kChunk);
-      prod.load(row, c * kChunk, nvalid, w);
-      store_fp8_chunk(out + c * kChunk, p.vec, nvalid, w, inv);
-      prod.finish(row, c * kChunk, nvalid);
-    }
+    amax = group_amax<32>(lane < warps_per_row ? partial[group * warps_per_row + lane] : 0.0f);
   }
-}
-
-constexpr int kPerTokenAsyncMaxChunks = 8;  // chunks per thread: rows up to 16384 columns
-
-/// Per-token FP8 for large batches with 16-byte aligned rows: a persistent block of
-/// kPerTokenThreads threads works on one row at a time while cp.async brings the block's next
-/// row into the other half of a two-stage shared-memory buffer (each thread copies, and later
-/// reads back, only its own chunks: no barrier for the data). The row's amax is a block
-/// reduction; values are re-read from shared memory for the store. `chunks_per_thread`
-/// = ceil(ceil(cols / 8) / kPerTokenThreads) <= kPerTokenAsyncMaxChunks.
-template <class Producer>
-__global__ void __launch_bounds__(kPerTokenThreads)
-    per_token_async_kernel(const Producer prod, const Fp8PerToken::Params p, int64_t rows, int cols,
-                           int chunks_per_thread) {
-  pdl_begin();
-  extern __shared__ uint4 row_mem[];
-  __shared__ float partial[kPerTokenThreads / 32 + 1];
-  constexpr int kSlot = Producer::kStageBytes;
+  if (!active) return;
   const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int stage_bytes = chunks_per_thread * kPerTokenThreads * kSlot;
-  // NOTE: slot of (stage, i-th chunk of this thread); chunk index c = threadIdx.x + i * threads.
-  auto slot = [&](int stage, int i) {
-    return reinterpret_cast<uint8_t*>(row_mem) + stage * stage_bytes +
-           (i * kPerTokenThreads + threadIdx.x) * kSlot;
-  };
-  auto issue = [&](int64_t row, int stage) {
-    if (row < rows) {
-      for (int i = 0; i < chunks_per_thread; ++i) {
-        const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
-        const int nvalid = chunk_valid(cols, col);
-        prod.issue(row, nvalid > 0 ? col : 0, nvalid, slot(stage, i));
+  const float s = rules::fp8_dynamic_scale(amax, ub, false);
+  const float inv = rules::fp8_inv_scale(s);
+  if (rtid == 0) p.scales[row] = s;
+  uint8_t* out = p.out + row * p.ld;
+#pragma unroll
+  for (int i = 0; i < kC; ++i) {
+    if (nvalid[i] > 0) {
+      const int col = (rtid + i * row_threads) * kChunk;
+      if constexpr (kRaw) {
+        float w[kChunk];
+        prod.convert(raw[i], row, col, nvalid[i], w);
+        store_fp8_chunk(out + col, p.vec, nvalid[i], w, inv);
+      } else {
+        store_fp8_chunk(out + col, p.vec, nvalid[i], v[i], inv);
       }
+      prod.finish(row, col, nvalid[i]);
     }
-    cp_async_commit();
-  };
-  int stage = 0;
-  issue(blockIdx.x, 0);
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, stage ^= 1) {  // block-uniform
-    issue(row + gridDim.x, stage ^ 1);
-    cp_async_wait<1>();
-    float amax = 0.0f;
-    for (int i = 0; i < chunks_per_thread; ++i) {
-      const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
-      if (chunk_valid(cols, col) > 0) {
-        float v[kChunk];
-        prod.compute(slot(stage, i), v);
-        amax = rules::nan_max(amax, chunk_amax(v));
-      }
-    }
-    amax = group_amax<32>(amax);
-    if (lane == 0) partial[warp] = amax;
-    __syncthreads();
-    if (warp == 0) {
-      float m = lane < kPerTokenThreads / 32 ? partial[lane] : 0.0f;
-      m = group_amax<32>(m);
-      if (lane == 0) partial[kPerTokenThreads / 32] = m;
-    }
-    __syncthreads();
-    amax = partial[kPerTokenThreads / 32];
-    const float s = rules::fp8_dynamic_scale(amax, ub, false);
-    const float inv = rules::fp8_inv_scale(s);
-    if (threadIdx.x == 0) p.scales[row] = s;
-    uint8_t* out = p.out + row * p.ld;
-    for (int i = 0; i < chunks_per_thread; ++i) {
-      const int col = (threadIdx.x + i * kPerTokenThreads) * kChunk;
-      const int nvalid = chunk_valid(cols, col);
-      if (nvalid > 0) {
-        float v[kChunk];
-        prod.compute(slot(stage, i), v);
-        store_fp8_chunk(out + col, p.vec, nvalid, v, inv);
-        prod.finish(row, col, nvalid);
-      }
-    }
-    __syncthreads();  // partial[] is rewritten for the next row
   }
-  cp_async_wait<0>();
+  if constexpr (kC == per_token_chunk_cap<Producer>()) {
+    for (int c = rtid + kC * row_threads; c < chunks; c += row_threads) {
+      float w[kChunk];
+      const int nv = chunk_valid(cols, c * kChunk);
+      prod.load(row, c * kChunk, nv, w);
+      store_fp8_chunk(out + c * kChunk, p.vec, nv, w, inv);
+      prod.finish(row, c * kChunk, nv);
+    }
+  }
 }
 
 /// True when p and a row stride of `ld` elements of `elem` bytes allow `align`-byte accesses.
@@ -540,6 +540,68 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
       uint32_t{1}, static_cast<uint32_t>(task_blocks));
 }
 
+/// QFUSE_PER_TOKEN_CHUNKS=1|2|4|8: the most chunks a lane of per_token_kernel keeps before a
+/// row takes more warps (an experiment switch for same-run comparisons; read once per process).
+/// Unset: 4.
+inline int per_token_max_chunks() {
+  static const int forced = [] {
+    const char* e = std::getenv("QFUSE_PER_TOKEN_CHUNKS");
+    const int n = e != nullptr ? std::atoi(e) : 0;
+    return n == 1 || n == 2 || n == 4 || n == 8 ? n : 4;
+  }();
+  return forced;
+}
+
+/// per_token_kernel with the fewest warps per row whose lanes keep at most per_token_max_chunks()
+/// chunks (and at most the producer's cap) in blocks of kPerTokenThreads, kC the power of two
+/// covering a lane's share. Small batches (fewer blocks than SMs) spread a row over up to 32 warps
+/// (blocks of 1024; not the merge) with one chunk per lane, two past 1024 chunks: measured at T=16
+/// (NOTES 31), the latency of a row is the number of chunks a lane works through.
+template <class Producer>
+Status launch_per_token(const Producer& prod, const Fp8PerToken::Params& pp, int64_t rows,
+                        int64_t cols, int64_t chunks, cudaStream_t stream) {
+  constexpr int kCap = per_token_chunk_cap<Producer>();
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  const auto warps_for = [&](int64_t max_chunks, int max_warps) {
+    int w = 1;
+    while (w < max_warps && chunks > max_chunks * 32 * w) w *= 2;
+    return w;
+  };
+  int warps_per_row = warps_for(std::min(per_token_max_chunks(), kCap), 8);
+  int threads = kPerTokenThreads;
+  const int64_t wide_blocks = (rows + 8 / warps_per_row - 1) / (8 / warps_per_row);
+  // NOTE: not for the merge (kCap 1): at 64 registers its kept chunk spilled.
+  if (kCap == 8 && wide_blocks < dev.sm_count && chunks <= 2 * 1024) {
+    warps_per_row = warps_for(1, 32);
+    threads = warps_per_row > 8 ? 1024 : kPerTokenThreads;
+  }
+  const int64_t per_lane = (chunks + 32 * warps_per_row - 1) / (32 * warps_per_row);
+  const int64_t rows_per_block = (threads / 32) / warps_per_row;
+  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  if (blocks > INT32_MAX)
+    return Status::InvalidArgument("rows", "<= " + std::to_string(INT32_MAX * rows_per_block),
+                                   std::to_string(rows));
+  const auto go = [&](auto kernel) {
+    return launch_kernel("per_token_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                         dim3(static_cast<unsigned>(threads)), 0, stream, prod, pp, rows,
+                         static_cast<int>(cols), warps_per_row);
+  };
+  if constexpr (kCap == 8) {
+    if (threads == 1024) {
+      if (per_lane <= 1) return go(per_token_kernel<Producer, 1, 1024>);
+      return go(per_token_kernel<Producer, 2, 1024>);
+    }
+    if (per_lane <= 1) return go(per_token_kernel<Producer, 1, kPerTokenThreads>);
+    if (per_lane <= 2) return go(per_token_kernel<Producer, 2, kPerTokenThreads>);
+    if (per_lane <= 4) return go(per_token_kernel<Producer, 4, kPerTokenThreads>);
+    return go(per_token_kernel<Producer, 8, kPerTokenThreads>);
+  } else {
+    static_assert(kCap == 1);
+    return go(per_token_kernel<Producer, 1, kPerTokenThreads>);
+  }
+}
+
 /// QFUSE_ROWWISE=stream|persistent: the kernel form for large problems of producers that have
 /// copy pipelines (an experiment switch for same-run comparisons; read once per process).
 /// Unset: the per-policy default (Policy::kStream).
@@ -578,16 +640,22 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   // keeping every SM full: the form of every policy (all declare kStream). Measured on H100
   // (bench/NOTES.md): 96-103 % of copy bandwidth for quantize fp8_per_tensor, silu_mul_quant
   // fp8_group128 and merge_states fp8_per_tensor, against 88-94 % for the persistent pipelines
-  // and 88-92 % for a persistent register kernel prefetching its next task. NVFP4 beyond one wave
-  // of the narrow grid takes wide lanes (Policy::kChunksPerLane, NOTES 27): silu_mul_quant nvfp4
-  // 95-100 %, quantize 78-81 %, merge 86-88 %; one wave or less keeps 8 values per lane (twice
-  // the warps: T=16 measured 1.6-2.5 us narrow against 2.0-2.7 us wide).
+  // and 88-92 % for a persistent register kernel prefetching its next task. NVFP4 and per-group
+  // FP8 beyond one wave of the narrow grid take wide lanes where the producer measured them
+  // faster (Policy::kChunksPerLane, kNvfp4LaneChunks / kGroupLaneChunks, NOTES 27, 31); one wave
+  // or less keeps 8 values per lane (twice the warps: T=16 measured 1.6-2.5 us narrow against
+  // 2.0-2.7 us wide).
   // The persistent pipelines stay reachable with QFUSE_ROWWISE=persistent for comparisons.
   if (form == "stream") {
     if constexpr (Policy::kChunksPerLane == 2) {
-      if (!small)
-        return launch_rowwise_stream<Producer, Policy, 2>(prod, params, rows, cols, padding_units,
-                                                          dev, stream);
+      if (!small) {
+        constexpr int kLane =
+            std::is_same_v<Policy, Nvfp4> ? Producer::kNvfp4LaneChunks : Producer::kGroupLaneChunks;
+        static_assert(kLane == 1 || kLane == 2 || kLane == 4);
+        if constexpr (kLane > 1)
+          return launch_rowwise_stream<Producer, Policy, kLane>(prod, params, rows, cols,
+                                                                padding_units, dev, stream);
+      }
     }
     return launch_rowwise_stream<Producer, Policy, 1>(prod, params, rows, cols, padding_units, dev,
                                                       stream);
@@ -647,40 +715,7 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       const Fp8PerToken::Params pp{typed<uint8_t>(q.out), ld, typed<float>(q.scales), q.scale_ub,
                                    aligned_rows(q.out.data, ld, 1, 8)};
       const int64_t chunks = (cols + kChunk - 1) / kChunk;
-      const int64_t per_thread = (chunks + kPerTokenThreads - 1) / kPerTokenThreads;
-      DeviceInfo dev;
-      QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-      // NOTE: the cp.async kernel once there are more rows than the device holds blocks of the
-      // register kernel (measured: 63 % of copy bandwidth at T=16384 H=7168 for the register
-      // kernel, latency-bound at 37 % occupancy); small batches keep the register kernel.
-      if constexpr (Producer::kPerTokenAsync) {
-        if (prod.vec && per_thread <= kPerTokenAsyncMaxChunks && rows >= 4 * dev.sm_count) {
-          const auto kernel = per_token_async_kernel<Producer>;
-          const int smem =
-              static_cast<int>(2 * per_thread * kPerTokenThreads * Producer::kStageBytes);
-          static int per_sm = 0;
-          static int per_sm_smem = -1;
-          if (per_sm_smem != smem) {
-            QFUSE_RETURN_IF_ERROR(blocks_per_sm(kernel, kPerTokenThreads, smem, &per_sm));
-            per_sm_smem = smem;
-          }
-          const int64_t blocks =
-              std::min<int64_t>(rows, static_cast<int64_t>(std::max(per_sm, 1)) * dev.sm_count);
-          return launch_kernel("per_token_async_kernel", kernel,
-                               dim3(static_cast<unsigned>(blocks)), dim3(kPerTokenThreads), smem,
-                               stream, prod, pp, rows, static_cast<int>(cols),
-                               static_cast<int>(per_thread));
-        }
-      }
-      int warps_per_row = 1;
-      while (warps_per_row < 8 && chunks > int64_t{kPerTokenCached} * 32 * warps_per_row)
-        warps_per_row *= 2;
-      const int64_t rows_per_block = (kPerTokenThreads / 32) / warps_per_row;
-      const int64_t blocks =
-          std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, 1 << 30);
-      return launch_kernel("per_token_kernel", per_token_kernel<Producer>,
-                           dim3(static_cast<unsigned>(blocks)), dim3(kPerTokenThreads), 0, stream,
-                           prod, pp, rows, static_cast<int>(cols), warps_per_row);
+      return launch_per_token(prod, pp, rows, cols, chunks, stream);
     }
     case QuantKind::kFp8PerGroup: {
       const bool packed = spec.format == ScaleFormat::kUe8m0Packed;

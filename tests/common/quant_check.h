@@ -55,7 +55,7 @@ struct CheckOptions {
                                               const CheckOptions& opt);
 
 /// Rows to compare for a [rows, cols] problem: all when small, else a random sample with the
-/// first and last rows.
+/// first 8 rows (where tests put special values) and the last.
 std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed);
 
 }  // namespace qfuse::test

@@ -146,18 +146,54 @@ TEST_P(QuantizeSpecialValues, NanInfZeroFollowTheRules) {
 
 INSTANTIATE_TEST_SUITE_P(All, QuantizeSpecialValues, ::testing::ValuesIn(quantized_specs()));
 
-// NVFP4 beyond one wave of the grid takes the wide-lane kernel with its NaN-free E2M1 round for
-// blocks whose factor cannot make a NaN: the same special values there.
-TEST(QuantizeGpu, Nvfp4WideLanesFollowTheRulesForNanInfAndZero) {
+// NVFP4 and per-group FP8 beyond one wave of the grid take the wide-lane kernels (two 16-value
+// runs per lane for bf16, one for fp32; NVFP4 with its NaN-free E2M1 round for blocks whose
+// factor cannot make a NaN): the same special values there, with rows that end in a partial task
+// (H = 2064) or a partial group (H = 2056, per-group only).
+TEST(QuantizeGpu, WideLanesFollowTheRulesForNanInfAndZero) {
   QFUSE_REQUIRE_GPU();
-  for (const char* name : {"nvfp4:swizzled", "nvfp4:linear"}) {
+  for (const char* name : {"nvfp4:swizzled", "nvfp4:linear", "fp8_group128:row:f32",
+                           "fp8_group64:col_tma:ue8m0_packed", "fp8_group128:col:ue8m0"}) {
     QuantSpec spec;
     ASSERT_TRUE(parse_quant_spec(name, &spec).ok());
-    Problem p;
-    p.dtype = DType::kF32;
-    p.T = 4096;
-    p.H = 2048;
-    run_case(spec, p, put_specials);
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (int64_t H : {2048, 2064, 2056}) {
+        if (spec.kind == QuantKind::kNvfp4 && H % 16 != 0) continue;
+        Problem p;
+        p.dtype = dtype;
+        p.T = 4096;
+        p.H = H;
+        run_case(spec, p, put_specials);
+      }
+    }
+  }
+}
+
+// Per-token: every form of per_token_kernel, with and without special values. Small batches
+// spread a row over up to 32 warps (blocks of 1024, one or two chunks per lane), large ones keep
+// 1-8 chunks per lane in blocks of 256; rows past 2048 chunks re-read their tail; odd widths end
+// in a partial chunk.
+TEST(QuantizeGpu, PerTokenEveryKernelForm) {
+  QFUSE_REQUIRE_GPU();
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {3, 20001},    // 256 threads, 8 chunks per lane and the re-read tail (small batch)
+      {200, 20001},  // the same for a large batch
+      {2, 11999},    // 1024 threads, 2 chunks per lane
+      {5, 3999},     // 1024 threads holding 2 rows (16 warps each), the last block half idle
+      {1000, 3999},  // 4 warps per row, 4 chunks per lane
+      {2000, 1000},  // one warp per row, 4 chunks per lane
+      {4096, 301},   // one warp per row, 2 chunks per lane
+      {4096, 199}};  // one warp per row, 1 chunk per lane
+  for (DType dtype : {DType::kBF16, DType::kF32}) {
+    for (const auto& [T, H] : shapes) {
+      Problem p;
+      p.dtype = dtype;
+      p.T = T;
+      p.H = H;
+      p.seed = static_cast<uint64_t>(T * 3 + H);
+      run_case(QuantSpec::fp8_per_token(), p);
+      run_case(QuantSpec::fp8_per_token(), p, put_specials);
+    }
   }
 }
 

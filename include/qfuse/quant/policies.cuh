@@ -320,7 +320,7 @@ struct Fp8PerTensor {
 template <int kGroup>
 struct Fp8PerGroup {
   static constexpr bool kStream = true;
-  static constexpr int kChunksPerLane = 1;
+  static constexpr int kChunksPerLane = 2;  // apply2(): 16 values per lane (wide lanes)
   static constexpr int kLanesPerGroup = kGroup / kChunk;
   struct Params {
     uint8_t* out;
@@ -351,6 +351,29 @@ struct Fp8PerGroup {
         static_cast<float*>(p.scales)[off] = s;
     }
     store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s));
+  }
+  /// Wide lanes: values [col, col + 16) of `row` (v0, v1 its halves, nvalid1 <= 0 past the row),
+  /// a group spanning kGroup / 16 lanes: the group's reduction and scale serve 16 values a lane.
+  template <bool>
+  __device__ void apply2(int64_t row, int col, int nvalid0, int nvalid1, const float (&v0)[kChunk],
+                         const float (&v1)[kChunk]) const {
+    constexpr int kLanes = kGroup / (2 * kChunk);
+    const float amax = group_amax<kLanes>(rules::nan_max(chunk_amax(v0), chunk_amax(v1)));
+    if (nvalid0 <= 0) return;
+    const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
+    const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
+    const int lane = threadIdx.x & 31;
+    if (lane % kLanes == 0) {
+      const int64_t off = p.sa.offset(row, col / kGroup);
+      if (p.packed)
+        static_cast<uint8_t*>(p.scales)[off] = rules::ue8m0_byte(s);
+      else
+        static_cast<float*>(p.scales)[off] = s;
+    }
+    const float inv = rules::fp8_inv_scale(s);
+    uint8_t* dst = p.out + row * p.ld + col;
+    store_fp8_chunk(dst, p.vec, nvalid0, v0, inv);
+    if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, inv);
   }
   __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
     if (p.sa.padding_units() > 0)
