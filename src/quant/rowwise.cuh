@@ -19,9 +19,9 @@
 //   __device__ void finish(int64_t row, int col, int nvalid) const
 // called once the chunk is stored (per-row side outputs such as a merged lse; usually empty);
 // kStreamMinBlocks / kStreamMinBlocksGrouped: resident blocks per SM the streaming kernel must
-// allow (a register cap), for policies without / with a group reduction; kNvfp4NanFreeRound:
-// whether NVFP4's wide lanes use the NaN-free E2M1 round where it is exact (measured per
-// producer, bench/NOTES.md 29-30); kNvfp4LaneChunks / kGroupLaneChunks: chunks per lane beyond
+// allow (a register cap), for policies without / with a group reduction; kNvfp4Round: which
+// cheaper E2M1 round NVFP4's wide lanes use where it is exact (Nvfp4::encode; measured per
+// producer, bench/NOTES.md 29-31); kNvfp4LaneChunks / kGroupLaneChunks: chunks per lane beyond
 // one wave for NVFP4 / per-group FP8 (1: narrow lanes; 2: 16 consecutive values; 4: two such
 // runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
 // Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks).
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kRowwiseThreads,
           if (nv0[b] > 0) prod.convert(raw[b][0], row, col[b], nv0[b], v0);
           if (nv1[b] > 0) prod.convert(raw[b][1], row, col[b] + kChunk, nv1[b], v1);
         }
-        pol.template apply2<Producer::kNvfp4NanFreeRound>(row, col[b], nv0[b], nv1[b], v0, v1);
+        pol.template apply2<Producer::kNvfp4Round>(row, col[b], nv0[b], nv1[b], v0, v1);
         prod.finish(row, col[b], nv0[b]);
         prod.finish(row, col[b] + kChunk, nv1[b]);
       }

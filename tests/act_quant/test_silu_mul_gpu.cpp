@@ -168,7 +168,7 @@ TEST(SiluMulGpu, PerTokenEveryKernelForm) {
   }
 }
 
-// NVFP4 beyond one wave of the grid: the wide-lane kernel (NaN-free E2M1 round where exact).
+// NVFP4 beyond one wave of the grid: the wide-lane kernel (clamp-free E2M1 round where exact).
 TEST(SiluMulGpu, Nvfp4WideLanesNanInfAndZeroGroups) {
   QFUSE_REQUIRE_GPU();
   const SiluInput in = make_input(DType::kBF16, 4096, 2048, 22, 0, false, put_specials);

@@ -147,9 +147,9 @@ TEST_P(QuantizeSpecialValues, NanInfZeroFollowTheRules) {
 INSTANTIATE_TEST_SUITE_P(All, QuantizeSpecialValues, ::testing::ValuesIn(quantized_specs()));
 
 // NVFP4 and per-group FP8 beyond one wave of the grid take the wide-lane kernels (two 16-value
-// runs per lane for bf16, one for fp32; NVFP4 with its NaN-free E2M1 round for blocks whose
-// factor cannot make a NaN): the same special values there, with rows that end in a partial task
-// (H = 2064) or a partial group (H = 2056, per-group only).
+// runs per lane for bf16, one for fp32; NVFP4 with its clamp-free E2M1 round for blocks whose
+// scaled values stay below 7): the same special values there, with rows that end in a partial
+// task (H = 2064) or a partial group (H = 2056, per-group only).
 TEST(QuantizeGpu, WideLanesFollowTheRulesForNanInfAndZero) {
   QFUSE_REQUIRE_GPU();
   for (const char* name : {"nvfp4:swizzled", "nvfp4:linear", "fp8_group128:row:f32",

@@ -354,7 +354,7 @@ struct Fp8PerGroup {
   }
   /// Wide lanes: values [col, col + 16) of `row` (v0, v1 its halves, nvalid1 <= 0 past the row),
   /// a group spanning kGroup / 16 lanes: the group's reduction and scale serve 16 values a lane.
-  template <bool>
+  template <int>
   __device__ void apply2(int64_t row, int col, int nvalid0, int nvalid1, const float (&v0)[kChunk],
                          const float (&v1)[kChunk]) const {
     constexpr int kLanes = kGroup / (2 * kChunk);
@@ -423,22 +423,20 @@ struct Nvfp4 {
       for (int i = 0; i < 4; ++i) dst[i] = static_cast<uint8_t>(w >> (8 * i));
     }
   }
-  /// E2M1 codes of t = v * out_scale for a block with absolute maximum bmax. kNanFreeRound: a
-  /// NaN value makes bmax and the factor NaN, so t can be NaN only through a NaN factor or
-  /// inf * 0 (a zero factor with an infinite value, an infinite factor with a zero value);
-  /// otherwise the cheaper NaN-free round gives the same codes.
-  template <bool kNanFreeRound>
+  /// E2M1 codes of t = v * out_scale for a block with absolute maximum bmax. kRound (the
+  /// producer's kNvfp4Round): 0, the general round (any value, NaN to +6); 1, the clamp-free
+  /// round where bmax * out_scale < 7 (false for NaN; then every |t| < 7, rounding being
+  /// monotonic), else the general one.
+  template <int kRound>
   __device__ static uint32_t encode(const float (&t)[kChunk], float out_scale, float bmax) {
-    if constexpr (kNanFreeRound) {
-      if (out_scale < INFINITY && (bmax < INFINITY || out_scale > 0.0f))
-        return rules::e2m1_encode8_nan_free(t);
+    if constexpr (kRound == 1) {
+      if (bmax * out_scale < 7.0f) return rules::e2m1_encode8_below7(t);
     }
     return rules::e2m1_encode8(t);
   }
   /// A whole block in one lane: values [col, col + 16) of `row`, v0 and v1 its two halves
-  /// (both real or both past the row: cols % 16 == 0). kNanFreeRound: see encode() and the
-  /// producers' kNvfp4NanFreeRound.
-  template <bool kNanFreeRound>
+  /// (both real or both past the row: cols % 16 == 0). kRound: see encode().
+  template <int kRound>
   __device__ void apply2(int64_t row, int col, int nvalid0, int, const float (&v0)[kChunk],
                          const float (&v1)[kChunk]) const {
     if (nvalid0 <= 0) return;
@@ -449,10 +447,10 @@ struct Nvfp4 {
     float t[kChunk];
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) t[i] = v0[i] * out_scale;
-    const uint32_t w0 = encode<kNanFreeRound>(t, out_scale, bmax);
+    const uint32_t w0 = encode<kRound>(t, out_scale, bmax);
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) t[i] = v1[i] * out_scale;
-    const uint32_t w1 = encode<kNanFreeRound>(t, out_scale, bmax);
+    const uint32_t w1 = encode<kRound>(t, out_scale, bmax);
     uint8_t* dst = p.out + row * p.ld + col / 2;
     if (p.vec8) {
       *reinterpret_cast<uint2*>(dst) = make_uint2(w0, w1);

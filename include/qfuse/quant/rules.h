@@ -172,7 +172,8 @@ QFUSE_HD uint8_t e2m1_encode(float x) {
 /// extra ulps in binade j (0, 1, 2), so that the low three mantissa bits of the sum are the code
 /// itself: k + 2j where k = rounded a / step (an even offset leaves the tie-breaking unchanged).
 /// The clamp keeps the sign of zero and maps NaN to +6 (fminf/fmaxf drop a NaN operand).
-template <bool kNanFree>
+/// kBelow7: no clamp at all, for |x| < 7 (|x| in [6, 7) rounds to 6 in the step-2 binade).
+template <bool kBelow7>
 QFUSE_HD uint32_t e2m1_encode8_impl(const float (&x)[8]) {
   uint32_t code = 0, sign[8];
 #if defined(__CUDA_ARCH__)
@@ -180,8 +181,8 @@ QFUSE_HD uint32_t e2m1_encode8_impl(const float (&x)[8]) {
 #endif
   for (int i = 0; i < 8; ++i) {
     float c;
-    if constexpr (kNanFree) {
-      c = x[i];  // only |c| and the sign bit are used: the clamp below is on |c|
+    if constexpr (kBelow7) {
+      c = x[i];
     } else {
 #if defined(__CUDA_ARCH__)
       c = fmaxf(fminf(x[i], kE2M1Max), -kE2M1Max);
@@ -191,7 +192,7 @@ QFUSE_HD uint32_t e2m1_encode8_impl(const float (&x)[8]) {
       c = x[i] >= -kE2M1Max && x[i] <= kE2M1Max ? x[i] : (x[i] < -kE2M1Max ? -kE2M1Max : kE2M1Max);
 #endif
     }
-    const float a = kNanFree ? fminf(fabsf(c), kE2M1Max) : fabsf(c);
+    const float a = fabsf(c);
     const uint32_t e = float_bits(fmaxf(a, 1.0f)) >> 23;             // 127 + j
     const float m = bits_float(e * 0x800002u + (22u << 23) - 254u);  // 2^(22+j) + 2j ulps
     const uint32_t s = float_bits(a + m);                            // ((e + 22) << 23) | code
@@ -217,9 +218,10 @@ QFUSE_HD uint32_t e2m1_encode8(const float (&x)[8]) {
   return e2m1_encode8_impl<false>(x);
 }
 
-/// e2m1_encode8 for values none of which is NaN: one min per value instead of the signed clamp
-/// (which is there so that a NaN gives +6 whatever its sign bit).
-QFUSE_HD uint32_t e2m1_encode8_nan_free(const float (&x)[8]) {
+/// e2m1_encode8 for values with |x| < 7 (so no NaN or infinity): no clamp, two min/max per value
+/// fewer (the NVFP4 quantizer's usual case: a block's values scaled by its factor stay below
+/// 6 * (1 + 2^-4) unless its scale saturated or is an E4M3 subnormal).
+QFUSE_HD uint32_t e2m1_encode8_below7(const float (&x)[8]) {
   return e2m1_encode8_impl<true>(x);
 }
 
