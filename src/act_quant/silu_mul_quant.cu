@@ -66,9 +66,9 @@ struct LoadSiluMul {
   // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
   static constexpr int kStreamMinBlocks = 8;
   static constexpr int kStreamMinBlocksGrouped = 8;
-  static constexpr int kNvfp4Round = 1;       // the clamp-free E2M1 round where exact (NOTES 30-31)
-  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 31)
-  // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 31).
+  static constexpr int kNvfp4Round = 1;       // the clamp-free E2M1 round where exact (NOTES 34)
+  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 32)
+  // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 32).
   static constexpr int kGroupLaneChunks = 1;
   static constexpr bool kStream = false;  // persistent pipelines for large problems
   // cp.async path (rowwise_async_kernel): 16 bytes of gate, then 16 bytes of up.

@@ -42,10 +42,10 @@ struct LoadMerge {
   static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
   // NOTE: the general E2M1 round only: with a branch to a cheaper round (NaN-free, NOTES 29, or
-  // clamp-free, NOTES 31) the 2-way NVFP4 merge fell from 86-88 to 66 %.
+  // clamp-free, NOTES 34) the 2-way NVFP4 merge fell from 86-88 to 66 %.
   static constexpr int kNvfp4Round = 0;
   static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled (64-register cap)
-  // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 31); wider
+  // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
   // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
   static constexpr int kGroupLaneChunks = kN <= 2 ? 2 : 1;
   static constexpr bool kStream = true;

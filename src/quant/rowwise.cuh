@@ -540,19 +540,12 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
       uint32_t{1}, static_cast<uint32_t>(task_blocks));
 }
 
-/// QFUSE_PER_TOKEN_CHUNKS=1|2|4|8: the most chunks a lane of per_token_kernel keeps before a
-/// row takes more warps (an experiment switch for same-run comparisons; read once per process).
-/// Unset: 4.
-inline int per_token_max_chunks() {
-  static const int forced = [] {
-    const char* e = std::getenv("QFUSE_PER_TOKEN_CHUNKS");
-    const int n = e != nullptr ? std::atoi(e) : 0;
-    return n == 1 || n == 2 || n == 4 || n == 8 ? n : 4;
-  }();
-  return forced;
-}
+/// The most chunks a lane of per_token_kernel keeps before a row takes more warps (large
+/// batches). Same-run A/B on H100 (NOTES 31): 4 best at H=2048 (95.6 % against 93.0 for 8, 89.6
+/// for 2), all equal at H=7168.
+constexpr int kPerTokenMaxChunks = 4;
 
-/// per_token_kernel with the fewest warps per row whose lanes keep at most per_token_max_chunks()
+/// per_token_kernel with the fewest warps per row whose lanes keep at most kPerTokenMaxChunks
 /// chunks (and at most the producer's cap) in blocks of kPerTokenThreads, kC the power of two
 /// covering a lane's share. Small batches (fewer blocks than SMs) spread a row over up to 32 warps
 /// (blocks of 1024; not the merge) with one chunk per lane, two past 1024 chunks: measured at T=16
@@ -568,7 +561,7 @@ Status launch_per_token(const Producer& prod, const Fp8PerToken::Params& pp, int
     while (w < max_warps && chunks > max_chunks * 32 * w) w *= 2;
     return w;
   };
-  int warps_per_row = warps_for(std::min(per_token_max_chunks(), kCap), 8);
+  int warps_per_row = warps_for(std::min(kPerTokenMaxChunks, kCap), 8);
   int threads = kPerTokenThreads;
   const int64_t wide_blocks = (rows + 8 / warps_per_row - 1) / (8 / warps_per_row);
   // NOTE: not for the merge (kCap 1): at 64 registers its kept chunk spilled.
@@ -642,7 +635,7 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
   // fp8_group128 and merge_states fp8_per_tensor, against 88-94 % for the persistent pipelines
   // and 88-92 % for a persistent register kernel prefetching its next task. NVFP4 and per-group
   // FP8 beyond one wave of the narrow grid take wide lanes where the producer measured them
-  // faster (Policy::kChunksPerLane, kNvfp4LaneChunks / kGroupLaneChunks, NOTES 27, 31); one wave
+  // faster (Policy::kChunksPerLane, kNvfp4LaneChunks / kGroupLaneChunks, NOTES 27, 32); one wave
   // or less keeps 8 values per lane (twice the warps: T=16 measured 1.6-2.5 us narrow against
   // 2.0-2.7 us wide).
   // The persistent pipelines stay reachable with QFUSE_ROWWISE=persistent for comparisons.

@@ -156,11 +156,13 @@ TEST(SiluMulGpu, NanInfAndZeroGroups) {
   for (const QuantSpec& spec : all_quant_specs()) check_spec(spec, in);
 }
 
-// Per-token forms the grid does not reach: rows past 2048 chunks (re-read tail), 1024-thread
-// blocks holding two rows, odd widths; silu keeps fp32 values per lane (not the raw inputs).
+// Per-token forms the grid does not reach: rows past 8 chunks a lane (re-read tail), 1024-thread
+// blocks (two chunks per lane, two rows per block), odd widths; silu keeps fp32 values per lane
+// (not the raw inputs).
 TEST(SiluMulGpu, PerTokenEveryKernelForm) {
   QFUSE_REQUIRE_GPU();
-  const std::pair<int64_t, int64_t> shapes[] = {{6, 20001}, {200, 20001}, {7, 3999}, {2000, 1000}};
+  const std::pair<int64_t, int64_t> shapes[] = {{6, 20001},  {200, 20001}, {7, 3999},
+                                                {70, 12001}, {101, 3999},  {2000, 1000}};
   for (const auto& [T, H] : shapes) {
     const SiluInput in =
         make_input(DType::kBF16, T, H, static_cast<uint64_t>(T + H), 0, false, put_specials);

@@ -171,15 +171,19 @@ TEST(QuantizeGpu, WideLanesFollowTheRulesForNanInfAndZero) {
 
 // Per-token: every form of per_token_kernel, with and without special values. Small batches
 // spread a row over up to 32 warps (blocks of 1024, one or two chunks per lane), large ones keep
-// 1-8 chunks per lane in blocks of 256; rows past 2048 chunks re-read their tail; odd widths end
-// in a partial chunk.
+// 1-8 chunks per lane in blocks of 256; rows past 8 chunks a lane re-read their tail; odd widths
+// end in a partial chunk.
 TEST(QuantizeGpu, PerTokenEveryKernelForm) {
   QFUSE_REQUIRE_GPU();
   const std::pair<int64_t, int64_t> shapes[] = {
-      {3, 20001},    // 256 threads, 8 chunks per lane and the re-read tail (small batch)
+      {3, 20001},    // small batch, too long for 1024 threads: 8 chunks per lane, re-read tail
+      {1, 33001},    // the same, one row
       {200, 20001},  // the same for a large batch
       {2, 11999},    // 1024 threads, 2 chunks per lane
-      {5, 3999},     // 1024 threads holding 2 rows (16 warps each), the last block half idle
+      {70, 12001},   // the same
+      {100, 7999},   // 1024 threads, 1 chunk per lane
+      {101, 3999},   // 1024 threads holding 2 rows (16 warps each), the last block half idle
+      {40, 1000},    // 256 threads holding 2 rows (4 warps each)
       {1000, 3999},  // 4 warps per row, 4 chunks per lane
       {2000, 1000},  // one warp per row, 4 chunks per lane
       {4096, 301},   // one warp per row, 2 chunks per lane
