@@ -129,16 +129,25 @@ struct LoadMerge {
   __device__ void fetch(int64_t t, int col, int nvalid, Raw& raw) const {
     if (!(vec && nvalid == quant::kChunk)) return;
     const int h0 = head_of(col);
-    const int d0 = col - h0 * a.D;
+    load_partials<false>(t, h0, col - h0 * a.D, raw, raw);
+  }
+
+  /// The 16-byte loads of the chunk at (t, h0, d0) of every partial into raw0 (kPair: and of the
+  /// next chunk into raw1), and the partials' lse into raw0.
+  template <bool kPair>
+  __device__ void load_partials(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1) const {
     const bool copy = t >= a.copy_from;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
       const int src = (i < a.n && !copy) ? i : a.n - 1;
       const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
 #pragma unroll
-      for (int k = 0; k < kVecs; ++k) raw.r[i][k] = __ldg(p + k);
+      for (int k = 0; k < kVecs; ++k) {
+        raw0.r[i][k] = __ldg(p + k);
+        if constexpr (kPair) raw1.r[i][k] = __ldg(p + kVecs + k);
+      }
     }
-    load_lse(t, h0, raw.lse);
+    load_lse(t, h0, raw0.lse);
   }
 
   __device__ void convert(const Raw& raw, int64_t t, int col, int nvalid,
@@ -175,18 +184,7 @@ struct LoadMerge {
       if (nvalid1 > 0) fetch(t, col + quant::kChunk, nvalid1, raw1);
       return;
     }
-    const bool copy = t >= a.copy_from;
-#pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      const int src = (i < a.n && !copy) ? i : a.n - 1;
-      const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
-#pragma unroll
-      for (int k = 0; k < kVecs; ++k) {
-        raw0.r[i][k] = __ldg(p + k);
-        raw1.r[i][k] = __ldg(p + kVecs + k);
-      }
-    }
-    load_lse(t, h0, raw0.lse);
+    load_partials<true>(t, h0, d0, raw0, raw1);
   }
 
   /// convert() of the chunks fetch_pair() loaded: one set of weights for both when they share a

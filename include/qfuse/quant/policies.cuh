@@ -337,19 +337,25 @@ struct Fp8PerGroup {
   // a register for the whole kernel, and where the streaming kernel ran out of registers (merge,
   // 2-way) the spill's store waited for that load before any data load issued.
   __device__ explicit Fp8PerGroup(const Params& params) : p(params) {}
-  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
-    const float amax = group_amax<kLanesPerGroup>(chunk_amax(v));
-    if (nvalid <= 0) return;
+  /// The scale of the group holding column `col` from its amax, written by the first of the
+  /// group's kLanes lanes.
+  template <int kLanes>
+  __device__ float group_scale(int64_t row, int col, float amax) const {
     const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
     const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
-    const int lane = threadIdx.x & 31;
-    if (lane % kLanesPerGroup == 0) {
+    if ((threadIdx.x & 31) % kLanes == 0) {
       const int64_t off = p.sa.offset(row, col / kGroup);
       if (p.packed)
         static_cast<uint8_t*>(p.scales)[off] = rules::ue8m0_byte(s);
       else
         static_cast<float*>(p.scales)[off] = s;
     }
+    return s;
+  }
+  __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
+    const float amax = group_amax<kLanesPerGroup>(chunk_amax(v));
+    if (nvalid <= 0) return;
+    const float s = group_scale<kLanesPerGroup>(row, col, amax);
     store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s));
   }
   /// Wide lanes: values [col, col + 16) of `row` (v0, v1 its halves, nvalid1 <= 0 past the row),
@@ -360,17 +366,7 @@ struct Fp8PerGroup {
     constexpr int kLanes = kGroup / (2 * kChunk);
     const float amax = group_amax<kLanes>(rules::nan_max(chunk_amax(v0), chunk_amax(v1)));
     if (nvalid0 <= 0) return;
-    const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
-    const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
-    const int lane = threadIdx.x & 31;
-    if (lane % kLanes == 0) {
-      const int64_t off = p.sa.offset(row, col / kGroup);
-      if (p.packed)
-        static_cast<uint8_t*>(p.scales)[off] = rules::ue8m0_byte(s);
-      else
-        static_cast<float*>(p.scales)[off] = s;
-    }
-    const float inv = rules::fp8_inv_scale(s);
+    const float inv = rules::fp8_inv_scale(group_scale<kLanes>(row, col, amax));
     uint8_t* dst = p.out + row * p.ld + col;
     store_fp8_chunk(dst, p.vec, nvalid0, v0, inv);
     if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, inv);
