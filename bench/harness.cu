@@ -290,8 +290,11 @@ Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& 
     QFUSE_RETURN_IF_ERROR(runs[i](stream));  // eager warm-up: plain errors, modules loaded
     QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
     QFUSE_CUDA_RETURN(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    Status st;
-    for (int c = 0; c < calls && st.ok(); ++c) st = runs[i](stream);
+    const auto capture = [&]() -> Status {
+      for (int c = 0; c < calls; ++c) QFUSE_RETURN_IF_ERROR(runs[i](stream));
+      return Status::Ok();
+    };
+    const Status st = capture();  // the capture is ended before any error returns
     const cudaError_t end = cudaStreamEndCapture(stream, &graphs[i].graph);
     QFUSE_RETURN_IF_ERROR(st);
     QFUSE_CUDA_RETURN(end);
