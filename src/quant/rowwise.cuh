@@ -2,10 +2,10 @@
 // an output row (a cast of an input, silu(gate) * up, later a merge of attention states), and a
 // quantizer policy (qfuse/quant/policies.cuh) writes them. One kernel template, any output kind.
 //
-//   rowwise_kernel   one warp per task of 32 chunks (256 columns) of one row; groups of 64/128/16
-//                    columns reduce their amax with warp shuffles. Used for every kind but
-//                    per-token.
-//   per_token_kernel 1-8 warps per row, streaming (a row per block-row, no loop); the row's
+//   rowwise_kernel   one warp per task of 32 lanes x 1, 2 or 4 chunks (256-1024 columns) of
+//                    one row; groups of 64/128/16 columns reduce their amax with warp shuffles.
+//                    Used for every kind but per-token.
+//   per_token_kernel 1-32 warps per row, streaming (a row per block-row, no loop); the row's
 //                    amax is a warp (and shared-memory) reduction; the row stays in registers
 //                    between the amax and the store (re-read from L2 past 8 chunks per lane).
 //
