@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "graph/cublaslt_heuristic.h"
 #include "graph/dequant.h"
 #include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
@@ -124,23 +125,14 @@ Status DeviceExecutor::GemmState::setup(cublasLtHandle_t handle, const std::stri
   QFUSE_LT(cublasLtMatrixLayoutCreate(&a, ab, gi.K, gi.N, gi.K), what);
   QFUSE_LT(cublasLtMatrixLayoutCreate(&b, ab, gi.K, gi.M, gi.K), what);
   QFUSE_LT(cublasLtMatrixLayoutCreate(&c, cd, gi.N, gi.M, gi.N), what);
-  cublasLtMatmulPreference_t pref = nullptr;
-  QFUSE_LT(cublasLtMatmulPreferenceCreate(&pref), what);
-  const uint64_t ws = detail::kCublasWorkspaceBytes;
-  cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  if (s == CUBLAS_STATUS_SUCCESS)
-    s = cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, c, c, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  QFUSE_LT(s, what + " heuristic");
+  QFUSE_LT(detail::first_algo(handle, desc, a, b, c, detail::kCublasWorkspaceBytes, &algo, &found),
+           what + " heuristic");
   if (found == 0)
     return Status(StatusCode::kNotSupported, what + ": no algorithm for " + to_string(path) +
                                                  " with M=" + std::to_string(gi.M) +
                                                  " N=" + std::to_string(gi.N) +
                                                  " K=" + std::to_string(gi.K));
-  algo = result.algo;
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/gpu.h"
+#include "graph/cublaslt_heuristic.h"
 #include "graph/gemm_block128.h"
 #include "graph/graph_testing.h"
 #include "qfuse/core/arch.h"
@@ -101,18 +102,10 @@ struct Probe {
   }
 
   bool heuristic() {
-    cublasLtMatmulPreference_t pref = nullptr;
-    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return false;
-    const uint64_t bytes = kWorkspace;
-    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof bytes);
-    cublasLtMatmulHeuristicResult_t r{};
     int n = 0;
-    if (s == CUBLAS_STATUS_SUCCESS)
-      s = cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, lc, pref, 1, &r, &n);
-    cublasLtMatmulPreferenceDestroy(pref);
-    algo = r.algo;
-    return s == CUBLAS_STATUS_SUCCESS && n > 0;
+    return graph::detail::first_algo(lt, desc, la, lb, lc, kWorkspace, &algo, &n) ==
+               CUBLAS_STATUS_SUCCESS &&
+           n > 0;
   }
 
   void set_pointers(const void* pw, const void* pa) {
