@@ -130,5 +130,42 @@ TEST(ConvertGpu, E2M1EightWideEncoderOnTheDeviceMatchesTheScalarRule) {
     EXPECT_EQ(encode8_device_mismatches(b, 1, 1), 0) << std::hex << b;
 }
 
+/// Counts the (E4M3 code, global scale) pairs where the division-free NVFP4 factor differs from
+/// the IEEE one, both computed on the device, over the 2^23 global scales first_bits + i, and
+/// the scale input's E4M3 encoding over the same floats taken as block amax (global scale 1).
+__global__ void nvfp4_scale_kernel(uint32_t first_bits, unsigned long long* bad) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (1u << 23)) return;
+  const float g = __uint_as_float(first_bits + i);
+  const float inv = rules::rcp_rn_normal(g);
+  unsigned n = 0;
+  for (int c = 0; c <= 0x7F; ++c) {
+    const float sf = rules::e4m3_value(static_cast<uint8_t>(c));
+    const float fast = rules::nvfp4_out_scale_fma(sf, g, inv);
+    const float ieee = rules::nvfp4_out_scale(sf, g);
+    n += __float_as_uint(fast) != __float_as_uint(ieee) && !(isnan(fast) && isnan(ieee));
+  }
+  n += quant::e4m3(rules::nvfp4_sf_input_fma(1.0f, g)) !=
+       quant::e4m3(rules::nvfp4_sf_input(1.0f, g));
+  if (n) atomicAdd(bad, n);
+}
+
+TEST(ConvertGpu, Nvfp4DivisionFreeBlockScaleMatchesIeeeOnWholeBinades) {
+  QFUSE_REQUIRE_GPU();
+  DeviceBuffer d(8);
+  // [1, 2) covers every global scale by power-of-two scaling; the ends of the allowed range and
+  // a binade around the usual 448 * 6 / amax check that nothing there over- or underflows.
+  for (uint32_t first : {0x3F800000u, 0x21800000u, 0x5D800000u - (1u << 23), 0x45000000u}) {
+    d.fill(0);
+    nvfp4_scale_kernel<<<(1 << 23) / 256, 256>>>(first, d.as<unsigned long long>());
+    QFUSE_CUDA_OK(cudaGetLastError());
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    const auto bytes = d.download();
+    unsigned long long bad;
+    std::memcpy(&bad, bytes.data(), 8);
+    EXPECT_EQ(bad, 0u) << "binade from 0x" << std::hex << first;
+  }
+}
+
 }  // namespace
 }  // namespace qfuse::test

@@ -369,6 +369,80 @@ TEST(Fp8DynamicScale, PowerOfTwo) {
   EXPECT_EQ(rules::fp8_dynamic_scale(INFINITY, INFINITY, true), std::ldexp(1.0f, 127));
 }
 
+// ---- NVFP4 block scale without IEEE division (what the device quantizer uses) ---------------
+
+bool same_float(float a, float b) {
+  return to_bits(a) == to_bits(b) || (std::isnan(a) && std::isnan(b));
+}
+
+TEST(Nvfp4BlockScale, DivisionFreeScaleInputIsExactOnEveryFloatOfABinade) {
+  EXPECT_EQ(to_bits(1.0f / 6.0f), 0x3E2AAAABu);  // the reciprocal the correction step needs
+  // Every float of [1, 2): each step of the division scales exactly with a power of two, so
+  // this covers every normal quotient.
+  int bad = 0;
+  for (uint32_t b = 0x3F800000u; b < 0x40000000u; ++b) {
+    const float x = from_bits(b);
+    if (!same_float(rules::nvfp4_sf_input_fma(1.0f, x), rules::nvfp4_sf_input(1.0f, x)) &&
+        bad++ < 3)
+      ADD_FAILURE() << "x = " << x;
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(Nvfp4BlockScale, DivisionFreeScaleInputEncodesAlikeForEveryAmaxAndUsualGlobalScale) {
+  // The E4M3 scale of a block, for a sweep of every amax bit pattern (NaN, infinities,
+  // subnormals included) and global scales across and at the ends of the allowed range.
+  int bad = 0;
+  for (float gs : {1.0f, 0.0917f, 1337.5f, 0x1p-60f, 0x1p60f, 3.0e-12f, 7.7e15f}) {
+    ASSERT_TRUE(rules::nvfp4_fma_scales_ok(gs)) << gs;
+    for (uint64_t b = 0; b < (1ull << 32); b += 4099) {
+      const float amax = std::fabs(from_bits(static_cast<uint32_t>(b)));
+      const uint8_t want = ref::e4m3_encode(rules::nvfp4_sf_input(gs, amax));
+      const uint8_t got = ref::e4m3_encode(rules::nvfp4_sf_input_fma(gs, amax));
+      if (got != want && bad++ < 3)
+        ADD_FAILURE() << "gs " << gs << " amax " << amax << ": " << int(got) << " vs " << int(want);
+    }
+    for (float amax : {0.0f, 1e-45f, FLT_MIN, FLT_MAX, INFINITY, NAN})
+      EXPECT_EQ(ref::e4m3_encode(rules::nvfp4_sf_input_fma(gs, amax)),
+                ref::e4m3_encode(rules::nvfp4_sf_input(gs, amax)))
+          << "gs " << gs << " amax " << amax;
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(Nvfp4BlockScale, DivisionFreeFactorMatchesForEveryScaleCode) {
+  // Every E4M3 scale the quantizer can produce (0, NaN and all positive values) against a sample
+  // of global scales: every 61st float of [1, 2) and random ones over the allowed range. (The
+  // device's reciprocal is checked on every float of a binade by test_convert_gpu.)
+  std::vector<float> gs;
+  for (uint32_t b = 0x3F800000u; b < 0x40000000u; b += 61) gs.push_back(from_bits(b));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> e(-60.0f, 60.0f);
+  for (int i = 0; i < 20000; ++i) gs.push_back(std::exp2(e(rng)));
+  for (float g : {0x1p-60f, 0x1p60f}) gs.push_back(g);
+  int bad = 0;
+  for (float g : gs) {
+    ASSERT_TRUE(rules::nvfp4_fma_scales_ok(g)) << g;
+    const float inv = rules::rcp_rn_normal(g);
+    for (int c = 0; c <= 0x7F; ++c) {
+      const float sf = rules::e4m3_value(static_cast<uint8_t>(c));
+      if (!same_float(rules::nvfp4_out_scale_fma(sf, g, inv), rules::nvfp4_out_scale(sf, g)) &&
+          bad++ < 3)
+        ADD_FAILURE() << "gs " << g << " code " << c;
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(Nvfp4BlockScale, RangeOfTheDivisionFreeForm) {
+  EXPECT_TRUE(rules::nvfp4_fma_scales_ok(0x1p-60f));
+  EXPECT_TRUE(rules::nvfp4_fma_scales_ok(0x1p60f));
+  EXPECT_FALSE(rules::nvfp4_fma_scales_ok(std::nextafter(0x1p-60f, 0.0f)));
+  EXPECT_FALSE(rules::nvfp4_fma_scales_ok(std::nextafter(0x1p60f, INFINITY)));
+  for (float g : {0.0f, -1.0f, INFINITY, NAN, -NAN})
+    EXPECT_FALSE(rules::nvfp4_fma_scales_ok(g)) << g;
+}
+
 TEST(NanMinMax, PropagateFromEitherSide) {
   EXPECT_TRUE(std::isnan(rules::nan_max(NAN, 1.0f)));
   EXPECT_TRUE(std::isnan(rules::nan_max(1.0f, NAN)));

@@ -30,6 +30,7 @@ struct Problem {
   int64_t out_pad = 0;    // extra storage units per output row
   bool misalign = false;  // input starts one element past a 16-byte boundary
   std::optional<float> ub;
+  std::optional<float> global_scale;  // NVFP4: instead of nvfp4_global_scale of the input
   uint64_t seed = 1;
 };
 
@@ -53,7 +54,9 @@ void run_case(const QuantSpec& spec, const Problem& p,
                              &bytes[t * p.H * es], p.H * es, cudaMemcpyHostToDevice));
   const TensorRef x =
       TensorRef::strided(static_cast<uint8_t*>(dx.get()) + lead * es, p.dtype, {p.T, p.H}, {ld, 1});
-  const float scale = spec.kind == QuantKind::kNvfp4 ? nvfp4_global_scale(rounded) : kTensorScale;
+  const float scale = spec.kind == QuantKind::kNvfp4
+                          ? p.global_scale.value_or(nvfp4_global_scale(rounded))
+                          : kTensorScale;
   DeviceQuantOutput d =
       DeviceQuantOutput::make(spec, p.T, p.H, DType::kBF16, scale, p.ub, p.out_pad);
   const Status st = quantize(x, d.view(), stream);
@@ -224,6 +227,31 @@ TEST(QuantizeGpu, NanGroupGetsNanScaleAndZeroGroupMinScale) {
   for (int c = 0; c < 128; ++c) EXPECT_EQ(q[c] & 0x7F, 0) << c;
   for (int c = 128; c < 256; ++c) EXPECT_EQ(q[H + c] & 0x7F, 0x7F) << c;  // NaN codes
   EXPECT_FALSE(std::isnan(sc[2]));
+}
+
+TEST(QuantizeGpu, Nvfp4GlobalScalesInAndOutsideTheDivisionFreeRange) {
+  QFUSE_REQUIRE_GPU();
+  // The quantizer computes block scales without IEEE division for global scales in
+  // [2^-60, 2^60] (rules::nvfp4_fma_scales_ok) and with it elsewhere: both ends of the range and
+  // beyond, with inputs scaled so that the blocks' scales are neither all saturated nor all zero.
+  const QuantSpec spec = QuantSpec::nvfp4();
+  const struct {
+    float gs, input_scale;
+  } cases[] = {{0x1p60f, 0x1p-54f}, {0x1p-60f, 0x1p66f},    {0x1p75f, 0x1p-69f},
+               {0x1p-75f, 0x1p81f}, {0x1.8p100f, 0x1p-94f}, {0x1p-100f, 0x1p106f}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.gs);
+    EXPECT_EQ(rules::nvfp4_fma_scales_ok(c.gs), c.gs >= 0x1p-60f && c.gs <= 0x1p60f);
+    static float input_scale;
+    input_scale = c.input_scale;
+    Problem p;
+    p.T = 130;
+    p.H = 2048;
+    p.global_scale = c.gs;
+    run_case(spec, p, [](std::vector<float>& v, int64_t, int64_t) {
+      for (float& f : v) f *= input_scale;
+    });
+  }
 }
 
 // ---- views: strided, padded output rows, misaligned (scalar path), odd widths ---------------

@@ -79,6 +79,18 @@ __device__ __forceinline__ void convert_chunk(const uint4 (&raw)[kChunk * sizeof
 #pragma unroll
   for (int i = 0; i < kChunk; ++i) v[i] = to_float(e[i]);
 }
+/// NOTE: bf16 is the top half of an fp32, so a word of two converts with one shift and one mask;
+/// __bfloat162float on the extracted high half cost a PRMT and an IMAD.
+template <>
+__device__ __forceinline__ void convert_chunk<__nv_bfloat16>(const uint4 (&raw)[1],
+                                                             float (&v)[kChunk]) {
+  const uint32_t w[4] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
 
 /// Loads 8 elements of T at p as fp32: 16-byte vector loads when `vec` and the chunk is full,
 /// guarded scalar loads otherwise (missing values read as 0).
@@ -401,11 +413,26 @@ struct Nvfp4 {
   float gs;  // issued ahead of the data loads (load_scalar_early); every use depends on the data
   __device__ explicit Nvfp4(const Params& params)
       : p(params), gs(load_scalar_early(params.global_scale)) {}
+  /// The E4M3 scale of a block with absolute maximum bmax and the factor for its values.
+  /// NOTE: for the usual global scales (nvfp4_fma_scales_ok; a warp-uniform branch) both come
+  /// from the division-free forms of the rules, bit for bit the same: the two IEEE divisions
+  /// with their range checks and slow paths were ~40 of a block's ~230 instructions.
+  struct BlockScale {
+    uint8_t sf;
+    float out_scale;
+  };
+  __device__ BlockScale block_scale(float bmax) const {
+    if (rules::nvfp4_fma_scales_ok(gs)) {
+      const uint8_t sf = e4m3(rules::nvfp4_sf_input_fma(gs, bmax));
+      return {sf, rules::nvfp4_out_scale_fma(rules::e4m3_value(sf), gs, rules::rcp_rn_normal(gs))};
+    }
+    const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
+    return {sf, rules::nvfp4_out_scale(rules::e4m3_value(sf), gs)};
+  }
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     const float bmax = group_amax<2>(chunk_amax(v));
     if (nvalid <= 0) return;
-    const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
-    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
+    const auto [sf, out_scale] = block_scale(bmax);
     if ((threadIdx.x & 1) == 0) p.scales[p.sa.offset(row, col / 16)] = sf;
     float t[kChunk];
 #pragma unroll
@@ -435,11 +462,13 @@ struct Nvfp4 {
   template <int kRound>
   __device__ void apply2(int64_t row, int col, int nvalid0, int, const float (&v0)[kChunk],
                          const float (&v1)[kChunk]) const {
+    // NOTE: ahead of the return, so that it dominates the next block's of the same row and
+    // nvcc computes it once per lane.
+    const int64_t row_offset = p.sa.row_offset(row);
     if (nvalid0 <= 0) return;
     const float bmax = rules::nan_max(chunk_amax(v0), chunk_amax(v1));
-    const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
-    const float out_scale = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
-    p.scales[p.sa.offset(row, col / 16)] = sf;
+    const auto [sf, out_scale] = block_scale(bmax);
+    p.scales[row_offset + p.sa.group_offset(col / 16)] = sf;
     float t[kChunk];
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) t[i] = v0[i] * out_scale;

@@ -143,6 +143,60 @@ QFUSE_HD float nvfp4_out_scale(float sf_value, float global_scale) {
   return sf_value == 0.0f ? 0.0f : 1.0f / (sf_value / global_scale);
 }
 
+/// RN(1 / x) for a normal x with 2^-125 < |x| < 2^125, without the range check and slow path of
+/// IEEE division. The device's form is nvcc's own fast path of rcp.rn (the approximate reciprocal
+/// and one Newton step, correctly rounded in that range); the host divides.
+QFUSE_HD float rcp_rn_normal(float x) {
+#if defined(__CUDA_ARCH__)
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return fmaf(y, fmaf(-x, y, 1.0f), y);
+#else
+  return 1.0f / x;
+#endif
+}
+
+/// RN(a / b) by one correction step (Markstein): given y = RN(1 / b), q = RN(a y) is within one
+/// ulp of a / b, the remainder a - b q is exact in an fma, and RN(q + r y) = RN(a / b), as long
+/// as nothing over- or underflows. Exact power-of-two scaling of a or b scales every step, so a
+/// check of one binade covers every normal quotient (tests/quant: test_numerics, test_convert_gpu).
+QFUSE_HD float div_rn_markstein(float a, float b, float y) {
+  const float q = a * y;
+  return fmaf(fmaf(-b, q, a), y, q);
+}
+
+/// The global scales for which nvfp4_sf_input_fma and nvfp4_out_scale_fma are exact: every
+/// quotient sf / gs (sf an E4M3 value in [2^-9, 448]) and its reciprocal stay normal.
+QFUSE_HD bool nvfp4_fma_scales_ok(float global_scale) {
+  return global_scale >= 0x1p-60f && global_scale <= 0x1p60f;  // false for NaN
+}
+
+/// nvfp4_sf_input without IEEE division's range check and slow path, for a global scale that
+/// passes nvfp4_fma_scales_ok: its E4M3 encoding is the same for every block_amax (NaN and inf
+/// included). The product is capped at 2^120 (NaN stays NaN), where the quotient saturates the
+/// E4M3 scale either way; below the cap the quotient is RN(x / 6) for every normal result, and
+/// the tiny ones (under 2^-120) encode to zero in both forms.
+QFUSE_HD float nvfp4_sf_input_fma(float global_scale, float block_amax) {
+  const float x = nan_min(global_scale * block_amax, 0x1p120f);
+  return div_rn_markstein(x, kE2M1Max, 1.0f / kE2M1Max);  // 1/6 rounded once, at compile time
+}
+
+/// nvfp4_out_scale without IEEE division, bit for bit, for a global scale that passes
+/// nvfp4_fma_scales_ok and inv_global_scale = rcp_rn_normal(global_scale).
+QFUSE_HD float nvfp4_out_scale_fma(float sf_value, float global_scale, float inv_global_scale) {
+  const float r = rcp_rn_normal(div_rn_markstein(sf_value, global_scale, inv_global_scale));
+#if defined(__CUDA_ARCH__)
+  // NOTE: a select; nvcc branched around the reciprocal.
+  float out;
+  asm("{\n\t.reg .pred z;\n\tsetp.eq.f32 z, %1, 0f00000000;\n\tselp.f32 %0, 0f00000000, %2, z;\n\t}"
+      : "=f"(out)
+      : "f"(sf_value), "f"(r));
+  return out;
+#else
+  return sf_value == 0.0f ? 0.0f : r;
+#endif
+}
+
 /// Round-to-nearest-even E2M1 with saturation to +-6 (SPEC §0.3), as a 4-bit code
 /// (sign in bit 3). Magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; the sign of zero is kept.
 /// NaN gives +6 (code 0x7), as the hardware's satfinite conversion on later GPUs does.

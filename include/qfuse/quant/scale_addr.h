@@ -24,15 +24,28 @@ struct ScaleAddr {
   int elem_bytes = 4;
 
   QFUSE_HD int64_t offset(int64_t row, int64_t group) const {
+    return row_offset(row) + group_offset(group);
+  }
+  /// The parts of offset() that depend on the row and on the group alone (a lane with groups of
+  /// one row computes the row's part once).
+  /// NOTE: the swizzle (rules::nvfp4_swizzled_offset) in 32-bit pieces: row and group are
+  /// non-negative and below 2^31, and the fields do not overlap (row: bits 2-8 and multiples of
+  /// 512; group: bits 0-1 and multiples of 512), so the sum is the formula's; cheaper than its
+  /// signed 64-bit divisions.
+  QFUSE_HD int64_t row_offset(int64_t row) const {
     if (num_k_tiles > 0) {
-      // NOTE: rules::nvfp4_swizzled_offset in 32-bit pieces (row and group are non-negative and
-      // below 2^31; the fields do not overlap), cheaper than its signed 64-bit divisions.
-      const uint32_t m = static_cast<uint32_t>(row), k = static_cast<uint32_t>(group);
+      const uint32_t m = static_cast<uint32_t>(row);
       return static_cast<int64_t>(m >> 7) * (num_k_tiles * 512) +
-             static_cast<int64_t>(((k >> 2) << 9) | ((m & 31u) << 4) | (((m >> 5) & 3u) << 2) |
-                                  (k & 3u));
+             static_cast<int64_t>(((m & 31u) << 4) | (((m >> 5) & 3u) << 2));
     }
-    return row * a + (group >> 2) * b + (group & 3) * c;
+    return row * a;
+  }
+  QFUSE_HD int64_t group_offset(int64_t group) const {
+    if (num_k_tiles > 0) {
+      const uint32_t k = static_cast<uint32_t>(group);
+      return static_cast<int64_t>(((k >> 2) << 9) | (k & 3u));
+    }
+    return (group >> 2) * b + (group & 3) * c;
   }
 
   /// Threads' work items that zero the padding (zero_scale_padding): padding rows x padded groups
