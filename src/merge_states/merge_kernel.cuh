@@ -41,10 +41,14 @@ struct LoadMerge {
   // bandwidth, 48 (5 blocks) 88-89 %.
   static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
-  // NOTE: the general E2M1 round only: with a branch to a cheaper round (NaN-free, NOTES 29, or
-  // clamp-free, NOTES 34) the 2-way NVFP4 merge fell from 86-88 to 66 %.
-  static constexpr int kNvfp4Round = 0;
-  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled (64-register cap)
+  // NOTE: the clamp-free E2M1 round where a block allows it (NOTES 36: 97.5 -> 99.5 %). It was
+  // measured at 66 % before load_slow lost its local array: that array's stack slot took the
+  // quantizer's scaled values, and the branch doubled those local stores.
+  static constexpr int kNvfp4Round = 1;
+  // One block per lane for the 2-way merge, 8 values per lane for wider ones (4-way T=4096
+  // H=128 D=128: 98.2 % against 74.0 % with its block-wide kernel spilling at 64 registers; 8-way
+  // equal). Two blocks per lane measured slower: 65 % at 64 registers, 85 % at 80 (NOTES 36).
+  static constexpr int kNvfp4LaneChunks = kN <= 2 ? 2 : 1;
   // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
   // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
   static constexpr int kGroupLaneChunks = kN <= 2 ? 2 : 1;
@@ -227,29 +231,30 @@ struct LoadMerge {
   __device__ void load_slow(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
     float w[kN], lse_unused;
     // Element by element: a chunk may cross a head boundary (D % 8 != 0) or be unaligned.
-    // NOTE: a rolled loop over a local array keeps this rare path small (it is instantiated for
-    // every policy and unrolled into every task slot of the row-wise kernel).
-    float tmp[quant::kChunk];
+    // NOTE: a rolled loop keeps this rare path small (it is instantiated for every policy and
+    // unrolled into every task slot of the row-wise kernel). Element e goes into v by a select
+    // per slot, not through a local array: with one, NVVM kept the NVFP4 quantizer's scaled
+    // values in the same stack slot, 32 bytes of local stores per 8 values on the hot path
+    // (2-way merge to NVFP4: 86 % of copy bandwidth).
     int h = -1;
+#pragma unroll
+    for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;
 #pragma unroll 1
-    for (int e = 0; e < quant::kChunk; ++e) {
-      float acc = 0.0f;
-      if (e < nvalid) {
-        const int c = col + e;
-        const int hc = c / a.D;
-        if (hc != h) {
-          h = hc;
-          weights(t, h, w, lse_unused);
-        }
-#pragma unroll
-        for (int i = 0; i < kN; ++i)
-          if (i < a.n && w[i] != 0.0f)
-            acc = fmaf(w[i], quant::to_float(row_ptr(i, t, h)[c - h * a.D]), acc);
+    for (int e = 0; e < nvalid; ++e) {
+      const int c = col + e;
+      const int hc = c / a.D;
+      if (hc != h) {
+        h = hc;
+        weights(t, h, w, lse_unused);
       }
-      tmp[e] = acc;
-    }
+      float acc = 0.0f;
 #pragma unroll
-    for (int e = 0; e < quant::kChunk; ++e) v[e] = tmp[e];
+      for (int i = 0; i < kN; ++i)
+        if (i < a.n && w[i] != 0.0f)
+          acc = fmaf(w[i], quant::to_float(row_ptr(i, t, h)[c - h * a.D]), acc);
+#pragma unroll
+      for (int k = 0; k < quant::kChunk; ++k) v[k] = k == e ? acc : v[k];
+    }
   }
 
   /// out_lse for every head that starts in columns [col, col + nvalid).
