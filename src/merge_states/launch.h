@@ -24,6 +24,7 @@ struct MergeArgs {
   int D;
   int d_shift;        // log2(D) when D is a power of two, else -1
   int64_t copy_from;  // rows >= copy_from copy the last partial (T when unused)
+  bool no_copy;       // copy_from >= T
   bool base2;
   bool vec;        // every o_i allows 16-byte loads of 8-element chunks within one head
   float* out_lse;  // optional [H, T] (row stride ld_out_lse)

@@ -64,13 +64,22 @@ struct LoadMerge {
   }
 
   /// The raw lse of the partials for (t, h). NOTE: branch-free: slots past n read partial 0's
-  /// lse (a cache hit), so the n loads issue back to back.
+  /// lse (a cache hit), so the n loads issue back to back. kDense: n == kN, every slot its own.
+  template <bool kDense = false>
   __device__ void load_lse(int64_t t, int h, float (&l)[kN]) const {
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      const int src = i < a.n ? i : 0;
+      const int src = kDense || i < a.n ? i : 0;
       l[i] = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
     }
+  }
+
+  /// Whether every slot is a real partial and no row copies: the partials' pointers and strides
+  /// are then kernel parameters at fixed offsets. NOTE: with a run-time slot index they are
+  /// indexed constant loads, a dependent chain ahead of the first data load (latency-bound
+  /// merges).
+  __device__ bool dense() const {
+    return a.n == kN && a.no_copy;
   }
 
   /// Weights of the partials and the merged lse from their raw lse `l` (SPEC §2). Empty
@@ -140,10 +149,18 @@ struct LoadMerge {
   /// next chunk into raw1), and the partials' lse into raw0.
   template <bool kPair>
   __device__ void load_partials(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1) const {
+    if (dense()) {
+      load_partials_from<kPair, true>(t, h0, d0, raw0, raw1);
+    } else {
+      load_partials_from<kPair, false>(t, h0, d0, raw0, raw1);
+    }
+  }
+  template <bool kPair, bool kDense>
+  __device__ void load_partials_from(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1) const {
     const bool copy = t >= a.copy_from;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      const int src = (i < a.n && !copy) ? i : a.n - 1;
+      const int src = kDense || (i < a.n && !copy) ? i : a.n - 1;
       const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
 #pragma unroll
       for (int k = 0; k < kVecs; ++k) {
@@ -151,7 +168,7 @@ struct LoadMerge {
         if constexpr (kPair) raw1.r[i][k] = __ldg(p + kVecs + k);
       }
     }
-    load_lse(t, h0, raw0.lse);
+    load_lse<kDense>(t, h0, raw0.lse);
   }
 
   __device__ void convert(const Raw& raw, int64_t t, int col, int nvalid,

@@ -173,6 +173,7 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
     a.vec = a.vec && aligned16(a.o[i], a.st[i], esize) && aligned16(a.o[i], a.sh[i], esize);
   }
   a.copy_from = opt.copy_from < 0 ? T : opt.copy_from;
+  a.no_copy = a.copy_from >= T;
   a.base2 = opt.lse_base == LseBase::kBase2;
   a.out_lse = static_cast<float*>(opt.out_lse.data);
   a.ld_out_lse = opt.out_lse.empty_ref() ? 0 : opt.out_lse.strides[0];
