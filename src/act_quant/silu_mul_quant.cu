@@ -30,7 +30,9 @@ struct LoadSiluMul {
   struct Raw {
     uint4 g[kVecs], u[kVecs];
   };
-  __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const {
+  template <class Ready = NoWait>
+  __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw, Ready ready = {}) const {
+    ready();  // NOTE: first: this producer waits at the kernel's top (kLatePdlWait false)
     if (vec && nvalid == kChunk) {
       const uint4* g = reinterpret_cast<const uint4*>(x + row * ld + col);
       const uint4* u = reinterpret_cast<const uint4*>(x + row * ld + H + col);
@@ -54,7 +56,10 @@ struct LoadSiluMul {
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
   }
-  __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
+  template <class Ready = NoWait>
+  __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk],
+                       Ready ready = {}) const {
+    ready();
     const TIn* gate = x + row * ld + col;
     float g[kChunk], u[kChunk];
     load_chunk2(gate, gate + H, vec, nvalid, g, u);
@@ -66,7 +71,9 @@ struct LoadSiluMul {
   // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
   static constexpr int kStreamMinBlocks = 8;
   static constexpr int kStreamMinBlocksGrouped = 8;
-  static constexpr int kNvfp4Round = 1;       // the clamp-free E2M1 round where exact (NOTES 34)
+  static constexpr int kNvfp4Round = 1;  // the clamp-free E2M1 round where exact (NOTES 34)
+  // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
+  static constexpr bool kLatePdlWait = false;
   static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 32)
   // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 32).
   static constexpr int kGroupLaneChunks = 1;

@@ -9,14 +9,33 @@
 
 namespace qfuse {
 
-/// First thing every qfuse kernel does: wait for the previous kernel in the stream (a no-op
-/// without PDL), then allow the next one to be scheduled.
-__device__ __forceinline__ void pdl_begin() {
+/// Programmatic dependent launch, device side. pdl_wait() returns once the previous kernel in
+/// the stream has completed and its writes are visible (at once without PDL, and at once when
+/// called again); a kernel must not touch global memory before it. pdl_launch_dependents() lets
+/// the next kernel be scheduled early (its own pdl_wait() still waits for this one to finish).
+__device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
+
+/// First thing most qfuse kernels do: wait for the previous kernel, then allow the next one to be
+/// scheduled. (The streaming row-wise kernel waits later: rowwise.cuh.)
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
+/// What a producer's fetch / load calls before its first global access when the kernel has
+/// already waited (every kernel but the streaming row-wise one): nothing.
+struct NoWait {
+  __device__ void operator()() const {}
+};
 
 /// Launches `kernel` with PDL when enabled; checks the launch.
 template <class... Params, class... Args>

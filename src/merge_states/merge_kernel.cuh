@@ -48,6 +48,8 @@ struct LoadMerge {
   // One block per lane for the 2-way merge, 8 values per lane for wider ones (4-way T=4096
   // H=128 D=128: 98.2 % against 74.0 % with its block-wide kernel spilling at 64 registers; 8-way
   // equal). Two blocks per lane measured slower: 65 % at 64 registers, 85 % at 80 (NOTES 36).
+  // Waits late: its address arithmetic overlaps the previous kernel (rowwise_kernel, NOTES 39).
+  static constexpr bool kLatePdlWait = true;
   static constexpr int kNvfp4LaneChunks = kN <= 2 ? 2 : 1;
   // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
   // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
@@ -64,12 +66,11 @@ struct LoadMerge {
   }
 
   /// The raw lse of the partials for (t, h). NOTE: branch-free: slots past n read partial 0's
-  /// lse (a cache hit), so the n loads issue back to back. kDense: n == kN, every slot its own.
-  template <bool kDense = false>
+  /// lse (a cache hit), so the n loads issue back to back.
   __device__ void load_lse(int64_t t, int h, float (&l)[kN]) const {
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      const int src = kDense || i < a.n ? i : 0;
+      const int src = i < a.n ? i : 0;
       l[i] = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
     }
   }
@@ -139,36 +140,50 @@ struct LoadMerge {
   /// use, re-reads the last partial (a cache hit) and gets weight 0. Conditional loads (one
   /// branch per partial) were serialised by the compiler, each conversion waiting for its load
   /// before the next load issued.
-  __device__ void fetch(int64_t t, int col, int nvalid, Raw& raw) const {
-    if (!(vec && nvalid == quant::kChunk)) return;
+  template <class Ready = NoWait>
+  __device__ void fetch(int64_t t, int col, int nvalid, Raw& raw, Ready ready = {}) const {
+    if (!(vec && nvalid == quant::kChunk)) {
+      ready();
+      return;
+    }
     const int h0 = head_of(col);
-    load_partials<false>(t, h0, col - h0 * a.D, raw, raw);
+    load_partials<false>(t, h0, col - h0 * a.D, raw, raw, ready);
   }
 
   /// The 16-byte loads of the chunk at (t, h0, d0) of every partial into raw0 (kPair: and of the
   /// next chunk into raw1), and the partials' lse into raw0.
-  template <bool kPair>
-  __device__ void load_partials(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1) const {
+  template <bool kPair, class Ready>
+  __device__ void load_partials(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1,
+                                Ready ready) const {
     if (dense()) {
-      load_partials_from<kPair, true>(t, h0, d0, raw0, raw1);
+      load_partials_from<kPair, true>(t, h0, d0, raw0, raw1, ready);
     } else {
-      load_partials_from<kPair, false>(t, h0, d0, raw0, raw1);
+      load_partials_from<kPair, false>(t, h0, d0, raw0, raw1, ready);
     }
   }
-  template <bool kPair, bool kDense>
-  __device__ void load_partials_from(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1) const {
+  template <bool kPair, bool kDense, class Ready>
+  __device__ void load_partials_from(int64_t t, int h0, int d0, Raw& raw0, Raw& raw1,
+                                     Ready ready) const {
     const bool copy = t >= a.copy_from;
+    const uint4* p[kN];
+    const float* lse[kN];
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
       const int src = kDense || (i < a.n && !copy) ? i : a.n - 1;
-      const uint4* p = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
+      p[i] = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
+      const int lsrc = kDense || i < a.n ? i : 0;  // as load_lse
+      lse[i] = a.lse[lsrc] + h0 * a.ld_lse[lsrc] + t;
+    }
+    ready();
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      raw0.lse[i] = __ldg(lse[i]);
 #pragma unroll
       for (int k = 0; k < kVecs; ++k) {
-        raw0.r[i][k] = __ldg(p + k);
-        if constexpr (kPair) raw1.r[i][k] = __ldg(p + kVecs + k);
+        raw0.r[i][k] = __ldg(p[i] + k);
+        if constexpr (kPair) raw1.r[i][k] = __ldg(p[i] + kVecs + k);
       }
     }
-    load_lse<kDense>(t, h0, raw0.lse);
   }
 
   __device__ void convert(const Raw& raw, int64_t t, int col, int nvalid,
@@ -195,17 +210,19 @@ struct LoadMerge {
   /// fetch() of two consecutive chunks (a wide lane, rowwise_kernel): when both are full and in
   /// one head, one address computation and one set of lse loads serve both (the merge's address
   /// arithmetic, 64-bit products per partial, was most of a lane's instructions).
-  __device__ void fetch_pair(int64_t t, int col, int nvalid0, int nvalid1, Raw& raw0,
-                             Raw& raw1) const {
+  template <class Ready = NoWait>
+  __device__ void fetch_pair(int64_t t, int col, int nvalid0, int nvalid1, Raw& raw0, Raw& raw1,
+                             Ready ready = {}) const {
     const int h0 = head_of(col);
     const int d0 = col - h0 * a.D;
     if (!(vec && nvalid0 == quant::kChunk && nvalid1 == quant::kChunk &&
           d0 + 2 * quant::kChunk <= a.D)) {
+      ready();
       if (nvalid0 > 0) fetch(t, col, nvalid0, raw0);
       if (nvalid1 > 0) fetch(t, col + quant::kChunk, nvalid1, raw1);
       return;
     }
-    load_partials<true>(t, h0, d0, raw0, raw1);
+    load_partials<true>(t, h0, d0, raw0, raw1, ready);
   }
 
   /// convert() of the chunks fetch_pair() loaded: one set of weights for both when they share a
@@ -239,9 +256,11 @@ struct LoadMerge {
     }
   }
 
-  __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk]) const {
+  template <class Ready = NoWait>
+  __device__ void load(int64_t t, int col, int nvalid, float (&v)[quant::kChunk],
+                       Ready ready = {}) const {
     Raw raw;
-    fetch(t, col, nvalid, raw);
+    fetch(t, col, nvalid, raw, ready);
     convert(raw, t, col, nvalid, v);
   }
 
@@ -284,6 +303,10 @@ struct LoadMerge {
     }
   }
 };
+
+// The wide-lane kernel finds the pair hooks by a call expression; a signature change must not
+// silently drop the merge to per-chunk fetches.
+static_assert(quant::has_pair_hooks<LoadMerge<float, 2>>::value);
 
 /// Picks kN for a.n and launches the row-wise kernel with the output's policy.
 template <class TIn>

@@ -19,7 +19,9 @@ struct LoadRows {
   struct Raw {
     uint4 r[kVecs];
   };
-  __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const {
+  template <class Ready = NoWait>
+  __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw, Ready ready = {}) const {
+    ready();  // NOTE: first: this producer waits at the kernel's top (kLatePdlWait false)
     if (vec && nvalid == kChunk) {
       const uint4* p = reinterpret_cast<const uint4*>(x + row * ld + col);
 #pragma unroll
@@ -33,7 +35,10 @@ struct LoadRows {
     else
       load_chunk(x + row * ld + col, false, nvalid, v);
   }
-  __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk]) const {
+  template <class Ready = NoWait>
+  __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk],
+                       Ready ready = {}) const {
+    ready();
     load_chunk(x + row * ld + col, vec, nvalid, v);
   }
   __device__ void finish(int64_t, int, int) const {}
@@ -46,6 +51,8 @@ struct LoadRows {
   static constexpr int kNvfp4Round = 1;
   // Two NVFP4 blocks per lane: bf16 84/89 -> 87/93 % (NOTES 32); fp32 rows (8 registers a chunk)
   // spilled at 64 registers.
+  // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
+  static constexpr bool kLatePdlWait = false;
   static constexpr int kNvfp4LaneChunks = sizeof(TIn) == 4 ? 2 : 4;
   // Per-group FP8 with wide lanes (NOTES 32): g128 row 90.2/93.5 -> 93.8/98.8 %, col_tma packed
   // 88.7/92.3 -> 92.6/97.8 % at T=16384 H=2048/7168 (2 chunks: 91.3/94.9 %); fp32 as above.

@@ -10,12 +10,18 @@
 //                    between the amax and the store (re-read from L2 past 8 chunks per lane).
 //
 // Producer protocol: `bool vec` (16-byte loads possible), a register type Raw and
-//   __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw) const
+//   template <class Ready = NoWait>
+//   __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw, Ready ready = {}) const
 //   __device__ void convert(const Raw& raw, int64_t row, int col, int nvalid, float (&v)[8]) const
-//   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8]) const  (both at once)
+//   template <class Ready = NoWait>
+//   __device__ void load(int64_t row, int col, int nvalid, float (&v)[8], Ready ready = {}) const
 // filling v with the fp32 values of columns [col, col + 8), zeros past nvalid: fetch issues the
 // vector loads of a full chunk, convert uses them (or loads a partial chunk element-wise), so a
-// warp's tasks all have their loads in flight before any is waited for; and
+// warp's tasks all have their loads in flight before any is waited for; load does both. fetch
+// and load call ready() on every path, after their address arithmetic and before their first
+// global access: the streaming rowwise_kernel of a producer with kLatePdlWait passes
+// pdl_wait() there (with its policy's begin() for load), so that the arithmetic overlaps the
+// previous kernel's tail under PDL (bench/NOTES.md 39); other kernels wait at their top. And
 //   __device__ void finish(int64_t row, int col, int nvalid) const
 // called once the chunk is stored (per-row side outputs such as a merged lse; usually empty);
 // kStreamMinBlocks / kStreamMinBlocksGrouped: resident blocks per SM the streaming kernel must
@@ -55,8 +61,10 @@ constexpr int kRowwiseUnroll = 4;  // tasks a warp keeps in flight in a persiste
 template <class P, class = void>
 struct has_pair_hooks : std::false_type {};
 template <class P>
-struct has_pair_hooks<P, std::void_t<decltype(&P::fetch_pair), decltype(&P::convert_pair)>>
-    : std::true_type {};
+struct has_pair_hooks<P, std::void_t<decltype(std::declval<const P&>().fetch_pair(
+                                         int64_t{}, 0, 0, 0, std::declval<typename P::Raw&>(),
+                                         std::declval<typename P::Raw&>(), NoWait{})),
+                                     decltype(&P::convert_pair)>> : std::true_type {};
 
 /// Resident blocks per SM the streaming kernel must allow (its register cap): the producer's
 /// choice, with or without a group reduction; wide lanes (16 or 2 x 16 values per lane) get at
@@ -81,13 +89,26 @@ __global__ void __launch_bounds__(kRowwiseThreads,
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
                    int cols, FastDiv tasks_per_row, uint32_t ntasks, uint32_t per_warp,
                    uint32_t task_blocks) {
-  pdl_begin();
-  const Policy pol(params);
+  // NOTE: with Producer::kLatePdlWait the streaming form (kUnroll 1) waits for the previous
+  // kernel late: the producer calls pdl_wait() after its address arithmetic (the `ready` of
+  // fetch / load), and the kernel again once the fetches are issued, before anything else
+  // touches global memory. Under PDL the task and address arithmetic (~100 instructions a warp
+  // for the merge) then overlaps the previous kernel's tail: 2-way merge T=1 / 64 / 256
+  // 1.75 / 2.21 / 2.97 -> 1.30 / 1.95 / 2.51 us. For quantize and silu (a few instructions of
+  // address arithmetic) it measured slower at large sizes and at T=16 H=14336 (NOTES 39).
+  constexpr bool kLateWait = kUnroll == 1 && Producer::kLatePdlWait;
+  if constexpr (kLateWait)
+    pdl_launch_dependents();
+  else
+    pdl_begin();
+  Policy pol(params);
+  if constexpr (!kLateWait) pol.begin();
   // NOTE: the streaming grid has blocks of its own for the scale buffer's padding past the
   // `task_blocks` that cover the tasks: done by the task blocks, before or after their task, the
   // padding of NVFP4 at T = 16 (112 padding rows of 16 real ones) delayed every task.
   if constexpr (kUnroll == 1) {
     if (blockIdx.x >= task_blocks) {
+      if constexpr (kLateWait) pdl_wait();
       pol.zero_padding((blockIdx.x - task_blocks) * blockDim.x + threadIdx.x,
                        (gridDim.x - task_blocks) * blockDim.x);
       return;
@@ -96,6 +117,17 @@ __global__ void __launch_bounds__(kRowwiseThreads,
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   if constexpr (kUnroll > 1) pol.zero_padding(tid, nthreads);  // persistent grid: every thread
+  // What fetch calls before its loads; load also issues the policy's per-tensor loads right
+  // behind the wait. (Nothing when the kernel waited at its top.)
+  const auto wait = [] {
+    if constexpr (kLateWait) pdl_wait();
+  };
+  const auto wait_begin = [&pol] {
+    if constexpr (kLateWait) {
+      pdl_wait();
+      pol.begin();
+    }
+  };
 
   const int lane = threadIdx.x & 31;
   const uint32_t warp = static_cast<uint32_t>(tid >> 5);
@@ -120,11 +152,16 @@ __global__ void __launch_bounds__(kRowwiseThreads,
         nv0[b] = chunk_valid(cols, col[b]);
         nv1[b] = chunk_valid(cols, col[b] + kChunk);
         if constexpr (has_pair_hooks<Producer>::value) {
-          prod.fetch_pair(row, col[b], nv0[b], nv1[b], raw[b][0], raw[b][1]);
+          prod.fetch_pair(row, col[b], nv0[b], nv1[b], raw[b][0], raw[b][1], wait);
         } else {
-          if (nv0[b] > 0) prod.fetch(row, col[b], nv0[b], raw[b][0]);
-          if (nv1[b] > 0) prod.fetch(row, col[b] + kChunk, nv1[b], raw[b][1]);
+          if (nv0[b] > 0) prod.fetch(row, col[b], nv0[b], raw[b][0], wait);
+          if (nv1[b] > 0) prod.fetch(row, col[b] + kChunk, nv1[b], raw[b][1], wait);
         }
+      }
+      // A lane past the row fetched nothing and waits here; then the policy's scalar loads.
+      if constexpr (kLateWait) {
+        if (!has_pair_hooks<Producer>::value && nv0[0] <= 0) pdl_wait();
+        pol.begin();
       }
 #pragma unroll
       for (int b = 0; b < kSub; ++b) {
@@ -171,10 +208,11 @@ __global__ void __launch_bounds__(kRowwiseThreads,
             // (measured: silu_mul_quant fp8_group128 98-102 % of copy bandwidth vs 93-96 % with
             // fetch/convert, 32 vs 40 registers).
             if constexpr (kUnroll == 1)
-              prod.load(row[u], col[u], nvalid[u], v[u]);
+              prod.load(row[u], col[u], nvalid[u], v[u], wait_begin);
             else
               prod.convert(raw[u], row[u], col[u], nvalid[u], v[u]);
           } else {
+            wait_begin();  // a lane past the row
 #pragma unroll
             for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
           }
@@ -205,7 +243,8 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   extern __shared__ uint4 stage_mem[];
   constexpr int kSlot = Producer::kStageBytes;
   constexpr int kStageStride = kRowwiseThreads * kSlot;
-  const Policy pol(params);
+  Policy pol(params);
+  pol.begin();
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   pol.zero_padding(tid, nthreads);
@@ -269,7 +308,8 @@ __global__ void __launch_bounds__(kRowwiseThreads)
   extern __shared__ __align__(128) uint8_t bulk_mem[];
   __shared__ uint64_t bars[kRowwiseThreads / 32][kBulkStages];
   constexpr int kBytes = Producer::kBulkBytes;
-  const Policy pol(params);
+  Policy pol(params);
+  pol.begin();
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   pol.zero_padding(tid, nthreads);

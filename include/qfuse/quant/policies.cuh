@@ -9,7 +9,9 @@
 //   P::kStream                     the launcher's default kernel form for this policy: the
 //                                  streaming row-wise kernel (true) or the persistent pipelines
 //                                  (false; see quant/rowwise.cuh)
-//   P(const Params&)               device constructor; loads per-tensor scalars once
+//   P(const Params&)               device constructor; no global memory access
+//   void begin()                   loads per-tensor scalars once (NVFP4's global scale); called
+//                                  after the kernel's pdl_wait(), before the first apply
 //   void apply(row, col, nvalid, v) all 32 lanes of a warp call it together; nvalid in [0, 8]
 //                                  values are real (the rest of v must be 0)
 //   void zero_padding(tid, n)      writes zeros to scale-buffer padding (grid-stride over n
@@ -297,6 +299,7 @@ struct PlainOut {
   static constexpr int kLanesPerGroup = 1;
   const Params& p;
   __device__ explicit PlainOut(const Params& params) : p(params) {}
+  __device__ void begin() {}
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     if (nvalid > 0) store_chunk(p.out + row * p.ld + col, p.vec, nvalid, v);
   }
@@ -321,6 +324,7 @@ struct Fp8PerTensor {
   // ahead of the data (load_scalar_early) and inverting it after the data arrived measured
   // 0.05 us faster at T <= 16 but 0.05 us slower at T = 64-256 (merge, H=16 D=128; same run).
   __device__ explicit Fp8PerTensor(const Params& params) : p(params) {}
+  __device__ void begin() {}
   __device__ void apply(int64_t row, int col, int nvalid, const float (&v)[kChunk]) const {
     if (nvalid > 0)
       store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(*p.scale));
@@ -349,6 +353,7 @@ struct Fp8PerGroup {
   // a register for the whole kernel, and where the streaming kernel ran out of registers (merge,
   // 2-way) the spill's store waited for that load before any data load issued.
   __device__ explicit Fp8PerGroup(const Params& params) : p(params) {}
+  __device__ void begin() {}
   /// The scale of the group holding column `col` from its amax, written by the first of the
   /// group's kLanes lanes.
   template <int kLanes>
@@ -410,9 +415,9 @@ struct Nvfp4 {
     bool vec8;  // 8-byte stores
   };
   const Params& p;
-  float gs;  // issued ahead of the data loads (load_scalar_early); every use depends on the data
-  __device__ explicit Nvfp4(const Params& params)
-      : p(params), gs(load_scalar_early(params.global_scale)) {}
+  float gs = 0.0f;  // begin(): issued ahead of the data loads; every use depends on the data
+  __device__ explicit Nvfp4(const Params& params) : p(params) {}
+  __device__ void begin() { gs = load_scalar_early(p.global_scale); }
   /// The E4M3 scale of a block with absolute maximum bmax and the factor for its values.
   /// NOTE: for the usual global scales (nvfp4_fma_scales_ok; a warp-uniform branch) both come
   /// from the division-free forms of the rules, bit for bit the same: the two IEEE divisions
