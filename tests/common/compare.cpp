@@ -25,7 +25,9 @@ bool fp8_code_near(uint8_t code, double r) {
 void expect_invalid_argument(const Status& st, const std::string& arg, const std::string& also) {
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
   EXPECT_NE(st.message().find("argument '" + arg + "'"), std::string::npos) << st.message();
-  if (!also.empty()) EXPECT_NE(st.message().find(also), std::string::npos) << st.message();
+  if (!also.empty()) {
+    EXPECT_NE(st.message().find(also), std::string::npos) << st.message();
+  }
 }
 
 double ulp_distance(float a, float b) {
