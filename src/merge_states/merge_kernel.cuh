@@ -45,11 +45,11 @@ struct LoadMerge {
   // measured at 66 % before load_slow lost its local array: that array's stack slot took the
   // quantizer's scaled values, and the branch doubled those local stores.
   static constexpr int kNvfp4Round = 1;
+  // Waits late: its address arithmetic overlaps the previous kernel (rowwise_kernel, NOTES 39).
+  static constexpr bool kLatePdlWait = true;
   // One block per lane for the 2-way merge, 8 values per lane for wider ones (4-way T=4096
   // H=128 D=128: 98.2 % against 74.0 % with its block-wide kernel spilling at 64 registers; 8-way
   // equal). Two blocks per lane measured slower: 65 % at 64 registers, 85 % at 80 (NOTES 36).
-  // Waits late: its address arithmetic overlaps the previous kernel (rowwise_kernel, NOTES 39).
-  static constexpr bool kLatePdlWait = true;
   static constexpr int kNvfp4LaneChunks = kN <= 2 ? 2 : 1;
   // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
   // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
@@ -65,14 +65,19 @@ struct LoadMerge {
     return static_cast<const TIn*>(a.o[i]) + t * a.st[i] + h * a.sh[i];
   }
 
-  /// The raw lse of the partials for (t, h). NOTE: branch-free: slots past n read partial 0's
-  /// lse (a cache hit), so the n loads issue back to back.
+  /// Where slot i's raw lse for (t, h) lives. NOTE: slots past n read partial 0's lse (a cache
+  /// hit), so the n loads issue back to back without branches. kDense: every slot its own (see
+  /// dense()).
+  template <bool kDense = false>
+  __device__ const float* lse_ptr(int i, int64_t t, int h) const {
+    const int src = kDense || i < a.n ? i : 0;
+    return a.lse[src] + h * a.ld_lse[src] + t;
+  }
+
+  /// The raw lse of the partials for (t, h).
   __device__ void load_lse(int64_t t, int h, float (&l)[kN]) const {
 #pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      const int src = i < a.n ? i : 0;
-      l[i] = __ldg(a.lse[src] + h * a.ld_lse[src] + t);
-    }
+    for (int i = 0; i < kN; ++i) l[i] = __ldg(lse_ptr(i, t, h));
   }
 
   /// Whether every slot is a real partial and no row copies: the partials' pointers and strides
@@ -171,8 +176,7 @@ struct LoadMerge {
     for (int i = 0; i < kN; ++i) {
       const int src = kDense || (i < a.n && !copy) ? i : a.n - 1;
       p[i] = reinterpret_cast<const uint4*>(row_ptr(src, t, h0) + d0);
-      const int lsrc = kDense || i < a.n ? i : 0;  // as load_lse
-      lse[i] = a.lse[lsrc] + h0 * a.ld_lse[lsrc] + t;
+      lse[i] = lse_ptr<kDense>(i, t, h0);
     }
     ready();
 #pragma unroll
@@ -239,6 +243,8 @@ struct LoadMerge {
     }
     float w[kN], lse_unused;
     weights_from(t, raw0.lse, w, lse_unused);
+    // NOTE: one loop over the partials for both chunks: convert()'s loop twice took two
+    // branches per partial (more BSSY/BRA in the wide kernels).
 #pragma unroll
     for (int e = 0; e < quant::kChunk; ++e) v0[e] = v1[e] = 0.0f;
 #pragma unroll

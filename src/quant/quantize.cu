@@ -49,10 +49,10 @@ struct LoadRows {
   // The clamp-free E2M1 round where exact (NOTES 30, 34: NaN-free round 81 -> 89 %, clamp-free
   // 86.6/93.2 -> 88.3/94.8 % at H=2048/7168).
   static constexpr int kNvfp4Round = 1;
-  // Two NVFP4 blocks per lane: bf16 84/89 -> 87/93 % (NOTES 32); fp32 rows (8 registers a chunk)
-  // spilled at 64 registers.
   // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
   static constexpr bool kLatePdlWait = false;
+  // Two NVFP4 blocks per lane: bf16 84/89 -> 87/93 % (NOTES 32); fp32 rows (8 registers a chunk)
+  // spilled at 64 registers.
   static constexpr int kNvfp4LaneChunks = sizeof(TIn) == 4 ? 2 : 4;
   // Per-group FP8 with wide lanes (NOTES 32): g128 row 90.2/93.5 -> 93.8/98.8 %, col_tma packed
   // 88.7/92.3 -> 92.6/97.8 % at T=16384 H=2048/7168 (2 chunks: 91.3/94.9 %); fp32 as above.
