@@ -11,7 +11,7 @@
 
 #include "bench/harness.h"
 #include "qfuse/core/cuda_check.h"
-#include "qfuse/quant/policies.cuh"
+#include "qfuse/quant/chunk.cuh"
 
 namespace qfuse::bench {
 

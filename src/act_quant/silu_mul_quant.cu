@@ -3,8 +3,8 @@
 // the same kernel with the plain (identity) policy.
 #include <climits>
 
+#include "common/rowwise.cuh"
 #include "qfuse/act_quant/silu_mul.h"
-#include "quant/rowwise.cuh"
 #include "quant/validate.h"
 
 namespace qfuse {
@@ -77,49 +77,6 @@ struct LoadSiluMul {
   static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 32)
   // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 32).
   static constexpr int kGroupLaneChunks = 1;
-  static constexpr bool kStream = false;  // persistent pipelines for large problems
-  // cp.async path (rowwise_async_kernel): 16 bytes of gate, then 16 bytes of up.
-  // NOTE: off: measured on H100 (T=16384, H=7168, fp8_group128) the cp.async pipeline ran this
-  // producer at 62 % of copy bandwidth vs 69 % for the register path, with L2 throughput at 87 %
-  // and an L2 hit rate of 66 % (22 % with plain loads): the two 16-byte streams per lane cost
-  // L2 bandwidth. Kept compiled so the comparison stays one flag away.
-  static constexpr bool kAsync = false;
-  static constexpr int kStageBytes = 32;
-  // Bulk-copy path (rowwise_bulk_kernel): per task, the 512-byte gate segment then the up one.
-  static constexpr bool kBulk = true;
-  static constexpr int kBulkBytes = 2 * 32 * kChunk * sizeof(TIn);
-  __device__ void bulk_issue(uint32_t row, int col0, int ncols, uint8_t* dst, uint64_t* bar) const {
-    const TIn* gate = x + static_cast<int64_t>(row) * ld + col0;
-    const uint32_t bytes = static_cast<uint32_t>(ncols) * sizeof(TIn);
-    mbar_arrive_expect_tx(bar, 2 * bytes);
-    bulk_copy_g2s(dst, gate, bytes, bar);
-    bulk_copy_g2s(dst + kBulkBytes / 2, gate + H, bytes, bar);
-  }
-  __device__ void bulk_compute(const uint8_t* buf, int lane, int nvalid, float (&v)[kChunk]) const {
-    if (nvalid <= 0) {
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[i] = 0.0f;
-      return;
-    }
-    float g[kChunk], u[kChunk];
-    read_chunk_shared<TIn>(buf + lane * 16, g);
-    read_chunk_shared<TIn>(buf + kBulkBytes / 2 + lane * 16, u);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
-  }
-  __device__ void issue(int64_t row, int col, int nvalid, uint8_t* slot) const {
-    const TIn* gate = x + row * ld + col;
-    const int bytes = piece_bytes(nvalid * 2, 0);
-    cp_async16(slot, gate, bytes);
-    cp_async16(slot + 16, gate + H, bytes);
-  }
-  __device__ void compute(const uint8_t* slot, float (&v)[kChunk]) const {
-    float g[kChunk], u[kChunk];
-    read_chunk_shared<TIn>(slot, g);
-    read_chunk_shared<TIn>(slot + 16, u);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
-  }
 };
 
 }  // namespace quant
@@ -151,15 +108,17 @@ Status run_silu_mul(const char* op, const TensorRef& x, const QuantOutput& q, cu
   if (x.dtype == DType::kBF16) {
     const auto* p = static_cast<const __nv_bfloat16*>(x.data);
     if (fast)
-      return quant::launch_rowwise(quant::LoadSiluMul<__nv_bfloat16, true>{p, ld, H, vec}, q, T, H,
-                                   stream);
-    return quant::launch_rowwise(quant::LoadSiluMul<__nv_bfloat16, false>{p, ld, H, vec}, q, T, H,
-                                 stream);
+      return quant::launch_rowwise<quant::kQuantizedKinds>(
+          quant::LoadSiluMul<__nv_bfloat16, true>{p, ld, H, vec}, q, T, H, stream);
+    return quant::launch_rowwise<quant::kPlainKinds>(
+        quant::LoadSiluMul<__nv_bfloat16, false>{p, ld, H, vec}, q, T, H, stream);
   }
   const auto* p = static_cast<const __half*>(x.data);
   if (fast)
-    return quant::launch_rowwise(quant::LoadSiluMul<__half, true>{p, ld, H, vec}, q, T, H, stream);
-  return quant::launch_rowwise(quant::LoadSiluMul<__half, false>{p, ld, H, vec}, q, T, H, stream);
+    return quant::launch_rowwise<quant::kQuantizedKinds>(
+        quant::LoadSiluMul<__half, true>{p, ld, H, vec}, q, T, H, stream);
+  return quant::launch_rowwise<quant::kPlainKinds>(quant::LoadSiluMul<__half, false>{p, ld, H, vec},
+                                                   q, T, H, stream);
 }
 
 }  // namespace

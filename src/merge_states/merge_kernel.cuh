@@ -1,4 +1,4 @@
-// The merge of attention states as a producer of the shared row-wise kernels (quant/rowwise.cuh):
+// The merge of attention states as a producer of the shared row-wise kernels (common/rowwise.cuh):
 // output row t of [T, H * D] is sum_i w_i(t, h) * o_i[t, h, :] over the heads h, computed in fp32
 // and written through whichever quantizer policy the output spec selects (SPEC §2).
 //
@@ -11,8 +11,8 @@
 
 #include <cmath>
 
+#include "common/rowwise.cuh"
 #include "merge_states/launch.h"
-#include "quant/rowwise.cuh"
 
 namespace qfuse::merge {
 
@@ -54,9 +54,6 @@ struct LoadMerge {
   // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
   // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
   static constexpr int kGroupLaneChunks = kN <= 2 ? 2 : 1;
-  static constexpr bool kStream = true;
-  static constexpr bool kAsync = false;
-  static constexpr bool kBulk = false;
 
   /// The head of column `col`: a shift when D is a power of two.
   __device__ int head_of(int col) const { return a.d_shift >= 0 ? col >> a.d_shift : col / a.D; }

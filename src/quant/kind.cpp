@@ -50,6 +50,21 @@ std::string_view to_string(ScaleFormat format) {
   return "unknown";
 }
 
+QuantNeeds quant_needs(const QuantSpec& spec) {
+  switch (spec.kind) {
+    case QuantKind::kNone:
+      return {ScaleScope::kNone, 0};
+    case QuantKind::kFp8PerTensor:
+      return {ScaleScope::kTensor, 0};
+    case QuantKind::kFp8PerToken:
+      return {ScaleScope::kRow, 0};
+    case QuantKind::kFp8PerGroup:
+    case QuantKind::kNvfp4:
+      return {ScaleScope::kGroup, spec.group_size};
+  }
+  return {};
+}
+
 std::string to_string(const QuantSpec& s) {
   switch (s.kind) {
     case QuantKind::kNone:

@@ -2,8 +2,8 @@
 // row-wise kernel with the identity producer. These ops are also the unfused baselines.
 #include <climits>
 
+#include "common/rowwise.cuh"
 #include "qfuse/quant/quantize.h"
-#include "quant/rowwise.cuh"
 #include "quant/validate.h"
 
 namespace qfuse {
@@ -57,43 +57,6 @@ struct LoadRows {
   // Per-group FP8 with wide lanes (NOTES 32): g128 row 90.2/93.5 -> 93.8/98.8 %, col_tma packed
   // 88.7/92.3 -> 92.6/97.8 % at T=16384 H=2048/7168 (2 chunks: 91.3/94.9 %); fp32 as above.
   static constexpr int kGroupLaneChunks = sizeof(TIn) == 4 ? 2 : 4;
-  static constexpr bool kStream = false;  // persistent pipelines for large problems
-  // cp.async path (rowwise_async_kernel): the chunk's bytes, zero-filled past nvalid.
-  static constexpr bool kAsync = true;
-  // Bulk-copy path (rowwise_bulk_kernel): the task's 256-column row segment in one copy.
-  // NOTE: off: measured on H100 (T=16384, H=7168, bf16 in) it ran quantize at 83 % of copy
-  // bandwidth for fp8_per_tensor and fp8_group128 vs 87-89 % for the cp.async path; one
-  // 512-byte copy per task is too small for the copy engine. Kept compiled for comparison.
-#ifdef QFUSE_QUANT_BULK
-  static constexpr bool kBulk = true;
-#else
-  static constexpr bool kBulk = false;
-#endif
-  static constexpr int kBulkBytes = 32 * kChunk * sizeof(TIn);
-  __device__ void bulk_issue(uint32_t row, int col0, int ncols, uint8_t* dst, uint64_t* bar) const {
-    const uint32_t bytes = static_cast<uint32_t>(ncols) * sizeof(TIn);
-    mbar_arrive_expect_tx(bar, bytes);
-    bulk_copy_g2s(dst, x + static_cast<int64_t>(row) * ld + col0, bytes, bar);
-  }
-  __device__ void bulk_compute(const uint8_t* buf, int lane, int nvalid, float (&v)[kChunk]) const {
-    if (nvalid <= 0) {
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[i] = 0.0f;
-      return;
-    }
-    read_chunk_shared<TIn>(buf + lane * kChunk * sizeof(TIn), v);
-  }
-  static constexpr int kStageBytes = kChunk * sizeof(TIn);
-  __device__ void issue(int64_t row, int col, int nvalid, uint8_t* slot) const {
-    const char* src = reinterpret_cast<const char*>(x + row * ld + col);
-    const int bytes = nvalid * static_cast<int>(sizeof(TIn));
-#pragma unroll
-    for (int i = 0; i < kStageBytes / 16; ++i)
-      cp_async16(slot + 16 * i, src + 16 * i, piece_bytes(bytes, i));
-  }
-  __device__ void compute(const uint8_t* slot, float (&v)[kChunk]) const {
-    read_chunk_shared<TIn>(slot, v);
-  }
 };
 
 }  // namespace quant

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common/gpu.h"
-#include "qfuse/quant/policies.cuh"
+#include "qfuse/quant/quantizer.cuh"
 #include "qfuse/quant/reference.h"
 
 namespace qfuse::test {

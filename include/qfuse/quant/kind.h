@@ -34,6 +34,15 @@ enum class ScaleLayout : uint8_t {
   kNvfp4Swizzled,  // NVFP4 128x4 swizzle (SPEC §0.3), rows padded to 128, columns to 4
 };
 
+/// What one scale of a kind covers. It decides which producers can write the kind: a kernel must
+/// see every value one scale covers before it can store any of them.
+enum class ScaleScope : uint8_t {
+  kNone,    // no scale (plain output)
+  kTensor,  // one given scale for the whole tensor (read from the device)
+  kGroup,   // a computed scale per group of consecutive columns of one row (per-group, NVFP4)
+  kRow,     // a computed scale per row (per-token)
+};
+
 /// How scales are encoded.
 enum class ScaleFormat : uint8_t {
   kF32,          // fp32 values
@@ -87,6 +96,14 @@ struct QuantSpec {
   }
   bool operator!=(const QuantSpec& o) const { return !(*this == o); }
 };
+
+/// What writing `spec` needs of a producer: the scope of a scale and, for group scope, the columns
+/// of a group (16, 64 or 128). Capability rows are derived from it (capabilities.h).
+struct QuantNeeds {
+  ScaleScope scope = ScaleScope::kNone;
+  int group_cols = 0;
+};
+QuantNeeds quant_needs(const QuantSpec& spec);
 
 /// Stable string form (see the file comment).
 std::string to_string(const QuantSpec& spec);

@@ -1,0 +1,126 @@
+// From a validated QuantOutput to the kind core that writes it (the runtime -> compile-time step
+// of every quantizing kernel's dispatch): visit_quantizer() calls a generic callable with a tag
+// naming the core type and the core's kernel parameters.
+//
+//   return quant::visit_quantizer(q, rows, cols, [&](auto tag, const auto& params) {
+//     using Core = typename decltype(tag)::type;   // e.g. Fp8PerGroupCore<128>
+//     return launch_my_kernel<Core>(params, ...);
+//   });
+//
+// kKinds restricts the kinds a call site instantiates (kPlainKinds, kQuantizedKinds, kAllKinds);
+// a kind outside it is an internal error at run time. kNvfp4Round is the E2M1 round of
+// Nvfp4Core's wide stores (quantizer.cuh).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "qfuse/core/status.h"
+#include "qfuse/quant/quantize.h"
+#include "qfuse/quant/quantizer.cuh"
+
+namespace qfuse::quant {
+
+template <class T>
+struct CoreTag {
+  using type = T;
+};
+
+enum RowwiseKinds : unsigned { kPlainKinds = 1u, kQuantizedKinds = 2u, kAllKinds = 3u };
+
+/// True when p and a row stride of `ld` elements of `elem` bytes allow `align`-byte accesses.
+inline bool aligned_rows(const void* p, int64_t ld, int64_t elem, int64_t align) {
+  return reinterpret_cast<uintptr_t>(p) % align == 0 && (ld * elem) % align == 0;
+}
+
+template <class T>
+T* typed(const TensorRef& t) {
+  return static_cast<T*>(t.data);
+}
+
+/// Calls f(CoreTag<Core>{}, const Core::Params&, int64_t padding_units) for the core of `q.spec`
+/// (padding_units: ScaleAddr::padding_units of the scale buffer, 0 without one) and returns its
+/// Status. `q` must have been validated for an output of [rows, cols] values.
+template <unsigned kKinds = kAllKinds, int kNvfp4Round = 0, class F>
+Status visit_quantizer(const QuantOutput& q, int64_t rows, int64_t cols, F&& f) {
+  const QuantSpec& spec = q.spec;
+  const int64_t ld = q.out.strides[0];
+  if (spec.kind == QuantKind::kNone) {
+    if constexpr ((kKinds & kPlainKinds) != 0) {
+      switch (q.out.dtype) {
+        case DType::kBF16: {
+          using C = PlainCore<__nv_bfloat16>;
+          return f(CoreTag<C>{},
+                   typename C::Params{typed<__nv_bfloat16>(q.out), ld,
+                                      aligned_rows(q.out.data, ld, 2, 16)},
+                   int64_t{0});
+        }
+        case DType::kF16: {
+          using C = PlainCore<__half>;
+          return f(
+              CoreTag<C>{},
+              typename C::Params{typed<__half>(q.out), ld, aligned_rows(q.out.data, ld, 2, 16)},
+              int64_t{0});
+        }
+        case DType::kF32: {
+          using C = PlainCore<float>;
+          return f(CoreTag<C>{},
+                   typename C::Params{typed<float>(q.out), ld, aligned_rows(q.out.data, ld, 4, 16)},
+                   int64_t{0});
+        }
+        default:
+          return Status::InvalidArgument("out.dtype", "bf16|fp16|fp32",
+                                         std::string(to_string(q.out.dtype)));
+      }
+    } else {
+      return Status(StatusCode::kInternal,
+                    "visit_quantizer: this call site writes no plain output");
+    }
+  }
+  if constexpr ((kKinds & kQuantizedKinds) == 0) {
+    return Status(StatusCode::kInternal,
+                  "visit_quantizer: this call site writes no " + to_string(spec));
+  } else {
+    ScaleShape shape;
+    QFUSE_RETURN_IF_ERROR(scale_shape(spec, rows, cols, &shape));
+    const ScaleAddr sa = ScaleAddr::make(spec, shape, rows);
+    const int64_t padded = sa.padding_units();
+    uint8_t* out = typed<uint8_t>(q.out);
+    const bool vec8 = aligned_rows(q.out.data, ld, 1, 8);
+    switch (spec.kind) {
+      case QuantKind::kFp8PerTensor: {
+        using C = Fp8PerTensorCore;
+        return f(CoreTag<C>{}, C::Params{out, ld, q.scale, vec8}, int64_t{0});
+      }
+      case QuantKind::kFp8PerToken: {
+        using C = Fp8PerTokenCore;
+        return f(CoreTag<C>{}, C::Params{out, ld, typed<float>(q.scales), q.scale_ub, vec8},
+                 int64_t{0});
+      }
+      case QuantKind::kFp8PerGroup: {
+        const bool packed = spec.format == ScaleFormat::kUe8m0Packed;
+        const bool pow2 = spec.format != ScaleFormat::kF32;
+        if (spec.group_size == 64) {
+          using C = Fp8PerGroupCore<64>;
+          return f(CoreTag<C>{},
+                   C::Params{out, ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec8}, padded);
+        }
+        using C = Fp8PerGroupCore<128>;
+        return f(CoreTag<C>{},
+                 C::Params{out, ld, q.scales.data, sa, q.scale_ub, pow2, packed, vec8}, padded);
+      }
+      case QuantKind::kNvfp4: {
+        using C = Nvfp4Core<kNvfp4Round>;
+        return f(CoreTag<C>{},
+                 typename C::Params{out, ld, typed<uint8_t>(q.scales), sa, q.scale,
+                                    aligned_rows(q.out.data, ld, 1, 4), vec8},
+                 padded);
+      }
+      default:
+        break;
+    }
+    return Status::NotSupported("quantization kind " + to_string(spec));
+  }
+}
+
+}  // namespace qfuse::quant
