@@ -1,4 +1,4 @@
-// Benchmark routines of each op family, and the helpers they (and `qfuse demo`) share.
+// The helpers the families' benchmark routines (bench/<family>/) and `qfuse demo` share.
 #pragma once
 
 #include <cstdint>
@@ -8,24 +8,9 @@
 
 namespace qfuse::bench {
 
-/// Registers silu_mul_quant/<spec> (fused) and silu_and_mul+quantize/<spec> (its unfused peer),
-/// quantize/<spec> for every spec the capability table (qfuse/quant/capabilities.h) declares,
-/// silu_and_mul, and the suites issue2, quick and specs.
-void register_act_quant_routines();
-
-/// Registers merge_states/<spec> (fused, stacked partials), merge_states+quantize/<spec> (its
-/// unfused peer), merge_states (bf16 out) and the suite issue3. Shape keys N, T, H, D.
-void register_merge_routines();
-
-/// Registers every family's routines and suites; later calls do nothing.
-inline void register_all_routines() {
-  static const bool once = [] {
-    register_act_quant_routines();
-    register_merge_routines();
-    return true;
-  }();
-  (void)once;
-}
+/// Registers every family's routines, suites, bench ops and demo sections (bench/family.h);
+/// later calls do nothing.
+void register_all_routines();
 
 /// Bytes of the values and of the scale buffer (padding included, scale_shape()) that an op
 /// writes for `spec` on an output of [T, H] values. `spec` must not be none.

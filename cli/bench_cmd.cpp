@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/family.h"
 #include "bench/harness.h"
 #include "bench/routines.h"
 #include "cli/commands.h"
@@ -40,7 +41,11 @@ void list_everything() {
   for (const bench::Suite* s : bench::all_suites())
     std::printf("  %-8s %3zu cases  %s\n", s->name.c_str(), s->cases.size(),
                 s->description.c_str());
-  std::printf("\nroutines (shape: T, H):\n");
+  std::printf("\nops of --op (--dim KEY=VALUE sets a shape key; defaults shown):\n");
+  for (const bench::BenchOp& op : bench::bench_ops())
+    std::printf("  %-24s %-28s %s\n", op.op.c_str(), op.defaults.to_string().c_str(),
+                op.summary.c_str());
+  std::printf("\nroutines:\n");
   for (const bench::Routine* r : bench::all_routines())
     std::printf("  %-48s %s\n", r->name.c_str(), r->description.c_str());
 }
@@ -60,39 +65,52 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
     *error = "give --suite NAME or --op OP (qfuse bench --list shows both)";
     return false;
   }
-  std::string name = opt.op;
-  const bool merge = opt.op.rfind("merge_states", 0) == 0;
-  const bool plain = opt.op == "silu_and_mul" || opt.op == "merge_states";
-  if (plain && !opt.quant.empty() && opt.quant != "none") {
-    // A plain op with a quantized output is its fused sibling.
-    name = opt.op == "merge_states" ? "merge_states" : "silu_mul_quant";
-    QuantSpec spec;
+  const bench::BenchOp* op = bench::find_bench_op(opt.op);
+  if (op == nullptr) {
+    *error = "unknown --op '" + opt.op + "' (qfuse bench --list)";
+    return false;
+  }
+  QuantSpec spec;
+  if (!opt.quant.empty()) {
     const Status st = parse_quant_spec(opt.quant, &spec);
     if (!st.ok()) {
       *error = "--quant: " + st.message();
       return false;
     }
-    name += "/" + to_string(spec);
-  } else if (plain) {
-  } else if (opt.quant.empty()) {
-    *error = "--op " + opt.op + " needs --quant SPEC, e.g. fp8_group128:row:f32 (see qfuse info)";
+  }
+  std::string why;
+  const std::string name = op->routine(spec, &why);
+  if (name.empty()) {
+    *error = why;
     return false;
-  } else {
-    QuantSpec spec;
-    const Status st = parse_quant_spec(opt.quant, &spec);
-    if (!st.ok() || spec.kind == QuantKind::kNone) {
-      *error = "--op " + opt.op + " needs --quant SPEC: " +
-               (st.ok() ? std::string("none is the plain op (--op silu_and_mul)") : st.message());
+  }
+  bench::Shape shape = op->defaults;
+  for (const std::string& kv : opt.dims) {
+    const size_t eq = kv.find('=');
+    const std::string key = kv.substr(0, eq);
+    bool known = false;
+    for (auto& [k, v] : shape.dims) {
+      if (k != key) continue;
+      known = true;
+      size_t used = 0;
+      long long x = -1;
+      try {
+        x = std::stoll(kv.substr(eq + 1), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (eq == std::string::npos || used == 0 || used != kv.size() - eq - 1 || x < 1) {
+        *error = "--dim " + kv + ": expected " + key + "=<a positive integer>";
+        return false;
+      }
+      v = x;
+    }
+    if (!known) {
+      *error =
+          "--dim " + kv + ": --op " + opt.op + " takes " + shape.to_string() + " (the defaults)";
       return false;
     }
-    name += "/" + to_string(spec);
   }
-  if (bench::find_routine(name) == nullptr) {
-    *error = "no routine '" + name + "' (qfuse bench --list)";
-    return false;
-  }
-  bench::Shape shape{{{"T", opt.T}, {"H", opt.H}}};
-  if (merge) shape = bench::Shape{{{"N", opt.N}, {"T", opt.T}, {"H", opt.H}, {"D", opt.D}}};
   *cases = {{"single case", name, shape}};
   return true;
 }
@@ -204,7 +222,7 @@ nlohmann::json report_json(const bench::Report& rep) {
 }  // namespace
 
 int run_bench(const BenchOptions& opt) {
-  bench::register_all_routines();
+  bench::register_tools();
   if (opt.list) {
     list_everything();
     return 0;

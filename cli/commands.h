@@ -8,16 +8,12 @@
 namespace qfuse::cli {
 
 struct BenchOptions {
-  std::string suite;      // a registered suite (`--list`), or empty when `op` is given
-  std::string op;         // silu_mul_quant | silu_and_mul+quantize | quantize | silu_and_mul |
-                          // merge_states | merge_states+quantize
-  std::string quant;      // the QuantSpec of `op` (none for silu_and_mul)
-  int64_t T = 4096;       // rows of the single case
-  int64_t H = 7168;       // output columns of the single case (merge: heads)
-  int64_t N = 2;          // merge: partial states
-  int64_t D = 128;        // merge: head size
-  std::string json_path;  // write every number here when non-empty
-  bool list = false;      // list routines and suites, then exit
+  std::string suite;              // a registered suite (`--list`), or empty when `op` is given
+  std::string op;                 // an op the families registered (`--list`)
+  std::string quant;              // the QuantSpec of `op` (none: the plain op)
+  std::vector<std::string> dims;  // KEY=VALUE shape settings of the single case
+  std::string json_path;          // write every number here when non-empty
+  bool list = false;              // list routines and suites, then exit
   bool with_unfused = true;
   int replays = 25;
   int min_calls = 20;

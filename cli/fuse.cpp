@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/graph_tools.h"
 #include "bench/harness.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"

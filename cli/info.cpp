@@ -9,6 +9,7 @@
 #include "bench/harness.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"
+#include "qfuse/graph/config.h"
 #include "qfuse/quant/capabilities.h"
 #include "qfuse/quant/kind.h"
 
@@ -51,6 +52,17 @@ void print_capabilities() {
   // NOTE: the library's capability table (qfuse/quant/capabilities.h) is the one source: the
   // dispatchers and the fusion pass read the same table.
   const std::vector<OpCapability>& ops = op_capabilities();
+  std::printf("\nfamilies (src/<family>/, registered by the build):\n");
+  for (const FamilyInfo& f : registered_families())
+    std::printf("  %-16s %s\n", f.name.c_str(), f.summary.c_str());
+  const std::vector<graph::AttentionBackend>& backends = graph::attention_backends();
+  std::printf("\nattention backends (config key attention_backend): %s\n",
+              backends.empty() ? "none registered" : "");
+  for (const graph::AttentionBackend& b : backends) {
+    std::string dtypes;
+    for (const std::string& d : b.cache_dtypes) dtypes += (dtypes.empty() ? "" : "|") + d;
+    std::printf("  %-16s cache %-24s %s\n", b.name.c_str(), dtypes.c_str(), b.summary.c_str());
+  }
   std::printf("\nops:\n");
   for (const OpCapability& op : ops) {
     std::string dtypes;

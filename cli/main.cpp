@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "bench/family.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -16,8 +17,8 @@ int main(int argc, char** argv) {
   qfuse::cli::DemoOptions demo_opt;
   CLI::App* demo = app.add_subcommand(
       "demo",
-      "Run silu_mul_quant fused and unfused on realistic MLP shapes, check both against "
-      "the fp64 host reference, time them (host reference only without a GPU)");
+      "Run every family's ops fused and unfused on realistic shapes, check both against the "
+      "fp64 host reference, time them (host reference only without a GPU)");
   demo->add_option("--reps", demo_opt.reps, "Timed calls per path")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
@@ -29,32 +30,19 @@ int main(int argc, char** argv) {
       "without one)");
   CLI::Option* suite = bench->add_option("--suite", bench_opt.suite,
                                          "Run a suite of cases (issue2, quick, specs; see --list)");
-  CLI::Option* op =
-      bench->add_option("--op", bench_opt.op, "Run one routine on one shape")
-          ->check(CLI::IsMember({"silu_mul_quant", "silu_and_mul+quantize", "quantize",
-                                 "silu_and_mul", "merge_states", "merge_states+quantize"}));
+  qfuse::bench::register_tools();
+  std::vector<std::string> ops;
+  for (const qfuse::bench::BenchOp& o : qfuse::bench::bench_ops()) ops.push_back(o.op);
+  CLI::Option* op = bench->add_option("--op", bench_opt.op, "Run one routine on one shape")
+                        ->check(CLI::IsMember(ops));
   bench
       ->add_option("--quant", bench_opt.quant,
                    "QuantSpec of --op, e.g. fp8_group128:col_tma:ue8m0_packed, nvfp4:swizzled")
       ->needs(op);
-  bench->add_option("-T,--T", bench_opt.T, "Rows (tokens) of --op")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
-      ->needs(op)
-      ->capture_default_str();
   bench
-      ->add_option("-H,--H", bench_opt.H,
-                   "Output columns of --op (silu input is [T, 2H]); heads for merge_states")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 28))
-      ->needs(op)
-      ->capture_default_str();
-  bench->add_option("-N,--N", bench_opt.N, "Partial states of --op merge_states")
-      ->check(CLI::Range(2, 8))
-      ->needs(op)
-      ->capture_default_str();
-  bench->add_option("-D,--D", bench_opt.D, "Head size of --op merge_states")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
-      ->needs(op)
-      ->capture_default_str();
+      ->add_option("--dim", bench_opt.dims,
+                   "A shape key of --op, KEY=VALUE (repeatable; --list shows each op's keys)")
+      ->needs(op);
   bench->add_option("--json", bench_opt.json_path, "Also write every number to this JSON file");
   bench->add_flag("--list", bench_opt.list, "List routines and suites, then exit");
   bench->add_flag("!--no-unfused", bench_opt.with_unfused,

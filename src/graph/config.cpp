@@ -1,6 +1,7 @@
 // Fusion / attention configuration: defaults, JSON, SPEC §5 validation, SPEC §4 alias resolution.
 #include "qfuse/graph/config.h"
 #include "graph/text.h"
+#include "qfuse/graph/family.h"
 
 #include <cmath>
 #include <cstdio>
@@ -21,8 +22,9 @@ const char* const kKeys[] = {"fuse_act_quant", "fuse_attn_quant", "attention_bac
                              "vit_save_path",  "vit_margin"};
 
 using detail::join;
-const AttentionBackend* find_backend(const std::string& name) {
-  for (const AttentionBackend& b : attention_backends())
+const AttentionBackend* find_backend(const std::vector<AttentionBackend>& list,
+                                     const std::string& name) {
+  for (const AttentionBackend& b : list)
     if (b.name == name) return &b;
   return nullptr;
 }
@@ -30,35 +32,37 @@ const AttentionBackend* find_backend(const std::string& name) {
 }  // namespace
 
 const std::vector<AttentionBackend>& attention_backends() {
-  static const std::vector<AttentionBackend> table = {
-      {"flashmla",
-       {"bf16", "fp8_e4m3"},
-       "dense MLA decode (SPEC §3): bf16 or per-tensor FP8 cache"},
-      {"triton_mla", {"bf16", "fp8_e4m3"}, "dense MLA decode, Triton-style: bf16 or FP8 cache"},
-      {"flashmla_sparse",
-       {"bf16", "fp8_ds_mla"},
-       "sparse MLA decode (SPEC §4), DeepSeek FlashMLA: reads FP8 only as fp8_ds_mla"},
-      {"qfuse_sparse_mla",
-       {"bf16", "fp8_e4m3", "fp8_ds_mla"},
-       "qfuse's sparse MLA decode (SPEC §4): every cache format"},
-  };
+  static const std::vector<AttentionBackend> table = [] {
+    std::vector<AttentionBackend> v;
+    GraphFamilyRegistrar r(nullptr, &v);
+    detail::register_graph_families(r);
+    return v;
+  }();
   return table;
 }
 
 Status resolve_kv_cache_dtype(const std::string& backend, const std::string& requested,
-                              std::string* resolved, const LogSink& log) {
+                              std::string* resolved, const LogSink& log,
+                              const std::vector<AttentionBackend>* backends) {
+  const std::vector<AttentionBackend>& list = backends ? *backends : attention_backends();
   bool known = false;
   for (const char* d : kKvCacheDtypes) known |= requested == d;
   if (!known)
     return invalid(
         "config key 'kv_cache_dtype': expected auto|bf16|fp8|fp8_e4m3|fp8_ds_mla, got '" +
         requested + "'");
-  const AttentionBackend* b = find_backend(backend);
+  if (backend.empty()) {  // no attention backend selected: nothing to resolve against
+    *resolved = requested == "auto" ? "bf16" : requested;
+    return Status::Ok();
+  }
+  const AttentionBackend* b = find_backend(list, backend);
   if (b == nullptr) {
     std::vector<std::string> names;
-    for (const AttentionBackend& x : attention_backends()) names.push_back(x.name);
+    for (const AttentionBackend& x : list) names.push_back(x.name);
     return invalid("config key 'attention_backend': unknown backend '" + backend + "' (" +
-                   join(names) + ")");
+                   (names.empty() ? std::string("no attention family is registered")
+                                  : "registered: " + join(names)) +
+                   ")");
   }
   auto reads = [&](const std::string& d) {
     for (const std::string& c : b->cache_dtypes)

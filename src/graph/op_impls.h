@@ -1,4 +1,4 @@
-// Host references and device launches of the built-in graph ops (registered in op_registry.cpp).
+// The gemm op of the graph layer: its operand types, host reference and cuBLASLt paths.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -12,16 +12,7 @@
 
 namespace qfuse::graph::detail {
 
-Status host_quantize(const HostRunArgs& a);
-Status host_silu_and_mul(const HostRunArgs& a);
-Status host_silu_mul_quant(const HostRunArgs& a);
-Status host_merge_states(const HostRunArgs& a);
 Status host_gemm(const HostRunArgs& a);
-
-Status device_quantize(const DeviceRunArgs& a, cudaStream_t stream);
-Status device_silu_and_mul(const DeviceRunArgs& a, cudaStream_t stream);
-Status device_silu_mul_quant(const DeviceRunArgs& a, cudaStream_t stream);
-Status device_merge_states(const DeviceRunArgs& a, cudaStream_t stream);
 
 /// How a gemm node's operands are scaled (from the types of what it reads).
 enum class GemmScaling { kNone, kPerTensor, kPerToken, kPerGroup, kBlock128 };
@@ -51,16 +42,4 @@ GemmPath gemm_path(const GemmInfo& g, const ExecutorOptions& options = {},
 Status plan_memory_with(const Graph& g, const OpRegistry& registry,
                         const std::function<GemmPath(const Node&, const GemmInfo&)>& path_of,
                         MemoryPlan* plan);
-}  // namespace qfuse::graph::detail
-
-namespace qfuse::graph::detail {
-/// Stores v at element i of a host tensor: bf16/fp16 (round to nearest even), fp32, e4m3
-/// (saturating encode) or, for other byte types, v as the raw byte.
-void host_store(HostTensor* t, int64_t i, float v);
-/// Writes fp32 values y [rows, cols] to a node's outputs 'out' (and 'scales') in the form of
-/// `spec`, as the device quantizer would (ref::quantize; 'scale'/'scale_ub' inputs read).
-Status host_write_quantized(const HostRunArgs& a, const QuantSpec& spec,
-                            const std::vector<float>& y, int64_t rows, int64_t cols);
-/// The QuantOutput of a node's 'out', 'scales', 'scale' and 'scale_ub' ports and 'quant' attr.
-Status device_quant_output(const DeviceRunArgs& a, QuantOutput* q);
 }  // namespace qfuse::graph::detail

@@ -4,153 +4,21 @@
 
 #include <algorithm>
 
+#include "graph/op_helpers.h"
 #include "graph/op_impls.h"
-#include "qfuse/merge_states/merge_states.h"
+#include "qfuse/graph/family.h"
 #include "qfuse/quant/capabilities.h"
 
 namespace qfuse::graph {
 namespace {
 
+using detail::dtype_attr;
+using detail::expect_input;
+using detail::expect_plain;
 using detail::invalid;
+using detail::kFloatDtypes;
+using detail::make_desc;
 using detail::shape_text;
-std::string dtype_list(const std::vector<DType>& v) {
-  std::string r;
-  for (DType d : v) {
-    if (!r.empty()) r += "|";
-    r += to_string(d);
-  }
-  return r;
-}
-
-TensorDesc make_desc(DType dtype, std::vector<int64_t> shape, QuantSpec q = QuantSpec::none()) {
-  TensorDesc d;
-  d.dtype = dtype;
-  d.shape = std::move(shape);
-  d.quant = q;
-  return d;
-}
-
-Status expect_input(const Node& n, const std::map<std::string, const TensorDesc*>& in,
-                    const std::string& port, const std::vector<DType>& dtypes, size_t rank,
-                    const TensorDesc** out) {
-  auto it = in.find(port);
-  if (it == in.end()) return invalid("input '" + port + "' is required but not connected");
-  const TensorDesc& d = *it->second;
-  if (std::find(dtypes.begin(), dtypes.end(), d.dtype) == dtypes.end())
-    return invalid(port_label(n, true, port) + ": expected dtype " + dtype_list(dtypes) + ", got " +
-                   std::string(to_string(d.dtype)));
-  if (d.shape.size() != rank)
-    return invalid(port_label(n, true, port) + ": expected rank " + std::to_string(rank) +
-                   ", got " + std::to_string(d.shape.size()) + " " + shape_text(d.shape));
-  *out = &d;
-  return Status::Ok();
-}
-
-/// A plain (unquantized) input: a quantized tensor here would be read as if it were not.
-Status expect_plain(const Node& n, const std::string& port, const TensorDesc& d) {
-  if (d.quant.kind != QuantKind::kNone)
-    return invalid(port_label(n, true, port) + ": expected quant none, got " + to_string(d.quant) +
-                   " (op '" + n.op + "' reads plain values)");
-  return Status::Ok();
-}
-
-Status dtype_attr(const Node& n, const std::string& key, DType fallback,
-                  const std::vector<DType>& allowed, DType* out) {
-  const std::string v = n.attr(key);
-  *out = fallback;
-  if (!v.empty()) *out = *parse_dtype(v);  // checked by validate()
-  if (std::find(allowed.begin(), allowed.end(), *out) == allowed.end())
-    return invalid("attr '" + key + "': expected " + dtype_list(allowed) + ", got " +
-                   std::string(to_string(*out)));
-  return Status::Ok();
-}
-
-Status require_quant(const Node& n, const std::string& op_for_caps, QuantSpec* spec) {
-  if (n.attrs.count("quant") == 0) return invalid("attr 'quant' is required by op '" + n.op + "'");
-  QFUSE_RETURN_IF_ERROR(node_quant_spec(n, spec));
-  if (!fused_output_quant_supported(op_for_caps, *spec))
-    return invalid("attr 'quant': op '" + op_for_caps + "' does not write " + to_string(*spec) +
-                   " (capability table)");
-  return Status::Ok();
-}
-
-const std::vector<DType> kFloatDtypes = {DType::kBF16, DType::kF16, DType::kF32};
-
-std::vector<DType> cap_inputs(const char* op) {
-  const OpCapability* c = find_op_capability(op);
-  return c != nullptr ? c->input_dtypes : std::vector<DType>{};
-}
-
-// ---- built-in ops ----------------------------------------------------------------------------
-
-Status infer_quantize(const Node& n, const std::map<std::string, const TensorDesc*>& in,
-                      std::map<std::string, TensorDesc>* out) {
-  const TensorDesc* x = nullptr;
-  QFUSE_RETURN_IF_ERROR(expect_input(n, in, "x", cap_inputs("quantize"), 2, &x));
-  QFUSE_RETURN_IF_ERROR(expect_plain(n, "x", *x));
-  QuantSpec spec;
-  QFUSE_RETURN_IF_ERROR(require_quant(n, "quantize", &spec));
-  DType none_dtype = x->dtype;
-  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
-    return invalid("attr 'out_dtype': only for quant none (" + to_string(spec) + " writes " +
-                   std::string(to_string(*quantized_dtype(spec))) + ")");
-  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", x->dtype, kFloatDtypes, &none_dtype));
-  return infer_quantized_output(n, in, spec, x->shape[0], x->shape[1], none_dtype, out);
-}
-
-Status infer_silu(const Node& n, const std::map<std::string, const TensorDesc*>& in,
-                  std::map<std::string, TensorDesc>* out, bool quant) {
-  const char* op = quant ? "silu_mul_quant" : "silu_and_mul";
-  const TensorDesc* x = nullptr;
-  QFUSE_RETURN_IF_ERROR(expect_input(n, in, "x", cap_inputs(op), 2, &x));
-  QFUSE_RETURN_IF_ERROR(expect_plain(n, "x", *x));
-  if (x->shape[1] % 2 != 0)
-    return invalid(port_label(n, true, "x") + ": expected an even number of columns [T, 2H], got " +
-                   shape_text(x->shape));
-  const int64_t T = x->shape[0], H = x->shape[1] / 2;
-  QuantSpec spec;
-  if (quant) QFUSE_RETURN_IF_ERROR(require_quant(n, op, &spec));
-  DType none_dtype = x->dtype;
-  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
-    return invalid("attr 'out_dtype': only for quant none");
-  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", x->dtype, kFloatDtypes, &none_dtype));
-  return infer_quantized_output(n, in, spec, T, H, none_dtype, out);
-}
-
-Status infer_merge_states(const Node& n, const std::map<std::string, const TensorDesc*>& in,
-                          std::map<std::string, TensorDesc>* out) {
-  const TensorDesc *o = nullptr, *lse = nullptr;
-  QFUSE_RETURN_IF_ERROR(expect_input(n, in, "o", kFloatDtypes, 4, &o));
-  QFUSE_RETURN_IF_ERROR(expect_plain(n, "o", *o));
-  QFUSE_RETURN_IF_ERROR(expect_input(n, in, "lse", {DType::kF32}, 3, &lse));
-  const int64_t N = o->shape[0], T = o->shape[1], H = o->shape[2], D = o->shape[3];
-  if (N < 2 || N > kMaxMergeStates)
-    return invalid(port_label(n, true, "o") + ": expected 2.." + std::to_string(kMaxMergeStates) +
-                   " partials in dim 0 of [N, T, H, D], got " + std::to_string(N));
-  const std::vector<int64_t> want_lse = {N, H, T};
-  if (lse->shape != want_lse)
-    return invalid(port_label(n, true, "lse") + ": expected shape " + shape_text(want_lse) +
-                   " ([N, H, T] of o), got " + shape_text(lse->shape));
-  QuantSpec spec;
-  QFUSE_RETURN_IF_ERROR(node_quant_spec(n, &spec));
-  if (spec.kind != QuantKind::kNone && !fused_output_quant_supported("merge_states", spec))
-    return invalid("attr 'quant': op 'merge_states' does not write " + to_string(spec) +
-                   " (capability table)");
-  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
-    return invalid("attr 'out_dtype': only for quant none");
-  DType none_dtype = DType::kBF16;
-  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", DType::kBF16, kFloatDtypes, &none_dtype));
-  const int64_t copy_from = std::stoll(n.attr("copy_from", "-1"));
-  if (copy_from < -1 || copy_from > T)
-    return invalid("attr 'copy_from': expected -1 or 0.." + std::to_string(T) + ", got " +
-                   std::to_string(copy_from));
-  std::map<std::string, const TensorDesc*> q_in;  // the quantizer's own inputs
-  for (const auto& [p, d] : in)
-    if (p == "scale" || p == "scale_ub") q_in[p] = d;
-  QFUSE_RETURN_IF_ERROR(infer_quantized_output(n, q_in, spec, T, H * D, none_dtype, out));
-  if (n.outputs.count("out_lse")) (*out)["out_lse"] = make_desc(DType::kF32, {H, T});
-  return Status::Ok();
-}
 
 Status infer_gemm(const Node& n, const std::map<std::string, const TensorDesc*>& in,
                   std::map<std::string, TensorDesc>* out) {
@@ -158,66 +26,6 @@ Status infer_gemm(const Node& n, const std::map<std::string, const TensorDesc*>&
   QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, in, &g));
   (*out)["out"] = make_desc(g.out_dtype, {g.M, g.N});
   return Status::Ok();
-}
-
-OpDef quantize_def() {
-  OpDef d;
-  d.name = "quantize";
-  d.summary = "x [T, H] -> out (+ scales) in the form of attr quant (the standalone quantizer)";
-  d.inputs = {{"x"}, {"scale", true}, {"scale_ub", true}};
-  d.outputs = {{"out"}, {"scales", true}};
-  d.attrs = {{"quant", AttrType::kQuant, {}}, {"out_dtype", AttrType::kDType, {}}};
-  d.infer = infer_quantize;
-  d.host_run = detail::host_quantize;
-  d.device_run = detail::device_quantize;
-  return d;
-}
-
-OpDef silu_and_mul_def() {
-  OpDef d;
-  d.name = "silu_and_mul";
-  d.summary = "x [T, 2H] -> silu(x[:, :H]) * x[:, H:] [T, H] (out_dtype, default x's)";
-  d.inputs = {{"x"}};
-  d.outputs = {{"out"}};
-  d.attrs = {{"out_dtype", AttrType::kDType, {}}};
-  d.infer = [](const Node& n, const auto& in, auto* out) { return infer_silu(n, in, out, false); };
-  d.fusion = FusionFamily::kAct;
-  d.fused_quant_op = "silu_mul_quant";
-  d.host_run = detail::host_silu_and_mul;
-  d.device_run = detail::device_silu_and_mul;
-  return d;
-}
-
-OpDef silu_mul_quant_def() {
-  OpDef d;
-  d.name = "silu_mul_quant";
-  d.summary = "silu_and_mul written through the quantizer of attr quant";
-  d.inputs = {{"x"}, {"scale", true}, {"scale_ub", true}};
-  d.outputs = {{"out"}, {"scales", true}};
-  d.attrs = {{"quant", AttrType::kQuant, {}}, {"out_dtype", AttrType::kDType, {}}};
-  d.infer = [](const Node& n, const auto& in, auto* out) { return infer_silu(n, in, out, true); };
-  d.host_run = detail::host_silu_mul_quant;
-  d.device_run = detail::device_silu_mul_quant;
-  return d;
-}
-
-OpDef merge_states_def() {
-  OpDef d;
-  d.name = "merge_states";
-  d.summary =
-      "o [N, T, H, D], lse [N, H, T] -> merged out [T, H*D] (attr quant: any kind), out_lse [H, T]";
-  d.inputs = {{"o"}, {"lse"}, {"scale", true}, {"scale_ub", true}};
-  d.outputs = {{"out"}, {"scales", true}, {"out_lse", true}};
-  d.attrs = {{"quant", AttrType::kQuant, {}},
-             {"out_dtype", AttrType::kDType, {}},
-             {"lse_base", AttrType::kString, {"e", "2"}},
-             {"copy_from", AttrType::kInt, {}}};
-  d.infer = infer_merge_states;
-  d.fusion = FusionFamily::kMerge;
-  d.fused_quant_op = "merge_states";
-  d.host_run = detail::host_merge_states;
-  d.device_run = detail::device_merge_states;
-  return d;
 }
 
 OpDef gemm_def() {
@@ -253,11 +61,11 @@ bool OpDef::supports_fused_quant(const QuantSpec& spec) const {
 
 OpRegistry OpRegistry::with_builtins() {
   OpRegistry r;
-  for (OpDef d :
-       {quantize_def(), silu_and_mul_def(), silu_mul_quant_def(), merge_states_def(), gemm_def()}) {
-    const Status st = r.add(std::move(d));
-    (void)st;  // built-ins are complete and distinct
-  }
+  const Status st = r.add(gemm_def());
+  (void)st;  // complete and the first op
+  GraphFamilyRegistrar reg(&r, nullptr);
+  detail::register_graph_families(reg);
+  r.family_status_ = reg.status();
   return r;
 }
 

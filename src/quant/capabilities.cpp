@@ -1,34 +1,74 @@
 #include "qfuse/quant/capabilities.h"
 
+#include <algorithm>
+
 namespace qfuse {
 
-const std::vector<OpCapability>& op_capabilities() {
-  static const std::vector<OpCapability> table = [] {
-    std::vector<QuantSpec> quantized;
-    for (const QuantSpec& s : all_quant_specs())
-      if (s.kind != QuantKind::kNone) quantized.push_back(s);
-    std::vector<QuantSpec> any = all_quant_specs();
-    return std::vector<OpCapability>{
-        {"quantize",
-         "x [T, H] -> quantized output (standalone; the unfused baseline)",
-         {DType::kBF16, DType::kF16, DType::kF32},
-         any},
-        {"silu_and_mul",
-         "x [T, 2H] -> silu(x[:, :H]) * x[:, H:] in bf16/fp16/fp32",
-         {DType::kBF16, DType::kF16},
-         {QuantSpec::none()}},
-        {"silu_mul_quant",
-         "silu_and_mul with the output written through any quantizer",
-         {DType::kBF16, DType::kF16},
-         any},
-        {"merge_states",
-         "N partial attention states o_i [T, H, D] + lse_i [H, T] -> merged [T, H * D], any "
-         "quantizer",
-         {DType::kBF16, DType::kF16, DType::kF32},
-         any},
-    };
+std::vector<QuantSpec> derive_output_specs(const OutputDelivery& d) {
+  std::vector<QuantSpec> out;
+  for (const QuantSpec& s : all_quant_specs()) {
+    const QuantNeeds n = quant_needs(s);
+    bool ok = false;
+    switch (n.scope) {
+      case ScaleScope::kNone:
+        ok = d.plain;
+        break;
+      case ScaleScope::kTensor:
+        ok = d.quantized;
+        break;
+      case ScaleScope::kGroup:
+        ok = d.quantized && (d.whole_rows || (d.tile_cols > 0 && d.tile_cols % n.group_cols == 0));
+        break;
+      case ScaleScope::kRow:
+        ok = d.quantized && d.whole_rows;
+        break;
+    }
+    if (ok) out.push_back(s);
+  }
+  return out;
+}
+
+void KernelRegistry::add_family(FamilyInfo family) {
+  families_.push_back(std::move(family));
+}
+
+Status KernelRegistry::add_op(OpCapability op) {
+  Status st = add_op_checked(std::move(op));
+  if (!st.ok() && status_.ok()) status_ = st;
+  return st;
+}
+
+Status KernelRegistry::add_op_checked(OpCapability op) {
+  const auto fam = std::find_if(families_.begin(), families_.end(),
+                                [&](const FamilyInfo& f) { return f.name == op.family; });
+  if (fam == families_.end())
+    return Status::InvalidArgument("op '" + op.op + "'.family", "a registered family",
+                                   "'" + op.family + "'");
+  if (find_if(ops_.begin(), ops_.end(), [&](const OpCapability& o) { return o.op == op.op; }) !=
+      ops_.end())
+    return Status::InvalidArgument("op", "a new op name", "'" + op.op + "' (already registered)");
+  op.output_specs = derive_output_specs(op.delivery);
+  if (op.output_specs.empty())
+    return Status::InvalidArgument("op '" + op.op + "'.delivery", "an output kind", "none");
+  ops_.push_back(std::move(op));
+  return Status::Ok();
+}
+
+const KernelRegistry& kernel_registry() {
+  static const KernelRegistry r = [] {
+    KernelRegistry k;
+    detail::register_kernel_families(k);
+    return k;
   }();
-  return table;
+  return r;
+}
+
+const std::vector<FamilyInfo>& registered_families() {
+  return kernel_registry().families();
+}
+
+const std::vector<OpCapability>& op_capabilities() {
+  return kernel_registry().ops();
 }
 
 const OpCapability* find_op_capability(std::string_view op) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "graph/op_helpers.h"
 #include "graph/op_impls.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"

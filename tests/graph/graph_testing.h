@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/graph_tools.h"
 #include "common/gpu.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/graph/graph.h"

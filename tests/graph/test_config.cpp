@@ -28,7 +28,7 @@ TEST(Config, Defaults) {
   const FusionConfig c;
   EXPECT_TRUE(c.fuse_act_quant);
   EXPECT_TRUE(c.fuse_attn_quant);
-  EXPECT_EQ(c.attention_backend, "flashmla");
+  EXPECT_EQ(c.attention_backend, "");  // none selected
   EXPECT_EQ(c.kv_cache_dtype, "auto");
   EXPECT_EQ(c.vit_attn_dtype, "bf16");
   EXPECT_TRUE(c.vit_scale_path.empty());
@@ -41,14 +41,14 @@ TEST(Config, ParsesEveryKeyAndRoundTrips) {
   FusionConfig c;
   const std::string dir = std::filesystem::temp_directory_path().string();
   const Status st = parse_config_json(
-      R"({"fuse_act_quant": false, "fuse_attn_quant": false, "attention_backend": "flashmla_sparse",
+      R"({"fuse_act_quant": false, "fuse_attn_quant": false, "attention_backend": "",
           "kv_cache_dtype": "fp8", "vit_attn_dtype": "fp8", "vit_save_path": ")" +
           dir + R"(/scales.json", "vit_margin": 2.0})",
       &c);
   ASSERT_TRUE(st.ok()) << st.to_string();
   EXPECT_FALSE(c.fuse_act_quant);
   EXPECT_FALSE(c.fuse_attn_quant);
-  EXPECT_EQ(c.attention_backend, "flashmla_sparse");
+  EXPECT_EQ(c.attention_backend, "");
   EXPECT_EQ(c.kv_cache_dtype, "fp8");
   EXPECT_EQ(c.vit_attn_dtype, "fp8");
   EXPECT_EQ(c.vit_margin, 2.0);
@@ -71,8 +71,11 @@ TEST(Config, UnknownKeysAndBadValuesNameTheKey) {
                {"config key 'fuse_act_quant'", "true or false"});
   expect_error(parse_config_json(R"({"kv_cache_dtype": "fp4"})", &c),
                {"config key 'kv_cache_dtype'", "auto|bf16|fp8|fp8_e4m3|fp8_ds_mla", "fp4"});
+  // Only backends a kernel family registered are known; the message lists them.
+  std::string known = "no attention family is registered";
+  if (!attention_backends().empty()) known = "registered: " + attention_backends().front().name;
   expect_error(parse_config_json(R"({"attention_backend": "flashinfer"})", &c),
-               {"config key 'attention_backend'", "unknown backend 'flashinfer'", "flashmla"});
+               {"config key 'attention_backend'", "unknown backend 'flashinfer'", known.c_str()});
   expect_error(parse_config_json(R"({"vit_attn_dtype": "fp16"})", &c),
                {"config key 'vit_attn_dtype'", "bf16|fp8"});
   expect_error(parse_config_json(R"({"vit_margin": -1})", &c), {"config key 'vit_margin'"});
@@ -81,6 +84,17 @@ TEST(Config, UnknownKeysAndBadValuesNameTheKey) {
   expect_error(parse_config_json(R"({"fuse_act_quant": tru})", &c), {"config JSON"});
   EXPECT_TRUE(c.fuse_act_quant) << "a failed parse leaves the config as it was";
   expect_error(load_config_file("/nonexistent/qfuse.json", &c), {"cannot be read"});
+}
+
+/// Backends like the reference engine's (test data: the resolution rule, not registered families).
+const std::vector<AttentionBackend>& test_backends() {
+  static const std::vector<AttentionBackend> v = {
+      {"flashmla", {"bf16", "fp8_e4m3"}, "dense MLA: bf16 or per-tensor FP8"},
+      {"triton_mla", {"bf16", "fp8_e4m3"}, "dense MLA: bf16 or FP8"},
+      {"flashmla_sparse", {"bf16", "fp8_ds_mla"}, "sparse MLA: reads FP8 only as fp8_ds_mla"},
+      {"qfuse_sparse_mla", {"bf16", "fp8_e4m3", "fp8_ds_mla"}, "every format"},
+  };
+  return v;
 }
 
 TEST(KvCacheDtype, AliasResolutionPerBackendIsLogged) {
@@ -104,8 +118,9 @@ TEST(KvCacheDtype, AliasResolutionPerBackendIsLogged) {
   for (const Case& c : cases) {
     std::vector<std::string> log;
     std::string r;
-    const Status st = resolve_kv_cache_dtype(c.backend, c.requested, &r,
-                                             [&](std::string_view l) { log.emplace_back(l); });
+    const Status st = resolve_kv_cache_dtype(
+        c.backend, c.requested, &r, [&](std::string_view l) { log.emplace_back(l); },
+        &test_backends());
     ASSERT_TRUE(st.ok()) << c.backend << " " << c.requested << ": " << st.to_string();
     EXPECT_EQ(r, c.resolved) << c.backend << " " << c.requested;
     ASSERT_EQ(log.size(), c.logged ? 1u : 0u) << c.backend << " " << c.requested;
@@ -120,16 +135,24 @@ TEST(KvCacheDtype, AliasResolutionPerBackendIsLogged) {
 
 TEST(KvCacheDtype, UnsupportedCombinationNamesTheSupportedSet) {
   std::string r = "unchanged";
-  expect_error(resolve_kv_cache_dtype("flashmla", "fp8_ds_mla", &r, [](auto) {}),
+  expect_error(resolve_kv_cache_dtype(
+                   "flashmla", "fp8_ds_mla", &r, [](auto) {}, &test_backends()),
                {"backend 'flashmla' does not read 'fp8_ds_mla'", "bf16|fp8_e4m3"});
-  expect_error(resolve_kv_cache_dtype("flashmla_sparse", "fp8_e4m3", &r, [](auto) {}),
+  expect_error(resolve_kv_cache_dtype(
+                   "flashmla_sparse", "fp8_e4m3", &r, [](auto) {}, &test_backends()),
                {"backend 'flashmla_sparse' does not read 'fp8_e4m3'", "bf16|fp8_ds_mla"});
+  expect_error(resolve_kv_cache_dtype(
+                   "nope", "bf16", &r, [](auto) {}, &test_backends()),
+               {"unknown backend 'nope'", "registered: flashmla, triton_mla"});
   EXPECT_EQ(r, "unchanged");
+  // Without a backend only the dtype's name is checked.
+  ASSERT_TRUE(resolve_kv_cache_dtype("", "auto", &r, [](auto) {}).ok());
+  EXPECT_EQ(r, "bf16");
+  expect_error(resolve_kv_cache_dtype("", "fp4", &r, [](auto) {}), {"kv_cache_dtype", "fp4"});
+  // A config naming a backend no family registered is refused.
   FusionConfig c;
   c.attention_backend = "triton_mla";
-  c.kv_cache_dtype = "fp8_ds_mla";
-  expect_error(validate_config(c), {"does not read 'fp8_ds_mla'"});
-  EXPECT_GE(attention_backends().size(), 3u);
+  expect_error(validate_config(c), {"unknown backend 'triton_mla'"});
 }
 
 TEST(VitConfig, Spec5Rules) {

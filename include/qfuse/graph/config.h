@@ -3,7 +3,7 @@
 //   key                 default      values
 //   fuse_act_quant      true         true | false
 //   fuse_attn_quant     true         true | false
-//   attention_backend   "flashmla"   a backend of attention_backends()
+//   attention_backend   ""           "" (none) or a backend of attention_backends()
 //   kv_cache_dtype      "auto"       auto | bf16 | fp8 | fp8_e4m3 | fp8_ds_mla
 //   vit_attn_dtype      "bf16"       bf16 | fp8
 //   vit_scale_path      ""           static ViT scales (JSON); needs fp8, excludes a save path
@@ -13,6 +13,9 @@
 // The KV-cache dtype is resolved per backend: "auto" is bf16 (the model dtype); "fp8" becomes
 // the FP8 format the backend reads (fp8_ds_mla for a backend that reads only that one, SPEC §4),
 // and the resolution is logged; a dtype the backend does not read is an error naming the set.
+// Backends are what the kernel families register (qfuse/graph/family.h): a name no family
+// registered is an error listing the registered ones. Without a backend ("") only the dtype's
+// name is checked.
 #pragma once
 
 #include <functional>
@@ -27,7 +30,7 @@ namespace qfuse::graph {
 struct FusionConfig {
   bool fuse_act_quant = true;
   bool fuse_attn_quant = true;
-  std::string attention_backend = "flashmla";
+  std::string attention_backend;  // "" = none selected
   std::string kv_cache_dtype = "auto";
   std::string vit_attn_dtype = "bf16";
   std::string vit_scale_path;
@@ -41,6 +44,7 @@ struct AttentionBackend {
   std::vector<std::string> cache_dtypes;  // concrete: bf16, fp8_e4m3, fp8_ds_mla
   std::string summary;
 };
+/// The backends the kernel families registered (qfuse/graph/family.h), in family-name order.
 const std::vector<AttentionBackend>& attention_backends();
 
 /// Receives one line per resolution worth logging (default: stderr with a "qfuse: " prefix).
@@ -57,8 +61,10 @@ Status validate_config(const FusionConfig& c);
 
 /// The concrete KV-cache dtype for `backend` (SPEC §4). Logs alias resolutions to `log` (may be
 /// empty: the default sink).
+/// `backends` (may be nullptr) replaces the registered ones (tests, outside code).
 Status resolve_kv_cache_dtype(const std::string& backend, const std::string& requested,
-                              std::string* resolved, const LogSink& log = {});
+                              std::string* resolved, const LogSink& log = {},
+                              const std::vector<AttentionBackend>* backends = nullptr);
 
 /// The config as JSON text (every key).
 std::string to_json(const FusionConfig& c);

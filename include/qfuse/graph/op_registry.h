@@ -1,10 +1,11 @@
 // The op registry: what every graph op reads, writes and accepts, how it fuses with a following
 // `quantize`, and how the executor runs it (docs/graph.md).
 //
-// Built-in ops: quantize, silu_and_mul, silu_mul_quant, merge_states, gemm. A later kernel family
-// (an attention op, say) adds itself with OpRegistry::add(): an OpDef with its ports, attributes,
-// shape/dtype inference, FusionFamily::kAttention, `quant_attr_epilogue = true` and, when the
-// capability table does not list it (test-only ops), its own `fused_quant_supported`.
+// Built-in ops: gemm, and every kernel family's ops, which each family registers from its own
+// folder (qfuse/graph/family.h; docs/families.md): an OpDef with its ports, attributes,
+// shape/dtype inference, host and device runs, and how it fuses with a following quantize
+// (FusionFamily; an attention op with a quantized epilogue uses kAttention). Outside code may
+// add ops with OpRegistry::add() too.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -103,16 +104,20 @@ struct OpDef {
 
 class OpRegistry {
  public:
-  /// A registry holding the built-in ops.
+  /// A registry holding the built-in ops: gemm and every registered family's ops
+  /// (qfuse/graph/family.h).
   static OpRegistry with_builtins();
 
   /// Adds an op; an error when the name is taken or the definition is incomplete.
   Status add(OpDef def);
   const OpDef* find(const std::string& name) const;
   std::vector<std::string> names() const;
+  /// The first error of the families' registration (with_builtins()); Ok normally.
+  const Status& family_status() const { return family_status_; }
 
  private:
   std::map<std::string, std::shared_ptr<const OpDef>> ops_;
+  Status family_status_ = Status::Ok();
 };
 
 /// The process-wide registry the graph functions use when given nullptr (built-ins; later

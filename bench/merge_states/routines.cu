@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/family.h"
 #include "bench/routines.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/merge_states/merge_states.h"
@@ -139,42 +140,63 @@ Shape nthd(int64_t N, int64_t T, int64_t H, int64_t D) {
   return Shape{{{"N", N}, {"T", T}, {"H", H}, {"D", D}}};
 }
 
-void register_suites() {
-  Suite s{"issue3",
-          "the performance bar of issue 3: merge_states fused vs unfused (2/4/8-way, large and "
-          "latency-bound sizes, per-tensor, per-group and NVFP4 outputs)",
-          {}};
+void add_suites(ToolRegistrar& r) {
+  std::vector<Case> c;
   const std::string pt = "merge_states/fp8_per_tensor";
   for (int64_t N : {2, 4, 8}) {
-    s.cases.push_back({"merge, large", pt, nthd(N, 4096, 128, 128)});
-    s.cases.push_back({"merge, large", pt, nthd(N, 16384, 16, 512)});
+    c.push_back({"merge, large", pt, nthd(N, 4096, 128, 128)});
+    c.push_back({"merge, large", pt, nthd(N, 16384, 16, 512)});
   }
   for (int64_t T : {1, 16, 64, 256})
-    s.cases.push_back({"merge, latency-bound (H=16, D=128)", pt, nthd(2, T, 16, 128)});
+    c.push_back({"merge, latency-bound (H=16, D=128)", pt, nthd(2, T, 16, 128)});
   for (const char* q :
        {"fp8_group128:row:f32", "fp8_group128:col_tma:ue8m0_packed", "nvfp4:swizzled"}) {
-    s.cases.push_back(
+    c.push_back(
         {"merge, per-group / NVFP4", std::string("merge_states/") + q, nthd(2, 4096, 128, 128)});
-    s.cases.push_back(
+    c.push_back(
         {"merge, per-group / NVFP4", std::string("merge_states/") + q, nthd(2, 16384, 16, 512)});
   }
-  s.cases.push_back({"merge, plain bf16 out", "merge_states", nthd(2, 4096, 128, 128)});
-  register_suite(std::move(s));
+  c.push_back({"merge, plain bf16 out", "merge_states", nthd(2, 4096, 128, 128)});
+  r.add_suite_cases("issue3",
+                    "the performance bar of issue 3: merge_states fused vs unfused (2/4/8-way, "
+                    "large and latency-bound sizes, per-tensor, per-group and NVFP4 outputs)",
+                    std::move(c));
+}
+
+std::string routine_for(const std::string& op, const QuantSpec& spec, std::string* why) {
+  const bool none = spec.kind == QuantKind::kNone;
+  const std::string name = none ? (op == "merge_states" ? op : "") : op + "/" + to_string(spec);
+  if (find_routine(name) == nullptr) {
+    *why = none ? "--op " + op + " needs a quantized --quant"
+                : "no routine for " + to_string(spec) + " (qfuse info lists the specs)";
+    return "";
+  }
+  return name;
 }
 
 }  // namespace
 
-void register_merge_routines() {
-  const OpCapability* cap = find_op_capability("merge_states");
-  if (cap != nullptr) {
-    for (const QuantSpec& spec : cap->output_specs) {
-      if (spec.kind == QuantKind::kNone) continue;
-      register_routine(make_routine(Path::kFused, spec));
-      register_routine(make_routine(Path::kUnfused, spec));
-    }
-  }
-  register_routine(make_routine(Path::kPlain, QuantSpec::none()));
-  register_suites();
-}
+void add_merge_states_demo(ToolRegistrar& r);  // demo.cpp
 
 }  // namespace qfuse::bench
+
+QFUSE_REGISTER_TOOL_FAMILY(merge_states) {
+  using namespace qfuse;
+  using namespace qfuse::bench;
+  if (const OpCapability* cap = find_op_capability("merge_states")) {
+    for (const QuantSpec& spec : cap->output_specs) {
+      if (spec.kind == QuantKind::kNone) continue;
+      r.add_routine(make_routine(Path::kFused, spec));
+      r.add_routine(make_routine(Path::kUnfused, spec));
+    }
+  }
+  r.add_routine(make_routine(Path::kPlain, QuantSpec::none()));
+  add_suites(r);
+  for (const char* op : {"merge_states", "merge_states+quantize"})
+    r.add_bench_op({op, "N partials [N, T, H, D] bf16 + lse [N, H, T]; --quant any spec",
+                    nthd(2, 4096, 128, 128),
+                    [op = std::string(op)](const QuantSpec& spec, std::string* why) {
+                      return routine_for(op, spec, why);
+                    }});
+  add_merge_states_demo(r);
+}

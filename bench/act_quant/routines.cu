@@ -1,9 +1,8 @@
-// Benchmark routines of the act_quant family (SPEC §1) and of standalone quantization:
+// Benchmark routines of the act_quant family (SPEC §1):
 //
 //   silu_mul_quant/<spec>          fused: x [T, 2H] bf16 -> silu(gate) * up in the form <spec>
 //   silu_and_mul+quantize/<spec>   its unfused peer: silu_and_mul to a bf16 [T, H] temporary, then
 //                                  quantize with the same spec (two kernels)
-//   quantize/<spec>                x [T, H] bf16 -> <spec>
 //   silu_and_mul                   x [T, 2H] bf16 -> bf16 [T, H]
 // Minimum bytes: the input read once + output values + the scale buffer (scale_shape(), padding
 // included) + 4 bytes of given scale where the spec reads one. The unfused peer is charged the
@@ -16,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/family.h"
 #include "bench/routines.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/core/cuda_check.h"
@@ -24,59 +24,9 @@
 
 namespace qfuse::bench {
 
-Status quant_output_bytes(const QuantSpec& spec, int64_t T, int64_t H, int64_t* value_bytes,
-                          int64_t* scale_bytes) {
-  const std::optional<DType> dtype = quantized_dtype(spec);
-  if (!dtype) return Status::InvalidArgument("spec", "a quantized spec", to_string(spec));
-  ScaleShape shape;
-  QFUSE_RETURN_IF_ERROR(scale_shape(spec, T, H, &shape));
-  *value_bytes = *dtype == DType::kE2M1x2 ? T * (H / 2) : T * H;
-  int64_t n = shape.rank > 0 ? 1 : 0;
-  for (int i = 0; i < shape.rank; ++i) n *= shape.sizes[i];
-  *scale_bytes = n * static_cast<int64_t>(dtype_size(shape.dtype));
-  return Status::Ok();
-}
-
-Status make_quant_buffers(const QuantSpec& spec, int64_t T, int64_t H, const float* given_scale,
-                          QuantBuffers* b) {
-  int64_t value_bytes = 0, scale_bytes = 0;
-  QFUSE_RETURN_IF_ERROR(quant_output_bytes(spec, T, H, &value_bytes, &scale_bytes));
-  const DType dtype = *quantized_dtype(spec);
-  QFUSE_RETURN_IF_ERROR(b->out.allocate(value_bytes));
-  QFUSE_CUDA_RETURN(cudaMemset(b->out.get(), 0, value_bytes));
-  b->q = QuantOutput{};
-  b->q.spec = spec;
-  b->q.out = TensorRef::contiguous(b->out.get(), dtype, {T, dtype == DType::kE2M1x2 ? H / 2 : H});
-  if (scale_bytes > 0) {
-    ScaleShape shape;
-    QFUSE_RETURN_IF_ERROR(scale_shape(spec, T, H, &shape));
-    QFUSE_RETURN_IF_ERROR(b->scales.allocate(scale_bytes));
-    QFUSE_CUDA_RETURN(cudaMemset(b->scales.get(), 0, scale_bytes));
-    TensorRef s;
-    s.data = b->scales.get();
-    s.dtype = shape.dtype;
-    s.rank = shape.rank;
-    int64_t stride = 1;
-    for (int i = shape.rank - 1; i >= 0; --i) {
-      s.sizes[i] = shape.sizes[i];
-      s.strides[i] = stride;
-      stride *= shape.sizes[i];
-    }
-    b->q.scales = s;
-  }
-  if (spec.reads_scale()) b->q.scale = given_scale;
-  return Status::Ok();
-}
-
-float bench_given_scale(const QuantSpec& spec) {
-  if (spec.kind == QuantKind::kFp8PerTensor) return 0.05f;
-  if (spec.kind == QuantKind::kNvfp4) return 448.0f * 6.0f / 8.0f;
-  return 1.0f;
-}
-
 namespace {
 
-enum class Path { kFused, kUnfused, kQuantize, kPlain };
+enum class Path { kFused, kUnfused, kPlain };
 
 class ActQuantInstance final : public Instance {
  public:
@@ -84,7 +34,7 @@ class ActQuantInstance final : public Instance {
       : path_(path), spec_(spec), T_(T), H_(H) {}
 
   int64_t min_bytes() const override {
-    const int64_t in = (path_ == Path::kQuantize ? T_ * H_ : T_ * 2 * H_) * 2;
+    const int64_t in = T_ * 2 * H_ * 2;
     if (path_ == Path::kPlain) return in + T_ * H_ * 2;
     int64_t value_bytes = 0, scale_bytes = 0;
     if (!quant_output_bytes(spec_, T_, H_, &value_bytes, &scale_bytes).ok()) return in;
@@ -97,7 +47,7 @@ class ActQuantInstance final : public Instance {
       QFUSE_RETURN_IF_ERROR(device_scalar(bench_given_scale(spec_), &given_scale_));
     sets_.clear();
     sets_.resize(num_sets);
-    const int64_t in_cols = path_ == Path::kQuantize ? H_ : 2 * H_;
+    const int64_t in_cols = 2 * H_;
     for (int s = 0; s < num_sets; ++s) {
       Set& set = sets_[s];
       QFUSE_RETURN_IF_ERROR(set.x.allocate(T_ * in_cols * 2));
@@ -122,8 +72,6 @@ class ActQuantInstance final : public Instance {
       case Path::kUnfused:
         QFUSE_RETURN_IF_ERROR(silu_and_mul(s.x_ref, s.y_ref, stream));
         return quantize(s.y_ref, s.q.q, stream);
-      case Path::kQuantize:
-        return quantize(s.x_ref, s.q.q, stream);
       case Path::kPlain:
         return silu_and_mul(s.x_ref, s.y_ref, stream);
     }
@@ -156,10 +104,6 @@ Routine make_routine(Path path, const QuantSpec& spec) {
       r.name = "silu_and_mul+quantize/" + s;
       r.description = "unfused: silu_and_mul to bf16 [T, H], then quantize -> " + s;
       break;
-    case Path::kQuantize:
-      r.name = "quantize/" + s;
-      r.description = "quantize, x [T, H] bf16 -> " + s;
-      break;
     case Path::kPlain:
       r.name = "silu_and_mul";
       r.description = "silu_and_mul, x [T, 2H] bf16 -> bf16 [T, H]";
@@ -179,77 +123,89 @@ Shape th(int64_t T, int64_t H) {
   return Shape{{{"T", T}, {"H", H}}};
 }
 
-void register_suites() {
+void add_suites(ToolRegistrar& r) {
   const char* fused_specs[] = {"fp8_group128:row:f32", "fp8_group128:col_tma:f32",
                                "nvfp4:swizzled"};
-  Suite issue2{"issue2",
-               "the performance bar of issue 2: fused silu_mul_quant vs unfused, small batch, "
-               "standalone quantize",
-               {}};
+  std::vector<Case> issue2;
   for (int64_t T : {4096, 16384})
     for (int64_t H : {2048, 7168, 14336})
       for (const char* s : fused_specs)
-        issue2.cases.push_back(
+        issue2.push_back(
             {"silu_mul_quant, large batch", std::string("silu_mul_quant/") + s, th(T, H)});
   for (int64_t H : {2048, 7168, 14336})
     for (const char* s : fused_specs)
-      issue2.cases.push_back(
+      issue2.push_back(
           {"silu_mul_quant, small batch (T=16)", std::string("silu_mul_quant/") + s, th(16, H)});
-  for (int64_t H : {2048, 7168})
-    for (const char* s : {"fp8_per_tensor", "fp8_per_token", "fp8_group128:row:f32",
-                          "fp8_group128:col_tma:ue8m0_packed", "nvfp4:swizzled"})
-      issue2.cases.push_back({"standalone quantize", std::string("quantize/") + s, th(16384, H)});
   for (int64_t T : {4096, 16384})
     for (int64_t H : {7168, 14336})
-      issue2.cases.push_back({"plain silu_and_mul (bf16 out)", "silu_and_mul", th(T, H)});
-  register_suite(std::move(issue2));
-
-  Suite small{
-      "small", "small batches (T=16): launch-bound latency, e.g. with and without QFUSE_PDL=0", {}};
+      issue2.push_back({"plain silu_and_mul (bf16 out)", "silu_and_mul", th(T, H)});
+  r.add_suite_cases("issue2",
+                    "the performance bar of issue 2: fused silu_mul_quant vs unfused, small "
+                    "batch, standalone quantize",
+                    std::move(issue2));
+  std::vector<Case> small;
   for (int64_t H : {2048, 7168, 14336})
     for (const char* s : fused_specs)
-      small.cases.push_back(
+      small.push_back(
           {"silu_mul_quant, small batch (T=16)", std::string("silu_mul_quant/") + s, th(16, H)});
-  register_suite(std::move(small));
-
-  Suite quick{"quick", "a few shapes, for a smoke test", {}};
-  quick.cases = {
-      {"quick", "silu_mul_quant/fp8_group128:row:f32", th(4096, 7168)},
-      {"quick", "silu_mul_quant/nvfp4:swizzled", th(4096, 7168)},
-      {"quick", "silu_mul_quant/fp8_group128:col_tma:ue8m0_packed", th(16, 7168)},
-      {"quick", "quantize/fp8_per_token", th(16384, 2048)},
-      {"quick", "silu_and_mul", th(4096, 7168)},
-  };
-  register_suite(std::move(quick));
-
-  Suite specs{"specs", "every quantization spec, fused vs unfused, at T=4096 H=7168", {}};
+  r.add_suite_cases("small", "small batches (T=16): launch-bound latency, e.g. with QFUSE_PDL=0",
+                    std::move(small));
+  r.add_suite_cases("quick", "a few shapes, for a smoke test",
+                    {
+                        {"quick", "silu_mul_quant/fp8_group128:row:f32", th(4096, 7168)},
+                        {"quick", "silu_mul_quant/nvfp4:swizzled", th(4096, 7168)},
+                        {"quick", "silu_mul_quant/fp8_group128:col_tma:ue8m0_packed", th(16, 7168)},
+                        {"quick", "silu_and_mul", th(4096, 7168)},
+                    });
+  std::vector<Case> specs;
   for (const QuantSpec& s : all_quant_specs())
     if (s.kind != QuantKind::kNone)
-      specs.cases.push_back(
+      specs.push_back(
           {"silu_mul_quant, every spec", "silu_mul_quant/" + to_string(s), th(4096, 7168)});
-  register_suite(std::move(specs));
+  r.add_suite_cases("specs", "every quantization spec, fused vs unfused, at T=4096 H=7168",
+                    std::move(specs));
+}
+
+/// The routine of --op for a spec: the fused op for quantized specs, the plain op for none.
+std::string routine_for(const std::string& op, const QuantSpec& spec, std::string* why) {
+  const bool none = spec.kind == QuantKind::kNone;
+  // A plain op with a quantized output is its fused sibling.
+  const std::string base = op == "silu_and_mul" ? "silu_mul_quant" : op;
+  const std::string name =
+      none ? (op == "silu_and_mul" ? "silu_and_mul" : "") : base + "/" + to_string(spec);
+  if (find_routine(name) == nullptr) {
+    *why = none ? "--op " + op + " needs a quantized --quant (none is --op silu_and_mul)"
+                : "no routine for " + to_string(spec) + " (qfuse info lists the specs)";
+    return "";
+  }
+  return name;
 }
 
 }  // namespace
 
-void register_act_quant_routines() {
-  // NOTE: the routines follow the library's capability table: a spec an op does not declare gets
-  // no routine.
-  for (const char* op : {"silu_mul_quant", "quantize"}) {
-    const OpCapability* cap = find_op_capability(op);
-    if (cap == nullptr) continue;
-    for (const QuantSpec& spec : cap->output_specs) {
-      if (spec.kind == QuantKind::kNone) continue;  // the plain ops are registered below
-      if (std::string_view(op) == "quantize") {
-        register_routine(make_routine(Path::kQuantize, spec));
-      } else {
-        register_routine(make_routine(Path::kFused, spec));
-        register_routine(make_routine(Path::kUnfused, spec));
-      }
-    }
-  }
-  register_routine(make_routine(Path::kPlain, QuantSpec::none()));
-  register_suites();
-}
+void add_act_quant_demo(ToolRegistrar& r);  // demo.cpp
 
 }  // namespace qfuse::bench
+
+QFUSE_REGISTER_TOOL_FAMILY(act_quant) {
+  using namespace qfuse;
+  using namespace qfuse::bench;
+  // NOTE: the routines follow the library's capability table: a spec an op does not declare gets
+  // no routine.
+  if (const OpCapability* cap = find_op_capability("silu_mul_quant")) {
+    for (const QuantSpec& spec : cap->output_specs) {
+      if (spec.kind == QuantKind::kNone) continue;
+      r.add_routine(make_routine(Path::kFused, spec));
+      r.add_routine(make_routine(Path::kUnfused, spec));
+    }
+  }
+  r.add_routine(make_routine(Path::kPlain, QuantSpec::none()));
+  add_suites(r);
+  const Shape defaults = th(4096, 7168);
+  for (const char* op : {"silu_mul_quant", "silu_and_mul+quantize", "silu_and_mul"})
+    r.add_bench_op({op, "x [T, 2H] bf16; --quant a spec, or none with silu_and_mul", defaults,
+                    [op = std::string(op)](const QuantSpec& spec, std::string* why) {
+                      return routine_for(op, spec, why);
+                    }});
+  add_act_quant_demo(r);
+}

@@ -1,0 +1,1 @@
+qfuse_family_tools(NAME merge_states SOURCES routines.cu demo.cpp)

@@ -1,0 +1,1 @@
+qfuse_family_tools(NAME quantize SOURCES routines.cu)

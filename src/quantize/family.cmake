@@ -1,0 +1,3 @@
+qfuse_family(NAME quantize
+  KERNELS quantize.cu register.cpp
+  GRAPH graph_ops.cpp)
