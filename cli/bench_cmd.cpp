@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -273,6 +274,45 @@ nlohmann::json report_json(const bench::Report& rep) {
   return j;
 }
 
+/// `--plan`: the cases with their byte counts as JSON (to stdout, or to --json), without a GPU.
+int print_plan(const BenchOptions& opt, const std::vector<bench::Case>& cases) {
+  nlohmann::json j;
+  j["tool"] = "qfuse bench --plan";
+  j["suite"] = opt.suite;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const bench::Case& c : cases) {
+    nlohmann::json e;
+    e["section"] = c.section;
+    e["routine"] = c.routine;
+    nlohmann::json shape = nlohmann::json::object();
+    for (const auto& [k, v] : c.shape.dims) shape[k] = v;
+    e["shape"] = shape;
+    const bench::Routine* r = bench::find_routine(c.routine);
+    std::unique_ptr<bench::Instance> inst;
+    const Status st = r == nullptr ? Status::InvalidArgument("routine", "registered", c.routine)
+                                   : r->make(c.shape, &inst);
+    if (!st.ok()) {
+      e["error"] = st.to_string();
+    } else {
+      e["bytes_per_call"] = inst->min_bytes();
+      if (inst->read_bytes() >= 0) e["read_bytes"] = inst->read_bytes();
+    }
+    rows.push_back(std::move(e));
+  }
+  j["cases"] = std::move(rows);
+  if (opt.json_path.empty()) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::ofstream f(opt.json_path);
+  f << j.dump(2) << "\n";
+  if (!f) {
+    std::fprintf(stderr, "qfuse bench: cannot write %s\n", opt.json_path.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const BenchOptions& opt) {
@@ -287,6 +327,7 @@ int run_bench(const BenchOptions& opt) {
     std::fprintf(stderr, "qfuse bench: %s\n", error.c_str());
     return 1;
   }
+  if (opt.plan) return print_plan(opt, cases);
   if (!gpu_available()) {
     std::fprintf(stderr,
                  "qfuse bench: no CUDA device: the benchmark times kernels on an NVIDIA GPU "

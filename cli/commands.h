@@ -18,6 +18,7 @@ struct BenchOptions {
   int64_t D = 128;        // merge: head size
   std::string json_path;  // write every number here when non-empty
   bool list = false;      // list routines and suites, then exit
+  bool plan = false;      // print the cases and their bytes as JSON (no GPU), then exit
   bool with_unfused = true;
   int replays = 25;
   int min_calls = 20;
