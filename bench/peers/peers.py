@@ -286,7 +286,9 @@ def build_ops(torch):
             return q, b.reshape(ld, G4 // 4, 4).permute(1, 0, 2).contiguous()  # [G4/4, ld, 4]
         if spec.layout == "row":
             return q, s
-        return q, F.pad(s.t(), (0, ld - T))  # [G, ld], column-major scales
+        # NOTE: [G, ld], column-major scales. contiguous(): a pad by 0 clones the transposed
+        # view with its strides, which would leave the scales row-major.
+        return q, F.pad(s.t(), (0, ld - T)).contiguous()
 
     def e2m1_codes(v):
         """E2M1 codes (sign in bit 3) of v, round to nearest even, saturating at 6."""
@@ -642,6 +644,10 @@ def main(argv=None) -> int:
                 out_e = make(c)(*sets[0], scale)
                 row["check_vs_eager"] = compare_outputs(torch, out_c, out_e)
                 del out_c, out_e
+            out = fn(*sets[0], scale)
+            row["outputs"] = [f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" +
+                              ("" if t.is_contiguous() else " (not contiguous)") for t in out]
+            del out
             calls = max(args.min_calls, K)
             calls = -(-calls // K) * K
             med, lo, hi, method = time_fn(torch, fn, sets, scale, calls, args.replays, device)

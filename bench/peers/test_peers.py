@@ -139,6 +139,31 @@ def test_per_group_and_layouts():
     assert br.shape == (T, 4) and torch.equal(br[:, :3], b[0, :T, :3])
 
 
+def test_outputs_are_dense_in_their_layout():
+    """Every output buffer contiguous, of the shape qfuse writes (scale_shape()), also where a
+    pad is by 0 (T a multiple of 4)."""
+    torch.manual_seed(4)
+    T, H = 8, 256
+    y = torch.randn(T, H)
+    for text, shapes in [
+        ("fp8_group128:row:f32", [(T, H), (T, 2)]),
+        ("fp8_group128:col:f32", [(T, H), (2, T)]),
+        ("fp8_group128:col_tma:f32", [(T, H), (2, T)]),
+        ("fp8_group128:col:ue8m0_packed", [(T, H), (1, T, 4)]),
+        ("fp8_group128:row:ue8m0_packed", [(T, H), (T, 4)]),
+        ("fp8_per_token", [(T, H), (T,)]),
+        ("nvfp4:swizzled", [(T, H // 2), (128, 16)]),
+        ("nvfp4:linear", [(T, H // 2), (T, 16)]),
+    ]:
+        scale = torch.tensor([peers.NVFP4_GLOBAL_SCALE if "nvfp4" in text else 0.05])
+        outs = ops.quantize(y, peers.parse_spec(text), scale)
+        assert [tuple(o.shape) for o in outs] == shapes, (text, [o.shape for o in outs])
+        assert all(o.is_contiguous() for o in outs), text
+    _, s_row = ops.quantize(y, peers.parse_spec("fp8_group128:row:f32"), None)
+    _, s_col = ops.quantize(y, peers.parse_spec("fp8_group128:col:f32"), None)
+    assert torch.equal(s_col.reshape(-1), s_row.t().reshape(-1))  # element (t, j) at j*T + t
+
+
 def test_per_token_and_per_tensor():
     torch.manual_seed(2)
     y = torch.randn(5, 64) * 4
