@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <limits>
 #include <map>
 
 #include "bench/harness.h"
@@ -227,7 +228,12 @@ Status capture(Instance& inst, int sets, int calls, cudaStream_t stream, GraphGu
 
 }  // namespace
 
-Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out) {
+namespace {
+
+/// Sets up `inst` and times it: graph replays of calls_per_graph calls (`graph`), or the same
+/// calls launched eagerly between the events.
+Status measure_impl(Instance& inst, const TimingOptions& opt, bool graph, cudaStream_t stream,
+                    Timing* out) {
   if (opt.min_calls < 1 || opt.replays < 1 || opt.warmup < 0)
     return Status::InvalidArgument("timing options", "min_calls >= 1, replays >= 1, warmup >= 0",
                                    std::to_string(opt.min_calls) + ", " +
@@ -250,15 +256,24 @@ Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Ti
   const int calls = std::max(opt.min_calls, t.sets);
   t.calls_per_graph = (calls + t.sets - 1) / t.sets * t.sets;
   GraphGuard g;
-  QFUSE_RETURN_IF_ERROR(capture(inst, t.sets, t.calls_per_graph, stream, &g));
-  for (int i = 0; i < opt.warmup; ++i) QFUSE_CUDA_RETURN(cudaGraphLaunch(g.exec, stream));
+  if (graph) QFUSE_RETURN_IF_ERROR(capture(inst, t.sets, t.calls_per_graph, stream, &g));
+  const auto replay = [&]() -> Status {
+    if (graph) {
+      QFUSE_CUDA_RETURN(cudaGraphLaunch(g.exec, stream));
+      return Status::Ok();
+    }
+    for (int i = 0; i < t.calls_per_graph; ++i)
+      QFUSE_RETURN_IF_ERROR(inst.launch(i % t.sets, stream));
+    return Status::Ok();
+  };
+  for (int i = 0; i < opt.warmup; ++i) QFUSE_RETURN_IF_ERROR(replay());
 
   EventGuard ev;
   ev.events.resize(2 * static_cast<size_t>(opt.replays), nullptr);
   for (cudaEvent_t& e : ev.events) QFUSE_CUDA_RETURN(cudaEventCreate(&e));
   for (int r = 0; r < opt.replays; ++r) {
     QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r], stream));
-    QFUSE_CUDA_RETURN(cudaGraphLaunch(g.exec, stream));
+    QFUSE_RETURN_IF_ERROR(replay());
     QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r + 1], stream));
   }
   QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
@@ -275,6 +290,16 @@ Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Ti
   t.max_us = us.back();
   *out = t;
   return Status::Ok();
+}
+
+}  // namespace
+
+Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out) {
+  return measure_impl(inst, opt, /*graph=*/true, stream, out);
+}
+
+Status measure_eager(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out) {
+  return measure_impl(inst, opt, /*graph=*/false, stream, out);
 }
 
 Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& runs, int calls,
@@ -341,33 +366,6 @@ Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& 
 
 namespace {
 
-/// The copy baseline: one cudaMemcpyAsync device to device per call.
-class CopyInstance final : public Instance {
- public:
-  explicit CopyInstance(int64_t bytes) : bytes_(bytes) {}
-  int64_t min_bytes() const override { return 2 * bytes_; }
-  Status setup(int num_sets, cudaStream_t stream) override {
-    src_.resize(num_sets);
-    dst_.resize(num_sets);
-    for (int s = 0; s < num_sets; ++s) {
-      QFUSE_RETURN_IF_ERROR(src_[s].allocate(bytes_));
-      QFUSE_RETURN_IF_ERROR(dst_[s].allocate(bytes_));
-      QFUSE_RETURN_IF_ERROR(fill_random(src_[s].get(), DType::kF32, bytes_ / 4, 1000 + s, stream));
-      QFUSE_CUDA_RETURN(cudaMemsetAsync(dst_[s].get(), 0, bytes_, stream));
-    }
-    return Status::Ok();
-  }
-  Status launch(int set, cudaStream_t stream) override {
-    QFUSE_CUDA_RETURN(cudaMemcpyAsync(dst_[set].get(), src_[set].get(), bytes_,
-                                      cudaMemcpyDeviceToDevice, stream));
-    return Status::Ok();
-  }
-
- private:
-  int64_t bytes_;
-  std::vector<DeviceBuffer> src_, dst_;
-};
-
 struct StreamGuard {
   cudaStream_t stream = nullptr;
   ~StreamGuard() {
@@ -384,7 +382,25 @@ std::string utc_now() {
   return buf;
 }
 
-Status run_one(const Case& c, const RunOptions& opt, double copy_gbps, cudaStream_t stream,
+/// The read-mostly ceiling's GB/s at `ratio`, measured now when the run has none yet; 0 when it
+/// could not be measured (the failure is recorded once, in the ceiling's `error`).
+double read_mostly_gbps(double ratio, const RunOptions& opt, cudaStream_t stream, Report* report) {
+  for (const ReadMostlyCeiling& c : report->read_mostly)
+    if (c.ratio == ratio) return c.gbps();
+  if (opt.progress) opt.progress("ceiling: read-mostly, reads:writes " + ratio_label(ratio));
+  ReadMostlyCeiling c;
+  const Status st = measure_read_mostly_ceiling(ratio, opt.timing, stream, &c);
+  if (!st.ok()) {
+    cudaGetLastError();
+    c = ReadMostlyCeiling{};
+    c.ratio = ratio;
+    c.error = st.to_string();
+  }
+  report->read_mostly.push_back(std::move(c));
+  return report->read_mostly.back().gbps();
+}
+
+Status run_one(const Case& c, const RunOptions& opt, cudaStream_t stream, Report* report,
                Result* r) {
   r->section = c.section;
   r->routine = c.routine;
@@ -393,24 +409,26 @@ Status run_one(const Case& c, const RunOptions& opt, double copy_gbps, cudaStrea
   if (routine == nullptr)
     return Status::InvalidArgument("routine", "a registered routine (qfuse bench --list)",
                                    "'" + c.routine + "'");
-  if (opt.progress) opt.progress(c.routine + " " + c.shape.to_string());
   std::unique_ptr<Instance> inst;
   QFUSE_RETURN_IF_ERROR(routine->make(c.shape, &inst));
+  // NOTE: the row's read-mostly ceiling is measured before the row when its ratio is new.
+  const int64_t read = inst->read_bytes();
+  const int64_t written = inst->min_bytes() - read;
+  r->ceiling_ratio = ceiling_ratio(read, written);
+  r->read_write_ratio = read < 0      ? 0.0
+                        : written > 0 ? static_cast<double>(read) / static_cast<double>(written)
+                                      : std::numeric_limits<double>::infinity();
+  r->read_mostly_gbps =
+      r->ceiling_ratio > 0.0 ? read_mostly_gbps(r->ceiling_ratio, opt, stream, report) : 0.0;
+  if (opt.progress) opt.progress(c.routine + " " + c.shape.to_string());
   QFUSE_RETURN_IF_ERROR(measure(*inst, opt.timing, stream, &r->timing));
+  const double copy_gbps = report->copy.gbps();
   r->copy_fraction = copy_gbps > 0.0 ? r->timing.gbps() / copy_gbps : 0.0;
+  if (r->read_mostly_gbps > 0.0) r->read_mostly_fraction = r->timing.gbps() / r->read_mostly_gbps;
   return Status::Ok();
 }
 
 }  // namespace
-
-Status measure_copy(int64_t buffer_bytes, const TimingOptions& opt, cudaStream_t stream,
-                    Timing* out) {
-  if (buffer_bytes < kCopyBufferBytes)
-    return Status::InvalidArgument("buffer_bytes", ">= " + std::to_string(kCopyBufferBytes),
-                                   std::to_string(buffer_bytes));
-  CopyInstance copy(buffer_bytes);
-  return measure(copy, opt, stream, out);
-}
 
 Status run_cases(const std::vector<Case>& cases, const RunOptions& opt, Report* report) {
   if (!gpu_available()) return Status::NotSupported("no CUDA device: the benchmark needs a GPU");
@@ -421,13 +439,14 @@ Status run_cases(const std::vector<Case>& cases, const RunOptions& opt, Report* 
   StreamGuard sg;
   QFUSE_CUDA_RETURN(cudaStreamCreateWithFlags(&sg.stream, cudaStreamNonBlocking));
 
-  if (opt.progress) opt.progress("device-to-device copy, 256 MiB");
-  QFUSE_RETURN_IF_ERROR(measure_copy(kCopyBufferBytes, opt.timing, sg.stream, &report->copy));
-  const double copy_gbps = report->copy.gbps();
+  if (opt.progress) opt.progress("ceiling: warm-up (GPU clocks), then copy");
+  QFUSE_RETURN_IF_ERROR(warm_up_gpu(opt.warmup_s, sg.stream));
+  report->warmup_s = opt.warmup_s;
+  QFUSE_RETURN_IF_ERROR(measure_copy_ceiling(opt.timing, sg.stream, &report->copy));
 
   for (const Case& c : cases) {
     Result r;
-    const Status st = run_one(c, opt, copy_gbps, sg.stream, &r);
+    const Status st = run_one(c, opt, sg.stream, report, &r);
     if (!st.ok()) {
       // NOTE: a failed case is reported in its row and the run goes on with the next one.
       r.error = st.to_string();
@@ -442,7 +461,7 @@ Status run_cases(const std::vector<Case>& cases, const RunOptions& opt, Report* 
     }
     Result peer;
     const Status pst =
-        run_one({c.section, routine->unfused, c.shape}, opt, copy_gbps, sg.stream, &peer);
+        run_one({c.section, routine->unfused, c.shape}, opt, sg.stream, report, &peer);
     peer.is_peer = true;
     if (!pst.ok()) {
       peer.error = pst.to_string();

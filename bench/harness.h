@@ -8,9 +8,10 @@
 //   - enqueues one call on a given set (no allocation, no synchronisation: it is graph-captured).
 // measure() warms up, captures a graph of N calls (N a multiple of K) rotating through the sets,
 // replays it R times with CUDA events around each replay and reports the median and minimum time
-// per call. The device-to-device copy bandwidth is measured by the same method, so every result
-// can be given as a fraction of it. A routine may name its unfused peer (the same computation as
-// separate library kernels); the runner times the peer on the same shape right after it.
+// per call. Every run also measures two bandwidth ceilings (see "ceilings" below): the copy
+// ceiling and, per read:write ratio of the rows, a read-mostly ceiling; every row is given as a
+// fraction of both. A routine may name its unfused peer (the same computation as separate
+// library kernels); the runner times the peer on the same shape right after it.
 //
 // This header is plain C++ (no CUDA device code) so that the CLI can include it.
 #pragma once
@@ -84,6 +85,9 @@ class Instance {
   virtual ~Instance() = default;
   /// Minimum bytes one call must move (SPEC §8).
   virtual int64_t min_bytes() const = 0;
+  /// Of min_bytes(), the bytes read (inputs, given scales); the rest are written. It sets the
+  /// read-mostly ceiling of the row; -1 (the default): not stated, no read-mostly ceiling.
+  virtual int64_t read_bytes() const { return -1; }
   /// Allocates and initialises `num_sets` independent input/output sets (synchronous).
   virtual Status setup(int num_sets, cudaStream_t stream) = 0;
   /// Enqueues one call on set `set` in [0, num_sets).
@@ -144,6 +148,9 @@ int rotating_sets(int64_t bytes, int64_t l2_bytes);
 
 /// Sets up `inst`, warms it up and times it as described in the file comment.
 Status measure(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out);
+/// The same without a graph: each timed replay is calls_per_graph eager launches between two
+/// events (for cudaMemcpyAsync, which a graph turns into a memcpy node).
+Status measure_eager(Instance& inst, const TimingOptions& opt, cudaStream_t stream, Timing* out);
 
 /// Times several ways of doing the same work against each other (e.g. a fused and an unfused
 /// graph): each `run` is captured once as a CUDA graph of `calls` calls, then the graphs are
@@ -155,11 +162,69 @@ Status time_interleaved(const std::vector<std::function<Status(cudaStream_t)>>& 
                         int replays, cudaStream_t stream, std::vector<double>* median_us,
                         std::vector<double>* ratio_to_first);
 
-/// Device-to-device copy of `buffer_bytes` (>= 256 MiB), timed like a routine; bytes counts read
-/// plus write.
-Status measure_copy(int64_t buffer_bytes, const TimingOptions& opt, cudaStream_t stream,
-                    Timing* out);
-constexpr int64_t kCopyBufferBytes = int64_t{256} << 20;
+// ---- ceilings (bench/ceilings.cu) -----------------------------------------------------------
+//
+//   copy         the best of an eager device-to-device cudaMemcpyAsync and copy kernels of ours
+//                (16-byte loads and stores, several loads in flight per lane, a grid sized from
+//                the SM count and the kernel's occupancy; a few forms, the best kept); bytes
+//                read + written.
+//   read-mostly  a kernel that reads and writes in a given ratio (reads:writes, e.g. ~4:1 for
+//                silu_mul_quant bf16 -> fp8 or a 2-way merge to fp8, ~2:1 for quantize bf16 ->
+//                fp8, read-only for decode-like ops), measured once per ratio in a run; a row's
+//                ratio comes from its Instance's read_bytes() and min_bytes().
+// HBM reads cost less than writes, so an op that reads four bytes for each one it writes can
+// run above a copy's bandwidth: the read-mostly figure at the op's own ratio is the one it
+// cannot beat. A cudaMemcpyAsync captured in a graph becomes a memcpy node that may run on a
+// copy engine, slower than a kernel: memcpy is timed eagerly, the kernels by graph replay, all
+// after warm_up_gpu. Working sets: 2 x 256 MiB (copy), 512 MiB read (read-mostly).
+
+/// Bytes each copy-ceiling buffer holds (source and destination each); a call moves twice this.
+constexpr int64_t kCeilingCopyBytes = int64_t{256} << 20;
+/// Bytes the read-mostly kernel reads per call (it writes this over the ratio).
+constexpr int64_t kCeilingReadBytes = int64_t{512} << 20;
+
+/// Runs copy kernels on `stream` for at least `seconds` of wall time, so that the clocks of an
+/// idle GPU have risen before anything is timed.
+Status warm_up_gpu(double seconds, cudaStream_t stream);
+
+/// One way of reaching a ceiling, and its timing.
+struct CeilingForm {
+  std::string form;  // e.g. "kernel, 8 x 16 B a lane, streaming hints, 8 blocks/SM x 256"
+  Timing timing;
+};
+
+struct CopyCeiling {
+  CeilingForm memcpy;                // cudaMemcpyAsync D2D, eager
+  std::vector<CeilingForm> kernels;  // every copy-kernel form tried
+  /// The fastest of memcpy and the kernel forms (median GB/s).
+  const CeilingForm& best() const;
+  double gbps() const { return best().timing.gbps(); }
+};
+
+/// Measures memcpy and every copy-kernel form; each kernel's output is checked against its input.
+Status measure_copy_ceiling(const TimingOptions& opt, cudaStream_t stream, CopyCeiling* out);
+
+/// The read-mostly ratio a row is set against: reads:writes rounded to a quarter below 8, to a
+/// whole number from 8 to 64, read-only (+inf) from 64 on or without writes. 0 (no read-mostly
+/// ceiling) when `read_bytes` < 0 or the op writes more than it reads.
+double ceiling_ratio(int64_t read_bytes, int64_t write_bytes);
+/// "4:1", "7.25:1", "read-only"; "" for 0.
+std::string ratio_label(double ratio);
+
+struct ReadMostlyCeiling {
+  double ratio = 0.0;              // the ceiling_ratio() key; +inf for read-only
+  double measured_ratio = 0.0;     // reads / writes the kernel made; +inf for read-only
+  std::vector<CeilingForm> forms;  // every form tried; empty when the measurement failed
+  std::string error;               // why it failed
+  /// The fastest form (median GB/s); forms must not be empty.
+  const CeilingForm& best() const;
+  double gbps() const { return forms.empty() ? 0.0 : best().timing.gbps(); }
+};
+
+/// Measures the read-mostly kernel at `ratio` (a ceiling_ratio() key: >= 1, or +inf), every
+/// form; bytes counted as read + written.
+Status measure_read_mostly_ceiling(double ratio, const TimingOptions& opt, cudaStream_t stream,
+                                   ReadMostlyCeiling* out);
 
 // ---- running cases --------------------------------------------------------------------------
 
@@ -168,7 +233,13 @@ struct Result {
   std::string routine;
   Shape shape;
   Timing timing;
-  double copy_fraction = 0.0;  // gbps / copy gbps
+  double copy_fraction = 0.0;  // gbps / copy ceiling
+  /// Reads:writes of the row's bytes (+inf: no writes; 0: not stated), the read-mostly ceiling's
+  /// ratio it is set against (ceiling_ratio(); 0: none), and the fraction of that ceiling.
+  double read_write_ratio = 0.0;
+  double ceiling_ratio = 0.0;
+  double read_mostly_gbps = 0.0;
+  double read_mostly_fraction = 0.0;
   bool is_peer = false;        // measured as the unfused peer of the row before it
   std::string unfused;         // the peer's name when it was measured
   double unfused_ratio = 0.0;  // time(unfused) / time(fused); 0 when not measured
@@ -177,8 +248,10 @@ struct Result {
 
 struct Report {
   DeviceInfo device;
-  std::string date;  // UTC, ISO 8601
-  Timing copy;
+  std::string date;       // UTC, ISO 8601
+  double warmup_s = 0.0;  // seconds of copy kernels before the ceilings
+  CopyCeiling copy;
+  std::vector<ReadMostlyCeiling> read_mostly;  // one per ratio the rows needed, in first use order
   TimingOptions options;
   std::vector<Result> results;
 };
@@ -186,12 +259,15 @@ struct Report {
 struct RunOptions {
   TimingOptions timing;
   bool with_unfused = true;  // also time each routine's unfused peer
-  /// Called with a line of progress before each measurement (may be empty).
+  double warmup_s = 0.5;     // seconds of copy kernels before the ceilings (GPU clocks up)
+  /// Called with a line of progress before each measurement (may be empty); lines about the
+  /// ceilings start with "ceiling: ".
   std::function<void(const std::string&)> progress;
 };
 
-/// Measures the copy bandwidth, then every case (and its unfused peer). Needs a GPU. A case that
-/// fails is reported in its Result's `error` and the run goes on.
+/// Warms the GPU up, measures the copy ceiling, then every case (and its unfused peer), with the
+/// read-mostly ceiling of each new ratio measured before the first row that needs it. Needs a
+/// GPU. A case that fails is reported in its Result's `error` and the run goes on.
 Status run_cases(const std::vector<Case>& cases, const RunOptions& opt, Report* report);
 
 // ---- build facts ----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // `qfuse bench`: runs a suite or one routine through the harness, prints an aligned table and
 // optionally writes every number as JSON.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -115,15 +117,40 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
   return true;
 }
 
+/// "% of" a ceiling, or "" when there is none.
+std::string percent(double fraction) {
+  return fraction > 0.0 ? fmt("%.1f%%", 100.0 * fraction) : std::string();
+}
+
+void print_ceilings(const bench::Report& rep) {
+  std::printf(
+      "ceilings, same run (after %.1f s of copy kernels for the clocks; median; bytes read + "
+      "written):\n",
+      rep.warmup_s);
+  std::string forms;
+  for (const bench::CeilingForm& f : rep.copy.kernels)
+    forms += (forms.empty() ? "" : " / ") + fmt("%.0f", f.timing.gbps());
+  std::printf("  copy %.0f GB/s: %s\n", rep.copy.gbps(), rep.copy.best().form.c_str());
+  std::printf(
+      "    (cudaMemcpyAsync D2D of 256 MiB, eager: %.0f GB/s; copy-kernel forms: %s GB/s)\n",
+      rep.copy.memcpy.timing.gbps(), forms.c_str());
+  for (const bench::ReadMostlyCeiling& c : rep.read_mostly) {
+    if (c.forms.empty()) {
+      std::printf("  read-mostly %s: FAILED: %s\n", bench::ratio_label(c.ratio).c_str(),
+                  c.error.c_str());
+      continue;
+    }
+    std::printf("  read-mostly %s: %.0f GB/s (%.0f MiB in %.2f µs; %s)\n",
+                bench::ratio_label(c.ratio).c_str(), c.gbps(), c.best().timing.bytes / 1048576.0,
+                c.best().timing.median_us, c.best().form.c_str());
+  }
+}
+
 void print_table(const bench::Report& rep) {
-  const double copy_gbps = rep.copy.gbps();
   std::printf("device: %s (sm_%d%d, %d SMs, L2 %.0f MiB)   date: %s\n", rep.device.name.c_str(),
               rep.device.cc_major, rep.device.cc_minor, rep.device.sm_count,
               rep.device.l2_bytes / 1048576.0, rep.date.c_str());
-  std::printf(
-      "copy bandwidth (cudaMemcpyAsync D2D of 256 MiB, read + write): %.0f GB/s "
-      "(%.1f µs per copy)\n",
-      copy_gbps, rep.copy.median_us);
+  print_ceilings(rep);
   std::printf(
       "timing: CUDA graph of >= %d calls rotating K input sets (K * bytes >= 2 * L2), "
       "%d replays, median; programmatic dependent launch %s\n",
@@ -131,7 +158,9 @@ void print_table(const bench::Report& rep) {
       qfuse::pdl_enabled() ? "on" : "off (QFUSE_PDL=0)");
   std::printf(
       "GB/s: minimum bytes (inputs read once, outputs and scales written once); an "
-      "indented unfused peer is charged the bytes of the fused op above it\n");
+      "indented unfused peer is charged the bytes of the fused op above it\n"
+      "%% copy: GB/s over the copy ceiling; %% r:w: GB/s over the read-mostly ceiling at the "
+      "row's reads:writes (column r:w, the row's bytes rounded as the ceiling's)\n");
 
   size_t name_w = width("routine"), shape_w = width("shape");
   for (const bench::Result& r : rep.results) {
@@ -139,7 +168,8 @@ void print_table(const bench::Report& rep) {
     shape_w = std::max(shape_w, width(r.shape.to_string()));
   }
   const std::vector<std::pair<std::string, size_t>> cols = {
-      {"µs med", 10}, {"µs min", 10}, {"GB/s", 8}, {"% copy", 8}, {"unfused/fused", 14}, {"K", 4}};
+      {"µs med", 10}, {"µs min", 10}, {"GB/s", 8},           {"% copy", 8},
+      {"r:w", 9},     {"% r:w", 8},   {"unfused/fused", 14}, {"K", 4}};
   std::string header = pad("routine", name_w) + "  " + pad("shape", shape_w);
   for (const auto& [h, w] : cols) header += "  " + pad(h, w, true);
 
@@ -156,10 +186,13 @@ void print_table(const bench::Report& rep) {
       continue;
     }
     const bench::Timing& t = r.timing;
+    const std::string ratio = bench::ratio_label(r.ceiling_ratio);
     line += "  " + pad(fmt("%.2f", t.median_us), 10, true);
     line += "  " + pad(fmt("%.2f", t.min_us), 10, true);
     line += "  " + pad(fmt("%.0f", t.gbps()), 8, true);
-    line += "  " + pad(fmt("%.1f%%", 100.0 * r.copy_fraction), 8, true);
+    line += "  " + pad(percent(r.copy_fraction), 8, true);
+    line += "  " + pad(ratio == "read-only" ? "read" : ratio, 9, true);
+    line += "  " + pad(percent(r.read_mostly_fraction), 8, true);
     line += "  " + pad(r.unfused_ratio > 0.0 ? fmt("%.2f×", r.unfused_ratio) : "", 14, true);
     line += "  " + pad(std::to_string(t.sets), 4, true);
     std::printf("%s\n", line.c_str());
@@ -192,7 +225,36 @@ nlohmann::json report_json(const bench::Report& rep) {
                  {"warmup_replays", rep.options.warmup},
                  {"statistic", "median of per-replay time / calls per graph"},
                  {"bytes", "minimum: inputs read once, outputs and scales written once"}};
-  j["copy"] = timing_json(rep.copy);
+  const auto form_json = [](const bench::CeilingForm& f) {
+    return nlohmann::json{{"form", f.form}, {"timing", timing_json(f.timing)}};
+  };
+  nlohmann::json copy;
+  copy["gbps"] = rep.copy.gbps();
+  copy["used"] = rep.copy.best().form;
+  copy["memcpy"] = form_json(rep.copy.memcpy);
+  copy["kernels"] = nlohmann::json::array();
+  for (const bench::CeilingForm& f : rep.copy.kernels) copy["kernels"].push_back(form_json(f));
+  nlohmann::json read_mostly = nlohmann::json::array();
+  for (const bench::ReadMostlyCeiling& c : rep.read_mostly) {
+    nlohmann::json e;
+    e["ratio"] = bench::ratio_label(c.ratio);
+    if (!c.error.empty()) {
+      e["error"] = c.error;
+    } else {
+      e["gbps"] = c.gbps();
+      e["used"] = c.best().form;
+      e["reads_over_writes"] =
+          std::isinf(c.measured_ratio) ? nlohmann::json(nullptr) : nlohmann::json(c.measured_ratio);
+      e["forms"] = nlohmann::json::array();
+      for (const bench::CeilingForm& f : c.forms) e["forms"].push_back(form_json(f));
+    }
+    read_mostly.push_back(std::move(e));
+  }
+  j["ceilings"] = {{"warmup_s", rep.warmup_s},
+                   {"copy", std::move(copy)},
+                   {"read_mostly", std::move(read_mostly)},
+                   {"bytes", "read + written"}};
+  // NOTE: copy_gbps is kept for readers of older reports; it is the copy ceiling.
   j["copy_gbps"] = rep.copy.gbps();
   nlohmann::json results = nlohmann::json::array();
   for (const bench::Result& r : rep.results) {
@@ -208,6 +270,17 @@ nlohmann::json report_json(const bench::Report& rep) {
     } else {
       e["timing"] = timing_json(r.timing);
       e["copy_fraction"] = r.copy_fraction;
+      if (r.read_write_ratio > 0.0)
+        e["reads_over_writes"] = std::isinf(r.read_write_ratio)
+                                     ? nlohmann::json(nullptr)
+                                     : nlohmann::json(r.read_write_ratio);
+      if (r.ceiling_ratio > 0.0) {
+        e["read_mostly_ceiling"] = bench::ratio_label(r.ceiling_ratio);
+        if (r.read_mostly_gbps > 0.0) {
+          e["read_mostly_gbps"] = r.read_mostly_gbps;
+          e["read_mostly_fraction"] = r.read_mostly_fraction;
+        }
+      }
       if (r.unfused_ratio > 0.0) {
         e["unfused"] = r.unfused;
         e["unfused_over_fused"] = r.unfused_ratio;
@@ -217,6 +290,45 @@ nlohmann::json report_json(const bench::Report& rep) {
   }
   j["results"] = std::move(results);
   return j;
+}
+
+/// `--plan`: the cases with their byte counts as JSON (to stdout, or to --json), without a GPU.
+int print_plan(const BenchOptions& opt, const std::vector<bench::Case>& cases) {
+  nlohmann::json j;
+  j["tool"] = "qfuse bench --plan";
+  j["suite"] = opt.suite;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const bench::Case& c : cases) {
+    nlohmann::json e;
+    e["section"] = c.section;
+    e["routine"] = c.routine;
+    nlohmann::json shape = nlohmann::json::object();
+    for (const auto& [k, v] : c.shape.dims) shape[k] = v;
+    e["shape"] = shape;
+    const bench::Routine* r = bench::find_routine(c.routine);
+    std::unique_ptr<bench::Instance> inst;
+    const Status st = r == nullptr ? Status::InvalidArgument("routine", "registered", c.routine)
+                                   : r->make(c.shape, &inst);
+    if (!st.ok()) {
+      e["error"] = st.to_string();
+    } else {
+      e["bytes_per_call"] = inst->min_bytes();
+      if (inst->read_bytes() >= 0) e["read_bytes"] = inst->read_bytes();
+    }
+    rows.push_back(std::move(e));
+  }
+  j["cases"] = std::move(rows);
+  if (opt.json_path.empty()) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::ofstream f(opt.json_path);
+  f << j.dump(2) << "\n";
+  if (!f) {
+    std::fprintf(stderr, "qfuse bench: cannot write %s\n", opt.json_path.c_str());
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -233,6 +345,7 @@ int run_bench(const BenchOptions& opt) {
     std::fprintf(stderr, "qfuse bench: %s\n", error.c_str());
     return 1;
   }
+  if (opt.plan) return print_plan(opt, cases);
   if (!gpu_available()) {
     std::fprintf(stderr,
                  "qfuse bench: no CUDA device: the benchmark times kernels on an NVIDIA GPU "
@@ -246,14 +359,17 @@ int run_bench(const BenchOptions& opt) {
   run.timing.min_calls = opt.min_calls;
   run.timing.replays = opt.replays;
   run.with_unfused = opt.with_unfused;
-  size_t total = cases.size() + 1, done = 0;
+  size_t total = cases.size(), done = 0;
   if (opt.with_unfused)
     for (const bench::Case& c : cases) {
       const bench::Routine* r = bench::find_routine(c.routine);
       total += r != nullptr && !r->unfused.empty();
     }
   run.progress = [&](const std::string& what) {
-    std::fprintf(stderr, "[%zu/%zu] %s\n", ++done, total, what.c_str());
+    if (what.rfind("ceiling: ", 0) == 0)
+      std::fprintf(stderr, "[ceiling] %s\n", what.c_str() + 9);
+    else
+      std::fprintf(stderr, "[%zu/%zu] %s\n", ++done, total, what.c_str());
   };
 
   bench::Report rep;

@@ -14,6 +14,7 @@ struct BenchOptions {
   std::vector<std::string> dims;  // KEY=VALUE shape settings of the single case
   std::string json_path;          // write every number here when non-empty
   bool list = false;              // list routines and suites, then exit
+  bool plan = false;              // print the cases and their bytes as JSON (no GPU), then exit
   bool with_unfused = true;
   int replays = 25;
   int min_calls = 20;

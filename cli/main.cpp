@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
       ->needs(op);
   bench->add_option("--json", bench_opt.json_path, "Also write every number to this JSON file");
   bench->add_flag("--list", bench_opt.list, "List routines and suites, then exit");
+  bench->add_flag("--plan", bench_opt.plan,
+                  "Print the cases with their byte counts as JSON (to --json if given), then "
+                  "exit; needs no GPU");
   bench->add_flag("!--no-unfused", bench_opt.with_unfused,
                   "Do not time the unfused peer of fused routines");
   bench->add_option("--reps", bench_opt.replays, "Timed graph replays per case")

@@ -5,6 +5,12 @@
 #   bash scripts/gpu.sh ["suite ..."]  (suites of `qfuse bench`, default "issue2 issue3"; "none"
 #                                       skips the benchmarks)
 #
+# After our benchmarks, the peer stage (bench/peers/peers.py: PyTorch eager and torch.compile on
+# the same cases, the device's python3 and torch) runs within a time budget that keeps the whole
+# call under 10 minutes: QFUSE_PEERS_BUDGET_S seconds (default: what is left of 8.5 minutes, at
+# most 300); QFUSE_PEERS=0 skips it; QFUSE_PEERS_ARGS adds options (e.g. "--compile-mode
+# max-autotune-no-cudagraphs"). The summary then prints ours against both peers per row.
+#
 # Binaries: .devbin/ (or .devbin.tgz, unpacked) when present (made here by `make devbin` and
 # carried: the GPU machine has no GoogleTest/CLI11 packages), else a build from source into
 # build-gpu/ (needs install_deps.sh).
@@ -70,6 +76,31 @@ if [ "$suites" != none ]; then
   QFUSE_PDL=0 "$bin/qfuse" bench --suite small --no-unfused >"$out/bench_nopdl.txt" 2>&1 || status=1
 fi
 
+# NOTE: a peer failure does not fail the call (the peers are measurements, not tests); the
+# summary says what ran, what failed and why.
+if [ "$suites" != none ] && [ "${QFUSE_PEERS:-1}" != 0 ]; then
+  echo "== peers: PyTorch eager and torch.compile on the same cases (bench/peers)"
+  plan_dir=$(mktemp -d)
+  plans=()
+  for suite in $suites; do
+    "$bin/qfuse" bench --suite "$suite" --plan --json "$plan_dir/$suite.json" &&
+      plans+=(--plan "$plan_dir/$suite.json")
+  done
+  budget=${QFUSE_PEERS_BUDGET_S:-$((510 - SECONDS))}
+  [ "$budget" -gt 300 ] && [ -z "${QFUSE_PEERS_BUDGET_S:-}" ] && budget=300
+  if [ "${#plans[@]}" -eq 0 ] || [ "$budget" -lt 60 ]; then
+    echo "peers: not run (${#plans[@]} plans; $budget s of budget left after ${SECONDS} s)" |
+      tee "$out/peers.txt"
+  else
+    # NOTE: the script stops starting compiles at its budget; timeout is the backstop.
+    # shellcheck disable=SC2086 # QFUSE_PEERS_ARGS: extra options, split on spaces
+    timeout -k 10 $((budget + 45)) python3 bench/peers/peers.py "${plans[@]}" \
+      --budget-s "$budget" --out "$out/peers.json" ${QFUSE_PEERS_ARGS:-} >"$out/peers.txt" 2>&1
+    echo "peers.py: exit $? after $SECONDS s of the call" >>"$out/peers.txt"
+    tail -2 "$out/peers.txt"
+  fi
+fi
+
 echo
 echo "================ summary ================"
 python3 - "$out" <<'PY'
@@ -97,4 +128,13 @@ for f in "$out"/bench_issue*.txt "$out"/bench_quick.txt "$out"/bench_specs.txt; 
   [ -f "$f" ] && { echo; grep -v '^\[' "$f"; }
 done
 [ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
+if [ -f "$out/peers.json" ]; then
+  echo
+  ours=()
+  for suite in $suites; do [ -f "$out/bench_$suite.json" ] && ours+=("$out/bench_$suite.json"); done
+  python3 bench/peers/compare.py --peers "$out/peers.json" ${ours[@]+"${ours[@]}"}
+elif [ -f "$out/peers.txt" ]; then
+  echo
+  tail -5 "$out/peers.txt"
+fi
 exit $status

@@ -7,6 +7,7 @@
 // Minimum bytes: the input read once + output values + the scale buffer (scale_shape(), padding
 // included) + 4 bytes of given scale where the spec reads one. The unfused peer is charged the
 // same minimum bytes as the fused op, so its GB/s is the rate at which it delivers that result.
+// read_bytes() (the input and the given scale) sets the row's read-mostly ceiling.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -39,6 +40,11 @@ class ActQuantInstance final : public Instance {
     int64_t value_bytes = 0, scale_bytes = 0;
     if (!quant_output_bytes(spec_, T_, H_, &value_bytes, &scale_bytes).ok()) return in;
     return in + value_bytes + scale_bytes + (spec_.reads_scale() ? 4 : 0);
+  }
+
+  int64_t read_bytes() const override {
+    const int64_t in = T_ * 2 * H_ * 2;
+    return in + (path_ != Path::kPlain && spec_.reads_scale() ? 4 : 0);
   }
 
   Status setup(int num_sets, cudaStream_t stream) override {

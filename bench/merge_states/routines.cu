@@ -7,7 +7,8 @@
 //   merge_states                   plain: -> bf16 [T, H*D]
 // Shape keys: N, T, H, D. Partials come as one stacked [N, T, H, D] tensor (what a split-KV
 // kernel writes). lse: random in [-4, 4], every 16th entry -inf (empty partials). Minimum bytes:
-// every partial and lse read once + output values + scale buffer + 4 bytes of given scale.
+// every partial and lse read once + output values + scale buffer + 4 bytes of given scale;
+// read_bytes() (partials, lse, given scale) sets the row's read-mostly ceiling.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -48,6 +49,11 @@ class MergeInstance final : public Instance {
     int64_t value_bytes = 0, scale_bytes = 0;
     if (!quant_output_bytes(spec_, T_, H_ * D_, &value_bytes, &scale_bytes).ok()) return in;
     return in + value_bytes + scale_bytes + (spec_.reads_scale() ? 4 : 0);
+  }
+
+  int64_t read_bytes() const override {
+    const int64_t in = N_ * T_ * H_ * D_ * 2 + N_ * H_ * T_ * 4;
+    return in + (path_ != Path::kPlain && spec_.reads_scale() ? 4 : 0);
   }
 
   Status setup(int num_sets, cudaStream_t stream) override {

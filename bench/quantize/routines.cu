@@ -2,7 +2,8 @@
 //
 //   quantize/<spec>   x [T, H] bf16 -> <spec>
 // Minimum bytes: the input read once + output values + the scale buffer (scale_shape(), padding
-// included) + 4 bytes of given scale where the spec reads one.
+// included) + 4 bytes of given scale where the spec reads one; read_bytes() (the input and the
+// given scale) sets the row's read-mostly ceiling.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -26,6 +27,8 @@ class QuantizeInstance final : public Instance {
     if (!quant_output_bytes(spec_, T_, H_, &value_bytes, &scale_bytes).ok()) return T_ * H_ * 2;
     return T_ * H_ * 2 + value_bytes + scale_bytes + (spec_.reads_scale() ? 4 : 0);
   }
+
+  int64_t read_bytes() const override { return T_ * H_ * 2 + (spec_.reads_scale() ? 4 : 0); }
 
   Status setup(int num_sets, cudaStream_t stream) override {
     if (spec_.reads_scale())
