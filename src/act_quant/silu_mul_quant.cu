@@ -92,15 +92,8 @@ Status run_silu_mul(const char* op, const TensorRef& x, const QuantOutput& q, cu
   if (H > INT_MAX / 2)
     return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX),
                                    std::to_string(W));
-  QFUSE_RETURN_IF_ERROR(q.spec.validate());
-  QFUSE_RETURN_IF_ERROR(detail::check_op_supports(op, q.spec));
-  QFUSE_RETURN_IF_ERROR(validate_quant_output(q, T, H));
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_call(op, q, T, H, {{x.data, "x.data"}}));
   if (T == 0 || H == 0) return Status::Ok();
-  QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{x.data, "x.data"},
-                                                       {q.out.data, "out.data"},
-                                                       {q.scales.data, "out.scales.data"},
-                                                       {q.scale, "out.scale"},
-                                                       {q.scale_ub, "out.scale_ub"}}));
   const int64_t ld = x.strides[0];
   // NOTE: 16-byte loads need the up half (x + H) aligned too, hence H in the check.
   const bool vec = quant::aligned_rows(x.data, ld, 2, 16) && (H * 2) % 16 == 0;

@@ -37,7 +37,9 @@ struct NoWait {
   __device__ void operator()() const {}
 };
 
-/// Launches `kernel` with PDL when enabled; checks the launch.
+/// Launches `kernel` with PDL when enabled; returns the launch's own error.
+/// NOTE: not cudaGetLastError() afterwards: that would clear an error the caller left pending (and
+/// report it as this launch's); cudaLaunchKernelEx returns what went wrong with this launch.
 template <class... Params, class... Args>
 Status launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
                      size_t smem, cudaStream_t stream, Args&&... args) {
@@ -51,9 +53,7 @@ Status launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  QFUSE_RETURN_IF_ERROR(
-      cuda_status(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name));
-  return cuda_status(cudaGetLastError(), name);
+  return cuda_status(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name);
 }
 
 }  // namespace qfuse

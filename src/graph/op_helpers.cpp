@@ -161,6 +161,7 @@ Status host_write_quantized(const HostRunArgs& a, const QuantSpec& spec,
   s.scale = host_scalar(a, "scale", 1.0f);
   s.scale_ub = host_scalar(a, "scale_ub", INFINITY);
   const ref::QuantResult r = ref::quantize(y.data(), rows, cols, spec, s);
+  QFUSE_RETURN_IF_ERROR(r.status);
   if (r.out.size() != out->data.size())
     return Status(StatusCode::kInternal, "host quantize wrote " + std::to_string(r.out.size()) +
                                              " bytes, tensor '" + out->desc.name + "' holds " +

@@ -141,21 +141,14 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
 
   QuantOutput out;
   QFUSE_RETURN_IF_ERROR(flatten_output(q, &out));
-  QFUSE_RETURN_IF_ERROR(out.spec.validate());
-  QFUSE_RETURN_IF_ERROR(detail::check_op_supports("merge_states", out.spec));
-  QFUSE_RETURN_IF_ERROR(validate_quant_output(out, T, H * D));
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_call("merge_states", out, T, H * D,
+                                                 {{opt.out_lse.data, "opt.out_lse.data"}}));
   if (empty) return Status::Ok();
-
   for (int i = 0; i < in.n; ++i) {
     const std::string oname = idx("o", i) + ".data", lname = idx("lse", i) + ".data";
     QFUSE_RETURN_IF_ERROR(detail::check_device_pointers(
         {{in.o[i].data, oname.c_str()}, {in.lse[i].data, lname.c_str()}}));
   }
-  QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{out.out.data, "out.data"},
-                                                       {out.scales.data, "out.scales.data"},
-                                                       {out.scale, "out.scale"},
-                                                       {out.scale_ub, "out.scale_ub"},
-                                                       {opt.out_lse.data, "opt.out_lse.data"}}));
 
   a.D = static_cast<int>(D);
   a.d_shift = -1;

@@ -148,6 +148,11 @@ Status parse_quant_spec(std::string_view text, QuantSpec* out) {
 
 Status scale_shape(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape* out) {
   QFUSE_RETURN_IF_ERROR(spec.validate());
+  return detail::scale_shape_valid(spec, rows, cols, out);
+}
+
+Status detail::scale_shape_valid(const QuantSpec& spec, int64_t rows, int64_t cols,
+                                 ScaleShape* out) {
   ScaleShape s;
   switch (spec.kind) {
     case QuantKind::kNone:

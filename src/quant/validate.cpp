@@ -1,5 +1,6 @@
 #include "quant/validate.h"
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -63,31 +64,63 @@ Status check_op_supports(std::string_view op, const QuantSpec& spec) {
   return Status::InvalidArgument(std::string(op) + ".out.spec", supported, to_string(spec));
 }
 
+namespace {
+
+using GetAttributesFn = CUresult (*)(unsigned int, CUpointer_attribute*, void**, CUdeviceptr);
+
+/// cuPointerGetAttributes from the driver the runtime loaded (no link-time dependency on
+/// libcuda); nullptr when the driver does not offer it.
+GetAttributesFn pointer_attributes_fn() {
+  static const GetAttributesFn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    // NOTE: the runtime records a failure of this lookup as its last error; it runs once per
+    // process, and only on the first op call, so a caller's pending error is never cleared here.
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuPointerGetAttributes", &p, 12000,
+                                                             cudaEnableDefault, &q);
+    return err == cudaSuccess && q == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<GetAttributesFn>(p)
+               : nullptr;
+  }();
+  return fn;
+}
+
+}  // namespace
+
+// NOTE: the driver's cuPointerGetAttributes answers every pointer (unknown ones get default
+// values and CUDA_SUCCESS) and does not touch the runtime's last-error state, so the caller's
+// pending error stays as it was; one call a pointer, a few hundred nanoseconds.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs) {
+  bool any = false;
+  for (const auto& kv : ptrs) any |= kv.first != nullptr;
+  if (!any) return Status::Ok();
   int dev = -1;
   QFUSE_CUDA_RETURN(cudaGetDevice(&dev));
+  const GetAttributesFn get = pointer_attributes_fn();
+  if (get == nullptr)
+    return Status(StatusCode::kCudaError, "the CUDA driver offers no cuPointerGetAttributes");
   for (const auto& [p, name] : ptrs) {
     if (p == nullptr) continue;
-    cudaPointerAttributes attr{};
-    const cudaError_t err = cudaPointerGetAttributes(&attr, p);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
+    unsigned int type = 0;
+    int ordinal = -1;
+    unsigned int managed = 0;
+    void* device_ptr = nullptr;
+    CUpointer_attribute attrs[] = {
+        CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+        CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_DEVICE_POINTER};
+    void* data[] = {&type, &ordinal, &managed, &device_ptr};
+    if (get(4, attrs, data, reinterpret_cast<CUdeviceptr>(p)) != CUDA_SUCCESS)
       return Status::InvalidArgument(name, "device memory", "a pointer the driver does not know");
-    }
-    switch (attr.type) {
-      case cudaMemoryTypeDevice:
-        if (attr.device != dev)
-          return Status::InvalidArgument(name, "memory of device " + std::to_string(dev),
-                                         "memory of device " + std::to_string(attr.device));
-        break;
-      case cudaMemoryTypeManaged:
-        break;
-      case cudaMemoryTypeHost:
-        if (attr.devicePointer == nullptr)
-          return Status::InvalidArgument(name, "device-accessible memory", "unmapped host memory");
-        break;
-      default:
-        return Status::InvalidArgument(name, "device memory", "host memory");
+    if (managed) continue;
+    if (type == CU_MEMORYTYPE_DEVICE) {
+      if (ordinal != dev)
+        return Status::InvalidArgument(name, "memory of device " + std::to_string(dev),
+                                       "memory of device " + std::to_string(ordinal));
+    } else if (type == CU_MEMORYTYPE_HOST) {
+      if (device_ptr == nullptr)
+        return Status::InvalidArgument(name, "device-accessible memory", "unmapped host memory");
+    } else {
+      return Status::InvalidArgument(name, "device memory", "host memory");
     }
   }
   return Status::Ok();
@@ -96,8 +129,26 @@ Status check_device_pointers(std::initializer_list<std::pair<const void*, const 
 }  // namespace detail
 
 Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
-  using detail::check_matrix;
   QFUSE_RETURN_IF_ERROR(q.spec.validate());
+  return detail::check_quant_output(q, rows, cols);
+}
+
+Status detail::check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows,
+                                int64_t cols,
+                                std::initializer_list<std::pair<const void*, const char*>> inputs) {
+  QFUSE_RETURN_IF_ERROR(q.spec.validate());
+  QFUSE_RETURN_IF_ERROR(check_op_supports(op, q.spec));
+  QFUSE_RETURN_IF_ERROR(check_quant_output(q, rows, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  QFUSE_RETURN_IF_ERROR(check_device_pointers(inputs));
+  return check_device_pointers({{q.out.data, "out.data"},
+                                {q.scales.data, "out.scales.data"},
+                                {q.scale, "out.scale"},
+                                {q.scale_ub, "out.scale_ub"}});
+}
+
+Status detail::check_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
+  using detail::check_matrix;
   const std::string kind = to_string(q.spec);
   switch (q.spec.kind) {
     case QuantKind::kNone:
@@ -128,7 +179,7 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
     return Status::InvalidArgument("out.scale_ub", "4-byte aligned address", "misaligned");
 
   ScaleShape shape;
-  QFUSE_RETURN_IF_ERROR(scale_shape(q.spec, rows, cols, &shape));
+  QFUSE_RETURN_IF_ERROR(detail::scale_shape_valid(q.spec, rows, cols, &shape));
   if (shape.rank == 0) {
     if (!q.scales.empty_ref())
       return Status::InvalidArgument("out.scales", "no scale buffer for " + kind,

@@ -11,6 +11,7 @@
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
 #include "qfuse/quant/kind.h"
+#include "qfuse/quant/quantize.h"
 
 namespace qfuse::detail {
 
@@ -25,6 +26,16 @@ Status check_matrix(const TensorRef& t, const std::string& name,
 /// The op's declared capability (capabilities.h) must include `spec`; the error names the
 /// supported set.
 Status check_op_supports(std::string_view op, const QuantSpec& spec);
+
+/// The one argument check of a quantizing op's output (SPEC §7), shared by every family: `q.spec`
+/// is a valid kind (checked once) that `op`'s capability row lists, the output and scale
+/// buffers fit [rows, cols], and, when anything will be launched (rows and cols > 0), every
+/// pointer of `inputs` and of the output is device memory of the current device.
+Status check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows, int64_t cols,
+                        std::initializer_list<std::pair<const void*, const char*>> inputs);
+
+/// validate_quant_output() of a spec already validated.
+Status check_quant_output(const QuantOutput& q, int64_t rows, int64_t cols);
 
 /// Every non-null pointer must be device-accessible memory of the current device.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs);

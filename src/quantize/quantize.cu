@@ -68,15 +68,8 @@ Status quantize(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
   if (H > INT_MAX / 2)
     return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX / 2),
                                    std::to_string(H));
-  QFUSE_RETURN_IF_ERROR(q.spec.validate());
-  QFUSE_RETURN_IF_ERROR(detail::check_op_supports("quantize", q.spec));
-  QFUSE_RETURN_IF_ERROR(validate_quant_output(q, T, H));
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_call("quantize", q, T, H, {{x.data, "x.data"}}));
   if (T == 0 || H == 0) return Status::Ok();
-  QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{x.data, "x.data"},
-                                                       {q.out.data, "out.data"},
-                                                       {q.scales.data, "out.scales.data"},
-                                                       {q.scale, "out.scale"},
-                                                       {q.scale_ub, "out.scale_ub"}}));
   const int64_t ld = x.strides[0];
   const int64_t esize = static_cast<int64_t>(dtype_size(x.dtype));
   const bool vec = quant::aligned_rows(x.data, ld, esize, 16);

@@ -307,5 +307,23 @@ TEST(QuantizeValidationGpu, HostPointerRejected) {
   expect_rejected_untouched(e, "out.data");
 }
 
+// The pointer checks ask the driver directly: a CUDA error the caller left pending is neither
+// cleared nor reported as this call's.
+TEST(QuantizeValidationGpu, PendingCallerErrorIsLeftAlone) {
+  QFUSE_REQUIRE_GPU();
+  std::vector<uint16_t> host(kT * kH, 0x3F80);
+  DeviceCall d(kGroupTma), ok(kGroupTma);
+  d.call.x.data = host.data();
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  ASSERT_NE(cudaSetDevice(count + 7), cudaSuccess);  // leaves cudaErrorInvalidDevice pending
+  const Status st = quantize(d.call.x, d.call.q, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_EQ(cudaPeekAtLastError(), cudaErrorInvalidDevice);
+  EXPECT_TRUE(quantize(ok.call.x, ok.call.q, nullptr).ok());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice) << "still the caller's to read";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
 }  // namespace
 }  // namespace qfuse

@@ -82,7 +82,7 @@ Status visit_quantizer(const QuantOutput& q, int64_t rows, int64_t cols, F&& f) 
                   "visit_quantizer: this call site writes no " + to_string(spec));
   } else {
     ScaleShape shape;
-    QFUSE_RETURN_IF_ERROR(scale_shape(spec, rows, cols, &shape));
+    QFUSE_RETURN_IF_ERROR(detail::scale_shape_valid(spec, rows, cols, &shape));
     const ScaleAddr sa = ScaleAddr::make(spec, shape, rows);
     const int64_t padded = sa.padding_units();
     uint8_t* out = typed<uint8_t>(q.out);

@@ -124,6 +124,10 @@ struct ScaleShape {
   int64_t padded_rows = 0;  // rows the buffer covers, padding included
 };
 Status scale_shape(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape* out);
+namespace detail {
+/// scale_shape() of a spec the caller has already validated (QuantSpec::validate()).
+Status scale_shape_valid(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape* out);
+}  // namespace detail
 
 /// The output dtype a quantized op writes for `spec` (kNone: caller's choice, returns nullopt).
 std::optional<DType> quantized_dtype(const QuantSpec& spec);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qfuse/core/dtype.h"
+#include "qfuse/core/status.h"
 #include "qfuse/quant/kind.h"
 
 namespace qfuse::ref {
@@ -21,8 +22,9 @@ float f16_value(uint16_t bits);
 
 /// Host buffers with the exact byte layout of a device op's outputs.
 struct QuantResult {
-  std::vector<uint8_t> out;     // values: e4m3 bytes, packed e2m1 bytes, or float bits (kNone)
-  std::vector<uint8_t> scales;  // scale buffer bytes, storage form of scale_shape()
+  Status status = Status::Ok();  // an invalid spec or shape: the error, and nothing else is set
+  std::vector<uint8_t> out;      // values: e4m3 bytes, packed e2m1 bytes, or float bits (kNone)
+  std::vector<uint8_t> scales;   // scale buffer bytes, storage form of scale_shape()
   DType out_dtype = DType::kE4M3;
 };
 
@@ -33,7 +35,8 @@ struct RefScalars {
   DType none_dtype = DType::kBF16;  // output dtype for QuantKind::kNone
 };
 
-/// Quantizes the fp32 matrix y [rows, cols] (row-major, contiguous) as the device op would.
+/// Quantizes the fp32 matrix y [rows, cols] (row-major, contiguous) as the device op would. An
+/// invalid spec or shape is reported in the result's status (never thrown).
 QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec& spec,
                      const RefScalars& scalars);
 
