@@ -97,10 +97,10 @@ void put_scale(std::vector<uint8_t>& buf, const ScaleAddr& sa, int64_t row, int6
 
 QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec& spec,
                      const RefScalars& sc) {
-  if (!spec.validate().ok()) throw std::invalid_argument("ref::quantize: invalid spec");
   QuantResult r;
   ScaleShape shape;
-  if (!scale_shape(spec, rows, cols, &shape).ok()) throw std::invalid_argument("scale_shape");
+  r.status = scale_shape(spec, rows, cols, &shape);
+  if (!r.status.ok()) return r;
   int64_t scale_elems = shape.rank ? 1 : 0;
   for (int i = 0; i < shape.rank; ++i) scale_elems *= shape.sizes[i];
   r.scales.assign(scale_elems * dtype_size(shape.dtype), 0);
@@ -139,7 +139,8 @@ QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec
           const int64_t j1 = std::min(cols, j0 + g);
           float amax = 0.0f;
           for (int64_t c = j0; c < j1; ++c) amax = rules::nan_max(amax, std::fabs(y[t * cols + c]));
-          const float s = rules::fp8_dynamic_scale(amax, sc.scale_ub, pow2);
+          const float s = per_token ? rules::fp8_dynamic_scale(amax, sc.scale_ub, pow2)
+                                    : rules::fp8_group_scale(amax, sc.scale_ub, pow2);
           put_scale(r.scales, sa, t, j, s, packed);
           const float inv = rules::fp8_inv_scale(s);
           for (int64_t c = j0; c < j1; ++c)

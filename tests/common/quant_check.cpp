@@ -187,7 +187,9 @@ std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed) {
           double amax = 0;
           for (int64_t c = j * g; c < std::min(H, (j + 1) * g); ++c)
             amax = std::fmax(amax, std::fabs(y[t * H + c]));
-          const double raw = std::fmin(amax, opt.scale_ub) / 448.0;
+          const double raw = spec.kind == QuantKind::kFp8PerToken
+                                 ? std::fmin(amax, opt.scale_ub) / 448.0
+                                 : std::fmin(amax / 448.0, opt.scale_ub);
           const double p = std::ldexp(1.0, std::ilogb(raw));
           ok = std::fabs(raw - p) <= raw * 1e-5 || std::fabs(raw - 2 * p) <= raw * 1e-5;
         }

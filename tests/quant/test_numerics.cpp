@@ -367,6 +367,20 @@ TEST(Fp8DynamicScale, PowerOfTwo) {
   EXPECT_EQ(rules::fp8_dynamic_scale(0.0f, INFINITY, true), std::ldexp(1.0f, -17));  // 1/229376
   EXPECT_EQ(rules::fp8_dynamic_scale(1000.0f, 224.0f, true), 0.5f);
   EXPECT_EQ(rules::fp8_dynamic_scale(INFINITY, INFINITY, true), std::ldexp(1.0f, 127));
+  // Per-group: the bound is on the scale.
+  EXPECT_EQ(rules::fp8_group_scale(1000.0f, 0.5f, false), 0.5f);
+  EXPECT_EQ(rules::fp8_group_scale(100.0f, 0.5f, false), 100.0f / 448.0f);
+  EXPECT_EQ(rules::fp8_group_scale(INFINITY, 0.5f, false), 0.5f);
+  EXPECT_EQ(rules::fp8_group_scale(0.0f, 0.5f, false), rules::kMinScale);
+  EXPECT_EQ(rules::fp8_group_scale(1000.0f, 1e-9f, false), rules::kMinScale);
+  EXPECT_EQ(rules::fp8_group_scale(INFINITY, INFINITY, false), FLT_MAX);
+  EXPECT_TRUE(std::isnan(rules::fp8_group_scale(NAN, 0.5f, true)));
+  EXPECT_EQ(rules::fp8_group_scale(1000.0f, 0.3f, true), 0.5f);
+  for (float a : {0.0f, 1e-3f, 1.0f, 300.0f, 448.0f, 449.0f, 1e30f})
+    for (bool pow2 : {false, true})
+      EXPECT_EQ(rules::fp8_group_scale(a, INFINITY, pow2),
+                rules::fp8_dynamic_scale(a, INFINITY, pow2))
+          << "without a bound the two rules agree, amax " << a;
 }
 
 // ---- NVFP4 block scale without IEEE division (what the device quantizer uses) ---------------

@@ -365,10 +365,43 @@ TEST(RefQuantize, ScaleUpperBound) {
   EXPECT_EQ(r.out[2], 0xC0);  // -2
   EXPECT_EQ(r.out[3], 0x38);  // 1
   EXPECT_EQ(r.out[4], 0x7E);  // 448
-  // Per-group with pow2: min(1000, 224)/448 = 0.5, already a power of two.
+}
+
+// Per-group kinds bound the scale, not the amax (SPEC §0.2): s = max(min(amax / 448, ub),
+// min_scale). Bounding the amax instead would give min(1000, 0.5) / 448 here.
+TEST(RefQuantize, PerGroupScaleUpperBoundBoundsTheScale) {
+  std::vector<float> y(128, 1.0f);
+  y[3] = 1000.0f;  // group 0 amax 1000 -> 1000/448 = 2.23 > ub
+  for (int c = 64; c < 128; ++c) y[c] = 0.1f * (c - 90);  // group 1 amax 3.7 -> 3.7/448 < ub
+  ref::RefScalars sc;
+  sc.scale_ub = 0.5f;
+  const auto f = ref::quantize(y.data(), 1, 128, QuantSpec::fp8_per_group(64), sc);
+  EXPECT_EQ(f32_at(f.scales, 0), 0.5f);
+  EXPECT_EQ(f32_at(f.scales, 1), rules::fp8_group_scale(3.7f, 0.5f, false));
+  EXPECT_NEAR(f32_at(f.scales, 1), 3.7f / 448.0f, 1e-6f);
+  EXPECT_EQ(f.out[3], 0x7E);  // 1000 / 0.5 = 2000 saturates to 448
+  EXPECT_EQ(f.out[0], 0x40);  // 1 / 0.5 = 2
+  // UE8M0: min(2.23, 0.5) = 0.5 is a power of two already; with ub 0.3: rounded up to 0.5.
   const auto g =
-      ref::quantize(y.data(), 1, 8, QuantSpec::fp8_per_group(64, L::kRowMajor, F::kUe8m0F32), sc);
+      ref::quantize(y.data(), 1, 128, QuantSpec::fp8_per_group(64, L::kRowMajor, F::kUe8m0F32), sc);
   EXPECT_EQ(f32_at(g.scales, 0), 0.5f);
+  sc.scale_ub = 0.3f;
+  const auto h =
+      ref::quantize(y.data(), 1, 128, QuantSpec::fp8_per_group(64, L::kRowMajor, F::kUe8m0F32), sc);
+  EXPECT_EQ(f32_at(h.scales, 0), 0.5f);
+  // Per-token keeps bounding the amax: min(1000, 0.5) / 448.
+  sc.scale_ub = 0.5f;
+  const auto t = ref::quantize(y.data(), 1, 128, QuantSpec::fp8_per_token(), sc);
+  EXPECT_EQ(f32_at(t.scales, 0), 0.5f / 448.0f);
+}
+
+TEST(RefQuantize, InvalidSpecIsAStatusNotAnException) {
+  const std::vector<float> y = {1.0f, 2.0f};
+  const QuantSpec bad{QuantKind::kFp8PerGroup, 32, ScaleLayout::kRowMajor, ScaleFormat::kF32};
+  const ref::QuantResult r = ref::quantize(y.data(), 1, 2, bad, {});
+  EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_TRUE(ref::quantize(y.data(), 1, 2, QuantSpec::fp8_per_token(), {}).status.ok());
 }
 
 TEST(RefQuantize, NoneWritesFloatBits) {

@@ -243,7 +243,7 @@ struct Fp8PerGroupCore {
   __device__ void begin() {}
   __device__ Scale scale_of(float amax) const {
     const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
-    const float s = rules::fp8_dynamic_scale(amax, ub, p.pow2);
+    const float s = rules::fp8_group_scale(amax, ub, p.pow2);
     return {s, rules::fp8_inv_scale(s)};
   }
   __device__ int64_t scale_row(int64_t row) const { return p.sa.row_offset(row); }

@@ -116,13 +116,26 @@ QFUSE_HD float ue8m0_value(uint8_t b) {
   return b == 0 ? bits_float(0x400000u) : bits_float(static_cast<uint32_t>(b) << 23);
 }
 
-/// Dynamic FP8 scale of a group (or row) with absolute maximum `amax` (SPEC §0.2):
+/// Dynamic FP8 scale of a row (per-token) with absolute maximum `amax` (SPEC §0.2): the upper
+/// bound applies to the amax (the reference engine's per-token op); per-group kinds bound the
+/// scale instead (fp8_group_scale):
 ///   s = max(min(amax, scale_ub) / 448, kMinScale), clamped to FLT_MAX, optionally rounded up to
 ///   a power of two. Pass scale_ub = +inf when there is none. NaN amax gives a NaN scale.
 /// NOTE: an infinite amax gives FLT_MAX (not inf) so that the group's infinities saturate to
 /// +-448 and its finite values flush to 0, instead of every value becoming NaN through inf * 0.
 QFUSE_HD float fp8_dynamic_scale(float amax, float scale_ub, bool pow2) {
   float s = nan_min(amax, scale_ub) / kFp8Max;
+  s = nan_max(s, kMinScale);
+  if (s > FLT_MAX) s = FLT_MAX;
+  return pow2 ? ue8m0_round_up_normal(s) : s;  // s >= kMinScale here
+}
+
+/// Dynamic FP8 scale of a group of a per-group kind (SPEC §0.2, seed 004's fused SiLU per-block
+/// op): the upper bound applies to the scale, not to the amax:
+///   s = max(min(amax / 448, scale_ub), kMinScale), clamped to FLT_MAX, optionally rounded up to
+///   a power of two. Pass scale_ub = +inf when there is none. NaN amax gives a NaN scale.
+QFUSE_HD float fp8_group_scale(float amax, float scale_ub, bool pow2) {
+  float s = nan_min(amax / kFp8Max, scale_ub);
   s = nan_max(s, kMinScale);
   if (s > FLT_MAX) s = FLT_MAX;
   return pow2 ? ue8m0_round_up_normal(s) : s;  // s >= kMinScale here
