@@ -17,11 +17,16 @@ void register_act_quant_routines();
 /// unfused peer), merge_states (bf16 out) and the suite issue3. Shape keys N, T, H, D.
 void register_merge_routines();
 
+/// Registers mla_decode/<cache>[:whole|:simple], mla_decode_mixed/<cache>, mla_decode_even/<cache>,
+/// read_only and the suite mla_decode (issue 13). Shape keys B, S, N, SQ, BS (read_only: MB).
+void register_mla_decode_routines();
+
 /// Registers every family's routines and suites; later calls do nothing.
 inline void register_all_routines() {
   static const bool once = [] {
     register_act_quant_routines();
     register_merge_routines();
+    register_mla_decode_routines();  // mla_decode family (issue 13)
     return true;
   }();
   (void)once;
