@@ -74,7 +74,22 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   const int row0 = rb * R;
   const int i0 = row0 / p.heads, h0 = row0 - i0 * p.heads;
   int n = 0, nq = 0, nf = 0;
+  // NOTE: L2 prefetch of the tile kPrefetch ahead of the one loaded into shared memory (and of
+  // the next piece's Q): the two shared-memory stages alone keep too few bytes in flight per SM
+  // for the HBM latency, as the stage of tile t + 2 frees only when PV(t) has completed.
+  const auto prefetch_tile = [&](const Piece& pc, int t) {
+    constexpr int kHalf = Tr::kFp8 ? Tr::kF8Tokens : kTileTokens;
+    for (int r0 = 0; r0 < kTileTokens; r0 += min(tp.box_rows, kHalf)) {
+      const int tok = t * kTileTokens + r0;
+      if (tok >= pc.len) break;
+      const int blk = physical_block(p, pc, tok);
+      const int row = tok & (p.block_size - 1);
+#pragma unroll
+      for (int kb = 0; kb < Tr::kBoxes; ++kb) tma_prefetch_3d(&tp.kv_map, kb * 64, row, blk);
+    }
+  };
   const auto load_tile = [&](const Piece& pc, int t) {
+    if (t + Tr::kPrefetch < pc.t_end) prefetch_tile(pc, t + Tr::kPrefetch);
     if constexpr (!Tr::kFp8) {
       const int st = n & 1;
       mbar_wait(sm.empty(st), ((n >> 1) & 1) ^ 1);
@@ -108,8 +123,10 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       }
     }
   };
-  for_each_piece(p, part, [&](const Piece& pc) {
+  for_each_piece(p, part, [&](const Piece& pc, const Piece& next) {
     if (pc.t_begin == pc.t_end) return;
+    for (int t = pc.t_begin + 1; t < min(pc.t_begin + Tr::kPrefetch, pc.t_end); ++t)
+      prefetch_tile(pc, t);
     load_tile(pc, pc.t_begin);
     mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
     mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
@@ -118,6 +135,11 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
     for (int kb = 0; kb < Tr::kBoxes; ++kb)
       tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
     ++nq;
+    if (next.b >= 0) {
+#pragma unroll
+      for (int kb = 0; kb < Tr::kBoxes; ++kb)
+        tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
+    }
     for (int t = pc.t_begin + 1; t < pc.t_end; ++t) load_tile(pc, t);
   });
 }
@@ -150,7 +172,7 @@ __device__ void producer_dequant(const TcParams& tp, const TcSmem<Tr>& sm, int p
   const DecodeParams& p = tp.p;
   constexpr int kUnits = Tr::kBoxes * Tr::kF8Tokens * 4;  // 16-byte pieces of a half tile
   int n = 0, nf = 0;
-  for_each_piece(p, part, [&](const Piece& pc) {
+  for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
     for (int t = pc.t_begin; t < pc.t_end; ++t) {
       const int st = n & 1;
       mbar_wait(sm.empty(st), ((n >> 1) & 1) ^ 1);
@@ -205,7 +227,7 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
 #pragma unroll
   for (int cc = 0; cc < NC; ++cc) cols[cc] = 8 * (cc >> 1) + 2 * qd + (cc & 1);
   int n = 0, nq = 0;
-  for_each_piece(p, part, [&](const Piece& pc) {
+  for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
     float o[8][NS];
 #pragma unroll
     for (int j = 0; j < 8; ++j)

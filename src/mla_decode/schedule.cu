@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kSchedThreads)
     }
     return;
   }
-  const int target = (W + num_parts - 1) / num_parts;
+  const int target = (W + num_parts - 1) / num_parts + kOverheadTiles;
   __syncthreads();  // cost_pre and len written by other threads of the block
   // Pass 2: pieces per request and their first slots.
   carry = 0;

@@ -2,8 +2,11 @@
 // costs and partial slots, and the piece iterator every decode kernel runs.
 //
 // Cost of request b: cost_b = tiles_b + kOverheadTiles, tiles_b = ceil(len_b / 64). The costs
-// laid end to end (prefix cost_pre) are cut into num_parts equal ranges of `target` =
-// ceil(W / num_parts); part g takes [g * target, (g + 1) * target). A request's tiles that fall
+// laid end to end (prefix cost_pre) are cut into ranges of `target` = ceil(W / num_parts) +
+// kOverheadTiles; part g takes [g * target, (g + 1) * target). NOTE: the slack of kOverheadTiles
+// keeps a batch of equal requests unsplit (each request's cost is the target: cuts fall on request
+// boundaries) at the price of at most that much imbalance; a split costs a Q load, partial traffic
+// and pipeline refills. A request's tiles that fall
 // into one part form a piece; its overhead units at the end of its range never start a piece.
 // Pieces of request b are consecutive slots from first[b]: piece j starts at tile t with
 //   j = floor((cost_pre[b] + t) / target) - floor(cost_pre[b] / target),
@@ -32,15 +35,32 @@ __device__ __forceinline__ int tiles_of(int len) {
   return (len + kTileTokens - 1) / kTileTokens;
 }
 
-/// Calls f(Piece) for every piece of thread block (part) `part`, in order. Split mode: the pieces
+/// The first piece of requests [b, batch) inside the part's cost range [lo, hi), or b = -1.
+__device__ __forceinline__ Piece find_piece(const DecodeParams& p, int lo, int hi, int target,
+                                            int b) {
+  const Schedule& s = p.sched;
+  for (; b < p.batch; ++b) {
+    const int c0 = s.cost_pre[b];
+    if (c0 >= hi) break;
+    const int len = s.len[b];
+    const int tiles = tiles_of(len);
+    const int tb = min(max(lo - c0, 0), tiles);
+    const int te = min(max(hi - c0, 0), tiles);
+    if (tb < te) return Piece{b, len, tb, te, s.first[b] + (c0 + tb) / target - c0 / target};
+  }
+  return Piece{-1, 0, 0, 0, -1};
+}
+
+/// Calls f(piece, next) for every piece of thread block (part) `part`, in order; `next` is the
+/// part's following piece (next.b = -1 after the last), for prefetching. Split mode: the pieces
 /// of part `part` of the schedule; MlaSplitMode::kNone (sched.num_parts == 0): request `part`
-/// whole, also when it has no tile.
+/// whole, also when it has no tile. NOTE: one call site of f (the consumer's body is large).
 template <class F>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, F&& f) {
   const Schedule& s = p.sched;
   if (s.num_parts == 0) {
     const int len = s.len[part];
-    f(Piece{part, len, 0, tiles_of(len), -1});
+    f(Piece{part, len, 0, tiles_of(len), -1}, Piece{-1, 0, 0, 0, -1});
     return;
   }
   const int target = s.header[1];
@@ -57,14 +77,11 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, 
     else
       r = mid - 1;
   }
-  for (int b = l; b < p.batch; ++b) {
-    const int c0 = s.cost_pre[b];
-    if (c0 >= hi) break;
-    const int len = s.len[b];
-    const int tiles = tiles_of(len);
-    const int tb = min(max(lo - c0, 0), tiles);
-    const int te = min(max(hi - c0, 0), tiles);
-    if (tb < te) f(Piece{b, len, tb, te, s.first[b] + (c0 + tb) / target - c0 / target});
+  Piece cur = find_piece(p, lo, hi, target, l);
+  while (cur.b >= 0) {
+    const Piece next = find_piece(p, lo, hi, target, cur.b + 1);
+    f(cur, next);
+    cur = next;
   }
 }
 

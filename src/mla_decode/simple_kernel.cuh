@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(256) mla_simple_kernel(const DecodeParams p, b
   const bool active = gr < p.rows;
   const int i = active ? gr / p.heads : 0, h = active ? gr - i * p.heads : 0;
   const float k_scale = kCache == CacheKind::kFp8 ? *p.k_scale : 1.0f;
-  for_each_piece(p, blockIdx.y, [&](const Piece& pc) {
+  for_each_piece(p, blockIdx.y, [&](const Piece& pc, const Piece&) {
     float q[kDim / 32];
     const uint16_t* qrow = p.q + (static_cast<int64_t>(pc.b) * p.s_q + i) * p.q_st + h * p.q_sh;
 #pragma unroll

@@ -42,6 +42,8 @@ struct TcTraits {
   // NOTE: as many FP8 half tiles in flight as fit beside two bf16 tiles (227 KB per block).
   static constexpr int kF8Stages = kFp8 ? (kRows == 16 ? 3 : 2) : 0;
   static constexpr int kDequantThreads = 96;  // producer warps 1-3
+  // Tiles between the one loaded into shared memory and the one prefetched into L2 (mainloop.cuh).
+  static constexpr int kPrefetch = kFp8 ? 4 : 3;
 
   static constexpr int kOffKv = 0;
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
