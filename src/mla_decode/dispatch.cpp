@@ -315,7 +315,7 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
   mla::TcParams tp{};
   tp.p = dp;
   const bool fp8 = P.cache == CacheKind::kFp8;
-  tp.box_rows = static_cast<int>(std::min<int64_t>(P.block_size, fp8 ? 32 : 64));
+  tp.box_rows = static_cast<int>(std::min<int64_t>(P.block_size, 64));
   tp.q_box_h = static_cast<int>(std::min<int64_t>(P.N, P.rpb));
   {
     const cuuint64_t dims[3] = {static_cast<cuuint64_t>(kMlaHeadDim), static_cast<cuuint64_t>(P.N),
@@ -339,7 +339,7 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
     QFUSE_RETURN_IF_ERROR(encode_map(
         &tp.kv_map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         a.cache.data, dims, strides, box,
-        fp8 ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B, "cache"));
+        fp8 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B, "cache"));
   }
   if (fp8) {
     if (P.split)
@@ -356,9 +356,8 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
 namespace mla {
 int tc_smem_bytes(int rows_per_block, CacheKind cache) {
   const bool fp8 = cache == CacheKind::kFp8;
-  if (rows_per_block == 16)
-    return fp8 ? TcTraits<16, true>::kSmemBytes : TcTraits<16, false>::kSmemBytes;
-  return fp8 ? TcTraits<32, true>::kSmemBytes : TcTraits<32, false>::kSmemBytes;
+  if (rows_per_block == 16) return fp8 ? TcFp8Traits<16>::kSmemBytes : TcTraits<16>::kSmemBytes;
+  return fp8 ? TcFp8Traits<32>::kSmemBytes : TcTraits<32>::kSmemBytes;
 }
 }  // namespace mla
 

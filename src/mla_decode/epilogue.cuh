@@ -54,10 +54,20 @@ struct OutputEpilogue {
   }
 };
 
+/// Where value (m-tile j, row 16 * warp + g + 8 * hi) of the consumer's O^T fragment lives in the
+/// 512 latent columns: the bf16 mainloop's natural order, and the FP8 mainloop's (its V^T A
+/// fragments give a thread 16 consecutive columns, mainloop_fp8.cuh).
+struct DMapSS {
+  __device__ static int d(int j, int w, int g, int hi) { return 64 * j + 16 * w + g + 8 * hi; }
+};
+struct DMapRS {
+  __device__ static int d(int j, int w, int g, int hi) { return 128 * w + 16 * g + 2 * j + hi; }
+};
+
 /// Writes the consumer warpgroup's O^T fragment (kRows columns = query rows row0 ..
-/// row0 + kRows - 1 of the request) through epilogue E. o[j][k]: m-tile j (values 64j..64j+63),
-/// register k; scale[cc], lse[cc]: the thread's column cc (tc_kernel.cuh's column map).
-template <class E, int kRows>
+/// row0 + kRows - 1 of the request) through epilogue E. o[j][k]: m-tile j, register k (column
+/// map: mainloop.cuh); scale[cc], lse[cc]: the thread's column cc.
+template <class E, int kRows, class DMap>
 __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiCtx& c, int row0,
                                                const float (&o)[8][kRows / 2],
                                                const float (&scale)[kRows / 4],
@@ -74,7 +84,7 @@ __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiC
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) {
         const int k = 4 * (cc >> 1) + 2 * hi + (cc & 1);
-        E::store_value(p, c, i, h, 64 * j + 16 * w + g + 8 * hi, o[j][k] * scale[cc]);
+        E::store_value(p, c, i, h, DMap::d(j, w, g, hi), o[j][k] * scale[cc]);
       }
     }
     if (w == 0 && g == 0) E::store_lse(p, c, i, h, lse[cc]);

@@ -3,8 +3,8 @@
 // instantiations/ (one file each).
 //
 //   grid  (row blocks = heads * s_q / kRows, parts of the split schedule or B requests)
-//   block 256 threads: warpgroup 0 = producer (warp 0 lane 0 issues TMA; FP8 cache: warps 1-3
-//         dequantize), warpgroup 1 = consumer (wgmma, softmax, epilogue)
+//   block 256 threads: warpgroup 0 = producer (one thread issues TMA), warpgroup 1 = consumer
+//         (wgmma, softmax, epilogue; mainloop.cuh for a bf16 cache, mainloop_fp8.cuh for E4M3)
 //   q [T, N, 576] bf16, cache bf16 | e4m3 (traits.cuh), output through the epilogue.
 #pragma once
 
@@ -15,13 +15,18 @@
 #include "core/launch.cuh"
 #include "mla_decode/launch.h"
 #include "mla_decode/mainloop.cuh"
+#include "mla_decode/mainloop_fp8.cuh"
 
 namespace qfuse::mla {
+
+template <int kRows, CacheKind kCache>
+using TcTraitsOf =
+    std::conditional_t<kCache == CacheKind::kFp8, TcFp8Traits<kRows>, TcTraits<kRows>>;
 
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ TcParams tp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = TcTraits<kRows, kCache == CacheKind::kFp8>;
+  using Tr = TcTraitsOf<kRows, kCache>;
   using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
   extern __shared__ uint8_t smem_raw[];
   const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
@@ -29,16 +34,11 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbar_init(sm.full(s), Tr::kFp8 ? Tr::kDequantThreads : 1);
+      mbar_init(sm.full(s), 1);
       mbar_init(sm.empty(s), 4);
     }
     mbar_init(sm.q_full(), 1);
     mbar_init(sm.q_empty(), 4);
-#pragma unroll
-    for (int s = 0; s < Tr::kF8Stages; ++s) {
-      mbar_init(sm.f8_full(s), 1);
-      mbar_init(sm.f8_empty(s), Tr::kDequantThreads);
-    }
     mbar_fence_init();
   }
   __syncthreads();
@@ -46,12 +46,9 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
   pdl_begin();
   const int rb = blockIdx.x, part = blockIdx.y;
   if (threadIdx.x < 128) {
-    const int warp = threadIdx.x >> 5;
-    if (warp == 0) {
-      if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
-    } else if constexpr (Tr::kFp8) {
-      producer_dequant<Tr>(tp, sm, part, threadIdx.x - 32);
-    }
+    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+  } else if constexpr (Tr::kFp8) {
+    consumer_fp8<Tr, Epi>(tp, sm, rb, part);
   } else {
     consumer<Tr, Epi>(tp, sm, rb, part);
   }
@@ -60,7 +57,7 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
 
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  using Tr = TcTraits<kRows, kCache == CacheKind::kFp8>;
+  using Tr = TcTraitsOf<kRows, kCache>;
   const auto kernel = mla_tc_kernel<kRows, kCache, kEpi>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);

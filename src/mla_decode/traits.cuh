@@ -1,19 +1,21 @@
-// Compile-time sizes and the shared-memory layout of the tensor-core MLA decode kernel.
+// Compile-time sizes and the shared-memory layouts of the tensor-core MLA decode kernels.
 //
-// One thread block = a producer warpgroup (TMA; for an FP8 cache also the dequantizing warps) and
-// a consumer warpgroup (wgmma, online softmax). It serves kRows query rows (heads x query tokens)
-// of one request at a time, in the swapped form:
-//   S^T [64 tokens x kRows] = K [64 x 576] . Q^T      (A = KV tile, K-major; B = Q, K-major)
-//   O^T [512 x kRows]      += V^T [512 x 64] . P^T    (A = KV tile read MN-major; B = P, K-major)
+// One thread block = a producer warpgroup (one thread issues TMA) and a consumer warpgroup
+// (wgmma, online softmax). It serves kRows query rows (heads x query tokens) of one request at a
+// time, in the swapped form:
+//   S^T [64 tokens x kRows] = K [64 x 576] . Q^T      (A = KV tile; B = Q, K-major, smem)
+//   O^T [512 x kRows]      += V^T [512 x 64] . P^T    (A = KV tile as V^T; B = P, K-major, smem)
 // so the wgmma N is the row count (16 or 32) and no row is padded to 64.
 //
-// Shared memory (every tile 1024-byte aligned, 128-byte swizzled, sm90.cuh):
-//   kv[kStages]   bf16 KV tile: 9 boxes (64 columns each) x 64 tokens x 128 B = 72 KB
-//   q             9 boxes x kRows rows x 128 B
-//   p             kRows rows x 64 tokens (128 B)
-//   f8[kF8Stages] FP8 cache only: half tiles of 32 tokens as 9 boxes x 32 rows x 64 B (no swizzle)
-//   red           float[2][4][kRows]: per-warp column maxima / sums
-//   barriers
+// TcTraits (bf16 cache): both products read A from the stage in shared memory (descriptors):
+//   kv[2]   9 boxes (64 columns each) x 64 tokens x 128 B = 72 KB, 128-byte swizzle
+//   q       9 boxes x kRows rows x 128 B, 128-byte swizzle
+//   p       kRows rows x 64 tokens (128 B), 128-byte swizzle
+//   red     float[2][4][kRows]: per-warp column maxima / sums; barriers
+// TcFp8Traits (E4M3 cache): A comes from registers, converted from the E4M3 bytes
+// (mainloop_fp8.cuh), so a stage is the raw tile and many fit:
+//   kv[5]   9 boxes x 64 tokens x 64 B = 36 KB, 64-byte swizzle
+//   q, p, red, barriers as above (q's columns permuted in place to match the A fragments)
 #pragma once
 
 #include <cstdint>
@@ -22,40 +24,41 @@
 
 namespace qfuse::mla {
 
-template <int kRows_, bool kFp8_>
-struct TcTraits {
+template <int kRows_, int kStages_, int kRowBytes_>
+struct TcLayout {
   static constexpr int kRows = kRows_;
-  static constexpr bool kFp8 = kFp8_;
   static_assert(kRows == 16 || kRows == 32, "rows per block: 16 or 32");
   static constexpr int kThreads = 256;
   static constexpr int kBoxes = kDim / 64;      // 9 column boxes of a 576-wide row
   static constexpr int kVBoxes = kLatent / 64;  // 8: V = the latent columns
-  static constexpr int kStages = 2;
-  static constexpr int kBoxBytes = kTileTokens * 128;  // 8 KB
+  static constexpr int kStages = kStages_;
+  static constexpr int kRowBytes = kRowBytes_;  // bytes of 64 cache elements
+  static constexpr int kBoxBytes = kTileTokens * kRowBytes;
   static constexpr int kTileBytes = kBoxes * kBoxBytes;
   static constexpr int kQBoxBytes = kRows * 128;
   static constexpr int kQBytes = kBoxes * kQBoxBytes;
   static constexpr int kPBytes = kRows * 128;
-  static constexpr int kF8Tokens = 32;
-  static constexpr int kF8BoxBytes = kF8Tokens * 64;
-  static constexpr int kF8Bytes = kBoxes * kF8BoxBytes;  // 18 KB
-  // NOTE: as many FP8 half tiles in flight as fit beside two bf16 tiles (227 KB per block).
-  static constexpr int kF8Stages = kFp8 ? (kRows == 16 ? 3 : 2) : 0;
-  static constexpr int kDequantThreads = 96;  // producer warps 1-3
-  // Tiles between the one loaded into shared memory and the one prefetched into L2 (mainloop.cuh).
-  static constexpr int kPrefetch = kFp8 ? 4 : 3;
 
   static constexpr int kOffKv = 0;
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
   static constexpr int kOffP = kOffQ + kQBytes;
-  static constexpr int kOffF8 = kOffP + kPBytes;
-  static constexpr int kOffRed = kOffF8 + kF8Stages * kF8Bytes;
+  static constexpr int kOffRed = kOffP + kPBytes;
   static constexpr int kRedBytes = 2 * 4 * kRows * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
-  // full[2], empty[2], q_full, q_empty, f8_full[3], f8_empty[3]
-  static constexpr int kBars = 2 * kStages + 2 + 2 * 3;
+  static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "shared memory per block");
+};
+
+template <int kRows>
+struct TcTraits : TcLayout<kRows, 2, 128> {
+  static constexpr bool kFp8 = false;
+};
+
+// NOTE: as many raw E4M3 tiles in flight as fit beside Q and P (227 KB per block).
+template <int kRows>
+struct TcFp8Traits : TcLayout<kRows, 5, 64> {
+  static constexpr bool kFp8 = true;
 };
 
 }  // namespace qfuse::mla
