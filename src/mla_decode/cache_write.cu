@@ -5,15 +5,21 @@
 //   grid: one thread per chunk of 8 elements (72 chunks a token), 256 threads a block.
 //   16-byte loads / stores when the rows allow them, element-wise otherwise.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include "core/launch.cuh"
 #include "mla_decode/cache_write.h"
-#include "qfuse/quant/policies.cuh"
 
 namespace qfuse::mla {
 namespace {
 
 constexpr int kChunksPerToken = kDim / 8;  // 72
+
+/// Two fp32 -> two E4M3 codes (low byte = a): cvt.rn.satfinite.e4m3x2.f32 (RNE, saturating; NaN
+/// stays NaN), the rule of qfuse/quant/rules.h.
+__device__ __forceinline__ uint32_t e4m3x2(float a, float b) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+}
 
 template <bool kFp8>
 __global__ void __launch_bounds__(256) mla_write_cache_kernel(const CacheWriteParams p) {
@@ -53,7 +59,7 @@ __global__ void __launch_bounds__(256) mla_write_cache_kernel(const CacheWritePa
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         f[i] = __fdiv_rn(__uint_as_float(static_cast<uint32_t>(x[4 * h + i]) << 16), s);
-      w[h] = quant::e4m3x2(f[0], f[1]) | (quant::e4m3x2(f[2], f[3]) << 16);
+      w[h] = e4m3x2(f[0], f[1]) | (e4m3x2(f[2], f[3]) << 16);
     }
     uint8_t* out = static_cast<uint8_t*>(p.cache) + dst;
     if (p.vec_cache) {
