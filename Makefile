@@ -29,7 +29,7 @@ test: build
 # unpacks it.
 devbin: build
 	@rm -rf .devbin .devbin.tgz && mkdir -p .devbin
-	@cp $(BUILD)/qfuse $(BUILD)/tests/test_* .devbin/ && rm -f .devbin/*.cmake .devbin/*[.]txt
+	@cp $(BUILD)/qfuse $$(find $(BUILD)/tests -maxdepth 2 -type f -name "test_*" -perm -u+x) .devbin/
 	@strip .devbin/*
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz

@@ -31,7 +31,7 @@ if [ ! -x "$bin/qfuse" ]; then
     tail -30 "$out/build.log"
     exit 1
   }
-  mkdir -p build-gpu/bin && cp build-gpu/qfuse build-gpu/tests/test_* build-gpu/bin/ 2>/dev/null
+  mkdir -p build-gpu/bin && cp build-gpu/qfuse $(find build-gpu/tests -maxdepth 2 -type f -name "test_*" -perm -u+x) build-gpu/bin/ 2>/dev/null
   bin=build-gpu/bin
 fi
 

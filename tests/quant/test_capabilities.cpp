@@ -24,8 +24,9 @@ TEST(Capabilities, EveryOpIsFoundAndDeclaresValidSpecs) {
       EXPECT_TRUE(fused_output_quant_supported(op.op, s));
     }
   }
-  EXPECT_EQ(names,
-            (std::set<std::string>{"merge_states", "quantize", "silu_and_mul", "silu_mul_quant"}));
+  // Families add ops without editing this test: the row-wise families' ops are among them.
+  for (const char* op : {"merge_states", "quantize", "silu_and_mul", "silu_mul_quant"})
+    EXPECT_EQ(names.count(op), 1u) << op;
 }
 
 TEST(Capabilities, WhatEachOpWrites) {

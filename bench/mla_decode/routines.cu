@@ -1,0 +1,284 @@
+// Benchmark routines of the MLA decode family (SPEC §3, §8; issue 13's bar shapes):
+//
+//   mla_decode/<cache>[:whole|:simple]   one decode step: B requests of S tokens, N heads, SQ query
+//                                        tokens each, block size BS, bf16 | fp8 cache; default the
+//                                        tensor-core kernel with the device scheduler + combine,
+//                                        :whole one block per request (no split), :simple the
+//                                        CUDA-core kernel
+//   mla_decode_mixed/<cache>             the same with lengths spread log-uniformly over [1, S]
+//                                        (request b: S^(b / (B - 1)), deterministic)
+//   mla_decode_even/<cache>              its perfectly balanced twin: the same total number of
+//                                        tokens in B equal requests (same-run reference for the
+//                                        scheduler's balance)
+//   read_only                            the read-only ceiling: a kernel that reads BYTES once
+// Shape keys: B, S, N, SQ, BS (read_only: MB). Minimum bytes: the KV rows read once (576 x 2 or
+// 576 x 1 bytes a token), q read once, o_latent (bf16) written once. FLOPs (for TFLOPS in
+// bench/RESULTS.md): 2 * N * SQ * S * (576 + 512) per request. The block tables are random
+// permutations of the physical blocks (scattered pages, as in a serving engine).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/family.h"
+#include "bench/routines.h"
+#include "qfuse/core/cuda_check.h"
+#include "qfuse/mla_decode/mla_decode.h"
+
+namespace qfuse::bench {
+namespace {
+
+__global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint64_t x = (static_cast<uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    // Codes of magnitude below 2^3 (exponent field <= 9), never NaN.
+    const uint8_t code = static_cast<uint8_t>((x & 0x80) | ((x >> 8) % 80));
+    p[i] = code;
+  }
+}
+
+enum class Lens { kEqual, kMixed, kEven };
+
+class MlaInstance final : public Instance {
+ public:
+  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, int64_t B, int64_t S,
+              int64_t N, int64_t SQ, int64_t BS)
+      : cache_(cache), B_(B), N_(N), SQ_(SQ), BS_(BS) {
+    opt_.split = split;
+    opt_.kernel = kernel;
+    lens_.resize(B);
+    for (int64_t b = 0; b < B; ++b) {
+      if (lens == Lens::kEqual) {
+        lens_[b] = static_cast<int>(S);
+      } else {
+        const double x = B > 1 ? static_cast<double>(b) / (B - 1) : 1.0;
+        lens_[b] = std::max(1, static_cast<int>(std::lround(std::pow(static_cast<double>(S), x))));
+      }
+    }
+    if (lens == Lens::kEven) {
+      const int64_t total = std::accumulate(lens_.begin(), lens_.end(), int64_t{0});
+      for (auto& l : lens_) l = static_cast<int>((total + B - 1) / B);
+    }
+    for (int l : lens_) {
+      tokens_ += l;
+      blocks_ += (l + BS - 1) / BS;
+      max_blocks_ = std::max<int64_t>(max_blocks_, (l + BS - 1) / BS);
+    }
+  }
+
+  int64_t min_bytes() const override {
+    const int64_t es = cache_ == DType::kE4M3 ? 1 : 2;
+    return tokens_ * kMlaHeadDim * es + B_ * SQ_ * N_ * (kMlaHeadDim + kMlaLatentDim) * 2;
+  }
+  /// The KV rows and q (the read-mostly ceiling of the row; o_latent is the written rest).
+  int64_t read_bytes() const override {
+    const int64_t es = cache_ == DType::kE4M3 ? 1 : 2;
+    return tokens_ * kMlaHeadDim * es + B_ * SQ_ * N_ * kMlaHeadDim * 2;
+  }
+
+  Status setup(int num_sets, cudaStream_t stream) override {
+    sets_.clear();
+    sets_.resize(num_sets);
+    if (cache_ == DType::kE4M3) QFUSE_RETURN_IF_ERROR(device_scalar(0.05f, &k_scale_));
+    const int64_t T = B_ * SQ_;
+    const int64_t es = cache_ == DType::kE4M3 ? 1 : 2;
+    size_t ws_bytes = 0;
+    QFUSE_RETURN_IF_ERROR(mla_decode_workspace_size(B_, static_cast<int>(SQ_), static_cast<int>(N_),
+                                                    opt_, &ws_bytes));
+    std::mt19937_64 rng(7);
+    for (int s = 0; s < num_sets; ++s) {
+      Set& set = sets_[s];
+      const int64_t cache_elems = blocks_ * BS_ * kMlaHeadDim;
+      QFUSE_RETURN_IF_ERROR(set.cache.allocate(cache_elems * es));
+      if (cache_ == DType::kE4M3) {
+        fill_fp8_kernel<<<4096, 256, 0, stream>>>(set.cache.as<uint8_t>(), cache_elems, 11 + s);
+        QFUSE_CUDA_RETURN(cudaGetLastError());
+      } else {
+        QFUSE_RETURN_IF_ERROR(
+            fill_random(set.cache.get(), DType::kBF16, cache_elems, 11 + s, stream));
+      }
+      QFUSE_RETURN_IF_ERROR(set.q.allocate(T * N_ * kMlaHeadDim * 2));
+      QFUSE_RETURN_IF_ERROR(
+          fill_random(set.q.get(), DType::kBF16, T * N_ * kMlaHeadDim, 5 + s, stream));
+      QFUSE_RETURN_IF_ERROR(set.out.allocate(T * N_ * kMlaLatentDim * 2));
+      QFUSE_RETURN_IF_ERROR(set.ws.allocate(ws_bytes));
+      // A random permutation of the physical blocks over the requests.
+      std::vector<int32_t> ids(blocks_);
+      std::iota(ids.begin(), ids.end(), 0);
+      std::shuffle(ids.begin(), ids.end(), rng);
+      std::vector<int32_t> table(B_ * max_blocks_, 0);
+      int64_t next = 0;
+      for (int64_t b = 0; b < B_; ++b)
+        for (int64_t k = 0; k < (lens_[b] + BS_ - 1) / BS_; ++k)
+          table[b * max_blocks_ + k] = ids[next++];
+      QFUSE_RETURN_IF_ERROR(set.table.allocate(table.size() * 4));
+      QFUSE_CUDA_RETURN(
+          cudaMemcpy(set.table.get(), table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+      QFUSE_RETURN_IF_ERROR(set.lens.allocate(B_ * 4));
+      QFUSE_CUDA_RETURN(cudaMemcpy(set.lens.get(), lens_.data(), B_ * 4, cudaMemcpyHostToDevice));
+      MlaDecodeArgs& a = set.args;
+      a.q = TensorRef::contiguous(set.q.get(), DType::kBF16, {T, N_, kMlaHeadDim});
+      a.cache = TensorRef::contiguous(set.cache.get(), cache_, {blocks_, BS_, kMlaHeadDim});
+      a.k_scale = cache_ == DType::kE4M3 ? k_scale_.as<float>() : nullptr;
+      a.block_table = TensorRef::contiguous(set.table.get(), DType::kI32, {B_, max_blocks_});
+      a.seq_lens = TensorRef::contiguous(set.lens.get(), DType::kI32, {B_});
+      a.s_q = static_cast<int>(SQ_);
+      a.softmax_scale = 1.0f / std::sqrt(192.0f);
+      a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {T, N_, kMlaLatentDim});
+      set.mws = MlaWorkspace{set.ws.get(), ws_bytes};
+    }
+    QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+    return Status::Ok();
+  }
+
+  Status launch(int set, cudaStream_t stream) override {
+    return mla_decode(sets_[set].args, sets_[set].mws, opt_, stream);
+  }
+
+ private:
+  struct Set {
+    DeviceBuffer cache, q, out, ws, table, lens;
+    MlaDecodeArgs args;
+    MlaWorkspace mws;
+  };
+  DType cache_;
+  MlaDecodeOptions opt_;
+  int64_t B_, N_, SQ_, BS_;
+  std::vector<int> lens_;
+  int64_t tokens_ = 0, blocks_ = 0, max_blocks_ = 0;
+  DeviceBuffer k_scale_;
+  std::vector<Set> sets_;
+};
+
+__global__ void read_only_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[0] = acc;  // keeps the loads
+}
+
+class ReadOnlyInstance final : public Instance {
+ public:
+  explicit ReadOnlyInstance(int64_t mb) : bytes_(mb << 20) {}
+  int64_t min_bytes() const override { return bytes_; }
+  int64_t read_bytes() const override { return bytes_; }
+  Status setup(int, cudaStream_t stream) override {
+    QFUSE_RETURN_IF_ERROR(buf_.allocate(bytes_));
+    QFUSE_RETURN_IF_ERROR(fill_random(buf_.get(), DType::kF32, bytes_ / 4, 3, stream));
+    QFUSE_RETURN_IF_ERROR(sink_.allocate(4));
+    int dev = 0, sms = 0;
+    QFUSE_CUDA_RETURN(cudaGetDevice(&dev));
+    QFUSE_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    blocks_ = sms * 8;
+    return Status::Ok();
+  }
+  Status launch(int, cudaStream_t stream) override {
+    read_only_kernel<<<blocks_, 256, 0, stream>>>(buf_.as<uint4>(), bytes_ / 16,
+                                                  sink_.as<uint32_t>());
+    return cuda_status(cudaGetLastError(), "read_only_kernel");
+  }
+
+ private:
+  int64_t bytes_;
+  int blocks_ = 0;
+  DeviceBuffer buf_, sink_;
+};
+
+Status get_shape(const Shape& s, int64_t* B, int64_t* S, int64_t* N, int64_t* SQ, int64_t* BS) {
+  QFUSE_RETURN_IF_ERROR(s.get("B", B));
+  QFUSE_RETURN_IF_ERROR(s.get("S", S));
+  QFUSE_RETURN_IF_ERROR(s.get("N", N));
+  QFUSE_RETURN_IF_ERROR(s.get("SQ", SQ));
+  return s.get("BS", BS);
+}
+
+Routine make_routine(const std::string& name, DType cache, MlaSplitMode split, MlaKernel kernel,
+                     Lens lens, const std::string& what) {
+  Routine r;
+  r.name = name;
+  r.description = what;
+  r.make = [=](const Shape& s, std::unique_ptr<Instance>* out) {
+    int64_t B, S, N, SQ, BS;
+    QFUSE_RETURN_IF_ERROR(get_shape(s, &B, &S, &N, &SQ, &BS));
+    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, B, S, N, SQ, BS);
+    return Status::Ok();
+  };
+  return r;
+}
+
+Shape shape(int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS = 64) {
+  return Shape{{{"B", B}, {"S", S}, {"N", N}, {"SQ", SQ}, {"BS", BS}}};
+}
+
+}  // namespace
+
+void add_routines(ToolRegistrar& r) {
+  for (DType c : {DType::kBF16, DType::kE4M3}) {
+    const std::string cn = c == DType::kBF16 ? "bf16" : "fp8";
+    const std::string cd = c == DType::kBF16 ? "bf16 cache" : "fp8 cache (k_scale)";
+    r.add_routine(make_routine("mla_decode/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
+                               Lens::kEqual, "MLA decode, " + cd + ", split-KV + combine"));
+    r.add_routine(make_routine("mla_decode/" + cn + ":whole", c, MlaSplitMode::kNone,
+                               MlaKernel::kAuto, Lens::kEqual,
+                               "MLA decode, " + cd + ", one block per request"));
+    r.add_routine(make_routine("mla_decode/" + cn + ":simple", c, MlaSplitMode::kAuto,
+                               MlaKernel::kSimple, Lens::kEqual,
+                               "MLA decode, " + cd + ", CUDA-core kernel"));
+    r.add_routine(make_routine("mla_decode_mixed/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
+                               Lens::kMixed,
+                               "MLA decode, " + cd + ", lengths log-spread over [1, S]"));
+    r.add_routine(
+        make_routine("mla_decode_even/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEven,
+                     "MLA decode, " + cd + ", the mixed batch's tokens in equal requests"));
+  }
+  Routine ro;
+  ro.name = "read_only";
+  ro.description = "read-only ceiling: one pass over MB MiB";
+  ro.make = [](const Shape& s, std::unique_ptr<Instance>* out) {
+    int64_t mb;
+    QFUSE_RETURN_IF_ERROR(s.get("MB", &mb));
+    *out = std::make_unique<ReadOnlyInstance>(mb);
+    return Status::Ok();
+  };
+  r.add_routine(ro);
+
+  Suite s{"mla_decode", "", {}};
+  s.cases.push_back({"ceiling", "read_only", Shape{{{"MB", 1024}}}});
+  for (const char* c : {"bf16", "fp8"}) {
+    const std::string cn = c;
+    for (int64_t S : {4096, 16384}) {
+      s.cases.push_back({"memory-bound N16 SQ1 B128", "mla_decode/" + cn, shape(128, S, 16, 1)});
+      s.cases.push_back(
+          {"memory-bound N16 SQ1 B128", "mla_decode/" + cn + ":whole", shape(128, S, 16, 1)});
+    }
+    for (int64_t S : {4096, 16384})
+      s.cases.push_back({"compute-bound N128 SQ2 B64", "mla_decode/" + cn, shape(64, S, 128, 2)});
+    s.cases.push_back({"mixed 1..32k vs even", "mla_decode_mixed/" + cn, shape(128, 32768, 16, 1)});
+    s.cases.push_back({"mixed 1..32k vs even", "mla_decode_even/" + cn, shape(128, 32768, 16, 1)});
+    s.cases.push_back({"mixed 1..32k vs even", "mla_decode_mixed/" + cn, shape(64, 32768, 128, 2)});
+    s.cases.push_back({"mixed 1..32k vs even", "mla_decode_even/" + cn, shape(64, 32768, 128, 2)});
+  }
+  r.add_suite_cases("mla_decode",
+                    "issue 13's bars: MLA decode memory-bound (N 16, s_q 1, B 128) and "
+                    "compute-bound (N 128, s_q 2, B 64) at 4k / 16k tokens, bf16 and fp8 caches, a "
+                    "mixed batch vs its even twin",
+                    std::move(s.cases));
+}
+
+}  // namespace qfuse::bench
+
+QFUSE_REGISTER_TOOL_FAMILY(mla_decode) {
+  qfuse::bench::add_routines(r);
+}

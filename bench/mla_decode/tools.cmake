@@ -1,0 +1,1 @@
+qfuse_family_tools(NAME mla_decode SOURCES routines.cu)

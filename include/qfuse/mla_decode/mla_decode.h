@@ -1,0 +1,157 @@
+// MLA decode attention of DeepSeek V2/V3 (absorbed form) over a paged latent KV cache (SPEC §3).
+//
+// Cache: [num_blocks, block_size, 576] rows [latent 512 | rope 64], bf16, or FP8 E4M3 with one
+// per-tensor fp32 k_scale on the device (every byte e4m3(x / k_scale), dequantized x = q *
+// k_scale). block_size in {16, 32, 64, 128}; the cache may be a strided view (a layer slice of a
+// larger allocation): strides are free, the last dimension contiguous.
+//
+// mla_write_cache: kv_c [T, 512] and k_pe [T, 64] (bf16, strided rows) to cache slot
+//   slot_mapping[t] = block * block_size + offset (int64; negative: padding token, skipped).
+//
+// mla_decode: B requests of s_q in {1, 2, 4} query tokens each, T = B * s_q rows of
+//   q [T, N, 576] bf16 (request b owns rows [b * s_q, (b + 1) * s_q)), N in {16, 32, 64, 128}.
+//   Query token i of a request of length L = seq_lens[b] attends to keys [0, L - s_q + i]
+//   (causal among the request's own query tokens; none when L - s_q + i < 0). Keys and values:
+//   K = the whole 576-wide row, V = its first 512 values, both dequantized.
+//     s_j = softmax_scale * <q, K_j>,  o_latent = sum_j softmax(s)_j V_j,
+//     lse = log(sum_j exp(s_j)) (natural log), computed in fp32.
+//   o_latent [T, N, 512] (or the flat [T, N * 512]) is written through the quantizer protocol:
+//   `out.spec` none (bf16|fp16|fp32) or any quantization kind (groups run along the N * 512
+//   columns). lse [T, N] fp32 is optional. A request with no visible key (L = 0, or a query token
+//   that sees nothing) gives zeros and lse -inf.
+//
+// Work: split-KV with a scheduler computed on the device from seq_lens (fixed grid, no host
+// synchronisation: CUDA-graph capturable); each split writes fp32 partials + lse into the
+// caller's workspace and a combine writes the output. MlaSplitMode::kNone runs one thread block
+// per request (and group of heads) that writes the output in its epilogue (out.spec none, bf16).
+//
+// Errors the host can see are returned before anything is launched (nothing is written). What
+// only the device can see (block ids outside [0, num_blocks), seq_len beyond what the block table
+// covers, negative seq_len) is never read out of bounds: an out-of-range block reads as zero rows,
+// a request with a bad length as an empty request; a flag in the workspace records it and
+// mla_decode_check() reports it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "qfuse/core/status.h"
+#include "qfuse/core/tensor.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse {
+
+inline constexpr int kMlaLatentDim = 512;
+inline constexpr int kMlaRopeDim = 64;
+inline constexpr int kMlaHeadDim = kMlaLatentDim + kMlaRopeDim;  // 576
+
+// ---- cache writer ---------------------------------------------------------------------------
+
+struct MlaCacheWriteArgs {
+  TensorRef kv_c;                         // [T, 512] bf16, last dim contiguous, row stride free
+  TensorRef k_pe;                         // [T, 64] bf16, last dim contiguous, row stride free
+  const int64_t* slot_mapping = nullptr;  // device, [T] contiguous; < 0: skip the token
+  TensorRef cache;                        // [num_blocks, block_size, 576] bf16|e4m3
+  const float* k_scale = nullptr;         // device fp32; required for an e4m3 cache, else null
+};
+
+/// Writes row t to cache slot slot_mapping[t] (bf16 copies, or e4m3(x / k_scale) in fp32 with
+/// IEEE division, round to nearest even, saturating). Slots >= num_blocks * block_size are not
+/// written (the device cannot report them here: validate slot_mapping upstream). T = 0: no-op.
+Status mla_write_cache(const MlaCacheWriteArgs& args, cudaStream_t stream);
+
+// ---- decode ---------------------------------------------------------------------------------
+
+struct MlaDecodeArgs {
+  TensorRef q;      // [T, N, 576] bf16; last dim contiguous, 16-byte aligned strides
+  TensorRef cache;  // [num_blocks, block_size, 576] bf16|e4m3, 16-byte aligned strides
+  const float* k_scale = nullptr;  // device fp32: required for an e4m3 cache, null for bf16
+  TensorRef block_table;           // [B, max_blocks] i32, last dim contiguous
+  TensorRef seq_lens;              // [B] i32, contiguous
+  int s_q = 1;                     // query tokens per request: 1, 2 or 4
+  float softmax_scale = 0.0f;      // finite, > 0
+  QuantOutput out;                 // o_latent [T, N, 512] (heads contiguous) or [T, N * 512]
+  TensorRef lse;                   // optional [T, N] fp32 (natural log), last dim contiguous
+};
+
+enum class MlaSplitMode {
+  kAuto,  // device scheduler, fp32 partials, combine through the quantizer (any out.spec)
+  kNone,  // one block per (request, head group); epilogue writes o_latent (bf16, spec none)
+};
+
+enum class MlaKernel {
+  kAuto,        // the tensor-core kernel where the device has one (sm_90), else kSimple
+  kTensorCore,  // wgmma + TMA, warp-specialized (sm_90a)
+  kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any sm_80+ device)
+};
+
+struct MlaDecodeOptions {
+  MlaSplitMode split = MlaSplitMode::kAuto;
+  MlaKernel kernel = MlaKernel::kAuto;
+};
+
+/// Caller-owned device scratch: scheduler metadata, the device error flag, fp32 partials.
+struct MlaWorkspace {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+/// Bytes of workspace mla_decode needs for `batch` requests of `s_q` tokens and `num_heads` heads
+/// on the current device (the partials depend on its multiprocessor count).
+Status mla_decode_workspace_size(int64_t batch, int s_q, int num_heads, const MlaDecodeOptions& opt,
+                                 size_t* bytes);
+
+/// Whether mla_decode can run this call (shapes, dtypes, head count, block size, s_q, alignment,
+/// output kind, workspace size, device); the message names what is missing.
+Status mla_decode_can_implement(const MlaDecodeArgs& args, const MlaWorkspace& ws,
+                                const MlaDecodeOptions& opt);
+
+/// Decode attention (see the file comment). Validates every argument first; on error nothing is
+/// written. B = 0 is a no-op. No host synchronisation, no allocation.
+Status mla_decode(const MlaDecodeArgs& args, const MlaWorkspace& ws, const MlaDecodeOptions& opt,
+                  cudaStream_t stream);
+
+/// Device-side errors of the last mla_decode on `ws` (synchronises `stream`): Ok, or
+/// kInvalidArgument naming what the device found (block id out of range, seq_len beyond the
+/// block table, negative seq_len).
+Status mla_decode_check(const MlaWorkspace& ws, cudaStream_t stream);
+
+/// Device error flag bits (the first int of the workspace).
+enum MlaDeviceError : int {
+  kMlaErrBlockId = 1,      // a block table entry outside [0, num_blocks) (read as zero rows)
+  kMlaErrSeqTooLong = 2,   // seq_len > max_blocks * block_size (request treated as empty)
+  kMlaErrSeqNegative = 4,  // seq_len < 0 (request treated as empty)
+};
+
+namespace ref {
+
+/// Host copy of a paged cache: raw elements (bf16 bits or e4m3 bytes) with element strides.
+struct MlaHostCache {
+  DType dtype = DType::kBF16;
+  const void* data = nullptr;
+  int64_t num_blocks = 0, block_size = 0;
+  int64_t stride_block = 0, stride_token = 0;  // elements
+  float k_scale = 1.0f;                        // e4m3 only
+};
+
+/// The dequantized value of element e of the row of (block, offset), as fp64.
+double mla_cache_value(const MlaHostCache& c, int64_t block, int64_t offset, int e);
+
+/// fp64 reference of mla_decode over the dequantized cache. q: bf16 bits [T, N, 576] contiguous;
+/// block_table [B, max_blocks] contiguous; out [T, N, 512] row-major; lse [T, N] natural log.
+/// Device-error semantics as in the file comment (bad block id: zero rows; bad length: empty).
+void mla_decode(const uint16_t* q, int64_t B, int s_q, int64_t N, const MlaHostCache& cache,
+                const int32_t* block_table, int64_t max_blocks, const int32_t* seq_lens,
+                double softmax_scale, std::vector<double>* out, std::vector<double>* lse);
+
+/// The bytes mla_write_cache writes: `cache` (host copy of the device cache, raw elements,
+/// strides as in c) updated in place from kv_c / k_pe bf16 bits (row strides ld_c, ld_pe).
+void mla_write_cache(const uint16_t* kv_c, int64_t ld_c, const uint16_t* k_pe, int64_t ld_pe,
+                     const int64_t* slot_mapping, int64_t T, const MlaHostCache& c, void* cache);
+
+}  // namespace ref
+
+}  // namespace qfuse

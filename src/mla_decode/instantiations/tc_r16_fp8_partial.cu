@@ -1,0 +1,9 @@
+// Tensor-core MLA decode: 16 query rows per block, fp8 cache, partial epilogue (kernel.cuh).
+#include "mla_decode/kernel.cuh"
+
+namespace qfuse::mla {
+
+template Status launch_tc<16, CacheKind::kFp8, EpilogueKind::kPartial>(const TcParams&, dim3,
+                                                                       cudaStream_t);
+
+}  // namespace qfuse::mla

@@ -1,0 +1,69 @@
+// The tensor-core MLA decode kernel: Kernel<Mainloop (mainloop.cuh), Epilogue (epilogue.cuh),
+// Scheduler (schedule.cuh)>, instantiated per (rows per block, cache dtype, epilogue) in
+// instantiations/ (one file each).
+//
+//   grid  (row blocks = heads * s_q / kRows, parts of the split schedule or B requests)
+//   block 256 threads: warpgroup 0 = producer (one thread issues TMA), warpgroup 1 = consumer
+//         (wgmma, softmax, epilogue; mainloop.cuh for a bf16 cache, mainloop_fp8.cuh for E4M3)
+//   q [T, N, 576] bf16, cache bf16 | e4m3 (traits.cuh), output through the epilogue.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "core/launch.cuh"
+#include "mla_decode/launch.h"
+#include "mla_decode/mainloop.cuh"
+#include "mla_decode/mainloop_fp8.cuh"
+
+namespace qfuse::mla {
+
+template <int kRows, CacheKind kCache>
+using TcTraitsOf =
+    std::conditional_t<kCache == CacheKind::kFp8, TcFp8Traits<kRows>, TcTraits<kRows>>;
+
+template <int kRows, CacheKind kCache, EpilogueKind kEpi>
+__global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ TcParams tp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Tr = TcTraitsOf<kRows, kCache>;
+  using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
+  extern __shared__ uint8_t smem_raw[];
+  const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
+  const TcSmem<Tr> sm{smem_raw + ((1024 - (a & 1023)) & 1023)};
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbar_init(sm.full(s), 1);
+      mbar_init(sm.empty(s), 4);
+    }
+    mbar_init(sm.q_full(), 1);
+    mbar_init(sm.q_empty(), 4);
+    mbar_fence_init();
+  }
+  __syncthreads();
+  // NOTE: the schedule, the cache and q may come from the previous kernels of the stream.
+  pdl_begin();
+  const int rb = blockIdx.x, part = blockIdx.y;
+  if (threadIdx.x < 128) {
+    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+  } else if constexpr (Tr::kFp8) {
+    consumer_fp8<Tr, Epi>(tp, sm, rb, part);
+  } else {
+    consumer<Tr, Epi>(tp, sm, rb, part);
+  }
+#endif
+}
+
+template <int kRows, CacheKind kCache, EpilogueKind kEpi>
+Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
+  using Tr = TcTraitsOf<kRows, kCache>;
+  const auto kernel = mla_tc_kernel<kRows, kCache, kEpi>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_tc_kernel)"));
+  return launch_kernel("mla_tc_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream,
+                       tp);
+}
+
+}  // namespace qfuse::mla

@@ -1,0 +1,42 @@
+// Host twins of the MLA decode family's kernels (each defined in its own translation unit).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "mla_decode/params.h"
+#include "qfuse/core/status.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse::mla {
+
+/// Cache element types of the kernels.
+enum class CacheKind { kBf16, kFp8 };
+/// How a kernel writes each piece: fp32 partials + lse into the workspace (split mode), or
+/// o_latent bf16 + lse directly (MlaSplitMode::kNone).
+enum class EpilogueKind { kPartial, kOutput };
+
+Status launch_schedule(const int* seq_lens, int batch, int capacity, const Schedule& s,
+                       cudaStream_t stream);
+
+/// The tensor-core kernel for kRows query rows per block (16 or 32), one instantiation per file
+/// (instantiations/). grid = (row blocks, parts or B).
+template <int kRows, CacheKind kCache, EpilogueKind kEpi>
+Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
+
+/// Rows per block of the tensor-core kernel for `rows` = heads * s_q query rows.
+inline int tc_rows_per_block(int rows) {
+  return rows <= 16 ? 16 : 32;
+}
+/// Dynamic shared memory of the tensor-core kernel (0 when the combination is not built).
+int tc_smem_bytes(int rows_per_block, CacheKind cache);
+
+/// The CUDA-core kernel (simple_kernel.cuh); grid = (ceil(rows / 8), parts or B).
+template <CacheKind kCache>
+Status launch_simple(const DecodeParams& p, EpilogueKind epi, dim3 grid, cudaStream_t stream);
+constexpr int kSimpleRowsPerBlock = 8;
+
+/// Merges the pieces' partials of every (token, head) into `out` ([T, N * 512]) through its
+/// quantizer policy, and writes lse [T, N] when `lse` is non-null.
+Status launch_combine(const DecodeParams& p, const QuantOutput& out, cudaStream_t stream);
+
+}  // namespace qfuse::mla

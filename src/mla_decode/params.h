@@ -1,0 +1,75 @@
+// The validated, trivially copyable arguments of the MLA decode kernels (built by dispatch.cpp),
+// and the workspace layout they share with the scheduler and the combine.
+//
+// Workspace (MlaWorkspace.data, 256-byte aligned pieces):
+//   header   int[64]      [0] device error flags (MlaDeviceError), [1] cost per part
+//                         ("target"), [2] total cost W, [3] total pieces
+//   len      int[B]       sanitized seq_len (0 for a request the device flagged)
+//   cost_pre int[B + 1]   exclusive prefix sum of cost_b = tiles_b + kOverheadTiles
+//   first    int[B + 1]   first partial slot of request b (exclusive prefix of its piece count)
+//   lse_part float[slots, s_q, N]         natural-log lse of each piece
+//   o_part   float[slots, s_q, N, 512]    normalised partial output of each piece
+// slots = B + kMaxParts(device): each part boundary splits at most one request.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qfuse::mla {
+
+constexpr int kLatent = 512;
+constexpr int kRope = 64;
+constexpr int kDim = 576;
+constexpr int kTileTokens = 64;    // tokens per KV tile (the wgmma M of the swapped QK product)
+constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles (Q load, epilogue)
+constexpr int kHeaderInts = 64;
+
+/// The schedule's view of the workspace.
+struct Schedule {
+  int* header;
+  int* len;
+  int* cost_pre;
+  int* first;
+  float* lse_part;
+  float* o_part;
+  int num_parts;  // parts of the split-KV grid (blockIdx.y); 0 in MlaSplitMode::kNone
+};
+
+/// Everything a decode kernel reads. Strides in elements.
+struct DecodeParams {
+  const uint16_t* q;  // bf16 bits
+  int64_t q_st, q_sh;
+  const void* cache;  // bf16 bits or e4m3 bytes
+  int64_t c_sb, c_st;
+  int num_blocks;
+  int block_size;
+  const float* k_scale;  // null for bf16
+  const int* block_table;
+  int64_t bt_st;
+  int max_blocks;
+  int batch;
+  int s_q;
+  int heads;
+  int rows;          // heads * s_q
+  float scale_log2;  // softmax_scale * log2(e)
+  // Direct epilogue (MlaSplitMode::kNone): bf16 o_latent and the optional lse.
+  uint16_t* out;
+  int64_t out_st, out_sh;
+  float* lse;
+  int64_t lse_st;
+  Schedule sched;
+};
+
+/// The tensor-core kernel's arguments: the decode parameters and the TMA descriptors of q and the
+/// cache (kernel parameters: __grid_constant__).
+struct TcParams {
+  CUtensorMap q_map;   // q as [T][N][576] bf16, box (64, rows_h, rows_t), 128-byte swizzle
+  CUtensorMap kv_map;  // cache as [num_blocks][block_size][576], box (64, box_rows, 1)
+  DecodeParams p;
+  int box_rows;  // min(block_size, rows per TMA box of the cache)
+  int q_box_h;   // heads per Q box
+};
+
+}  // namespace qfuse::mla

@@ -1,0 +1,119 @@
+// The online softmax of the tensor-core MLA decode consumers (mainloop.cuh, mainloop_fp8.cuh), on
+// the S^T accumulator of one 64-token tile: rows = tokens, columns = the block's query rows.
+// A thread holds 2 tokens (16 * warp + g and + 8) of R / 4 columns cc -> 8 * (cc >> 1) + 2 * qd +
+// (cc & 1); register k of the fragment: column 8 * (k >> 2) + 2 * qd + (k & 1), token + 8 *
+// ((k >> 1) & 1). Scores are in log2 units after scale_log2 (softmax scale * log2 e, times
+// k_scale for an FP8 cache); m is the running maximum in those units, l the thread's share of the
+// running sum (reduced across the warpgroup at the end of a piece).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "mla_decode/sm90.cuh"
+
+namespace qfuse::mla {
+
+template <int R>
+struct ColumnMap {
+  int cols[R / 4];
+  __device__ explicit ColumnMap(int qd) {
+#pragma unroll
+    for (int cc = 0; cc < R / 4; ++cc) cols[cc] = 8 * (cc >> 1) + 2 * qd + (cc & 1);
+  }
+};
+
+/// Masks keys at or past each column's limit to -inf and writes the warp's column maxima to
+/// red_max[warp][column] (lanes with g == 0). The caller synchronises the warpgroup next.
+template <int R>
+__device__ __forceinline__ void tile_max(float (&s)[R / 2], int tok, const int (&limit)[R / 4],
+                                         const ColumnMap<R>& cm, float* red_max, int w, int g) {
+  float mx[R / 4];
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    const int k0 = 4 * (cc >> 1) + (cc & 1);
+    s[k0] = tok < limit[cc] ? s[k0] : -INFINITY;
+    s[k0 + 2] = tok + 8 < limit[cc] ? s[k0 + 2] : -INFINITY;
+    mx[cc] = fmaxf(s[k0], s[k0 + 2]);
+  }
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    mx[cc] = fmaxf(mx[cc], __shfl_xor_sync(0xffffffffu, mx[cc], 4));
+    mx[cc] = fmaxf(mx[cc], __shfl_xor_sync(0xffffffffu, mx[cc], 8));
+    mx[cc] = fmaxf(mx[cc], __shfl_xor_sync(0xffffffffu, mx[cc], 16));
+  }
+  if (g == 0) {
+#pragma unroll
+    for (int cc = 0; cc < R / 4; ++cc) red_max[w * R + cm.cols[cc]] = mx[cc];
+  }
+}
+
+/// After tile_max and a warpgroup barrier: the new running maxima, P = 2^(s - m) into the K-major
+/// P^T operand (bf16, 128-byte swizzle: row = column, 64 tokens per 128-byte row), the running
+/// sums, and the factors alpha by which O must be rescaled.
+template <int R>
+__device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)[R / 4],
+                                             float (&l)[R / 4], float (&alpha)[R / 4],
+                                             const ColumnMap<R>& cm, const float* red_max,
+                                             float scale_log2, uint8_t* p_gen, int w, int g) {
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    float tmax = red_max[cm.cols[cc]];
+#pragma unroll
+    for (int ww = 1; ww < 4; ++ww) tmax = fmaxf(tmax, red_max[ww * R + cm.cols[cc]]);
+    const float m_new = fmaxf(m[cc], tmax * scale_log2);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[cc] = fast_exp2(m[cc] - m_use);
+    m[cc] = m_new;
+    const int k0 = 4 * (cc >> 1) + (cc & 1);
+    const float p0 = fast_exp2(fmaf(s[k0], scale_log2, -m_use));
+    const float p1 = fast_exp2(fmaf(s[k0 + 2], scale_log2, -m_use));
+    l[cc] = fmaf(l[cc], alpha[cc], p0 + p1);
+    const int c = cm.cols[cc];
+    uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
+    *reinterpret_cast<__nv_bfloat16*>(prow + (((2 * w) ^ (c & 7)) << 4)) = __float2bfloat16_rn(p0);
+    *reinterpret_cast<__nv_bfloat16*>(prow + (((2 * w + 1) ^ (c & 7)) << 4)) =
+        __float2bfloat16_rn(p1);
+  }
+}
+
+template <int R>
+__device__ __forceinline__ void rescale(float (&o)[8][R / 2], const float (&alpha)[R / 4]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int k = 0; k < R / 2; ++k) o[j][k] *= alpha[((k >> 2) << 1) | (k & 1)];
+}
+
+/// End of a piece: the columns' sums across lanes and warps (red_sum, two warpgroup barriers),
+/// the output factors out_scale / l (0 for an empty column) and the natural-log lse.
+template <int R>
+__device__ __forceinline__ void piece_stats(float (&l)[R / 4], const float (&m)[R / 4],
+                                            const ColumnMap<R>& cm, float* red_sum, int w, int g,
+                                            float out_scale, float (&scale)[R / 4],
+                                            float (&lse)[R / 4]) {
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    l[cc] += __shfl_xor_sync(0xffffffffu, l[cc], 4);
+    l[cc] += __shfl_xor_sync(0xffffffffu, l[cc], 8);
+    l[cc] += __shfl_xor_sync(0xffffffffu, l[cc], 16);
+  }
+  if (g == 0) {
+#pragma unroll
+    for (int cc = 0; cc < R / 4; ++cc) red_sum[w * R + cm.cols[cc]] = l[cc];
+  }
+  named_sync(1, 128);
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    float tot = 0.0f;
+#pragma unroll
+    for (int ww = 0; ww < 4; ++ww) tot += red_sum[ww * R + cm.cols[cc]];
+    const bool any = tot > 0.0f;
+    scale[cc] = any ? out_scale / tot : 0.0f;
+    lse[cc] = any ? (m[cc] + __log2f(tot)) * 0.6931471805599453f : -INFINITY;
+  }
+  named_sync(1, 128);  // red_sum is rewritten by the next piece
+}
+
+}  // namespace qfuse::mla

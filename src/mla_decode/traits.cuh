@@ -1,0 +1,64 @@
+// Compile-time sizes and the shared-memory layouts of the tensor-core MLA decode kernels.
+//
+// One thread block = a producer warpgroup (one thread issues TMA) and a consumer warpgroup
+// (wgmma, online softmax). It serves kRows query rows (heads x query tokens) of one request at a
+// time, in the swapped form:
+//   S^T [64 tokens x kRows] = K [64 x 576] . Q^T      (A = KV tile; B = Q, K-major, smem)
+//   O^T [512 x kRows]      += V^T [512 x 64] . P^T    (A = KV tile as V^T; B = P, K-major, smem)
+// so the wgmma N is the row count (16 or 32) and no row is padded to 64.
+//
+// TcTraits (bf16 cache): both products read A from the stage in shared memory (descriptors):
+//   kv[2]   9 boxes (64 columns each) x 64 tokens x 128 B = 72 KB, 128-byte swizzle
+//   q       9 boxes x kRows rows x 128 B, 128-byte swizzle
+//   p       kRows rows x 64 tokens (128 B), 128-byte swizzle
+//   red     float[2][4][kRows]: per-warp column maxima / sums; barriers
+// TcFp8Traits (E4M3 cache): A comes from registers, converted from the E4M3 bytes
+// (mainloop_fp8.cuh), so a stage is the raw tile and many fit:
+//   kv[5]   9 boxes x 64 tokens x 64 B = 36 KB, 64-byte swizzle
+//   q, p, red, barriers as above (q's columns permuted in place to match the A fragments)
+#pragma once
+
+#include <cstdint>
+
+#include "mla_decode/params.h"
+
+namespace qfuse::mla {
+
+template <int kRows_, int kStages_, int kRowBytes_>
+struct TcLayout {
+  static constexpr int kRows = kRows_;
+  static_assert(kRows == 16 || kRows == 32, "rows per block: 16 or 32");
+  static constexpr int kThreads = 256;
+  static constexpr int kBoxes = kDim / 64;      // 9 column boxes of a 576-wide row
+  static constexpr int kVBoxes = kLatent / 64;  // 8: V = the latent columns
+  static constexpr int kStages = kStages_;
+  static constexpr int kRowBytes = kRowBytes_;  // bytes of 64 cache elements
+  static constexpr int kBoxBytes = kTileTokens * kRowBytes;
+  static constexpr int kTileBytes = kBoxes * kBoxBytes;
+  static constexpr int kQBoxBytes = kRows * 128;
+  static constexpr int kQBytes = kBoxes * kQBoxBytes;
+  static constexpr int kPBytes = kRows * 128;
+
+  static constexpr int kOffKv = 0;
+  static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
+  static constexpr int kOffP = kOffQ + kQBytes;
+  static constexpr int kOffRed = kOffP + kPBytes;
+  static constexpr int kRedBytes = 2 * 4 * kRows * 4;
+  static constexpr int kOffBar = kOffRed + kRedBytes;
+  static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
+  static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
+  static_assert(kSmemBytes <= 232448, "shared memory per block");
+};
+
+template <int kRows>
+struct TcTraits : TcLayout<kRows, 2, 128> {
+  static constexpr bool kFp8 = false;
+};
+
+// NOTE: as many raw E4M3 tiles in flight as fit beside Q and P (227 KB per block).
+template <int kRows>
+struct TcFp8Traits : TcLayout<kRows, 5, 64> {
+  static constexpr bool kFp8 = true;
+};
+
+}  // namespace qfuse::mla

@@ -1,0 +1,448 @@
+// mla_decode and mla_write_cache on the GPU against the fp64 host references (docs/tolerances.md):
+// seq lens {1, 63, 64, 65, 1000, 4097} in one batch, s_q {1, 2, 4}, heads {16, 128}, block sizes
+// {16, 64}, shuffled block tables with garbage in unused entries, NaN in the cache slots past each
+// sequence, bf16 and e4m3 caches (k_scale 0.037), padded q / layer-sliced cache views; every
+// kernel (tensor-core, CUDA-core) and split mode (device scheduler + combine, one block per
+// request). Outputs are poisoned; rows past T must stay poisoned. Also: CUDA-graph replay equals
+// eager, device-side error flags, a quantized output through the combine, E4M3 subnormals, the
+// cache writer byte for byte.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/compare.h"
+#include "common/gpu.h"
+#include "mla_decode/mla_testing.h"
+#include "qfuse/quant/reference.h"
+#include "qfuse/quant/rules.h"
+
+namespace qfuse::test {
+namespace {
+
+struct Variant {
+  MlaKernel kernel;
+  MlaSplitMode split;
+  const char* name;
+};
+constexpr Variant kTcSplit{MlaKernel::kTensorCore, MlaSplitMode::kAuto, "tensor-core split"};
+constexpr Variant kTcWhole{MlaKernel::kTensorCore, MlaSplitMode::kNone, "tensor-core whole"};
+constexpr Variant kSimpleSplit{MlaKernel::kSimple, MlaSplitMode::kAuto, "simple split"};
+constexpr Variant kSimpleWhole{MlaKernel::kSimple, MlaSplitMode::kNone, "simple whole"};
+
+/// BF16 cache: bf16 P and bf16 output rounding (2^-9 each) over fp32 accumulation; FP8: the same
+/// over the dequantized cache (the dequantization is exact). docs/tolerances.md.
+double tolerance(DType cache) {
+  return cache == DType::kBF16 ? 1e-2 : 4e-2;
+}
+
+struct RunResult {
+  Status status;
+  Status device_check;
+  std::vector<uint16_t> out;  // [T + kExtraRows, N * 512]
+  std::vector<float> lse;     // [T, N + kLsePad]
+  int64_t ld = 0;
+};
+constexpr int64_t kExtraRows = 3;
+constexpr int64_t kLsePad = 5;
+
+RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullptr) {
+  RunResult r;
+  r.ld = p.N * kMlaLatentDim;
+  DeviceBuffer out((p.T + kExtraRows) * r.ld * 2);
+  out.fill(kPoison);
+  DeviceBuffer lse(p.T * (p.N + kLsePad) * 4);
+  lse.fill(kPoison);
+  MlaDecodeOptions opt;
+  opt.kernel = v.kernel;
+  opt.split = v.split;
+  size_t bytes = 0;
+  r.status = mla_decode_workspace_size(p.B, p.c.s_q, static_cast<int>(p.N), opt, &bytes);
+  if (!r.status.ok()) return r;
+  DeviceBuffer ws(bytes);
+  ws.fill(kPoison);
+  MlaDecodeArgs a = p.args();
+  a.out.out = TensorRef::strided(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim},
+                                 {r.ld, kMlaLatentDim, 1});
+  a.lse = TensorRef::strided(lse.get(), DType::kF32, {p.T, p.N}, {p.N + kLsePad, 1});
+  r.status = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, stream);
+  if (!r.status.ok()) return r;
+  if (cudaStreamSynchronize(stream) != cudaSuccess) {
+    r.status = Status(StatusCode::kCudaError, cudaGetErrorString(cudaGetLastError()));
+    return r;
+  }
+  r.device_check = mla_decode_check(MlaWorkspace{ws.get(), bytes}, stream);
+  const std::vector<uint8_t> ob = out.download();
+  r.out.resize(ob.size() / 2);
+  std::memcpy(r.out.data(), ob.data(), ob.size());
+  const std::vector<uint8_t> lb = lse.download();
+  r.lse.resize(lb.size() / 4);
+  std::memcpy(r.lse.data(), lb.data(), lb.size());
+  return r;
+}
+
+/// Checks one run against the problem's reference.
+void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
+               bool expect_clean = true) {
+  SCOPED_TRACE(std::string(v.name) + " " + describe(p.c));
+  ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+  if (expect_clean) {
+    EXPECT_TRUE(r.device_check.ok()) << r.device_check.to_string();
+  }
+  const uint16_t poison = static_cast<uint16_t>(kPoison) * 0x101;
+  int64_t unwritten = 0, extra_touched = 0;
+  for (int64_t t = 0; t < p.T + kExtraRows; ++t)
+    for (int64_t c = 0; c < r.ld; ++c) {
+      const bool is_poison = r.out[t * r.ld + c] == poison;
+      if (t < p.T) {
+        unwritten += is_poison;
+      } else {
+        extra_touched += !is_poison;
+      }
+    }
+  EXPECT_EQ(unwritten, 0) << "output values left unwritten";
+  EXPECT_EQ(extra_touched, 0) << "values written past row T";
+  const MlaError e = compare_bf16(r.out, r.ld, p);
+  const double tol = tolerance(p.c.cache);
+  EXPECT_EQ(e.nonfinite, 0);
+  EXPECT_EQ(e.bad_zero_rows, 0) << "rows without a visible key must be zeros";
+  EXPECT_LE(e.rel_l2, tol) << "relative L2 error";
+  EXPECT_LE(e.worst_row, 3 * tol) << "worst row's relative L2 error";
+  int64_t lse_bad = 0;
+  std::string first;
+  for (int64_t t = 0; t < p.T; ++t)
+    for (int64_t h = 0; h < p.N; ++h) {
+      const double ref = p.ref_lse[t * p.N + h];
+      const float got = r.lse[t * (p.N + kLsePad) + h];
+      const bool ok = std::isinf(ref)
+                          ? (std::isinf(got) && got < 0)
+                          : std::fabs(got - ref) <= 1e-3 * std::max(1.0, std::fabs(ref));
+      if (!ok && lse_bad++ == 0)
+        first = "t=" + std::to_string(t) + " h=" + std::to_string(h) + " got " +
+                std::to_string(got) + " want " + std::to_string(ref);
+    }
+  EXPECT_EQ(lse_bad, 0) << "lse mismatches, first: " << first;
+  std::printf("[ mla      ] %-20s %-60s rel_l2 %.2e worst row %.2e\n", v.name,
+              describe(p.c).c_str(), e.rel_l2, e.worst_row);
+}
+
+class MlaMatrix : public ::testing::TestWithParam<MlaCase> {};
+
+TEST_P(MlaMatrix, AgainstReference) {
+  QFUSE_REQUIRE_GPU();
+  MlaProblem p = make_problem(GetParam());
+  p.compute_reference();
+  for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) check_run(p, run(p, v), v);
+}
+
+std::vector<MlaCase> matrix() {
+  std::vector<MlaCase> cases;
+  uint64_t seed = 1;
+  // 16 heads: every s_q x block size x cache dtype; half of them through strided views.
+  for (int s_q : {1, 2, 4})
+    for (int bs : {16, 64})
+      for (DType d : {DType::kBF16, DType::kE4M3}) {
+        MlaCase c;
+        c.heads = 16;
+        c.s_q = s_q;
+        c.block_size = bs;
+        c.cache = d;
+        c.strided = (s_q + bs / 16) % 2 == 0;
+        c.seed = seed++;
+        cases.push_back(c);
+      }
+  // 128 heads: each s_q, both block sizes and cache dtypes among them.
+  const struct {
+    int s_q, bs;
+    DType d;
+    bool strided;
+  } big[] = {{1, 64, DType::kBF16, false},
+             {2, 16, DType::kE4M3, true},
+             {4, 64, DType::kE4M3, false},
+             {2, 64, DType::kBF16, true}};
+  for (const auto& b : big) {
+    MlaCase c;
+    c.heads = 128;
+    c.s_q = b.s_q;
+    c.block_size = b.bs;
+    c.cache = b.d;
+    c.strided = b.strided;
+    c.seed = seed++;
+    cases.push_back(c);
+  }
+  // 32 and 64 heads, block sizes 32 and 128, an empty request, requests shorter than s_q.
+  MlaCase c;
+  c.heads = 32;
+  c.s_q = 4;
+  c.block_size = 32;
+  c.lens = {0, 3, 1, 130, 700};
+  c.seed = seed++;
+  cases.push_back(c);
+  c.heads = 64;
+  c.s_q = 1;
+  c.block_size = 128;
+  c.cache = DType::kE4M3;
+  c.lens = {5, 0, 2000, 129};
+  c.seed = seed++;
+  cases.push_back(c);
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, MlaMatrix, ::testing::ValuesIn(matrix()),
+                         [](const ::testing::TestParamInfo<MlaCase>& info) {
+                           const MlaCase& c = info.param;
+                           return "N" + std::to_string(c.heads) + "_sq" + std::to_string(c.s_q) +
+                                  "_bs" + std::to_string(c.block_size) + "_" +
+                                  (c.cache == DType::kBF16 ? "bf16" : "fp8") +
+                                  (c.strided ? "_strided" : "") + "_" + std::to_string(info.index);
+                         });
+
+TEST(MlaDecodeGpu, SimpleWholeRequests) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.s_q = 2;
+  c.cache = DType::kE4M3;
+  MlaProblem p = make_problem(c);
+  p.compute_reference();
+  check_run(p, run(p, kSimpleWhole), kSimpleWhole);
+}
+
+TEST(MlaDecodeGpu, GraphReplayEqualsEager) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.s_q = 2;
+  c.lens = {1, 65, 1000, 3000};
+  MlaProblem p = make_problem(c);
+  for (const Variant& v : {kTcSplit, kTcWhole}) {
+    SCOPED_TRACE(v.name);
+    const RunResult eager = run(p, v);
+    ASSERT_TRUE(eager.status.ok()) << eager.status.to_string();
+    // The same call captured in a graph (outputs and workspace poisoned again), replayed twice.
+    const int64_t ld = p.N * kMlaLatentDim;
+    DeviceBuffer out((p.T + kExtraRows) * ld * 2), lse(p.T * (p.N + kLsePad) * 4);
+    out.fill(kPoison);
+    lse.fill(kPoison);
+    MlaDecodeOptions opt;
+    opt.kernel = v.kernel;
+    opt.split = v.split;
+    size_t bytes = 0;
+    ASSERT_TRUE(mla_decode_workspace_size(p.B, c.s_q, c.heads, opt, &bytes).ok());
+    DeviceBuffer ws(bytes);
+    ws.fill(kPoison);
+    MlaDecodeArgs a = p.args();
+    a.out.out = TensorRef::strided(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim},
+                                   {ld, kMlaLatentDim, 1});
+    a.lse = TensorRef::strided(lse.get(), DType::kF32, {p.T, p.N}, {p.N + kLsePad, 1});
+    cudaStream_t s;
+    QFUSE_CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraph_t g;
+    QFUSE_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    const Status st = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, s);
+    QFUSE_CUDA_OK(cudaStreamEndCapture(s, &g));
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    cudaGraphExec_t exec;
+    QFUSE_CUDA_OK(cudaGraphInstantiate(&exec, g, 0));
+    QFUSE_CUDA_OK(cudaGraphLaunch(exec, s));
+    QFUSE_CUDA_OK(cudaGraphLaunch(exec, s));
+    QFUSE_CUDA_OK(cudaStreamSynchronize(s));
+    const std::vector<uint8_t> ob = out.download(), lb = lse.download();
+    EXPECT_EQ(std::memcmp(ob.data(), eager.out.data(), ob.size()), 0) << "graph output != eager";
+    EXPECT_EQ(std::memcmp(lb.data(), eager.lse.data(), lb.size()), 0) << "graph lse != eager";
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(g);
+    cudaStreamDestroy(s);
+  }
+}
+
+TEST(MlaDecodeGpu, BadBlockIdIsFlaggedAndReadsZeros) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.lens = {70, 1000, 300};
+  MlaProblem p = make_problem(c);
+  p.block_table[1 * p.max_blocks + 3] = static_cast<int32_t>(p.num_blocks + 3);  // tokens 192..255
+  p.block_table[2 * p.max_blocks + 0] = -2;
+  p.d_bt.upload(p.block_table.data(), p.block_table.size() * 4);
+  p.compute_reference();  // the reference reads such blocks as zero rows too
+  for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) {
+    const RunResult r = run(p, v);
+    check_run(p, r, v, /*expect_clean=*/false);
+    EXPECT_EQ(r.device_check.code(), StatusCode::kInvalidArgument) << v.name;
+    EXPECT_NE(r.device_check.message().find("block_table"), std::string::npos)
+        << r.device_check.to_string();
+  }
+}
+
+TEST(MlaDecodeGpu, BadSeqLenIsFlaggedAndEmpty) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.lens = {70, 100, 300};
+  MlaProblem p = make_problem(c);
+  p.lens[0] = static_cast<int32_t>(p.max_blocks * c.block_size + 1);
+  p.lens[2] = -5;
+  p.d_lens.upload(p.lens.data(), p.lens.size() * 4);
+  p.compute_reference();
+  for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) {
+    const RunResult r = run(p, v);
+    check_run(p, r, v, /*expect_clean=*/false);
+    EXPECT_NE(r.device_check.message().find("seq_len beyond"), std::string::npos)
+        << r.device_check.to_string();
+    EXPECT_NE(r.device_check.message().find("negative seq_len"), std::string::npos)
+        << r.device_check.to_string();
+  }
+}
+
+TEST(MlaDecodeGpu, Fp8SubnormalCodes) {
+  QFUSE_REQUIRE_GPU();
+  // Every cache value an E4M3 subnormal (exponent field 0): a dequantization that flushed them
+  // would give zeros (k_scale 64: values 64 * m * 2^-9, m in 1..7).
+  MlaCase c;
+  c.cache = DType::kE4M3;
+  c.k_scale = 64.0f;
+  c.lens = {1, 65, 700};
+  MlaProblem p = make_problem(c);
+  std::mt19937 rng(5);
+  for (int64_t i = 0; i < static_cast<int64_t>(p.cache_bytes.size()); ++i)
+    if (p.cache_bytes[i] != 0x7F)
+      p.cache_bytes[i] = static_cast<uint8_t>((rng() % 7 + 1) | (rng() & 0x80));
+  p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
+  p.compute_reference();
+  for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+}
+
+TEST(MlaDecodeGpu, QuantizedOutputThroughTheCombine) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.s_q = 2;
+  c.lens = {1, 64, 1000};
+  MlaProblem p = make_problem(c);
+  p.compute_reference();
+  const float scale = 0.004f;
+  DeviceBuffer d_scale(4);
+  d_scale.upload(&scale, 4);
+  const int64_t ld = p.N * kMlaLatentDim;
+  for (MlaKernel k : {MlaKernel::kTensorCore, MlaKernel::kSimple}) {
+    DeviceBuffer out(p.T * ld);
+    out.fill(kPoison);
+    MlaDecodeOptions opt;
+    opt.kernel = k;
+    size_t bytes = 0;
+    ASSERT_TRUE(mla_decode_workspace_size(p.B, c.s_q, c.heads, opt, &bytes).ok());
+    DeviceBuffer ws(bytes);
+    MlaDecodeArgs a = p.args();
+    a.out.spec = QuantSpec::fp8_per_tensor();
+    a.out.out = TensorRef::contiguous(out.get(), DType::kE4M3, {p.T, ld});
+    a.out.scale = d_scale.as<float>();
+    const Status st = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    // One E4M3 step of y_ref / scale, plus the kernel's own error: absolute, about 1e-3 of a
+    // row's largest value (docs/tolerances.md), which matters for the small values of a row.
+    const std::vector<uint8_t> codes = out.download();
+    int64_t bad = 0, exact = 0;
+    for (int64_t t = 0; t < p.T; ++t) {
+      for (int64_t h = 0; h < p.N; ++h) {
+        double amax = 0.0;
+        for (int d = 0; d < kMlaLatentDim; ++d)
+          amax = std::max(amax, std::fabs(p.ref_out[(t * p.N + h) * kMlaLatentDim + d]));
+        for (int d = 0; d < kMlaLatentDim; ++d) {
+          const int64_t i = t * ld + h * kMlaLatentDim + d;
+          const double r = p.ref_out[i] / scale;
+          const double got = rules::e4m3_value(codes[i]);
+          const double allowed = fp8_step(std::min(std::fabs(r), 448.0)) + 4e-3 * amax / scale;
+          const bool sat = std::fabs(r) >= 448.0 && std::fabs(got) == 448.0;
+          bad += !(sat || std::fabs(got - std::clamp(r, -448.0, 448.0)) <= allowed);
+          exact += fp8_code_near(codes[i], r);
+        }
+      }
+    }
+    EXPECT_EQ(bad, 0) << "codes farther than one E4M3 step (+ the kernel's error) from ref / scale";
+    EXPECT_GT(exact, p.T * ld * 9 / 10) << "most codes within one step of ref / scale";
+  }
+}
+
+TEST(MlaDecodeGpu, CacheWriterBytesExact) {
+  QFUSE_REQUIRE_GPU();
+  for (DType d : {DType::kBF16, DType::kE4M3})
+    for (int bs : {16, 64})
+      for (bool odd : {false, true}) {
+        SCOPED_TRACE(std::string(to_string(d)) + " bs=" + std::to_string(bs) +
+                     (odd ? " unaligned rows" : ""));
+        // NOTE: more slots than tokens: every token gets its own slot (two tokens writing one
+        // slot would race).
+        const int64_t T = 300, num_blocks = 2 * T / bs + 3, es = d == DType::kE4M3 ? 1 : 2;
+        const int64_t ld_c = odd ? 515 : 544, ld_pe = odd ? 67 : 72;
+        // Cache: the second of two layers, rows padded to 640.
+        const int64_t c_st = 640, c_sb = 2 * bs * c_st, off = bs * c_st;
+        std::mt19937_64 rng(bs * 3 + odd + es);
+        std::vector<uint8_t> cache(num_blocks * c_sb * es);
+        for (auto& x : cache) x = static_cast<uint8_t>(rng());
+        std::vector<uint16_t> kv_c(T * ld_c), k_pe(T * ld_pe);
+        std::normal_distribution<float> nd(0.0f, 3.0f);
+        for (auto& v : kv_c) v = ref::bf16_bits(nd(rng));
+        for (auto& v : k_pe) v = ref::bf16_bits(nd(rng));
+        // Unique slots, some tokens skipped (negative), a few ties of E4M3 rounding included by
+        // the bf16 inputs.
+        std::vector<int64_t> slots(num_blocks * bs);
+        std::iota(slots.begin(), slots.end(), 0);
+        std::shuffle(slots.begin(), slots.end(), rng);
+        std::vector<int64_t> slot_mapping(T);
+        for (int64_t t = 0; t < T; ++t) slot_mapping[t] = t % 7 == 3 ? -1 - t : slots[t];
+        const float k_scale = 0.0173f;
+        DeviceBuffer d_cache(cache.size()), d_c(kv_c.size() * 2), d_pe(k_pe.size() * 2),
+            d_slots(T * 8), d_scale(4);
+        d_cache.upload(cache.data(), cache.size());
+        d_c.upload(kv_c.data(), kv_c.size() * 2);
+        d_pe.upload(k_pe.data(), k_pe.size() * 2);
+        d_slots.upload(slot_mapping.data(), T * 8);
+        d_scale.upload(&k_scale, 4);
+        MlaCacheWriteArgs a;
+        a.kv_c = TensorRef::strided(d_c.get(), DType::kBF16, {T, kMlaLatentDim}, {ld_c, 1});
+        a.k_pe = TensorRef::strided(d_pe.get(), DType::kBF16, {T, kMlaRopeDim}, {ld_pe, 1});
+        a.slot_mapping = d_slots.as<int64_t>();
+        a.cache = TensorRef::strided(static_cast<char*>(d_cache.get()) + off * es, d,
+                                     {num_blocks, bs, kMlaHeadDim}, {c_sb, c_st, 1});
+        a.k_scale = d == DType::kE4M3 ? d_scale.as<float>() : nullptr;
+        const Status st = mla_write_cache(a, nullptr);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+        QFUSE_CUDA_OK(cudaDeviceSynchronize());
+        ref::MlaHostCache hc;
+        hc.dtype = d;
+        hc.num_blocks = num_blocks;
+        hc.block_size = bs;
+        hc.stride_block = c_sb;
+        hc.stride_token = c_st;
+        hc.k_scale = k_scale;
+        ref::mla_write_cache(kv_c.data(), ld_c, k_pe.data(), ld_pe, slot_mapping.data(), T, hc,
+                             cache.data() + off * es);
+        const std::vector<uint8_t> got = d_cache.download();
+        int64_t diff = 0;
+        for (size_t i = 0; i < got.size(); ++i) diff += got[i] != cache[i];
+        EXPECT_EQ(diff, 0) << "bytes differing from the host reference";
+      }
+}
+
+TEST(MlaDecodeGpu, WorkspaceTooSmallIsRejectedAndNothingWritten) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.lens = {10, 20};
+  MlaProblem p = make_problem(c);
+  size_t bytes = 0;
+  ASSERT_TRUE(mla_decode_workspace_size(p.B, 1, 16, {}, &bytes).ok());
+  DeviceBuffer ws(bytes), out(p.T * p.N * kMlaLatentDim * 2);
+  out.fill(kPoison);
+  MlaDecodeArgs a = p.args();
+  a.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim});
+  expect_invalid_argument(mla_decode(a, MlaWorkspace{ws.get(), bytes - 256}, {}, nullptr),
+                          "ws.bytes");
+  expect_invalid_argument(mla_decode(a, MlaWorkspace{nullptr, bytes}, {}, nullptr), "ws.data");
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(changed_bytes(out), 0);
+}
+
+}  // namespace
+}  // namespace qfuse::test

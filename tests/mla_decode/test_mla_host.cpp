@@ -1,0 +1,400 @@
+// Host-only tests of the MLA decode family (run in CI without a GPU): the fp64 reference on cases
+// with known answers, the cache writer's reference, and a negative test for each validation
+// (fake pointers: every check fails before any device call).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/compare.h"
+#include "qfuse/mla_decode/mla_decode.h"
+#include "qfuse/quant/reference.h"
+
+namespace qfuse {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// A tiny bf16 cache of `blocks` blocks of 16 slots; row (b, o) element e = ((b*16+o)*7+e)%13 - 6
+/// scaled by 1/8 (exact in bf16).
+struct TinyCache {
+  std::vector<uint16_t> data;
+  ref::MlaHostCache c;
+  explicit TinyCache(int blocks) {
+    data.resize(blocks * 16 * kMlaHeadDim);
+    for (size_t i = 0; i < data.size(); ++i)
+      data[i] = ref::bf16_bits(static_cast<float>(static_cast<int>((i * 7) % 13) - 6) / 8.0f);
+    c.dtype = DType::kBF16;
+    c.data = data.data();
+    c.num_blocks = blocks;
+    c.block_size = 16;
+    c.stride_block = 16 * kMlaHeadDim;
+    c.stride_token = kMlaHeadDim;
+  }
+};
+
+std::vector<uint16_t> random_q(int64_t T, int64_t N, float v) {
+  std::vector<uint16_t> q(T * N * kMlaHeadDim);
+  for (size_t i = 0; i < q.size(); ++i)
+    q[i] = ref::bf16_bits(v * static_cast<float>(static_cast<int>(i % 5) - 2));
+  return q;
+}
+
+TEST(MlaReference, OneKeyGivesItsValueRow) {
+  TinyCache tc(2);
+  const std::vector<uint16_t> q = random_q(1, 2, 0.25f);
+  const int32_t bt[1] = {1}, len[1] = {1};
+  std::vector<double> out, lse;
+  ref::mla_decode(q.data(), 1, 1, 2, tc.c, bt, 1, len, 0.1, &out, &lse);
+  for (int h = 0; h < 2; ++h) {
+    double dot = 0.0;
+    for (int e = 0; e < kMlaHeadDim; ++e)
+      dot += ref::bf16_value(q[h * kMlaHeadDim + e]) * ref::mla_cache_value(tc.c, 1, 0, e);
+    EXPECT_NEAR(lse[h], 0.1 * dot, 1e-12);
+    for (int d = 0; d < kMlaLatentDim; ++d)
+      EXPECT_EQ(out[h * kMlaLatentDim + d], ref::mla_cache_value(tc.c, 1, 0, d));
+  }
+}
+
+TEST(MlaReference, CausalAmongQueryTokensAndEmptyRows) {
+  TinyCache tc(2);
+  // s_q 2, L 1: token 0 sees no key (zeros, -inf), token 1 sees key 0. A second request of L 0.
+  const std::vector<uint16_t> q = random_q(4, 1, 0.5f);
+  const int32_t bt[2] = {0, 1}, len[2] = {1, 0};
+  std::vector<double> out, lse;
+  ref::mla_decode(q.data(), 2, 2, 1, tc.c, bt, 1, len, 0.3, &out, &lse);
+  EXPECT_EQ(lse[0], -kInf);
+  EXPECT_TRUE(std::isfinite(lse[1]));
+  EXPECT_EQ(lse[2], -kInf);
+  EXPECT_EQ(lse[3], -kInf);
+  for (int d = 0; d < kMlaLatentDim; ++d) {
+    EXPECT_EQ(out[d], 0.0);
+    EXPECT_EQ(out[kMlaLatentDim + d], ref::mla_cache_value(tc.c, 0, 0, d));
+    EXPECT_EQ(out[2 * kMlaLatentDim + d], 0.0);
+  }
+}
+
+TEST(MlaReference, TwoEqualKeysAddLogTwo) {
+  TinyCache tc(1);
+  // Slots 0 and 13 of block 0 hold the same row ((0*7) % 13 == (13*576*7) % 13).
+  std::vector<uint16_t> cache2 = tc.data;
+  for (int e = 0; e < kMlaHeadDim; ++e) cache2[1 * kMlaHeadDim + e] = cache2[e];
+  tc.c.data = cache2.data();
+  const std::vector<uint16_t> q = random_q(1, 1, 0.125f);
+  const int32_t bt[1] = {0}, len1[1] = {1}, len2[1] = {2};
+  std::vector<double> o1, l1, o2, l2;
+  ref::mla_decode(q.data(), 1, 1, 1, tc.c, bt, 1, len1, 0.2, &o1, &l1);
+  ref::mla_decode(q.data(), 1, 1, 1, tc.c, bt, 1, len2, 0.2, &o2, &l2);
+  EXPECT_NEAR(l2[0], l1[0] + std::log(2.0), 1e-12);
+  for (int d = 0; d < kMlaLatentDim; ++d) EXPECT_NEAR(o2[d], o1[d], 1e-15);
+}
+
+TEST(MlaReference, BadBlockReadsZeroRowsBadLengthIsEmpty) {
+  TinyCache tc(2);
+  const std::vector<uint16_t> q = random_q(2, 1, 0.5f);
+  const int32_t bt[2] = {7, 0}, len[2] = {1, 17};  // block 7 does not exist; 17 > 1 * 16
+  std::vector<double> out, lse;
+  ref::mla_decode(q.data(), 2, 1, 1, tc.c, bt, 1, len, 0.3, &out, &lse);
+  EXPECT_EQ(lse[0], 0.0);  // one key of logit 0
+  EXPECT_EQ(lse[1], -kInf);
+  for (int d = 0; d < kMlaLatentDim; ++d) {
+    EXPECT_EQ(out[d], 0.0);
+    EXPECT_EQ(out[kMlaLatentDim + d], 0.0);
+  }
+}
+
+TEST(MlaReference, CacheWriterRules) {
+  const int64_t T = 3;
+  std::vector<uint16_t> kv_c(T * 512), k_pe(T * 64);
+  for (size_t i = 0; i < kv_c.size(); ++i) kv_c[i] = ref::bf16_bits(0.01f * (i % 97) - 0.3f);
+  for (size_t i = 0; i < k_pe.size(); ++i) k_pe[i] = ref::bf16_bits(-0.02f * (i % 31) + 0.1f);
+  const int64_t slots[3] = {5, -1, 16};
+  ref::MlaHostCache c;
+  c.num_blocks = 2;
+  c.block_size = 16;
+  c.stride_block = 16 * 576;
+  c.stride_token = 576;
+  c.k_scale = 0.01f;
+  for (DType d : {DType::kBF16, DType::kE4M3}) {
+    c.dtype = d;
+    const size_t es = d == DType::kBF16 ? 2 : 1;
+    std::vector<uint8_t> cache(2 * 16 * 576 * es, 0xAB);
+    ref::mla_write_cache(kv_c.data(), 512, k_pe.data(), 64, slots, T, c, cache.data());
+    for (int e = 0; e < kMlaHeadDim; ++e) {
+      const uint16_t b0 = e < 512 ? kv_c[e] : k_pe[e - 512];
+      const uint16_t b2 = e < 512 ? kv_c[2 * 512 + e] : k_pe[2 * 64 + e - 512];
+      if (d == DType::kBF16) {
+        const uint16_t* cc = reinterpret_cast<const uint16_t*>(cache.data());
+        EXPECT_EQ(cc[5 * 576 + e], b0);
+        EXPECT_EQ(cc[16 * 576 + e], b2);
+      } else {
+        EXPECT_EQ(cache[5 * 576 + e], ref::e4m3_encode(ref::bf16_value(b0) / 0.01f));
+        EXPECT_EQ(cache[16 * 576 + e], ref::e4m3_encode(ref::bf16_value(b2) / 0.01f));
+      }
+    }
+    // Token 1 (slot -1) is skipped; every other slot keeps its bytes.
+    int64_t touched = 0;
+    for (size_t i = 0; i < cache.size(); ++i) {
+      const size_t slot = i / (576 * es);
+      if (slot != 5 && slot != 16) touched += cache[i] != 0xAB;
+    }
+    EXPECT_EQ(touched, 0);
+  }
+}
+
+// ---- validation ---------------------------------------------------------------------------
+
+char* fake(uintptr_t a) {
+  return reinterpret_cast<char*>(a);
+}
+
+/// A structurally valid call: B = 3 requests, s_q 2, 16 heads, bf16 cache of 10 blocks of 64.
+struct Call {
+  MlaDecodeArgs a;
+  MlaDecodeOptions opt;
+  Call() {
+    a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {6, 16, 576});
+    a.cache = TensorRef::contiguous(fake(0x200000), DType::kBF16, {10, 64, 576});
+    a.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {3, 8});
+    a.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {3});
+    a.s_q = 2;
+    a.softmax_scale = 0.07f;
+    a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {6, 16, 512});
+    a.lse = TensorRef::contiguous(fake(0x600000), DType::kF32, {6, 16});
+  }
+  Status run() const { return mla_decode_can_implement(a, MlaWorkspace{fake(0x700000), 1}, opt); }
+};
+
+using test::expect_invalid_argument;
+
+TEST(MlaValidation, Q) {
+  {
+    Call c;
+    c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {6, 16 * 576});
+    expect_invalid_argument(c.run(), "q.rank");
+  }
+  {
+    Call c;
+    c.a.q.dtype = DType::kF16;
+    expect_invalid_argument(c.run(), "q.dtype");
+  }
+  {
+    Call c;
+    c.a.q.dtype = DType::kE4M3;
+    EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
+  }
+  {
+    Call c;
+    c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {6, 16, 512});
+    expect_invalid_argument(c.run(), "q.sizes[2]");
+  }
+  {
+    Call c;
+    c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {6, 24, 576});
+    expect_invalid_argument(c.run(), "q.sizes[1]", "16, 32, 64, 128");
+  }
+  {
+    Call c;
+    c.a.q.strides[2] = 2;
+    expect_invalid_argument(c.run(), "q.strides[2]");
+  }
+  {
+    Call c;
+    c.a.q = TensorRef::strided(fake(0x100000), DType::kBF16, {6, 16, 576}, {16 * 580, 580, 1});
+    expect_invalid_argument(c.run(), "q.strides[1]");
+  }
+  {
+    Call c;
+    c.a.q.data = fake(0x100008);
+    expect_invalid_argument(c.run(), "q.data");
+  }
+}
+
+TEST(MlaValidation, SqAndBatch) {
+  {
+    Call c;
+    c.a.s_q = 3;
+    expect_invalid_argument(c.run(), "s_q");
+  }
+  {
+    Call c;
+    c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {5, 16, 576});
+    expect_invalid_argument(c.run(), "q.sizes[0]", "multiple of s_q");
+  }
+}
+
+TEST(MlaValidation, Cache) {
+  {
+    Call c;
+    c.a.cache = TensorRef::contiguous(fake(0x200000), DType::kBF16, {640, 576});
+    expect_invalid_argument(c.run(), "cache.rank");
+  }
+  {
+    Call c;
+    c.a.cache.dtype = DType::kF16;
+    expect_invalid_argument(c.run(), "cache.dtype");
+  }
+  {
+    Call c;
+    c.a.cache = TensorRef::contiguous(fake(0x200000), DType::kBF16, {10, 64, 512});
+    expect_invalid_argument(c.run(), "cache.sizes[2]");
+  }
+  {
+    Call c;
+    c.a.cache = TensorRef::contiguous(fake(0x200000), DType::kBF16, {10, 48, 576});
+    expect_invalid_argument(c.run(), "cache.sizes[1]", "16, 32, 64, 128");
+  }
+  {
+    Call c;
+    c.a.cache = TensorRef::strided(fake(0x200000), DType::kBF16, {10, 64, 576}, {64 * 580, 580, 1});
+    expect_invalid_argument(c.run(), "cache.strides[1]");
+  }
+  {
+    Call c;
+    c.a.cache = TensorRef::strided(fake(0x200000), DType::kBF16, {10, 64, 576}, {576, 576, 1});
+    expect_invalid_argument(c.run(), "cache.strides[0]");
+  }
+  {
+    Call c;
+    c.a.cache.data = fake(0x200002);
+    expect_invalid_argument(c.run(), "cache.data");
+  }
+  {
+    Call c;
+    c.a.cache.dtype = DType::kE4M3;
+    expect_invalid_argument(c.run(), "k_scale", "e4m3");
+  }
+  {
+    Call c;
+    c.a.k_scale = reinterpret_cast<const float*>(0x800000);
+    expect_invalid_argument(c.run(), "k_scale", "bf16");
+  }
+}
+
+TEST(MlaValidation, BlockTableAndSeqLens) {
+  {
+    Call c;
+    c.a.block_table.dtype = DType::kF32;
+    expect_invalid_argument(c.run(), "block_table.dtype");
+  }
+  {
+    Call c;
+    c.a.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {4, 8});
+    expect_invalid_argument(c.run(), "block_table.sizes[0]");
+  }
+  {
+    Call c;
+    c.a.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {24});
+    expect_invalid_argument(c.run(), "block_table.rank");
+  }
+  {
+    Call c;
+    c.a.seq_lens.dtype = DType::kF32;
+    expect_invalid_argument(c.run(), "seq_lens.dtype");
+  }
+  {
+    Call c;
+    c.a.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {2});
+    expect_invalid_argument(c.run(), "seq_lens.sizes[0]");
+  }
+}
+
+TEST(MlaValidation, ScaleOutputLse) {
+  for (float s : {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(),
+                  std::numeric_limits<float>::infinity()}) {
+    Call c;
+    c.a.softmax_scale = s;
+    expect_invalid_argument(c.run(), "softmax_scale");
+  }
+  {
+    Call c;
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {6, 16, 256});
+    expect_invalid_argument(c.run(), "out.sizes[1]");
+  }
+  {
+    Call c;
+    c.a.out.out =
+        TensorRef::strided(fake(0x500000), DType::kBF16, {6, 16, 512}, {16 * 520, 520, 1});
+    expect_invalid_argument(c.run(), "out.out.strides[1]");
+  }
+  {
+    Call c;
+    c.a.out.spec = QuantSpec::fp8_per_tensor();  // bf16 values, no scale
+    expect_invalid_argument(c.run(), "out.dtype");
+  }
+  {
+    Call c;
+    c.a.lse = TensorRef::contiguous(fake(0x600000), DType::kF32, {6, 8});
+    expect_invalid_argument(c.run(), "lse.sizes[1]");
+  }
+  {
+    Call c;  // a quantized output needs the combine
+    c.opt.split = MlaSplitMode::kNone;
+    c.a.out.spec = QuantSpec::fp8_per_tensor();
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kE4M3, {6, 16 * 512});
+    c.a.out.scale = reinterpret_cast<const float*>(0x800000);
+    EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
+  }
+}
+
+TEST(MlaValidation, EmptyBatchIsANoOp) {
+  Call c;
+  c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {0, 16, 576});
+  c.a.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {0, 8});
+  c.a.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {0});
+  c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {0, 16, 512});
+  c.a.lse = TensorRef::contiguous(fake(0x600000), DType::kF32, {0, 16});
+  EXPECT_TRUE(mla_decode(c.a, MlaWorkspace{}, {}, nullptr).ok());
+}
+
+TEST(MlaValidation, CacheWriter) {
+  const auto base = [] {
+    MlaCacheWriteArgs a;
+    a.kv_c = TensorRef::contiguous(fake(0x100000), DType::kBF16, {4, 512});
+    a.k_pe = TensorRef::contiguous(fake(0x200000), DType::kBF16, {4, 64});
+    a.slot_mapping = reinterpret_cast<const int64_t*>(0x300000);
+    a.cache = TensorRef::contiguous(fake(0x400000), DType::kE4M3, {3, 16, 576});
+    a.k_scale = reinterpret_cast<const float*>(0x500000);
+    return a;
+  };
+  {
+    auto a = base();
+    a.kv_c.dtype = DType::kF16;
+    expect_invalid_argument(mla_write_cache(a, nullptr), "kv_c.dtype");
+  }
+  {
+    auto a = base();
+    a.kv_c = TensorRef::contiguous(fake(0x100000), DType::kBF16, {4, 576});
+    expect_invalid_argument(mla_write_cache(a, nullptr), "kv_c.sizes[1]");
+  }
+  {
+    auto a = base();
+    a.k_pe = TensorRef::contiguous(fake(0x200000), DType::kBF16, {3, 64});
+    expect_invalid_argument(mla_write_cache(a, nullptr), "k_pe.sizes[0]");
+  }
+  {
+    auto a = base();
+    a.cache = TensorRef::contiguous(fake(0x400000), DType::kE4M3, {3, 8, 576});
+    expect_invalid_argument(mla_write_cache(a, nullptr), "cache.sizes[1]");
+  }
+  {
+    auto a = base();
+    a.k_scale = nullptr;
+    expect_invalid_argument(mla_write_cache(a, nullptr), "k_scale");
+  }
+  {
+    auto a = base();
+    a.cache.dtype = DType::kBF16;
+    expect_invalid_argument(mla_write_cache(a, nullptr), "k_scale");
+  }
+  {
+    auto a = base();
+    a.slot_mapping = nullptr;
+    expect_invalid_argument(mla_write_cache(a, nullptr), "slot_mapping");
+  }
+}
+
+}  // namespace
+}  // namespace qfuse
