@@ -72,8 +72,21 @@ if [ "$suites" != none ]; then
     "$bin/qfuse" bench --suite "$suite" --json "$out/bench_$suite.json" >"$out/bench_$suite.txt" 2>&1 ||
       status=1
   done
-  echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"
-  QFUSE_PDL=0 "$bin/qfuse" bench --suite small --no-unfused >"$out/bench_nopdl.txt" 2>&1 || status=1
+  if [ "${QFUSE_NOPDL:-1}" != 0 ]; then
+    echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"
+    QFUSE_PDL=0 "$bin/qfuse" bench --suite small --no-unfused >"$out/bench_nopdl.txt" 2>&1 ||
+      status=1
+  fi
+fi
+
+# Same-run regression check against an older build: QFUSE_BASELINE=path/to/old/qfuse times the
+# same suites (fused rows only) right after ours; the summary prints new / old per row.
+if [ "$suites" != none ] && [ -n "${QFUSE_BASELINE:-}" ] && [ -x "${QFUSE_BASELINE}" ]; then
+  for suite in $suites; do
+    echo "== baseline $(basename "$QFUSE_BASELINE"): qfuse bench --suite $suite --no-unfused"
+    "$QFUSE_BASELINE" bench --suite "$suite" --no-unfused --json "$out/base_$suite.json" \
+      >"$out/base_$suite.txt" 2>&1 || echo "baseline: suite $suite failed (exit $?)"
+  done
 fi
 
 # NOTE: a peer failure does not fail the call (the peers are measurements, not tests); the
@@ -128,6 +141,32 @@ for f in "$out"/bench_issue*.txt "$out"/bench_quick.txt "$out"/bench_specs.txt; 
   [ -f "$f" ] && { echo; grep -v '^\[' "$f"; }
 done
 [ -f "$out/bench_nopdl.txt" ] && { echo; grep -E '^timing|^silu' "$out/bench_nopdl.txt"; }
+if ls "$out"/base_*.json >/dev/null 2>&1; then
+  echo
+  python3 - "$out" <<'PY'
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+print("same-run regression check: new / old median time per fused row (> 1.01: slower by > 1 %)")
+ratios = []
+for b in sorted(glob.glob(os.path.join(out, "base_*.json"))):
+    suite = os.path.basename(b)[5:-5]
+    n = os.path.join(out, f"bench_{suite}.json")
+    if not os.path.exists(n):
+        continue
+    key = lambda r: (r["routine"], json.dumps(r["shape"], sort_keys=True))
+    old = {key(r): r for r in json.load(open(b))["results"] if "timing" in r and not r.get("is_unfused_peer")}
+    for r in json.load(open(n))["results"]:
+        if "timing" not in r or r.get("is_unfused_peer") or key(r) not in old:
+            continue
+        q = r["timing"]["median_us"] / old[key(r)]["timing"]["median_us"]
+        ratios.append(q)
+        shape = " ".join(f"{k}={v}" for k, v in r["shape"].items())
+        flag = "  SLOWER" if q > 1.01 else ""
+        print(f"  {suite:<8} {r['routine']:<44} {shape:<28} {r['timing']['median_us']:9.2f} {old[key(r)]['timing']['median_us']:9.2f}  {q:6.3f}{flag}")
+if ratios:
+    print(f"  rows {len(ratios)}, median new/old {statistics.median(ratios):.3f}, max {max(ratios):.3f}, slower > 1 %: {sum(q > 1.01 for q in ratios)}")
+PY
+fi
 if [ -f "$out/peers.json" ]; then
   echo
   ours=()

@@ -67,15 +67,15 @@ struct LoadSiluMul {
     for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
   }
   __device__ void finish(int64_t, int, int) const {}
-  // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy. `__launch_bounds__(256, 1)`
-  // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
+  // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy; a looser cap let nvcc take
+  // more registers and cost bandwidth (bench/NOTES.md 41a).
   static constexpr int kStreamMinBlocks = 8;
   static constexpr int kStreamMinBlocksGrouped = 8;
   static constexpr int kNvfp4Round = 1;  // the clamp-free E2M1 round where exact (NOTES 34)
   // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
   static constexpr bool kLatePdlWait = false;
-  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers: 101 -> 81 % (NOTES 32)
-  // Per-group FP8: 8 values per lane (wide lanes measured the same, 102.6 vs 102.8 %, NOTES 32).
+  static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers (NOTES 32, 41c)
+  // Per-group FP8: 8 values per lane (wide lanes measured the same, NOTES 32, 41c).
   static constexpr int kGroupLaneChunks = 1;
 };
 

@@ -360,8 +360,7 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
 }
 
 /// The most chunks a lane of per_token_kernel keeps before a row takes more warps (large
-/// batches). Same-run A/B on H100 (NOTES 31): 4 best at H=2048 (95.6 % against 93.0 for 8, 89.6
-/// for 2), all equal at H=7168.
+/// batches): 4 measured best at H=2048, all equal at H=7168 (bench/NOTES.md 31, 41e).
 constexpr int kPerTokenMaxChunks = 4;
 
 /// per_token_kernel with the fewest warps per row whose lanes keep at most kPerTokenMaxChunks

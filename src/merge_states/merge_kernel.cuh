@@ -33,26 +33,22 @@ struct LoadMerge {
 
   // NOTE: the streaming row-wise kernel (one task per warp, a grid covering every task): with
   // N independent 16-byte loads per lane and few registers, the block scheduler keeps enough
-  // loads in flight. The persistent register kernel (4 tasks per warp, 107-155 registers, 1-2
-  // blocks per SM) measured 45 % of copy bandwidth for a 2-way merge (T=4096 H=128 D=128).
-  // NOTE: a register cap for the streaming kernel: without it nvcc gave the 2-way fp8_per_tensor
-  // kernel 62 registers (4 blocks per SM) and it fell from 99 % to 88 % of copy bandwidth.
-  // Measured for the 2-way merge with per-group FP8: 40 registers (6 blocks) 91-92 % of copy
-  // bandwidth, 48 (5 blocks) 88-89 %.
+  // loads in flight; a persistent register kernel measured far slower (bench/NOTES.md 41d).
+  // NOTE: a register cap for the streaming kernel: without it nvcc gave the 2-way kernels more
+  // registers, fewer blocks per SM and less bandwidth (NOTES 41d).
   static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
-  // NOTE: the clamp-free E2M1 round where a block allows it (NOTES 36: 97.5 -> 99.5 %). It was
-  // measured at 66 % before load_slow lost its local array: that array's stack slot took the
-  // quantizer's scaled values, and the branch doubled those local stores.
+  // NOTE: the clamp-free E2M1 round where a block allows it (NOTES 36, 41d). It measured slower
+  // before load_slow lost its local array: that array's stack slot took the quantizer's scaled
+  // values, and the branch doubled those local stores (NOTES 37).
   static constexpr int kNvfp4Round = 1;
   // Waits late: its address arithmetic overlaps the previous kernel (rowwise_kernel, NOTES 39).
   static constexpr bool kLatePdlWait = true;
-  // One block per lane for the 2-way merge, 8 values per lane for wider ones (4-way T=4096
-  // H=128 D=128: 98.2 % against 74.0 % with its block-wide kernel spilling at 64 registers; 8-way
-  // equal). Two blocks per lane measured slower: 65 % at 64 registers, 85 % at 80 (NOTES 36).
+  // One block per lane for the 2-way merge, 8 values per lane for wider ones (their block-wide
+  // kernels spilled at 64 registers); two blocks per lane measured slower (NOTES 36, 41d).
   static constexpr int kNvfp4LaneChunks = kN <= 2 ? 2 : 1;
-  // Per-group FP8 with wide lanes for the 2-way merge: 93.0-93.7 -> 99.4-99.7 % (NOTES 32); wider
-  // merges keep 8 values per lane (their wide kernels spilled at the 64-register cap).
+  // Per-group FP8 with wide lanes for the 2-way merge (NOTES 32, 41d); wider merges keep 8 values
+  // per lane (their wide kernels spilled at the 64-register cap).
   static constexpr int kGroupLaneChunks = kN <= 2 ? 2 : 1;
 
   /// The head of column `col`: a shift when D is a power of two.
@@ -274,7 +270,7 @@ struct LoadMerge {
     // unrolled into every task slot of the row-wise kernel). Element e goes into v by a select
     // per slot, not through a local array: with one, NVVM kept the NVFP4 quantizer's scaled
     // values in the same stack slot, 32 bytes of local stores per 8 values on the hot path
-    // (2-way merge to NVFP4: 86 % of copy bandwidth).
+    // (NOTES 37, 41d).
     int h = -1;
 #pragma unroll
     for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;

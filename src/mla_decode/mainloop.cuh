@@ -97,7 +97,7 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
     ++nq;
     // NOTE: the next piece's Q into L2 now: it is loaded only once this piece's last QK product
     // is done, and its latency would stall the consumer at the piece boundary. (Prefetching
-    // KV tiles into L2 measured slower: 261 against 166 us, the L2 hit rate fell to 25 %.)
+    // KV tiles into L2 measured slower: bench/NOTES.md, MLA decode M2.)
     if (next.b >= 0) {
 #pragma unroll
       for (int kb = 0; kb < Tr::kBoxes; ++kb)

@@ -42,20 +42,18 @@ struct LoadRows {
     load_chunk(x + row * ld + col, vec, nvalid, v);
   }
   __device__ void finish(int64_t, int, int) const {}
-  // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy. `__launch_bounds__(256, 1)`
-  // let nvcc take 40 registers and cost 4-6 % of bandwidth (H100, silu g128).
+  // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy; a looser cap let nvcc take
+  // more registers and cost bandwidth (bench/NOTES.md 41a).
   static constexpr int kStreamMinBlocks = 8;
   static constexpr int kStreamMinBlocksGrouped = 8;
-  // The clamp-free E2M1 round where exact (NOTES 30, 34: NaN-free round 81 -> 89 %, clamp-free
-  // 86.6/93.2 -> 88.3/94.8 % at H=2048/7168).
+  // The clamp-free E2M1 round where exact (NOTES 30, 34, 41b).
   static constexpr int kNvfp4Round = 1;
   // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
   static constexpr bool kLatePdlWait = false;
-  // Two NVFP4 blocks per lane: bf16 84/89 -> 87/93 % (NOTES 32); fp32 rows (8 registers a chunk)
-  // spilled at 64 registers.
+  // Two NVFP4 blocks per lane (NOTES 32, 41b); fp32 rows (8 registers a chunk) spilled at 64
+  // registers.
   static constexpr int kNvfp4LaneChunks = sizeof(TIn) == 4 ? 2 : 4;
-  // Per-group FP8 with wide lanes (NOTES 32): g128 row 90.2/93.5 -> 93.8/98.8 %, col_tma packed
-  // 88.7/92.3 -> 92.6/97.8 % at T=16384 H=2048/7168 (2 chunks: 91.3/94.9 %); fp32 as above.
+  // Per-group FP8 with two 16-value runs per lane (NOTES 32, 41b); fp32 as above.
   static constexpr int kGroupLaneChunks = sizeof(TIn) == 4 ? 2 : 4;
 };
 

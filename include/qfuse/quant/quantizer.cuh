@@ -66,11 +66,11 @@ __device__ __forceinline__ float load_scalar_early(const float* p) {
 /// padding groups fewer than 4, rows below 2^30 by the launcher's task bound); the 64-bit
 /// divisions this loop had were library calls. The NVFP4 swizzled layout's padding rows (up to
 /// 127: at T = 16 more scale bytes than the real output) are written in its 16-byte units,
-/// coalesced (a 4-byte store per row and tile at a 16-byte stride cost 0.2 us at T = 16).
+/// coalesced (4-byte stores per row and tile were slow at small T: bench/NOTES.md 41f).
 /// NOTE: not inlined, and given the geometry by value: inlined, values of its address arithmetic
 /// stayed live across the task (nvcc shares them with the scale stores) and, under the streaming
 /// kernels' register caps, nvcc spilled the task's freshly loaded data: the spill stores waited
-/// for the loads (the 2-way merge with per-group FP8 fell from 92 to 81 % of copy bandwidth).
+/// for the loads (NOTES 28, 41f).
 static __device__ __noinline__ void zero_scale_padding(uint8_t* base, ScaleAddr sa, uint32_t tid,
                                                        uint32_t nthreads) {
   const uint32_t rows = static_cast<uint32_t>(sa.rows);
