@@ -55,11 +55,13 @@ Status check_attr_value(const Node& n, const OpDef& def, const std::string& key,
   }
   switch (a->type) {
     case AttrType::kInt: {
-      char* end = nullptr;
-      errno = 0;
-      (void)std::strtoll(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || errno != 0)
-        return invalid(label + ": expected an integer, got " + quote_text(value));
+      // NOTE: decimal in canonical form only (no spaces, '+' or leading zeros): the JSON form
+      // writes the number back, and reading it again must give the same attribute.
+      int64_t v = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc() || end != value.data() + value.size() || std::to_string(v) != value)
+        return invalid(label + ": expected a decimal integer in int64 range, got " +
+                       quote_text(value));
       break;
     }
     case AttrType::kFloat: {

@@ -136,6 +136,24 @@ TEST(GraphJsonHostile, SizesPastTheElementLimitNameTheTensorAndDimension) {
   expect_error(small_graph(R"({"T": 1048576, "H": 2097152})"), {"tensor 'x'", "dim 1"});
 }
 
+TEST(GraphJsonHostile, IntegerAttributesAreCanonicalDecimals) {
+  // NOTE: " 5" and "+5" were accepted (strtoll) and written back by to_json as 5: a graph that
+  // did not read back equal (seen while writing fuzz_graph_json's round-trip check).
+  const std::string merge =
+      R"({"inputs": ["o", "lse"], "outputs": [], "tensors": {
+            "o": {"dtype": "fp32", "shape": [2, 8, 2, 64]}, "lse": {"dtype": "fp32", "shape": [2, 2, 8]}},
+          "nodes": [{"name": "m", "op": "merge_states", "inputs": {"o": "o", "lse": "lse"},
+                     "outputs": {"out": "y"}, "attrs": {"copy_from": COPY}}]})";
+  auto with = [&](const std::string& v) {
+    std::string t = merge;
+    return t.replace(t.find("COPY"), 4, v);
+  };
+  EXPECT_TRUE(parse(with("5")).ok());
+  EXPECT_TRUE(parse(with("\"5\"")).ok());
+  for (const char* bad : {"\" 5\"", "\"+5\"", "\"05\"", "\"5 \"", "\"99999999999999999999\""})
+    expect_error(with(bad), {"node 'm': attr 'copy_from': expected a decimal integer"});
+}
+
 TEST(GraphJsonHostile, DimOverridesAreRangeChecked) {
   Graph g;
   ParseOptions opt;
