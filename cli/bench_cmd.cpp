@@ -10,6 +10,7 @@
 #include "bench/routines.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"
+#include "qfuse/core/checked.h"
 #include "qfuse/core/launch.h"
 #include "qfuse/quant/kind.h"
 
@@ -89,6 +90,15 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
   }
   if (bench::find_routine(name) == nullptr) {
     *error = "no routine '" + name + "' (qfuse bench --list)";
+    return false;
+  }
+  // NOTE: each option has its range; their product must also fit (else a huge allocation's
+  // message, not the options', would be the explanation).
+  const int64_t sizes[4] = {opt.T, merge ? opt.H : 2 * opt.H, merge ? opt.N : 1, merge ? opt.D : 1};
+  if (const SizeProblem p = check_sizes(sizes, 4); !p.ok()) {
+    *error = "--T " + std::to_string(opt.T) + " --H " + std::to_string(opt.H) +
+             (merge ? " --N " + std::to_string(opt.N) + " --D " + std::to_string(opt.D) : "") +
+             ": expected a case of at most " + kMaxElementsText + " elements per tensor";
     return false;
   }
   bench::Shape shape{{{"T", opt.T}, {"H", opt.H}}};

@@ -14,6 +14,16 @@ printf '{"name": "x", "name": "y"}' >"$tmp/dup_graph.json"
 python3 -c 'print("[" * 100000 + "]" * 100000)' >"$tmp/deep.json" 2>/dev/null ||
   printf '%s' "$(printf '[%.0s' $(seq 1 5000))" >"$tmp/deep.json"
 
+# NOTE: a memory cap, so that a regression (reading /dev/zero, say) fails instead of exhausting
+# the machine: ASan's own RSS limit in a sanitizer build (ulimit -v would break its shadow
+# mapping), else ulimit -v.
+if grep -qa __asan_init "$qfuse"; then
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:hard_rss_limit_mb=4096"
+  memcap=unlimited
+else
+  memcap=4000000
+fi
+
 passed=0
 failed=0
 # check "what" "fragment" args...
@@ -21,7 +31,7 @@ check() {
   local what=$1 fragment=$2
   shift 2
   local out rc
-  out=$(ulimit -v 4000000; timeout 20 "$qfuse" "$@" 2>&1 </dev/null)
+  out=$(ulimit -v $memcap; timeout 20 "$qfuse" "$@" 2>&1 </dev/null)
   rc=$?
   if [ $rc -ge 1 ] && [ $rc -le 109 ] && [[ "$out" == *"$fragment"* ]] && [[ "$out" != *"std::bad_alloc"$'\n'* || "$out" == *"out of host memory"* ]]; then
     passed=$((passed + 1))
@@ -48,6 +58,8 @@ check "duplicate config key" "duplicate key 'fuse_act_quant'" fuse "$g" --host -
 check "duplicate graph key" "duplicate key 'name'" fuse "$tmp/dup_graph.json"
 check "deep nesting" "nesting deeper than 32 levels" fuse "$tmp/deep.json"
 check "full-size dims on the host" "set smaller values for the dims T=4096 H=7168 I=2048" fuse "$g" --host --dim T=4096 --dim H=7168 --dim I=2048
+check "bench case past the element limit" "expected a case of at most 2^40 elements" bench --op quantize --quant fp8_per_token -T 16777216 -H 268435456
+check "bench -T with junk" "-T" bench --op quantize --quant fp8_per_token -T 4x
 check "--seed with junk" "seed" fuse "$g" --host --seed 12abc
 check "--reps out of range" "reps" fuse "$g" --host --reps 0
 
