@@ -55,11 +55,14 @@ TensorRef make_tensor_ref(const TensorDesc& desc, void* data) {
   r.data = data;
   r.dtype = desc.dtype;
   r.rank = static_cast<int>(desc.shape.size());
+  // NOTE: a shape of rank > 4 (never in a validated graph) keeps its rank, which every entry
+  // point rejects; nothing is written past the arrays.
+  if (!r.valid_rank()) return r;
   int64_t stride = 1;
   for (int d = r.rank - 1; d >= 0; --d) {
     r.sizes[d] = desc.shape[d];
     r.strides[d] = stride;
-    stride *= std::max<int64_t>(desc.shape[d], 1);
+    stride = saturating_mul(stride, std::max<int64_t>(desc.shape[d], 1));
   }
   return r;
 }

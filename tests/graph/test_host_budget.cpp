@@ -59,6 +59,17 @@ TEST(HostBudget, FixedShapesSayToUseNamedDims) {
   EXPECT_NE(st.message().find("its shapes are fixed numbers"), std::string::npos) << st.message();
 }
 
+TEST(MakeTensorRef, RankAboveFourWritesNothingPastTheArrays) {
+  TensorDesc d;
+  d.dtype = DType::kF32;
+  d.shape = {2, 3, 4, 5, 6, 7};
+  const TensorRef r = make_tensor_ref(d, nullptr);
+  EXPECT_EQ(r.rank, 6);
+  EXPECT_FALSE(r.valid_rank());
+  d.shape = {int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_EQ(make_tensor_ref(d, nullptr).strides[0], int64_t{1} << 40);
+}
+
 TEST(HostBudget, NullArgumentsAreErrors) {
   const Graph g = test::parse_or_fail(test::act_quant_graph("fp8_per_token"));
   EXPECT_EQ(run_host(g, nullptr).code(), StatusCode::kInvalidArgument);
