@@ -38,4 +38,27 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -rf $(BUILD) .devbin
+	rm -rf $(BUILD) .devbin $(SAN_BUILD)
+
+# ---- hardening (issue 12; docs/hardening.md) -----------------------------------------------
+# `make sanitize`: a second build (clang++ for the host C++, nvcc with g++ for CUDA) with
+# AddressSanitizer + UBSan and libFuzzer coverage; runs every test there (GPU tests skip without
+# a device) and each fuzz target over its committed corpus. `make fuzz`: each fuzz target for
+# FUZZ_SECONDS more (scripts/fuzz.sh; new inputs go to a scratch folder, not the repo).
+SAN_BUILD ?= build-sanitize
+FUZZ_SECONDS ?= 45
+# NOTE: protect_shadow_gap=0 lets the CUDA driver map its memory on a GPU machine.
+SAN_ENV = ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:abort_on_error=1:check_initialization_order=1 \
+          UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: sanitize-build sanitize fuzz
+sanitize-build: deps
+	@cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_CUDA_HOST_COMPILER=g++ -DQFUSE_FUZZ=ON >/dev/null
+	@cmake --build $(SAN_BUILD) -j $(JOBS)
+
+sanitize: sanitize-build
+	cd $(SAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j $(JOBS)
+
+fuzz: sanitize-build
+	@$(SAN_ENV) bash scripts/fuzz.sh $(SAN_BUILD) $(FUZZ_SECONDS)

@@ -8,6 +8,7 @@
 
 #include "graph/op_helpers.h"
 #include "graph/text.h"
+#include "qfuse/core/quote.h"
 #include "qfuse/quant/reference.h"
 
 namespace qfuse::graph {
@@ -15,9 +16,28 @@ namespace {
 using detail::invalid;
 }  // namespace
 
+namespace {
+Status make_random_inputs_impl(const Graph& g, uint64_t seed, HostTensors* out,
+                               const OpRegistry& reg);
+}  // namespace
+
 Status make_random_inputs(const Graph& g, uint64_t seed, HostTensors* out,
                           const OpRegistry* registry) {
-  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+  if (out == nullptr) return invalid("argument 'out': expected a map to fill, got null");
+  try {
+    return make_random_inputs_impl(g, seed, out,
+                                   registry != nullptr ? *registry : default_registry());
+  } catch (const std::exception& e) {  // std::bad_alloc, std::length_error
+    return Status(StatusCode::kInvalidArgument, "graph " + quote_text(g.name) +
+                                                    ": out of host memory making the random "
+                                                    "inputs (" +
+                                                    e.what() + ")");
+  }
+}
+
+namespace {
+Status make_random_inputs_impl(const Graph& g, uint64_t seed, HostTensors* out,
+                               const OpRegistry& reg) {
   for (const std::string& name : g.inputs) {
     const TensorDesc* d = g.tensor(name);
     if (d == nullptr) return invalid("graph input '" + name + "' is not declared");
@@ -75,6 +95,8 @@ Status make_random_inputs(const Graph& g, uint64_t seed, HostTensors* out,
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 Status host_values(const HostTensor& t, std::vector<double>* out) {
   const int64_t n = t.desc.numel();

@@ -13,6 +13,7 @@
 #include "bench/routines.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"
+#include "qfuse/core/checked.h"
 #include "qfuse/core/launch.h"
 #include "qfuse/quant/kind.h"
 
@@ -112,6 +113,16 @@ bool select_cases(const BenchOptions& opt, std::vector<bench::Case>* cases, std:
           "--dim " + kv + ": --op " + opt.op + " takes " + shape.to_string() + " (the defaults)";
       return false;
     }
+  }
+  // NOTE: each --dim has its range; their product must also fit (else a huge allocation's
+  // message, not the options', would be the explanation). The product of every key bounds the
+  // largest tensor of a case (silu's input is 2 T H: within a factor of two).
+  std::vector<int64_t> sizes;
+  for (const auto& kv : shape.dims) sizes.push_back(kv.second);
+  if (const SizeProblem p = check_sizes(sizes.data(), static_cast<int>(sizes.size())); !p.ok()) {
+    *error = shape.to_string() + ": expected a case of at most " + kMaxElementsText +
+             " elements per tensor";
+    return false;
   }
   *cases = {{"single case", name, shape}};
   return true;

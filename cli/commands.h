@@ -3,7 +3,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "qfuse/core/status.h"
 
 namespace qfuse::cli {
 
@@ -37,6 +40,8 @@ struct FuseOptions {
 
 /// `qfuse fuse`: 0 on success, 1 on an error.
 int run_fuse(const FuseOptions& opt);
+/// One `--dim NAME=SIZE`: SIZE a decimal integer in [0, kMaxElements], nothing after it.
+Status parse_dim_override(const std::string& text, std::pair<std::string, int64_t>* out);
 /// `qfuse bench`: 0 on success, 1 on an error or a failed case, 2 without a GPU.
 int run_bench(const BenchOptions& opt);
 /// `qfuse demo`: 0 on success, 1 when a GPU accuracy check fails or CUDA reports an error.

@@ -6,16 +6,21 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "bench/graph_tools.h"
 #include "bench/harness.h"
 #include "cli/commands.h"
 #include "qfuse/core/arch.h"
+#include "qfuse/core/checked.h"
 #include "qfuse/core/cuda_check.h"
+#include "qfuse/core/quote.h"
 #include "qfuse/graph/config.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/graph/graph_json.h"
@@ -85,6 +90,27 @@ void print_difference(const std::string& name, const HostTensor& fused, const Ho
 
 }  // namespace
 
+Status parse_dim_override(const std::string& text, std::pair<std::string, int64_t>* out) {
+  const std::string expected = std::string("NAME=SIZE with SIZE an integer in [0, ") +
+                               std::to_string(kMaxElements) + "] (" + kMaxElementsText + ")";
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return Status::InvalidArgument("--dim", expected, quote_text(text));
+  const std::string_view num = std::string_view(text).substr(eq + 1);
+  int64_t v = 0;
+  // NOTE: from_chars, not stoll: the whole text must be the number ("4x", " 4", "+4", "4e3"
+  // are errors) and a value past int64_t is an error, not a clamp.
+  const auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+  if (num.empty() || ec == std::errc::invalid_argument || end != num.data() + num.size())
+    return Status::InvalidArgument("--dim " + text.substr(0, std::min<size_t>(eq, 64)), expected,
+                                   quote_text(text));
+  if (ec == std::errc::result_out_of_range || v < 0 || v > kMaxElements)
+    return Status::InvalidArgument("--dim " + text.substr(0, std::min<size_t>(eq, 64)), expected,
+                                   quote_text(text) + " (out of range)");
+  *out = {text.substr(0, eq), v};
+  return Status::Ok();
+}
+
 int run_fuse(const FuseOptions& opt) {
   FusionConfig cfg;
   if (!opt.config_path.empty()) {
@@ -103,14 +129,9 @@ int run_fuse(const FuseOptions& opt) {
   ParseOptions popt;
   popt.use_host_dims = !gpu;
   for (const std::string& d : opt.dims) {
-    const size_t eq = d.find('=');
-    if (eq == std::string::npos)
-      return fail(Status(StatusCode::kInvalidArgument, "--dim " + d + ": expected NAME=SIZE"));
-    try {
-      popt.dim_overrides.emplace_back(d.substr(0, eq), std::stoll(d.substr(eq + 1)));
-    } catch (const std::exception&) {
-      return fail(Status(StatusCode::kInvalidArgument, "--dim " + d + ": expected NAME=SIZE"));
-    }
+    std::pair<std::string, int64_t> dim;
+    if (Status st = parse_dim_override(d, &dim); !st.ok()) return fail(st);
+    popt.dim_overrides.push_back(std::move(dim));
   }
   Graph before;
   if (Status st = load_graph_file(opt.graph_path, popt, &before); !st.ok()) return fail(st);
@@ -132,6 +153,11 @@ int run_fuse(const FuseOptions& opt) {
   for (const PassReport& r : reports) std::printf("%s\n", r.to_string().c_str());
   std::printf("\n== after the passes\n%s\n", to_text(after).c_str());
 
+  // NOTE: before the inputs are made: a graph too large for the host path says which dims to
+  // set instead of allocating gigabytes and running fp64 GEMMs for minutes.
+  if (!gpu)
+    for (const Graph* g : {&before, &after})
+      if (Status st = check_host_budget(*g); !st.ok()) return fail(st);
   HostTensors inputs;
   if (Status st = make_random_inputs(before, opt.seed, &inputs); !st.ok()) return fail(st);
   std::map<std::string, HostTensor> out_unfused, out_fused;

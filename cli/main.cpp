@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include "bench/family.h"
 #include "cli/commands.h"
@@ -83,13 +84,25 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
+  const char* command = info->parsed()    ? "info"
+                        : demo->parsed()  ? "demo"
+                        : bench->parsed() ? "bench"
+                                          : "fuse";
   try {
     if (info->parsed()) return qfuse::cli::run_info();
     if (demo->parsed()) return qfuse::cli::run_demo(demo_opt);
     if (bench->parsed()) return qfuse::cli::run_bench(bench_opt);
     if (fuse->parsed()) return qfuse::cli::run_fuse(fuse_opt);
+  } catch (const std::bad_alloc&) {
+    // NOTE: "std::bad_alloc" alone explains nothing: say what ran out and what to change.
+    std::fprintf(stderr,
+                 "qfuse %s: error: out of host memory (std::bad_alloc): the shapes are too large "
+                 "for this machine; use smaller sizes (qfuse fuse: --dim NAME=SIZE or the graph's "
+                 "host_dims)\n",
+                 command);
+    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qfuse: error: %s\n", e.what());
+    std::fprintf(stderr, "qfuse %s: error: %s\n", command, e.what());
     return 1;
   }
   return 1;

@@ -10,6 +10,10 @@
 # call under 10 minutes: QFUSE_PEERS_BUDGET_S seconds (default: what is left of 8.5 minutes, at
 # most 300); QFUSE_PEERS=0 skips it; QFUSE_PEERS_ARGS adds options (e.g. "--compile-mode
 # max-autotune-no-cudagraphs"). The summary then prints ours against both peers per row.
+# Sanitizer stage (issue 12): compute-sanitizer memcheck, racecheck, initcheck and synccheck over
+# every GPU test binary at small shapes, chosen by a gtest filter per binary (san_filter below),
+# within SANITIZE_BUDGET seconds for the whole stage (default 240; each run at most 60 s).
+# QFUSE_GPU_SANITIZE=0 skips it; a missing compute-sanitizer is reported, not fatal.
 #
 # Binaries: .devbin/ (or .devbin.tgz, unpacked) when present (made here by `make devbin` and
 # carried: the GPU machine has no GoogleTest/CLI11 packages), else a build from source into
@@ -46,6 +50,71 @@ for t in "$bin"/test_*; do
   "$t" --gtest_brief=1 --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || status=1
   tail -25 "$out/$name.log"
 done
+
+# ---- sanitizer stage (issue 12) ---------------------------------------------------------------
+# NOTE: small shapes by gtest filter, per binary: every kernel family and quantization kind, the
+# executor with cuBLASLt, PDL and graph capture, each test a few MB at most (the full grids run
+# above without the tools).
+declare -A san_filter=(
+  [test_quantize]='All/QuantizeSpecialValues.*:QuantizeGpu.StridedMisalignedAndOddWidths:QuantizeGpu.ScaleUpperBound:QuantizeGpu.EmptyInputIsANoOp:QuantizeGpu.CapturedInCudaGraph'
+  [test_quant]='ConvertGpu.E2M1*:AllKinds/AdapterKinds.*fp8_group128_col_tma*:AllKinds/AdapterKinds.*nvfp4_swizzled:AllKinds/AdapterKinds.*fp8_per_token'
+  [test_act_quant]='SiluMulGpu.NanInfAndZeroGroups:SiluMulGpu.PlainOutputDtypes:SiluMulGpu.StridedAndMisalignedInputs'
+  [test_merge_states]='MergeGpu.PlainOutputDtypes:MergeGpu.NumberOfPartials:MergeGpu.MasksAndLseBase:MergeGpu.CopyFrom:MergeGpu.HeadSizesNotAMultipleOf8:MergeGpu.ZeroTokensIsANoOp:MergePdlGpu.*'
+  [test_graph]='AllSpecs/GpuActQuant.*:GpuExecutor.MissingInputAndSmallWorkspaceAreErrors:Shapes/GpuGemmBlock128Paths.*/4:Shapes/GpuGemmBlock128Paths.*/5'
+  [test_mla_decode]='MlaDecodeGpu.BadSeqLen*:MlaDecodeGpu.QuantizedOutput*'
+)
+san_tools=(memcheck racecheck initcheck synccheck)
+san_budget=${SANITIZE_BUDGET:-240}
+san_table="$out/sanitize.tsv"
+: >"$san_table"
+if [ "${QFUSE_GPU_SANITIZE:-1}" = 0 ]; then
+  echo "== compute-sanitizer: skipped (QFUSE_GPU_SANITIZE=0)"
+  echo -e "-\tall\tskipped (QFUSE_GPU_SANITIZE=0)" >>"$san_table"
+else
+  san=$(command -v compute-sanitizer || true)
+  [ -n "$san" ] || { [ -x /usr/local/cuda/bin/compute-sanitizer ] && san=/usr/local/cuda/bin/compute-sanitizer; }
+  if [ -z "$san" ]; then
+    echo "== compute-sanitizer: not found (PATH, /usr/local/cuda/bin): stage not run"
+    echo -e "-\tall\tnot run: compute-sanitizer not found" >>"$san_table"
+  else
+    echo "== compute-sanitizer ($("$san" --version 2>/dev/null | grep -m1 -o 'Version.*')), budget ${san_budget}s"
+    san_start=$(date +%s)
+    for tool in "${san_tools[@]}"; do
+      for t in "$bin"/test_*; do
+        name=$(basename "$t")
+        [ -x "$t" ] || continue
+        filter=${san_filter[$name]:-}
+        if [ -z "$filter" ]; then
+          echo -e "$name\t$tool\tno GPU tests" >>"$san_table"
+          continue
+        fi
+        left=$((san_budget - ($(date +%s) - san_start)))
+        if ((left < 10)); then
+          echo -e "$name\t$tool\tnot run (budget spent)" >>"$san_table"
+          continue
+        fi
+        cap=$((left < 60 ? left : 60))
+        log="$out/sanitize_${name}_$tool.log"
+        t0=$(date +%s)
+        timeout -k 5 "$cap" "$san" --tool "$tool" --error-exitcode 86 \
+          --print-limit 20 "$t" --gtest_brief=1 --gtest_filter="$filter" >"$log" 2>&1
+        rc=$?
+        took=$(($(date +%s) - t0))
+        errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$')
+        ran=$(grep -oE '\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
+        case $rc in
+          0) result="clean (${ran:-0} tests, ${took}s)" ;;
+          86) result="${errors:-some} errors (${took}s)"; status=1 ;;
+          124 | 137) result="timeout after ${cap}s"; status=1 ;;
+          *) result="exit $rc: tests failed or the tool did not run (${took}s)"; status=1 ;;
+        esac
+        echo "  $tool $name: $result"
+        [ "$rc" = 0 ] || grep -m5 -E '^========= (Invalid|Race|Uninitialized|Barrier|Program hit|ERROR)|FAILED' "$log"
+        echo -e "$name\t$tool\t$result" >>"$san_table"
+      done
+    done
+  fi
+fi
 
 echo "== cuBLASLt block-scale layout probe (GpuGemmBlock128.ProbeScaleLayouts)"
 grep -h '^probe ' "$out"/test_graph.log 2>/dev/null | grep -v -e ' -> no effect$' | head -80
@@ -131,6 +200,19 @@ for x in sorted(glob.glob(os.path.join(out, "test_*.xml"))):
         for e in list(c.findall("failure")) + list(c.findall("error")):
             msg = (e.get("message") or e.text or "").strip().replace("\n", " | ")
             print(f"FAILED {c.get('classname')}.{c.get('name')}: {msg[:600]}")
+san = os.path.join(out, "sanitize.tsv")
+if os.path.exists(san):
+    rows = [l.rstrip("\n").split("\t") for l in open(san) if l.strip()]
+    tools = ["memcheck", "racecheck", "initcheck", "synccheck"]
+    cells = {(r[0], r[1]): r[2] for r in rows if len(r) == 3}
+    bins = sorted({r[0] for r in rows if len(r) == 3 and r[0] != "-"})
+    print()
+    print(f"{'compute-sanitizer':<20}" + "".join(f"{t:<26}" for t in tools))
+    for b in bins:
+        print(f"{b:<20}" + "".join(f"{cells.get((b, t), '-')[:25]:<26}" for t in tools))
+    for r in rows:
+        if len(r) == 3 and r[0] == "-":
+            print(f"compute-sanitizer: {r[2]}")
 PY
 echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
 for f in "$out"/fuse_*.txt; do

@@ -4,11 +4,15 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <random>
+#include <set>
 
 #include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
 #include "graph/text.h"
+#include "qfuse/core/checked.h"
+#include "qfuse/core/quote.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/quant/reference.h"
 
@@ -21,6 +25,8 @@ constexpr size_t kAlign = 256;
 size_t align_up(size_t v) {
   return (v + kAlign - 1) / kAlign * kAlign;
 }
+
+Status run_host_nodes(const Graph& g, HostTensors* tensors, const OpRegistry& reg);
 
 std::map<std::string, const TensorDesc*> input_descs(const Graph& g, const Node& n) {
   std::map<std::string, const TensorDesc*> d;
@@ -49,11 +55,14 @@ TensorRef make_tensor_ref(const TensorDesc& desc, void* data) {
   r.data = data;
   r.dtype = desc.dtype;
   r.rank = static_cast<int>(desc.shape.size());
+  // NOTE: a shape of rank > 4 (never in a validated graph) keeps its rank, which every entry
+  // point rejects; nothing is written past the arrays.
+  if (!r.valid_rank()) return r;
   int64_t stride = 1;
   for (int d = r.rank - 1; d >= 0; --d) {
     r.sizes[d] = desc.shape[d];
     r.strides[d] = stride;
-    stride *= std::max<int64_t>(desc.shape[d], 1);
+    stride = saturating_mul(stride, std::max<int64_t>(desc.shape[d], 1));
   }
   return r;
 }
@@ -61,9 +70,82 @@ TensorRef make_tensor_ref(const TensorDesc& desc, void* data) {
 // ---- host run
 // ------------------------------------------------------------------------------------
 
-Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry) {
+Status check_host_budget(const Graph& g, const HostBudget& budget, const OpRegistry* registry) {
   const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
   QFUSE_RETURN_IF_ERROR(validate(g, &reg));
+  // NOTE: a valid graph's tensors each hold at most kMaxElements: the sums below saturate only
+  // for graphs far past any budget.
+  int64_t bytes = 0, macs = 0;
+  const TensorDesc* largest = nullptr;
+  for (const auto& [name, t] : g.tensors) {
+    bytes = saturating_add(bytes, static_cast<int64_t>(t.bytes()));
+    if (largest == nullptr || t.bytes() > largest->bytes()) largest = &t;
+  }
+  for (const Node& n : g.nodes) {
+    for (const auto* ports : {&n.inputs, &n.outputs})
+      for (const auto& [p, t] : *ports)
+        bytes = saturating_add(bytes, saturating_mul(8, g.tensor(t)->numel()));
+    const OpDef* def = reg.find(n.op);
+    if (def->cls != OpClass::kGemm) continue;
+    detail::GemmInfo gi;
+    QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, input_descs(g, n), &gi));
+    macs = saturating_add(macs, saturating_mul(saturating_mul(gi.M, gi.N), gi.K));
+  }
+  if (bytes <= budget.max_bytes && macs <= budget.max_macs) return Status::Ok();
+
+  // Which dims make it large: those the declared shapes are written with.
+  std::set<std::string> used;
+  for (const auto& [name, t] : g.tensors)
+    for (const std::string& e : t.shape_expr)
+      for (size_t a = 0; a < e.size();) {
+        size_t b = e.find_first_of("*/", a);
+        if (b == std::string::npos) b = e.size();
+        std::string term = e.substr(a, b - a);
+        term.erase(0, term.find_first_not_of(' '));
+        term.erase(term.find_last_not_of(' ') + 1);
+        if (!term.empty() && !std::isdigit(static_cast<unsigned char>(term[0]))) used.insert(term);
+        a = b + 1;
+      }
+  std::string dims;
+  for (const auto& [k, v] : g.dims)
+    if (used.count(k)) dims += (dims.empty() ? "" : " ") + k + "=" + std::to_string(v);
+  std::string cost;
+  if (bytes > budget.max_bytes)
+    cost = "about " + std::to_string(bytes >> 20) + " MiB of host memory (budget " +
+           std::to_string(budget.max_bytes >> 20) + " MiB; largest tensor " +
+           quote_text(largest->name) + " " + largest->describe() + ")";
+  if (macs > budget.max_macs)
+    cost += std::string(cost.empty() ? "" : " and ") + std::to_string(macs) +
+            " GEMM multiply-adds (budget " + std::to_string(budget.max_macs) + ")";
+  return Status(
+      StatusCode::kInvalidArgument,
+      "graph " + quote_text(g.name) + " is too large for the host reference path: it needs " +
+          cost + "; " +
+          (dims.empty() ? std::string("its shapes are fixed numbers: write them with named dims "
+                                      "(\"dims\") and give smaller \"host_dims\"")
+                        : "set smaller values for the dims " + dims +
+                              " (a \"host_dims\" object in the graph file, or qfuse fuse "
+                              "--dim NAME=SIZE)"));
+}
+
+Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry,
+                const HostBudget& budget) {
+  if (tensors == nullptr)
+    return invalid("argument 'tensors': expected the graph's input tensors, got null");
+  const OpRegistry& reg = registry != nullptr ? *registry : default_registry();
+  QFUSE_RETURN_IF_ERROR(check_host_budget(g, budget, &reg));
+  try {
+    return run_host_nodes(g, tensors, reg);
+  } catch (const std::exception& e) {  // std::bad_alloc, std::length_error
+    return Status(StatusCode::kInvalidArgument,
+                  "graph " + quote_text(g.name) +
+                      ": out of host memory on the host reference path (" + e.what() + ")");
+  }
+}
+
+namespace {
+
+Status run_host_nodes(const Graph& g, HostTensors* tensors, const OpRegistry& reg) {
   for (const std::string& in : g.inputs) {
     auto it = tensors->find(in);
     if (it == tensors->end()) return invalid("graph input '" + in + "' is not given");
@@ -94,6 +176,8 @@ Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 // ---- GEMM paths and the memory plan
 // -------------------------------------------------------------
@@ -154,8 +238,8 @@ Status plan_memory_with(const Graph& g, const OpRegistry& reg,
     const OpDef* def = reg.find(n.op);
     if (def->cls != OpClass::kGemm) continue;
     any_gemm = true;
-    GemmInfo gi;
-    QFUSE_RETURN_IF_ERROR(gemm_info(n, input_descs(g, n), &gi));
+    detail::GemmInfo gi;
+    QFUSE_RETURN_IF_ERROR(detail::gemm_info(n, input_descs(g, n), &gi));
     MemoryPlan::GemmScratch s;
     const GemmPath path = path_of(n, gi);
     if (path == GemmPath::kDequantBf16) {

@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <queue>
 #include <set>
 #include <sstream>
+
+#include "qfuse/core/checked.h"
+#include "qfuse/core/quote.h"
 
 #include "graph/validate_impl.h"
 #include "qfuse/graph/op_registry.h"
@@ -18,6 +23,14 @@ namespace {
 using detail::invalid;
 using detail::join;
 using detail::shape_text;
+/// Sizes >= 0 that multiply (zeros counted as 1) to at most kMaxElements (checked.h).
+Status check_shape(const std::string& what, const std::vector<int64_t>& shape) {
+  const SizeProblem p = check_sizes(shape.data(), static_cast<int>(shape.size()));
+  if (p.ok()) return Status::Ok();
+  return invalid(what + " shape " + shape_text(shape) + ": dim " + std::to_string(p.dim) +
+                 ": expected " + p.reason);
+}
+
 /// The first field in which `actual` differs from `expected`, as "expected X, got Y".
 std::string type_difference(const TensorDesc& expected, const TensorDesc& actual) {
   if (expected.dtype != actual.dtype)
@@ -42,26 +55,28 @@ Status check_attr_value(const Node& n, const OpDef& def, const std::string& key,
   }
   switch (a->type) {
     case AttrType::kInt: {
-      char* end = nullptr;
-      errno = 0;
-      (void)std::strtoll(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || errno != 0)
-        return invalid(label + ": expected an integer, got '" + value + "'");
+      // NOTE: decimal in canonical form only (no spaces, '+' or leading zeros): the JSON form
+      // writes the number back, and reading it again must give the same attribute.
+      int64_t v = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc() || end != value.data() + value.size() || std::to_string(v) != value)
+        return invalid(label + ": expected a decimal integer in int64 range, got " +
+                       quote_text(value));
       break;
     }
     case AttrType::kFloat: {
       char* end = nullptr;
       const double v = std::strtod(value.c_str(), &end);
       if (value.empty() || *end != '\0' || !std::isfinite(v))
-        return invalid(label + ": expected a finite number, got '" + value + "'");
+        return invalid(label + ": expected a finite number, got " + quote_text(value));
       break;
     }
     case AttrType::kBool:
       if (value != "true" && value != "false")
-        return invalid(label + ": expected true or false, got '" + value + "'");
+        return invalid(label + ": expected true or false, got " + quote_text(value));
       break;
     case AttrType::kDType:
-      if (!parse_dtype(value)) return invalid(label + ": unknown dtype '" + value + "'");
+      if (!parse_dtype(value)) return invalid(label + ": unknown dtype " + quote_text(value));
       break;
     case AttrType::kQuant: {
       QuantSpec s;
@@ -72,8 +87,8 @@ Status check_attr_value(const Node& n, const OpDef& def, const std::string& key,
     case AttrType::kString:
       if (!a->choices.empty() &&
           std::find(a->choices.begin(), a->choices.end(), value) == a->choices.end())
-        return invalid(label + ": expected one of " + join(a->choices, "|") + ", got '" + value +
-                       "'");
+        return invalid(label + ": expected one of " + join(a->choices, "|") + ", got " +
+                       quote_text(value));
       break;
   }
   return Status::Ok();
@@ -108,12 +123,14 @@ Status check_ports(const Node& n, const OpDef& def, bool input) {
 
 int64_t TensorDesc::numel() const {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape) n = saturating_mul(n, s);
   return n;
 }
 
 size_t TensorDesc::bytes() const {
-  return static_cast<size_t>(numel()) * dtype_size(dtype);
+  const int64_t n = numel();
+  return n <= 0 ? 0
+                : static_cast<size_t>(saturating_mul(n, static_cast<int64_t>(dtype_size(dtype))));
 }
 
 std::string TensorDesc::describe() const {
@@ -166,9 +183,13 @@ std::vector<std::pair<const Node*, std::string>> Graph::consumers(const std::str
 
 // ---- shapes -----------------------------------------------------------------------------------
 
-Status eval_dim_expr(const std::string& expr,
-                     const std::vector<std::pair<std::string, int64_t>>& dims, int64_t* value) {
+namespace detail {
+
+Status eval_dim_expr(const std::string& expr, const DimLookup& lookup, int64_t* value,
+                     const std::vector<std::pair<std::string, int64_t>>* dims) {
+  if (value == nullptr) return invalid("argument 'value': expected an int64_t to write, got null");
   if (expr.empty()) return invalid("empty shape expression");
+  const std::string self = "shape expression " + quote_text(expr);
   int64_t v = 1;
   char op = '*';
   size_t start = 0;
@@ -178,32 +199,40 @@ Status eval_dim_expr(const std::string& expr,
     std::string term = expr.substr(start, end - start);
     term.erase(0, term.find_first_not_of(' '));
     term.erase(term.find_last_not_of(' ') + 1);
-    if (term.empty()) return invalid("shape expression '" + expr + "': empty factor");
+    if (term.empty()) return invalid(self + ": empty factor");
     int64_t f = 0;
     if (std::isdigit(static_cast<unsigned char>(term[0]))) {
-      char* e = nullptr;
-      f = std::strtoll(term.c_str(), &e, 10);
-      if (*e != '\0') return invalid("shape expression '" + expr + "': bad number '" + term + "'");
+      // NOTE: strict: every character a digit, and the value inside the element limit.
+      const auto [p, ec] = std::from_chars(term.data(), term.data() + term.size(), f);
+      if (ec == std::errc::result_out_of_range || (ec == std::errc() && f > kMaxElements))
+        return invalid(self + ": number " + quote_text(term) + " above the element limit " +
+                       kMaxElementsText);
+      if (ec != std::errc() || p != term.data() + term.size())
+        return invalid(self + ": bad number " + quote_text(term));
     } else {
-      bool found = false;
-      for (const auto& [k, d] : dims)
-        if (k == term) {
-          f = d;
-          found = true;
-        }
-      if (!found) {
-        std::vector<std::string> names;
-        for (const auto& kv : dims) names.push_back(kv.first);
-        return invalid("shape expression '" + expr + "': unknown dim '" + term +
-                       "' (dims: " + (names.empty() ? std::string("none") : join(names)) + ")");
+      const int64_t* d = lookup(term);
+      if (d == nullptr) {
+        std::string names;
+        size_t shown = 0;
+        if (dims != nullptr)
+          for (const auto& kv : *dims) {
+            if (shown == 8) {
+              names += ", ... (" + std::to_string(dims->size()) + " dims)";
+              break;
+            }
+            names += (shown++ ? ", " : "") + quote_text(kv.first, 32);
+          }
+        return invalid(self + ": unknown dim " + quote_text(term) +
+                       " (dims: " + (names.empty() ? std::string("none") : names) + ")");
       }
+      f = *d;
     }
-    if (f < 0) return invalid("shape expression '" + expr + "': negative factor");
+    if (f < 0) return invalid(self + ": negative factor");
     if (op == '/') {
-      if (f == 0) return invalid("shape expression '" + expr + "': division by zero");
-      v = (v + f - 1) / f;  // NOTE: rounds up (block counts: "I/128")
-    } else {
-      v *= f;
+      if (f == 0) return invalid(self + ": division by zero");
+      v = v / f + (v % f != 0);  // NOTE: rounds up (block counts: "I/128"); cannot overflow
+    } else if (!checked_mul(v, f, &v) || v > kMaxElements) {
+      return invalid(self + ": the product passes the element limit " + kMaxElementsText);
     }
     if (end < expr.size()) op = expr[end];
     start = end + 1;
@@ -212,9 +241,25 @@ Status eval_dim_expr(const std::string& expr,
   return Status::Ok();
 }
 
+}  // namespace detail
+
+Status eval_dim_expr(const std::string& expr,
+                     const std::vector<std::pair<std::string, int64_t>>& dims, int64_t* value) {
+  return detail::eval_dim_expr(
+      expr,
+      [&](const std::string& name) -> const int64_t* {
+        const int64_t* found = nullptr;
+        for (const auto& [k, d] : dims)
+          if (k == name) found = &d;
+        return found;
+      },
+      value, &dims);
+}
+
 // ---- order and validation ----------------------------------------------------------------------
 
 Status topological_order(const Graph& g, std::vector<size_t>* order) {
+  if (order == nullptr) return invalid("argument 'order': expected a vector to write, got null");
   std::map<std::string, size_t> writer;
   for (size_t i = 0; i < g.nodes.size(); ++i)
     for (const auto& [port, t] : g.nodes[i].outputs) writer[t] = i;
@@ -230,20 +275,17 @@ Status topological_order(const Graph& g, std::vector<size_t>* order) {
     for (size_t d : deps) readers[d].push_back(i);
   }
   order->clear();
-  std::vector<size_t> ready;
-  for (size_t i = g.nodes.size(); i-- > 0;)
-    if (pending[i] == 0) ready.push_back(i);
+  // NOTE: the file's node order among ready nodes (stable, readable execution order): a min-heap
+  // of indices, O(n log n) (sorting the ready list after every node was quadratic).
+  std::priority_queue<size_t, std::vector<size_t>, std::greater<size_t>> ready;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (pending[i] == 0) ready.push(i);
   while (!ready.empty()) {
-    const size_t i = ready.back();
-    ready.pop_back();
+    const size_t i = ready.top();
+    ready.pop();
     order->push_back(i);
-    std::vector<size_t> next;
     for (size_t r : readers[i])
-      if (--pending[r] == 0) next.push_back(r);
-    // NOTE: keep the file's node order among ready nodes (stable, readable execution order).
-    std::sort(next.begin(), next.end(), std::greater<size_t>());
-    for (size_t r : next) ready.push_back(r);
-    std::sort(ready.begin(), ready.end(), std::greater<size_t>());
+      if (--pending[r] == 0) ready.push(r);
   }
   if (order->size() != g.nodes.size()) {
     std::vector<std::string> cyc;
@@ -264,10 +306,9 @@ Status validate_graph(Graph* g, const OpRegistry* registry, const std::set<std::
     if (name != t.name)
       return invalid("tensor '" + name + "': declared under another name '" + t.name + "'");
     if (t.shape.empty() || t.shape.size() > 4)
-      return invalid("tensor '" + name + "': expected rank 1..4, got " +
+      return invalid("tensor " + quote_text(name) + ": expected rank 1..4, got " +
                      std::to_string(t.shape.size()));
-    for (int64_t s : t.shape)
-      if (s < 0) return invalid("tensor '" + name + "': negative size in " + shape_text(t.shape));
+    QFUSE_RETURN_IF_ERROR(check_shape("tensor " + quote_text(name), t.shape));
   }
 
   // Nodes: names, ops, ports, attributes; writers of tensors.
@@ -324,6 +365,9 @@ Status validate_graph(Graph* g, const OpRegistry* registry, const std::set<std::
     std::map<std::string, TensorDesc> expected;
     const Status st = def.infer(n, in, &expected);
     if (!st.ok()) return Status(st.code(), "node '" + n.name + "': " + st.message());
+    for (const auto& [port, desc] : expected)
+      QFUSE_RETURN_IF_ERROR(check_shape(
+          "node '" + n.name + "': " + port_label(n, false, port) + ": inferred", desc.shape));
     for (const auto& [port, desc] : expected)
       if (n.outputs.count(port) == 0)
         return invalid("node '" + n.name + "': output '" + port + "' must be connected (op '" +

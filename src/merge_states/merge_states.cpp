@@ -6,6 +6,7 @@
 #include <string>
 
 #include "merge_states/launch.h"
+#include "qfuse/core/checked.h"
 #include "quant/validate.h"
 
 namespace qfuse {
@@ -41,6 +42,7 @@ Status flatten_output(const QuantOutput& in, QuantOutput* out) {
 }  // namespace
 
 Status unstack_partials(const TensorRef& o, const TensorRef& lse, MergePartials* out) {
+  if (out == nullptr) return Status::InvalidArgument("out", "a MergePartials to write", "null");
   if (o.rank != 4)
     return Status::InvalidArgument("o.rank", "4 ([N, T, H, D])", std::to_string(o.rank));
   if (lse.rank != 3)
@@ -52,6 +54,18 @@ Status unstack_partials(const TensorRef& o, const TensorRef& lse, MergePartials*
   if (lse.sizes[0] != n)
     return Status::InvalidArgument("lse.sizes[0]", std::to_string(n) + " (N of o)",
                                    std::to_string(lse.sizes[0]));
+  QFUSE_RETURN_IF_ERROR(check_sizes("o", o.sizes.data(), o.rank, nullptr));
+  QFUSE_RETURN_IF_ERROR(check_sizes("lse", lse.sizes.data(), lse.rank, nullptr));
+  // NOTE: partial i starts i * strides[0] elements in; (N - 1) * strides[0] within the element
+  // limit keeps the byte offsets below from wrapping.
+  for (const auto& [t, name] : {std::pair{&o, "o"}, std::pair{&lse, "lse"}}) {
+    int64_t last = 0;
+    if (!checked_mul(n - 1, t->strides[0], &last) || last < -kMaxElements || last > kMaxElements)
+      return Status::InvalidArgument(std::string(name) + ".strides[0]",
+                                     std::string("a stride that keeps (N - 1) * stride within ") +
+                                         kMaxElementsText + " elements",
+                                     std::to_string(t->strides[0]));
+  }
   out->n = static_cast<int>(n);
   const int64_t eo = static_cast<int64_t>(dtype_size(o.dtype));
   for (int i = 0; i < out->n; ++i) {
@@ -86,9 +100,9 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
       if (!ok)
         return Status::InvalidArgument(name + ".dtype", detail::dtype_list(kIn),
                                        std::string(to_string(o.dtype)));
+      // NOTE: checked first: every product of T, H and D below then fits in int64_t.
+      QFUSE_RETURN_IF_ERROR(check_sizes(name, o.sizes.data(), o.rank, nullptr));
       T = o.sizes[0], H = o.sizes[1], D = o.sizes[2];
-      if (T < 0 || H < 0 || D < 0)
-        return Status::InvalidArgument(name + ".sizes", "non-negative sizes", o.shape_string());
     } else {
       if (o.dtype != o0.dtype)
         return Status::InvalidArgument(name + ".dtype",
@@ -107,6 +121,18 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
                                      std::to_string(o.strides[1]));
     if (T > 1 && o.strides[0] < 1)
       return Status::InvalidArgument(name + ".strides[0]", ">= 1", std::to_string(o.strides[0]));
+    // NOTE: the kernel addresses t * strides[0] + h * strides[1] + d in 64 bits: the span of the
+    // view stays inside the element limit so that it cannot wrap.
+    int64_t span = D, part = 0;
+    const bool span_ok =
+        (T <= 1 || (checked_mul(T - 1, o.strides[0], &part) && checked_add(span, part, &span))) &&
+        (H <= 1 || (checked_mul(H - 1, o.strides[1], &part) && checked_add(span, part, &span))) &&
+        span <= kMaxElements;
+    if (!span_ok)
+      return Status::InvalidArgument(
+          name + ".strides",
+          std::string("strides that keep the view's span within ") + kMaxElementsText + " elements",
+          o.describe());
     const TensorRef& l = in.lse[i];
     const std::string lname = idx("lse", i);
     if (l.dtype != DType::kF32)

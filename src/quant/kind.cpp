@@ -2,6 +2,9 @@
 
 #include <string>
 
+#include "qfuse/core/checked.h"
+#include "qfuse/core/quote.h"
+
 namespace qfuse {
 
 std::string_view to_string(QuantKind kind) {
@@ -133,6 +136,7 @@ std::vector<QuantSpec> all_quant_specs() {
 }
 
 Status parse_quant_spec(std::string_view text, QuantSpec* out) {
+  if (out == nullptr) return Status::InvalidArgument("out", "a QuantSpec to write", "null");
   for (const QuantSpec& s : all_quant_specs()) {
     if (to_string(s) == text) {
       *out = s;
@@ -143,16 +147,24 @@ Status parse_quant_spec(std::string_view text, QuantSpec* out) {
       "quant",
       "none|fp8_per_tensor|fp8_per_token|fp8_group{64,128}:{row,col,col_tma}:"
       "{f32,ue8m0,ue8m0_packed}|nvfp4:{swizzled,linear}",
-      "'" + std::string(text) + "'");
+      quote_text(text));
 }
 
 Status scale_shape(const QuantSpec& spec, int64_t rows, int64_t cols, ScaleShape* out) {
+  if (out == nullptr) return Status::InvalidArgument("out", "a ScaleShape to write", "null");
   QFUSE_RETURN_IF_ERROR(spec.validate());
   return detail::scale_shape_valid(spec, rows, cols, out);
 }
 
 Status detail::scale_shape_valid(const QuantSpec& spec, int64_t rows, int64_t cols,
                                  ScaleShape* out) {
+  // NOTE: rows and cols within the element limit keep every rounding and product below in
+  // int64_t; the buffer's own sizes are checked at the end.
+  const int64_t values[2] = {rows, cols};
+  if (const SizeProblem p = check_sizes(values, 2); !p.ok())
+    return Status::InvalidArgument(
+        p.dim == 0 ? "rows" : "cols", p.reason,
+        std::to_string(values[p.dim]) + " ([rows, cols] = " + sizes_text(values, 2) + ")");
   ScaleShape s;
   switch (spec.kind) {
     case QuantKind::kNone:
@@ -212,6 +224,7 @@ Status detail::scale_shape_valid(const QuantSpec& spec, int64_t rows, int64_t co
       break;
     }
   }
+  QFUSE_RETURN_IF_ERROR(check_sizes("scales", s.sizes, s.rank, nullptr));
   *out = s;
   return Status::Ok();
 }

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "qfuse/core/checked.h"
+
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/capabilities.h"
 #include "qfuse/quant/quantize.h"
@@ -26,8 +28,8 @@ Status check_matrix(const TensorRef& t, const std::string& name,
     return Status::InvalidArgument(name + ".dtype", dtype_list(allowed),
                                    std::string(to_string(t.dtype)));
   if (t.rank != 2) return Status::InvalidArgument(name + ".rank", "2", std::to_string(t.rank));
-  if (t.sizes[0] < 0 || t.sizes[1] < 0)
-    return Status::InvalidArgument(name + ".sizes", "non-negative sizes", t.shape_string());
+  int64_t numel = 0;
+  QFUSE_RETURN_IF_ERROR(check_sizes(name, t.sizes.data(), t.rank, &numel));
   if (rows >= 0 && t.sizes[0] != rows)
     return Status::InvalidArgument(name + ".sizes[0]", std::to_string(rows),
                                    std::to_string(t.sizes[0]));
@@ -41,7 +43,16 @@ Status check_matrix(const TensorRef& t, const std::string& name,
     return Status::InvalidArgument(name + ".strides[0]",
                                    ">= " + std::to_string(t.sizes[1]) + " (row stride >= width)",
                                    std::to_string(t.strides[0]));
-  if (t.numel() > 0) {
+  // NOTE: the last element sits at (rows - 1) * stride + cols - 1: that span must stay inside
+  // the element limit too, or a kernel's 64-bit row offset wraps.
+  int64_t span = 0;
+  if (t.sizes[0] > 1 && (!checked_mul(t.sizes[0] - 1, t.strides[0], &span) ||
+                         !checked_add(span, t.sizes[1], &span) || span > kMaxElements))
+    return Status::InvalidArgument(
+        name + ".strides[0]",
+        std::string("a row stride that keeps (rows - 1) * stride + cols <= ") + kMaxElementsText,
+        std::to_string(t.strides[0]) + " (" + name + " is " + t.shape_string() + ")");
+  if (numel > 0) {
     if (t.data == nullptr)
       return Status::InvalidArgument(name + ".data", "a non-null pointer", "null");
     const uintptr_t a = reinterpret_cast<uintptr_t>(t.data);
@@ -149,6 +160,11 @@ Status detail::check_quant_call(std::string_view op, const QuantOutput& q, int64
 
 Status detail::check_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
   using detail::check_matrix;
+  const int64_t values[2] = {rows, cols};
+  if (const SizeProblem p = check_sizes(values, 2); !p.ok())
+    return Status::InvalidArgument(
+        p.dim == 0 ? "out.rows" : "out.cols", p.reason,
+        std::to_string(values[p.dim]) + " ([rows, cols] = " + sizes_text(values, 2) + ")");
   const std::string kind = to_string(q.spec);
   switch (q.spec.kind) {
     case QuantKind::kNone:
@@ -194,7 +210,7 @@ Status detail::check_quant_output(const QuantOutput& q, int64_t rows, int64_t co
   for (int i = 0; same && i < shape.rank; ++i) same = q.scales.sizes[i] == shape.sizes[i];
   if (!same)
     return Status::InvalidArgument("out.scales", want + " for " + kind, q.scales.describe());
-  if (q.scales.numel() > 0) {
+  if (q.scales.numel() > 0) {  // sizes equal scale_shape's, which it bounds
     if (q.scales.data == nullptr)
       return Status::InvalidArgument("out.scales.data", "a non-null pointer", "null");
     if (reinterpret_cast<uintptr_t>(q.scales.data) % dtype_size(shape.dtype) != 0)

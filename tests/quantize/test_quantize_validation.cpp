@@ -77,7 +77,7 @@ TEST(QuantizeValidation, InputTensor) {
   expect_rejected(c, "x.rank", "expected 2, got 3");
   c = Call(kGroupRow);
   c.x = TensorRef::strided(fake(0x10000), DType::kBF16, {-1, kH}, {kH, 1});
-  expect_rejected(c, "x.sizes");
+  expect_rejected(c, "x.sizes[0]", "expected a size >= 0, got -1");
   c = Call(kGroupRow);
   c.x = TensorRef::strided(fake(0x10000), DType::kBF16, {kT, kH}, {2 * kH, 2});
   expect_rejected(c, "x.strides[1]");

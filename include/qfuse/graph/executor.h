@@ -27,9 +27,24 @@ using HostTensors = std::map<std::string, HostTensor>;
 // ---- host path
 // -----------------------------------------------------------------------------------
 
+/// What a graph may cost on the host reference path. The defaults keep a run to seconds and a
+/// few GiB; a graph past them is an error that names the dims to make smaller (the file's
+/// "host_dims", or `qfuse fuse --dim NAME=SIZE`), not minutes of fp64 loops.
+struct HostBudget {
+  /// Bytes of every tensor of the graph plus the fp64 working copies the host ops make (8 bytes
+  /// per element each node reads or writes).
+  int64_t max_bytes = int64_t{1} << 30;
+  /// Multiply-adds of all GEMM nodes together (fp64 loops: about a second per 2^30).
+  int64_t max_macs = int64_t{1} << 32;
+};
+/// Checks a (valid) graph against `budget`.
+Status check_host_budget(const Graph& g, const HostBudget& budget = {},
+                         const OpRegistry* registry = nullptr);
+
 /// Runs every node on the host. `tensors` holds the graph inputs; on return it holds every tensor
-/// of the graph. Intended for small shapes (GEMMs are fp64 loops).
-Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry = nullptr);
+/// of the graph. For small shapes (GEMMs are fp64 loops): a graph past `budget` is an error.
+Status run_host(const Graph& g, HostTensors* tensors, const OpRegistry* registry = nullptr,
+                const HostBudget& budget = {});
 
 // ---- GPU path
 // ------------------------------------------------------------------------------------
