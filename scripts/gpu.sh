@@ -43,7 +43,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,te
   --format=csv,noheader | tee "$out/gpu.txt"
 
 status=0
+# QFUSE_TESTS=0: benchmarks only (no tests, sanitizer stage, demo or example graphs), for a second
+# call of a session that ran them already.
+tests=${QFUSE_TESTS:-1}
+[ "$tests" = 0 ] && echo "== tests, sanitizer stage, demo and example graphs skipped (QFUSE_TESTS=0)"
 for t in "$bin"/test_*; do
+  [ "$tests" = 0 ] && break
   [ -x "$t" ] || continue
   name=$(basename "$t")
   echo "== $name"
@@ -67,7 +72,7 @@ san_tools=(memcheck racecheck initcheck synccheck)
 san_budget=${SANITIZE_BUDGET:-240}
 san_table="$out/sanitize.tsv"
 : >"$san_table"
-if [ "${QFUSE_GPU_SANITIZE:-1}" = 0 ]; then
+if [ "${QFUSE_GPU_SANITIZE:-1}" = 0 ] || [ "$tests" = 0 ]; then
   echo "== compute-sanitizer: skipped (QFUSE_GPU_SANITIZE=0)"
   echo -e "-\tall\tskipped (QFUSE_GPU_SANITIZE=0)" >>"$san_table"
 else
@@ -116,6 +121,8 @@ else
   fi
 fi
 
+demo_status=skipped
+if [ "$tests" != 0 ]; then
 echo "== cuBLASLt block-scale layout probe (GpuGemmBlock128.ProbeScaleLayouts)"
 grep -h '^probe ' "$out"/test_graph.log 2>/dev/null | grep -v -e ' -> no effect$' | head -80
 
@@ -134,6 +141,7 @@ echo "== qfuse fuse --dequant-gemms (the same, block-scaled GEMMs dequantized to
 "$bin/qfuse" fuse examples/graphs/deepseek_v3_mlp.json --dequant-gemms \
   >"$out/fuse_deepseek_v3_mlp_dequant.txt" 2>&1 || status=1
 tail -12 "$out/fuse_deepseek_v3_mlp_dequant.txt"
+fi
 
 if [ "$suites" != none ]; then
   for suite in $suites; do
