@@ -78,7 +78,8 @@ constexpr int stream_min_blocks() {
 }
 
 /// Tasks are numbered row-major: task = row * tasks_per_row + segment, a segment being 32 x
-/// kLaneChunks chunks of one row. The grid has a warp per task (no loop in practice: the block
+/// kLaneChunks chunks of one row. `per_warp` is 1 (see the NOTE in the narrow branch). The grid
+/// has a warp per task (no loop in practice: the block
 /// scheduler keeps every SM full), then `gridDim.x - task_blocks` blocks that zero the scale
 /// buffer's padding.
 /// NOTE: 32-bit task arithmetic (the launcher checks ntasks < 2^30); addresses are 64-bit.
@@ -86,7 +87,8 @@ template <class Producer, class Policy, int kLaneChunks = 1>
 __global__ void __launch_bounds__(kRowwiseThreads,
                                   stream_min_blocks<Producer, Policy, kLaneChunks>())
     rowwise_kernel(const Producer prod, const typename Policy::Params params, int64_t rows,
-                   int cols, FastDiv tasks_per_row, uint32_t ntasks, uint32_t task_blocks) {
+                   int cols, FastDiv tasks_per_row, uint32_t ntasks, uint32_t per_warp,
+                   uint32_t task_blocks) {
   // NOTE: with Producer::kLatePdlWait the kernel waits for the previous kernel late: the
   // producer calls pdl_wait() after its address arithmetic (the `ready` of fetch / load), and the
   // kernel again once the fetches are issued, before anything else touches global memory. Under
@@ -173,23 +175,38 @@ __global__ void __launch_bounds__(kRowwiseThreads,
       }
     }
   } else {
-    for (uint32_t task = warp; task < ntasks; task += nwarps) {
-      const uint32_t row = tasks_per_row.div(task);
-      const uint32_t seg = task - row * tasks_per_row.d;
-      const int col = static_cast<int>(seg * 32 + lane) * kChunk;
-      const int nvalid = chunk_valid(cols, col);
-      float v[kChunk];
-      if (nvalid > 0) {
-        // NOTE: load() converts as the data arrives, with fewer live registers than fetch and
-        // convert (bench/NOTES.md 11).
-        prod.load(row, col, nvalid, v, wait_begin);
-      } else {
-        wait_begin();  // a lane past the row
+    // NOTE: kept in the form of the multi-task loop it came from (groups of `per_warp` = 1 tasks,
+    // per-task arrays and guards): the plainer `for (task = warp; ...)` compiled to a different
+    // prologue and measured 1.3-1.8 % slower for small batches (bench/NOTES.md 42).
+    constexpr int kUnroll = 1;
+    for (uint32_t base = warp * per_warp; base < ntasks; base += nwarps * per_warp) {
+      float v[kUnroll][kChunk];
+      uint32_t row[kUnroll];
+      int col[kUnroll], nvalid[kUnroll];
 #pragma unroll
-        for (int i = 0; i < kChunk; ++i) v[i] = 0.0f;
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint32_t task = base + u;
+        row[u] = tasks_per_row.div(task);
+        const uint32_t seg = task - row[u] * tasks_per_row.d;
+        col[u] = static_cast<int>(seg * 32 + lane) * kChunk;
+        nvalid[u] = (u < per_warp && task < ntasks) ? chunk_valid(cols, col[u]) : 0;
       }
-      pol.apply(row, col, nvalid, v);
-      prod.finish(row, col, nvalid);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (u < per_warp && base + u < ntasks) {  // warp-uniform
+          if (nvalid[u] > 0) {
+            // NOTE: load() converts as the data arrives, with fewer live registers than fetch
+            // and convert (bench/NOTES.md 11).
+            prod.load(row[u], col[u], nvalid[u], v[u], wait_begin);
+          } else {
+            wait_begin();  // a lane past the row
+#pragma unroll
+            for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
+          }
+          pol.apply(row[u], col[u], nvalid[u], v[u]);
+          prod.finish(row[u], col[u], nvalid[u]);
+        }
+      }
     }
   }
 }
@@ -352,11 +369,11 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
           ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
                                 std::max<int64_t>(resident / 4, 1))
           : 0;
-  return launch_kernel("rowwise_kernel", kernel,
-                       dim3(static_cast<unsigned>(task_blocks + pad_blocks)), dim3(kRowwiseThreads),
-                       0, stream, prod, params, rows, static_cast<int>(cols),
-                       FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
-                       static_cast<uint32_t>(tasks), static_cast<uint32_t>(task_blocks));
+  return launch_kernel(
+      "rowwise_kernel", kernel, dim3(static_cast<unsigned>(task_blocks + pad_blocks)),
+      dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
+      FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
+      uint32_t{1}, static_cast<uint32_t>(task_blocks));
 }
 
 /// The most chunks a lane of per_token_kernel keeps before a row takes more warps (large

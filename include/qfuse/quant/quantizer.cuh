@@ -156,24 +156,28 @@ struct Fp8PerTensorCore {
     const float* scale;
     bool vec;
   };
+  /// The scale is read (and inverted) by the store, after the store's address arithmetic.
   struct Scale {
-    float inv;
+    const float* scale;
   };
   const Params& p;
   // NOTE: the scale is read and inverted where it is used (an L1 hit after the first task), not
   // in begin(): there, every warp waited for the scale's load before it issued its data loads,
   // one extra memory round trip per warp; loaded ahead and inverted after the data it measured
-  // faster at the smallest batches only (bench/NOTES.md 22).
+  // faster at the smallest batches only (bench/NOTES.md 22). Read after the output address is
+  // formed, as the measured kernels did (NOTES 42).
   __device__ explicit Fp8PerTensorCore(const Params& params) : p(params) {}
   __device__ void begin() {}
-  __device__ Scale tensor_scale() const { return {rules::fp8_inv_scale(*p.scale)}; }
+  __device__ Scale tensor_scale() const { return {p.scale}; }
   __device__ void store(int64_t row, int col, int nvalid, const float (&v)[kChunk],
                         const Scale& s) const {
-    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, s.inv);
+    uint8_t* dst = p.out + row * p.ld + col;
+    store_fp8_chunk(dst, p.vec, nvalid, v, rules::fp8_inv_scale(*s.scale));
   }
   __device__ void store_pair(int64_t row, int col, int nvalid, float a, float b,
                              const Scale& s) const {
-    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * s.inv, b * s.inv);
+    const float inv = rules::fp8_inv_scale(*s.scale);
+    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * inv, b * inv);
   }
   __device__ void zero_padding(uint32_t, uint32_t) const {}
 };
