@@ -167,14 +167,16 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
 
   QuantOutput out;
   QFUSE_RETURN_IF_ERROR(flatten_output(q, &out));
-  QFUSE_RETURN_IF_ERROR(detail::check_quant_call("merge_states", out, T, H * D,
-                                                 {{opt.out_lse.data, "opt.out_lse.data"}}));
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_args("merge_states", out, T, H * D));
   if (empty) return Status::Ok();
+  // The inputs' pointers first, then the output's (as every op checks them).
   for (int i = 0; i < in.n; ++i) {
     const std::string oname = idx("o", i) + ".data", lname = idx("lse", i) + ".data";
     QFUSE_RETURN_IF_ERROR(detail::check_device_pointers(
         {{in.o[i].data, oname.c_str()}, {in.lse[i].data, lname.c_str()}}));
   }
+  QFUSE_RETURN_IF_ERROR(
+      detail::check_quant_pointers(out, {{opt.out_lse.data, "opt.out_lse.data"}}));
 
   a.D = static_cast<int>(D);
   a.d_shift = -1;

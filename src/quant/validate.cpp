@@ -147,10 +147,20 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
 Status detail::check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows,
                                 int64_t cols,
                                 std::initializer_list<std::pair<const void*, const char*>> inputs) {
+  QFUSE_RETURN_IF_ERROR(check_quant_args(op, q, rows, cols));
+  if (rows == 0 || cols == 0) return Status::Ok();
+  return check_quant_pointers(q, inputs);
+}
+
+Status detail::check_quant_args(std::string_view op, const QuantOutput& q, int64_t rows,
+                                int64_t cols) {
   QFUSE_RETURN_IF_ERROR(q.spec.validate());
   QFUSE_RETURN_IF_ERROR(check_op_supports(op, q.spec));
-  QFUSE_RETURN_IF_ERROR(check_quant_output(q, rows, cols));
-  if (rows == 0 || cols == 0) return Status::Ok();
+  return check_quant_output(q, rows, cols);
+}
+
+Status detail::check_quant_pointers(
+    const QuantOutput& q, std::initializer_list<std::pair<const void*, const char*>> inputs) {
   QFUSE_RETURN_IF_ERROR(check_device_pointers(inputs));
   return check_device_pointers({{q.out.data, "out.data"},
                                 {q.scales.data, "out.scales.data"},

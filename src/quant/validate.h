@@ -34,6 +34,12 @@ Status check_op_supports(std::string_view op, const QuantSpec& spec);
 Status check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows, int64_t cols,
                         std::initializer_list<std::pair<const void*, const char*>> inputs);
 
+/// check_quant_call() in two parts, for ops that check pointers of their own in between: the
+/// structural checks, then (rows and cols > 0) the pointers of `inputs` and of the output.
+Status check_quant_args(std::string_view op, const QuantOutput& q, int64_t rows, int64_t cols);
+Status check_quant_pointers(const QuantOutput& q,
+                            std::initializer_list<std::pair<const void*, const char*>> inputs);
+
 /// validate_quant_output() of a spec already validated.
 Status check_quant_output(const QuantOutput& q, int64_t rows, int64_t cols);
 
