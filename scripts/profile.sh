@@ -13,7 +13,7 @@ run() {  # name op quant T H [extra bench options]
   local name=$1 op=$2 quant=$3 T=$4 H=$5
   shift 5
   "$ncu" --clock-control none -k regex:'rowwise|per_token' -c 1 $sections \
-    "$bin/qfuse" bench --op "$op" --quant "$quant" --T "$T" --H "$H" "$@" --reps 1 --calls 1 \
+    "$bin/qfuse" bench --op "$op" --quant "$quant" --dim "T=$T" --dim "H=$H" "$@" --reps 1 --calls 1 \
     --no-unfused >"$out/ncu_$name.txt" 2>&1
   set -- "$name" "$op" "$quant" "$T" "$H"
   echo "== $1 ($2 $3 T=$4 H=$5)"
