@@ -36,6 +36,20 @@ void ToolRegistrar::add_demo(DemoSection d) {
   demo_store().push_back(std::move(d));
 }
 
+std::string quant_routine(const std::string& op, const std::string& plain, const std::string& fused,
+                          const QuantSpec& spec, std::string* why) {
+  const bool none = spec.kind == QuantKind::kNone;
+  const std::string name =
+      none ? (op == plain ? plain : "") : (op == plain ? fused : op) + "/" + to_string(spec);
+  if (name.empty() || find_routine(name) == nullptr) {
+    *why = none ? "--op " + op + " needs a quantized --quant" +
+                      (plain.empty() ? std::string() : " (none is --op " + plain + ")")
+                : "no routine for " + to_string(spec) + " (qfuse info lists the specs)";
+    return "";
+  }
+  return name;
+}
+
 void register_tools() {
   static std::once_flag once;
   std::call_once(once, [] {

@@ -25,6 +25,13 @@ struct BenchOp {
   std::function<std::string(const QuantSpec& spec, std::string* why)> routine;
 };
 
+/// The routine `--op op --quant spec` names for ops whose routines are "<op>/<spec>": with a
+/// quantized spec, "<op>/<spec>" (the plain op `plain` names its fused sibling `fused`'s); with
+/// none, the plain op's routine `plain` ("" when there is none). "" and *why when no such
+/// routine is registered.
+std::string quant_routine(const std::string& op, const std::string& plain, const std::string& fused,
+                          const QuantSpec& spec, std::string* why);
+
 /// A section of `qfuse demo`.
 struct DemoSection {
   std::string family;

@@ -172,21 +172,6 @@ void add_suites(ToolRegistrar& r) {
                     std::move(specs));
 }
 
-/// The routine of --op for a spec: the fused op for quantized specs, the plain op for none.
-std::string routine_for(const std::string& op, const QuantSpec& spec, std::string* why) {
-  const bool none = spec.kind == QuantKind::kNone;
-  // A plain op with a quantized output is its fused sibling.
-  const std::string base = op == "silu_and_mul" ? "silu_mul_quant" : op;
-  const std::string name =
-      none ? (op == "silu_and_mul" ? "silu_and_mul" : "") : base + "/" + to_string(spec);
-  if (find_routine(name) == nullptr) {
-    *why = none ? "--op " + op + " needs a quantized --quant (none is --op silu_and_mul)"
-                : "no routine for " + to_string(spec) + " (qfuse info lists the specs)";
-    return "";
-  }
-  return name;
-}
-
 }  // namespace
 
 void add_act_quant_demo(ToolRegistrar& r);  // demo.cpp
@@ -211,7 +196,7 @@ QFUSE_REGISTER_TOOL_FAMILY(act_quant) {
   for (const char* op : {"silu_mul_quant", "silu_and_mul+quantize", "silu_and_mul"})
     r.add_bench_op({op, "x [T, 2H] bf16; --quant a spec, or none with silu_and_mul", defaults,
                     [op = std::string(op)](const QuantSpec& spec, std::string* why) {
-                      return routine_for(op, spec, why);
+                      return quant_routine(op, "silu_and_mul", "silu_mul_quant", spec, why);
                     }});
   add_act_quant_demo(r);
 }

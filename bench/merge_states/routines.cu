@@ -169,17 +169,6 @@ void add_suites(ToolRegistrar& r) {
                     std::move(c));
 }
 
-std::string routine_for(const std::string& op, const QuantSpec& spec, std::string* why) {
-  const bool none = spec.kind == QuantKind::kNone;
-  const std::string name = none ? (op == "merge_states" ? op : "") : op + "/" + to_string(spec);
-  if (find_routine(name) == nullptr) {
-    *why = none ? "--op " + op + " needs a quantized --quant"
-                : "no routine for " + to_string(spec) + " (qfuse info lists the specs)";
-    return "";
-  }
-  return name;
-}
-
 }  // namespace
 
 void add_merge_states_demo(ToolRegistrar& r);  // demo.cpp
@@ -202,7 +191,7 @@ QFUSE_REGISTER_TOOL_FAMILY(merge_states) {
     r.add_bench_op({op, "N partials [N, T, H, D] bf16 + lse [N, H, T]; --quant any spec",
                     nthd(2, 4096, 128, 128),
                     [op = std::string(op)](const QuantSpec& spec, std::string* why) {
-                      return routine_for(op, spec, why);
+                      return quant_routine(op, "merge_states", "merge_states", spec, why);
                     }});
   add_merge_states_demo(r);
 }

@@ -93,10 +93,7 @@ QFUSE_REGISTER_TOOL_FAMILY(quantize) {
   r.add_suite_cases("issue2", "", std::move(issue2));
   r.add_suite_cases("quick", "", {{"quick", "quantize/fp8_per_token", th(16384, 2048)}});
   r.add_bench_op({"quantize", "x [T, H] bf16; --quant a quantized spec", th(16384, 7168),
-                  [](const QuantSpec& spec, std::string* why) -> std::string {
-                    const std::string name = "quantize/" + to_string(spec);
-                    if (find_routine(name) != nullptr) return name;
-                    *why = "--op quantize needs a quantized --quant (qfuse info lists them)";
-                    return "";
+                  [](const QuantSpec& spec, std::string* why) {
+                    return quant_routine("quantize", "", "quantize", spec, why);
                   }});
 }

@@ -53,6 +53,18 @@ std::string_view to_string(ScaleFormat format) {
   return "unknown";
 }
 
+bool sees_whole_scale_units(const QuantSpec& spec, int64_t cols, int64_t col0, int64_t out_cols) {
+  const QuantNeeds n = quant_needs(spec);
+  switch (n.scope) {
+    case ScaleScope::kGroup:
+      return cols % n.group_cols == 0 && col0 % n.group_cols == 0;
+    case ScaleScope::kRow:
+      return col0 == 0 && cols >= out_cols;
+    default:
+      return true;
+  }
+}
+
 QuantNeeds quant_needs(const QuantSpec& spec) {
   switch (spec.kind) {
     case QuantKind::kNone:

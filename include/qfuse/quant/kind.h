@@ -104,6 +104,10 @@ struct QuantNeeds {
   int group_cols = 0;
 };
 QuantNeeds quant_needs(const QuantSpec& spec);
+/// Whether a producer that sees `cols` columns of an output row starting at column `col0` of
+/// `out_cols` can write `spec`: a group must lie inside (cols and col0 multiples of g), a row
+/// scale needs the whole row (col0 == 0, cols >= out_cols). The quantizer adapters' rule.
+bool sees_whole_scale_units(const QuantSpec& spec, int64_t cols, int64_t col0, int64_t out_cols);
 
 /// Stable string form (see the file comment).
 std::string to_string(const QuantSpec& spec);

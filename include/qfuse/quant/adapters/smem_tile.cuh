@@ -40,16 +40,7 @@ struct SmemTile {
 /// True when a tile of `cols` columns at output column `col0` of rows `out_cols` wide can be
 /// written in `spec`'s kind by store_tile().
 inline bool can_store_tile(const QuantSpec& spec, int cols, int col0, int out_cols) {
-  const QuantNeeds n = quant_needs(spec);
-  if (cols % kChunk != 0) return false;
-  switch (n.scope) {
-    case ScaleScope::kGroup:
-      return cols % n.group_cols == 0 && col0 % n.group_cols == 0;
-    case ScaleScope::kRow:
-      return col0 == 0 && cols >= out_cols;
-    default:
-      return true;
-  }
+  return cols % kChunk == 0 && sees_whole_scale_units(spec, cols, col0, out_cols);
 }
 
 /// 8 values of tile row r from column c as fp32.

@@ -24,16 +24,7 @@
 namespace qfuse::quant {
 
 inline bool can_store_wgmma_fragment(const QuantSpec& spec, int n, int col0, int out_cols) {
-  const QuantNeeds need = quant_needs(spec);
-  if (n % 8 != 0) return false;
-  switch (need.scope) {
-    case ScaleScope::kGroup:
-      return n % need.group_cols == 0 && col0 % need.group_cols == 0;
-    case ScaleScope::kRow:
-      return col0 == 0 && n >= out_cols;
-    default:
-      return true;
-  }
+  return n % 8 == 0 && sees_whole_scale_units(spec, n, col0, out_cols);
 }
 
 /// Writes the accumulator `acc` of wgmma m64nN as output rows [row0, row0 + 64) and columns
