@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
   if (!active) return;
   const Fp8PerTokenCore q(params);
   const Fp8PerTokenCore::Scale s = q.scale_of(amax);
-  if (rtid == 0) q.write_scale(q.scale_row(row), 0, s);
+  if (rtid == 0) q.write_scale(q.scale_offset(row, 0), s);
 #pragma unroll
   for (int i = 0; i < kC; ++i) {
     if (nvalid[i] > 0) {

@@ -24,10 +24,14 @@
 //   Scale tensor_scale() const             kNone / kTensor: the one scale
 //   Scale scale_of(float amax) const       kGroup / kRow: the scale of a group / row from its
 //                                          NaN-propagating absolute maximum
-//   int64_t scale_row(int64_t row) const   kGroup / kRow: the row's part of a scale's address
-//   void write_scale(int64_t srow, int64_t group, const Scale&) const
-//                                          stores the scale of `group` (0 for kRow) of the row
-//                                          whose scale_row() is srow
+//   int64_t scale_offset(int64_t row, int64_t group) const
+//                                          kGroup / kRow: where the scale of `group` (0 for
+//                                          kRow) of `row` goes
+//   int64_t scale_row(int64_t row), scale_group(int64_t group) const
+//                                          the two parts of scale_offset (their sum), for a lane
+//                                          that writes several groups of one row
+//   void write_scale(int64_t off, const Scale&) const
+//                                          stores a scale at offset `off`
 //   void store(row, col, nvalid, const float (&v)[8], const Scale&) const
 //                                          encodes values [col, col + 8) of `row` (nvalid in
 //                                          [1, 8] real, the rest 0) and stores them
@@ -209,8 +213,10 @@ struct Fp8PerTokenCore {
     const float s = rules::fp8_dynamic_scale(amax, ub, false);
     return {s, rules::fp8_inv_scale(s)};
   }
+  __device__ int64_t scale_offset(int64_t row, int64_t) const { return row; }
   __device__ int64_t scale_row(int64_t row) const { return row; }
-  __device__ void write_scale(int64_t srow, int64_t, const Scale& s) const { p.scales[srow] = s.s; }
+  __device__ int64_t scale_group(int64_t) const { return 0; }
+  __device__ void write_scale(int64_t off, const Scale& s) const { p.scales[off] = s.s; }
   __device__ void store(int64_t row, int col, int nvalid, const float (&v)[kChunk],
                         const Scale& s) const {
     store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, s.inv);
@@ -238,7 +244,11 @@ struct Fp8PerGroupCore {
     bool packed;            // UE8M0 bytes (else fp32)
     bool vec;
   };
-  using Scale = Fp8Scale;
+  /// NOTE: the reciprocal is taken at the store, after the scale's write, as the tuned policy
+  /// did: taken in scale_of, nvcc scheduled the narrow kernels differently (bench/NOTES.md 42).
+  struct Scale {
+    float s;
+  };
   const Params& p;
   // NOTE: scale_ub is read at use, like the per-tensor scale: loaded up front it held a register
   // for the whole kernel, and where the streaming kernel ran out of registers the spill's store
@@ -247,12 +257,14 @@ struct Fp8PerGroupCore {
   __device__ void begin() {}
   __device__ Scale scale_of(float amax) const {
     const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
-    const float s = rules::fp8_group_scale(amax, ub, p.pow2);
-    return {s, rules::fp8_inv_scale(s)};
+    return {rules::fp8_group_scale(amax, ub, p.pow2)};
+  }
+  __device__ int64_t scale_offset(int64_t row, int64_t group) const {
+    return p.sa.offset(row, group);
   }
   __device__ int64_t scale_row(int64_t row) const { return p.sa.row_offset(row); }
-  __device__ void write_scale(int64_t srow, int64_t group, const Scale& s) const {
-    const int64_t off = srow + p.sa.group_offset(group);
+  __device__ int64_t scale_group(int64_t group) const { return p.sa.group_offset(group); }
+  __device__ void write_scale(int64_t off, const Scale& s) const {
     if (p.packed)
       static_cast<uint8_t*>(p.scales)[off] = rules::ue8m0_byte(s.s);
     else
@@ -260,17 +272,19 @@ struct Fp8PerGroupCore {
   }
   __device__ void store(int64_t row, int col, int nvalid, const float (&v)[kChunk],
                         const Scale& s) const {
-    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, s.inv);
+    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s.s));
   }
   __device__ void store_pair(int64_t row, int col, int nvalid, float a, float b,
                              const Scale& s) const {
-    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * s.inv, b * s.inv);
+    const float inv = rules::fp8_inv_scale(s.s);
+    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * inv, b * inv);
   }
   __device__ void store2(int64_t row, int col, int nvalid0, int nvalid1, const float (&v0)[kChunk],
                          const float (&v1)[kChunk], const Scale& s) const {
+    const float inv = rules::fp8_inv_scale(s.s);
     uint8_t* dst = p.out + row * p.ld + col;
-    store_fp8_chunk(dst, p.vec, nvalid0, v0, s.inv);
-    if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, s.inv);
+    store_fp8_chunk(dst, p.vec, nvalid0, v0, inv);
+    if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, inv);
   }
   __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
     if (p.sa.padding_units() > 0)
@@ -318,10 +332,12 @@ struct Nvfp4Core {
     const uint8_t sf = e4m3(rules::nvfp4_sf_input(gs, bmax));
     return {sf, rules::nvfp4_out_scale(rules::e4m3_value(sf), gs), bmax};
   }
-  __device__ int64_t scale_row(int64_t row) const { return p.sa.row_offset(row); }
-  __device__ void write_scale(int64_t srow, int64_t group, const Scale& s) const {
-    p.scales[srow + p.sa.group_offset(group)] = s.sf;
+  __device__ int64_t scale_offset(int64_t row, int64_t group) const {
+    return p.sa.offset(row, group);
   }
+  __device__ int64_t scale_row(int64_t row) const { return p.sa.row_offset(row); }
+  __device__ int64_t scale_group(int64_t group) const { return p.sa.group_offset(group); }
+  __device__ void write_scale(int64_t off, const Scale& s) const { p.scales[off] = s.sf; }
   /// E2M1 codes of t = v * out_scale (kR: the round, see the struct comment).
   template <int kR>
   __device__ static uint32_t encode(const float (&t)[kChunk], const Scale& s) {

@@ -29,8 +29,10 @@ __device__ __forceinline__ void apply_chunk(const Core& core, int64_t row, int c
     const float amax = group_amax<kLanes>(chunk_amax(v));
     if (nvalid <= 0) return;
     const auto s = core.scale_of(amax);
+    // NOTE: the whole offset in one expression: nvcc then branches once on the scale layout
+    // (two branches and a non-uniform parameter load otherwise: bench/NOTES.md 42).
     if ((threadIdx.x & 31) % kLanes == 0)
-      core.write_scale(core.scale_row(row), col / Core::kGroupCols, s);
+      core.write_scale(core.scale_offset(row, col / Core::kGroupCols), s);
     core.store(row, col, nvalid, v, s);
   } else {
     if (nvalid > 0) core.store(row, col, nvalid, v, core.tensor_scale());
@@ -52,7 +54,8 @@ __device__ __forceinline__ void apply_chunk2(const Core& core, int64_t row, int 
   const float amax = group_amax<kLanes>(rules::nan_max(chunk_amax(v0), chunk_amax(v1)));
   if (nvalid0 <= 0) return;
   const auto s = core.scale_of(amax);
-  if ((threadIdx.x & 31) % kLanes == 0) core.write_scale(srow, col / Core::kGroupCols, s);
+  if ((threadIdx.x & 31) % kLanes == 0)
+    core.write_scale(srow + core.scale_group(col / Core::kGroupCols), s);
   core.store2(row, col, nvalid0, nvalid1, v0, v1, s);
 }
 

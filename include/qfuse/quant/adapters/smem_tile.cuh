@@ -78,7 +78,7 @@ __device__ void store_tile(const Core& core, const SmemTile<T>& t, int tid, int 
       }
       amax = group_amax<32>(amax);
       const auto s = core.scale_of(amax);
-      if (lane == 0) core.write_scale(core.scale_row(row), 0, s);
+      if (lane == 0) core.write_scale(core.scale_offset(row, 0), s);
       for (int c = lane; c < cpr; c += 32) {
         const int nvalid = chunk_valid(t.out_cols, c * kChunk);
         if (nvalid <= 0) break;

@@ -68,7 +68,7 @@ __device__ void store_wgmma_fragment(const Core& core, const float (&acc)[N / 2]
         const int gcol = col0 + g * Core::kGroupCols;
         if (!row_ok || gcol >= out_cols) continue;
         const auto s = core.scale_of(amax);
-        if (q == 0) core.write_scale(core.scale_row(row), gcol / Core::kGroupCols, s);
+        if (q == 0) core.write_scale(core.scale_offset(row, gcol / Core::kGroupCols), s);
 #pragma unroll
         for (int j = g * kRunsPerGroup; j < (g + 1) * kRunsPerGroup; ++j) store_run(j, s);
       }
@@ -81,7 +81,7 @@ __device__ void store_wgmma_fragment(const Core& core, const float (&acc)[N / 2]
       amax = rules::nan_max(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
       if (!row_ok) continue;
       const auto s = core.scale_of(amax);
-      if (q == 0) core.write_scale(core.scale_row(row), 0, s);
+      if (q == 0) core.write_scale(core.scale_offset(row, 0), s);
 #pragma unroll
       for (int j = 0; j < kRuns; ++j) store_run(j, s);
     } else {
