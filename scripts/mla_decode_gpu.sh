@@ -53,5 +53,17 @@ for step in $steps; do
           grep -E "Duration|Throughput|Pipe|Busy|Warp Cycles|Stall|Issued|Eligible|Active Warps|L2 Hit|Bank|Executed Ipc|Mem Busy|Max Bandwidth|DRAM" | head -40
       done
       ;;
+    ncu_wide)
+      # One launch of the wide bf16 split kernel at the compute-bound bar shape (S 4096, the
+      # suite's first wide case).
+      echo "== ncu wide"
+      timeout 200 ncu --clock-control none -k regex:mla_wide -s 2 -c 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section SchedulerStats \
+        ./qfuse bench --suite mla_decode >"$out/ncu_wide.txt" 2>&1
+      echo "ncu rc=$?"
+      grep -vE '^\[|^==PROF==' "$out/ncu_wide.txt" | sed -n '/mla_wide/,$p' |
+        grep -E "Duration|Throughput|Pipe|Busy|Warp Cycles|Stall|Issued|Eligible|Active Warps|L2 Hit|Bank|Executed Ipc|Mem Busy|Max Bandwidth|DRAM|smsp__pcsamp|Tensor" | head -60
+      ;;
   esac
 done

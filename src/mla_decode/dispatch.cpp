@@ -236,7 +236,7 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
   P.tensor_core =
       opt.kernel == MlaKernel::kTensorCore || (opt.kernel == MlaKernel::kAuto && hopper);
   if (P.tensor_core) {
-    P.rpb = mla::tc_rows_per_block(P.rows);
+    P.rpb = mla::tc_rows_per_block(P.rows, P.cache);
   } else {
     P.rpb = mla::kSimpleRowsPerBlock;
   }
@@ -298,6 +298,9 @@ Status encode_map(CUtensorMap* map, CUtensorMapDataType type, void* base,
 
 template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
+  if constexpr (kCache == CacheKind::kBf16) {
+    if (rpb == 64) return mla::launch_wide<kEpi>(tp, grid, stream);
+  }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);
   return mla::launch_tc<32, kCache, kEpi>(tp, grid, stream);
 }
@@ -352,14 +355,6 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
 }
 
 }  // namespace
-
-namespace mla {
-int tc_smem_bytes(int rows_per_block, CacheKind cache) {
-  const bool fp8 = cache == CacheKind::kFp8;
-  if (rows_per_block == 16) return fp8 ? TcFp8Traits<16>::kSmemBytes : TcTraits<16>::kSmemBytes;
-  return fp8 ? TcFp8Traits<32>::kSmemBytes : TcTraits<32>::kSmemBytes;
-}
-}  // namespace mla
 
 Status mla_decode_workspace_size(int64_t batch, int s_q, int num_heads, const MlaDecodeOptions&,
                                  size_t* bytes) {

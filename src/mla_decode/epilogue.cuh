@@ -7,10 +7,11 @@
 //   OutputEpilogue   MlaSplitMode::kNone: o_latent bf16 [T, N, 512] and the optional lse [T, N]
 //
 // Protocol: store_value(p, ctx, i, h, d, v) writes value d of query token i of the request, head h
-// (v already normalised: o / l, times k_scale for an FP8 cache); store_lse(p, ctx, i, h, lse).
-// store_fragment() writes the tensor-core consumer's O^T accumulator fragment (traits.cuh): the
-// thread's values of every m-tile and column, so an epilogue that needs the whole row (a
-// per-token scale) can override it and reduce across the warpgroup.
+// (v already normalised: o / l, times k_scale for an FP8 cache); store_pair(..., d, v0, v1) values
+// d and d + 1 (d even); store_lse(p, ctx, i, h, lse). store_fragment() writes the tensor-core
+// consumer's O^T accumulator fragment (traits.cuh): the thread's values of every m-tile and column,
+// so an epilogue that needs the whole row (a per-token scale) can override it and reduce across the
+// warpgroup.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,6 +37,11 @@ struct PartialEpilogue {
                                      float v) {
     row(p, c, i, h)[d] = v;
   }
+  /// Values d and d + 1 (d even).
+  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
+                                    float v0, float v1) {
+    *reinterpret_cast<float2*>(row(p, c, i, h) + d) = make_float2(v0, v1);
+  }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     p.sched.lse_part[(static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h] = l;
   }
@@ -48,6 +54,19 @@ struct OutputEpilogue {
     const int64_t t = static_cast<int64_t>(c.b) * p.s_q + i;
     const __nv_bfloat16 x = __float2bfloat16_rn(v);
     p.out[t * p.out_st + h * p.out_sh + d] = *reinterpret_cast<const uint16_t*>(&x);
+  }
+  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
+                                    float v0, float v1) {
+    const int64_t t = static_cast<int64_t>(c.b) * p.s_q + i;
+    const __nv_bfloat162 x = __floats2bfloat162_rn(v0, v1);
+    uint16_t* dst = p.out + t * p.out_st + h * p.out_sh + d;
+    // NOTE: the caller's row stride may be odd (validation asks 2-byte alignment only).
+    if ((reinterpret_cast<uintptr_t>(dst) & 3) == 0) {
+      *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(&x);
+    } else {
+      dst[0] = *reinterpret_cast<const uint16_t*>(&x.x);
+      dst[1] = *reinterpret_cast<const uint16_t*>(&x.y);
+    }
   }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     if (p.lse != nullptr) p.lse[(static_cast<int64_t>(c.b) * p.s_q + i) * p.lse_st + h] = l;

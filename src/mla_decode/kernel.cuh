@@ -16,6 +16,7 @@
 #include "mla_decode/launch.h"
 #include "mla_decode/mainloop.cuh"
 #include "mla_decode/mainloop_fp8.cuh"
+#include "mla_decode/mainloop_wide.cuh"
 
 namespace qfuse::mla {
 
@@ -63,6 +64,57 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_tc_kernel)"));
   return launch_kernel("mla_tc_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream,
+                       tp);
+}
+
+/// The wide form (mainloop_wide.cuh): 64 query rows per block, bf16 cache, 384 threads.
+/// NOTE: registers: the producer warpgroup keeps 56, each consumer takes 224 (two 64 x 256 fp32
+/// accumulators and the 64 x 64 scores): 128 * 56 + 256 * 224 <= 65536.
+template <EpilogueKind kEpi>
+__global__ void __launch_bounds__(384, 1) mla_wide_kernel(const __grid_constant__ TcParams tp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Tr = WideTraits;
+  using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
+  extern __shared__ uint8_t smem_raw[];
+  const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
+  const TcSmem<Tr> sm{smem_raw + ((1024 - (a & 1023)) & 1023)};
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbar_init(sm.full(s), 1);
+      mbar_init(sm.empty(s), 8);
+    }
+    mbar_init(sm.q_full(), 1);
+    mbar_init(sm.q_empty(), 4);
+#pragma unroll
+    for (int s = 0; s < Tr::kStages; ++s) mbar_init(sm.p_full(s), 128);
+    mbar_fence_init();
+  }
+  __syncthreads();
+  pdl_begin();
+  const int rb = blockIdx.x, part = blockIdx.y;
+  const int wg = threadIdx.x >> 7;
+  if (wg == 0) {
+    regs_dec<56>();
+    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+  } else {
+    regs_inc<224>();
+    if (wg == 1)
+      wide_consumer_qk<Tr, Epi>(tp, sm, rb, part);
+    else
+      wide_consumer_pv<Tr, Epi>(tp, sm, rb, part);
+  }
+#endif
+}
+
+template <EpilogueKind kEpi>
+Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream) {
+  using Tr = WideTraits;
+  const auto kernel = mla_wide_kernel<kEpi>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_wide_kernel)"));
+  return launch_kernel("mla_wide_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream,
                        tp);
 }
 

@@ -23,12 +23,16 @@ Status launch_schedule(const int* seq_lens, int batch, int capacity, const Sched
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// Rows per block of the tensor-core kernel for `rows` = heads * s_q query rows.
-inline int tc_rows_per_block(int rows) {
+/// The wide tensor-core kernel (mainloop_wide.cuh): 64 query rows per block, bf16 cache.
+template <EpilogueKind kEpi>
+Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);
+
+/// Rows per block of the tensor-core kernels for `rows` = heads * s_q query rows: the wide form
+/// (64) where a request has 64 rows or more and the cache is bf16, else the swapped form (16, 32).
+inline int tc_rows_per_block(int rows, CacheKind cache) {
+  if (rows >= 64 && cache == CacheKind::kBf16) return 64;
   return rows <= 16 ? 16 : 32;
 }
-/// Dynamic shared memory of the tensor-core kernel (0 when the combination is not built).
-int tc_smem_bytes(int rows_per_block, CacheKind cache);
 
 /// The CUDA-core kernel (simple_kernel.cuh); grid = (ceil(rows / 8), parts or B).
 template <CacheKind kCache>

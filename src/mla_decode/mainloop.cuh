@@ -40,13 +40,14 @@ struct TcSmem {
   __device__ uint8_t* q() const { return base + Tr::kOffQ; }
   __device__ uint8_t* p() const { return base + Tr::kOffP; }
   __device__ float* red(int k) const {
-    return reinterpret_cast<float*>(base + Tr::kOffRed) + k * 4 * Tr::kRows;
+    return reinterpret_cast<float*>(base + Tr::kOffRed) + k * Tr::kRedFloats;
   }
   __device__ uint64_t* bar() const { return reinterpret_cast<uint64_t*>(base + Tr::kOffBar); }
   __device__ uint64_t* full(int s) const { return bar() + s; }
   __device__ uint64_t* empty(int s) const { return bar() + Tr::kStages + s; }
   __device__ uint64_t* q_full() const { return bar() + 2 * Tr::kStages; }
   __device__ uint64_t* q_empty() const { return bar() + 2 * Tr::kStages + 1; }
+  __device__ uint64_t* p_full(int s) const { return bar() + 2 * Tr::kStages + 2 + s; }
 };
 
 /// The physical block holding token `tok` of the piece's request, or num_blocks (an out-of-range

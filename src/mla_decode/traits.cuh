@@ -43,7 +43,8 @@ struct TcLayout {
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
   static constexpr int kOffP = kOffQ + kQBytes;
   static constexpr int kOffRed = kOffP + kPBytes;
-  static constexpr int kRedBytes = 2 * 4 * kRows * 4;
+  static constexpr int kRedFloats = 4 * kRows;  // one of the two reduction arrays
+  static constexpr int kRedBytes = 2 * kRedFloats * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
   static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
@@ -59,6 +60,37 @@ struct TcTraits : TcLayout<kRows, 2, 128> {
 template <int kRows>
 struct TcFp8Traits : TcLayout<kRows, 5, 64> {
   static constexpr bool kFp8 = true;
+};
+
+/// The wide form (mainloop_wide.cuh), for 64 query rows per block and a bf16 cache: three
+/// warpgroups (TMA producer, QK + softmax + PV of latent columns 0..255, PV of columns 256..511).
+///   kv[2]  2 x 72 KB as TcTraits; a tile's P (bf16 64 x 64, the second consumer's A operand) goes
+///          into its stage's rope box once QK has read it, so P is double-buffered with the stages
+///   q      64 rows x 9 boxes (72 KB)
+///   red    alpha[2][64] (each stage's tile's rescale factors), scale[64] (1 / l at a piece's end)
+///   bars   full[2], empty[2], q_full, q_empty, p_full[2] (P and alpha of the stage's tile written)
+struct WideTraits {
+  static constexpr int kRows = 64;
+  static constexpr int kThreads = 384;
+  static constexpr int kBoxes = kDim / 64;
+  static constexpr int kVBoxes = kLatent / 64;
+  static constexpr int kStages = 2;
+  static constexpr int kRowBytes = 128;
+  static constexpr int kBoxBytes = kTileTokens * kRowBytes;
+  static constexpr int kTileBytes = kBoxes * kBoxBytes;
+  static constexpr int kQBoxBytes = kRows * 128;
+  static constexpr int kQBytes = kBoxes * kQBoxBytes;
+  static constexpr int kOffKv = 0;
+  static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
+  static constexpr int kOffP = kOffQ + kQBytes;  // (no P buffer of its own)
+  static constexpr int kOffRed = kOffP;
+  static constexpr int kRedFloats = kRows;
+  static constexpr int kRedBytes = 3 * kRedFloats * 4;
+  static constexpr int kOffBar = kOffRed + kRedBytes;
+  static constexpr int kBars = 2 * kStages + 2 + kStages;  // ..., p_full[]
+  static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;
+  static_assert(kSmemBytes <= 232448, "shared memory per block");
+  static constexpr bool kFp8 = false;
 };
 
 }  // namespace qfuse::mla
