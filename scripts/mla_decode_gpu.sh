@@ -32,7 +32,7 @@ for step in $steps; do
       echo "== compute-sanitizer"
       for tool in memcheck racecheck; do
         timeout 60 compute-sanitizer --tool $tool --print-limit 20 ./test_mla_decode \
-          --gtest_filter='MlaDecodeGpu.BadSeqLen*:MlaDecodeGpu.QuantizedOutput*' \
+          --gtest_filter='MlaDecodeGpu.BadSeqLen*:MlaDecodeGpu.QuantizedOutput*:Cases/MlaMatrix.AgainstReference/N32_sq4*' \
           >"$out/$tool.log" 2>&1
         echo "$tool rc=$?"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|hazard" "$out/$tool.log" | head -12

@@ -277,8 +277,11 @@ void add_routines(ToolRegistrar& r) {
                     std::move(s.cases));
 }
 
+void add_mla_decode_demo(ToolRegistrar& r);  // demo.cpp
+
 }  // namespace qfuse::bench
 
 QFUSE_REGISTER_TOOL_FAMILY(mla_decode) {
   qfuse::bench::add_routines(r);
+  qfuse::bench::add_mla_decode_demo(r);
 }

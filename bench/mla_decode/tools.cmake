@@ -1,1 +1,1 @@
-qfuse_family_tools(NAME mla_decode SOURCES routines.cu)
+qfuse_family_tools(NAME mla_decode SOURCES routines.cu demo.cpp)
