@@ -62,6 +62,21 @@ __device__ __forceinline__ int physical_block(const DecodeParams& p, const Piece
   return id;
 }
 
+/// The request's last tile (`last`; `valid` < 64 tokens of it real): rows past seq_len hold
+/// whatever the cache has there (possibly NaN); P is 0 for them but 0 * NaN is NaN, so the bf16
+/// stage's V rows are zeroed (by the warpgroup's 128 threads, tid its thread index) before a PV
+/// product reads them. The caller fences the writes for the async proxy before that product.
+template <class Tr>
+__device__ __forceinline__ void zero_v_tail(uint8_t* stage, bool last, int valid, int tid) {
+  if (!last || valid >= kTileTokens) return;
+  const int units = (kTileTokens - valid) * Tr::kVBoxes * 8;
+  for (int u = tid; u < units; u += 128) {
+    const int r = valid + (u >> 6), box = (u >> 3) & 7, c = u & 7;
+    *reinterpret_cast<uint4*>(stage + box * Tr::kBoxBytes + r * 128 + c * 16) =
+        make_uint4(0, 0, 0, 0);
+  }
+}
+
 template <class Tr>
 __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
   const DecodeParams& p = tp.p;
@@ -172,20 +187,7 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
 
       tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, red_max, w, g);
       named_sync(1, 128);
-      // NOTE: the request's last tile: rows past seq_len hold whatever the cache has there
-      // (possibly NaN); P is 0 for them but 0 * NaN is NaN, so V's rows are zeroed.
-      {
-        const int valid = pc.len - t * kTileTokens;
-        if (t == tiles - 1 && valid < kTileTokens) {
-          uint8_t* stage = sm.kv(st);
-          const int units = (kTileTokens - valid) * Tr::kVBoxes * 8;
-          for (int u = tid; u < units; u += 128) {
-            const int r = valid + (u >> 6), box = (u >> 3) & 7, c = u & 7;
-            *reinterpret_cast<uint4*>(stage + box * Tr::kBoxBytes + r * 128 + c * 16) =
-                make_uint4(0, 0, 0, 0);
-          }
-        }
-      }
+      zero_v_tail<Tr>(sm.kv(st), t == tiles - 1, pc.len - t * kTileTokens, tid);
       float alpha[NC];
       tile_softmax<R>(s, m, l, alpha, cm, red_max, scale_log2, p_gen, w, g);
       rescale<R>(o, alpha);

@@ -51,6 +51,15 @@ __device__ __forceinline__ void store_wide(const DecodeParams& p, const EpiCtx& 
   }
 }
 
+/// O's rows (the thread's rows r and r + 8: registers 4 j + {0, 1} and 4 j + {2, 3}) times the
+/// tile's factors.
+__device__ __forceinline__ void rescale_rows(float (&o)[128], const float (&alpha)[2]) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[4 * j + e] *= alpha[e >> 1];
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 x = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&x);
@@ -142,20 +151,7 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
         }
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) l[hi] = fmaf(l[hi], alpha[hi], rs[hi]);
-      // NOTE: the request's last tile: rows past seq_len hold whatever the cache has there
-      // (possibly NaN); P is 0 for them but 0 * NaN is NaN, so V's rows are zeroed.
-      {
-        const int valid = pc.len - t * kTileTokens;
-        if (t == tiles - 1 && valid < kTileTokens) {
-          uint8_t* stage = sm.kv(st);
-          const int units = (kTileTokens - valid) * Tr::kVBoxes * 8;
-          for (int u = tid; u < units; u += 128) {
-            const int r = valid + (u >> 6), box = (u >> 3) & 7, c = u & 7;
-            *reinterpret_cast<uint4*>(stage + box * Tr::kBoxBytes + r * 128 + c * 16) =
-                make_uint4(0, 0, 0, 0);
-          }
-        }
-      }
+      zero_v_tail<Tr>(sm.kv(st), t == tiles - 1, pc.len - t * kTileTokens, tid);
       uint32_t a[4][4];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -177,10 +173,7 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
       }
       fence_proxy_async_shared();
       mbar_arrive(sm.p_full(st));
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[4 * j + e] *= alpha[e >> 1];
+      rescale_rows(o, alpha);
       fence_regs(o);
       wgmma_fence();
 #pragma unroll
@@ -240,10 +233,7 @@ __device__ void wide_consumer_pv(const TcParams& tp, const TcSmem<Tr>& sm, int r
       float alpha[2];
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) alpha[hi] = alpha_s[64 * st + 16 * w + g + 8 * hi];
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[4 * j + e] *= alpha[e >> 1];
+      rescale_rows(o, alpha);
       fence_regs(o);
       wgmma_fence();
 #pragma unroll

@@ -46,6 +46,7 @@ struct TcLayout {
   static constexpr int kRedFloats = 4 * kRows;  // one of the two reduction arrays
   static constexpr int kRedBytes = 2 * kRedFloats * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
+  static constexpr bool kPFull = false;
   static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "shared memory per block");
@@ -87,6 +88,7 @@ struct WideTraits {
   static constexpr int kRedFloats = kRows;
   static constexpr int kRedBytes = 3 * kRedFloats * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
+  static constexpr bool kPFull = true;
   static constexpr int kBars = 2 * kStages + 2 + kStages;  // ..., p_full[]
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory per block");
