@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(cmake ninja-build g++ make libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
 # make sanitize / make fuzz (issue 12): clang++ and its runtimes (ASan, UBSan, libFuzzer).
 packages+=(clang libclang-rt-dev)
+# The Python package (python/, docs/python.md): Python's development headers; nanobind from PyPI
+# below.
+packages+=(python3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,6 +19,15 @@ if ((${#missing[@]})); then
   echo "install_deps: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# nanobind (the binding layer of the Python package; header and source only) for the python3 on
+# PATH, which CMake's FindPython picks. Without pip the extension and its tests are left out.
+py=$(command -v python3 || true)
+if [ -n "$py" ] && ! "$py" -m nanobind --cmake_dir >/dev/null 2>&1; then
+  echo "install_deps: installing nanobind for $py"
+  "$py" -m pip install --quiet --disable-pip-version-check "nanobind==3.1.0" ||
+    echo "install_deps: pip could not install nanobind: the Python package will not be built" >&2
 fi
 
 nvcc_path=$(command -v nvcc || true)
