@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 export PATH := /usr/local/cuda/bin:$(PATH)
 
-.PHONY: all deps configure build demo test devbin format clean
+.PHONY: all deps configure build demo test devbin pydeps format clean
 
 all: build
 
@@ -33,6 +33,14 @@ devbin: build
 	@strip .devbin/*
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz
+
+# nanobind's sources for python/gpu_test.sh on the GPU machine (no network there): carry
+# .deps/nanobind (about 1.5 MB; .deps is ignored).
+pydeps: deps
+	@rm -rf .deps/nanobind && mkdir -p .deps
+	@cp -r "$$(python3 -c 'import nanobind, os; print(os.path.dirname(nanobind.__file__))')" .deps/nanobind
+	@rm -rf .deps/nanobind/__pycache__ .deps/nanobind/cmake/__pycache__
+	@du -sh .deps/nanobind
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
