@@ -300,5 +300,69 @@ class FusionPass(unittest.TestCase):
         self.assertIn("other users", report.skipped[0])
 
 
+def _stub_backend(captured):
+    """A torch.compile backend that keeps the (rewritten) graph and returns zeros of its outputs'
+    shapes: Dynamo's capture and the pass run without executing the CUDA ops."""
+
+    def inner(gm, example_inputs):
+        captured.append(gm)
+        out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+        vals = [o.meta["example_value"] for o in out]
+        return lambda *args: [torch.zeros(v.shape, dtype=v.dtype) for v in vals]
+
+    return fusion.backend(inner=inner)
+
+
+class DynamoGraphs(unittest.TestCase):
+    """The pass on the graphs Dynamo captures from the drop-in wrappers (CPU tensors; the
+    compiled code is a stub, the numbers are in test_gpu.py)."""
+
+    def setUp(self):
+        torch._dynamo.reset()
+
+    def test_mlp(self):
+        def mlp(x, scale):
+            y = F.silu(x[:, :H]) * x[:, H:]
+            q, _ = qt.scaled_fp8_quant(y, scale)
+            q2, s2 = qt.scaled_fp4_quant(F.silu(x[..., :H]) * x[..., H:], scale * 1000)
+            q3 = torch.empty(x.shape[0], H, dtype=FP8)
+            s3 = torch.empty(x.shape[0], H // 128)
+            qt.per_token_group_fp8_quant(F.silu(x[:, :H]) * x[:, H:], q3, s3, 128)
+            q4, s4 = qt.scaled_fp8_quant(F.silu(x[:, :H]) * x[:, H:],
+                                         use_per_token_if_dynamic=True)
+            return q, q2, s2, q3, q4, s4
+
+        captured = []
+        torch.compile(mlp, backend=_stub_backend(captured), fullgraph=True)(
+            torch.randn(8, 2 * H, dtype=BF16), torch.ones(1))
+        report = fusion.last_report()
+        self.assertEqual(report.replaced, {
+            "silu_and_mul -> static_scaled_fp8_quant": 1,
+            "silu_and_mul -> scaled_fp4_quant": 1,
+            "silu_and_mul -> per_token_group_fp8_quant": 1,
+            "silu_and_mul -> dynamic_per_token_scaled_fp8_quant": 1}, str(report))
+        self.assertNotIn(F.silu, targets(captured[0]))
+
+    def test_combine(self):
+        T, Hh, D = 8, 4, 64
+
+        def combine(po, pl, so, sl, scale):
+            merged = torch.empty_like(po)
+            qt.merge_attn_states(merged, None, po, pl, so, sl)
+            q, _ = qt.scaled_fp8_quant(merged.view(T, Hh * D), scale)
+            return q
+
+        captured = []
+        torch.compile(combine, backend=_stub_backend(captured), fullgraph=True)(
+            torch.randn(T, Hh, D, dtype=BF16), torch.randn(Hh, T),
+            torch.randn(T, Hh, D, dtype=BF16), torch.randn(Hh, T), torch.ones(1))
+        report = fusion.last_report()
+        self.assertEqual(report.replaced, {"merge_attn_states -> static_scaled_fp8_quant": 1})
+        merges = [n for n in captured[0].graph.nodes
+                  if fusion._op_name(n.target) == "qfuse::merge_attn_states"]
+        self.assertEqual(len(merges), 1)
+        self.assertIsNotNone(fusion._args(merges[0])["output_scale"])
+
+
 if __name__ == "__main__":
     unittest.main()
