@@ -28,6 +28,7 @@
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
 #include "qfuse/merge_states/merge_states.h"
+#include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/capabilities.h"
 #include "qfuse/quant/kind.h"
 #include "qfuse/quant/quantize.h"
@@ -300,6 +301,91 @@ void merge_states_stacked(const Array& o, const Array& lse, const Array& out,
   check(qfuse::merge_states_stacked(orr, lr, q, opt, as_stream(stream)));
 }
 
+// ---- MLA decode (SPEC §3) -------------------------------------------------------------------
+
+/// The device pointer of a contiguous 1-D int64 tensor of `n` elements (slot_mapping: qfuse has
+/// no int64 TensorRef dtype).
+const int64_t* i64_vector(const Array& a, const std::string& name, int64_t n) {
+  if (a.dtype() != nb::dtype<int64_t>())
+    invalid(name + ".dtype", "int64", dlpack_dtype_name(a.dtype()));
+  if (!is_cuda_device(a.device_type()))
+    invalid(name + ".device", "a CUDA tensor", device_name(a.device_type(), a.device_id()));
+  if (a.ndim() != 1 || static_cast<int64_t>(a.shape(0)) != n || (n > 1 && a.stride(0) != 1))
+    invalid(name, "a contiguous [" + std::to_string(n) + "] vector",
+            "rank " + std::to_string(a.ndim()) +
+                (a.ndim() == 1 ? " size " + std::to_string(a.shape(0)) : std::string()));
+  return static_cast<const int64_t*>(a.data());
+}
+
+qfuse::MlaDecodeOptions mla_options(const std::string& split, const std::string& kernel) {
+  qfuse::MlaDecodeOptions opt;
+  if (split == "auto")
+    opt.split = qfuse::MlaSplitMode::kAuto;
+  else if (split == "none")
+    opt.split = qfuse::MlaSplitMode::kNone;
+  else
+    invalid("split", "auto|none", split);
+  if (kernel == "auto")
+    opt.kernel = qfuse::MlaKernel::kAuto;
+  else if (kernel == "tensor_core")
+    opt.kernel = qfuse::MlaKernel::kTensorCore;
+  else if (kernel == "simple")
+    opt.kernel = qfuse::MlaKernel::kSimple;
+  else
+    invalid("kernel", "auto|tensor_core|simple", kernel);
+  return opt;
+}
+
+void mla_write_cache(const Array& kv_c, const Array& k_pe, const Array& slot_mapping,
+                     const Array& cache, const OptArray& k_scale, uintptr_t stream) {
+  qfuse::MlaCacheWriteArgs a;
+  a.kv_c = to_ref(kv_c, "kv_c");
+  a.k_pe = to_ref(k_pe, "k_pe");
+  a.slot_mapping = i64_vector(slot_mapping, "slot_mapping", a.kv_c.rank >= 1 ? a.kv_c.sizes[0] : 0);
+  a.cache = to_ref(cache, "cache", DType::kE4M3);
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  check(qfuse::mla_write_cache(a, as_stream(stream)));
+}
+
+size_t mla_workspace_size(int64_t batch, int s_q, int num_heads, const std::string& split,
+                          const std::string& kernel) {
+  size_t bytes = 0;
+  check(
+      qfuse::mla_decode_workspace_size(batch, s_q, num_heads, mla_options(split, kernel), &bytes));
+  return bytes;
+}
+
+qfuse::MlaWorkspace mla_workspace(const Array& ws) {
+  const TensorRef t = to_ref(ws, "workspace", DType::kU8);
+  if (t.dtype != DType::kU8 || !t.is_contiguous())
+    invalid("workspace", "a contiguous uint8 tensor", t.describe());
+  return {t.data, static_cast<size_t>(t.numel())};
+}
+
+void mla_decode(const Array& q, const Array& cache, const Array& block_table, const Array& seq_lens,
+                const Array& out, const Array& workspace, int s_q, float softmax_scale,
+                const std::string& spec, const OptArray& scales, const OptArray& scale,
+                const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
+                const std::string& split, const std::string& kernel, uintptr_t stream) {
+  qfuse::MlaDecodeArgs a;
+  a.q = to_ref(q, "q");
+  a.cache = to_ref(cache, "cache", DType::kE4M3);
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  a.block_table = to_ref(block_table, "block_table");
+  a.seq_lens = to_ref(seq_lens, "seq_lens");
+  a.s_q = s_q;
+  a.softmax_scale = softmax_scale;
+  a.out = quant_output(spec, out, scales, scale, scale_ub);
+  if (lse) a.lse = to_ref(*lse, "lse");
+  check(qfuse::mla_decode(a, mla_workspace(workspace), mla_options(split, kernel),
+                          as_stream(stream)));
+}
+
+/// Device-side errors of the last mla_decode on `workspace` (synchronises the stream).
+void mla_decode_check(const Array& workspace, uintptr_t stream) {
+  check(qfuse::mla_decode_check(mla_workspace(workspace), as_stream(stream)));
+}
+
 // ---- the vocabulary, for allocating wrappers and tests ---------------------------------------
 
 std::string canonical_spec(const std::string& text) {
@@ -409,6 +495,18 @@ NB_MODULE(_qfuse, m) {
         nb::arg("spec") = "none", nb::arg("scales") = none, nb::arg("scale") = none,
         nb::arg("scale_ub") = none, nb::arg("out_lse") = none, nb::arg("lse_base") = 0,
         nb::arg("copy_from") = -1, nb::arg("stream") = 0);
+  m.def("mla_write_cache", &mla_write_cache, nb::arg("kv_c"), nb::arg("k_pe"),
+        nb::arg("slot_mapping"), nb::arg("cache"), nb::arg("k_scale") = none,
+        nb::arg("stream") = 0);
+  m.def("mla_workspace_size", &mla_workspace_size, nb::arg("batch"), nb::arg("s_q"),
+        nb::arg("num_heads"), nb::arg("split") = "auto", nb::arg("kernel") = "auto");
+  m.def("mla_decode", &mla_decode, nb::arg("q"), nb::arg("cache"), nb::arg("block_table"),
+        nb::arg("seq_lens"), nb::arg("out"), nb::arg("workspace"), nb::arg("s_q"),
+        nb::arg("softmax_scale"), nb::arg("spec") = "none", nb::arg("scales") = none,
+        nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("k_scale") = none,
+        nb::arg("lse") = none, nb::arg("split") = "auto", nb::arg("kernel") = "auto",
+        nb::arg("stream") = 0);
+  m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
   m.def("canonical_spec", &canonical_spec, nb::arg("spec"));
   m.def("scale_shape", &scale_shape, nb::arg("spec"), nb::arg("rows"), nb::arg("cols"));
   m.def("out_dtype", &out_dtype, nb::arg("spec"));

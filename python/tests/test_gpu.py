@@ -135,6 +135,7 @@ class CoreOps(unittest.TestCase):
         x = randn(16, 256)
         out = poisoned((16, 256), torch.uint8)
         s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())  # x and out were written on the default one
         with torch.cuda.stream(s):
             qfuse.quantize(to_dlpack(x), to_dlpack(out), "fp8_per_tensor",
                            scale=to_dlpack(scalar(0.25)), stream=s.cuda_stream)
@@ -317,6 +318,55 @@ class DropIns(unittest.TestCase):
         self.assertEqual(mismatch(as_bytes(q), as_bytes(q2)), 0)
 
 
+def mla_problem(B=3, N=16, BS=64, MB=4, seq=(1, 100, 250)):
+    NB = B * MB + 2
+    cache = randn(NB, BS, 576, sigma=0.5)
+    table = torch.randperm(NB, generator=GEN)[: B * MB].view(B, MB).to(torch.int32).to(DEV)
+    seq_lens = torch.tensor(seq, dtype=torch.int32, device=DEV)
+    q = randn(B, N, 576, sigma=0.5)
+    return q, cache, table, seq_lens
+
+
+class Mla(unittest.TestCase):
+    def test_decode_against_fp64(self):
+        q, cache, table, seq_lens = mla_problem()
+        B, N = q.shape[0], q.shape[1]
+        sm = 192 ** -0.5
+        out, lse = poisoned((B, N * 512), BF16), poisoned((B, N), F32)
+        ws = qt.mla_workspace(B, 1, N)
+        qt.mla_decode(q, cache, table, seq_lens, out, ws, 1, sm, "none", None, None, None, None,
+                      lse)
+        qfuse.mla_decode_check(ws, torch.cuda.current_stream().cuda_stream)
+        ref_o, ref_l = [], []
+        for b in range(B):
+            rows = torch.cat([cache[int(j)] for j in table[b]])[: int(seq_lens[b])].double()
+            logits = (q[b].double() @ rows.t()) * sm
+            ref_o.append(torch.softmax(logits, -1) @ rows[:, :512])
+            ref_l.append(torch.logsumexp(logits, -1))
+        ref_o, ref_l = torch.stack(ref_o), torch.stack(ref_l)
+        torch.testing.assert_close(out.view(B, N, 512).double(), ref_o, rtol=1e-2, atol=2e-3)
+        torch.testing.assert_close(lse.double(), ref_l, rtol=1e-4, atol=1e-4)
+        s = 0.0071
+        q8 = poisoned((B, N * 512), FP8)
+        qt.mla_decode(q, cache, table, seq_lens, q8, ws, 1, sm, "fp8_per_tensor", None,
+                      scalar(s))
+        assert_fp8_near(self, as_bytes(q8).view(B, N * 512),
+                        torch.full((B, N * 512), s, dtype=torch.float64),
+                        ref_o.reshape(B, N * 512).cpu(), "mla fp8")
+
+    def test_write_cache(self):
+        NB, BS, T = 6, 64, 40
+        cache = poisoned((NB, BS, 576), BF16)
+        kv, pe = randn(T, 512), randn(T, 64)
+        slots = torch.randperm(NB * BS, generator=GEN)[:T].to(DEV)
+        slots[3] = -1  # padding token: skipped
+        qt.mla_write_cache(kv, pe, slots, cache)
+        flat = cache.view(NB * BS, 576)
+        for t_ in (0, 7, T - 1):
+            self.assertTrue(bool((flat[slots[t_]][:512] == kv[t_]).all()))
+            self.assertTrue(bool((flat[slots[t_]][512:] == pe[t_]).all()))
+
+
 def opcheck_cases():
     T, H = 16, 256
     x = randn(T, 2 * H)
@@ -344,6 +394,12 @@ def opcheck_cases():
         "silu_mul_dynamic_per_token_scaled_fp8_quant": (e(T, H), x, e(T, 1, dtype=F32), None),
         "silu_mul_per_token_group_fp8_quant": (x, e(T, H), e(T, 4, dtype=F32), 64),
         "silu_mul_scaled_fp4_quant": (e(T, H // 2, dtype=torch.uint8), x, e(128, 16), gs, True),
+        "mla_write_cache": (randn(T, 512), randn(T, 64),
+                            torch.randperm(6 * 64, generator=GEN)[:T].to(DEV),
+                            e(6, 64, 576, dtype=BF16), None),
+        "mla_decode": mla_problem()[:4] + (e(3, 16 * 512, dtype=BF16), qt.mla_workspace(3, 1, 16),
+                                           1, 0.07, "none", None, None, None, None,
+                                           e(3, 16, dtype=F32), "auto", "auto"),
     }
 
 

@@ -341,6 +341,62 @@ class Merge(unittest.TestCase):
         self.assertIn("lse", str(e.exception))
 
 
+class MlaDecode(unittest.TestCase):
+    B, N, BS, NB, MB = 3, 16, 64, 10, 4  # requests, heads, block size, blocks, blocks per request
+
+    def call(self, **kw):
+        T = self.B
+        a = dict(q=t((T, self.N, 576), "bf16"), cache=t((self.NB, self.BS, 576), "bf16"),
+                 block_table=t((self.B, self.MB), "i32"), seq_lens=t((self.B,), "i32"),
+                 out=t((T, self.N * 512), "bf16"), workspace=t((1 << 20,), "u8"), s_q=1,
+                 softmax_scale=192 ** -0.5)
+        a.update(kw)
+        qfuse.mla_decode(**a)
+
+    def test_valid_call_reaches_the_device(self):
+        with self.assertRaises((RuntimeError, ValueError)) as e:
+            self.call()
+        self.assertNotIn("'q", str(e.exception))
+        self.assertNotIn("'cache", str(e.exception))
+
+    def test_validation(self):
+        for kw, exc, arg in [
+            (dict(block_table=t((self.B, self.MB), "fp32")), TypeError, "'block_table.dtype'"),
+            (dict(seq_lens=t((self.B + 1,), "i32")), ValueError, "'seq_lens.sizes[0]'"),
+            (dict(softmax_scale=float("nan")), ValueError, "'softmax_scale'"),
+            (dict(k_scale=t((1,), "fp32")), ValueError, "'k_scale'"),  # a bf16 cache
+            (dict(cache=t((self.NB, self.BS, 576), "u8")), ValueError, "'k_scale'"),  # FP8
+            (dict(workspace=t((64,), "fp32")), ValueError, "'workspace'"),
+            (dict(split="sometimes"), ValueError, "'split'"),
+            (dict(kernel="fast"), ValueError, "'kernel'"),
+            (dict(q=cpu((self.B, self.N, 576), "bf16")), ValueError, "'q.device'"),
+        ]:
+            with self.subTest(arg=arg):
+                with self.assertRaises(exc) as e:
+                    self.call(**kw)
+                self.assertIn(arg, str(e.exception))
+
+    def test_workspace_size_arguments(self):
+        with self.assertRaises(ValueError) as e:
+            qfuse.mla_workspace_size(4, 3, 16)
+        self.assertEqual(str(e.exception), arg_message("s_q", "1, 2 or 4", "3"))
+        with self.assertRaises(ValueError):
+            qfuse.mla_workspace_size(4, 1, 24)
+
+    def test_write_cache(self):
+        kv, pe = t((5, 512), "bf16"), t((5, 64), "bf16")
+        cache = t((self.NB, self.BS, 576), "bf16")
+        with self.assertRaises(TypeError) as e:
+            qfuse.mla_write_cache(kv, pe, t((5,), "i32"), cache)
+        self.assertEqual(str(e.exception), arg_message("slot_mapping.dtype", "int64", "int32"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.mla_write_cache(kv, pe, t((4,), "i64"), cache)
+        self.assertIn("'slot_mapping'", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # valid
+            qfuse.mla_write_cache(kv, pe, t((5,), "i64"), cache)
+        self.assertNotIn("'slot_mapping", str(e.exception))
+
+
 class HostReference(unittest.TestCase):
     """The C++ host reference through the binding (what the GPU tests compare bytes against)."""
 

@@ -30,6 +30,8 @@ WRITES = {
     "scaled_fp4_quant": {"output", "output_scale"},
     "silu_and_mul_per_block_quant": {"out", "scales"},
     "merge_attn_states": {"output", "output_lse"},
+    "mla_write_cache": {"cache"},
+    "mla_decode": {"out", "workspace", "scales", "lse"},
 }
 for _n in ("static_scaled_fp8_quant", "dynamic_per_token_scaled_fp8_quant",
            "per_token_group_fp8_quant", "scaled_fp4_quant"):

@@ -4,7 +4,8 @@ Importing it registers the ``torch.ops.qfuse.*`` custom ops (mutation-annotated 
 implementations, so they trace under ``torch.compile`` and capture in CUDA graphs) and offers:
 
 * destination-passing ops mirroring the C++ API: ``quantize``, ``silu_and_mul``,
-  ``silu_mul_quant``, ``merge_states``, ``dynamic_per_tensor_quant``;
+  ``silu_mul_quant``, ``merge_states``, ``dynamic_per_tensor_quant``, ``mla_write_cache``,
+  ``mla_decode`` (``mla_workspace`` allocates its workspace);
 * the reference engine's drop-in surface (SPEC §9, docs/python.md): ``scaled_fp8_quant``,
   ``per_token_group_fp8_quant``, ``scaled_fp4_quant``, ``silu_and_mul_per_block_quant``,
   ``merge_attn_states`` with the same names, argument order, dtypes and shapes;

@@ -18,6 +18,9 @@ __all__ = [
     "silu_mul_quant",
     "merge_states",
     "dynamic_per_tensor_quant",
+    "mla_write_cache",
+    "mla_decode",
+    "mla_workspace",
     "quantize_alloc",
     "silu_mul_quant_alloc",
     "merge_states_alloc",
@@ -159,6 +162,42 @@ def _dynamic_per_tensor_impl(x, out, scale):
 dynamic_per_tensor_quant = _define(
     "dynamic_per_tensor_quant(Tensor x, Tensor(a!) out, Tensor(b!) scale) -> ()",
     _dynamic_per_tensor_impl)
+
+
+def _mla_write_cache_impl(kv_c, k_pe, slot_mapping, cache, k_scale=None):
+    _q.mla_write_cache(_dl(kv_c, "kv_c"), _dl(k_pe, "k_pe"), _dl(slot_mapping, "slot_mapping"),
+                       _dl(cache, "cache", "e4m3"), k_scale=_opt(k_scale, "k_scale"),
+                       stream=_stream(kv_c))
+
+
+mla_write_cache = _define(
+    "mla_write_cache(Tensor kv_c, Tensor k_pe, Tensor slot_mapping, Tensor(a!) cache, "
+    "Tensor? k_scale=None) -> ()", _mla_write_cache_impl)
+
+
+def _mla_decode_impl(q, cache, block_table, seq_lens, out, workspace, s_q, softmax_scale,
+                     spec="none", scales=None, scale=None, scale_ub=None, k_scale=None, lse=None,
+                     split="auto", kernel="auto"):
+    _q.mla_decode(_dl(q, "q"), _dl(cache, "cache", "e4m3"), _dl(block_table, "block_table"),
+                  _dl(seq_lens, "seq_lens"), _dl(out, "out", _out_fmt(spec)),
+                  _dl(workspace, "workspace"), s_q, softmax_scale, spec,
+                  scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                  scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                  k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
+                  kernel=kernel, stream=_stream(q))
+
+
+mla_decode = _define(
+    "mla_decode(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, Tensor(a!) out, "
+    "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
+    "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
+    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()", _mla_decode_impl)
+
+
+def mla_workspace(batch, s_q, num_heads, device=None, split="auto", kernel="auto"):
+    """A uint8 workspace of the size mla_decode needs on the current device."""
+    n = _q.mla_workspace_size(batch, s_q, num_heads, split, kernel)
+    return torch.empty(n, dtype=torch.uint8, device=device or "cuda")
 
 
 # ---- allocating wrappers -------------------------------------------------------------------
