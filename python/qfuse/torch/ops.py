@@ -90,6 +90,7 @@ def _out_fmt(spec):
 
 _lib = torch.library.Library("qfuse", "DEF")
 OPS = {}  # name -> schema, every op this module registers
+_IMPLS = {}  # name -> its CUDA implementation (tests register it for other devices)
 
 
 def _define(schema, cuda_impl, fake_impl=None):
@@ -98,6 +99,7 @@ def _define(schema, cuda_impl, fake_impl=None):
     _lib.impl(name, cuda_impl, "CUDA")
     torch.library.register_fake(f"qfuse::{name}", fake_impl or (lambda *a, **k: None), lib=_lib)
     OPS[name] = schema
+    _IMPLS[name] = cuda_impl
     return getattr(torch.ops.qfuse, name)
 
 
