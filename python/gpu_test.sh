@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The Python package's tests on the GPU machine (PyTorch and a CUDA device; no network there).
 #
-#   bash python/gpu_test.sh          (carry .deps/nanobind: `make pydeps` writes it here)
+#   bash python/gpu_test.sh [GROUP ...]   (carry .deps/nanobind: `make pydeps` writes it here)
+#
+# GROUP: host, torch, gpu (default all three, in that order); QFUSE_PY_K="pattern ..." runs only
+# the tests whose names match (unittest -k). A second call reuses the build in build-py/.
 #
 # Builds the extension for the device's python3 (PYTHON=... to choose) with the project's CMake
 # (QFUSE_PYTHON_ONLY: qfuse::kernels and the extension, nothing else) against the nanobind
@@ -46,11 +49,17 @@ echo "   built in $(($(date +%s) - start)) s"
 
 status=0
 summary=()
-for group in host torch gpu; do
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(host torch gpu)
+kargs=()
+for k in ${QFUSE_PY_K:-}; do kargs+=(-k "$k"); done
+for group in "${groups[@]}"; do
   echo "== python.$group"
+  t0=$(date +%s)
   PYTHONPATH="$PWD/$build/python" PYTHONDONTWRITEBYTECODE=1 "$py" python/tests/run.py "$group" \
-    >"$out/python_$group.log" 2>&1
+    ${kargs[@]+"${kargs[@]}"} >"$out/python_$group.log" 2>&1
   rc=$?
+  echo "   $(($(date +%s) - t0)) s"
   grep -E "^(FAIL|ERROR):|qfuse overhead|SKIPPED|^Ran |^OK|^FAILED" "$out/python_$group.log"
   case $rc in
     0) summary+=("python.$group: passed") ;;

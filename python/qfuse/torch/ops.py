@@ -7,6 +7,8 @@ DLPack has no FP4-pair dtype, and a uint8 view in a slot whose format the spec f
 binding reads as that format.
 """
 
+import functools
+
 import torch
 from torch.utils.dlpack import to_dlpack
 
@@ -75,6 +77,7 @@ def _stream(t):
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
+@functools.lru_cache(maxsize=256)
 def _scale_fmt(spec):
     spec = _q.canonical_spec(spec)
     if spec.startswith("nvfp4"):
@@ -84,6 +87,7 @@ def _scale_fmt(spec):
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _out_fmt(spec):
     return _q.out_dtype(spec)
 
