@@ -366,5 +366,47 @@ class DynamoGraphs(unittest.TestCase):
         self.assertIsNotNone(fusion._args(merges[0])["output_scale"])
 
 
+class OnHostReference(unittest.TestCase):
+    """test_gpu's drop-in, torch.compile (Inductor, CPU) and opcheck tests on CPU tensors, the
+    launch functions emulated through the C++ host reference (host_backend.py): the Python
+    layers end to end without a GPU. The kernels themselves are tested by test_gpu."""
+
+    def setUp(self):
+        import host_backend
+        import test_gpu
+
+        self.g = test_gpu
+        patches = [mock.patch.object(m, "_q", host_backend.BACKEND)
+                   for m in host_backend.MODULES]
+        patches += [mock.patch.object(test_gpu, "DEV", "cpu"),
+                    mock.patch.object(qt, "mla_workspace",
+                                      lambda *a, **k: torch.empty(16, dtype=torch.uint8))]
+        for p in patches:
+            p.start()
+            self.addCleanup(p.stop)
+        torch._dynamo.reset()
+
+    def run_case(self, case):
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(case)
+        result = unittest.TestResult()
+        suite.run(result)
+        self.assertTrue(result.wasSuccessful(),
+                        "\n".join(text for _, text in result.failures + result.errors))
+        self.assertEqual(result.testsRun, suite.countTestCases())
+
+    def test_dropins(self):
+        self.run_case(self.g.DropIns)
+
+    def test_compile_with_the_fusion_pass(self):
+        self.run_case(self.g.Compile)
+
+    def test_opcheck(self):
+        for name, args in self.g.opcheck_cases().items():
+            if name.startswith("mla_"):  # no host emulation of the MLA kernels
+                continue
+            with self.subTest(op=name):
+                torch.library.opcheck(getattr(torch.ops.qfuse, name).default, args)
+
+
 if __name__ == "__main__":
     unittest.main()
