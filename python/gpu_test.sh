@@ -5,6 +5,9 @@
 #
 # GROUP: host, torch, gpu (default all three, in that order); QFUSE_PY_K="pattern ..." runs only
 # the tests whose names match (unittest -k). A second call reuses the build in build-py/.
+# QFUSE_PY_BENCH=1 then runs python/bench_dropins.py (the drop-ins through qfuse.torch against
+# PyTorch eager and torch.compile on the issue 2/3 bar shapes, one run; QFUSE_PY_BENCH_BUDGET_S
+# seconds, default 240); "bash python/gpu_test.sh none" with it runs the benchmark alone.
 #
 # Builds the extension for the device's python3 (PYTHON=... to choose) with the project's CMake
 # (QFUSE_PYTHON_ONLY: qfuse::kernels and the extension, nothing else) against the nanobind
@@ -54,6 +57,7 @@ groups=("$@")
 kargs=()
 for k in ${QFUSE_PY_K:-}; do kargs+=(-k "$k"); done
 for group in "${groups[@]}"; do
+  [ "$group" = none ] && continue
   echo "== python.$group"
   t0=$(date +%s)
   PYTHONPATH="$PWD/$build/python" PYTHONDONTWRITEBYTECODE=1 "$py" python/tests/run.py "$group" \
@@ -68,6 +72,18 @@ for group in "${groups[@]}"; do
        tail -60 "$out/python_$group.log" ;;
   esac
 done
+if [ "${QFUSE_PY_BENCH:-0}" = 1 ]; then
+  echo "== bench_dropins (drop-ins vs PyTorch eager and torch.compile)"
+  PYTHONPATH="$PWD/$build/python" PYTHONDONTWRITEBYTECODE=1 "$py" python/bench_dropins.py \
+    --budget-s "${QFUSE_PY_BENCH_BUDGET_S:-240}" --out "$out/bench_dropins.json" \
+    2>"$out/bench_dropins.err" | tee "$out/bench_dropins.txt"
+  if [ "${PIPESTATUS[0]}" = 0 ]; then
+    summary+=("bench_dropins: done ($out/bench_dropins.txt)")
+  else
+    summary+=("bench_dropins: rows failed ($out/bench_dropins.txt, .err)")
+    tail -20 "$out/bench_dropins.err"
+  fi
+fi
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 exit $status
