@@ -34,13 +34,10 @@ devbin: build
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz
 
-# nanobind's sources for python/gpu_test.sh on the GPU machine (no network there): carry
-# .deps/nanobind (about 1.5 MB; .deps is ignored).
+# nanobind's sources for python/gpu_test.sh on the GPU machine (no network there): install_deps
+# puts them in .deps/pylib (about 1.5 MB; .deps is ignored): carry .deps/pylib.
 pydeps: deps
-	@rm -rf .deps/nanobind && mkdir -p .deps
-	@cp -r "$$(python3 -c 'import nanobind, os; print(os.path.dirname(nanobind.__file__))')" .deps/nanobind
-	@rm -rf .deps/nanobind/__pycache__ .deps/nanobind/cmake/__pycache__
-	@du -sh .deps/nanobind
+	@test -f .deps/pylib/nanobind/cmake/nanobind-config.cmake && du -sh .deps/pylib
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')

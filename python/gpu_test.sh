@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's tests on the GPU machine (PyTorch and a CUDA device; no network there).
 #
-#   bash python/gpu_test.sh [GROUP ...]   (carry .deps/nanobind: `make pydeps` writes it here)
+#   bash python/gpu_test.sh [GROUP ...]   (carry .deps/pylib: `make pydeps` fills it here)
 #
 # GROUP: host, torch, gpu (default all three, in that order); QFUSE_PY_K="pattern ..." runs only
 # the tests whose names match (unittest -k). A second call reuses the build in build-py/.
@@ -11,7 +11,7 @@
 #
 # Builds the extension for the device's python3 (PYTHON=... to choose) with the project's CMake
 # (QFUSE_PYTHON_ONLY: qfuse::kernels and the extension, nothing else) against the nanobind
-# sources in .deps/nanobind (or the device's own nanobind, if it has one), then runs the three
+# sources in .deps/pylib/nanobind (or the device's own nanobind, if it has one), then runs the three
 # groups of python/tests: host, torch (schemas, fake implementations, fusion-pass rewrites) and
 # gpu (every op against the C++ host reference or an fp64 PyTorch reference, the drop-ins, ties,
 # torch.library.opcheck of every op, CUDA-graph capture, torch.compile with the fusion pass
@@ -25,13 +25,13 @@ py=$(command -v "${PYTHON:-python3}")
 build=${QFUSE_PY_BUILD:-build-py}
 
 nb=""
-if [ -f .deps/nanobind/cmake/nanobind-config.cmake ]; then
-  nb=$PWD/.deps/nanobind/cmake
+if [ -f .deps/pylib/nanobind/cmake/nanobind-config.cmake ]; then
+  nb=$PWD/.deps/pylib/nanobind/cmake
 else
   nb=$("$py" -m nanobind --cmake_dir 2>/dev/null || true)
 fi
 if [ -z "$nb" ]; then
-  echo "gpu_test: no nanobind: run 'make pydeps' on the build machine and carry .deps/nanobind" >&2
+  echo "gpu_test: no nanobind: run 'make pydeps' on the build machine and carry .deps/pylib" >&2
   exit 1
 fi
 "$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__,

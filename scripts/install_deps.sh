@@ -7,7 +7,7 @@ packages=(cmake ninja-build g++ make libgtest-dev libgmock-dev nlohmann-json3-de
 # make sanitize / make fuzz (issue 12): clang++ and its runtimes (ASan, UBSan, libFuzzer).
 packages+=(clang libclang-rt-dev)
 # The Python package (python/, docs/python.md): Python's development headers; nanobind from PyPI
-# below.
+# below, into .deps/pylib.
 packages+=(python3-dev)
 missing=()
 for p in "${packages[@]}"; do
@@ -21,12 +21,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# nanobind (the binding layer of the Python package; header and source only) for the python3 on
-# PATH, which CMake's FindPython picks. Without pip the extension and its tests are left out.
-py=$(command -v python3 || true)
-if [ -n "$py" ] && ! "$py" -m nanobind --cmake_dir >/dev/null 2>&1; then
-  echo "install_deps: installing nanobind for $py"
-  "$py" -m pip install --quiet --disable-pip-version-check "nanobind==3.1.0" ||
+# nanobind (the binding layer of the Python package: headers and sources, built into the
+# extension) from PyPI into .deps/pylib (ignored), which python/CMakeLists.txt looks in first:
+# no Python environment is changed (Debian's own python3 is externally managed) and any python3
+# with development headers builds against it. Without pip the extension and its tests are left
+# out of the build.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$root/.deps/pylib/nanobind/cmake/nanobind-config.cmake" ]; then
+  echo "install_deps: installing nanobind into .deps/pylib"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$root/.deps/pylib" \
+    "nanobind==3.1.0" ||
     echo "install_deps: pip could not install nanobind: the Python package will not be built" >&2
 fi
 
