@@ -34,8 +34,9 @@ if [ -z "$nb" ]; then
   echo "gpu_test: no nanobind: run 'make pydeps' on the build machine and carry .deps/pylib" >&2
   exit 1
 fi
-"$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__,
-      'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no device')"
+"$py" -c "import sys, torch; c = torch.cuda.is_available()
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda,
+      torch.cuda.get_device_name() if c else 'no device')"
 
 echo "== building the extension ($build, nanobind from $nb)"
 start=$(date +%s)
@@ -44,7 +45,8 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQFUSE_PYTHON_O
   tail -30 "$out/configure.log"
   exit 1
 fi
-if ! cmake --build "$build" -j "$(nproc)" --target _qfuse qfuse_python_files >"$out/build.log" 2>&1; then
+if ! cmake --build "$build" -j "$(nproc)" --target _qfuse qfuse_python_files \
+  >"$out/build.log" 2>&1; then
   grep -E "error|Error" "$out/build.log" | head -30
   exit 1
 fi
