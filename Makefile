@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 export PATH := /usr/local/cuda/bin:$(PATH)
 
-.PHONY: all deps configure build demo test devbin format clean
+.PHONY: all deps configure build demo test devbin pydeps format clean
 
 all: build
 
@@ -33,6 +33,11 @@ devbin: build
 	@strip .devbin/*
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz
+
+# nanobind's sources for python/gpu_test.sh on the GPU machine (no network there): install_deps
+# puts them in .deps/pylib (about 1.5 MB; .deps is ignored): carry .deps/pylib.
+pydeps: deps
+	@test -f .deps/pylib/nanobind/cmake/nanobind-config.cmake && du -sh .deps/pylib
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')

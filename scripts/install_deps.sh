@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(cmake ninja-build g++ make libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
 # make sanitize / make fuzz (issue 12): clang++ and its runtimes (ASan, UBSan, libFuzzer).
 packages+=(clang libclang-rt-dev)
+# The Python package (python/, docs/python.md): Python's development headers; nanobind from PyPI
+# below, into .deps/pylib.
+packages+=(python3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,6 +19,20 @@ if ((${#missing[@]})); then
   echo "install_deps: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# nanobind (the binding layer of the Python package: headers and sources, built into the
+# extension) from PyPI into .deps/pylib (ignored), which python/CMakeLists.txt looks in first:
+# no Python environment is changed (Debian's own python3 is externally managed) and any python3
+# with development headers builds against it. Without pip the extension and its tests are left
+# out of the build.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$root/.deps/pylib/nanobind/cmake/nanobind-config.cmake" ]; then
+  echo "install_deps: installing nanobind into .deps/pylib"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$root/.deps/pylib" \
+    "nanobind==3.1.0" ||
+    echo "install_deps: pip could not install nanobind: the Python package will not be built" >&2
 fi
 
 nvcc_path=$(command -v nvcc || true)

@@ -1,3 +1,3 @@
 qfuse_family(NAME quantize
-  KERNELS quantize.cu register.cpp
+  KERNELS quantize.cu dynamic_per_tensor.cu register.cpp
   GRAPH graph_ops.cpp)

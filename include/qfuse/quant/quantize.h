@@ -34,4 +34,16 @@ Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols);
 /// Quantizes x. Validates every argument first; on error nothing is written. T = 0 is a no-op.
 Status quantize(const TensorRef& x, const QuantOutput& out, cudaStream_t stream);
 
+/// Dynamic per-tensor FP8 (the reference engine's dynamic `scaled_fp8_quant`, SPEC §9): computes
+///   scale = max(amax / 448, FLT_MIN) in fp32, amax = max |x| over the whole tensor (NaN if any
+///   value is NaN), writes it to `scale` (device fp32), then quantizes as fp8_per_tensor with it
+///   (out [T, H] e4m3 = e4m3(x * (1 / scale))).
+/// Not a QuantSpec kind: no single producer kernel can write it (its scale needs the whole tensor
+/// before the first value is stored), so it runs as three launches on `stream` (zero the scale, a
+/// grid-wide amax with atomics, the static quantizer reading the scale), capturable in a CUDA
+/// graph. Validates every argument first; on error nothing is written. T = 0 is a no-op (the
+/// scale is not written).
+Status quantize_fp8_dynamic_per_tensor(const TensorRef& x, const TensorRef& out, float* scale,
+                                       cudaStream_t stream);
+
 }  // namespace qfuse

@@ -1,0 +1,253 @@
+"""torch.ops.qfuse: the custom ops (schemas, CUDA implementations, fake implementations).
+
+Tensors reach the C++ library as DLPack capsules (``torch.utils.dlpack.to_dlpack``: no stream
+synchronisation, which matters under CUDA-graph capture) with the stream of
+``torch.cuda.current_stream()``. FP8/FP4 tensors go as uint8 views after a dtype check here:
+DLPack has no FP4-pair dtype, and a uint8 view in a slot whose format the spec fixes is what the
+binding reads as that format.
+"""
+
+import functools
+
+import torch
+from torch.utils.dlpack import to_dlpack
+
+import qfuse as _q
+
+__all__ = [
+    "quantize",
+    "silu_and_mul",
+    "silu_mul_quant",
+    "merge_states",
+    "dynamic_per_tensor_quant",
+    "mla_write_cache",
+    "mla_decode",
+    "mla_workspace",
+    "quantize_alloc",
+    "silu_mul_quant_alloc",
+    "merge_states_alloc",
+    "OPS",
+]
+
+FP8 = torch.float8_e4m3fn
+_FP4X2 = getattr(torch, "float4_e2m1fn_x2", None)
+_E8M0 = getattr(torch, "float8_e8m0fnu", None)
+# The torch dtypes a slot of each byte format accepts (uint8 views always).
+_BYTE_SLOT = {
+    "e4m3": {torch.uint8, FP8},
+    "e2m1x2": {torch.uint8, _FP4X2} - {None},
+    "ue8m0": {torch.uint8, _E8M0} - {None},
+}
+_TORCH_NAME = {
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.float32: "fp32",
+    FP8: "e4m3",
+    torch.int32: "i32",
+    torch.uint8: "u8",
+}
+
+
+def _name(dtype):
+    return _TORCH_NAME.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def _dl(t, name, fmt=None):
+    """The DLPack capsule of `t`; a one-byte float dtype becomes a uint8 view when `fmt` (the
+    slot's format) accepts it, else the error the C++ library would give."""
+    t = t.detach()
+    if t.dtype.itemsize == 1 and t.dtype not in (torch.uint8, torch.int8, torch.bool):
+        if fmt is not None and t.dtype in _BYTE_SLOT.get(fmt, ()):
+            return to_dlpack(t.view(torch.uint8))
+        try:  # PyTorch versions that export FP8 over DLPack: the C++ check names the slot's dtype
+            return to_dlpack(t)
+        except Exception:
+            want = fmt or "a dtype of qfuse (bf16|fp16|fp32|e4m3|ue8m0|i32|u8)"
+            raise TypeError(
+                f"argument '{name}.dtype': expected {want}, got {_name(t.dtype)}") from None
+    return to_dlpack(t)
+
+
+def _opt(t, name, fmt=None):
+    return None if t is None else _dl(t, name, fmt)
+
+
+def _stream(t):
+    # NOTE: a tensor off the GPU gets stream 0; the binding then names the tensor and its device.
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+@functools.lru_cache(maxsize=256)
+def _scale_fmt(spec):
+    spec = _q.canonical_spec(spec)
+    if spec.startswith("nvfp4"):
+        return "e4m3"
+    if spec.endswith("ue8m0_packed"):
+        return "ue8m0"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _out_fmt(spec):
+    return _q.out_dtype(spec)
+
+
+_lib = torch.library.Library("qfuse", "DEF")
+OPS = {}  # name -> schema, every op this module registers
+_IMPLS = {}  # name -> its CUDA implementation (tests register it for other devices)
+
+
+def _define(schema, cuda_impl, fake_impl=None):
+    name = schema.split("(", 1)[0]
+    _lib.define(schema)
+    _lib.impl(name, cuda_impl, "CUDA")
+    torch.library.register_fake(f"qfuse::{name}", fake_impl or (lambda *a, **k: None), lib=_lib)
+    OPS[name] = schema
+    _IMPLS[name] = cuda_impl
+    return getattr(torch.ops.qfuse, name)
+
+
+# ---- ops mirroring the C++ API (destination passing) ------------------------------------------
+
+_QUANT_ARGS = "str spec, Tensor(b!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None"
+
+
+def _quantize_impl(x, out, spec, scales=None, scale=None, scale_ub=None):
+    _q.quantize(_dl(x, "x"), _dl(out, "out", _out_fmt(spec)), spec,
+                scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                stream=_stream(x))
+
+
+quantize = _define(f"quantize(Tensor x, Tensor(a!) out, {_QUANT_ARGS}) -> ()", _quantize_impl)
+
+
+def _silu_and_mul_impl(x, out):
+    _q.silu_and_mul(_dl(x, "x"), _dl(out, "out"), stream=_stream(x))
+
+
+silu_and_mul = _define("silu_and_mul(Tensor x, Tensor(a!) out) -> ()", _silu_and_mul_impl)
+
+
+def _silu_mul_quant_impl(x, out, spec, scales=None, scale=None, scale_ub=None):
+    _q.silu_mul_quant(_dl(x, "x"), _dl(out, "out", _out_fmt(spec)), spec,
+                      scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                      scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                      stream=_stream(x))
+
+
+silu_mul_quant = _define(f"silu_mul_quant(Tensor x, Tensor(a!) out, {_QUANT_ARGS}) -> ()",
+                         _silu_mul_quant_impl)
+
+
+def _merge_states_impl(outputs, lses, out, spec="none", scales=None, scale=None, scale_ub=None,
+                       out_lse=None, lse_base=0, copy_from=-1):
+    if len(outputs) == 0:
+        raise ValueError("argument 'outputs': expected 2 to 8 partial states, got 0")
+    _q.merge_states([_dl(o, f"o[{i}]") for i, o in enumerate(outputs)],
+                    [_dl(s, f"lse[{i}]") for i, s in enumerate(lses)],
+                    _dl(out, "out", _out_fmt(spec)), spec,
+                    scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                    scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                    out_lse=_opt(out_lse, "out_lse"), lse_base=lse_base, copy_from=copy_from,
+                    stream=_stream(outputs[0]))
+
+
+merge_states = _define(
+    "merge_states(Tensor[] outputs, Tensor[] lses, Tensor(a!) out, str spec=\"none\", "
+    "Tensor(b!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
+    "Tensor(c!)? out_lse=None, int lse_base=0, int copy_from=-1) -> ()",
+    _merge_states_impl)
+
+
+def _dynamic_per_tensor_impl(x, out, scale):
+    _q.dynamic_per_tensor_quant(_dl(x, "x"), _dl(out, "out", "e4m3"), _dl(scale, "out.scale"),
+                                stream=_stream(x))
+
+
+dynamic_per_tensor_quant = _define(
+    "dynamic_per_tensor_quant(Tensor x, Tensor(a!) out, Tensor(b!) scale) -> ()",
+    _dynamic_per_tensor_impl)
+
+
+def _mla_write_cache_impl(kv_c, k_pe, slot_mapping, cache, k_scale=None):
+    _q.mla_write_cache(_dl(kv_c, "kv_c"), _dl(k_pe, "k_pe"), _dl(slot_mapping, "slot_mapping"),
+                       _dl(cache, "cache", "e4m3"), k_scale=_opt(k_scale, "k_scale"),
+                       stream=_stream(kv_c))
+
+
+mla_write_cache = _define(
+    "mla_write_cache(Tensor kv_c, Tensor k_pe, Tensor slot_mapping, Tensor(a!) cache, "
+    "Tensor? k_scale=None) -> ()", _mla_write_cache_impl)
+
+
+def _mla_decode_impl(q, cache, block_table, seq_lens, out, workspace, s_q, softmax_scale,
+                     spec="none", scales=None, scale=None, scale_ub=None, k_scale=None, lse=None,
+                     split="auto", kernel="auto"):
+    _q.mla_decode(_dl(q, "q"), _dl(cache, "cache", "e4m3"), _dl(block_table, "block_table"),
+                  _dl(seq_lens, "seq_lens"), _dl(out, "out", _out_fmt(spec)),
+                  _dl(workspace, "workspace"), s_q, softmax_scale, spec,
+                  scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                  scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                  k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
+                  kernel=kernel, stream=_stream(q))
+
+
+mla_decode = _define(
+    "mla_decode(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, Tensor(a!) out, "
+    "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
+    "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
+    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()", _mla_decode_impl)
+
+
+def mla_workspace(batch, s_q, num_heads, device=None, split="auto", kernel="auto"):
+    """A uint8 workspace of the size mla_decode needs on the current device."""
+    n = _q.mla_workspace_size(batch, s_q, num_heads, split, kernel)
+    return torch.empty(n, dtype=torch.uint8, device=device or "cuda")
+
+
+# ---- allocating wrappers -------------------------------------------------------------------
+
+_QFUSE_TO_TORCH = {"fp32": torch.float32, "e4m3": FP8, "ue8m0": torch.uint8}
+
+
+def _alloc(spec, rows, cols, device, none_dtype):
+    """(out, scales) for an output of [rows, cols] values written as `spec`."""
+    od = _q.out_dtype(spec)
+    if od is None:
+        out = torch.empty((rows, cols), dtype=none_dtype, device=device)
+    elif od == "e2m1x2":
+        out = torch.empty((rows, cols // 2), dtype=torch.uint8, device=device)
+    else:
+        out = torch.empty((rows, cols), dtype=FP8, device=device)
+    sdt, sizes = _q.scale_shape(spec, rows, cols)
+    scales = None
+    if sizes:
+        scales = torch.empty(sizes, dtype=_QFUSE_TO_TORCH[sdt], device=device)
+    return out, scales
+
+
+def quantize_alloc(x, spec, scale=None, scale_ub=None, out_dtype=None):
+    """Allocating form of quantize: returns (out, scales or None)."""
+    out, scales = _alloc(spec, x.shape[0], x.shape[1], x.device, out_dtype or x.dtype)
+    quantize(x, out, spec, scales, scale, scale_ub)
+    return out, scales
+
+
+def silu_mul_quant_alloc(x, spec, scale=None, scale_ub=None, out_dtype=None):
+    """Allocating form of silu_mul_quant on x [T, 2H]: returns (out, scales or None)."""
+    out, scales = _alloc(spec, x.shape[0], x.shape[1] // 2, x.device, out_dtype or x.dtype)
+    silu_mul_quant(x, out, spec, scales, scale, scale_ub)
+    return out, scales
+
+
+def merge_states_alloc(outputs, lses, spec="none", scale=None, scale_ub=None, return_lse=False,
+                       lse_base=0, copy_from=-1, out_dtype=None):
+    """Allocating form of merge_states: (out [T, H * D], scales or None[, out_lse [H, T]])."""
+    T, H, D = outputs[0].shape
+    out, scales = _alloc(spec, T, H * D, outputs[0].device, out_dtype or outputs[0].dtype)
+    out_lse = torch.empty((H, T), dtype=torch.float32, device=outputs[0].device) \
+        if return_lse else None
+    merge_states(list(outputs), list(lses), out, spec, scales, scale, scale_ub, out_lse,
+                 lse_base, copy_from)
+    return (out, scales, out_lse) if return_lse else (out, scales)

@@ -1,0 +1,519 @@
+// The Python extension qfuse._qfuse: the C++ API over DLPack tensors (nanobind), destination
+// passing only. Every function takes caller-allocated tensors of any framework that exports
+// DLPack (PyTorch, CuPy, JAX, ...), a stream as an integer (cudaStream_t; 0 = the legacy default
+// stream), launches on that stream and allocates nothing. FP8/FP4 tensors come as the framework's
+// dtype or as uint8 views: the quantization spec fixes the format of every output and scale
+// buffer, so a uint8 tensor in such a slot is read as that format.
+//
+// Errors: the C++ Status, raised with its message unchanged (docs/python.md): an invalid argument
+// as ValueError (TypeError when the argument is a dtype), an unsupported call as
+// NotImplementedError, a CUDA error as RuntimeError. Nothing is launched on error.
+#include <cuda_runtime_api.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "qfuse/act_quant/silu_mul.h"
+#include "qfuse/core/dtype.h"
+#include "qfuse/core/status.h"
+#include "qfuse/core/tensor.h"
+#include "qfuse/merge_states/merge_states.h"
+#include "qfuse/mla_decode/mla_decode.h"
+#include "qfuse/quant/capabilities.h"
+#include "qfuse/quant/kind.h"
+#include "qfuse/quant/quantize.h"
+#include "qfuse/quant/reference.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+using Array = nb::ndarray<>;
+using OptArray = std::optional<Array>;
+using qfuse::DType;
+using qfuse::Status;
+using qfuse::StatusCode;
+using qfuse::TensorRef;
+
+[[noreturn]] void raise(PyObject* type, const std::string& message) {
+  PyErr_SetString(type, message.c_str());
+  throw nb::python_error();
+}
+
+/// Raises the C++ status as the matching Python exception, message unchanged.
+void check(const Status& s) {
+  if (s.ok()) return;
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+      // NOTE: "argument 'x.dtype': ..." is a wrong type of tensor: TypeError, as Python does.
+      raise(s.message().find(".dtype'") != std::string::npos ? PyExc_TypeError : PyExc_ValueError,
+            s.message());
+    case StatusCode::kNotSupported:
+      raise(PyExc_NotImplementedError, s.message());
+    default:
+      raise(PyExc_RuntimeError, s.to_string());
+  }
+}
+
+void invalid(const std::string& arg, const std::string& expected, const std::string& actual) {
+  check(Status::InvalidArgument(arg, expected, actual));
+}
+
+std::string dlpack_dtype_name(nb::dlpack::dtype d) {
+  using C = nb::dlpack::dtype_code;
+  std::string base;
+  switch (static_cast<C>(d.code)) {
+    case C::Int:
+      base = "int";
+      break;
+    case C::UInt:
+      base = "uint";
+      break;
+    case C::Float:
+      base = "float";
+      break;
+    case C::Bfloat:
+      base = "bfloat";
+      break;
+    case C::Complex:
+      base = "complex";
+      break;
+    case C::Bool:
+      return "bool";
+    case C::Float8_E4M3FN:
+      return "float8_e4m3fn";
+    case C::Float8_E5M2:
+      return "float8_e5m2";
+    case C::Float8_E8M0FNU:
+      return "float8_e8m0fnu";
+    case C::Float4_E2M1FN:
+      return "float4_e2m1fn";
+    default:
+      base = "dlpack code " + std::to_string(d.code) + " bits ";
+  }
+  std::string s = base + std::to_string(d.bits);
+  if (d.lanes != 1) s += "x" + std::to_string(d.lanes);
+  return s;
+}
+
+/// The qfuse dtype of a DLPack dtype (nullopt when qfuse has none).
+std::optional<DType> qfuse_dtype(nb::dlpack::dtype d) {
+  using C = nb::dlpack::dtype_code;
+  if (d.lanes != 1) return std::nullopt;
+  switch (static_cast<C>(d.code)) {
+    case C::Float:
+      if (d.bits == 16) return DType::kF16;
+      if (d.bits == 32) return DType::kF32;
+      return std::nullopt;
+    case C::Bfloat:
+      return d.bits == 16 ? std::optional(DType::kBF16) : std::nullopt;
+    case C::Int:
+      return d.bits == 32 ? std::optional(DType::kI32) : std::nullopt;
+    case C::UInt:
+      return d.bits == 8 ? std::optional(DType::kU8) : std::nullopt;
+    case C::Float8_E4M3FN:
+      return d.bits == 8 ? std::optional(DType::kE4M3) : std::nullopt;
+    case C::Float8_E8M0FNU:
+      return d.bits == 8 ? std::optional(DType::kUE8M0) : std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+bool is_cuda_device(int32_t type) {
+  return type == nb::device::cuda::value || type == nb::device::cuda_host::value ||
+         type == nb::device::cuda_managed::value;
+}
+
+std::string device_name(int32_t type, int32_t id) {
+  switch (type) {
+    case nb::device::cpu::value:
+      return "cpu";
+    case nb::device::cuda::value:
+      return "cuda:" + std::to_string(id);
+    case nb::device::cuda_host::value:
+      return "cuda_host";
+    case nb::device::cuda_managed::value:
+      return "cuda_managed:" + std::to_string(id);
+    default:
+      return "DLPack device type " + std::to_string(type);
+  }
+}
+
+/// A TensorRef over a DLPack tensor. `byte_as`: the format a uint8 tensor in this slot holds (FP8
+/// codes, packed E2M1, UE8M0 or E4M3 scales), fixed by the caller's spec. `need_device`: false only
+/// for the metadata helper.
+TensorRef to_ref(const Array& a, const std::string& name, std::optional<DType> byte_as = {},
+                 bool need_device = true) {
+  const std::optional<DType> dt = qfuse_dtype(a.dtype());
+  if (!dt)
+    invalid(name + ".dtype", "a dtype of qfuse (bf16|fp16|fp32|e4m3|ue8m0|i32|u8)",
+            dlpack_dtype_name(a.dtype()));
+  if (need_device && !is_cuda_device(a.device_type()))
+    invalid(name + ".device", "a CUDA tensor", device_name(a.device_type(), a.device_id()));
+  if (a.ndim() > static_cast<size_t>(TensorRef::kMaxRank))
+    invalid(name + ".rank", "<= " + std::to_string(TensorRef::kMaxRank), std::to_string(a.ndim()));
+  TensorRef t;
+  t.data = a.data();
+  t.dtype = *dt == DType::kU8 && byte_as ? *byte_as : *dt;
+  t.rank = static_cast<int>(a.ndim());
+  for (int i = 0; i < t.rank; ++i) {
+    t.sizes[i] = a.shape(i);
+    t.strides[i] = a.stride(i);  // elements (nanobind normalises DLPack's null strides)
+  }
+  return t;
+}
+
+/// The device pointer of a one-element fp32 tensor (a scale read by a kernel).
+const float* scalar_ptr(const OptArray& a, const std::string& name) {
+  if (!a) return nullptr;
+  const TensorRef t = to_ref(*a, name);
+  if (t.dtype != DType::kF32) invalid(name + ".dtype", "fp32", std::string(to_string(t.dtype)));
+  if (t.numel() != 1)
+    invalid(name, "a tensor of one fp32 element",
+            t.shape_string() + " (" + std::to_string(t.numel()) + " elements)");
+  return static_cast<const float*>(t.data);
+}
+
+qfuse::QuantSpec parse_spec(const std::string& text) {
+  qfuse::QuantSpec spec;
+  check(qfuse::parse_quant_spec(text, &spec));
+  return spec;
+}
+
+/// The format of a uint8 scale buffer for `spec` (nullopt: scales are fp32).
+std::optional<DType> scale_byte_format(const qfuse::QuantSpec& spec) {
+  if (spec.format == qfuse::ScaleFormat::kE4M3) return DType::kE4M3;
+  if (spec.format == qfuse::ScaleFormat::kUe8m0Packed) return DType::kUE8M0;
+  return std::nullopt;
+}
+
+/// [T, H, D] with heads contiguous in a row (stride(1) == D, stride(2) == 1) as the [T, H * D]
+/// matrix the merge writes; other ranks unchanged (the C++ check names what is wrong).
+TensorRef flatten_heads(TensorRef t) {
+  if (t.rank != 3) return t;
+  if (t.sizes[2] > 1 && t.strides[2] != 1)
+    invalid("out.strides[2]", "1 (last dimension contiguous)", std::to_string(t.strides[2]));
+  if (t.sizes[1] > 1 && t.strides[1] != t.sizes[2])
+    invalid("out.strides[1]", std::to_string(t.sizes[2]) + " (heads contiguous within a row)",
+            std::to_string(t.strides[1]));
+  TensorRef m = t;
+  m.rank = 2;
+  m.sizes = {t.sizes[0], t.sizes[1] * t.sizes[2], 0, 0};
+  m.strides = {t.strides[0], 1, 0, 0};
+  return m;
+}
+
+qfuse::QuantOutput quant_output(const std::string& spec_text, const Array& out,
+                                const OptArray& scales, const OptArray& scale,
+                                const OptArray& scale_ub, bool heads = false) {
+  qfuse::QuantOutput q;
+  q.spec = parse_spec(spec_text);
+  q.out = to_ref(out, "out", qfuse::quantized_dtype(q.spec));
+  if (heads) q.out = flatten_heads(q.out);
+  if (scales) q.scales = to_ref(*scales, "out.scales", scale_byte_format(q.spec));
+  q.scale = scalar_ptr(scale, "out.scale");
+  q.scale_ub = scalar_ptr(scale_ub, "out.scale_ub");
+  return q;
+}
+
+cudaStream_t as_stream(uintptr_t s) {
+  return reinterpret_cast<cudaStream_t>(s);
+}
+
+void quantize(const Array& x, const Array& out, const std::string& spec, const OptArray& scales,
+              const OptArray& scale, const OptArray& scale_ub, uintptr_t stream) {
+  const TensorRef xr = to_ref(x, "x");
+  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  check(qfuse::quantize(xr, q, as_stream(stream)));
+}
+
+/// Dynamic per-tensor FP8: writes `scale` (one device fp32) = max(amax / 448, FLT_MIN) and out.
+void dynamic_per_tensor_quant(const Array& x, const Array& out, const Array& scale,
+                              uintptr_t stream) {
+  const TensorRef xr = to_ref(x, "x");
+  const TensorRef outr = to_ref(out, "out", DType::kE4M3);
+  const float* s = scalar_ptr(scale, "out.scale");
+  check(qfuse::quantize_fp8_dynamic_per_tensor(xr, outr, const_cast<float*>(s), as_stream(stream)));
+}
+
+void silu_and_mul(const Array& x, const Array& out, uintptr_t stream) {
+  check(qfuse::silu_and_mul(to_ref(x, "x"), to_ref(out, "out"), as_stream(stream)));
+}
+
+void silu_mul_quant(const Array& x, const Array& out, const std::string& spec,
+                    const OptArray& scales, const OptArray& scale, const OptArray& scale_ub,
+                    uintptr_t stream) {
+  const TensorRef xr = to_ref(x, "x");
+  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  check(qfuse::silu_mul_quant(xr, q, as_stream(stream)));
+}
+
+qfuse::MergeOptions merge_options(const OptArray& out_lse, int lse_base, int64_t copy_from) {
+  qfuse::MergeOptions opt;
+  if (lse_base != 0 && lse_base != 2)
+    invalid("lse_base", "0 (natural) or 2", std::to_string(lse_base));
+  opt.lse_base = lse_base == 2 ? qfuse::LseBase::kBase2 : qfuse::LseBase::kNatural;
+  opt.copy_from = copy_from;
+  if (out_lse) opt.out_lse = to_ref(*out_lse, "out_lse");
+  return opt;
+}
+
+void merge_states(const std::vector<Array>& outputs, const std::vector<Array>& lses,
+                  const Array& out, const std::string& spec, const OptArray& scales,
+                  const OptArray& scale, const OptArray& scale_ub, const OptArray& out_lse,
+                  int lse_base, int64_t copy_from, uintptr_t stream) {
+  if (outputs.size() != lses.size())
+    invalid("lses", std::to_string(outputs.size()) + " tensors (one per partial output)",
+            std::to_string(lses.size()));
+  if (outputs.size() < 2 || outputs.size() > static_cast<size_t>(qfuse::kMaxMergeStates))
+    invalid("outputs", "2 to " + std::to_string(qfuse::kMaxMergeStates) + " partial states",
+            std::to_string(outputs.size()));
+  qfuse::MergePartials in;
+  in.n = static_cast<int>(outputs.size());
+  for (int i = 0; i < in.n; ++i) {
+    in.o[i] = to_ref(outputs[i], "o[" + std::to_string(i) + "]");
+    in.lse[i] = to_ref(lses[i], "lse[" + std::to_string(i) + "]");
+  }
+  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub, true);
+  const qfuse::MergeOptions opt = merge_options(out_lse, lse_base, copy_from);
+  check(qfuse::merge_states(in, q, opt, as_stream(stream)));
+}
+
+void merge_states_stacked(const Array& o, const Array& lse, const Array& out,
+                          const std::string& spec, const OptArray& scales, const OptArray& scale,
+                          const OptArray& scale_ub, const OptArray& out_lse, int lse_base,
+                          int64_t copy_from, uintptr_t stream) {
+  const TensorRef orr = to_ref(o, "o");
+  const TensorRef lr = to_ref(lse, "lse");
+  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub, true);
+  const qfuse::MergeOptions opt = merge_options(out_lse, lse_base, copy_from);
+  check(qfuse::merge_states_stacked(orr, lr, q, opt, as_stream(stream)));
+}
+
+// ---- MLA decode (SPEC §3) -------------------------------------------------------------------
+
+/// The device pointer of a contiguous 1-D int64 tensor of `n` elements (slot_mapping: qfuse has
+/// no int64 TensorRef dtype).
+const int64_t* i64_vector(const Array& a, const std::string& name, int64_t n) {
+  if (a.dtype() != nb::dtype<int64_t>())
+    invalid(name + ".dtype", "int64", dlpack_dtype_name(a.dtype()));
+  if (!is_cuda_device(a.device_type()))
+    invalid(name + ".device", "a CUDA tensor", device_name(a.device_type(), a.device_id()));
+  if (a.ndim() != 1 || static_cast<int64_t>(a.shape(0)) != n || (n > 1 && a.stride(0) != 1))
+    invalid(name, "a contiguous [" + std::to_string(n) + "] vector",
+            "rank " + std::to_string(a.ndim()) +
+                (a.ndim() == 1 ? " size " + std::to_string(a.shape(0)) : std::string()));
+  return static_cast<const int64_t*>(a.data());
+}
+
+qfuse::MlaDecodeOptions mla_options(const std::string& split, const std::string& kernel) {
+  qfuse::MlaDecodeOptions opt;
+  if (split == "auto")
+    opt.split = qfuse::MlaSplitMode::kAuto;
+  else if (split == "none")
+    opt.split = qfuse::MlaSplitMode::kNone;
+  else
+    invalid("split", "auto|none", split);
+  if (kernel == "auto")
+    opt.kernel = qfuse::MlaKernel::kAuto;
+  else if (kernel == "tensor_core")
+    opt.kernel = qfuse::MlaKernel::kTensorCore;
+  else if (kernel == "simple")
+    opt.kernel = qfuse::MlaKernel::kSimple;
+  else
+    invalid("kernel", "auto|tensor_core|simple", kernel);
+  return opt;
+}
+
+void mla_write_cache(const Array& kv_c, const Array& k_pe, const Array& slot_mapping,
+                     const Array& cache, const OptArray& k_scale, uintptr_t stream) {
+  qfuse::MlaCacheWriteArgs a;
+  a.kv_c = to_ref(kv_c, "kv_c");
+  a.k_pe = to_ref(k_pe, "k_pe");
+  a.slot_mapping = i64_vector(slot_mapping, "slot_mapping", a.kv_c.rank >= 1 ? a.kv_c.sizes[0] : 0);
+  a.cache = to_ref(cache, "cache", DType::kE4M3);
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  check(qfuse::mla_write_cache(a, as_stream(stream)));
+}
+
+size_t mla_workspace_size(int64_t batch, int s_q, int num_heads, const std::string& split,
+                          const std::string& kernel) {
+  size_t bytes = 0;
+  check(
+      qfuse::mla_decode_workspace_size(batch, s_q, num_heads, mla_options(split, kernel), &bytes));
+  return bytes;
+}
+
+qfuse::MlaWorkspace mla_workspace(const Array& ws) {
+  const TensorRef t = to_ref(ws, "workspace", DType::kU8);
+  if (t.dtype != DType::kU8 || !t.is_contiguous())
+    invalid("workspace", "a contiguous uint8 tensor", t.describe());
+  return {t.data, static_cast<size_t>(t.numel())};
+}
+
+void mla_decode(const Array& q, const Array& cache, const Array& block_table, const Array& seq_lens,
+                const Array& out, const Array& workspace, int s_q, float softmax_scale,
+                const std::string& spec, const OptArray& scales, const OptArray& scale,
+                const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
+                const std::string& split, const std::string& kernel, uintptr_t stream) {
+  qfuse::MlaDecodeArgs a;
+  a.q = to_ref(q, "q");
+  a.cache = to_ref(cache, "cache", DType::kE4M3);
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  a.block_table = to_ref(block_table, "block_table");
+  a.seq_lens = to_ref(seq_lens, "seq_lens");
+  a.s_q = s_q;
+  a.softmax_scale = softmax_scale;
+  a.out = quant_output(spec, out, scales, scale, scale_ub);
+  if (lse) a.lse = to_ref(*lse, "lse");
+  check(qfuse::mla_decode(a, mla_workspace(workspace), mla_options(split, kernel),
+                          as_stream(stream)));
+}
+
+/// Device-side errors of the last mla_decode on `workspace` (synchronises the stream).
+void mla_decode_check(const Array& workspace, uintptr_t stream) {
+  check(qfuse::mla_decode_check(mla_workspace(workspace), as_stream(stream)));
+}
+
+// ---- the vocabulary, for allocating wrappers and tests ---------------------------------------
+
+std::string canonical_spec(const std::string& text) {
+  return qfuse::to_string(parse_spec(text));
+}
+
+/// (dtype name, sizes) of the scale buffer of `spec` for [rows, cols] values; sizes () if none.
+std::tuple<std::string, std::vector<int64_t>> scale_shape(const std::string& text, int64_t rows,
+                                                          int64_t cols) {
+  qfuse::ScaleShape s;
+  check(qfuse::scale_shape(parse_spec(text), rows, cols, &s));
+  std::vector<int64_t> sizes(s.sizes, s.sizes + s.rank);
+  return {std::string(qfuse::to_string(s.dtype)), sizes};
+}
+
+/// The output dtype of `spec` ("e4m3", "e2m1x2"); None for none (the caller's float dtype).
+std::optional<std::string> out_dtype(const std::string& text) {
+  const std::optional<DType> d = qfuse::quantized_dtype(parse_spec(text));
+  if (!d) return std::nullopt;
+  return std::string(qfuse::to_string(*d));
+}
+
+std::vector<std::string> all_specs() {
+  std::vector<std::string> v;
+  for (const qfuse::QuantSpec& s : qfuse::all_quant_specs()) v.push_back(qfuse::to_string(s));
+  return v;
+}
+
+/// The output kinds `op` writes (its capability row); an error for an unknown op.
+std::vector<std::string> op_specs(const std::string& op) {
+  const qfuse::OpCapability* cap = qfuse::find_op_capability(op);
+  if (cap == nullptr) {
+    std::string known;
+    for (const qfuse::OpCapability& c : qfuse::op_capabilities())
+      known += (known.empty() ? "" : "|") + c.op;
+    invalid("op", known, op);
+  }
+  std::vector<std::string> v;
+  for (const qfuse::QuantSpec& s : cap->output_specs) v.push_back(qfuse::to_string(s));
+  return v;
+}
+
+/// What the binding reads from a DLPack tensor (for tests and debugging): dtype (qfuse name after
+/// `byte_as`), shape, strides (elements), device, data pointer. Any device.
+nb::dict tensor_info(const Array& a, const std::optional<std::string>& byte_as) {
+  std::optional<DType> as;
+  if (byte_as) {
+    as = qfuse::parse_dtype(*byte_as);
+    if (!as) invalid("byte_as", "a qfuse dtype name", *byte_as);
+  }
+  const TensorRef t = to_ref(a, "tensor", as, false);
+  nb::dict d;
+  d["dtype"] = std::string(qfuse::to_string(t.dtype));
+  std::vector<int64_t> shape(t.sizes.begin(), t.sizes.begin() + t.rank);
+  std::vector<int64_t> strides(t.strides.begin(), t.strides.begin() + t.rank);
+  d["shape"] = nb::tuple(nb::cast(shape));
+  d["strides"] = nb::tuple(nb::cast(strides));
+  d["device"] = device_name(a.device_type(), a.device_id());
+  d["data"] = reinterpret_cast<uintptr_t>(t.data);
+  d["contiguous"] = t.is_contiguous();
+  return d;
+}
+
+/// The host reference of the quantizers (reference.h) on a host fp32 matrix y [rows, cols]
+/// (contiguous, any DLPack CPU producer): (output bytes, scale bytes) exactly as a device op
+/// writes them. `scale`: per-tensor / NVFP4 global scale; `none_dtype`: output of kind none.
+std::tuple<nb::bytes, nb::bytes> ref_quantize(const Array& y, const std::string& spec, float scale,
+                                              float scale_ub, const std::string& none_dtype) {
+  const TensorRef t = to_ref(y, "y", {}, false);
+  if (y.device_type() != nb::device::cpu::value)
+    invalid("y.device", "a CPU tensor", device_name(y.device_type(), y.device_id()));
+  if (t.dtype != DType::kF32) invalid("y.dtype", "fp32", std::string(qfuse::to_string(t.dtype)));
+  if (t.rank != 2 || !t.is_contiguous())
+    invalid("y", "a contiguous [rows, cols] matrix", t.describe());
+  qfuse::ref::RefScalars sc;
+  sc.scale = scale;
+  sc.scale_ub = scale_ub;
+  const std::optional<DType> nd = qfuse::parse_dtype(none_dtype);
+  if (!nd) invalid("none_dtype", "bf16|fp16|fp32", none_dtype);
+  sc.none_dtype = *nd;
+  const qfuse::ref::QuantResult r = qfuse::ref::quantize(
+      static_cast<const float*>(t.data), t.sizes[0], t.sizes[1], parse_spec(spec), sc);
+  check(r.status);
+  return {nb::bytes(reinterpret_cast<const char*>(r.out.data()), r.out.size()),
+          nb::bytes(reinterpret_cast<const char*>(r.scales.data()), r.scales.size())};
+}
+
+}  // namespace
+
+NB_MODULE(_qfuse, m) {
+  m.doc() = "qfuse C++ API over DLPack (destination passing; see the qfuse package)";
+  const auto none = nb::none();
+  m.def("quantize", &quantize, nb::arg("x"), nb::arg("out"), nb::arg("spec"),
+        nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
+        nb::arg("stream") = 0);
+  m.def("dynamic_per_tensor_quant", &dynamic_per_tensor_quant, nb::arg("x"), nb::arg("out"),
+        nb::arg("scale"), nb::arg("stream") = 0);
+  m.def("silu_and_mul", &silu_and_mul, nb::arg("x"), nb::arg("out"), nb::arg("stream") = 0);
+  m.def("silu_mul_quant", &silu_mul_quant, nb::arg("x"), nb::arg("out"), nb::arg("spec"),
+        nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
+        nb::arg("stream") = 0);
+  m.def("merge_states", &merge_states, nb::arg("outputs"), nb::arg("lses"), nb::arg("out"),
+        nb::arg("spec") = "none", nb::arg("scales") = none, nb::arg("scale") = none,
+        nb::arg("scale_ub") = none, nb::arg("out_lse") = none, nb::arg("lse_base") = 0,
+        nb::arg("copy_from") = -1, nb::arg("stream") = 0);
+  m.def("merge_states_stacked", &merge_states_stacked, nb::arg("o"), nb::arg("lse"), nb::arg("out"),
+        nb::arg("spec") = "none", nb::arg("scales") = none, nb::arg("scale") = none,
+        nb::arg("scale_ub") = none, nb::arg("out_lse") = none, nb::arg("lse_base") = 0,
+        nb::arg("copy_from") = -1, nb::arg("stream") = 0);
+  m.def("mla_write_cache", &mla_write_cache, nb::arg("kv_c"), nb::arg("k_pe"),
+        nb::arg("slot_mapping"), nb::arg("cache"), nb::arg("k_scale") = none,
+        nb::arg("stream") = 0);
+  m.def("mla_workspace_size", &mla_workspace_size, nb::arg("batch"), nb::arg("s_q"),
+        nb::arg("num_heads"), nb::arg("split") = "auto", nb::arg("kernel") = "auto");
+  m.def("mla_decode", &mla_decode, nb::arg("q"), nb::arg("cache"), nb::arg("block_table"),
+        nb::arg("seq_lens"), nb::arg("out"), nb::arg("workspace"), nb::arg("s_q"),
+        nb::arg("softmax_scale"), nb::arg("spec") = "none", nb::arg("scales") = none,
+        nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("k_scale") = none,
+        nb::arg("lse") = none, nb::arg("split") = "auto", nb::arg("kernel") = "auto",
+        nb::arg("stream") = 0);
+  m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
+  m.def("canonical_spec", &canonical_spec, nb::arg("spec"));
+  m.def("scale_shape", &scale_shape, nb::arg("spec"), nb::arg("rows"), nb::arg("cols"));
+  m.def("out_dtype", &out_dtype, nb::arg("spec"));
+  m.def("all_specs", &all_specs);
+  m.def("op_specs", &op_specs, nb::arg("op"));
+  m.def("tensor_info", &tensor_info, nb::arg("tensor"), nb::arg("byte_as") = none);
+  m.def("ref_quantize", &ref_quantize, nb::arg("y"), nb::arg("spec"), nb::arg("scale") = 1.0f,
+        nb::arg("scale_ub") = INFINITY, nb::arg("none_dtype") = "bf16");
+  m.attr("MAX_MERGE_STATES") = qfuse::kMaxMergeStates;
+}

@@ -1,0 +1,448 @@
+"""Host tests of the core package (no GPU, no PyTorch): the vocabulary, DLPack metadata as the
+binding reads it, and every validation as a Python exception with the C++ message.
+
+Tensors are fake DLPack CUDA tensors (fake_dlpack.py): the binding validates before it touches
+memory, so a call that passes validation reaches the device check and fails there instead
+(RuntimeError without a GPU; ValueError naming the pointer on a GPU machine, where the fake
+address is no device memory). A test that expects a validation error therefore fails if the
+check it names is missing.
+"""
+
+import random
+import unittest
+
+import qfuse
+import struct
+
+from fake_dlpack import HostFloats, cpu, cuda
+
+RNG = random.Random(20261204)
+
+
+def gap(shape, item=2):
+    """A fake address per call so no two tensors of a call alias."""
+    return RNG.randrange(1 << 20, 1 << 40) // 256 * 256
+
+
+def t(shape, dtype, strides=None):
+    return cuda(shape, dtype, strides, gap(shape))
+
+
+def arg_message(arg, expected, got):
+    return f"argument '{arg}': expected {expected}, got {got}"
+
+
+class Vocabulary(unittest.TestCase):
+    def test_every_spec_round_trips(self):
+        specs = qfuse.all_specs()
+        self.assertIn("fp8_per_tensor", specs)
+        self.assertIn("fp8_group128:col_tma:ue8m0_packed", specs)
+        self.assertIn("nvfp4:swizzled", specs)
+        self.assertEqual(len(specs), len(set(specs)))
+        for s in specs:
+            self.assertEqual(qfuse.canonical_spec(s), s)
+
+    def test_bad_spec_names_the_text(self):
+        with self.assertRaises(ValueError) as e:
+            qfuse.canonical_spec("fp8_group96")
+        self.assertIn("fp8_group96", str(e.exception))
+
+    def test_scale_shapes(self):
+        # SPEC §0.3's worked example: 5 rows, n = 512 -> a 128 x 32 swizzled buffer.
+        self.assertEqual(qfuse.scale_shape("nvfp4:swizzled", 5, 512), ("e4m3", [128, 32]))
+        self.assertEqual(qfuse.scale_shape("nvfp4:linear", 5, 512), ("e4m3", [5, 32]))
+        self.assertEqual(qfuse.scale_shape("fp8_per_token", 7, 100), ("fp32", [7]))
+        self.assertEqual(qfuse.scale_shape("fp8_group128:row:f32", 7, 300), ("fp32", [7, 3]))
+        self.assertEqual(qfuse.scale_shape("fp8_group64:col:f32", 7, 300), ("fp32", [5, 7]))
+        self.assertEqual(qfuse.scale_shape("fp8_group128:col_tma:f32", 7, 300), ("fp32", [3, 8]))
+        self.assertEqual(qfuse.scale_shape("fp8_per_tensor", 7, 300), ("fp32", []))
+        self.assertEqual(qfuse.scale_shape("fp8_group128:col_tma:ue8m0_packed", 5, 256),
+                         ("ue8m0", [1, 8, 4]))
+        with self.assertRaises(ValueError) as e:
+            qfuse.scale_shape("fp8_per_token", -1, 5)
+        self.assertEqual(str(e.exception), arg_message(
+            "rows", "a size >= 0", "-1 ([rows, cols] = [-1, 5])"))
+
+    def test_out_dtypes(self):
+        self.assertEqual(qfuse.out_dtype("fp8_per_token"), "e4m3")
+        self.assertEqual(qfuse.out_dtype("nvfp4:linear"), "e2m1x2")
+        self.assertIsNone(qfuse.out_dtype("none"))
+
+    def test_capability_rows(self):
+        for op in ("quantize", "silu_mul_quant", "merge_states"):
+            specs = qfuse.op_specs(op)
+            self.assertIn("fp8_per_tensor", specs, op)
+            self.assertIn("nvfp4:swizzled", specs, op)
+        with self.assertRaises(ValueError) as e:
+            qfuse.op_specs("no_such_op")
+        self.assertIn("silu_mul_quant", str(e.exception))
+        self.assertIn("no_such_op", str(e.exception))
+
+
+class DLPackMetadata(unittest.TestCase):
+    def test_round_trip(self):
+        for dtype, name in [("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32"),
+                            ("e4m3", "e4m3"), ("e8m0", "ue8m0"), ("i32", "i32"), ("u8", "u8")]:
+            shape = (RNG.randrange(1, 50), RNG.randrange(1, 50), RNG.randrange(1, 9))
+            strides = (shape[1] * shape[2] * 3, shape[2] + 5, 1)
+            addr = gap(shape)
+            info = qfuse.tensor_info(cuda(shape, dtype, strides, addr))
+            self.assertEqual(info["dtype"], name)
+            self.assertEqual(info["shape"], shape)
+            self.assertEqual(info["strides"], strides)
+            self.assertEqual(info["data"], addr)
+            self.assertEqual(info["device"], "cuda:0")
+            self.assertFalse(info["contiguous"])
+        info = qfuse.tensor_info(cpu((3, 4), "fp32"))
+        self.assertEqual(info["device"], "cpu")
+        self.assertTrue(info["contiguous"])
+
+    def test_uint8_takes_the_slot_format(self):
+        self.assertEqual(qfuse.tensor_info(t((4, 8), "u8"), "e4m3")["dtype"], "e4m3")
+        self.assertEqual(qfuse.tensor_info(t((4, 8), "u8"), "e2m1x2")["dtype"], "e2m1x2")
+        # Only uint8 is reinterpreted: a real dtype keeps its name (and is then rejected).
+        self.assertEqual(qfuse.tensor_info(t((4, 8), "bf16"), "e4m3")["dtype"], "bf16")
+
+    def test_unsupported_dtypes_and_ranks(self):
+        with self.assertRaises(TypeError) as e:
+            qfuse.tensor_info(t((4,), "fp64"))
+        self.assertEqual(str(e.exception), arg_message(
+            "tensor.dtype", "a dtype of qfuse (bf16|fp16|fp32|e4m3|ue8m0|i32|u8)", "float64"))
+        with self.assertRaises(TypeError):
+            qfuse.tensor_info(t((4,), "e5m2"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.tensor_info(t((1, 2, 3, 4, 5), "fp32"))
+        self.assertEqual(str(e.exception), arg_message("tensor.rank", "<= 4", "5"))
+
+
+class Quantize(unittest.TestCase):
+    T, H = 5, 256
+
+    def call(self, x=None, out=None, spec="fp8_per_tensor", scales=None, scale="default",
+             scale_ub=None):
+        x = x or t((self.T, self.H), "bf16")
+        out = out or t((self.T, self.H), "e4m3")
+        if scale == "default":
+            scale = t((1,), "fp32") if spec in ("fp8_per_tensor",) or spec.startswith("nvfp4") \
+                else None
+        qfuse.quantize(x, out, spec, scales=scales, scale=scale, scale_ub=scale_ub)
+
+    def expect(self, exc, message, **kw):
+        with self.assertRaises(exc) as e:
+            self.call(**kw)
+        self.assertEqual(str(e.exception), message)
+
+    def test_valid_call_reaches_the_device_check(self):
+        # Validation passes; the fake pointers are then refused by the device (or there is none).
+        for spec, scales in [("fp8_per_tensor", None),
+                             ("fp8_per_token", t((self.T,), "fp32")),
+                             ("fp8_group128:col_tma:ue8m0_packed", t((1, 8, 4), "u8")),
+                             ("nvfp4:swizzled", t((128, 16), "u8"))]:
+            out = t((self.T, self.H // 2), "u8") if spec.startswith("nvfp4") else None
+            with self.assertRaises((RuntimeError, ValueError)) as e:
+                self.call(spec=spec, scales=scales, out=out)
+            if isinstance(e.exception, ValueError):
+                self.assertIn(".data'", str(e.exception))
+            else:
+                self.assertIn("CUDA error", str(e.exception))
+
+    def test_empty_input_is_a_no_op(self):
+        qfuse.quantize(t((0, self.H), "bf16"), t((0, self.H), "e4m3"), "fp8_per_tensor",
+                       scale=t((1,), "fp32"))
+
+    def test_wrong_input_dtype(self):
+        self.expect(TypeError, arg_message("x.dtype", "bf16|fp16|fp32", "e4m3"),
+                    x=t((self.T, self.H), "e4m3"))
+
+    def test_wrong_output_dtype(self):
+        self.expect(TypeError, arg_message("out.dtype", "e4m3", "bf16"),
+                    out=t((self.T, self.H), "bf16"))
+
+    def test_wrong_output_shape(self):
+        self.expect(ValueError, arg_message("out.sizes[1]", str(self.H), str(self.H - 1)),
+                    out=t((self.T, self.H - 1), "e4m3"))
+        self.expect(ValueError, arg_message("out.sizes[0]", str(self.T), "4"),
+                    out=t((4, self.H), "e4m3"))
+
+    def test_non_contiguous_rows(self):
+        self.expect(ValueError, arg_message("x.strides[1]", "1 (last dimension contiguous)", "2"),
+                    x=t((self.T, self.H), "bf16", (2 * self.H, 2)))
+
+    def test_cpu_tensor(self):
+        self.expect(ValueError, arg_message("x.device", "a CUDA tensor", "cpu"),
+                    x=cpu((self.T, self.H), "bf16"))
+        self.expect(ValueError, arg_message("out.device", "a CUDA tensor", "cpu"),
+                    out=cpu((self.T, self.H), "e4m3"))
+
+    def test_missing_scale(self):
+        self.expect(ValueError,
+                    arg_message("out.scale", "a device fp32 scale for fp8_per_tensor", "null"),
+                    scale=None)
+
+    def test_scale_of_wrong_dtype_or_size(self):
+        self.expect(TypeError, arg_message("out.scale.dtype", "fp32", "bf16"),
+                    scale=t((1,), "bf16"))
+        self.expect(ValueError, arg_message("out.scale", "a tensor of one fp32 element",
+                                            "[2] (2 elements)"), scale=t((2,), "fp32"))
+
+    def test_scale_where_none_is_read(self):
+        self.expect(ValueError, arg_message(
+            "out.scale", "null (fp8_per_token reads no given scale)", "a pointer"),
+            spec="fp8_per_token", scales=t((self.T,), "fp32"), scale=t((1,), "fp32"))
+
+    def test_scale_ub_where_none_applies(self):
+        self.expect(ValueError, arg_message(
+            "out.scale_ub", "null (fp8_per_tensor has no dynamic scale)", "a pointer"),
+            scale_ub=t((1,), "fp32"))
+
+    def test_missing_or_wrong_scales(self):
+        with self.assertRaises(ValueError) as e:
+            self.call(spec="fp8_per_token")
+        self.assertIn("'out.scales'", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            self.call(spec="fp8_group128:row:f32", scales=t((self.T, 3), "fp32"))
+        self.assertIn("expected [5, 2] fp32 contiguous", str(e.exception))
+        with self.assertRaises(ValueError) as e:  # packed UE8M0 given as fp32
+            self.call(spec="fp8_group128:col_tma:ue8m0_packed", scales=t((1, 8, 4), "fp32"))
+        self.assertIn("'out.scales'", str(e.exception))
+
+    def test_bad_spec(self):
+        with self.assertRaises(ValueError) as e:
+            self.call(spec="fp8_per_block")
+        self.assertIn("fp8_per_block", str(e.exception))
+
+    def test_nvfp4_output_must_be_packed(self):
+        with self.assertRaises((ValueError, TypeError)) as e:
+            self.call(spec="nvfp4:linear", scales=t((self.T, 16), "u8"),
+                      out=t((self.T, self.H), "u8"))
+        self.assertIn("'out.sizes[1]'", str(e.exception))
+        self.expect(TypeError, arg_message("out.dtype", "e2m1x2", "e4m3"), spec="nvfp4:linear",
+                    scales=t((self.T, 16), "u8"), out=t((self.T, self.H // 2), "e4m3"))
+
+
+class DynamicPerTensor(unittest.TestCase):
+    def test_validation(self):
+        x, out, s = t((3, 64), "fp16"), t((3, 64), "u8"), t((1,), "fp32")
+        with self.assertRaises(TypeError) as e:
+            qfuse.dynamic_per_tensor_quant(x, t((3, 64), "fp16"), s)
+        self.assertEqual(str(e.exception), arg_message("out.dtype", "e4m3", "fp16"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.dynamic_per_tensor_quant(x, t((3, 63), "u8"), s)
+        self.assertEqual(str(e.exception), arg_message("out.sizes[1]", "64", "63"))
+        with self.assertRaises(TypeError):
+            qfuse.dynamic_per_tensor_quant(x, out, t((1,), "i32"))
+        with self.assertRaises((RuntimeError, ValueError)):  # valid: the device check refuses
+            qfuse.dynamic_per_tensor_quant(x, out, s)
+        qfuse.dynamic_per_tensor_quant(t((0, 64), "fp16"), t((0, 64), "u8"), s)  # empty: no-op
+
+
+class SiluMul(unittest.TestCase):
+    def test_validation(self):
+        x = t((4, 512), "bf16")
+        with self.assertRaises(ValueError) as e:
+            qfuse.silu_mul_quant(x, t((4, 512), "e4m3"), "fp8_per_tensor", scale=t((1,), "fp32"))
+        self.assertEqual(str(e.exception), arg_message("out.sizes[1]", "256", "512"))
+        with self.assertRaises(TypeError) as e:
+            qfuse.silu_mul_quant(t((4, 512), "fp32"), t((4, 256), "e4m3"), "fp8_per_tensor",
+                                 scale=t((1,), "fp32"))
+        self.assertEqual(str(e.exception), arg_message("x.dtype", "bf16|fp16", "fp32"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.silu_mul_quant(t((4, 511), "bf16"), t((4, 255), "e4m3"), "fp8_per_tensor",
+                                 scale=t((1,), "fp32"))
+        self.assertIn("'x.sizes[1]'", str(e.exception))
+        with self.assertRaises(TypeError) as e:
+            qfuse.silu_and_mul(x, t((4, 256), "e4m3"))
+        self.assertIn("'out.dtype'", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)):  # valid
+            qfuse.silu_mul_quant(x, t((4, 256), "u8"), "fp8_group64:col:ue8m0",
+                                 scales=t((4, 4), "fp32"))
+
+
+class Merge(unittest.TestCase):
+    T, H, D = 6, 4, 64
+
+    def parts(self, n, dtype="bf16"):
+        return ([t((self.T, self.H, self.D), dtype) for _ in range(n)],
+                [t((self.H, self.T), "fp32") for _ in range(n)])
+
+    def test_valid_calls_reach_the_device_check(self):
+        o, lse = self.parts(3)
+        for out in (t((self.T, self.H * self.D), "bf16"), t((self.T, self.H, self.D), "bf16")):
+            with self.assertRaises((RuntimeError, ValueError)) as e:
+                qfuse.merge_states(o, lse, out, out_lse=t((self.H, self.T), "fp32"))
+            self.assertNotIn("'out", str(e.exception))
+
+    def test_partial_counts(self):
+        o, lse = self.parts(2)
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o[:1], lse[:1], t((self.T, self.H * self.D), "bf16"))
+        self.assertEqual(str(e.exception), arg_message("outputs", "2 to 8 partial states", "1"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse[:1], t((self.T, self.H * self.D), "bf16"))
+        self.assertEqual(str(e.exception),
+                         arg_message("lses", "2 tensors (one per partial output)", "1"))
+
+    def test_mixed_dtypes_and_shapes(self):
+        o, lse = self.parts(2)
+        o[1] = t((self.T, self.H, self.D), "fp16")
+        with self.assertRaises(TypeError) as e:
+            qfuse.merge_states(o, lse, t((self.T, self.H * self.D), "bf16"))
+        self.assertIn("'o[1].dtype'", str(e.exception))
+        o, lse = self.parts(2)
+        lse[0] = t((self.T, self.H), "fp32")
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, t((self.T, self.H * self.D), "bf16"))
+        self.assertIn("'lse[0]", str(e.exception))
+
+    def test_output_views(self):
+        o, lse = self.parts(2)
+        padded = t((self.T, self.H, self.D), "bf16", (self.H * (self.D + 8), self.D + 8, 1))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, padded)
+        self.assertEqual(str(e.exception), arg_message(
+            "out.strides[1]", f"{self.D} (heads contiguous within a row)", str(self.D + 8)))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, t((self.T, self.H * self.D + 1), "bf16"))
+        self.assertIn("'out.sizes[1]'", str(e.exception))
+
+    def test_fp8_output_needs_its_scale(self):
+        o, lse = self.parts(2)
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, t((self.T, self.H * self.D), "u8"), "fp8_per_tensor")
+        self.assertEqual(str(e.exception), arg_message(
+            "out.scale", "a device fp32 scale for fp8_per_tensor", "null"))
+
+    def test_options(self):
+        o, lse = self.parts(2)
+        out = t((self.T, self.H * self.D), "fp32")
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, out, lse_base=10)
+        self.assertEqual(str(e.exception), arg_message("lse_base", "0 (natural) or 2", "10"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, out, copy_from=self.T + 1)
+        self.assertIn("copy_from", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, out, out_lse=t((self.T, self.H), "fp32"))
+        self.assertIn("out_lse", str(e.exception))
+
+    def test_stacked(self):
+        o = t((3, self.T, self.H, self.D), "fp32")
+        lse = t((3, self.H, self.T), "fp32")
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # valid
+            qfuse.merge_states_stacked(o, lse, t((self.T, self.H * self.D), "fp32"))
+        self.assertNotIn("'o", str(e.exception))
+        with self.assertRaises(ValueError):
+            qfuse.merge_states_stacked(t((9, self.T, self.H, self.D), "fp32"),
+                                       t((9, self.H, self.T), "fp32"),
+                                       t((self.T, self.H * self.D), "fp32"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states_stacked(o, t((3, self.H, self.T + 1), "fp32"),
+                                       t((self.T, self.H * self.D), "fp32"))
+        self.assertIn("lse", str(e.exception))
+
+
+class MlaDecode(unittest.TestCase):
+    B, N, BS, NB, MB = 3, 16, 64, 10, 4  # requests, heads, block size, blocks, blocks per request
+
+    def call(self, **kw):
+        T = self.B
+        a = dict(q=t((T, self.N, 576), "bf16"), cache=t((self.NB, self.BS, 576), "bf16"),
+                 block_table=t((self.B, self.MB), "i32"), seq_lens=t((self.B,), "i32"),
+                 out=t((T, self.N * 512), "bf16"), workspace=t((1 << 20,), "u8"), s_q=1,
+                 softmax_scale=192 ** -0.5)
+        a.update(kw)
+        qfuse.mla_decode(**a)
+
+    def test_valid_call_reaches_the_device(self):
+        with self.assertRaises((RuntimeError, ValueError)) as e:
+            self.call()
+        self.assertNotIn("'q", str(e.exception))
+        self.assertNotIn("'cache", str(e.exception))
+
+    def test_validation(self):
+        for kw, exc, arg in [
+            (dict(block_table=t((self.B, self.MB), "fp32")), TypeError, "'block_table.dtype'"),
+            (dict(seq_lens=t((self.B + 1,), "i32")), ValueError, "'seq_lens.sizes[0]'"),
+            (dict(softmax_scale=float("nan")), ValueError, "'softmax_scale'"),
+            (dict(k_scale=t((1,), "fp32")), ValueError, "'k_scale'"),  # a bf16 cache
+            (dict(cache=t((self.NB, self.BS, 576), "u8")), ValueError, "'k_scale'"),  # FP8
+            (dict(workspace=t((64,), "fp32")), ValueError, "'workspace'"),
+            (dict(split="sometimes"), ValueError, "'split'"),
+            (dict(kernel="fast"), ValueError, "'kernel'"),
+            (dict(q=cpu((self.B, self.N, 576), "bf16")), ValueError, "'q.device'"),
+        ]:
+            with self.subTest(arg=arg):
+                with self.assertRaises(exc) as e:
+                    self.call(**kw)
+                self.assertIn(arg, str(e.exception))
+
+    def test_workspace_size_arguments(self):
+        with self.assertRaises(ValueError) as e:
+            qfuse.mla_workspace_size(4, 3, 16)
+        self.assertEqual(str(e.exception), arg_message("s_q", "1, 2 or 4", "3"))
+        with self.assertRaises(ValueError):
+            qfuse.mla_workspace_size(4, 1, 24)
+
+    def test_write_cache(self):
+        kv, pe = t((5, 512), "bf16"), t((5, 64), "bf16")
+        cache = t((self.NB, self.BS, 576), "bf16")
+        with self.assertRaises(TypeError) as e:
+            qfuse.mla_write_cache(kv, pe, t((5,), "i32"), cache)
+        self.assertEqual(str(e.exception), arg_message("slot_mapping.dtype", "int64", "int32"))
+        with self.assertRaises(ValueError) as e:
+            qfuse.mla_write_cache(kv, pe, t((4,), "i64"), cache)
+        self.assertIn("'slot_mapping'", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # valid
+            qfuse.mla_write_cache(kv, pe, t((5,), "i64"), cache)
+        self.assertNotIn("'slot_mapping", str(e.exception))
+
+
+class HostReference(unittest.TestCase):
+    """The C++ host reference through the binding (what the GPU tests compare bytes against)."""
+
+    def test_per_tensor_codes_and_ties(self):
+        # x * (1 / 0.5): 0.53125 -> 1.0625, the midpoint of 1.0 (0x38) and 1.125 (0x39): to even.
+        # 0.59375 -> 1.1875, midpoint of 1.125 (0x39) and 1.25 (0x3A): to even (0x3A). 1000 and
+        # -inf saturate to +-448 (0x7E / 0xFE); NaN stays NaN (0x7F).
+        vals = [1.0, 0.53125, 0.59375, 1000.0, float("-inf"), float("nan"), -0.25, 0.0]
+        out, scales = qfuse.ref_quantize(HostFloats(1, len(vals), vals), "fp8_per_tensor",
+                                         scale=0.5)
+        self.assertEqual(list(out), [0x40, 0x38, 0x3A, 0x7E, 0xFE, 0x7F, 0xB0, 0x00])
+        self.assertEqual(scales, b"")
+
+    def test_per_token_scale(self):
+        vals = [RNG.uniform(-3, 3) for _ in range(2 * 32)]
+        vals[5] = 7.0  # row 0's amax
+        out, scales = qfuse.ref_quantize(HostFloats(2, 32, vals), "fp8_per_token")
+        s0, s1 = struct.unpack("<2f", scales)
+        self.assertEqual(s0, struct.unpack("<f", struct.pack("<f", 7.0 / 448.0))[0])
+        self.assertEqual(out[5], 0x7E)  # the amax lands on 448
+        self.assertGreater(s1, 0)
+        # scale_ub bounds the per-token amax: s = min(amax, ub) / 448
+        _, bounded = qfuse.ref_quantize(HostFloats(2, 32, vals), "fp8_per_token", scale_ub=1.0)
+        self.assertEqual(struct.unpack("<2f", bounded)[0],
+                         struct.unpack("<f", struct.pack("<f", 1.0 / 448.0))[0])
+
+    def test_nvfp4_sizes(self):
+        vals = [RNG.uniform(-1, 1) for _ in range(5 * 64)]
+        out, scales = qfuse.ref_quantize(HostFloats(5, 64, vals), "nvfp4:swizzled", scale=900.0)
+        self.assertEqual(len(out), 5 * 32)
+        self.assertEqual(len(scales), 128 * 4)
+
+    def test_rejects_device_and_dtype(self):
+        with self.assertRaises(ValueError) as e:
+            qfuse.ref_quantize(t((2, 2), "fp32"), "fp8_per_tensor")
+        self.assertIn("'y.device'", str(e.exception))
+        with self.assertRaises(ValueError):
+            qfuse.ref_quantize(HostFloats(1, 4, [1, 2, 3, 4]), "fp8_nope")
+
+
+class Streams(unittest.TestCase):
+    def test_stream_must_be_an_integer(self):
+        with self.assertRaises(TypeError):
+            qfuse.quantize(t((1, 16), "bf16"), t((1, 16), "u8"), "fp8_per_tensor",
+                           scale=t((1,), "fp32"), stream="default")
+
+
+if __name__ == "__main__":
+    unittest.main()
