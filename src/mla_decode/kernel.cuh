@@ -37,7 +37,10 @@ __device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int con
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(sm.full(s), 1);
       mbar_init(sm.empty(s), consumer_warps);
-      if constexpr (Tr::kPFull) mbar_init(sm.p_full(s), 128);
+      if constexpr (Tr::kPFull) {
+        mbar_init(sm.p_full(s), 128);
+        mbar_init(sm.a_empty(s), 128);
+      }
     }
     mbar_init(sm.q_full(), 1);
     mbar_init(sm.q_empty(), 4);

@@ -48,6 +48,7 @@ struct TcSmem {
   __device__ uint64_t* q_full() const { return bar() + 2 * Tr::kStages; }
   __device__ uint64_t* q_empty() const { return bar() + 2 * Tr::kStages + 1; }
   __device__ uint64_t* p_full(int s) const { return bar() + 2 * Tr::kStages + 2 + s; }
+  __device__ uint64_t* a_empty(int s) const { return bar() + 3 * Tr::kStages + 2 + s; }
 };
 
 /// The physical block holding token `tok` of the piece's request, or num_blocks (an out-of-range

@@ -19,8 +19,10 @@
 //
 // Synchronisation: full / empty stage barriers as the swapped form (empty: 8 warps, 4 of each
 // consumer), q_full / q_empty (q_empty: warpgroup 1's 4 warps), p_full[stage] (warpgroup 1's 128
-// threads: P and alpha written; the stage's release covers their reuse), and the named barrier
-// kBarEpi between the consumers (twice per piece: 1 / l is in shared memory; it has been read).
+// threads: P and alpha written; the stage's release covers P's reuse), a_empty[stage] (warpgroup
+// 2's 128 threads: alpha read), and the named barrier kBarEpi between the consumers (twice per
+// piece: 1 / l is in shared memory; it has been read; the unaligned barrier.sync, as the two
+// consumers reach it from different code).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -160,7 +162,10 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
         a[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
         a[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
       }
-      // P into the stage's rope box (QK, its only reader, is done) and alpha, for warpgroup 2.
+      // P into the stage's rope box (QK, its only reader, is done) and alpha, for warpgroup 2,
+      // once warpgroup 2 has read the alpha of this stage's previous tile (the stage's refill
+      // orders it too, but through TMA, which the race checker does not follow).
+      mbar_wait(sm.a_empty(st), ((n >> 1) & 1) ^ 1);
       uint8_t* p_gen = sm.kv(st) + 8 * Tr::kBoxBytes;
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) {
@@ -205,9 +210,9 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
         Epi::store_lse(p, EpiCtx{pc.b, pc.slot}, i, gr - i * p.heads, lse);
       }
     }
-    named_sync(kBarEpi, 256);
+    named_sync_roles(kBarEpi, 256);
     store_wide<Epi>(p, EpiCtx{pc.b, pc.slot}, row0, 0, o, scale, w, g, qd);
-    named_sync(kBarEpi, 256);
+    named_sync_roles(kBarEpi, 256);
   });
 }
 
@@ -233,6 +238,7 @@ __device__ void wide_consumer_pv(const TcParams& tp, const TcSmem<Tr>& sm, int r
       float alpha[2];
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) alpha[hi] = alpha_s[64 * st + 16 * w + g + 8 * hi];
+      mbar_arrive(sm.a_empty(st));
       rescale_rows(o, alpha);
       fence_regs(o);
       wgmma_fence();
@@ -247,12 +253,12 @@ __device__ void wide_consumer_pv(const TcParams& tp, const TcSmem<Tr>& sm, int r
       fence_regs(o);
       if (lane == 0) mbar_arrive(sm.empty(st));
     }
-    named_sync(kBarEpi, 256);
+    named_sync_roles(kBarEpi, 256);
     float scale[2];
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) scale[hi] = scale_s[16 * w + g + 8 * hi];
     store_wide<Epi>(p, EpiCtx{pc.b, pc.slot}, row0, 256, o, scale, w, g, qd);
-    named_sync(kBarEpi, 256);
+    named_sync_roles(kBarEpi, 256);
   });
 }
 

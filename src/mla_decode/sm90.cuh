@@ -200,6 +200,13 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 2], const uint32_t* a, 
     wgmma_rs_m64n32(d, a, db, scale_d);
 }
 
+/// barrier.sync (the unaligned form) on named barrier `id` among `count` threads: for threads that
+/// reach the barrier from different code (warpgroups of different roles); bar.sync promises one
+/// static instruction per barrier generation, and compute-sanitizer's synccheck holds code to it.
+__device__ __forceinline__ void named_sync_roles(int id, int count) {
+  asm volatile("barrier.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 /// bar.arrive on named barrier `id` (the arriving side of a producer / consumer pair: does not
 /// wait; the bar.sync side of the same barrier waits for `count` threads in all).
 __device__ __forceinline__ void named_arrive(int id, int count) {

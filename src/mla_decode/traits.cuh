@@ -69,7 +69,8 @@ struct TcFp8Traits : TcLayout<kRows, 5, 64> {
 ///          into its stage's rope box once QK has read it, so P is double-buffered with the stages
 ///   q      64 rows x 9 boxes (72 KB)
 ///   red    alpha[2][64] (each stage's tile's rescale factors), scale[64] (1 / l at a piece's end)
-///   bars   full[2], empty[2], q_full, q_empty, p_full[2] (P and alpha of the stage's tile written)
+///   bars   full[2], empty[2], q_full, q_empty, p_full[2] (P and alpha of the stage's tile
+///          written), a_empty[2] (that alpha read)
 struct WideTraits {
   static constexpr int kRows = 64;
   static constexpr int kThreads = 384;
@@ -89,7 +90,7 @@ struct WideTraits {
   static constexpr int kRedBytes = 3 * kRedFloats * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
   static constexpr bool kPFull = true;
-  static constexpr int kBars = 2 * kStages + 2 + kStages;  // ..., p_full[]
+  static constexpr int kBars = 2 * kStages + 2 + 2 * kStages;  // ..., p_full[], a_empty[]
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory per block");
   static constexpr bool kFp8 = false;
