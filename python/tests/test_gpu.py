@@ -89,12 +89,14 @@ def fp8_values(codes_u8):
     return codes_u8.view(FP8).float()
 
 
-def assert_fp8_near(tc, codes_u8, scale_per_elem, y64, what):
+def assert_fp8_near(tc, codes_u8, scale_per_elem, y64, what, atol=0.0, rtol=0.0):
     """Dequantized codes within one E4M3 step (relative 2^-3, plus the subnormal step) of the
-    fp64 values, saturated ones at +-448 * scale."""
+    fp64 values, saturated ones at +-448 * scale. atol / rtol: the error the op may have before it
+    quantizes (an attention's bf16 probabilities), added to the step."""
     deq = fp8_values(codes_u8).double() * scale_per_elem
     r = (y64 / scale_per_elem)
     step = torch.clamp(r.abs(), min=2.0 ** -6) * 2.0 ** -3 * scale_per_elem
+    step = step + atol + rtol * y64.abs()
     sat = r.abs() > 448
     err = (deq - y64).abs()
     bad = (~sat) & (err > step)
@@ -359,9 +361,11 @@ class Mla(unittest.TestCase):
         q8 = poisoned((B, N * 512), FP8)
         qt.mla_decode(q, cache, table, seq_lens, q8, ws, 1, sm, "fp8_per_tensor", None,
                       scalar(s))
+        # NOTE: the decode's own error (its bf16 check's tolerance) plus one FP8 step: values
+        # near 0 have steps far below that error (88 of 16 K codes were two steps off, H200).
         assert_fp8_near(self, as_bytes(q8).view(B, N * 512),
                         torch.full((B, N * 512), s, dtype=torch.float64),
-                        ref_o.reshape(B, N * 512).cpu(), "mla fp8")
+                        ref_o.reshape(B, N * 512).cpu(), "mla fp8", atol=2e-3, rtol=1e-2)
 
     def test_write_cache(self):
         NB, BS, T = 6, 64, 40
