@@ -3,6 +3,7 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "qfuse/core/checked.h"
@@ -142,6 +143,15 @@ Status check_device_pointers(std::initializer_list<std::pair<const void*, const 
 Status validate_quant_output(const QuantOutput& q, int64_t rows, int64_t cols) {
   QFUSE_RETURN_IF_ERROR(q.spec.validate());
   return detail::check_quant_output(q, rows, cols);
+}
+
+Status detail::check_quantize_call(const TensorRef& x, const QuantOutput& q) {
+  QFUSE_RETURN_IF_ERROR(check_matrix(x, "x", {DType::kBF16, DType::kF16, DType::kF32}, -1, -1));
+  const int64_t T = x.sizes[0], H = x.sizes[1];
+  if (H > INT_MAX / 2)
+    return Status::InvalidArgument("x.sizes[1]", "<= " + std::to_string(INT_MAX / 2),
+                                   std::to_string(H));
+  return check_quant_call("quantize", q, T, H, {{x.data, "x.data"}});
 }
 
 Status detail::check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows,

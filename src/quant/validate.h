@@ -34,6 +34,10 @@ Status check_op_supports(std::string_view op, const QuantSpec& spec);
 Status check_quant_call(std::string_view op, const QuantOutput& q, int64_t rows, int64_t cols,
                         std::initializer_list<std::pair<const void*, const char*>> inputs);
 
+/// quantize's input and output, for the quantize family's entry points: `x` a bf16 / fp16 / fp32
+/// matrix [T, H] (H <= INT_MAX / 2), then check_quant_call("quantize", q, T, H, {x.data}).
+Status check_quantize_call(const TensorRef& x, const QuantOutput& q);
+
 /// check_quant_call() in two parts, for ops that check pointers of their own in between: the
 /// structural checks, then (rows and cols > 0) the pointers of `inputs` and of the output.
 Status check_quant_args(std::string_view op, const QuantOutput& q, int64_t rows, int64_t cols);
