@@ -1,5 +1,7 @@
 // The split-KV scheduler kernel (schedule.cuh): one block computes the whole schedule from
 // seq_lens on the device, so a decode step needs no host synchronisation (graph capturable).
+#include <climits>
+
 #include "core/launch.cuh"
 #include "mla_decode/launch.h"
 #include "mla_decode/schedule.cuh"
@@ -12,8 +14,12 @@ __global__ void __launch_bounds__(kSchedThreads)
                         Schedule s) {
   pdl_begin();
   __shared__ int warp_sums[kSchedThreads / 32];
-  __shared__ int flags;
-  if (threadIdx.x == 0) flags = 0;
+  __shared__ int flags, cost_min, cost_max;
+  if (threadIdx.x == 0) {
+    flags = 0;
+    cost_min = INT_MAX;
+    cost_max = 0;
+  }
   __syncthreads();
   // Pass 1: sanitized lengths and the prefix of costs.
   int carry = 0;
@@ -31,6 +37,8 @@ __global__ void __launch_bounds__(kSchedThreads)
       }
       s.len[b] = len;
       cost = tiles_of(len) + kOverheadTiles;
+      atomicMin(&cost_min, cost);
+      atomicMax(&cost_max, cost);
     }
     int excl;
     const int total = block_exclusive_scan(cost, &excl, warp_sums);
@@ -49,8 +57,15 @@ __global__ void __launch_bounds__(kSchedThreads)
     }
     return;
   }
-  const int target = (W + num_parts - 1) / num_parts + kOverheadTiles;
-  __syncthreads();  // cost_pre and len written by other threads of the block
+  __syncthreads();  // cost_pre, len and the cost range written by other threads of the block
+  int target = (W + num_parts - 1) / num_parts + kOverheadTiles;
+  // NOTE: equal requests stay whole when whole requests per part cost at most 1/16 more than the
+  // even cut (which would split many of them: a Q load, an epilogue and a partial each; bench/
+  // NOTES.md M10).
+  if (cost_min == cost_max) {
+    const int whole = (batch + num_parts - 1) / num_parts * cost_max;
+    if (whole <= target + target / 16) target = whole;
+  }
   // Pass 2: pieces per request and their first slots.
   carry = 0;
   for (int base = 0; base < batch; base += kSchedThreads) {
