@@ -98,22 +98,31 @@ class Builder {
     return false;
   }
 
-  /// "nodes[2].attrs.copy_from"; names cut to a few dozen bytes.
+  /// "nodes[2].attrs.copy_from"; names cut to a few dozen bytes. A path longer than kMaxPath
+  /// keeps its first step and the innermost steps that fit ("a...x.y.z"): 32 levels of long keys
+  /// would otherwise make a message of 2 KB.
   std::string path() const {
-    std::string p;
+    constexpr size_t kMaxPath = 240, kTail = 180;
+    std::vector<std::string> steps;
     for (size_t i = 0; i < stack_.size(); ++i) {
       const Frame& f = stack_[i];
       if (f.value->is_array()) {
         // NOTE: an open child is already the array's last element; a scalar is not yet in it.
         const size_t n = f.value->size();
-        p += "[" + std::to_string(i + 1 < stack_.size() && n > 0 ? n - 1 : n) + "]";
+        steps.push_back("[" + std::to_string(i + 1 < stack_.size() && n > 0 ? n - 1 : n) + "]");
       } else if (f.has_key) {
         const std::string q = quote_text(f.key, 48);
-        p += (p.empty() ? "" : ".") + q.substr(1, q.rfind('\'') - 1) +
-             (q.back() == '\'' ? "" : "...");
+        steps.push_back((steps.empty() ? "" : ".") + q.substr(1, q.rfind('\'') - 1) +
+                        (q.back() == '\'' ? "" : "..."));
       }
     }
-    return p;
+    std::string p;
+    for (const std::string& s : steps) p += s;
+    if (p.size() <= kMaxPath) return p;
+    std::string tail;
+    for (size_t i = steps.size(); i-- > 1 && tail.size() + steps[i].size() <= kTail;)
+      tail = steps[i] + tail;
+    return steps.front() + "..." + tail;
   }
 
   json* put(json v) {

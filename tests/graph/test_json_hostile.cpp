@@ -66,6 +66,14 @@ TEST(GraphJsonHostile, DeepNestingIsAnErrorWithItsPath) {
   for (int i = 0; i < 50; ++i) nested += R"({"b": )";
   expect_error(R"({"nodes": [{"attrs": {"a": )" + nested,
                {"nesting deeper", "nodes[0].attrs.a.b.b"});
+  // 32 levels of 48-byte keys: the path keeps its first and innermost steps (a fuzzer finding:
+  // a config message of 2068 bytes).
+  std::string long_keys;
+  for (int i = 0; i < 40; ++i)
+    long_keys += "{\"" + std::string(47, 'k') + std::to_string(i % 10) + "\": ";
+  expect_error(R"({"nodes": )" + long_keys,
+               {"nesting deeper", "(at nodes...",
+                std::string(47, 'k') + "9." + std::string(47, 'k') + "0)"});
 }
 
 TEST(GraphJsonHostile, DuplicateKeysAreErrorsNamingTheKeyAndPath) {
