@@ -1,0 +1,160 @@
+// Attention for vision encoders (ViT) with FP8 inputs (SPEC §5): Q/K/V quantization with head-dim
+// padding, dynamic (amax history) and static per-tensor scales, and non-causal varlen attention.
+//
+// Q/K/V views: bf16 [S, H, D] or [B, S, H, D], last dimension contiguous, every other stride free
+// (slices of one interleaved QKV projection output are the usual case). Token t of a 4-D view is
+// (b, s) = (t / S, t % S); the packed token count is S_total = B * S (S for a 3-D view).
+//
+// vit_quantize_qkv: one launch for all three tensors, writing contiguous e4m3 [S_total, H, Dp],
+//   Dp = round_up(D, 16), columns [D, Dp) zero:  code = e4m3(x * (1 / scale)) (SPEC §0.1: fp32
+//   reciprocal, round to nearest even, saturating; NaN stays NaN). Scales are dequantization
+//   scales (x ~ code * scale), one fp32 per tensor on the device; scale 1.0 is a plain cast.
+//
+// vit_quantize_qkv_dynamic: the same with the scales of dynamic scaling. Per layer the device
+//   keeps an amax history of 16 per Q/K/V and a forward counter. A forward takes amax = max |x| of
+//   each tensor (NaN if any value is NaN), puts it in the history in place of the oldest entry and
+//   quantizes with scale = max(history) / 448, floored at FLT_MIN (clamped to FLT_MAX). The
+//   counter lives on the device: the whole path is CUDA-graph capturable. Two launches: the amax
+//   (a read of the inputs), then the quantizing pass, which computes the scales in every block and
+//   whose last block updates the history. vit_dynamic_scales() points at the scales the last
+//   forward of a layer used (what the attention's dequantization reads).
+//
+// vit_attention: non-causal attention of every packed sequence (cu_seqlens) and head:
+//     s_ij = softmax_scale * q_scale * k_scale * <q_i, k_j>,  o_i = v_scale * sum_j softmax(s)_j
+//     v_j
+//   in fp32 (scales 1 for bf16 inputs). Inputs either e4m3 [S_total, H, Dp] (from
+//   vit_quantize_qkv; the pad columns are read as given, so they must be zero) or the bf16 views
+//   themselves. softmax_scale is the caller's (conventionally 1 / sqrt(D), D the original head
+//   size). The output o [S_total, H, D] (or [S_total, H * D]) is written un-padded through the
+//   quantizer protocol: out.spec none (bf16|fp16|fp32) or any quantization kind, groups running
+//   along the H * D columns of a token.
+//
+// Errors are returned before anything is launched (nothing written). S_total = 0 is a no-op.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "qfuse/core/status.h"
+#include "qfuse/core/tensor.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse {
+
+inline constexpr int kVitHistory = 16;           // amax history length of dynamic scaling
+inline constexpr int kVitMaxQuantHeadDim = 256;  // vit_quantize_qkv: 1 <= D <= 256
+
+/// Dp: D rounded up to a multiple of 16 (the FP8 tensor-core K step).
+inline constexpr int64_t vit_padded_head_dim(int64_t d) {
+  return (d + 15) / 16 * 16;
+}
+
+// ---- Q/K/V quantization ---------------------------------------------------------------------
+
+struct VitQkvQuantArgs {
+  TensorRef q, k, v;              // bf16 [S, H, D] | [B, S, H, D], same sizes, last dim contiguous
+  TensorRef q_out, k_out, v_out;  // e4m3 [S_total, H, Dp], contiguous, 16-byte aligned
+  // Static scaling: device fp32 dequantization scales, finite and > 0 (not read by the dynamic
+  // entry, where they must be null).
+  const float* q_scale = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+};
+
+/// Static per-tensor quantization of Q, K and V (see the file comment).
+Status vit_quantize_qkv(const VitQkvQuantArgs& args, cudaStream_t stream);
+
+/// Caller-owned device state of dynamic scaling for `num_layers` layers (zeroed by
+/// vit_scale_state_reset before the first forward).
+struct VitScaleState {
+  void* data = nullptr;
+  size_t bytes = 0;
+  int num_layers = 0;
+};
+
+/// Bytes of state for `num_layers` (>= 1) layers.
+size_t vit_scale_state_bytes(int num_layers);
+/// Zeroes every layer's history, counter and scales (an asynchronous memset: capturable).
+Status vit_scale_state_reset(const VitScaleState& state, cudaStream_t stream);
+/// Device pointer to the 3 fp32 dequantization scales (q, k, v) of `layer`'s last forward
+/// (zeros before the first); nullptr for a layer outside the state.
+const float* vit_dynamic_scales(const VitScaleState& state, int layer);
+
+/// Dynamic quantization of one layer's Q, K and V (see the file comment); args' scales must be
+/// null.
+Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& args, const VitScaleState& state, int layer,
+                                cudaStream_t stream);
+
+/// Host copy of one layer's dynamic-scaling state.
+struct VitLayerScaleState {
+  std::array<std::array<float, kVitHistory>, 3> history{};  // [q|k|v][slot]
+  std::array<float, 3> scales{};                            // the last forward's scales
+  uint32_t forwards = 0;                                    // forwards so far
+};
+/// Reads every layer's state (synchronises `stream`).
+Status vit_scale_state_read(const VitScaleState& state, cudaStream_t stream,
+                            std::vector<VitLayerScaleState>* out);
+
+// ---- attention ------------------------------------------------------------------------------
+
+struct VitAttentionArgs {
+  TensorRef q, k, v;  // e4m3 [S_total, H, Dp] contiguous, or bf16 views (see the file comment)
+  int head_dim = 0;   // D, the original head size: 64, 72, 80, 96 or 128
+  // FP8 inputs: device fp32 dequantization scales (vit_dynamic_scales() + 0, 1, 2 or static
+  // ones); must be null for bf16 inputs.
+  const float* q_scale = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  // Packed sequences: device int32 [num_seqs + 1] prefix sums of the lengths (0, ..., S_total)
+  // and the same values on the host (checked here, never read back from the device). Both null:
+  // one sequence per leading index of a 4-D view, or one sequence of a 3-D view.
+  const int32_t* cu_seqlens = nullptr;
+  const int32_t* cu_seqlens_host = nullptr;
+  int64_t num_seqs = 0;
+  float softmax_scale = 0.0f;  // finite, > 0
+  QuantOutput out;             // o [S_total, H, D] (heads contiguous) or [S_total, H * D]
+};
+
+/// Whether vit_attention can run this call; the message names what is missing.
+Status vit_attention_can_implement(const VitAttentionArgs& args);
+
+/// Attention (see the file comment). Validates every argument first; on error nothing is written.
+/// No host synchronisation, no allocation.
+Status vit_attention(const VitAttentionArgs& args, cudaStream_t stream);
+
+namespace ref {
+
+/// Host references. Views are given as raw host memory with element strides (as the device
+/// views): bf16 bits, [B, S, H, D] with strides (sb, ss, sh), last dim contiguous; a 3-D view is
+/// B = 1.
+struct VitHostView {
+  const uint16_t* data = nullptr;
+  int64_t B = 1, S = 0, H = 0, D = 0;
+  int64_t sb = 0, ss = 0, sh = 0;
+  float value(int64_t t, int64_t h, int64_t d) const;  // token t = b * S + s
+};
+
+/// The bytes vit_quantize_qkv writes for one tensor: e4m3 [B * S, H, Dp].
+std::vector<uint8_t> vit_quantize(const VitHostView& x, float scale);
+
+/// max |x| over the real elements (NaN if any is NaN).
+float vit_amax(const VitHostView& x);
+
+/// The dynamic scale of a history: max(history) / 448, floored at FLT_MIN, clamped to FLT_MAX
+/// (NaN propagates).
+float vit_dynamic_scale(const std::array<float, kVitHistory>& history);
+
+/// fp64 attention over dequantized inputs q, k, v [S_total, H, D] (row-major); out the same
+/// shape. cu_seqlens: [num_seqs + 1] prefix sums (0, ..., S_total).
+void vit_attention(const std::vector<double>& q, const std::vector<double>& k,
+                   const std::vector<double>& v, int64_t H, int64_t D,
+                   const std::vector<int32_t>& cu_seqlens, double softmax_scale,
+                   std::vector<double>* out);
+
+}  // namespace ref
+
+}  // namespace qfuse

@@ -1,0 +1,186 @@
+// ViT attention dispatch (vit_attention.h, SPEC §5, §7): validate every argument (nothing is
+// launched on error), then launch the kernel for the input type.
+#include <cmath>
+#include <string>
+
+#include "qfuse/core/checked.h"
+#include "qfuse/vit_attention/vit_attention.h"
+#include "quant/validate.h"
+#include "vit_attention/launch.h"
+
+namespace qfuse {
+namespace {
+
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+
+bool supported_head_dim(int d) {
+  return d == 64 || d == 72 || d == 80 || d == 96 || d == 128;
+}
+
+/// The output [S_total, H * D]: a 2-D view as given, or [S_total, H, D] with heads contiguous.
+Status flatten_output(const QuantOutput& in, QuantOutput* out) {
+  *out = in;
+  const TensorRef& o = in.out;
+  if (o.rank != 3) return Status::Ok();
+  if (o.sizes[2] > 1 && o.strides[2] != 1)
+    return Status::InvalidArgument("out.out.strides[2]", "1 (last dimension contiguous)",
+                                   str(o.strides[2]));
+  if (o.sizes[1] > 1 && o.strides[1] != o.sizes[2])
+    return Status::InvalidArgument("out.out.strides[1]",
+                                   str(o.sizes[2]) + " (heads contiguous: o is [S, H * D])",
+                                   str(o.strides[1]));
+  out->out = TensorRef::strided(o.data, o.dtype, {o.sizes[0], o.sizes[1] * o.sizes[2]},
+                                {o.sizes[0] > 1 ? o.strides[0] : o.sizes[1] * o.sizes[2], 1});
+  return Status::Ok();
+}
+
+struct Plan {
+  vit::AttnParams p{};
+  bool fp8 = false;
+  QuantOutput out;  // [S_total, H * D]
+};
+
+Status validate(const VitAttentionArgs& a, Plan* plan) {
+  vit::AttnParams& p = plan->p;
+  const TensorRef* in[3] = {&a.q, &a.k, &a.v};
+  const char* names[3] = {"q", "k", "v"};
+  const TensorRef& q = a.q;
+  if (!supported_head_dim(a.head_dim))
+    return Status::InvalidArgument("head_dim", "64, 72, 80, 96 or 128", str(a.head_dim));
+  const bool fp8 = q.dtype == DType::kE4M3;
+  if (!fp8 && q.dtype != DType::kBF16)
+    return Status::InvalidArgument("q.dtype", "e4m3 or bf16", std::string(to_string(q.dtype)));
+  const int64_t Dp = vit_padded_head_dim(a.head_dim);
+  if (fp8 ? q.rank != 3 : (q.rank != 3 && q.rank != 4))
+    return Status::InvalidArgument(
+        "q.rank", fp8 ? "3 ([S_total, H, Dp] e4m3)" : "3 ([S, H, D]) or 4 ([B, S, H, D])",
+        str(q.rank));
+  const int r = q.rank;
+  for (int i = 0; i < 3; ++i) {
+    const TensorRef& t = *in[i];
+    const std::string n = names[i];
+    if (t.dtype != q.dtype)
+      return Status::InvalidArgument(n + ".dtype", std::string(to_string(q.dtype)) + " (as q)",
+                                     std::string(to_string(t.dtype)));
+    if (t.rank != r) return Status::InvalidArgument(n + ".rank", str(r) + " (as q)", str(t.rank));
+    QFUSE_RETURN_IF_ERROR(check_sizes(n + ".sizes", t.sizes.data(), t.rank, nullptr));
+    for (int d = 0; d < r; ++d)
+      if (t.sizes[d] != q.sizes[d])
+        return Status::InvalidArgument(n + ".sizes[" + str(d) + "]",
+                                       str(q.sizes[d]) + " (as q: " + q.shape_string() + ")",
+                                       str(t.sizes[d]));
+    const int64_t last = fp8 ? Dp : a.head_dim;
+    if (t.sizes[r - 1] != last)
+      return Status::InvalidArgument(
+          n + ".sizes[" + str(r - 1) + "]",
+          fp8 ? str(Dp) + " (head_dim " + str(a.head_dim) + " padded to 16)"
+              : str(a.head_dim) + " (head_dim)",
+          str(t.sizes[r - 1]));
+    if (fp8 && !t.is_contiguous())
+      return Status::InvalidArgument(n + ".strides", "contiguous [S_total, H, Dp]", t.describe());
+    if (t.strides[r - 1] != 1)
+      return Status::InvalidArgument(n + ".strides[" + str(r - 1) + "]",
+                                     "1 (last dimension contiguous)", str(t.strides[r - 1]));
+    for (int d = 0; d < r - 1; ++d)
+      if (t.strides[d] < 0)
+        return Status::InvalidArgument(n + ".strides[" + str(d) + "]", ">= 0", str(t.strides[d]));
+  }
+  const int64_t B = r == 4 ? q.sizes[0] : 1, S = q.sizes[r - 3], H = q.sizes[r - 2];
+  const int64_t S_total = B * S;
+  const float* scales[3] = {a.q_scale, a.k_scale, a.v_scale};
+  for (int i = 0; i < 3; ++i) {
+    const std::string n = std::string(names[i]) + "_scale";
+    if (fp8 && scales[i] == nullptr)
+      return Status::InvalidArgument(n, "a device fp32 dequantization scale (e4m3 inputs)", "null");
+    if (!fp8 && scales[i] != nullptr)
+      return Status::InvalidArgument(n, "null (bf16 inputs)", "a pointer");
+  }
+  if (!std::isfinite(a.softmax_scale) || a.softmax_scale <= 0.0f)
+    return Status::InvalidArgument("softmax_scale", "finite and > 0",
+                                   std::to_string(a.softmax_scale));
+  if ((a.cu_seqlens == nullptr) != (a.cu_seqlens_host == nullptr))
+    return Status::InvalidArgument(
+        "cu_seqlens", "given on the device and the host, or neither",
+        a.cu_seqlens == nullptr ? "the host copy only" : "the device copy only");
+  if (a.cu_seqlens != nullptr) {
+    if (a.num_seqs < 1 || a.num_seqs > INT32_MAX - 1)
+      return Status::InvalidArgument("num_seqs", ">= 1 with cu_seqlens", str(a.num_seqs));
+    if (r == 4)
+      return Status::InvalidArgument("cu_seqlens", "null for a 4-D [B, S, H, D] view", "a pointer");
+    const int32_t* cu = a.cu_seqlens_host;
+    if (cu[0] != 0) return Status::InvalidArgument("cu_seqlens[0]", "0", str(cu[0]));
+    for (int64_t b = 1; b <= a.num_seqs; ++b)
+      if (cu[b] < cu[b - 1])
+        return Status::InvalidArgument("cu_seqlens[" + str(b) + "]",
+                                       ">= cu_seqlens[" + str(b - 1) + "] = " + str(cu[b - 1]),
+                                       str(cu[b]));
+    if (cu[a.num_seqs] != S_total)
+      return Status::InvalidArgument("cu_seqlens[" + str(a.num_seqs) + "]",
+                                     str(S_total) + " (the packed token count)",
+                                     str(cu[a.num_seqs]));
+  } else if (a.num_seqs != 0) {
+    return Status::InvalidArgument("num_seqs", "0 without cu_seqlens", str(a.num_seqs));
+  }
+  if (H * a.head_dim > 32768)
+    return Status::InvalidArgument("q.sizes", "H * head_dim <= 32768", q.shape_string());
+  if (S_total >= (int64_t{1} << 31))
+    return Status::InvalidArgument("q.sizes", "fewer than 2^31 tokens", q.shape_string());
+  QFUSE_RETURN_IF_ERROR(flatten_output(a.out, &plan->out));
+  const int64_t cols = H * a.head_dim;
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_args("vit_attention", plan->out, S_total, cols));
+  // NOTE: the kernel hands whole token rows to the shared-memory-tile adapter, which needs the
+  // groups of a group kind to tile the row (no partial last group).
+  if (!sees_whole_scale_units(plan->out.spec, cols, 0, cols))
+    return Status::NotSupported("vit_attention: out.spec " + to_string(plan->out.spec) +
+                                " needs H * head_dim (" + str(cols) +
+                                ") to be a multiple of its group size");
+  if (S_total == 0 || H == 0) return Status::Ok();
+  for (int i = 0; i < 3; ++i)
+    if (in[i]->data == nullptr)
+      return Status::InvalidArgument(std::string(names[i]) + ".data", "a device pointer", "null");
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_pointers(plan->out, {{a.q.data, "q.data"},
+                                                                 {a.k.data, "k.data"},
+                                                                 {a.v.data, "v.data"},
+                                                                 {a.q_scale, "q_scale"},
+                                                                 {a.k_scale, "k_scale"},
+                                                                 {a.v_scale, "v_scale"},
+                                                                 {a.cu_seqlens, "cu_seqlens"}}));
+  for (int i = 0; i < 3; ++i) {
+    const TensorRef& t = *in[i];
+    p.in[i] = t.data;
+    p.sb[i] = r == 4 ? t.strides[0] : 0;
+    p.ss[i] = t.strides[r - 3];
+    p.sh[i] = t.strides[r - 2];
+  }
+  p.S = S;
+  p.S_total = S_total;
+  p.H = static_cast<int>(H);
+  p.D = a.head_dim;
+  p.cu_seqlens = a.cu_seqlens;
+  p.num_seqs = static_cast<int>(a.num_seqs);
+  p.q_scale = a.q_scale;
+  p.k_scale = a.k_scale;
+  p.v_scale = a.v_scale;
+  p.softmax_scale = a.softmax_scale;
+  plan->fp8 = fp8;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status vit_attention_can_implement(const VitAttentionArgs& args) {
+  Plan plan;
+  return validate(args, &plan);
+}
+
+Status vit_attention(const VitAttentionArgs& args, cudaStream_t stream) {
+  Plan plan;
+  QFUSE_RETURN_IF_ERROR(validate(args, &plan));
+  if (plan.p.S_total == 0 || plan.p.H == 0) return Status::Ok();
+  return plan.fp8 ? vit::launch_simple_fp8(plan.p, plan.out, stream)
+                  : vit::launch_simple_bf16(plan.p, plan.out, stream);
+}
+
+}  // namespace qfuse

@@ -1,0 +1,7 @@
+# The vit_attention family (SPEC §5): Q/K/V quantization with head-dim padding and dynamic scaling,
+# the attention kernels (one input type per translation unit), static scale files.
+qfuse_family(NAME vit_attention
+  SUMMARY "FP8 / bf16 attention for vision encoders (varlen, fused Q/K/V quantization)"
+  KERNELS register.cpp dispatch.cpp reference.cpp qkv_quant.cu
+          instantiations/simple_fp8.cu instantiations/simple_bf16.cu
+  GRAPH scales.cpp layer.cpp)

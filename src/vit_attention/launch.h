@@ -1,0 +1,34 @@
+// What the ViT attention dispatch (dispatch.cpp) hands its kernels (one instantiation per input
+// type and translation unit: instantiations/*.cu).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "qfuse/core/status.h"
+#include "qfuse/quant/quantize.h"
+
+namespace qfuse::vit {
+
+/// Validated attention arguments. Element (t, h, d) of input `which` (q, k, v) sits at
+/// in[which] + (t / S) * sb + (t % S) * ss + h * sh + d (elements of the input type).
+struct AttnParams {
+  const void* in[3];
+  int64_t sb[3], ss[3], sh[3];
+  int64_t S;        // tokens per leading index (S_total when sb is unused)
+  int64_t S_total;  // packed tokens
+  int H, D;
+  const int32_t* cu_seqlens;  // device [num_seqs + 1], or null: sequences of S tokens
+  int num_seqs;
+  const float* q_scale;  // device dequantization scales (null: 1)
+  const float* k_scale;
+  const float* v_scale;
+  float softmax_scale;
+};
+
+/// The CUDA-core kernel over e4m3 / bf16 inputs; `out` validated for [S_total, H * D].
+Status launch_simple_fp8(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);
+Status launch_simple_bf16(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);
+
+}  // namespace qfuse::vit

@@ -1,0 +1,458 @@
+// The ViT attention family on the GPU against its host references (issue 15's tests):
+//   - Q/K/V quantization byte for byte (codes and zero pad columns) on slices of one interleaved
+//     QKV buffer, 3-D and 4-D views, D {72, 80, 128}, 16-byte and scalar load paths, distinct
+//     non-unit scales, NaN / inf / saturating values, outputs poisoned;
+//   - dynamic scaling: constant inputs give exactly amax / 448, 18 forwards wrap the history as a
+//     host simulation says, other layers untouched, the same under CUDA-graph replay;
+//   - attention (CUDA-core rung): packed sequences of lengths {1, 37, 64, 130} against the fp64
+//     reference over the dequantized inputs through every output kind tried, cosine > 0.99 against
+//     fp64 over the bf16 inputs, and the FP8 path against the BF16 path (max |diff| < 0.5, mean
+//     < 0.05).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <ostream>
+#include <random>
+#include <vector>
+
+#include "common/gpu.h"
+#include "common/quant_check.h"
+#include "qfuse/quant/reference.h"
+#include "qfuse/quant/rules.h"
+#include "qfuse/vit_attention/vit_attention.h"
+
+namespace qfuse::test {
+namespace {
+
+/// An interleaved QKV projection output [B, S, 3, H, D] bf16 (token rows padded by `pad`
+/// elements) on host and device, and the q / k / v views into it.
+struct Qkv {
+  int64_t B = 1, S = 0, H = 0, D = 0, pad = 0;
+  int rank = 3;
+  std::vector<uint16_t> host;
+  DeviceBuffer dev;
+
+  int64_t ss() const { return 3 * H * D + pad; }
+  int64_t sb() const { return S * ss(); }
+  int64_t total() const { return B * S; }
+
+  static Qkv make(int64_t B, int64_t S, int64_t H, int64_t D, int rank, int64_t pad, uint64_t seed,
+                  float sigma = 1.0f) {
+    Qkv x;
+    x.B = B, x.S = S, x.H = H, x.D = D, x.rank = rank, x.pad = pad;
+    const size_t n = static_cast<size_t>(B * x.sb()) + 8;
+    std::vector<float> rounded;
+    const std::vector<uint8_t> bytes =
+        encode(random_floats(n, seed, sigma), DType::kBF16, &rounded);
+    x.host.resize(n);
+    std::memcpy(x.host.data(), bytes.data(), n * 2);
+    x.upload();
+    return x;
+  }
+  void upload() {
+    dev = DeviceBuffer(host.size() * 2);
+    dev.upload(host.data(), host.size() * 2);
+  }
+  uint16_t& at(int which, int64_t t, int64_t h, int64_t d) {
+    return host[static_cast<size_t>((t / S) * sb() + (t % S) * ss() + which * H * D + h * D + d)];
+  }
+  TensorRef view(int which) const {
+    uint16_t* p = dev.as<uint16_t>() + which * H * D;
+    if (rank == 4) return TensorRef::strided(p, DType::kBF16, {B, S, H, D}, {sb(), ss(), D, 1});
+    return TensorRef::strided(p, DType::kBF16, {B * S, H, D}, {ss(), D, 1});
+  }
+  ref::VitHostView host_view(int which) const {
+    ref::VitHostView v;
+    v.data = host.data() + which * H * D;
+    v.B = B, v.S = S, v.H = H, v.D = D;
+    v.sb = sb(), v.ss = ss(), v.sh = D;
+    return v;
+  }
+};
+
+struct Fp8Qkv {
+  int64_t T = 0, H = 0, Dp = 0;
+  DeviceBuffer out[3];
+  static Fp8Qkv make(int64_t T, int64_t H, int64_t D) {
+    Fp8Qkv f;
+    f.T = T, f.H = H, f.Dp = vit_padded_head_dim(D);
+    for (auto& b : f.out) {
+      b = DeviceBuffer(std::max<int64_t>(T * H * f.Dp, 1));
+      b.fill(kPoison);
+    }
+    return f;
+  }
+  TensorRef view(int which) const {
+    return TensorRef::contiguous(out[which].get(), DType::kE4M3, {T, H, Dp});
+  }
+};
+
+float bf16_round(float x) {
+  return ref::bf16_value(ref::bf16_bits(x));
+}
+
+DeviceBuffer device_floats(const std::vector<float>& v) {
+  DeviceBuffer b(v.size() * 4);
+  b.upload(v.data(), v.size() * 4);
+  return b;
+}
+
+VitQkvQuantArgs quant_args(const Qkv& x, const Fp8Qkv& f) {
+  VitQkvQuantArgs a;
+  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
+  a.q_out = f.view(0), a.k_out = f.view(1), a.v_out = f.view(2);
+  return a;
+}
+
+struct QuantCase {
+  int64_t B, S, H, D;
+  int rank;
+  int64_t pad;  // odd: the scalar load path
+};
+
+void PrintTo(const QuantCase& c, std::ostream* os) {
+  *os << "B" << c.B << "_S" << c.S << "_H" << c.H << "_D" << c.D << "_rank" << c.rank << "_pad"
+      << c.pad;
+}
+
+class VitQuant : public ::testing::TestWithParam<QuantCase> {};
+
+TEST_P(VitQuant, MatchesTheReferenceByteForByte) {
+  QFUSE_REQUIRE_GPU();
+  const QuantCase c = GetParam();
+  Qkv x = Qkv::make(c.B, c.S, c.H, c.D, c.rank, c.pad, 11 + c.D + c.pad, 3.0f);
+  // NaN, infinities and values that saturate, in each tensor.
+  x.at(0, 0, 0, 0) = 0x7fc0;                             // NaN
+  x.at(1, 0, 0, 1) = 0x7f80;                             // +inf
+  x.at(2, 0, 0, 2) = 0xff80;                             // -inf
+  x.at(0, 1, c.H - 1, c.D - 1) = ref::bf16_bits(60.0f);  // 60 / 0.011 > 448: saturates
+  x.upload();
+  const std::array<float, 3> scales{0.011f, 0.023f, 0.0057f};
+  DeviceBuffer s = device_floats({scales[0], scales[1], scales[2]});
+  Fp8Qkv f = Fp8Qkv::make(x.total(), c.H, c.D);
+  VitQkvQuantArgs a = quant_args(x, f);
+  a.q_scale = s.as<float>(), a.k_scale = s.as<float>() + 1, a.v_scale = s.as<float>() + 2;
+  ASSERT_TRUE(vit_quantize_qkv(a, nullptr).ok());
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  for (int w = 0; w < 3; ++w) {
+    const std::vector<uint8_t> want = ref::vit_quantize(x.host_view(w), scales[w]);
+    const std::vector<uint8_t> got = f.out[w].download();
+    ASSERT_EQ(want.size(), got.size());
+    int64_t bad = 0, first = -1;
+    for (size_t i = 0; i < want.size(); ++i)
+      if (want[i] != got[i] && bad++ == 0) first = static_cast<int64_t>(i);
+    EXPECT_EQ(bad, 0) << "tensor " << w << ": first mismatch at byte " << first << " want "
+                      << int(want[first]) << " got " << int(got[first]);
+  }
+  // Scale 1.0: a plain saturating cast.
+  DeviceBuffer one = device_floats({1.0f});
+  a.q_scale = a.k_scale = a.v_scale = one.as<float>();
+  for (auto& b : f.out) b.fill(kPoison);
+  ASSERT_TRUE(vit_quantize_qkv(a, nullptr).ok());
+  const std::vector<uint8_t> got = f.out[1].download();
+  EXPECT_EQ(got, ref::vit_quantize(x.host_view(1), 1.0f));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, VitQuant,
+                         ::testing::Values(QuantCase{1, 77, 16, 72, 3, 0},
+                                           QuantCase{1, 50, 4, 80, 3, 0},
+                                           QuantCase{3, 21, 5, 128, 4, 0},
+                                           QuantCase{2, 33, 3, 72, 4, 1},
+                                           QuantCase{1, 9, 2, 20, 3, 3}));
+
+TEST(VitQuant, EmptyIsANoOp) {
+  QFUSE_REQUIRE_GPU();
+  Qkv x = Qkv::make(1, 0, 4, 72, 3, 0, 5);
+  Fp8Qkv f = Fp8Qkv::make(0, 4, 72);
+  VitQkvQuantArgs a = quant_args(x, f);
+  DeviceBuffer s = device_floats({1.0f});
+  a.q_scale = a.k_scale = a.v_scale = s.as<float>();
+  EXPECT_TRUE(vit_quantize_qkv(a, nullptr).ok());
+  EXPECT_EQ(changed_bytes(f.out[0]), 0);
+}
+
+/// The device state against a host simulation of dynamic scaling.
+struct Sim {
+  std::array<std::array<float, kVitHistory>, 3> hist{};
+  uint32_t forwards = 0;
+  std::array<float, 3> forward(const std::array<float, 3>& amax) {
+    std::array<float, 3> s{};
+    for (int t = 0; t < 3; ++t) {
+      hist[t][forwards % kVitHistory] = amax[t];
+      s[t] = ref::vit_dynamic_scale(hist[t]);
+    }
+    ++forwards;
+    return s;
+  }
+};
+
+/// Sets element (0, 0, 0) of each tensor to a chosen magnitude larger than the random values.
+void set_peaks(Qkv& x, const std::array<float, 3>& peak) {
+  for (int t = 0; t < 3; ++t) x.at(t, 0, 0, 0) = ref::bf16_bits(t == 1 ? -peak[t] : peak[t]);
+  x.upload();
+}
+
+TEST(VitDynamic, EighteenForwardsWrapTheHistory) {
+  QFUSE_REQUIRE_GPU();
+  const int layers = 3, layer = 1;
+  DeviceBuffer st_buf(vit_scale_state_bytes(layers));
+  const VitScaleState st{st_buf.get(), st_buf.bytes(), layers};
+  ASSERT_TRUE(vit_scale_state_reset(st, nullptr).ok());
+  Qkv x = Qkv::make(1, 40, 4, 72, 3, 0, 21, 0.5f);
+  Fp8Qkv f = Fp8Qkv::make(x.total(), 4, 72);
+  Sim sim;
+  std::mt19937 rng(3);
+  for (int fwd = 0; fwd < 18; ++fwd) {
+    // Peaks that rise and fall, so the max of the window changes when the oldest leaves it.
+    const std::array<float, 3> peak{bf16_round(10.0f + (fwd * 7 % 11)),
+                                    bf16_round(4.0f + (fwd * 5 % 13)),
+                                    bf16_round(fwd == 2 ? 200.0f : 3.0f + fwd % 4)};
+    set_peaks(x, peak);
+    for (auto& b : f.out) b.fill(kPoison);
+    ASSERT_TRUE(vit_quantize_qkv_dynamic(quant_args(x, f), st, layer, nullptr).ok());
+    const std::array<float, 3> want = sim.forward(peak);
+    std::vector<VitLayerScaleState> got;
+    ASSERT_TRUE(vit_scale_state_read(st, nullptr, &got).ok());
+    ASSERT_EQ(got.size(), size_t{layers});
+    EXPECT_EQ(got[layer].forwards, sim.forwards);
+    for (int t = 0; t < 3; ++t) {
+      EXPECT_EQ(got[layer].scales[t], want[t]) << "forward " << fwd << " tensor " << t;
+      EXPECT_EQ(got[layer].history[t], sim.hist[t]) << "forward " << fwd << " tensor " << t;
+      EXPECT_EQ(f.out[t].download(), ref::vit_quantize(x.host_view(t), want[t]))
+          << "forward " << fwd << " tensor " << t;
+    }
+    EXPECT_EQ(got[0].forwards, 0u);
+    EXPECT_EQ(got[2].forwards, 0u);
+    // The scales the attention reads are the ones this forward used.
+    std::array<float, 3> dev_scales{};
+    QFUSE_CUDA_OK(
+        cudaMemcpy(dev_scales.data(), vit_dynamic_scales(st, layer), 12, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(dev_scales, want);
+  }
+  // Forward 2's 200 left the window at forward 18 (16 forwards later).
+  EXPECT_LT(sim.hist[2][2], 200.0f);
+}
+
+TEST(VitDynamic, ConstantInputsGiveAmaxOver448) {
+  QFUSE_REQUIRE_GPU();
+  DeviceBuffer st_buf(vit_scale_state_bytes(1));
+  const VitScaleState st{st_buf.get(), st_buf.bytes(), 1};
+  ASSERT_TRUE(vit_scale_state_reset(st, nullptr).ok());
+  Qkv x = Qkv::make(1, 16, 2, 80, 3, 0, 1);
+  const float c = 3.25f;
+  for (int w = 0; w < 3; ++w)
+    for (int64_t t = 0; t < x.total(); ++t)
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t d = 0; d < 80; ++d) x.at(w, t, h, d) = ref::bf16_bits(w == 2 ? -c : c);
+  x.upload();
+  Fp8Qkv f = Fp8Qkv::make(x.total(), 2, 80);
+  ASSERT_TRUE(vit_quantize_qkv_dynamic(quant_args(x, f), st, 0, nullptr).ok());
+  std::vector<VitLayerScaleState> got;
+  ASSERT_TRUE(vit_scale_state_read(st, nullptr, &got).ok());
+  for (int t = 0; t < 3; ++t) EXPECT_EQ(got[0].scales[t], c / 448.0f);
+  // Every code is +-448 (0x7E / 0xFE).
+  EXPECT_EQ(f.out[0].download(), std::vector<uint8_t>(x.total() * 2 * 80, 0x7E));
+  EXPECT_EQ(f.out[2].download(), std::vector<uint8_t>(x.total() * 2 * 80, 0xFE));
+}
+
+TEST(VitDynamic, CudaGraphReplayEqualsEager) {
+  QFUSE_REQUIRE_GPU();
+  DeviceBuffer st_buf(vit_scale_state_bytes(2));
+  const VitScaleState st{st_buf.get(), st_buf.bytes(), 2};
+  Qkv x = Qkv::make(2, 24, 3, 72, 4, 0, 9);
+  Fp8Qkv f = Fp8Qkv::make(x.total(), 3, 72);
+  cudaStream_t stream;
+  QFUSE_CUDA_OK(cudaStreamCreate(&stream));
+  ASSERT_TRUE(vit_scale_state_reset(st, stream).ok());
+  cudaGraph_t graph;
+  QFUSE_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status captured = vit_quantize_qkv_dynamic(quant_args(x, f), st, 1, stream);
+  QFUSE_CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured.to_string();
+  cudaGraphExec_t exec;
+  QFUSE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  Sim sim;
+  for (int r = 0; r < 18; ++r) {
+    const std::array<float, 3> peak{bf16_round(5.0f + r % 7), bf16_round(9.0f - r % 5),
+                                    bf16_round(2.0f + r)};
+    set_peaks(x, peak);
+    QFUSE_CUDA_OK(cudaGraphLaunch(exec, stream));
+    sim.forward(peak);
+  }
+  std::vector<VitLayerScaleState> got;
+  ASSERT_TRUE(vit_scale_state_read(st, stream, &got).ok());
+  EXPECT_EQ(got[1].forwards, 18u);
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_EQ(got[1].history[t], sim.hist[t]);
+    EXPECT_EQ(got[1].scales[t], ref::vit_dynamic_scale(sim.hist[t]));
+  }
+  EXPECT_EQ(got[0].forwards, 0u);
+  QFUSE_CUDA_OK(cudaGraphExecDestroy(exec));
+  QFUSE_CUDA_OK(cudaGraphDestroy(graph));
+  QFUSE_CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// ---- attention ------------------------------------------------------------------------------
+
+struct AttnCase {
+  int64_t H, D;
+};
+
+/// Dequantized values [T, H, D] of an e4m3 [T, H, Dp] buffer.
+std::vector<double> dequant(const std::vector<uint8_t>& codes, int64_t T, int64_t H, int64_t D,
+                            float scale) {
+  const int64_t Dp = vit_padded_head_dim(D);
+  std::vector<double> v(static_cast<size_t>(T * H * D));
+  for (int64_t r = 0; r < T * H; ++r)
+    for (int64_t d = 0; d < D; ++d)
+      v[r * D + d] = double(rules::e4m3_value(codes[r * Dp + d])) * scale;
+  return v;
+}
+
+std::vector<double> bf16_values(const Qkv& x, int which) {
+  const ref::VitHostView v = x.host_view(which);
+  std::vector<double> out(static_cast<size_t>(x.total() * x.H * x.D));
+  for (int64_t t = 0; t < x.total(); ++t)
+    for (int64_t h = 0; h < x.H; ++h)
+      for (int64_t d = 0; d < x.D; ++d) out[(t * x.H + h) * x.D + d] = v.value(t, h, d);
+  return out;
+}
+
+double cosine(const std::vector<double>& a, const std::vector<double>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) ab += a[i] * b[i], aa += a[i] * a[i], bb += b[i] * b[i];
+  return ab / std::sqrt(aa * bb);
+}
+
+std::vector<double> bf16_output(const DeviceQuantOutput& o) {
+  std::vector<uint8_t> bytes = o.out.download();
+  std::vector<double> v(static_cast<size_t>(o.rows * o.cols));
+  for (int64_t r = 0; r < o.rows; ++r)
+    for (int64_t c = 0; c < o.cols; ++c) {
+      uint16_t b;
+      std::memcpy(&b, bytes.data() + (r * o.out_ld + c) * 2, 2);
+      v[r * o.cols + c] = ref::bf16_value(b);
+    }
+  return v;
+}
+
+void PrintTo(const AttnCase& c, std::ostream* os) {
+  *os << "H" << c.H << "_D" << c.D;
+}
+
+class VitAttention : public ::testing::TestWithParam<AttnCase> {};
+
+TEST_P(VitAttention, PackedSequencesAgainstTheReference) {
+  QFUSE_REQUIRE_GPU();
+  const AttnCase c = GetParam();
+  const std::vector<int32_t> cu{0, 1, 38, 102, 232};  // lengths 1, 37, 64, 130
+  const int64_t T = cu.back(), H = c.H, D = c.D, cols = H * D;
+  Qkv x = Qkv::make(1, T, H, D, 3, 0, 100 + D);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  const std::array<float, 3> scales{0.0091f, 0.0123f, 0.0071f};
+  DeviceBuffer s = device_floats({scales[0], scales[1], scales[2]});
+  Fp8Qkv f = Fp8Qkv::make(T, H, D);
+  VitQkvQuantArgs qa = quant_args(x, f);
+  qa.q_scale = s.as<float>(), qa.k_scale = s.as<float>() + 1, qa.v_scale = s.as<float>() + 2;
+  ASSERT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
+  const double softmax_scale = 1.0 / std::sqrt(double(D));
+
+  // The exact result over the dequantized FP8 inputs, and over the bf16 inputs.
+  std::vector<double> want_fp8, want_bf16;
+  ref::vit_attention(dequant(f.out[0].download(), T, H, D, scales[0]),
+                     dequant(f.out[1].download(), T, H, D, scales[1]),
+                     dequant(f.out[2].download(), T, H, D, scales[2]), H, D, cu, softmax_scale,
+                     &want_fp8);
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
+                     softmax_scale, &want_bf16);
+
+  VitAttentionArgs a;
+  a.q = f.view(0), a.k = f.view(1), a.v = f.view(2);
+  a.head_dim = static_cast<int>(D);
+  a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
+  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
+  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
+  a.softmax_scale = static_cast<float>(softmax_scale);
+
+  std::vector<double> fp8_bf16_out;
+  for (const char* name : {"none", "fp8_per_tensor", "fp8_per_token", "fp8_group128:row",
+                           "fp8_group64:col_tma:ue8m0", "nvfp4:swizzled"}) {
+    SCOPED_TRACE(name);
+    QuantSpec spec;
+    ASSERT_TRUE(parse_quant_spec(name, &spec).ok());
+    if (spec.group_size > 0 && cols % spec.group_size != 0) continue;
+    DeviceQuantOutput o = DeviceQuantOutput::make(spec, T, cols, DType::kBF16, 0.0173f);
+    a.out = o.view();
+    const Status st = vit_attention(a, nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    CheckOptions opt;
+    opt.exact = false;
+    opt.scale_value = 0.0173f;
+    opt.abs_tol = 2e-4;
+    opt.rel_tol = 2e-4;
+    EXPECT_TRUE(check_quant_output(o, want_fp8, opt));
+    if (spec.kind == QuantKind::kNone) fp8_bf16_out = bf16_output(o);
+  }
+  ASSERT_FALSE(fp8_bf16_out.empty());
+  EXPECT_GT(cosine(fp8_bf16_out, want_bf16), 0.99);
+
+  // The BF16 path of the same family on the bf16 views, against fp64 and against the FP8 path.
+  VitAttentionArgs b = a;
+  b.q = x.view(0), b.k = x.view(1), b.v = x.view(2);
+  b.q_scale = b.k_scale = b.v_scale = nullptr;
+  DeviceQuantOutput ob = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+  b.out = ob.view();
+  ASSERT_TRUE(vit_attention(b, nullptr).ok());
+  CheckOptions opt;
+  opt.exact = false;
+  opt.abs_tol = 2e-4;
+  opt.rel_tol = 2e-4;
+  EXPECT_TRUE(check_quant_output(ob, want_bf16, opt));
+  const std::vector<double> bf16_out = bf16_output(ob);
+  double max_diff = 0, sum_diff = 0;
+  for (size_t i = 0; i < bf16_out.size(); ++i) {
+    const double d = std::fabs(bf16_out[i] - fp8_bf16_out[i]);
+    max_diff = std::max(max_diff, d);
+    sum_diff += d;
+  }
+  EXPECT_LT(max_diff, 0.5);
+  EXPECT_LT(sum_diff / bf16_out.size(), 0.05);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttention,
+                         ::testing::Values(AttnCase{4, 72}, AttnCase{3, 64}, AttnCase{2, 128},
+                                           AttnCase{2, 80}, AttnCase{2, 96}));
+
+TEST(VitAttention, FourDimensionalBf16ViewsAreEqualSequences) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t B = 3, S = 29, H = 2, D = 72;
+  Qkv x = Qkv::make(B, S, H, D, 4, 0, 77);
+  std::vector<int32_t> cu;
+  for (int64_t b = 0; b <= B; ++b) cu.push_back(static_cast<int32_t>(b * S));
+  std::vector<double> want;
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu, 0.11,
+                     &want);
+  VitAttentionArgs a;
+  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
+  a.head_dim = static_cast<int>(D);
+  a.softmax_scale = 0.11f;
+  DeviceQuantOutput o = DeviceQuantOutput::make(QuantSpec::none(), B * S, H * D, DType::kF32, 1.0f);
+  a.out = o.view();
+  ASSERT_TRUE(vit_attention(a, nullptr).ok());
+  CheckOptions opt;
+  opt.exact = false;
+  opt.none_dtype = DType::kF32;
+  opt.abs_tol = 1e-5;
+  opt.rel_tol = 1e-5;
+  EXPECT_TRUE(check_quant_output(o, want, opt));
+}
+
+}  // namespace
+}  // namespace qfuse::test

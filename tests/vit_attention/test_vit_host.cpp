@@ -1,0 +1,223 @@
+// The ViT attention family's argument checks (no device needed: every structural check comes
+// before the device-pointer check, so fake pointers reach them) and its host references.
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "qfuse/quant/reference.h"
+#include "qfuse/vit_attention/vit_attention.h"
+
+namespace qfuse::test {
+namespace {
+
+void* fake(uintptr_t i) {
+  return reinterpret_cast<void*>(0x10000 * i);
+}
+const float* fake_f(uintptr_t i) {
+  return reinterpret_cast<const float*>(0x10000 * i);
+}
+
+/// A status that fails with `code` and a message containing every fragment.
+::testing::AssertionResult fails_with(const Status& st, std::initializer_list<std::string> frags) {
+  if (st.ok()) return ::testing::AssertionFailure() << "accepted";
+  for (const std::string& f : frags)
+    if (st.message().find(f) == std::string::npos)
+      return ::testing::AssertionFailure() << "'" << f << "' not in: " << st.message();
+  return ::testing::AssertionSuccess();
+}
+
+VitQkvQuantArgs good_quant(int64_t S = 10, int64_t H = 4, int64_t D = 72) {
+  VitQkvQuantArgs a;
+  const int64_t ss = 3 * H * D;
+  a.q = TensorRef::strided(fake(1), DType::kBF16, {S, H, D}, {ss, D, 1});
+  a.k = TensorRef::strided(fake(2), DType::kBF16, {S, H, D}, {ss, D, 1});
+  a.v = TensorRef::strided(fake(3), DType::kBF16, {S, H, D}, {ss, D, 1});
+  const int64_t Dp = vit_padded_head_dim(D);
+  a.q_out = TensorRef::contiguous(fake(4), DType::kE4M3, {S, H, Dp});
+  a.k_out = TensorRef::contiguous(fake(5), DType::kE4M3, {S, H, Dp});
+  a.v_out = TensorRef::contiguous(fake(6), DType::kE4M3, {S, H, Dp});
+  a.q_scale = fake_f(7), a.k_scale = fake_f(8), a.v_scale = fake_f(9);
+  return a;
+}
+
+TEST(VitQuantArgs, BadArgumentsNameTheArgument) {
+  auto q = good_quant();
+  q.q.rank = 2;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q.rank"}));
+  q = good_quant();
+  q.k.dtype = DType::kF16;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"k.dtype", "bf16", "fp16"}));
+  q = good_quant();
+  q.v.sizes[0] = 11;  // a different S
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"v.sizes[0]", "10"}));
+  q = good_quant();
+  q.k.sizes[1] = 5;  // a different H
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"k.sizes[1]"}));
+  q = good_quant();
+  q.q.strides[2] = 2;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q.strides[2]", "contiguous"}));
+  q = good_quant(10, 4, 300);
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q.sizes[2]", "256", "300"}));
+  q = good_quant();
+  q.q_out = TensorRef::contiguous(fake(4), DType::kE4M3, {10, 4, 72});  // not padded
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q_out.sizes", "[10, 4, 80]"}));
+  q = good_quant();
+  q.k_out.dtype = DType::kBF16;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"k_out.dtype", "e4m3"}));
+  q = good_quant();
+  q.v_out.strides[0] = 1000;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"v_out.strides", "contiguous"}));
+  q = good_quant();
+  q.q_out.data = reinterpret_cast<void*>(0x10008);
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q_out.data", "16-byte"}));
+  q = good_quant();
+  q.v_scale = nullptr;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"v_scale", "null"}));
+  q = good_quant();
+  q.q.data = nullptr;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q.data", "null"}));
+  q = good_quant();
+  q.q.sizes[0] = INT64_MAX / 2;
+  q.k.sizes[0] = q.v.sizes[0] = q.q.sizes[0];
+  EXPECT_FALSE(vit_quantize_qkv(q, nullptr).ok());
+}
+
+TEST(VitQuantArgs, DynamicScalingChecksItsStateAndLayer) {
+  auto q = good_quant();
+  const VitScaleState st{fake(20), vit_scale_state_bytes(4), 4};
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, st, 0, nullptr), {"q_scale", "null"}));
+  q.q_scale = q.k_scale = q.v_scale = nullptr;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, st, 4, nullptr), {"layer", "[0, 4)", "4"}));
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, st, -1, nullptr), {"layer"}));
+  VitScaleState small = st;
+  small.bytes = vit_scale_state_bytes(4) - 1;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, small, 0, nullptr), {"state.bytes"}));
+  VitScaleState none = st;
+  none.data = nullptr;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, none, 0, nullptr), {"state.data"}));
+  VitScaleState zero = st;
+  zero.num_layers = 0;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv_dynamic(q, zero, 0, nullptr), {"state.num_layers"}));
+  EXPECT_EQ(vit_dynamic_scales(st, 4), nullptr);
+  EXPECT_EQ(vit_dynamic_scales(st, 1),
+            reinterpret_cast<const float*>(static_cast<char*>(fake(20)) + 256 + 51 * 4));
+  EXPECT_EQ(vit_scale_state_bytes(0), 0u);
+}
+
+struct AttnFixture {
+  std::vector<int32_t> cu{0, 3, 10, 17};
+  VitAttentionArgs a;
+  AttnFixture() {
+    const int64_t T = 17, H = 4, D = 72, Dp = 80;
+    a.q = TensorRef::contiguous(fake(1), DType::kE4M3, {T, H, Dp});
+    a.k = TensorRef::contiguous(fake(2), DType::kE4M3, {T, H, Dp});
+    a.v = TensorRef::contiguous(fake(3), DType::kE4M3, {T, H, Dp});
+    a.head_dim = static_cast<int>(D);
+    a.q_scale = fake_f(4), a.k_scale = fake_f(5), a.v_scale = fake_f(6);
+    a.cu_seqlens = reinterpret_cast<const int32_t*>(fake(7));
+    a.cu_seqlens_host = cu.data();
+    a.num_seqs = 3;
+    a.softmax_scale = 0.1178f;
+    a.out.out = TensorRef::contiguous(fake(8), DType::kBF16, {T, H, D});
+  }
+};
+
+TEST(VitAttentionArgs, BadArgumentsNameTheArgument) {
+  auto check = [](auto&& mutate, std::initializer_list<std::string> frags) {
+    AttnFixture f;
+    mutate(f);
+    f.a.cu_seqlens_host = f.cu.data();
+    return fails_with(vit_attention(f.a, nullptr), frags);
+  };
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.head_dim = 48; }, {"head_dim", "48"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.q.dtype = DType::kF16; }, {"q.dtype"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.k.dtype = DType::kBF16; }, {"k.dtype", "as q"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.v.sizes[0] = 16; }, {"v.sizes[0]", "17"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.k.sizes[1] = 3; }, {"k.sizes[1]"}));
+  EXPECT_TRUE(check(
+      [](AttnFixture& f) {
+        for (TensorRef* t : {&f.a.q, &f.a.k, &f.a.v})
+          *t = TensorRef::contiguous(t->data, DType::kE4M3, {17, 4, 72});
+      },
+      {"q.sizes[2]", "80"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.q.strides[0] = 999; }, {"q.strides", "contiguous"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.v_scale = nullptr; }, {"v_scale"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.softmax_scale = 0.0f; }, {"softmax_scale"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.softmax_scale = NAN; }, {"softmax_scale"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.cu[0] = 1; }, {"cu_seqlens[0]", "0", "1"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.cu[2] = 2; }, {"cu_seqlens[2]", ">= cu_seqlens[1]"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.cu[3] = 16; }, {"cu_seqlens[3]", "17", "16"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.num_seqs = 0; }, {"num_seqs"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.cu_seqlens = nullptr; }, {"cu_seqlens", "host"}));
+  EXPECT_TRUE(check(
+      [](AttnFixture& f) {
+        f.a.out.out = TensorRef::contiguous(fake(8), DType::kBF16, {17, 4, 80});
+      },
+      {"out"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.out.spec = QuantSpec::fp8_per_tensor(); },
+                    {"out"}));  // per-tensor without its scale
+  EXPECT_TRUE(check(            // H * D = 288: not a multiple of 128
+      [](AttnFixture& f) {
+        f.a.out.spec = QuantSpec::fp8_per_group(128);
+        f.a.out.out.dtype = DType::kE4M3;
+        f.a.out.scales = TensorRef::contiguous(fake(9), DType::kF32, {17, 3});
+      },
+      {"multiple of its group size", "288"}));
+  // bf16 inputs take no scales.
+  EXPECT_TRUE(check(
+      [](AttnFixture& f) {
+        for (TensorRef* t : {&f.a.q, &f.a.k, &f.a.v})
+          *t = TensorRef::strided(t->data, DType::kBF16, {17, 4, 72}, {3 * 4 * 72, 72, 1});
+      },
+      {"q_scale", "bf16"}));
+}
+
+TEST(VitAttentionArgs, EmptyIsANoOpWithoutTheDevice) {
+  AttnFixture f;
+  f.cu = {0, 0};
+  for (TensorRef* t : {&f.a.q, &f.a.k, &f.a.v}) t->sizes[0] = 0;
+  f.a.out.out.sizes[0] = 0;
+  f.a.cu_seqlens_host = f.cu.data();
+  f.a.num_seqs = 1;
+  const Status st = vit_attention(f.a, nullptr);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+}
+
+TEST(VitReference, DynamicScaleIsTheWindowMaxOver448) {
+  std::array<float, kVitHistory> h{};
+  EXPECT_EQ(ref::vit_dynamic_scale(h), FLT_MIN);  // all zero: the floor
+  h[3] = 7.0f;
+  h[9] = 3.0f;
+  EXPECT_EQ(ref::vit_dynamic_scale(h), 7.0f / 448.0f);
+  h[5] = INFINITY;
+  EXPECT_EQ(ref::vit_dynamic_scale(h), FLT_MAX);
+  h[6] = NAN;
+  EXPECT_TRUE(std::isnan(ref::vit_dynamic_scale(h)));
+}
+
+TEST(VitReference, QuantizePadsWithZeroCodes) {
+  const std::vector<uint16_t> x{ref::bf16_bits(1.0f), ref::bf16_bits(-2.0f),
+                                ref::bf16_bits(500.0f)};
+  ref::VitHostView v;
+  v.data = x.data();
+  v.S = 1, v.H = 1, v.D = 3, v.ss = 3, v.sh = 3;
+  const std::vector<uint8_t> q = ref::vit_quantize(v, 0.5f);
+  ASSERT_EQ(q.size(), 16u);
+  EXPECT_EQ(q[0], ref::e4m3_encode(2.0f));
+  EXPECT_EQ(q[1], ref::e4m3_encode(-4.0f));
+  EXPECT_EQ(q[2], 0x7E);  // 1000 saturates to 448
+  for (int i = 3; i < 16; ++i) EXPECT_EQ(q[i], 0) << i;
+}
+
+TEST(VitReference, AttentionOfOneKeyIsItsValue) {
+  const std::vector<double> q{1, 2}, k{3, 4}, v{5, -6};
+  std::vector<double> out;
+  ref::vit_attention(q, k, v, 1, 2, {0, 1}, 0.5, &out);
+  EXPECT_EQ(out, (std::vector<double>{5, -6}));
+}
+
+}  // namespace
+}  // namespace qfuse::test

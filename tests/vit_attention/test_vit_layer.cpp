@@ -1,0 +1,207 @@
+// The ViT attention layer entry (layer.h): config errors and scale-file checks at create (host),
+// and on the GPU the FP8 layer path against its parts run by hand, the one save of dynamic scales
+// when a history first wraps, and the BF16 path.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/gpu.h"
+#include "qfuse/quant/reference.h"
+#include "qfuse/vit_attention/layer.h"
+
+namespace qfuse::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+class VitLayer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("qfuse_vit_layer_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& text) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+  fs::path dir_;
+};
+
+graph::FusionConfig fp8_config() {
+  graph::FusionConfig c;
+  c.vit_attn_dtype = "fp8";
+  return c;
+}
+
+TEST_F(VitLayer, ConfigErrorsComeFromCreate) {
+  std::unique_ptr<vit::EncoderAttention> e;
+  graph::FusionConfig c;
+  c.vit_scale_path = write("s.json", R"({"l0": {"q": 1, "k": 1, "v": 1}})");
+  Status st = vit::EncoderAttention::create(c, {"l0"}, &e);  // a scale path without fp8
+  EXPECT_NE(st.message().find("needs vit_attn_dtype fp8"), std::string::npos) << st.to_string();
+  c = fp8_config();
+  c.vit_scale_path = (dir_ / "missing.json").string();
+  st = vit::EncoderAttention::create(c, {"l0"}, &e);
+  EXPECT_NE(st.message().find("does not exist"), std::string::npos) << st.to_string();
+  c = fp8_config();
+  c.vit_save_path = (dir_ / "no_such_dir" / "out.json").string();
+  st = vit::EncoderAttention::create(c, {"l0"}, &e);
+  EXPECT_NE(st.message().find("no_such_dir"), std::string::npos) << st.to_string();
+  c = fp8_config();
+  c.vit_scale_path = write("a.json", "{}");
+  c.vit_save_path = (dir_ / "out.json").string();
+  st = vit::EncoderAttention::create(c, {"l0"}, &e);
+  EXPECT_NE(st.message().find("not both"), std::string::npos) << st.to_string();
+  EXPECT_EQ(e, nullptr);
+  c = graph::FusionConfig{};
+  EXPECT_FALSE(vit::EncoderAttention::create(c, {}, &e).ok());
+  EXPECT_FALSE(vit::EncoderAttention::create(c, {"l0"}, nullptr).ok());
+}
+
+TEST_F(VitLayer, EveryLayerMustBeInTheScaleFile) {
+  graph::FusionConfig c = fp8_config();
+  c.vit_scale_path = write("s.json", R"({"layers": {"blocks.0.attn": {"q": 0.5, "k": 0.25,
+      "v_scale": 0.125}, "blocks.1.attn": {"q": 1, "k": 1, "v": 1}}})");
+  std::unique_ptr<vit::EncoderAttention> e;
+  const Status st = vit::EncoderAttention::create(c, {"blocks.0.attn", "blocks.2.attn"}, &e);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("blocks.2.attn"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("blocks.1.attn"), std::string::npos) << st.message();  // listed
+  c.vit_scale_path = write("bad.json", R"({"blocks.0.attn": {"q": 0.5, "k": -1, "v": 1}})");
+  const Status bad = vit::EncoderAttention::create(c, {"blocks.0.attn"}, &e);
+  EXPECT_NE(bad.message().find("blocks.0.attn"), std::string::npos) << bad.message();
+  EXPECT_EQ(e, nullptr);
+}
+
+TEST_F(VitLayer, Bf16NeedsNoDeviceStateAndChecksTheLayerIndex) {
+  std::unique_ptr<vit::EncoderAttention> e;
+  ASSERT_TRUE(vit::EncoderAttention::create(graph::FusionConfig{}, {"a", "b"}, &e).ok());
+  EXPECT_FALSE(e->fp8());
+  vit::LayerIo io;
+  const Status st = e->forward(2, io, nullptr, 0, nullptr);
+  EXPECT_NE(st.message().find("layer"), std::string::npos) << st.to_string();
+  EXPECT_EQ(vit::layer_workspace_bytes("bf16", 100, 16, 72), 0u);
+  EXPECT_EQ(vit::layer_workspace_bytes("fp8", 100, 3, 72), 3u * 24064u);  // 24000 -> 256s
+}
+
+/// Interleaved QKV [S, 3, H, D] bf16 on the device.
+struct Inputs {
+  int64_t S, H, D;
+  std::vector<uint16_t> host;
+  DeviceBuffer dev;
+  Inputs(int64_t s, int64_t h, int64_t d, uint64_t seed) : S(s), H(h), D(d) {
+    std::vector<float> r;
+    const std::vector<uint8_t> b = encode(random_floats(S * 3 * H * D, seed), DType::kBF16, &r);
+    host.resize(S * 3 * H * D);
+    std::memcpy(host.data(), b.data(), b.size());
+    dev = DeviceBuffer(b.size());
+    dev.upload(b.data(), b.size());
+  }
+  TensorRef view(int w) const {
+    return TensorRef::strided(dev.as<uint16_t>() + w * H * D, DType::kBF16, {S, H, D},
+                              {3 * H * D, D, 1});
+  }
+};
+
+TEST_F(VitLayer, DynamicScalesAreSavedOnceWhenAHistoryFirstWraps) {
+  QFUSE_REQUIRE_GPU();
+  graph::FusionConfig c = fp8_config();
+  c.vit_save_path = (dir_ / "scales.json").string();
+  c.vit_margin = 1.25;
+  std::unique_ptr<vit::EncoderAttention> e;
+  const Status created = vit::EncoderAttention::create(c, {"l0", "l1"}, &e);
+  ASSERT_TRUE(created.ok()) << created.to_string();
+  ASSERT_TRUE(e->dynamic());
+  const int64_t S = 45, H = 3, D = 72;
+  Inputs x(S, H, D, 5);
+  const std::vector<int32_t> cu{0, 1, 20, 45};
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  DeviceBuffer ws(vit::layer_workspace_bytes("fp8", S, H, D));
+  DeviceBuffer out(S * H * D * 2);
+  vit::LayerIo io;
+  io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
+  io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = 3;
+  io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+  for (int f = 0; f < 15; ++f) {
+    ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
+    ASSERT_TRUE(e->forward(1, io, ws.get(), ws.bytes(), nullptr).ok());
+  }
+  EXPECT_FALSE(fs::exists(c.vit_save_path));
+  EXPECT_FALSE(e->saved());
+  out.fill(kPoison);
+  ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());  // l0's 16th
+  EXPECT_TRUE(e->saved());
+  EXPECT_EQ(changed_bytes(out), static_cast<int64_t>(out.bytes()));
+  vit::ScaleTable saved;
+  ASSERT_TRUE(vit::ScaleTable::load(c.vit_save_path, &saved).ok());
+  std::vector<VitLayerScaleState> st;
+  ASSERT_TRUE(e->dynamic_state(nullptr, &st).ok());
+  for (int l = 0; l < 2; ++l) {
+    vit::QkvScales s;
+    ASSERT_TRUE(saved.get(l == 0 ? "l0" : "l1", &s).ok());
+    EXPECT_EQ(s.q, static_cast<float>(double(st[l].scales[0]) * 1.25));
+    EXPECT_EQ(s.v, static_cast<float>(double(st[l].scales[2]) * 1.25));
+  }
+  // Written once: later wraps leave the file alone.
+  fs::remove(c.vit_save_path);
+  for (int f = 0; f < 17; ++f) ASSERT_TRUE(e->forward(1, io, ws.get(), ws.bytes(), nullptr).ok());
+  EXPECT_FALSE(fs::exists(c.vit_save_path));
+}
+
+TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
+  QFUSE_REQUIRE_GPU();
+  graph::FusionConfig c = fp8_config();
+  c.vit_scale_path = write("s.json", R"({"enc.0": {"q": 0.011, "k": 0.017, "v": 0.0063}})");
+  std::unique_ptr<vit::EncoderAttention> e;
+  ASSERT_TRUE(vit::EncoderAttention::create(c, {"enc.0"}, &e).ok());
+  const int64_t S = 70, H = 2, D = 80;
+  Inputs x(S, H, D, 8);
+  const std::vector<int32_t> cu{0, 70};
+  DeviceBuffer cu_dev(8);
+  cu_dev.upload(cu.data(), 8);
+  DeviceBuffer ws(vit::layer_workspace_bytes("fp8", S, H, D));
+  DeviceBuffer out(S * H * D * 2), by_hand(S * H * D * 2);
+  out.fill(kPoison);
+  vit::LayerIo io;
+  io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
+  io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = 1;
+  io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+  ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
+  // The same by hand: quantize with the file's scales, then attention.
+  const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
+  DeviceBuffer sd(12);
+  sd.upload(scales.data(), 12);
+  const int64_t Dp = 80;
+  DeviceBuffer f8[3] = {DeviceBuffer(S * H * Dp), DeviceBuffer(S * H * Dp),
+                        DeviceBuffer(S * H * Dp)};
+  VitQkvQuantArgs qa;
+  qa.q = x.view(0), qa.k = x.view(1), qa.v = x.view(2);
+  qa.q_out = TensorRef::contiguous(f8[0].get(), DType::kE4M3, {S, H, Dp});
+  qa.k_out = TensorRef::contiguous(f8[1].get(), DType::kE4M3, {S, H, Dp});
+  qa.v_out = TensorRef::contiguous(f8[2].get(), DType::kE4M3, {S, H, Dp});
+  qa.q_scale = sd.as<float>(), qa.k_scale = sd.as<float>() + 1, qa.v_scale = sd.as<float>() + 2;
+  ASSERT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
+  VitAttentionArgs a;
+  a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
+  a.head_dim = static_cast<int>(D);
+  a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
+  a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = 1;
+  a.softmax_scale = static_cast<float>(1.0 / std::sqrt(80.0));
+  a.out.out = TensorRef::contiguous(by_hand.get(), DType::kBF16, {S, H, D});
+  ASSERT_TRUE(vit_attention(a, nullptr).ok());
+  EXPECT_EQ(out.download(), by_hand.download());
+}
+
+}  // namespace
+}  // namespace qfuse::test
