@@ -170,14 +170,34 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
 
 }  // namespace
 
-Status vit_attention_can_implement(const VitAttentionArgs& args) {
-  Plan plan;
-  return validate(args, &plan);
+namespace {
+
+/// The kernel `opt` asks for, if this call can run on it.
+Status pick_kernel(const Plan& plan, const VitAttentionOptions& opt, VitKernel* kernel) {
+  *kernel = opt.kernel == VitKernel::kAuto ? VitKernel::kSimple : opt.kernel;
+  if (*kernel == VitKernel::kTensorCore)
+    return Status::NotSupported(
+        "vit_attention: the tensor-core kernel is not implemented yet (issue 15); use kAuto or "
+        "kSimple");
+  (void)plan;
+  return Status::Ok();
 }
 
-Status vit_attention(const VitAttentionArgs& args, cudaStream_t stream) {
+}  // namespace
+
+Status vit_attention_can_implement(const VitAttentionArgs& args, const VitAttentionOptions& opt) {
   Plan plan;
   QFUSE_RETURN_IF_ERROR(validate(args, &plan));
+  VitKernel kernel;
+  return pick_kernel(plan, opt, &kernel);
+}
+
+Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& opt,
+                     cudaStream_t stream) {
+  Plan plan;
+  QFUSE_RETURN_IF_ERROR(validate(args, &plan));
+  VitKernel kernel;
+  QFUSE_RETURN_IF_ERROR(pick_kernel(plan, opt, &kernel));
   if (plan.p.S_total == 0 || plan.p.H == 0) return Status::Ok();
   return plan.fp8 ? vit::launch_simple_fp8(plan.p, plan.out, stream)
                   : vit::launch_simple_bf16(plan.p, plan.out, stream);

@@ -119,12 +119,27 @@ struct VitAttentionArgs {
   QuantOutput out;             // o [S_total, H, D] (heads contiguous) or [S_total, H * D]
 };
 
+enum class VitKernel {
+  kAuto,        // the fastest kernel verified for the call (today: kSimple)
+  kTensorCore,  // wgmma + TMA, warp-specialized (sm_90a; e4m3 inputs)
+  kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any device)
+};
+
+struct VitAttentionOptions {
+  VitKernel kernel = VitKernel::kAuto;
+};
+
 /// Whether vit_attention can run this call; the message names what is missing.
-Status vit_attention_can_implement(const VitAttentionArgs& args);
+Status vit_attention_can_implement(const VitAttentionArgs& args,
+                                   const VitAttentionOptions& opt = {});
 
 /// Attention (see the file comment). Validates every argument first; on error nothing is written.
 /// No host synchronisation, no allocation.
-Status vit_attention(const VitAttentionArgs& args, cudaStream_t stream);
+Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& opt,
+                     cudaStream_t stream);
+inline Status vit_attention(const VitAttentionArgs& args, cudaStream_t stream) {
+  return vit_attention(args, VitAttentionOptions{}, stream);
+}
 
 namespace ref {
 
