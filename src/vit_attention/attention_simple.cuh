@@ -16,6 +16,7 @@
 #include "core/launch.cuh"
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/dispatch.cuh"
+#include "qfuse/vit_attention/vit_attention.h"
 #include "vit_attention/launch.h"
 
 namespace qfuse::vit {
@@ -31,6 +32,8 @@ __device__ __forceinline__ float in_value(const __nv_bfloat16* p) {
 
 template <class In>
 __device__ __forceinline__ const In* elem(const AttnParams& p, int which, int64_t t, int h) {
+  if (which == 2 && p.v_perm)  // [H, Dp, S_pad]: no leading index
+    return static_cast<const In*>(p.in[2]) + vit_vt_position(t) + h * p.sh[2];
   const int64_t b = t / p.S, s = t - b * p.S;
   return static_cast<const In*>(p.in[which]) + b * p.sb[which] + s * p.ss[which] + h * p.sh[which];
 }
@@ -81,7 +84,7 @@ __global__ void __launch_bounds__(kSimpleThreads)
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int d = lane + 32 * k;
-      q[k] = d < p.D ? in_value(qrow + d) : 0.0f;
+      q[k] = d < p.D ? in_value(qrow + d * p.sd[0]) : 0.0f;
       acc[k] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
@@ -92,7 +95,7 @@ __global__ void __launch_bounds__(kSimpleThreads)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int d = lane + 32 * k;
-        if (d < p.D) part = fmaf(q[k], in_value(krow + d), part);
+        if (d < p.D) part = fmaf(q[k], in_value(krow + d * p.sd[1]), part);
       }
 #pragma unroll
       for (int off = 16; off > 0; off /= 2) part += __shfl_xor_sync(0xffffffffu, part, off);
@@ -104,7 +107,7 @@ __global__ void __launch_bounds__(kSimpleThreads)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int d = lane + 32 * k;
-        if (d < p.D) acc[k] = fmaf(acc[k], corr, e * in_value(vrow + d));
+        if (d < p.D) acc[k] = fmaf(acc[k], corr, e * in_value(vrow + d * p.sd[2]));
       }
       m = m_new;
     }

@@ -58,9 +58,26 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
         "q.rank", fp8 ? "3 ([S_total, H, Dp] e4m3)" : "3 ([S, H, D]) or 4 ([B, S, H, D])",
         str(q.rank));
   const int r = q.rank;
+  const bool vt = a.v_layout == VitVLayout::kTransposed;
+  if (!vt && a.v_layout != VitVLayout::kRowMajor)
+    return Status::InvalidArgument("v_layout", "kRowMajor or kTransposed",
+                                   str(static_cast<int>(a.v_layout)));
+  if (vt && !fp8)
+    return Status::InvalidArgument("v_layout", "kRowMajor for bf16 inputs", "kTransposed");
   for (int i = 0; i < 3; ++i) {
     const TensorRef& t = *in[i];
     const std::string n = names[i];
+    if (i == 2 && vt) {  // [H, Dp, S_pad] e4m3 contiguous
+      const int64_t want[3] = {q.sizes[1], Dp, vit_vt_keys(q.sizes[0])};
+      if (t.dtype != DType::kE4M3 || t.rank != 3 || t.sizes[0] != want[0] ||
+          t.sizes[1] != want[1] || t.sizes[2] != want[2] || !t.is_contiguous())
+        return Status::InvalidArgument(
+            "v",
+            "e4m3 [" + str(want[0]) + ", " + str(want[1]) + ", " + str(want[2]) +
+                "] contiguous (transposed: [H, Dp, S_total rounded up to 32])",
+            t.describe());
+      continue;
+    }
     if (t.dtype != q.dtype)
       return Status::InvalidArgument(n + ".dtype", std::string(to_string(q.dtype)) + " (as q)",
                                      std::string(to_string(t.dtype)));
@@ -153,6 +170,14 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
     p.sb[i] = r == 4 ? t.strides[0] : 0;
     p.ss[i] = t.strides[r - 3];
     p.sh[i] = t.strides[r - 2];
+    p.sd[i] = 1;
+  }
+  p.v_perm = vt;
+  if (vt) {  // element (t, h, d) at h * Dp * S_pad + d * S_pad + vit_vt_position(t)
+    p.sb[2] = 0;
+    p.ss[2] = 1;
+    p.sh[2] = a.v.sizes[1] * a.v.sizes[2];
+    p.sd[2] = a.v.sizes[2];
   }
   p.S = S;
   p.S_total = S_total;

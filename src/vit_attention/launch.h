@@ -12,10 +12,12 @@
 namespace qfuse::vit {
 
 /// Validated attention arguments. Element (t, h, d) of input `which` (q, k, v) sits at
-/// in[which] + (t / S) * sb + (t % S) * ss + h * sh + d (elements of the input type).
+/// in[which] + (t' / S) * sb + (t' % S) * ss + h * sh + d * sd (elements of the input type), t' = t
+/// except for a transposed V (v_perm: t' = vit_vt_position(t), sd = S_pad).
 struct AttnParams {
   const void* in[3];
-  int64_t sb[3], ss[3], sh[3];
+  int64_t sb[3], ss[3], sh[3], sd[3];
+  bool v_perm;
   int64_t S;        // tokens per leading index (S_total when sb is unused)
   int64_t S_total;  // packed tokens
   int H, D;

@@ -26,6 +26,8 @@ struct QkvGeometry {
   int cpr;  // 8-column chunks per output row: Dp / 8
   FastDiv div_cpr, div_h, div_s;
   uint32_t chunks;  // S_total * H * cpr (< 2^30)
+  bool vt;          // V written transposed: [H, Dp, Sp] (VitVLayout::kTransposed)
+  int64_t Sp;       // keys of a transposed V row (vit_vt_keys(S_total))
 };
 
 /// Address of element (t, h, 0) of view v.

@@ -87,6 +87,77 @@ __device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which) {
   return s > FLT_MAX ? FLT_MAX : s;
 }
 
+/// 8 codes of x * inv, columns past D zero codes (whatever the scale: 0 * inv is NaN for a NaN
+/// scale).
+__device__ __forceinline__ void encode_chunk(const float (&x)[8], float inv, int real,
+                                             uint32_t (&w)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t lo = quant::e4m3x2(x[4 * h] * inv, x[4 * h + 1] * inv);
+    const uint32_t hi = quant::e4m3x2(x[4 * h + 2] * inv, x[4 * h + 3] * inv);
+    w[h] = lo | (hi << 16);
+  }
+  if (real < 8) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
+  }
+}
+
+/// Row-major output [S_total, H, Dp]: one thread per 8-column chunk.
+__device__ __forceinline__ void quant_rows(const QkvGeometry& g, const InView& v, uint8_t* out,
+                                           float inv) {
+  for (uint32_t c = blockIdx.x * kThreads + threadIdx.x; c < g.chunks; c += gridDim.x * kThreads) {
+    float x[8];
+    uint32_t row;
+    int col0;
+    load_chunk(g, v, c, x, &row, &col0);
+    uint32_t w[2];
+    encode_chunk(x, inv, g.D - col0, w);
+    *reinterpret_cast<uint2*>(out + static_cast<int64_t>(row) * g.Dp + col0) =
+        make_uint2(w[0], w[1]);
+  }
+}
+
+/// Transposed output [H, Dp, Sp] (VitVLayout::kTransposed): a unit is 32 keys of one head,
+/// quantized chunk by chunk into a shared [Dp][32] tile at the keys' permuted positions
+/// (vit_vt_position), then written as 32-byte runs of each row. Keys past S_total are zero codes.
+__device__ __forceinline__ void quant_vt(const QkvGeometry& g, const InView& v, uint8_t* out,
+                                         float inv) {
+  __shared__ __align__(16) uint8_t tile[kVitMaxQuantHeadDim][32];
+  const int64_t key_blocks = g.Sp / 32;
+  const int64_t units = key_blocks * g.H;
+  const int items = 32 * g.cpr;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int64_t kb = u / g.H;
+    const int h = static_cast<int>(u - kb * g.H);
+    for (int i = threadIdx.x; i < items; i += kThreads) {
+      const int key = i / g.cpr, j = i - key * g.cpr;
+      const int64_t t = kb * 32 + key;
+      uint32_t w[2] = {0u, 0u};
+      if (t < g.S_total) {
+        const uint32_t c = (static_cast<uint32_t>(t) * g.H + h) * g.cpr + j;
+        float x[8];
+        uint32_t row;
+        int col0;
+        load_chunk(g, v, c, x, &row, &col0);
+        encode_chunk(x, inv, g.D - col0, w);
+      }
+      const int pos = static_cast<int>(vit_vt_position(key));
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        tile[8 * j + e][pos] = static_cast<uint8_t>(w[e / 4] >> (8 * (e % 4)));
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * g.Dp; i += kThreads) {
+      const int d = i >> 1, half = i & 1;
+      *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(h) * g.Dp + d) * g.Sp + kb * 32 +
+                                16 * half) = *reinterpret_cast<const uint4*>(&tile[d][16 * half]);
+    }
+    __syncthreads();
+  }
+}
+
 template <bool kDynamic>
 __global__ void __launch_bounds__(kThreads)
     quant_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2, const float* scale0,
@@ -102,27 +173,10 @@ __global__ void __launch_bounds__(kThreads)
     scale = __ldg(which == 0 ? scale0 : which == 1 ? scale1 : scale2);
   }
   const float inv = rules::fp8_inv_scale(scale);
-  for (uint32_t c = blockIdx.x * kThreads + threadIdx.x; c < g.chunks; c += gridDim.x * kThreads) {
-    float x[8];
-    uint32_t row;
-    int col0;
-    load_chunk(g, v, c, x, &row, &col0);
-    uint32_t w[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t lo = quant::e4m3x2(x[4 * h] * inv, x[4 * h + 1] * inv);
-      const uint32_t hi = quant::e4m3x2(x[4 * h + 2] * inv, x[4 * h + 3] * inv);
-      w[h] = lo | (hi << 16);
-    }
-    // NOTE: pad columns are zero codes whatever the scale (0 * inv is NaN for a NaN scale).
-    const int real = g.D - col0;
-    if (real < 8) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-        if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
-    }
-    *reinterpret_cast<uint2*>(out + static_cast<int64_t>(row) * g.Dp + col0) =
-        make_uint2(w[0], w[1]);
+  if (which == 2 && g.vt) {
+    quant_vt(g, v, out, inv);
+  } else {
+    quant_rows(g, v, out, inv);
   }
   if constexpr (kDynamic) {
     // The last block to finish records this forward: every block has read the history by now.
@@ -194,16 +248,28 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
   const int64_t chunks = S_total * H * (Dp / 8);
   if (chunks >= (int64_t{1} << 30))
     return Status::InvalidArgument("q.sizes", "S_total * H * Dp < 2^33 elements", q.shape_string());
+  const bool vt = a.v_layout == VitVLayout::kTransposed;
+  if (!vt && a.v_layout != VitVLayout::kRowMajor)
+    return Status::InvalidArgument("v_layout", "kRowMajor or kTransposed",
+                                   str(static_cast<int>(a.v_layout)));
+  const int64_t Sp = vit_vt_keys(S_total);
   for (int i = 0; i < 3; ++i) {
     const TensorRef& t = *out[i];
     const std::string n = std::string(names[i]) + "_out";
     if (t.dtype != DType::kE4M3)
       return Status::InvalidArgument(n + ".dtype", "e4m3", std::string(to_string(t.dtype)));
-    if (t.rank != 3 || t.sizes[0] != S_total || t.sizes[1] != H || t.sizes[2] != Dp)
+    if (i == 2 && vt) {
+      if (t.rank != 3 || t.sizes[0] != H || t.sizes[1] != Dp || t.sizes[2] != Sp)
+        return Status::InvalidArgument(n + ".sizes",
+                                       "[" + str(H) + ", " + str(Dp) + ", " + str(Sp) +
+                                           "] (transposed: [H, Dp, S_total rounded up to 32])",
+                                       t.shape_string() + " rank " + str(t.rank));
+    } else if (t.rank != 3 || t.sizes[0] != S_total || t.sizes[1] != H || t.sizes[2] != Dp) {
       return Status::InvalidArgument(
           n + ".sizes",
           "[" + str(S_total) + ", " + str(H) + ", " + str(Dp) + "] (Dp = D padded to 16)",
           t.shape_string() + " rank " + str(t.rank));
+    }
     if (chunks > 0 && !t.is_contiguous())
       return Status::InvalidArgument(n + ".strides", "contiguous", t.describe());
     if (chunks > 0 && (t.data == nullptr || reinterpret_cast<uintptr_t>(t.data) % 16 != 0))
@@ -255,6 +321,8 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
   g.div_h = FastDiv::make(static_cast<uint32_t>(H));
   g.div_s = FastDiv::make(static_cast<uint32_t>(S));
   g.chunks = static_cast<uint32_t>(chunks);
+  g.vt = vt;
+  g.Sp = Sp;
   return Status::Ok();
 }
 

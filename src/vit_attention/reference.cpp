@@ -15,14 +15,17 @@ float VitHostView::value(int64_t t, int64_t h, int64_t d) const {
   return bf16_value(data[b * sb + s * ss + h * sh + d]);
 }
 
-std::vector<uint8_t> vit_quantize(const VitHostView& x, float scale) {
-  const int64_t T = x.B * x.S, Dp = vit_padded_head_dim(x.D);
-  std::vector<uint8_t> out(static_cast<size_t>(T * x.H * Dp), 0);
+std::vector<uint8_t> vit_quantize(const VitHostView& x, float scale, VitVLayout layout) {
+  const int64_t T = x.B * x.S, Dp = vit_padded_head_dim(x.D), Tp = vit_vt_keys(T);
+  const bool vt = layout == VitVLayout::kTransposed;
+  std::vector<uint8_t> out(static_cast<size_t>((vt ? Tp : T) * x.H * Dp), 0);
   const float inv = rules::fp8_inv_scale(scale);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < x.H; ++h)
-      for (int64_t d = 0; d < x.D; ++d)
-        out[static_cast<size_t>((t * x.H + h) * Dp + d)] = e4m3_encode(x.value(t, h, d) * inv);
+      for (int64_t d = 0; d < x.D; ++d) {
+        const int64_t at = vt ? (h * Dp + d) * Tp + vit_vt_position(t) : (t * x.H + h) * Dp + d;
+        out[static_cast<size_t>(at)] = e4m3_encode(x.value(t, h, d) * inv);
+      }
   return out;
 }
 

@@ -149,6 +149,16 @@ TEST_P(VitQuant, MatchesTheReferenceByteForByte) {
     EXPECT_EQ(bad, 0) << "tensor " << w << ": first mismatch at byte " << first << " want "
                       << int(want[first]) << " got " << int(got[first]);
   }
+  // V transposed for the tensor cores: [H, Dp, S_pad], keys permuted, pad keys zero.
+  const int64_t Sp = vit_vt_keys(x.total()), Dp = vit_padded_head_dim(c.D);
+  DeviceBuffer vt(c.H * Dp * Sp);
+  vt.fill(kPoison);
+  a.v_layout = VitVLayout::kTransposed;
+  a.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {c.H, Dp, Sp});
+  ASSERT_TRUE(vit_quantize_qkv(a, nullptr).ok());
+  EXPECT_EQ(vt.download(), ref::vit_quantize(x.host_view(2), scales[2], VitVLayout::kTransposed));
+  a.v_layout = VitVLayout::kRowMajor;
+  a.v_out = f.view(2);
   // Scale 1.0: a plain saturating cast.
   DeviceBuffer one = device_floats({1.0f});
   a.q_scale = a.k_scale = a.v_scale = one.as<float>();
@@ -401,6 +411,23 @@ TEST_P(VitAttention, PackedSequencesAgainstTheReference) {
     if (spec.kind == QuantKind::kNone) fp8_bf16_out = bf16_output(o);
   }
   ASSERT_FALSE(fp8_bf16_out.empty());
+  {  // The same FP8 inputs with V transposed (the tensor cores' layout) give the same output.
+    SCOPED_TRACE("transposed V");
+    const int64_t Sp = vit_vt_keys(T), Dp = vit_padded_head_dim(D);
+    DeviceBuffer vt(H * Dp * Sp);
+    vt.fill(kPoison);
+    VitQkvQuantArgs qt = qa;
+    qt.v_layout = VitVLayout::kTransposed;
+    qt.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {H, Dp, Sp});
+    ASSERT_TRUE(vit_quantize_qkv(qt, nullptr).ok());
+    VitAttentionArgs t = a;
+    t.v = qt.v_out;
+    t.v_layout = VitVLayout::kTransposed;
+    DeviceQuantOutput o = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+    t.out = o.view();
+    ASSERT_TRUE(vit_attention(t, nullptr).ok());
+    EXPECT_EQ(bf16_output(o), fp8_bf16_out);
+  }
   EXPECT_GT(cosine(fp8_bf16_out, want_bf16), 0.99);
 
   // The BF16 path of the same family on the bf16 views, against fp64 and against the FP8 path.

@@ -186,6 +186,42 @@ TEST(VitAttentionArgs, EmptyIsANoOpWithoutTheDevice) {
   EXPECT_TRUE(st.ok()) << st.to_string();
 }
 
+TEST(VitReference, TransposedVPositionsPermuteEachBlockOf16) {
+  // Key 8 a + 2 t + b of a block sits at 4 t + 2 a + b (the A fragment column of its P value).
+  EXPECT_EQ(vit_vt_position(0), 0);
+  EXPECT_EQ(vit_vt_position(1), 1);
+  EXPECT_EQ(vit_vt_position(2), 4);
+  EXPECT_EQ(vit_vt_position(8), 2);
+  EXPECT_EQ(vit_vt_position(9), 3);
+  EXPECT_EQ(vit_vt_position(15), 15);
+  EXPECT_EQ(vit_vt_position(16 + 10), 16 + 6);
+  EXPECT_EQ(vit_vt_position(64 + 3), 64 + 5);
+  for (int64_t base : {0, 16, 4096}) {
+    std::vector<bool> seen(16, false);
+    for (int64_t j = 0; j < 16; ++j) {
+      const int64_t p = vit_vt_position(base + j) - base;
+      ASSERT_TRUE(p >= 0 && p < 16);
+      EXPECT_FALSE(seen[p]);
+      seen[p] = true;
+    }
+  }
+  EXPECT_EQ(vit_vt_keys(0), 0);
+  EXPECT_EQ(vit_vt_keys(1), 32);
+  EXPECT_EQ(vit_vt_keys(64), 64);
+}
+
+TEST(VitQuantArgs, TransposedVHasItsOwnShape) {
+  auto q = good_quant(10, 4, 72);
+  q.v_layout = VitVLayout::kTransposed;
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"v_out.sizes", "[4, 80, 32]"}));
+  q.v_out = TensorRef::contiguous(fake(6), DType::kE4M3, {4, 80, 32});
+  q.q.data = nullptr;  // the shapes pass: the next check is reached
+  EXPECT_TRUE(fails_with(vit_quantize_qkv(q, nullptr), {"q.data"}));
+  AttnFixture f;
+  f.a.v_layout = VitVLayout::kTransposed;
+  EXPECT_TRUE(fails_with(vit_attention(f.a, nullptr), {"v", "[4, 80, 32]"}));
+}
+
 TEST(VitReference, DynamicScaleIsTheWindowMaxOver448) {
   std::array<float, kVitHistory> h{};
   EXPECT_EQ(ref::vit_dynamic_scale(h), FLT_MIN);  // all zero: the floor

@@ -53,11 +53,35 @@ inline constexpr int64_t vit_padded_head_dim(int64_t d) {
   return (d + 15) / 16 * 16;
 }
 
+/// Layouts of the quantized V.
+enum class VitVLayout {
+  kRowMajor,    // [S_total, H, Dp], as q and k
+  kTransposed,  // [H, Dp, S_pad], S_pad = vit_vt_keys(S_total): each row holds one dimension of
+                // every key (the K-major B operand the FP8 tensor cores need for P * V), the keys
+                // of each aligned block of 32 permuted (vit_vt_position) to match the register
+                // layout of P; pad keys and pad rows are zero codes
+};
+
+/// Keys a transposed V row holds: S_total rounded up to 32.
+inline constexpr int64_t vit_vt_keys(int64_t s_total) {
+  return (s_total + 31) / 32 * 32;
+}
+
+/// Where key j sits in a transposed V row. Within its aligned block of 32, key 16 h + 8 a + 2 t + b
+/// (h, a, b in {0, 1}, t in [0, 4)) sits at 16 h + 4 t + 2 a + b: the column of the wgmma A
+/// fragment (k32, 8-bit) that holds the P value an fp32 accumulator fragment gives that key.
+inline constexpr int64_t vit_vt_position(int64_t j) {
+  const int64_t r = j & 15;
+  return (j & ~int64_t{15}) + 4 * ((r >> 1) & 3) + 2 * (r >> 3) + (r & 1);
+}
+
 // ---- Q/K/V quantization ---------------------------------------------------------------------
 
 struct VitQkvQuantArgs {
-  TensorRef q, k, v;              // bf16 [S, H, D] | [B, S, H, D], same sizes, last dim contiguous
-  TensorRef q_out, k_out, v_out;  // e4m3 [S_total, H, Dp], contiguous, 16-byte aligned
+  TensorRef q, k, v;       // bf16 [S, H, D] | [B, S, H, D], same sizes, last dim contiguous
+  TensorRef q_out, k_out;  // e4m3 [S_total, H, Dp], contiguous, 16-byte aligned
+  TensorRef v_out;         // e4m3, v_layout: [S_total, H, Dp] or [H, Dp, S_pad]
+  VitVLayout v_layout = VitVLayout::kRowMajor;
   // Static scaling: device fp32 dequantization scales, finite and > 0 (not read by the dynamic
   // entry, where they must be null).
   const float* q_scale = nullptr;
@@ -103,7 +127,8 @@ Status vit_scale_state_read(const VitScaleState& state, cudaStream_t stream,
 
 struct VitAttentionArgs {
   TensorRef q, k, v;  // e4m3 [S_total, H, Dp] contiguous, or bf16 views (see the file comment)
-  int head_dim = 0;   // D, the original head size: 64, 72, 80, 96 or 128
+  VitVLayout v_layout = VitVLayout::kRowMajor;  // e4m3 v: [S_total, H, Dp] or [H, Dp, S_pad]
+  int head_dim = 0;                             // D, the original head size: 64, 72, 80, 96 or 128
   // FP8 inputs: device fp32 dequantization scales (vit_dynamic_scales() + 0, 1, 2 or static
   // ones); must be null for bf16 inputs.
   const float* q_scale = nullptr;
@@ -153,8 +178,10 @@ struct VitHostView {
   float value(int64_t t, int64_t h, int64_t d) const;  // token t = b * S + s
 };
 
-/// The bytes vit_quantize_qkv writes for one tensor: e4m3 [B * S, H, Dp].
-std::vector<uint8_t> vit_quantize(const VitHostView& x, float scale);
+/// The bytes vit_quantize_qkv writes for one tensor: e4m3 [B * S, H, Dp], or for a transposed V
+/// e4m3 [H, Dp, vit_vt_keys(B * S)].
+std::vector<uint8_t> vit_quantize(const VitHostView& x, float scale,
+                                  VitVLayout layout = VitVLayout::kRowMajor);
 
 /// max |x| over the real elements (NaN if any is NaN).
 float vit_amax(const VitHostView& x);
