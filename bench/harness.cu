@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <ctime>
 #include <limits>
@@ -179,6 +180,33 @@ std::vector<const Suite*> all_suites() {
 
 // ---- timing ---------------------------------------------------------------------------------
 
+TimingPlan plan_timing(const TimingOptions& opt, int sets, double call_us) {
+  TimingPlan p;
+  sets = std::max(sets, 1);
+  const int calls = std::max(opt.min_calls, sets);
+  p.calls_per_graph = (calls + sets - 1) / sets * sets;
+  p.replays = opt.replays;
+  p.warmup = opt.warmup;
+  const double budget_us = opt.budget_s * 1e6;
+  if (!(opt.budget_s > 0.0) || !(call_us > 0.0) ||
+      call_us * p.calls_per_graph * (p.replays + p.warmup) <= budget_us)
+    return p;
+  // NOTE: fewer calls per graph first (each call is long: launch gaps do not matter), then
+  // fewer replays, so that the median keeps as many replays as the budget allows.
+  p.budget_limited = true;
+  p.warmup = 0;
+  const double per_graph = budget_us / (call_us * p.replays);
+  const int fit = per_graph >= p.calls_per_graph ? p.calls_per_graph
+                                                 : static_cast<int>(per_graph) / sets * sets;
+  p.calls_per_graph = std::max(sets, fit);
+  if (call_us * p.calls_per_graph * p.replays > budget_us) {
+    const double r = budget_us / (call_us * p.calls_per_graph);
+    p.replays = std::max(std::min(opt.replays, kBudgetMinReplays),
+                         r >= p.replays ? p.replays : static_cast<int>(r));
+  }
+  return p;
+}
+
 int rotating_sets(int64_t bytes, int64_t l2_bytes) {
   constexpr int kMaxSets = 64;
   const int64_t target = 2 * l2_bytes;
@@ -250,11 +278,26 @@ Status measure_impl(Instance& inst, const TimingOptions& opt, bool graph, cudaSt
   QFUSE_CUDA_RETURN(cudaDeviceSynchronize());
 
   // Eager warm-up on every set: reports argument errors plainly and loads the kernels' modules.
+  const auto t0 = std::chrono::steady_clock::now();
   for (int s = 0; s < t.sets; ++s) QFUSE_RETURN_IF_ERROR(inst.launch(s, stream));
   QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
-
-  const int calls = std::max(opt.min_calls, t.sets);
-  t.calls_per_graph = (calls + t.sets - 1) / t.sets * t.sets;
+  const auto us_since = [](std::chrono::steady_clock::time_point a) {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count();
+  };
+  // NOTE: the warm-up's time per call includes loading modules, so it can only overstate a
+  // call; when it says the budget may be exceeded, one more eager call is timed alone.
+  double call_us = us_since(t0) / t.sets;
+  if (plan_timing(opt, t.sets, call_us).budget_limited) {
+    const auto t1 = std::chrono::steady_clock::now();
+    QFUSE_RETURN_IF_ERROR(inst.launch(0, stream));
+    QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
+    call_us = us_since(t1);
+  }
+  const TimingPlan plan = plan_timing(opt, t.sets, call_us);
+  t.calls_per_graph = plan.calls_per_graph;
+  t.replays = plan.replays;
+  t.budget_limited = plan.budget_limited;
+  t.flops = inst.flops();
   GraphGuard g;
   if (graph) QFUSE_RETURN_IF_ERROR(capture(inst, t.sets, t.calls_per_graph, stream, &g));
   const auto replay = [&]() -> Status {
@@ -266,19 +309,19 @@ Status measure_impl(Instance& inst, const TimingOptions& opt, bool graph, cudaSt
       QFUSE_RETURN_IF_ERROR(inst.launch(i % t.sets, stream));
     return Status::Ok();
   };
-  for (int i = 0; i < opt.warmup; ++i) QFUSE_RETURN_IF_ERROR(replay());
+  for (int i = 0; i < plan.warmup; ++i) QFUSE_RETURN_IF_ERROR(replay());
 
   EventGuard ev;
-  ev.events.resize(2 * static_cast<size_t>(opt.replays), nullptr);
+  ev.events.resize(2 * static_cast<size_t>(t.replays), nullptr);
   for (cudaEvent_t& e : ev.events) QFUSE_CUDA_RETURN(cudaEventCreate(&e));
-  for (int r = 0; r < opt.replays; ++r) {
+  for (int r = 0; r < t.replays; ++r) {
     QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r], stream));
     QFUSE_RETURN_IF_ERROR(replay());
     QFUSE_CUDA_RETURN(cudaEventRecord(ev.events[2 * r + 1], stream));
   }
   QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
-  std::vector<double> us(opt.replays);
-  for (int r = 0; r < opt.replays; ++r) {
+  std::vector<double> us(t.replays);
+  for (int r = 0; r < t.replays; ++r) {
     float ms = 0.0f;
     QFUSE_CUDA_RETURN(cudaEventElapsedTime(&ms, ev.events[2 * r], ev.events[2 * r + 1]));
     us[r] = 1e3 * ms / t.calls_per_graph;

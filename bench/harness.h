@@ -92,6 +92,9 @@ class Instance {
   virtual Status setup(int num_sets, cudaStream_t stream) = 0;
   /// Enqueues one call on set `set` in [0, num_sets).
   virtual Status launch(int set, cudaStream_t stream) = 0;
+  /// Floating-point operations of one call (attention: 4 S_q S_kv H D, SPEC §8); 0 (the
+  /// default): not stated, the row has no TFLOPS.
+  virtual int64_t flops() const { return 0; }
 };
 
 struct Routine {
@@ -130,7 +133,29 @@ struct TimingOptions {
   int min_calls = 20;  // calls per graph at least (rounded up to a multiple of the set count)
   int replays = 25;    // timed graph replays
   int warmup = 2;      // untimed replays before timing
+  /// Seconds the warm-up and timed replays of one measurement may take (<= 0: no limit). A call
+  /// slow enough to go past it gets fewer calls per graph (down to the set count K), then fewer
+  /// replays (down to kBudgetMinReplays) and no warm-up replays (the eager warm-up has run every
+  /// set): plan_timing(). With the default counts only calls above ~5 ms reach it (the CUDA-core
+  /// ViT attention: 0.01-1 s a call); every other routine stays far below.
+  double budget_s = 3.0;
 };
+
+/// The fewest timed replays a time budget leaves (the median of three).
+constexpr int kBudgetMinReplays = 3;
+
+/// Calls per graph, replays and warm-up replays of one measurement.
+struct TimingPlan {
+  int calls_per_graph = 0;
+  int replays = 0;
+  int warmup = 0;
+  bool budget_limited = false;  // fewer than `opt` asks for, to stay within opt.budget_s
+};
+
+/// The plan of a measurement with `sets` sets whose calls take `call_us` each (<= 0: unknown,
+/// no limit): calls per graph = max(min_calls, sets) rounded up to a multiple of sets, reduced
+/// as TimingOptions::budget_s says when call_us x calls x (replays + warmup) exceeds it.
+TimingPlan plan_timing(const TimingOptions& opt, int sets, double call_us);
 
 struct Timing {
   int64_t bytes = 0;        // minimum bytes per call
@@ -140,7 +165,10 @@ struct Timing {
   double median_us = 0.0;   // per call
   double min_us = 0.0;
   double max_us = 0.0;
+  int64_t flops = 0;            // per call (Instance::flops(); 0: not stated)
+  bool budget_limited = false;  // calls or replays cut by TimingOptions::budget_s
   double gbps() const { return median_us > 0.0 ? bytes / (median_us * 1e3) : 0.0; }
+  double tflops() const { return median_us > 0.0 ? flops / (median_us * 1e6) : 0.0; }
 };
 
 /// Sets K for a call moving `bytes` bytes on a device with `l2_bytes` of L2 (SPEC §8).

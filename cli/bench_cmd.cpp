@@ -167,6 +167,19 @@ void print_table(const bench::Report& rep) {
       "%d replays, median; programmatic dependent launch %s\n",
       rep.options.min_calls, rep.options.replays,
       qfuse::pdl_enabled() ? "on" : "off (QFUSE_PDL=0)");
+  bool any_flops = false, any_budget = false;
+  for (const bench::Result& r : rep.results) {
+    any_flops = any_flops || (r.error.empty() && r.timing.flops > 0);
+    any_budget = any_budget || (r.error.empty() && r.timing.budget_limited);
+  }
+  if (any_budget)
+    std::printf(
+        "time budget: rows marked \"calls x replays\" were slower than %.1f s for the usual "
+        "counts and were timed with fewer calls per graph and replays (--budget-s)\n",
+        rep.options.budget_s);
+  if (any_flops)
+    std::printf("TFLOPS: the row's floating-point operations per call (attention: 4 S_q S_kv H D) "
+                "over its median time\n");
   std::printf(
       "GB/s: minimum bytes (inputs read once, outputs and scales written once); an "
       "indented unfused peer is charged the bytes of the fused op above it\n"
@@ -178,9 +191,12 @@ void print_table(const bench::Report& rep) {
     name_w = std::max(name_w, width(r.routine) + (r.is_peer ? 2 : 0));
     shape_w = std::max(shape_w, width(r.shape.to_string()));
   }
-  const std::vector<std::pair<std::string, size_t>> cols = {
+  std::vector<std::pair<std::string, size_t>> cols = {
       {"µs med", 10}, {"µs min", 10}, {"GB/s", 8},           {"% copy", 8},
       {"r:w", 9},     {"% r:w", 8},   {"unfused/fused", 14}, {"K", 4}};
+  // NOTE: a TFLOPS column only in tables with rows that state their FLOPs (attention), so the
+  // tables of the memory-bound suites keep their layout.
+  if (any_flops) cols.insert(cols.begin() + 3, {"TFLOPS", 8});
   std::string header = pad("routine", name_w) + "  " + pad("shape", shape_w);
   for (const auto& [h, w] : cols) header += "  " + pad(h, w, true);
 
@@ -201,24 +217,33 @@ void print_table(const bench::Report& rep) {
     line += "  " + pad(fmt("%.2f", t.median_us), 10, true);
     line += "  " + pad(fmt("%.2f", t.min_us), 10, true);
     line += "  " + pad(fmt("%.0f", t.gbps()), 8, true);
+    if (any_flops) line += "  " + pad(t.flops > 0 ? fmt("%.1f", t.tflops()) : "", 8, true);
     line += "  " + pad(percent(r.copy_fraction), 8, true);
     line += "  " + pad(ratio == "read-only" ? "read" : ratio, 9, true);
     line += "  " + pad(percent(r.read_mostly_fraction), 8, true);
     line += "  " + pad(r.unfused_ratio > 0.0 ? fmt("%.2f×", r.unfused_ratio) : "", 14, true);
     line += "  " + pad(std::to_string(t.sets), 4, true);
+    if (t.budget_limited)
+      line += "  " + std::to_string(t.calls_per_graph) + " x " + std::to_string(t.replays);
     std::printf("%s\n", line.c_str());
   }
 }
 
 nlohmann::json timing_json(const bench::Timing& t) {
-  return {{"bytes_per_call", t.bytes},
-          {"sets", t.sets},
-          {"calls_per_graph", t.calls_per_graph},
-          {"replays", t.replays},
-          {"median_us", t.median_us},
-          {"min_us", t.min_us},
-          {"max_us", t.max_us},
-          {"gbps", t.gbps()}};
+  nlohmann::json j = {{"bytes_per_call", t.bytes},
+                      {"sets", t.sets},
+                      {"calls_per_graph", t.calls_per_graph},
+                      {"replays", t.replays},
+                      {"median_us", t.median_us},
+                      {"min_us", t.min_us},
+                      {"max_us", t.max_us},
+                      {"gbps", t.gbps()}};
+  if (t.flops > 0) {
+    j["flops_per_call"] = t.flops;
+    j["tflops"] = t.tflops();
+  }
+  if (t.budget_limited) j["budget_limited"] = true;
+  return j;
 }
 
 nlohmann::json report_json(const bench::Report& rep) {
@@ -234,6 +259,7 @@ nlohmann::json report_json(const bench::Report& rep) {
   j["method"] = {{"min_calls_per_graph", rep.options.min_calls},
                  {"replays", rep.options.replays},
                  {"warmup_replays", rep.options.warmup},
+                 {"budget_s", rep.options.budget_s},
                  {"statistic", "median of per-replay time / calls per graph"},
                  {"bytes", "minimum: inputs read once, outputs and scales written once"}};
   const auto form_json = [](const bench::CeilingForm& f) {
@@ -325,6 +351,7 @@ int print_plan(const BenchOptions& opt, const std::vector<bench::Case>& cases) {
     } else {
       e["bytes_per_call"] = inst->min_bytes();
       if (inst->read_bytes() >= 0) e["read_bytes"] = inst->read_bytes();
+      if (inst->flops() > 0) e["flops_per_call"] = inst->flops();
     }
     rows.push_back(std::move(e));
   }
@@ -369,6 +396,7 @@ int run_bench(const BenchOptions& opt) {
   bench::RunOptions run;
   run.timing.min_calls = opt.min_calls;
   run.timing.replays = opt.replays;
+  run.timing.budget_s = opt.budget_s;
   run.with_unfused = opt.with_unfused;
   size_t total = cases.size(), done = 0;
   if (opt.with_unfused)

@@ -21,6 +21,7 @@ struct BenchOptions {
   bool with_unfused = true;
   int replays = 25;
   int min_calls = 20;
+  double budget_s = 3.0;  // TimingOptions::budget_s: seconds of replays per case at most
 };
 
 struct DemoOptions {
