@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/tma.h"
 #include "mla_decode/cache_write.h"
 #include "mla_decode/launch.h"
 #include "mla_decode/traits.cuh"
@@ -264,38 +265,6 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
                                         {ws.data, "ws.data"}});
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
-                                         &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      p = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
-Status encode_map(CUtensorMap* map, CUtensorMapDataType type, void* base,
-                  const cuuint64_t (&dims)[3], const cuuint64_t (&strides)[2],
-                  const cuuint32_t (&box)[3], CUtensorMapSwizzle swizzle, const char* what) {
-  const auto fn = encode_fn();
-  if (fn == nullptr)
-    return Status(StatusCode::kCudaError,
-                  "cuTensorMapEncodeTiled is not available from the driver");
-  const cuuint32_t elem[3] = {1, 1, 1};
-  const CUresult r =
-      fn(map, type, 3, base, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return Status(StatusCode::kCudaError,
-                  std::string("cuTensorMapEncodeTiled(") + what + ") failed: " + str(r));
-  return Status::Ok();
-}
-
 template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
   if constexpr (kCache == CacheKind::kBf16) {
@@ -328,8 +297,9 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
         static_cast<cuuint64_t>(P.T > 1 ? a.q.strides[0] : a.q.strides[1] * P.N) * 2};
     const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(tp.q_box_h),
                                static_cast<cuuint32_t>(P.rpb / tp.q_box_h)};
-    QFUSE_RETURN_IF_ERROR(encode_map(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, a.q.data, dims,
-                                     strides, box, CU_TENSOR_MAP_SWIZZLE_128B, "q"));
+    QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                                a.q.data, dims, strides, box,
+                                                CU_TENSOR_MAP_SWIZZLE_128B, "q"));
   }
   {
     const int64_t es = fp8 ? 1 : 2;
@@ -339,7 +309,7 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
     const cuuint64_t strides[2] = {static_cast<cuuint64_t>(a.cache.strides[1] * es),
                                    static_cast<cuuint64_t>(a.cache.strides[0] * es)};
     const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(tp.box_rows), 1};
-    QFUSE_RETURN_IF_ERROR(encode_map(
+    QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(
         &tp.kv_map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         a.cache.data, dims, strides, box,
         fp8 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B, "cache"));
