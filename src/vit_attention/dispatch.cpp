@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include "core/tma.h"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/checked.h"
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
@@ -50,6 +52,7 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
   if (!supported_head_dim(a.head_dim))
     return Status::InvalidArgument("head_dim", "64, 72, 80, 96 or 128", str(a.head_dim));
   const bool fp8 = q.dtype == DType::kE4M3;
+  plan->fp8 = fp8;
   if (!fp8 && q.dtype != DType::kBF16)
     return Status::InvalidArgument("q.dtype", "e4m3 or bf16", std::string(to_string(q.dtype)));
   const int64_t Dp = vit_padded_head_dim(a.head_dim);
@@ -157,13 +160,6 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
   for (int i = 0; i < 3; ++i)
     if (in[i]->data == nullptr)
       return Status::InvalidArgument(std::string(names[i]) + ".data", "a device pointer", "null");
-  QFUSE_RETURN_IF_ERROR(detail::check_quant_pointers(plan->out, {{a.q.data, "q.data"},
-                                                                 {a.k.data, "k.data"},
-                                                                 {a.v.data, "v.data"},
-                                                                 {a.q_scale, "q_scale"},
-                                                                 {a.k_scale, "k_scale"},
-                                                                 {a.v_scale, "v_scale"},
-                                                                 {a.cu_seqlens, "cu_seqlens"}}));
   for (int i = 0; i < 3; ++i) {
     const TensorRef& t = *in[i];
     p.in[i] = t.data;
@@ -193,19 +189,115 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
   return Status::Ok();
 }
 
+/// The device-pointer checks (after every structural one, the kernel choice included).
+Status check_pointers(const VitAttentionArgs& a, const Plan* plan) {
+  QFUSE_RETURN_IF_ERROR(detail::check_quant_pointers(plan->out, {{a.q.data, "q.data"},
+                                                                 {a.k.data, "k.data"},
+                                                                 {a.v.data, "v.data"},
+                                                                 {a.q_scale, "q_scale"},
+                                                                 {a.k_scale, "k_scale"},
+                                                                 {a.v_scale, "v_scale"},
+                                                                 {a.cu_seqlens, "cu_seqlens"}}));
+  return Status::Ok();
+}
+
 }  // namespace
 
 namespace {
 
+/// Why the tensor-core kernel cannot run this call ("" when it can). The checks need no device
+/// except the last (an sm_90 device: wgmma).
+std::string tc_unsupported(const VitAttentionArgs& a, const Plan& plan) {
+  if (!plan.fp8) return "it reads e4m3 inputs (quantize with vit_quantize_qkv)";
+  if (a.v_layout != VitVLayout::kTransposed)
+    return "it reads V transposed (VitVLayout::kTransposed from vit_quantize_qkv)";
+  const QuantSpec& spec = plan.out.spec;
+  const bool plain_bf16 = spec.kind == QuantKind::kNone && plan.out.out.dtype == DType::kBF16;
+  if (!plain_bf16 && spec.kind != QuantKind::kFp8PerTensor)
+    return "it writes bf16 or fp8_per_tensor output, not " + to_string(spec) +
+           (spec.kind == QuantKind::kNone
+                ? std::string(" ") + std::string(to_string(plan.out.out.dtype))
+                : std::string());
+  for (const void* ptr : {a.q.data, a.k.data, a.v.data})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
+      return "its TMA loads need 16-byte aligned q, k, v";
+  if (plan.p.S_total > 0) {
+    DeviceInfo info;
+    if (!current_device_info(&info).ok() || info.cc_major != 9)
+      return "it runs on sm_90 devices (wgmma) only";
+  }
+  return "";
+}
+
 /// The kernel `opt` asks for, if this call can run on it.
-Status pick_kernel(const Plan& plan, const VitAttentionOptions& opt, VitKernel* kernel) {
+Status pick_kernel(const VitAttentionArgs& a, const Plan& plan, const VitAttentionOptions& opt,
+                   VitKernel* kernel) {
   *kernel = opt.kernel == VitKernel::kAuto ? VitKernel::kSimple : opt.kernel;
-  if (*kernel == VitKernel::kTensorCore)
-    return Status::NotSupported(
-        "vit_attention: the tensor-core kernel is not implemented yet (issue 15); use kAuto or "
-        "kSimple");
-  (void)plan;
+  if (*kernel != VitKernel::kTensorCore) return Status::Ok();
+  const std::string why = tc_unsupported(a, plan);
+  if (!why.empty()) return Status::NotSupported("vit_attention: the tensor-core kernel: " + why);
   return Status::Ok();
+}
+
+/// Query tiles of 128 rows over every sequence.
+int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan) {
+  int64_t tiles = 0;
+  if (a.cu_seqlens_host == nullptr) {
+    const int64_t S = plan.p.S, B = S > 0 ? plan.p.S_total / S : 0;
+    return B * ((S + 127) / 128);
+  }
+  for (int64_t b = 0; b < a.num_seqs; ++b)
+    tiles += (int64_t{a.cu_seqlens_host[b + 1]} - a.cu_seqlens_host[b] + 127) / 128;
+  return tiles;
+}
+
+Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
+  const vit::AttnParams& p = plan.p;
+  vit::TcParams tp{};
+  const int64_t Dp = vit_padded_head_dim(p.D), Sp = vit_vt_keys(p.S_total);
+  const cuuint64_t qk_dims[3] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H),
+                                 static_cast<cuuint64_t>(p.S_total)};
+  const cuuint64_t qk_strides[2] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H * Dp)};
+  const cuuint32_t qk_box[3] = {128, 1, 128};
+  QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q.data,
+                                              qk_dims, qk_strides, qk_box,
+                                              CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
+  QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.k_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.k.data,
+                                              qk_dims, qk_strides, qk_box,
+                                              CU_TENSOR_MAP_SWIZZLE_128B, "vit k"));
+  const cuuint64_t v_dims[3] = {static_cast<cuuint64_t>(Sp), static_cast<cuuint64_t>(Dp),
+                                static_cast<cuuint64_t>(p.H)};
+  const cuuint64_t v_strides[2] = {static_cast<cuuint64_t>(Sp), static_cast<cuuint64_t>(Dp * Sp)};
+  const cuuint32_t v_box[3] = {128, static_cast<cuuint32_t>(p.D), 1};
+  QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.vt_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.v.data,
+                                              v_dims, v_strides, v_box, CU_TENSOR_MAP_SWIZZLE_128B,
+                                              "vit v (transposed)"));
+  tp.cu_seqlens = p.cu_seqlens;
+  tp.num_seqs = p.num_seqs;
+  tp.S = p.S;
+  tp.S_total = p.S_total;
+  tp.H = p.H;
+  const int64_t tiles = query_tiles(a, plan);
+  if (tiles > INT32_MAX / 2)
+    return Status::InvalidArgument("q.sizes", "fewer than 2^30 query tiles", str(tiles));
+  tp.tiles = static_cast<int>(tiles);
+  tp.q_scale = p.q_scale;
+  tp.k_scale = p.k_scale;
+  tp.v_scale = p.v_scale;
+  tp.softmax_scale = p.softmax_scale;
+  if (tiles == 0) return Status::Ok();
+  switch (p.D) {
+    case 64:
+      return vit::launch_tc_for<64>(tp, plan.out, stream);
+    case 72:
+      return vit::launch_tc_for<72>(tp, plan.out, stream);
+    case 80:
+      return vit::launch_tc_for<80>(tp, plan.out, stream);
+    case 96:
+      return vit::launch_tc_for<96>(tp, plan.out, stream);
+    default:
+      return vit::launch_tc_for<128>(tp, plan.out, stream);
+  }
 }
 
 }  // namespace
@@ -214,7 +306,9 @@ Status vit_attention_can_implement(const VitAttentionArgs& args, const VitAttent
   Plan plan;
   QFUSE_RETURN_IF_ERROR(validate(args, &plan));
   VitKernel kernel;
-  return pick_kernel(plan, opt, &kernel);
+  QFUSE_RETURN_IF_ERROR(pick_kernel(args, plan, opt, &kernel));
+  if (plan.p.S_total == 0 || plan.p.H == 0) return Status::Ok();
+  return check_pointers(args, &plan);
 }
 
 Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& opt,
@@ -222,8 +316,10 @@ Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& op
   Plan plan;
   QFUSE_RETURN_IF_ERROR(validate(args, &plan));
   VitKernel kernel;
-  QFUSE_RETURN_IF_ERROR(pick_kernel(plan, opt, &kernel));
+  QFUSE_RETURN_IF_ERROR(pick_kernel(args, plan, opt, &kernel));
   if (plan.p.S_total == 0 || plan.p.H == 0) return Status::Ok();
+  QFUSE_RETURN_IF_ERROR(check_pointers(args, &plan));
+  if (kernel == VitKernel::kTensorCore) return launch_tc(args, plan, stream);
   return plan.fp8 ? vit::launch_simple_fp8(plan.p, plan.out, stream)
                   : vit::launch_simple_bf16(plan.p, plan.out, stream);
 }

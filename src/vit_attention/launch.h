@@ -2,6 +2,7 @@
 // type and translation unit: instantiations/*.cu).
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -28,6 +29,32 @@ struct AttnParams {
   const float* v_scale;
   float softmax_scale;
 };
+
+/// What the tensor-core kernel reads (attention_tc.cuh): TMA maps of q and k ([S_total, H, Dp]
+/// e4m3, box 128 bytes x 1 head x 128 rows, 128-byte swizzle) and of the transposed V ([H, Dp,
+/// S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
+struct TcParams {
+  CUtensorMap q_map, k_map, vt_map;
+  const int32_t* cu_seqlens;  // device [num_seqs + 1], or null: sequences of S tokens
+  int num_seqs;
+  int64_t S, S_total;
+  int H;
+  int tiles;  // query tiles of 128 rows over every sequence (the grid's x without padding blocks)
+  const float* q_scale;
+  const float* k_scale;
+  const float* v_scale;
+  float softmax_scale;
+};
+
+/// Head sizes the tensor-core kernel is instantiated for (one translation unit each), and the
+/// output kinds: none bf16, fp8_per_tensor.
+template <int kD>
+Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream);
+extern template Status launch_tc_for<64>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_for<72>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_for<80>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_for<96>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_for<128>(const TcParams&, const QuantOutput&, cudaStream_t);
 
 /// The CUDA-core kernel over e4m3 / bf16 inputs; `out` validated for [S_total, H * D].
 Status launch_simple_fp8(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);

@@ -17,7 +17,8 @@ std::string str(int64_t v) {
 
 /// The workspace split into three 256-byte aligned e4m3 [S_total, H, Dp] tensors.
 size_t fp8_tensor_bytes(int64_t S_total, int64_t H, int64_t D) {
-  const int64_t n = S_total * H * vit_padded_head_dim(D);
+  // NOTE: sized for a transposed V too (S_total rounded up to 32).
+  const int64_t n = vit_vt_keys(S_total) * H * vit_padded_head_dim(D);
   return static_cast<size_t>((n + 255) / 256 * 256);
 }
 
@@ -113,13 +114,18 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
     return Status::InvalidArgument("workspace", "device memory", "null");
   const int64_t Dp = vit_padded_head_dim(D);
   const size_t part = need / 3;
+  const bool vt = kernel_ == VitKernel::kTensorCore;
   TensorRef fp8[3];
   for (int i = 0; i < 3; ++i)
     fp8[i] = TensorRef::contiguous(static_cast<char*>(workspace) + i * part, DType::kE4M3,
                                    {S_total, H, Dp});
+  if (vt)
+    fp8[2] = TensorRef::contiguous(static_cast<char*>(workspace) + 2 * part, DType::kE4M3,
+                                   {H, Dp, vit_vt_keys(S_total)});
   VitQkvQuantArgs qa;
   qa.q = io.q, qa.k = io.k, qa.v = io.v;
   qa.q_out = fp8[0], qa.k_out = fp8[1], qa.v_out = fp8[2];
+  qa.v_layout = vt ? VitVLayout::kTransposed : VitVLayout::kRowMajor;
   const float* scales;
   VitScaleState st{device_, device_bytes_, static_cast<int>(layers_.size())};
   if (static_scales_) {
@@ -129,12 +135,14 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
     scales = vit_dynamic_scales(st, layer);
   }
   a.q = fp8[0], a.k = fp8[1], a.v = fp8[2];
+  a.v_layout = qa.v_layout;
+  const VitAttentionOptions opt{kernel_};
   a.q_scale = scales, a.k_scale = scales + 1, a.v_scale = scales + 2;
   // Everything the attention checks, before the quantization writes anything.
-  QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a));
+  QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a, opt));
   QFUSE_RETURN_IF_ERROR(static_scales_ ? vit_quantize_qkv(qa, stream)
                                        : vit_quantize_qkv_dynamic(qa, st, layer, stream));
-  QFUSE_RETURN_IF_ERROR(vit_attention(a, stream));
+  QFUSE_RETURN_IF_ERROR(vit_attention(a, opt, stream));
   if (!dynamic() || cfg_.vit_save_path.empty() || saved_ || S_total == 0) return Status::Ok();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   QFUSE_CUDA_RETURN(cudaStreamIsCapturing(stream, &capture));

@@ -457,6 +457,91 @@ INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttention,
                          ::testing::Values(AttnCase{4, 72}, AttnCase{3, 64}, AttnCase{2, 128},
                                            AttnCase{2, 80}, AttnCase{2, 96}));
 
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b, double* mean) {
+  double mx = 0, sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(a[i] - b[i]);
+    mx = std::max(mx, d);
+    sum += d;
+  }
+  *mean = a.empty() ? 0 : sum / a.size();
+  return mx;
+}
+
+/// The tensor-core kernel (FP8 wgmma, P rounded to E4M3 for P * V) against fp64 over the
+/// dequantized inputs and over the bf16 inputs, and against the CUDA-core kernel's FP8 result:
+/// sequences of many lengths (one tile, several, partial tiles, length 1), every head size.
+class VitAttentionTc : public ::testing::TestWithParam<int> {};
+
+TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t D = GetParam(), H = 2, cols = H * D;
+  const std::vector<int32_t> cu{0, 1, 38, 102, 232, 532, 1532};  // 1, 37, 64, 130, 300, 1000
+  const int64_t T = cu.back(), Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(T);
+  Qkv x = Qkv::make(1, T, H, D, 3, 0, 300 + D);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  const std::array<float, 3> scales{0.0091f, 0.0123f, 0.0071f};
+  DeviceBuffer s = device_floats({scales[0], scales[1], scales[2]});
+  Fp8Qkv f = Fp8Qkv::make(T, H, D);
+  DeviceBuffer vt(H * Dp * Sp);
+  vt.fill(kPoison);
+  VitQkvQuantArgs qa = quant_args(x, f);
+  qa.q_scale = s.as<float>(), qa.k_scale = s.as<float>() + 1, qa.v_scale = s.as<float>() + 2;
+  qa.v_layout = VitVLayout::kTransposed;
+  qa.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {H, Dp, Sp});
+  ASSERT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
+  // Row-major V of the same codes, for the fp64 reference.
+  VitQkvQuantArgs qr = quant_args(x, f);
+  qr.q_scale = qa.q_scale, qr.k_scale = qa.k_scale, qr.v_scale = qa.v_scale;
+  ASSERT_TRUE(vit_quantize_qkv(qr, nullptr).ok());
+  const double softmax_scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> want_fp8, want_bf16;
+  ref::vit_attention(dequant(f.out[0].download(), T, H, D, scales[0]),
+                     dequant(f.out[1].download(), T, H, D, scales[1]),
+                     dequant(f.out[2].download(), T, H, D, scales[2]), H, D, cu, softmax_scale,
+                     &want_fp8);
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
+                     softmax_scale, &want_bf16);
+
+  VitAttentionArgs a;
+  a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
+  a.v_layout = VitVLayout::kTransposed;
+  a.head_dim = static_cast<int>(D);
+  a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
+  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
+  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
+  a.softmax_scale = static_cast<float>(softmax_scale);
+  DeviceQuantOutput tc = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+  a.out = tc.view();
+  const Status st = vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(changed_bytes(tc.out), T * cols * 2);
+  const std::vector<double> got = bf16_output(tc);
+  EXPECT_GT(cosine(got, want_fp8), 0.999);
+  EXPECT_GT(cosine(got, want_bf16), 0.99);
+  DeviceQuantOutput simple =
+      DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+  a.out = simple.view();
+  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kSimple}, nullptr).ok());
+  double mean = 0;
+  EXPECT_LT(max_abs_diff(got, bf16_output(simple), &mean), 0.5);
+  EXPECT_LT(mean, 0.05);
+  // The static FP8 output of the same kernel: codes within a step of the bf16 result / scale.
+  DeviceQuantOutput q8 =
+      DeviceQuantOutput::make(QuantSpec::fp8_per_tensor(), T, cols, DType::kBF16, 0.0173f);
+  a.out = q8.view();
+  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr).ok());
+  CheckOptions opt;
+  opt.exact = false;
+  opt.scale_value = 0.0173f;
+  opt.abs_tol = 0.01;  // bf16 rounding of the reference output, below one E4M3 step
+  EXPECT_TRUE(check_quant_output(q8, got, opt));
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc, ::testing::Values(64, 72, 80, 96, 128));
+
 TEST(VitAttention, FourDimensionalBf16ViewsAreEqualSequences) {
   QFUSE_REQUIRE_GPU();
   const int64_t B = 3, S = 29, H = 2, D = 72;

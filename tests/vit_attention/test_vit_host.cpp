@@ -175,6 +175,27 @@ TEST(VitAttentionArgs, BadArgumentsNameTheArgument) {
       {"q_scale", "bf16"}));
 }
 
+TEST(VitAttentionArgs, TheTensorCoreKernelSaysWhatItCannotRun) {
+  const VitAttentionOptions tc{VitKernel::kTensorCore};
+  AttnFixture f;  // row-major V
+  EXPECT_TRUE(fails_with(vit_attention(f.a, tc, nullptr), {"tensor-core", "transposed"}));
+  f.a.v_layout = VitVLayout::kTransposed;
+  f.a.v = TensorRef::contiguous(fake(3), DType::kE4M3, {4, 80, 32});
+  f.a.out.spec = QuantSpec::fp8_per_token();
+  f.a.out.out = TensorRef::contiguous(fake(8), DType::kE4M3, {17, 4 * 72});
+  f.a.out.scales = TensorRef::contiguous(fake(9), DType::kF32, {17});
+  EXPECT_TRUE(fails_with(vit_attention(f.a, tc, nullptr), {"tensor-core", "fp8_per_token"}));
+  f.a.out.spec = QuantSpec::none();
+  f.a.out.scales = TensorRef{};
+  f.a.out.out = TensorRef::contiguous(fake(8), DType::kF32, {17, 4 * 72});
+  EXPECT_TRUE(fails_with(vit_attention(f.a, tc, nullptr), {"tensor-core", "fp32"}));
+  AttnFixture b;  // bf16 inputs
+  for (TensorRef* t : {&b.a.q, &b.a.k, &b.a.v})
+    *t = TensorRef::strided(t->data, DType::kBF16, {17, 4, 72}, {3 * 4 * 72, 72, 1});
+  b.a.q_scale = b.a.k_scale = b.a.v_scale = nullptr;
+  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "e4m3"}));
+}
+
 TEST(VitAttentionArgs, EmptyIsANoOpWithoutTheDevice) {
   AttnFixture f;
   f.cu = {0, 0};

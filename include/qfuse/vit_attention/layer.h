@@ -61,6 +61,10 @@ class EncoderAttention {
   /// Every layer's dynamic-scaling state (synchronises).
   Status dynamic_state(cudaStream_t stream, std::vector<VitLayerScaleState>* out) const;
 
+  /// The attention kernel of the fp8 path (default kAuto; kTensorCore quantizes V transposed).
+  void set_kernel(VitKernel k) { kernel_ = k; }
+  VitKernel kernel() const { return kernel_; }
+
   bool fp8() const { return fp8_; }
   bool dynamic() const { return fp8_ && !static_scales_; }
   /// Whether the save path has been written.
@@ -74,6 +78,7 @@ class EncoderAttention {
   bool fp8_ = false;
   bool static_scales_ = false;
   bool saved_ = false;
+  VitKernel kernel_ = VitKernel::kAuto;
   std::vector<uint32_t> host_forwards_;  // eager forwards per layer (the save trigger)
   void* device_ = nullptr;               // static: [L][3] fp32 scales; dynamic: the scale state
   size_t device_bytes_ = 0;

@@ -1,0 +1,339 @@
+// The Hopper tensor-core ViT attention (vit_attention.h, VitKernel::kTensorCore): FP8 Q/K/V on
+// FP8 wgmma, fp32 accumulation, warp-specialized with TMA.
+//
+// Work: a block takes 128 query rows of one sequence and one head (blockIdx.x: the query tile,
+// counted over the sequences' ceil(len / 128) tiles; blockIdx.y: the head). Three warpgroups:
+//   - warpgroup 0, the producer (one thread): Q once, then per key tile K [128 keys x 128 bytes]
+//     and V^T [D rows x 128 keys] by TMA into a 2-stage ring (full / empty mbarriers);
+//   - warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
+//       S = Q K^T            wgmma m64n128k32 e4m3, both operands from shared memory,
+//                            ceil(Dp / 32) k steps (columns past Dp are TMA zero fill);
+//       online softmax       in base 2 with the dequantization scales folded into the
+//                            scale (softmax_scale * q_scale * k_scale * log2 e), keys outside
+//                            the sequence -inf, P = 2^(s - m + 8) (256x: P's small values stay
+//                            normal E4M3 numbers; the row sum carries the same factor);
+//       O += P V             wgmma m64nDk32, P from registers: the accumulator fragment of S
+//                            converted to E4M3 in place is the k32 A fragment of keys in the
+//                            order vit_vt_position() gives, which is how the quantizer wrote V^T.
+//   Key tiles start at the sequence's first key rounded down to 32 (so the permutation lines up)
+//   and run to its end; the epilogue scales O by v_scale / l, stages it in shared memory and
+//   writes rows [q0, min(q0 + 128, end)) of the head's D columns through the quantizer protocol
+//   (shared-memory-tile adapter).
+// v1: each consumer runs its GEMMs and softmax in sequence (the two warpgroups overlap each other
+// on the SM); ping-pong scheduling and intra-warpgroup overlap are the tuning steps after
+// correctness (docs/vit_attention.md).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "common/sm90.cuh"
+#include "core/launch.cuh"
+#include "qfuse/quant/adapters/smem_tile.cuh"
+#include "qfuse/quant/chunk.cuh"
+#include "qfuse/quant/dispatch.cuh"
+#include "vit_attention/launch.h"
+#include "vit_attention/wgmma_fp8.cuh"
+
+namespace qfuse::vit {
+
+template <int kD>
+struct TcTraits {
+  static constexpr int kM = 128;  // query rows per block
+  static constexpr int kN = 128;  // keys per tile
+  static constexpr int kStages = 2;
+  static constexpr int kThreads = 384;  // producer + 2 consumer warpgroups
+  static constexpr int kDp = (kD + 15) / 16 * 16;
+  static constexpr int kKSteps = (kDp + 31) / 32;  // QK^T k32 steps over 128-byte rows
+  static constexpr int kQBytes = kM * 128;
+  static constexpr int kKBytes = kN * 128;
+  static constexpr int kVBytes = kD * 128;  // V^T: D rows of 128 keys
+  static constexpr int kOBytes = kM * kD * 4;
+  // Offsets from the 1024-byte aligned base.
+  static constexpr int kQOff = 0;
+  static constexpr int kKOff = kQOff + kQBytes;
+  static constexpr int kVOff = kKOff + kStages * kKBytes;
+  static constexpr int kOOff = kVOff + kStages * kVBytes;
+  static constexpr int kBarOff = kOOff + kOBytes;
+  static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
+  static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
+  static_assert(kD % 8 == 0 && kD <= 128, "head sizes 64..128, multiples of 8");
+  static_assert(kVBytes % 1024 == 0 && kOOff % 1024 == 0, "1024-byte atoms");
+};
+
+/// Where the block's query tile is: rows [q0, q0 + 128) of the sequence [beg, end).
+struct TileSpan {
+  int64_t beg, end, q0;
+};
+
+/// Finds the sequence of query tile `tile` (tiles of 128 rows counted sequence by sequence):
+/// warp 0 scans cu_seqlens 32 sequences at a time; the result goes through shared memory.
+template <int kM>
+__device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan* out) {
+  const int lane = threadIdx.x & 31;
+  if (p.cu_seqlens == nullptr) {
+    if (threadIdx.x == 0) {
+      const int64_t per = (p.S + kM - 1) / kM;
+      const int64_t b = tile / per;
+      out->beg = b * p.S;
+      out->end = out->beg + p.S;
+      out->q0 = out->beg + (tile - b * per) * kM;
+    }
+    return;
+  }
+  if (threadIdx.x >= 32) return;
+  int64_t before = 0;  // tiles of the sequences already passed
+  for (int b0 = 0; b0 < p.num_seqs; b0 += 32) {
+    const int b = b0 + lane;
+    int64_t beg = 0, end = 0, tiles = 0;
+    if (b < p.num_seqs) {
+      beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
+      end = min(max(int64_t{p.cu_seqlens[b + 1]}, beg), p.S_total);
+      tiles = (end - beg + kM - 1) / kM;
+    }
+    int64_t incl = tiles;  // inclusive scan over the lanes
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const int64_t v = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += v;
+    }
+    const bool here = tile < before + incl && tile >= before + incl - tiles && tiles > 0;
+    const unsigned mask = __ballot_sync(0xffffffffu, here);
+    if (mask != 0) {
+      if (here) {
+        out->beg = beg;
+        out->end = end;
+        out->q0 = beg + (tile - (before + incl - tiles)) * kM;
+      }
+      return;
+    }
+    before += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  if (lane == 0) {  // past the last tile (cannot happen with the host's count): an empty span
+    out->beg = out->end = out->q0 = 0;
+  }
+}
+
+/// Packs P values (fp32, already scaled) of the k32 step `ks` of a 64 x 128 score fragment into
+/// the e4m3 A fragment (see the file comment and wgmma_fp8.cuh).
+__device__ __forceinline__ void pack_p(const float (&s)[64], int ks, uint32_t (&a)[4]) {
+  const int j0 = 4 * (4 * ks);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {  // keys [0, 16) / [16, 32) of the step
+#pragma unroll
+    for (int row = 0; row < 2; ++row) {  // rows g / g + 8
+      const int j = j0 + 8 * half;       // the first of the two n8 blocks
+      const uint32_t lo = quant::e4m3x2(s[j + 2 * row], s[j + 2 * row + 1]);
+      const uint32_t hi = quant::e4m3x2(s[j + 4 + 2 * row], s[j + 4 + 2 * row + 1]);
+      a[2 * half + row] = lo | (hi << 16);
+    }
+  }
+}
+
+template <int kD, class Core>
+__global__ void __launch_bounds__(384, 1)
+    vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
+                  int pad_blocks) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Tr = TcTraits<kD>;
+  using namespace ::qfuse::sm90;
+  extern __shared__ uint8_t smem_raw[];
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(smem_raw);
+  uint8_t* sm = smem_raw + ((1024 - (raw & 1023)) & 1023);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(sm + Tr::kBarOff);
+  uint64_t* q_full = bars;
+  uint64_t* full = bars + 1;
+  uint64_t* empty = bars + 1 + Tr::kStages;
+  __shared__ TileSpan span;
+
+  Core core(qp);
+  if (blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
+    if (blockIdx.y == 0 && threadIdx.x < 128) {
+      pdl_begin();
+      core.zero_padding((blockIdx.x - p.tiles) * 128 + threadIdx.x, pad_blocks * 128);
+    }
+    return;
+  }
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+#pragma unroll
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbar_init(full + s, 1);
+      mbar_init(empty + s, 8);  // the consumers' 8 warps
+    }
+    mbar_fence_init();
+  }
+  pdl_begin();
+  find_tile<Tr::kM>(p, blockIdx.x, &span);
+  __syncthreads();
+  const int h = blockIdx.y;
+  const int64_t beg = span.beg, end = span.end, q0 = span.q0;
+  const int64_t kv0 = beg & ~int64_t{31};
+  const int tiles = end > beg ? static_cast<int>((end - kv0 + Tr::kN - 1) / Tr::kN) : 0;
+  const int wg = threadIdx.x >> 7;
+
+  if (wg == 0) {
+    regs_dec<40>();
+    if (threadIdx.x == 0 && tiles > 0) {
+      prefetch_tensormap(&p.q_map);
+      prefetch_tensormap(&p.k_map);
+      prefetch_tensormap(&p.vt_map);
+      mbar_arrive_expect_tx(q_full, Tr::kQBytes);
+      tma_load_3d(sm + Tr::kQOff, &p.q_map, q_full, 0, h, static_cast<int>(q0));
+      for (int n = 0; n < tiles; ++n) {
+        const int st = n % Tr::kStages;
+        if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
+        const int j0 = static_cast<int>(kv0 + int64_t{n} * Tr::kN);
+        mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
+        tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, h, j0);
+        tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, h);
+      }
+    }
+    return;
+  }
+  regs_inc<232>();
+  const int c = wg - 1;                     // consumer: rows [64 c, 64 c + 64) of the tile
+  const int tid = threadIdx.x - 128;        // [0, 256)
+  const int warp = (threadIdx.x >> 5) & 3;  // warp of the warpgroup
+  const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float scale2 = p.softmax_scale * *p.q_scale * *p.k_scale * kLog2e;
+
+  float o[kD / 2];
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
+  if (tiles > 0) mbar_wait(q_full, 0);
+  for (int n = 0; n < tiles; ++n) {
+    const int st = n % Tr::kStages;
+    mbar_wait(full + st, (n / Tr::kStages) & 1);
+    const uint32_t k_addr = smem_addr(sm + Tr::kKOff + st * Tr::kKBytes);
+    const uint32_t v_addr = smem_addr(sm + Tr::kVOff + st * Tr::kVBytes);
+    float s[64];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < Tr::kKSteps; ++ks)
+      WgmmaFp8<128>::ss(s, sw128_desc(q_addr + 32 * ks, 16, 1024),
+                        sw128_desc(k_addr + 32 * ks, 16, 1024), ks > 0 ? 1 : 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(s);
+
+    // Online softmax, base 2; keys outside [beg, end) do not count.
+    const int64_t j0 = kv0 + int64_t{n} * Tr::kN;
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + 8 * j + 2 * qd + (e & 1);
+        const float x = (key >= beg && key < end) ? s[4 * j + e] * scale2 : -INFINITY;
+        s[4 * j + e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      corr[r] = fast_exp2(m[r] - mx[r]);  // 2^-inf = 0 on the first tile
+      m[r] = mx[r];
+      l[r] *= corr[r];
+    }
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pv = fast_exp2(s[4 * j + e] - m[e >> 1] + 8.0f);
+        s[4 * j + e] = pv;
+        l[e >> 1] += pv;
+      }
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
+
+    uint32_t a[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, a[ks]);
+    fence_regs(o);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(o);
+    if (lane == 0) mbar_arrive(empty + st);
+  }
+
+  // Epilogue: O * v_scale / l into the shared tile, then through the quantizer.
+  const float v_scale = *p.v_scale;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = l[r] > 0.0f ? v_scale / l[r] : 0.0f;
+  }
+  float* ot = reinterpret_cast<float*>(sm + Tr::kOOff);
+  const int row = 64 * c + 16 * warp + g;
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      *reinterpret_cast<float2*>(ot + (row + 8 * r) * kD + 8 * i + 2 * qd) =
+          make_float2(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
+  named_sync(1, 256);
+  core.begin();
+  quant::store_tile(
+      core, quant::SmemTile<float>{ot, kD, Tr::kM, kD, q0, h * kD, end, static_cast<int>(p.H * kD)},
+      tid, 256);
+#endif
+}
+
+/// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
+/// padding to zero).
+template <int kD, class Core>
+Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
+                      cudaStream_t stream) {
+  using Tr = TcTraits<kD>;
+  const auto kernel = vit_tc_kernel<kD, Core>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
+  const int pad_blocks =
+      padding_units > 0 ? static_cast<int>(std::min<int64_t>((padding_units + 127) / 128, 1024))
+                        : 0;
+  return launch_kernel("vit_tc_kernel", kernel, dim3(p.tiles + pad_blocks, p.H), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p, qp, pad_blocks);
+}
+
+/// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or
+/// fp8_per_tensor: the kinds the tensor-core path instantiates).
+template <int kD>
+Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
+  const int64_t ld = out.out.strides[0];
+  if (out.spec.kind == QuantKind::kNone && out.out.dtype == DType::kBF16) {
+    using C = quant::PlainCore<__nv_bfloat16>;
+    return launch_tc_core<kD, C>(p,
+                                 C::Params{static_cast<__nv_bfloat16*>(out.out.data), ld,
+                                           quant::aligned_rows(out.out.data, ld, 2, 16)},
+                                 0, stream);
+  }
+  if (out.spec.kind == QuantKind::kFp8PerTensor) {
+    using C = quant::Fp8PerTensorCore;
+    return launch_tc_core<kD, C>(p,
+                                 C::Params{static_cast<uint8_t*>(out.out.data), ld, out.scale,
+                                           quant::aligned_rows(out.out.data, ld, 1, 8)},
+                                 0, stream);
+  }
+  return Status(StatusCode::kInternal,
+                "vit_tc: no tensor-core instantiation writes " + to_string(out.spec));
+}
+
+}  // namespace qfuse::vit
