@@ -4,7 +4,7 @@
 // Work: a block takes 128 query rows of one sequence and one head (blockIdx.x: the query tile,
 // counted over the sequences' ceil(len / 128) tiles; blockIdx.y: the head). Three warpgroups:
 //   - warpgroup 0, the producer (one thread): Q once, then per key tile K [128 keys x 128 bytes]
-//     and V^T [D rows x 128 keys] by TMA into a 2-stage ring (full / empty mbarriers);
+//     and V^T [D rows x 128 keys] by TMA into a 3-stage ring (full / empty mbarriers);
 //   - warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
 //       S = Q K^T            wgmma m64n128k32 e4m3, both operands from shared memory,
 //                            ceil(Dp / 32) k steps (columns past Dp are TMA zero fill);
@@ -19,15 +19,17 @@
 //   and run to its end; the epilogue scales O by v_scale / l, stages it in shared memory and
 //   writes rows [q0, min(q0 + 128, end)) of the head's D columns through the quantizer protocol
 //   (shared-memory-tile adapter).
-// v1: each consumer runs its GEMMs and softmax in sequence (the two warpgroups overlap each other
-// on the SM); ping-pong scheduling and intra-warpgroup overlap are the tuning steps after
-// correctness (docs/vit_attention.md).
+// Each consumer overlaps its softmax of tile n with its PV GEMM of tile n - 1 (the steps are in
+// the consumer loop); the two consumers also overlap each other on the SM. Ping-pong scheduling
+// of the two warpgroups (named barriers ordering their GEMMs) is the next tuning step, once the
+// kernel has been measured (docs/vit_attention.md).
 #pragma once
 
 #include <cuda.h>
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
@@ -43,7 +45,7 @@ template <int kD>
 struct TcTraits {
   static constexpr int kM = 128;  // query rows per block
   static constexpr int kN = 128;  // keys per tile
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;
   static constexpr int kThreads = 384;  // producer + 2 consumer warpgroups
   static constexpr int kDp = (kD + 15) / 16 * 16;
   static constexpr int kKSteps = (kDp + 31) / 32;  // QK^T k32 steps over 128-byte rows
@@ -132,6 +134,75 @@ __device__ __forceinline__ void pack_p(const float (&s)[64], int ks, uint32_t (&
   }
 }
 
+/// Issues S = Q K^T (kKSteps k32 steps; S overwritten) for one consumer's 64 rows.
+template <int kKSteps>
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_addr, uint32_t k_addr) {
+  using namespace ::qfuse::sm90;
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kKSteps; ++ks)
+    WgmmaFp8<128>::ss(s, sw128_desc(q_addr + 32 * ks, 16, 1024),
+                      sw128_desc(k_addr + 32 * ks, 16, 1024), ks > 0 ? 1 : 0);
+}
+
+/// Issues O += P V over the 128 keys of a tile (4 k32 steps, P from registers).
+template <int kD>
+__device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)[4][4],
+                                         uint32_t v_addr) {
+  using namespace ::qfuse::sm90;
+  fence_regs(o);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks)
+    WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
+}
+
+/// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by
+/// scale2 > 0; keys outside [beg, end) do not count): s becomes P * 256, m (scaled) and l (the
+/// thread's part of the row sums) are updated, corr is what O must be multiplied by.
+/// NOTE: the max is taken over the raw scores (scale2 > 0 keeps the order) and each P is one FFMA
+/// and one ex2; only a tile that straddles the sequence's ends is masked.
+__device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t beg, int64_t end,
+                                             int qd, float scale2, float (&m)[2], float (&l)[2],
+                                             float (&corr)[2]) {
+  using namespace ::qfuse::sm90;
+  if (j0 < beg || j0 + 128 > end) {
+    const int lo = static_cast<int>(max(beg - j0, int64_t{0}));
+    const int hi = static_cast<int>(min(end - j0, int64_t{128}));
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * j + 2 * qd + (e & 1);
+        if (col < lo || col >= hi) s[4 * j + e] = -INFINITY;
+      }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * j + e]);
+  float bias[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m[r], mx[r] * scale2);
+    corr[r] = fast_exp2(m[r] - m_new);  // 2^-inf = 0 on the first tile
+    m[r] = m_new;
+    l[r] *= corr[r];
+    bias[r] = 8.0f - m_new;  // P * 256 = 2^(s * scale2 - m + 8)
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float pv = fast_exp2(fmaf(s[4 * j + e], scale2, bias[e >> 1]));
+      s[4 * j + e] = pv;
+      l[e >> 1] += pv;
+    }
+}
+
 template <int kD, class Core>
 __global__ void __launch_bounds__(384, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
@@ -207,68 +278,70 @@ __global__ void __launch_bounds__(384, 1)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
-  if (tiles > 0) mbar_wait(q_full, 0);
-  for (int n = 0; n < tiles; ++n) {
-    const int st = n % Tr::kStages;
-    mbar_wait(full + st, (n / Tr::kStages) & 1);
-    const uint32_t k_addr = smem_addr(sm + Tr::kKOff + st * Tr::kKBytes);
-    const uint32_t v_addr = smem_addr(sm + Tr::kVOff + st * Tr::kVBytes);
-    float s[64];
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < Tr::kKSteps; ++ks)
-      WgmmaFp8<128>::ss(s, sw128_desc(q_addr + 32 * ks, 16, 1024),
-                        sw128_desc(k_addr + 32 * ks, 16, 1024), ks > 0 ? 1 : 0);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(s);
-
-    // Online softmax, base 2; keys outside [beg, end) do not count.
-    const int64_t j0 = kv0 + int64_t{n} * Tr::kN;
-    float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t key = j0 + 8 * j + 2 * qd + (e & 1);
-        const float x = (key >= beg && key < end) ? s[4 * j + e] * scale2 : -INFINITY;
-        s[4 * j + e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
-    float corr[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      corr[r] = fast_exp2(m[r] - mx[r]);  // 2^-inf = 0 on the first tile
-      m[r] = mx[r];
-      l[r] *= corr[r];
-    }
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float pv = fast_exp2(s[4 * j + e] - m[e >> 1] + 8.0f);
-        s[4 * j + e] = pv;
-        l[e >> 1] += pv;
-      }
+  auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
+  auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
+  // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
+  // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
+  // PV(n - 1) is in flight, then packs P(n). P is double-buffered (pa[n & 1], the loop unrolled
+  // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
+  // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
+  float s[64];
+  uint32_t pa[2][4][4];
+  float corr[2];
+  auto rescale_o = [&]() {
 #pragma unroll
     for (int i = 0; i < kD / 8; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
-
-    uint32_t a[4][4];
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, a[ks]);
+  };
+  auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
+    constexpr int b = decltype(buf)::value;
+    const int st = n % Tr::kStages;
+    wgmma_wait<0>();  // PV(n - 2) done
     fence_regs(o);
-    wgmma_fence();
+    if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
+    rescale_o();
+    mbar_wait(full + st, (n / Tr::kStages) & 1);
+    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
+    wgmma_commit();
+    issue_pv<kD>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
+    wgmma_commit();
+    wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
+    fence_regs(s);
+    softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks)
-      WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
+    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
+  };
+  using B0 = std::integral_constant<int, 0>;
+  using B1 = std::integral_constant<int, 1>;
+  if (tiles > 0) {
+    mbar_wait(q_full, 0);
+    mbar_wait(full, 0);
+    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(0));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(s);
+    softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
+    for (int n = 1; n < tiles; n += 2) {
+      step(n, B1{});
+      if (n + 1 < tiles) step(n + 1, B0{});
+    }
+    // The last PV: P(tiles - 1) is in pa[(tiles - 1) & 1].
+    wgmma_wait<0>();
+    fence_regs(o);
+    if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
+    rescale_o();
+    const int last = (tiles - 1) % Tr::kStages;
+    if ((tiles - 1) & 1)
+      issue_pv<kD>(o, pa[1], v_addr(last));
+    else
+      issue_pv<kD>(o, pa[0], v_addr(last));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
-    if (lane == 0) mbar_arrive(empty + st);
+    if (lane == 0) mbar_arrive(empty + last);
   }
 
   // Epilogue: O * v_scale / l into the shared tile, then through the quantizer.
