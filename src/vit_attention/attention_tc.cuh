@@ -36,6 +36,7 @@
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/dispatch.cuh"
+#include "vit_attention/fragment.h"
 #include "vit_attention/launch.h"
 #include "vit_attention/wgmma_fp8.cuh"
 
@@ -119,18 +120,16 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
 }
 
 /// Packs P values (fp32, already scaled) of the k32 step `ks` of a 64 x 128 score fragment into
-/// the e4m3 A fragment (see the file comment and wgmma_fp8.cuh).
+/// the e4m3 A fragment (fragment.h: p_source_index; the host tests check that the keys land where
+/// vit_vt_position put their V rows).
 __device__ __forceinline__ void pack_p(const float (&s)[64], int ks, uint32_t (&a)[4]) {
-  const int j0 = 4 * (4 * ks);
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {  // keys [0, 16) / [16, 32) of the step
-#pragma unroll
-    for (int row = 0; row < 2; ++row) {  // rows g / g + 8
-      const int j = j0 + 8 * half;       // the first of the two n8 blocks
-      const uint32_t lo = quant::e4m3x2(s[j + 2 * row], s[j + 2 * row + 1]);
-      const uint32_t hi = quant::e4m3x2(s[j + 4 + 2 * row], s[j + 4 + 2 * row + 1]);
-      a[2 * half + row] = lo | (hi << 16);
-    }
+  for (int slot = 0; slot < 4; ++slot) {
+    const uint32_t lo =
+        quant::e4m3x2(s[p_source_index(ks, slot, 0)], s[p_source_index(ks, slot, 1)]);
+    const uint32_t hi =
+        quant::e4m3x2(s[p_source_index(ks, slot, 2)], s[p_source_index(ks, slot, 3)]);
+    a[slot] = lo | (hi << 16);
   }
 }
 

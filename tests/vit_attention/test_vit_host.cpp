@@ -9,6 +9,7 @@
 
 #include "qfuse/quant/reference.h"
 #include "qfuse/vit_attention/vit_attention.h"
+#include "vit_attention/fragment.h"
 
 namespace qfuse::test {
 namespace {
@@ -229,6 +230,21 @@ TEST(VitReference, TransposedVPositionsPermuteEachBlockOf16) {
   EXPECT_EQ(vit_vt_keys(0), 0);
   EXPECT_EQ(vit_vt_keys(1), 32);
   EXPECT_EQ(vit_vt_keys(64), 64);
+}
+
+TEST(VitReference, PackedPKeysMeetTheirTransposedVRows) {
+  // For every lane quad position, k32 step, A register and byte: the accumulator element pack_p
+  // takes holds the key whose V row the quantizer put at that A column, in the same row.
+  for (int qd = 0; qd < 4; ++qd)
+    for (int ks = 0; ks < 4; ++ks)
+      for (int slot = 0; slot < 4; ++slot)
+        for (int u = 0; u < 4; ++u) {
+          const int i = vit::p_source_index(ks, slot, u);
+          ASSERT_TRUE(i >= 0 && i < 64);
+          EXPECT_EQ((i >> 1) & 1, slot & 1) << "row half";
+          EXPECT_EQ(vit_vt_position(vit::acc_column(i, qd)), vit::a_column(ks, slot, u, qd))
+              << "qd " << qd << " ks " << ks << " slot " << slot << " byte " << u;
+        }
 }
 
 TEST(VitQuantArgs, TransposedVHasItsOwnShape) {
