@@ -137,7 +137,7 @@ struct TimingOptions {
   /// slow enough to go past it gets fewer calls per graph (down to the set count K), then fewer
   /// replays (down to kBudgetMinReplays) and no warm-up replays (the eager warm-up has run every
   /// set): plan_timing(). With the default counts only calls above ~5 ms reach it (the CUDA-core
-  /// ViT attention: 0.01-1 s a call); every other routine stays far below.
+  /// ViT attention: ~0.05-2 s a call); every other routine stays far below.
   double budget_s = 3.0;
 };
 

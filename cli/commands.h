@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/vit_attention/vit_tools.h"
 #include "qfuse/core/status.h"
 
 namespace qfuse::cli {
@@ -49,5 +50,8 @@ int run_bench(const BenchOptions& opt);
 int run_demo(const DemoOptions& opt);
 /// `qfuse info`: device, build and the capability table; always 0.
 int run_info();
+/// `qfuse calibrate`: 0 when the scale file was written; 1 on an argument or CUDA error (argument
+/// errors are found before the device is touched), 2 without a usable GPU.
+int run_calibrate(const bench::VitCalibrateOptions& opt);
 
 }  // namespace qfuse::cli

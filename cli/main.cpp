@@ -1,4 +1,4 @@
-// qfuse: the command-line tool (info, demo, bench, fuse). Exceptions stop here.
+// qfuse: the command-line tool (info, demo, bench, fuse, calibrate). Exceptions stop here.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
   bench->add_option("--calls", bench_opt.min_calls, "Calls per graph, at least")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+  bench
+      ->add_option("--budget-s", bench_opt.budget_s,
+                   "Seconds of replays per case at most: slower cases get fewer calls per graph "
+                   "and replays (at least 3); 0: no limit")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   suite->excludes(op);
 
   qfuse::cli::FuseOptions fuse_opt;
@@ -82,17 +88,41 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
 
+  qfuse::bench::VitCalibrateOptions cal_opt;
+  CLI::App* calibrate = app.add_subcommand(
+      "calibrate",
+      "Run ViT FP8 attention with dynamic scaling over random inputs and write the static scale "
+      "file (docs/vit_attention.md); needs a GPU (exit code 2 without one)");
+  CLI::Option* layers =
+      calibrate->add_option("--layers", cal_opt.layers,
+                            "Number of attention layers, named visual.blocks.<i>.attn (1..4096)");
+  calibrate
+      ->add_option("--layer-names", cal_opt.layer_names,
+                   "The attention layers' names, comma-separated (instead of --layers)")
+      ->excludes(layers);
+  calibrate->add_option("--shape", cal_opt.shape, "Tokens, heads, head size: S,H,D")
+      ->capture_default_str();
+  calibrate->add_option("--forwards", cal_opt.forwards, "Forwards of every layer")
+      ->capture_default_str();
+  calibrate->add_option("--margin", cal_opt.margin, "Factor on the saved scales (> 0)")
+      ->capture_default_str();
+  calibrate->add_option("--out", cal_opt.out, "The scale file to write (JSON)")->required();
+  calibrate->add_option("--seed", cal_opt.seed, "Seed of the random inputs")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
-  const char* command = info->parsed()    ? "info"
-                        : demo->parsed()  ? "demo"
-                        : bench->parsed() ? "bench"
-                                          : "fuse";
+  const char* command = info->parsed()        ? "info"
+                        : demo->parsed()      ? "demo"
+                        : bench->parsed()     ? "bench"
+                        : calibrate->parsed() ? "calibrate"
+                                              : "fuse";
   try {
     if (info->parsed()) return qfuse::cli::run_info();
     if (demo->parsed()) return qfuse::cli::run_demo(demo_opt);
     if (bench->parsed()) return qfuse::cli::run_bench(bench_opt);
     if (fuse->parsed()) return qfuse::cli::run_fuse(fuse_opt);
+    if (calibrate->parsed()) return qfuse::cli::run_calibrate(cal_opt);
   } catch (const std::bad_alloc&) {
     // NOTE: "std::bad_alloc" alone explains nothing: say what ran out and what to change.
     std::fprintf(stderr,

@@ -19,7 +19,7 @@ def key(routine: str, shape: dict):
 
 
 def shape_str(shape: dict) -> str:
-    order = ["N", "T", "H", "D"]
+    order = ["N", "T", "S", "H", "D", "NIMG"]
     return " ".join(f"{k}={shape[k]}" for k in sorted(shape, key=lambda k: order.index(k)
                                                       if k in order else 9))
 
@@ -59,6 +59,16 @@ def main(argv=None) -> int:
           "device call" + (" [--tiny: shapes differ, no rows match]" if peers.get("tiny") else ""))
     print("  eager/ours, compile/ours: the peer's median time over ours (> 1: ours faster); "
           "the merge peers also write the merged lse")
+    vit = [r for r in peers.get("results", []) if r.get("sdpa_backend")]
+    if vit:
+        backends = sorted({r["sdpa_backend"].split(" (")[0] for r in vit})
+        print("  vit_attention / vit_layer rows: PyTorch scaled_dot_product_attention in bf16 per "
+              f"image (backend: {', '.join(backends)}), eager only; issue 15's bar: "
+              "vit_layer/fp8_* eager/ours >= 1.5")
+        for r in vit:
+            if r["sdpa_backend"] != "cudnn":
+                print(f"  SDPA {r['routine']} {shape_str(r['shape'])}: {r['sdpa_backend'][:240]}")
+                break
 
     rows = []
     for path in args.ours:

@@ -12,6 +12,14 @@ a `qfuse bench` run), the same computation written in plain PyTorch:
                           <spec>, and the merged lse [H, T] fp32 written too (as the torch.compile
                           peer of shared/PEERS.md does)
   merge_states            the same, bf16 out
+  vit_attention/<in>[:k]  PyTorch's scaled_dot_product_attention in bf16 on the same shapes: per
+  vit_layer/<path>        image q, k, v [1, H, len, D] (the batch's NIMG image lengths as qfuse
+                          makes them), non-causal, scale 1/sqrt(D); the cuDNN backend
+                          (sdpa_kernel(SDPBackend.CUDNN_ATTENTION)) when it runs the case, else
+                          PyTorch's default choice (the row says which, and why). Eager only:
+                          torch.compile would call the same kernel. Bytes: ours for the case;
+                          the peer reads bf16 q, k, v and writes bf16 o (peer_bytes_per_call);
+                          FLOPs 4 sum_i len_i^2 H D (tflops)
 
 <spec>: fp8_per_tensor (static scale, x * (1/s)), fp8_per_token, fp8_group{64,128}:{row,col,
 col_tma}:{f32,ue8m0,ue8m0_packed}, nvfp4:{swizzled,linear} (E2M1 rounded in software, packed two
@@ -39,6 +47,7 @@ alarm; the JSON is rewritten after every row, so a run killed from outside keeps
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -99,14 +108,19 @@ class Case:
     shape: dict
     ours_bytes: int | None = None  # bytes_per_call of `qfuse bench` for this case
     ours_us: float | None = None  # our median, when read from a bench JSON
-    op: str = ""  # silu | quantize | merge
+    op: str = ""  # silu | quantize | merge | vit
     spec: Spec = field(default_factory=lambda: Spec("none"))
+
+    @property
+    def eager_only(self) -> bool:
+        """The vit peers are SDPA calls: torch.compile would call the same kernel."""
+        return self.op == "vit"
 
     def key(self):
         return (self.routine, tuple(sorted(self.shape.items())))
 
     def shape_str(self) -> str:
-        order = ["N", "T", "H", "D"]
+        order = ["N", "T", "S", "H", "D", "NIMG"]
         keys = sorted(self.shape, key=lambda k: order.index(k) if k in order else 9)
         return " ".join(f"{k}={self.shape[k]}" for k in keys)
 
@@ -118,6 +132,8 @@ def classify(routine: str):
     if routine == "merge_states":
         return "merge", Spec("none")
     head, _, spec = routine.partition("/")
+    if head in ("vit_attention", "vit_layer") and spec:
+        return "vit", Spec("none")
     ops = {"silu_mul_quant": "silu", "quantize": "quantize", "merge_states": "merge"}
     if head in ops and spec:
         return ops[head], parse_spec(spec)
@@ -166,6 +182,11 @@ def load_cases(paths: list[str]) -> tuple[list[Case], list[dict]]:
 def tiny_shape(c: Case) -> dict:
     """A small shape of the same family (divisibility kept), for --tiny."""
     s = dict(c.shape)
+    if c.op == "vit":
+        s["H"] = min(s["H"], 2)
+        s["NIMG"] = min(s.get("NIMG", 1), 3)
+        s["S"] = max(min(s["S"], 96), s["NIMG"])
+        return s
     if c.op == "merge":
         s["T"] = min(s["T"], 48)
         s["H"] = min(s["H"], 4)
@@ -204,8 +225,34 @@ def quant_output_bytes(spec: Spec, T: int, H: int) -> tuple[int, int]:
     raise ValueError(spec.kind)
 
 
+def image_lengths(S: int, n: int) -> list[int]:
+    """The image lengths of a vit case (vit_image_lengths() of bench/vit_attention/routines.cu):
+    image i < n - 1 has 1 + (S - n) (i + 1) // (n (n + 1) / 2) tokens, the last one the rest."""
+    if not 1 <= n <= S:
+        raise ValueError(f"NIMG={n} outside [1, S={S}]")
+    rest, weights = S - n, n * (n + 1) // 2
+    lens = [1 + rest * (i + 1) // weights for i in range(n - 1)]
+    return lens + [S - sum(lens)]
+
+
+def vit_flops(shape: dict) -> int:
+    """4 sum_i len_i^2 H D (SPEC §8; D the original head size)."""
+    lens = image_lengths(shape["S"], shape.get("NIMG", 1))
+    return 4 * sum(n * n for n in lens) * shape["H"] * shape["D"]
+
+
 def case_bytes(c: Case, shape: dict) -> tuple[int, int]:
-    """(our minimum bytes, the peer's bytes: ours + the merged lse it writes)."""
+    """(our minimum bytes, the peer's bytes: ours + the merged lse it writes; for vit, the
+    bf16 q, k, v the SDPA peer reads and the bf16 o it writes)."""
+    if c.op == "vit":
+        S, H, D = shape["S"], shape["H"], shape["D"]
+        io = S * H * D * 2
+        peer = 4 * io
+        if c.routine.startswith("vit_attention/fp8"):
+            Dp = round_up(D, 16)  # V transposed for the tensor-core kernel: [H, Dp, S_pad]
+            v = H * Dp * (round_up(S, 32) if c.routine.endswith(":tc") else S)
+            return 2 * S * H * Dp + v + io, peer
+        return peer, peer
     if c.op == "merge":
         N, T, H, D = shape["N"], shape["T"], shape["H"], shape["D"]
         read = N * T * H * D * 2 + N * H * T * 4
@@ -222,6 +269,8 @@ def case_bytes(c: Case, shape: dict) -> tuple[int, int]:
 def priority(c: Case) -> int:
     """Run order: the bar shapes of issue 19 first, then latency-bound shapes, then the rest."""
     s = c.shape
+    if c.op == "vit":
+        return 0  # issue 15's bar shapes; SDPA rows take seconds, no compile
     if c.op == "merge":
         big = s["T"] * s["H"] * s["D"] >= (1 << 24)
         return 0 if big and c.spec.kind != "none" else (1 if s["T"] <= 256 else 2)
@@ -237,7 +286,7 @@ def order_cases(cases: list[Case]) -> list[Case]:
     rank, seen = {}, {}
     for i, c in enumerate(cases):
         g = (priority(c), c.op)
-        rank[i] = (g[0], seen.get(g, 0), ["silu", "quantize", "merge"].index(c.op))
+        rank[i] = (g[0], seen.get(g, 0), ["silu", "quantize", "merge", "vit"].index(c.op))
         seen[g] = seen.get(g, 0) + 1
     return [cases[i] for i in sorted(range(len(cases)), key=lambda i: rank[i])]
 
@@ -353,8 +402,44 @@ def build_ops(torch):
         out = (o.float() * w.permute(0, 2, 1).unsqueeze(-1)).sum(dim=0)  # [T, H, D]
         return out.reshape(T, H * D), out_lse
 
+    def sdpa(backend: str):
+        """(q0, k0, v0, q1, k1, v1, ..., given scale) -> (o0, o1, ...): per image
+        F.scaled_dot_product_attention of [1, H, len, D] bf16, non-causal, scale 1/sqrt(D), with
+        the cuDNN backend ("cudnn") or PyTorch's default choice ("default")."""
+        if backend == "cudnn":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            def context():
+                return sdpa_kernel(SDPBackend.CUDNN_ATTENTION)
+        else:
+            context = contextlib.nullcontext
+
+        def run(*args):
+            t = args[:-1]  # the given scale (last) is not used
+            with context():
+                return tuple(F.scaled_dot_product_attention(t[i], t[i + 1], t[i + 2])
+                             for i in range(0, len(t), 3))
+
+        return run
+
+    def pick_sdpa(inputs, scale, device):
+        """(fn, backend text): SDPA on the cuDNN backend when it runs these inputs, else the
+        default choice, with the reason."""
+        if device == "cpu":
+            return sdpa("default"), "default (CPU)"
+        try:
+            fn = sdpa("cudnn")
+            fn(*inputs, scale)
+            torch.cuda.synchronize()
+            return fn, "cudnn"
+        except Exception as e:  # noqa: BLE001 - no cuDNN attention here: the default backend
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            return sdpa("default"), f"default (cuDNN attention refused: {type(e).__name__}: {first})"
+
     def make(c: Case):
         spec = c.spec
+        if c.op == "vit":
+            return sdpa("default")
         if c.op == "silu":
             return lambda x, scale: quantize(silu_mul(x), spec, scale)
         if c.op == "quantize":
@@ -367,13 +452,18 @@ def build_ops(torch):
         return merge_quant
 
     return SimpleNamespace(make=make, silu_mul=silu_mul, quantize=quantize, merge=merge,
-                           e2m1_codes=e2m1_codes, swizzle_128x4=swizzle_128x4)
+                           e2m1_codes=e2m1_codes, swizzle_128x4=swizzle_128x4, sdpa=sdpa,
+                           pick_sdpa=pick_sdpa)
 
 
 def make_inputs(torch, c: Case, shape: dict, device, seed: int):
     """One input set: the tensors the op reads (the given scale is shared and appended later)."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
+    if c.op == "vit":
+        H, D = shape["H"], shape["D"]
+        return [torch.randn((1, H, n, D), generator=g, device=device, dtype=torch.bfloat16)
+                for n in image_lengths(shape["S"], shape.get("NIMG", 1)) for _ in range(3)]
     if c.op == "merge":
         N, T, H, D = shape["N"], shape["T"], shape["H"], shape["D"]
         o = torch.randn((N, T, H, D), generator=g, device=device, dtype=torch.bfloat16)
@@ -590,9 +680,12 @@ def main(argv=None) -> int:
                   "(the merged lse)"),
         "tiny": args.tiny,
         "budget_s": args.budget_s,
+        "eager_only": "vit_attention/*, vit_layer/*: the peer is one SDPA call per image, which "
+                      "torch.compile would run as the same kernel",
         "unsupported": unsupported,
     })
-    make = build_ops(torch).make
+    ops = build_ops(torch)
+    make = ops.make
     compile_times: list[float] = []
 
     def run_case(c: Case, mode: str):
@@ -601,6 +694,8 @@ def main(argv=None) -> int:
         row = {"suite": c.suite, "section": c.section, "routine": c.routine, "shape": shape,
                "peer": mode, "bytes_per_call": ours, "peer_bytes_per_call": peer_bytes,
                "writes_lse": c.op == "merge"}
+        if c.op == "vit":
+            row["flops_per_call"] = vit_flops(shape)
         if c.ours_bytes is not None and not args.tiny and c.ours_bytes != ours:
             row["bytes_mismatch"] = f"qfuse counts {c.ours_bytes}, this script {ours}"
             log(f"WARNING {c.routine} {c.shape_str()}: {row['bytes_mismatch']}")
@@ -621,6 +716,8 @@ def main(argv=None) -> int:
             K = rotating_sets(peer_bytes, l2)
             sets = [make_inputs(torch, c, shape, device, 17 + s) for s in range(K)]
             scale = given_scale(torch, c, device)
+            if c.op == "vit":
+                fn, row["sdpa_backend"] = ops.pick_sdpa(sets[0], scale, device)
             if mode == "compile":
                 torch._dynamo.reset()
                 fn = torch.compile(fn, dynamic=False, fullgraph=True,
@@ -656,6 +753,8 @@ def main(argv=None) -> int:
                              "method": method}
             row["gbps"] = peer_bytes / (med * 1e3) if med > 0 else 0.0
             row["gbps_ours_bytes"] = ours / (med * 1e3) if med > 0 else 0.0
+            if "flops_per_call" in row:
+                row["tflops"] = row["flops_per_call"] / (med * 1e6) if med > 0 else 0.0
             log(f"{label}: {med:.2f} µs" + (f" (compile {row['compile_s']} s)"
                                             if "compile_s" in row else ""))
         except Exception as e:  # noqa: BLE001 - a failed peer is a row with its reason
@@ -694,6 +793,8 @@ def main(argv=None) -> int:
     # compiled, so that a budget that runs out leaves the bar shapes with both peers.
     for c in order_cases(cases):
         for mode in modes:
+            if mode == "compile" and c.eager_only:
+                continue
             run_case(c, mode)
     writer.doc["elapsed_s"] = round(time.monotonic() - start, 1)
     writer.flush()

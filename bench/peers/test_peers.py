@@ -6,8 +6,10 @@
 - the PyTorch peers compute what qfuse computes (SPEC §0-§2): E2M1 rounding at every grid point
   and tie, the 128x4 scale swizzle (SPEC's worked example), NVFP4 / per-group / per-token /
   per-tensor dequantization within one step, UE8M0 packed column-major bytes, and the merge
-  against a float64 reference with empty partials (-inf, +inf);
-- a --tiny --device cpu run of peers.py, eager and compiled, on a few cases.
+  against a float64 reference with empty partials (-inf, +inf); the ViT peer (SDPA per image)
+  against float64 attention, with qfuse's image lengths;
+- a --tiny --device cpu run of peers.py, eager and compiled, on a few cases, and eager only on
+  the ViT cases.
 
   python3 bench/peers/test_peers.py      (or pytest bench/peers/test_peers.py)
 Skips (exit 0, says so) when PyTorch is not installed.
@@ -44,7 +46,7 @@ def plans() -> list[str]:
     if not os.path.exists(exe):
         return []
     out = []
-    for suite in ("issue2", "issue3", "specs", "quick", "small"):
+    for suite in ("issue2", "issue3", "specs", "quick", "small", "issue15", "issue15_tc"):
         path = os.path.join(tempfile.gettempdir(), f"qfuse_plan_{suite}.json")
         subprocess.run([exe, "bench", "--suite", suite, "--plan", "--json", path], check=True)
         out.append(path)
@@ -61,6 +63,10 @@ def test_bytes_match_qfuse():
     for c in cases:
         ours, peer = peers.case_bytes(c, c.shape)
         assert ours == c.ours_bytes, (c.routine, c.shape, ours, c.ours_bytes)
+        if c.op == "vit":
+            s = c.shape
+            assert peer == 4 * s["S"] * s["H"] * s["D"] * 2, (c.routine, s, peer)
+            continue
         assert peer - ours == (c.shape["H"] * c.shape["T"] * 4 if c.op == "merge" else 0)
     print(f"  {len(cases)} cases: byte counts equal qfuse's")
 
@@ -214,6 +220,32 @@ def test_merge_matches_float64_reference():
     assert torch.allclose(out_lse.double()[finite], ref_lse[finite], atol=1e-5)
 
 
+def test_vit_image_lengths_match_qfuse():
+    # vit_image_lengths() of bench/vit_attention/routines.cu (tests/bench/test_timing.cpp).
+    assert peers.image_lengths(8192, 4) == [819, 1638, 2457, 3278]
+    assert peers.image_lengths(4096, 1) == [4096]
+    for S, n in [(3, 3), (10, 4), (100, 7), (16384, 16)]:
+        lens = peers.image_lengths(S, n)
+        assert len(lens) == n and sum(lens) == S and min(lens) >= 1, (S, n, lens)
+    assert peers.vit_flops({"S": 8192, "H": 16, "D": 72, "NIMG": 4}) == \
+        4 * (819**2 + 1638**2 + 2457**2 + 3278**2) * 16 * 72
+
+
+def test_vit_sdpa_matches_float64():
+    torch.manual_seed(5)
+    H, D = 2, 72
+    lens = [1, 5, 12]
+    t = [torch.randn(1, H, n, D).to(torch.bfloat16) for n in lens for _ in range(3)]
+    outs = ops.sdpa("default")(*t, torch.tensor([1.0]))
+    assert len(outs) == len(lens)
+    for i, n in enumerate(lens):
+        q, k, v = (x.double()[0] for x in t[3 * i: 3 * i + 3])  # [H, n, D]
+        p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D), dim=-1)
+        ref = p @ v
+        assert outs[i].shape == (1, H, n, D) and outs[i].dtype == torch.bfloat16
+        assert torch.allclose(outs[i].double()[0], ref, atol=2e-2, rtol=2e-2), i
+
+
 def test_cpu_run_of_the_script():
     paths = plans()
     if not paths:
@@ -236,6 +268,17 @@ def test_cpu_run_of_the_script():
                 values, scales, lse = r["check_vs_eager"]
                 assert values["equal"] > 0.99 and scales["equal"] > 0.99, r["check_vs_eager"]
                 assert lse["same_nonfinite"] and lse["max_abs_diff"] < 1e-4, lse
+        if not any("issue15" in p for p in paths):
+            return
+        cmd = [sys.executable, os.path.join(HERE, "peers.py"), "--device", "cpu", "--tiny",
+               "--replays", "2", "--min-calls", "1", "--budget-s", "300", "--out", out,
+               "--only", "vit_", "--plan", [p for p in paths if "issue15" in p][0]]
+        subprocess.run(cmd, check=True)
+        rows = json.load(open(out))["results"]
+        assert rows and all("timing" in r for r in rows), [r.get("error") for r in rows]
+        assert {r["peer"] for r in rows} == {"eager"}  # eager only
+        assert all(r["sdpa_backend"].startswith("default") and r["tflops"] > 0 for r in rows)
+        assert not any(r["routine"].startswith("vit_quant") for r in rows)  # no peer
 
 
 def run_in_process(extra: list[str], compile_fn) -> list[dict]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `qfuse fuse` on hostile input: each case must exit 1 (CLI11 usage errors: 105..109) within 20 s
-# and print a message holding the expected fragment; nothing may be killed by a signal or run
-# out of memory. Usage: hostile_inputs.sh QFUSE_BINARY SOURCE_DIR
+# `qfuse fuse` and `qfuse calibrate` on hostile input: each case must exit 1 (CLI11 usage errors:
+# 105..109) within 20 s and print a message holding the expected fragment; nothing may be killed
+# by a signal or run out of memory. The calibrate cases are argument errors, found before the
+# device is touched (the same on machines with and without a GPU); none writes its --out.
+# Usage: hostile_inputs.sh QFUSE_BINARY SOURCE_DIR
 set -uo pipefail
 qfuse=${1:?qfuse binary}
 src=${2:?source dir}
@@ -62,6 +64,29 @@ check "bench case past the element limit" "expected a case of at most 2^40 eleme
 check "bench --dim with junk" "--dim T=4x" bench --op quantize --quant fp8_per_token --dim T=4x
 check "--seed with junk" "seed" fuse "$g" --host --seed 12abc
 check "--reps out of range" "reps" fuse "$g" --host --reps 0
+
+# qfuse calibrate: argument errors, before the device.
+co="$tmp/cal.json"
+check "calibrate without --out" "--out is required" calibrate --layers 2
+check "calibrate --shape of two values" "--shape: expected S,H,D" calibrate --layers 2 --out "$co" --shape 4096,16
+check "calibrate --shape with junk" "got '4096,16,72x'" calibrate --layers 2 --out "$co" --shape 4096,16,72x
+check "calibrate --shape of an unsupported D" "64, 72, 80, 96 or 128, got 70" calibrate --layers 2 --out "$co" --shape 4096,16,70
+check "calibrate --margin 0" "--margin: expected a finite number > 0, got 0" calibrate --layers 2 --out "$co" --margin 0
+check "calibrate --margin -1" "--margin: expected a finite number > 0" calibrate --layers 2 --out "$co" --margin -1
+check "calibrate --margin nan" "got nan" calibrate --layers 2 --out "$co" --margin nan
+check "calibrate --margin junk" "--margin" calibrate --layers 2 --out "$co" --margin 1.5x
+check "calibrate --forwards 0" "--forwards: expected 1..100000" calibrate --layers 2 --out "$co" --forwards 0
+check "calibrate without layers" "--layers N" calibrate --out "$co"
+check "calibrate --layers 0" "--layers: expected 1..4096, got 0" calibrate --layers 0 --out "$co"
+check "calibrate --layers and --layer-names" "excludes" calibrate --layers 2 --layer-names a,b --out "$co"
+check "calibrate empty layer name" "empty name at position 2" calibrate --layer-names a,,b --out "$co"
+check "calibrate duplicate layer name" "'a' twice" calibrate --layer-names a,b,a --out "$co"
+check "calibrate --out in a missing directory" "does not exist" calibrate --layers 2 --out "$tmp/nope/s.json"
+check "calibrate --out a directory" "a directory" calibrate --layers 2 --out "$tmp"
+if [ -e "$co" ]; then
+  failed=$((failed + 1))
+  echo "FAILED: calibrate wrote $co on an argument error"
+fi
 
 echo "cli hostile inputs: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
