@@ -64,24 +64,6 @@ WsLayout ws_layout(int64_t B, int s_q, int64_t N, int parts) {
   return l;
 }
 
-/// The output matrix [T, N * 512]: a 2-D view as given, or a 3-D [T, N, D'] view (D' = 512, or
-/// 256 packed e2m1x2) whose heads are contiguous within a row.
-Status flatten_output(const QuantOutput& in, QuantOutput* out) {
-  *out = in;
-  const TensorRef& o = in.out;
-  if (o.rank != 3) return Status::Ok();
-  if (o.sizes[2] > 1 && o.strides[2] != 1)
-    return Status::InvalidArgument("out.out.strides[2]", "1 (last dimension contiguous)",
-                                   str(o.strides[2]));
-  if (o.sizes[1] > 1 && o.strides[1] != o.sizes[2])
-    return Status::InvalidArgument(
-        "out.out.strides[1]", str(o.sizes[2]) + " (heads contiguous: o_latent is [T, N * 512])",
-        str(o.strides[1]));
-  out->out = TensorRef::strided(o.data, o.dtype, {o.sizes[0], o.sizes[1] * o.sizes[2]},
-                                {o.sizes[0] > 1 ? o.strides[0] : o.sizes[1] * o.sizes[2], 1});
-  return Status::Ok();
-}
-
 /// Everything mla_decode derives from validated arguments.
 struct Plan {
   int64_t B = 0, T = 0, N = 0, num_blocks = 0, block_size = 0, max_blocks = 0;
@@ -206,7 +188,7 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
     return Status::InvalidArgument("softmax_scale", "finite and > 0",
                                    std::to_string(a.softmax_scale));
   // output
-  QFUSE_RETURN_IF_ERROR(flatten_output(a.out, &P.out));
+  QFUSE_RETURN_IF_ERROR(detail::flatten_head_output(a.out, "o_latent is [T, N * 512]", &P.out));
   QFUSE_RETURN_IF_ERROR(P.out.spec.validate());
   QFUSE_RETURN_IF_ERROR(validate_quant_output(P.out, P.T, P.N * kMlaLatentDim));
   if (!a.lse.empty_ref())

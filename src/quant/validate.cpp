@@ -241,4 +241,21 @@ Status detail::check_quant_output(const QuantOutput& q, int64_t rows, int64_t co
   return Status::Ok();
 }
 
+Status detail::flatten_head_output(const QuantOutput& in, const std::string& shape,
+                                   QuantOutput* out) {
+  *out = in;
+  const TensorRef& o = in.out;
+  if (o.rank != 3) return Status::Ok();
+  if (o.sizes[2] > 1 && o.strides[2] != 1)
+    return Status::InvalidArgument("out.out.strides[2]", "1 (last dimension contiguous)",
+                                   std::to_string(o.strides[2]));
+  if (o.sizes[1] > 1 && o.strides[1] != o.sizes[2])
+    return Status::InvalidArgument(
+        "out.out.strides[1]", std::to_string(o.sizes[2]) + " (heads contiguous: " + shape + ")",
+        std::to_string(o.strides[1]));
+  out->out = TensorRef::strided(o.data, o.dtype, {o.sizes[0], o.sizes[1] * o.sizes[2]},
+                                {o.sizes[0] > 1 ? o.strides[0] : o.sizes[1] * o.sizes[2], 1});
+  return Status::Ok();
+}
+
 }  // namespace qfuse

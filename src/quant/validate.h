@@ -47,6 +47,11 @@ Status check_quant_pointers(const QuantOutput& q,
 /// validate_quant_output() of a spec already validated.
 Status check_quant_output(const QuantOutput& q, int64_t rows, int64_t cols);
 
+/// An attention output given as [T, H, D] (heads contiguous within a row) viewed as the matrix
+/// [T, H * D] the quantizer writes; a 2-D view is kept as it is. `shape` names the expected form
+/// in errors ("o_latent is [T, N * 512]").
+Status flatten_head_output(const QuantOutput& in, const std::string& shape, QuantOutput* out);
+
 /// Every non-null pointer must be device-accessible memory of the current device.
 Status check_device_pointers(std::initializer_list<std::pair<const void*, const char*>> ptrs);
 

@@ -9,6 +9,7 @@
 #include <cfloat>
 #include <climits>
 
+#include "common/block_reduce.cuh"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/quant/quantize.h"
 #include "quant/validate.h"
@@ -38,14 +39,7 @@ __global__ void __launch_bounds__(kAmaxThreads)
          c += int64_t(gridDim.x) * kAmaxThreads)
       m = max(m, __float_as_uint(fabsf(to_float(row[c]))));
   }
-  for (int off = 16; off > 0; off /= 2) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-  __shared__ unsigned warp_max[kAmaxThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kAmaxThreads / 32; ++w) m = max(m, warp_max[w]);
-    if (m != 0) atomicMax(amax, m);
-  }
+  block_atomic_max_u32<kAmaxThreads>(m, amax);
 }
 
 /// scale = max(amax / 448, FLT_MIN), in place (the division the reference engine does per block).

@@ -9,6 +9,7 @@
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
 #include "vit_attention/launch.h"
+#include "vit_attention/validate.h"
 
 namespace qfuse {
 namespace {
@@ -19,23 +20,6 @@ std::string str(int64_t v) {
 
 bool supported_head_dim(int d) {
   return d == 64 || d == 72 || d == 80 || d == 96 || d == 128;
-}
-
-/// The output [S_total, H * D]: a 2-D view as given, or [S_total, H, D] with heads contiguous.
-Status flatten_output(const QuantOutput& in, QuantOutput* out) {
-  *out = in;
-  const TensorRef& o = in.out;
-  if (o.rank != 3) return Status::Ok();
-  if (o.sizes[2] > 1 && o.strides[2] != 1)
-    return Status::InvalidArgument("out.out.strides[2]", "1 (last dimension contiguous)",
-                                   str(o.strides[2]));
-  if (o.sizes[1] > 1 && o.strides[1] != o.sizes[2])
-    return Status::InvalidArgument("out.out.strides[1]",
-                                   str(o.sizes[2]) + " (heads contiguous: o is [S, H * D])",
-                                   str(o.strides[1]));
-  out->out = TensorRef::strided(o.data, o.dtype, {o.sizes[0], o.sizes[1] * o.sizes[2]},
-                                {o.sizes[0] > 1 ? o.strides[0] : o.sizes[1] * o.sizes[2], 1});
-  return Status::Ok();
 }
 
 struct Plan {
@@ -81,16 +65,7 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
             t.describe());
       continue;
     }
-    if (t.dtype != q.dtype)
-      return Status::InvalidArgument(n + ".dtype", std::string(to_string(q.dtype)) + " (as q)",
-                                     std::string(to_string(t.dtype)));
-    if (t.rank != r) return Status::InvalidArgument(n + ".rank", str(r) + " (as q)", str(t.rank));
-    QFUSE_RETURN_IF_ERROR(check_sizes(n + ".sizes", t.sizes.data(), t.rank, nullptr));
-    for (int d = 0; d < r; ++d)
-      if (t.sizes[d] != q.sizes[d])
-        return Status::InvalidArgument(n + ".sizes[" + str(d) + "]",
-                                       str(q.sizes[d]) + " (as q: " + q.shape_string() + ")",
-                                       str(t.sizes[d]));
+    QFUSE_RETURN_IF_ERROR(vit::check_like_q(t, n, q));
     const int64_t last = fp8 ? Dp : a.head_dim;
     if (t.sizes[r - 1] != last)
       return Status::InvalidArgument(
@@ -100,12 +75,6 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
           str(t.sizes[r - 1]));
     if (fp8 && !t.is_contiguous())
       return Status::InvalidArgument(n + ".strides", "contiguous [S_total, H, Dp]", t.describe());
-    if (t.strides[r - 1] != 1)
-      return Status::InvalidArgument(n + ".strides[" + str(r - 1) + "]",
-                                     "1 (last dimension contiguous)", str(t.strides[r - 1]));
-    for (int d = 0; d < r - 1; ++d)
-      if (t.strides[d] < 0)
-        return Status::InvalidArgument(n + ".strides[" + str(d) + "]", ">= 0", str(t.strides[d]));
   }
   const int64_t B = r == 4 ? q.sizes[0] : 1, S = q.sizes[r - 3], H = q.sizes[r - 2];
   const int64_t S_total = B * S;
@@ -147,7 +116,7 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
     return Status::InvalidArgument("q.sizes", "H * head_dim <= 32768", q.shape_string());
   if (S_total >= (int64_t{1} << 31))
     return Status::InvalidArgument("q.sizes", "fewer than 2^31 tokens", q.shape_string());
-  QFUSE_RETURN_IF_ERROR(flatten_output(a.out, &plan->out));
+  QFUSE_RETURN_IF_ERROR(detail::flatten_head_output(a.out, "o is [S, H * D]", &plan->out));
   const int64_t cols = H * a.head_dim;
   QFUSE_RETURN_IF_ERROR(detail::check_quant_args("vit_attention", plan->out, S_total, cols));
   // NOTE: the kernel hands whole token rows to the shared-memory-tile adapter, which needs the

@@ -10,6 +10,7 @@
 
 #include <cfloat>
 
+#include "common/block_reduce.cuh"
 #include "core/launch.cuh"
 #include "qfuse/core/checked.h"
 #include "qfuse/quant/chunk.cuh"
@@ -17,6 +18,7 @@
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
 #include "vit_attention/qkv.cuh"
+#include "vit_attention/validate.h"
 
 namespace qfuse {
 namespace vit {
@@ -65,14 +67,7 @@ __global__ void __launch_bounds__(kThreads) amax_kernel(QkvGeometry g, uint32_t*
 #pragma unroll
     for (int i = 0; i < 8; ++i) m = max(m, __float_as_uint(fabsf(x[i])));
   }
-  for (int off = 16; off > 0; off /= 2) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-  __shared__ uint32_t warp_max[kThreads / 32];
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) m = max(m, warp_max[w]);
-    if (m != 0) atomicMax(layer_state + state::kCurrent + which, m);
-  }
+  block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
 }
 
 /// scale = max(history with the current amax in the oldest slot) / 448 (ref::vit_dynamic_scale).
@@ -224,19 +219,7 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
     const std::string n = names[i];
     if (t.dtype != DType::kBF16)
       return Status::InvalidArgument(n + ".dtype", "bf16", std::string(to_string(t.dtype)));
-    if (t.rank != r) return Status::InvalidArgument(n + ".rank", str(r) + " (as q)", str(t.rank));
-    QFUSE_RETURN_IF_ERROR(check_sizes(n + ".sizes", t.sizes.data(), t.rank, nullptr));
-    for (int d = 0; d < r; ++d)
-      if (t.sizes[d] != q.sizes[d])
-        return Status::InvalidArgument(n + ".sizes[" + str(d) + "]",
-                                       str(q.sizes[d]) + " (as q: " + q.shape_string() + ")",
-                                       str(t.sizes[d]));
-    if (t.sizes[r - 1] > 1 && t.strides[r - 1] != 1)
-      return Status::InvalidArgument(n + ".strides[" + str(r - 1) + "]",
-                                     "1 (last dimension contiguous)", str(t.strides[r - 1]));
-    for (int d = 0; d < r - 1; ++d)
-      if (t.strides[d] < 0)
-        return Status::InvalidArgument(n + ".strides[" + str(d) + "]", ">= 0", str(t.strides[d]));
+    QFUSE_RETURN_IF_ERROR(check_like_q(t, n, q));
   }
   const int64_t B = r == 4 ? q.sizes[0] : 1, S = q.sizes[r - 3], H = q.sizes[r - 2],
                 D = q.sizes[r - 1];
