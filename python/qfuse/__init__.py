@@ -35,6 +35,11 @@ from ._qfuse import (  # noqa: F401
     silu_and_mul,
     silu_mul_quant,
     tensor_info,
+    vit_attention,
+    vit_quantize_qkv,
+    vit_quantize_qkv_dynamic,
+    vit_scale_state_bytes,
+    vit_scale_state_reset,
 )
 
 __version__ = "0.2.0"
@@ -58,4 +63,9 @@ __all__ = [
     "silu_and_mul",
     "silu_mul_quant",
     "tensor_info",
+    "vit_attention",
+    "vit_quantize_qkv",
+    "vit_quantize_qkv_dynamic",
+    "vit_scale_state_bytes",
+    "vit_scale_state_reset",
 ]

@@ -33,6 +33,7 @@
 #include "qfuse/quant/kind.h"
 #include "qfuse/quant/quantize.h"
 #include "qfuse/quant/reference.h"
+#include "qfuse/vit_attention/vit_attention.h"
 
 namespace nb = nanobind;
 
@@ -386,6 +387,108 @@ void mla_decode_check(const Array& workspace, uintptr_t stream) {
   check(qfuse::mla_decode_check(mla_workspace(workspace), as_stream(stream)));
 }
 
+// ---- ViT attention (SPEC §5) ----------------------------------------------------------------
+
+qfuse::VitVLayout v_layout(bool v_transposed) {
+  return v_transposed ? qfuse::VitVLayout::kTransposed : qfuse::VitVLayout::kRowMajor;
+}
+
+qfuse::VitQkvQuantArgs vit_quant_args(const Array& q, const Array& k, const Array& v,
+                                      const Array& q_out, const Array& k_out, const Array& v_out,
+                                      bool v_transposed) {
+  qfuse::VitQkvQuantArgs a;
+  a.q = to_ref(q, "q");
+  a.k = to_ref(k, "k");
+  a.v = to_ref(v, "v");
+  a.q_out = to_ref(q_out, "q_out", DType::kE4M3);
+  a.k_out = to_ref(k_out, "k_out", DType::kE4M3);
+  a.v_out = to_ref(v_out, "v_out", DType::kE4M3);
+  a.v_layout = v_layout(v_transposed);
+  return a;
+}
+
+void vit_quantize_qkv(const Array& q, const Array& k, const Array& v, const Array& q_out,
+                      const Array& k_out, const Array& v_out, const Array& q_scale,
+                      const Array& k_scale, const Array& v_scale, bool v_transposed,
+                      uintptr_t stream) {
+  qfuse::VitQkvQuantArgs a = vit_quant_args(q, k, v, q_out, k_out, v_out, v_transposed);
+  a.q_scale = scalar_ptr(q_scale, "q_scale");
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  a.v_scale = scalar_ptr(v_scale, "v_scale");
+  check(qfuse::vit_quantize_qkv(a, as_stream(stream)));
+}
+
+size_t vit_scale_state_bytes(int num_layers) {
+  if (num_layers < 1) invalid("num_layers", ">= 1", std::to_string(num_layers));
+  return qfuse::vit_scale_state_bytes(num_layers);
+}
+
+qfuse::VitScaleState vit_state(const Array& state, int num_layers) {
+  const TensorRef t = to_ref(state, "state", DType::kU8);
+  if (t.dtype != DType::kU8 || !t.is_contiguous())
+    invalid("state", "a contiguous uint8 tensor", t.describe());
+  return {t.data, static_cast<size_t>(t.numel()), num_layers};
+}
+
+void vit_quantize_qkv_dynamic(const Array& q, const Array& k, const Array& v, const Array& q_out,
+                              const Array& k_out, const Array& v_out, const Array& state,
+                              int num_layers, int layer, bool v_transposed, uintptr_t stream) {
+  const qfuse::VitQkvQuantArgs a = vit_quant_args(q, k, v, q_out, k_out, v_out, v_transposed);
+  check(qfuse::vit_quantize_qkv_dynamic(a, vit_state(state, num_layers), layer, as_stream(stream)));
+}
+
+void vit_scale_state_reset(const Array& state, int num_layers, uintptr_t stream) {
+  check(qfuse::vit_scale_state_reset(vit_state(state, num_layers), as_stream(stream)));
+}
+
+qfuse::VitKernel vit_kernel(const std::string& k) {
+  if (k == "auto") return qfuse::VitKernel::kAuto;
+  if (k == "tensor_core") return qfuse::VitKernel::kTensorCore;
+  if (k == "simple") return qfuse::VitKernel::kSimple;
+  invalid("kernel", "auto|tensor_core|simple", k);
+  return qfuse::VitKernel::kAuto;
+}
+
+void vit_attention(const Array& q, const Array& k, const Array& v, const Array& out, int head_dim,
+                   float softmax_scale, const OptArray& cu_seqlens, const OptArray& cu_seqlens_host,
+                   const std::string& spec, const OptArray& scales, const OptArray& scale,
+                   const OptArray& scale_ub, const OptArray& q_scale, const OptArray& k_scale,
+                   const OptArray& v_scale, bool v_transposed, const std::string& kernel,
+                   uintptr_t stream) {
+  qfuse::VitAttentionArgs a;
+  a.q = to_ref(q, "q", DType::kE4M3);
+  a.k = to_ref(k, "k", DType::kE4M3);
+  a.v = to_ref(v, "v", DType::kE4M3);
+  a.v_layout = v_layout(v_transposed);
+  a.head_dim = head_dim;
+  a.q_scale = scalar_ptr(q_scale, "q_scale");
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  a.v_scale = scalar_ptr(v_scale, "v_scale");
+  if (cu_seqlens.has_value() != cu_seqlens_host.has_value())
+    invalid("cu_seqlens", "given with cu_seqlens_host (its copy on the host), or neither",
+            cu_seqlens ? "cu_seqlens alone" : "cu_seqlens_host alone");
+  if (cu_seqlens) {
+    const TensorRef d = to_ref(*cu_seqlens, "cu_seqlens");
+    const TensorRef h = to_ref(*cu_seqlens_host, "cu_seqlens_host", {}, false);
+    if (cu_seqlens_host->device_type() != nb::device::cpu::value)
+      invalid("cu_seqlens_host.device", "cpu",
+              device_name(cu_seqlens_host->device_type(), cu_seqlens_host->device_id()));
+    for (const auto& [t, n] : {std::pair{d, "cu_seqlens"}, std::pair{h, "cu_seqlens_host"}})
+      if (t.dtype != DType::kI32 || t.rank != 1 || !t.is_contiguous())
+        invalid(n, "a contiguous int32 vector", t.describe());
+    if (d.sizes[0] != h.sizes[0] || d.sizes[0] < 2)
+      invalid("cu_seqlens_host.sizes[0]",
+              std::to_string(d.sizes[0]) + " (as cu_seqlens; at least 2)",
+              std::to_string(h.sizes[0]));
+    a.cu_seqlens = static_cast<const int32_t*>(d.data);
+    a.cu_seqlens_host = static_cast<const int32_t*>(h.data);
+    a.num_seqs = d.sizes[0] - 1;
+  }
+  a.softmax_scale = softmax_scale;
+  a.out = quant_output(spec, out, scales, scale, scale_ub);
+  check(qfuse::vit_attention(a, qfuse::VitAttentionOptions{vit_kernel(kernel)}, as_stream(stream)));
+}
+
 // ---- the vocabulary, for allocating wrappers and tests ---------------------------------------
 
 std::string canonical_spec(const std::string& text) {
@@ -507,6 +610,23 @@ NB_MODULE(_qfuse, m) {
         nb::arg("lse") = none, nb::arg("split") = "auto", nb::arg("kernel") = "auto",
         nb::arg("stream") = 0);
   m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
+  m.def("vit_quantize_qkv", &vit_quantize_qkv, nb::arg("q"), nb::arg("k"), nb::arg("v"),
+        nb::arg("q_out"), nb::arg("k_out"), nb::arg("v_out"), nb::arg("q_scale"),
+        nb::arg("k_scale"), nb::arg("v_scale"), nb::arg("v_transposed") = false,
+        nb::arg("stream") = 0);
+  m.def("vit_scale_state_bytes", &vit_scale_state_bytes, nb::arg("num_layers"));
+  m.def("vit_scale_state_reset", &vit_scale_state_reset, nb::arg("state"), nb::arg("num_layers"),
+        nb::arg("stream") = 0);
+  m.def("vit_quantize_qkv_dynamic", &vit_quantize_qkv_dynamic, nb::arg("q"), nb::arg("k"),
+        nb::arg("v"), nb::arg("q_out"), nb::arg("k_out"), nb::arg("v_out"), nb::arg("state"),
+        nb::arg("num_layers"), nb::arg("layer"), nb::arg("v_transposed") = false,
+        nb::arg("stream") = 0);
+  m.def("vit_attention", &vit_attention, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
+        nb::arg("head_dim"), nb::arg("softmax_scale"), nb::arg("cu_seqlens") = none,
+        nb::arg("cu_seqlens_host") = none, nb::arg("spec") = "none", nb::arg("scales") = none,
+        nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("q_scale") = none,
+        nb::arg("k_scale") = none, nb::arg("v_scale") = none, nb::arg("v_transposed") = false,
+        nb::arg("kernel") = "auto", nb::arg("stream") = 0);
   m.def("canonical_spec", &canonical_spec, nb::arg("spec"));
   m.def("scale_shape", &scale_shape, nb::arg("spec"), nb::arg("rows"), nb::arg("cols"));
   m.def("out_dtype", &out_dtype, nb::arg("spec"));

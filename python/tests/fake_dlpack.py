@@ -104,3 +104,12 @@ class HostFloats(FakeTensor):
         self.buffer = (ctypes.c_float * max(rows * cols, 1))(*values)
         super().__init__((rows, cols), "fp32", data=ctypes.addressof(self.buffer),
                          device=(CPU, 0))
+
+
+class HostInts(FakeTensor):
+    """A real host int32 vector (ctypes memory) exported over DLPack."""
+
+    def __init__(self, values):
+        self.buffer = (ctypes.c_int32 * max(len(values), 1))(*values)
+        super().__init__((len(values),), "i32", data=ctypes.addressof(self.buffer),
+                         device=(CPU, 0))

@@ -380,6 +380,49 @@ class Mla(unittest.TestCase):
             self.assertTrue(bool((flat[slots[t_]][512:] == pe[t_]).all()))
 
 
+class Vit(unittest.TestCase):
+    """The ViT ops through torch.ops.qfuse: the quantizer byte for byte against the C++ host
+    reference's rule (x * (1 / s) to E4M3, pad columns zero), the attention against float64
+    PyTorch on the dequantized inputs, on packed sequences."""
+
+    S, H, D, DP = 150, 3, 72, 80
+
+    def quantized(self, scales=(0.011, 0.023, 0.0057)):
+        qkv = randn(self.S, 3, self.H, self.D)
+        outs = [poisoned((self.S, self.H, self.DP), FP8) for _ in range(3)]
+        sc = [scalar(v) for v in scales]
+        qt.vit_quantize_qkv(qkv[:, 0], qkv[:, 1], qkv[:, 2], *outs, *sc)
+        return qkv, outs, scales
+
+    def test_quantize_matches_the_rule(self):
+        qkv, outs, scales = self.quantized()
+        for i in range(3):
+            x = qkv[:, i].float().cpu()
+            inv = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(scales[i], dtype=F32)
+            want = torch.zeros(self.S, self.H, self.DP, dtype=torch.uint8)
+            want[..., :self.D] = (x * inv).clamp(-448, 448).to(FP8).view(torch.uint8)
+            self.assertEqual(mismatch(as_bytes(outs[i]), want.flatten()), 0, f"tensor {i}")
+
+    def test_attention_against_float64(self):
+        qkv, outs, scales = self.quantized()
+        cu = torch.tensor([0, 1, 40, self.S], dtype=torch.int32)
+        out = poisoned((self.S, self.H, self.D), BF16)
+        sc = [scalar(v) for v in scales]
+        sm = self.D ** -0.5
+        qt.vit_attention(*outs, out, self.D, sm, cu.to(DEV), cu, q_scale=sc[0], k_scale=sc[1],
+                         v_scale=sc[2])
+        deq = [outs[i].float()[..., :self.D].double().cpu() * scales[i] for i in range(3)]
+        want = torch.empty(self.S, self.H, self.D, dtype=torch.float64)
+        for b in range(len(cu) - 1):
+            lo, hi = int(cu[b]), int(cu[b + 1])
+            q, k, v = (t[lo:hi].transpose(0, 1) for t in deq)  # [H, L, D]
+            p = torch.softmax(q @ k.transpose(1, 2) * sm, dim=-1)
+            want[lo:hi] = (p @ v).transpose(0, 1)
+        got = out.double().cpu()
+        self.assertTrue(torch.isfinite(got).all())
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
+
+
 def opcheck_cases():
     T, H = 16, 256
     x = randn(T, 2 * H)
@@ -416,7 +459,24 @@ def opcheck_cases():
         "mla_decode": mla_problem()[:4] + (e(3, 16 * 512, dtype=BF16), qt.mla_workspace(3, 1, 16),
                                            1, 0.07, "none", None, None, None, None,
                                            e(3, 16, dtype=F32), "auto", "auto"),
+        "vit_quantize_qkv": vit_quant_case(e, s),
+        "vit_attention": vit_attention_case(e, s),
     }
+
+
+def vit_quant_case(e, s):
+    S, H, D = 24, 2, 72
+    qkv = randn(S, 3, H, D)
+    return (qkv[:, 0], qkv[:, 1], qkv[:, 2], e(S, H, 80), e(S, H, 80), e(S, H, 80), s, s, s,
+            False)
+
+
+def vit_attention_case(e, s):
+    S, H, D = 24, 2, 72
+    z = lambda: torch.zeros(S, H, 80, dtype=torch.uint8, device=DEV)  # noqa: E731 (code 0.0)
+    cu = torch.tensor([0, 5, S], dtype=torch.int32)
+    return (z(), z(), z(), e(S, H * D, dtype=BF16), D, D ** -0.5, cu.to(DEV), cu, "none", None,
+            None, None, s, s, s, False, "auto")
 
 
 class OpCheck(unittest.TestCase):

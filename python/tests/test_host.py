@@ -14,7 +14,7 @@ import unittest
 import qfuse
 import struct
 
-from fake_dlpack import HostFloats, cpu, cuda
+from fake_dlpack import HostFloats, HostInts, cpu, cuda
 
 RNG = random.Random(20261204)
 
@@ -448,3 +448,96 @@ class Streams(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class VitAttention(unittest.TestCase):
+    """vit_quantize_qkv(_dynamic) and vit_attention: each check named as the C++ API names it."""
+
+    S, H, D, DP = 17, 4, 72, 80
+
+    def views(self):
+        S, H, D = self.S, self.H, self.D
+        base = gap(None)
+        ss = 3 * H * D
+        return [cuda((S, H, D), "bf16", (ss, D, 1), base + 2 * i * H * D) for i in range(3)]
+
+    def fp8(self, shape=None):
+        return t(shape or (self.S, self.H, self.DP), "e4m3")
+
+    def scale(self):
+        return t((1,), "fp32")
+
+    def test_quantize_valid_call_reaches_the_device(self):
+        q, k, v = self.views()
+        with self.assertRaises((RuntimeError, ValueError)) as e:
+            qfuse.vit_quantize_qkv(q, k, v, self.fp8(), self.fp8(), self.fp8(), self.scale(),
+                                   self.scale(), self.scale())
+        self.assertNotIn("_out", str(e.exception))
+
+    def test_quantize_validation(self):
+        q, k, v = self.views()
+        S, H, DP = self.S, self.H, self.DP
+        for args, kw, exc, frag in [
+            ((q, k, v, self.fp8((S, H, 72))), {}, ValueError, "'q_out.sizes'"),
+            ((q, k, t((S, H, 72), "fp16")), {}, TypeError, "'v.dtype'"),
+            ((q, k, v), dict(v_transposed=True), ValueError, "'v_out.sizes'"),
+        ]:
+            with self.subTest(frag=frag):
+                full = list(args) + [self.fp8() for _ in range(6 - len(args))]
+                with self.assertRaises(exc) as e:
+                    qfuse.vit_quantize_qkv(*full, self.scale(), self.scale(), self.scale(), **kw)
+                self.assertIn(frag, str(e.exception))
+        with self.assertRaises(ValueError) as e:  # V transposed: [H, Dp, S rounded up to 32]
+            qfuse.vit_quantize_qkv(q, k, v, self.fp8(), self.fp8(), self.fp8((H, DP, 17)),
+                                   self.scale(), self.scale(), self.scale(), v_transposed=True)
+        self.assertIn("[4, 80, 32]", str(e.exception))
+
+    def test_dynamic_state(self):
+        self.assertEqual(qfuse.vit_scale_state_bytes(3), 3 * 256)
+        with self.assertRaises(ValueError):
+            qfuse.vit_scale_state_bytes(0)
+        q, k, v = self.views()
+        state = t((256,), "u8")  # one layer's worth
+        with self.assertRaises(ValueError) as e:
+            qfuse.vit_quantize_qkv_dynamic(q, k, v, self.fp8(), self.fp8(), self.fp8(), state,
+                                           num_layers=2, layer=0)
+        self.assertIn("'state.bytes'", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qfuse.vit_quantize_qkv_dynamic(q, k, v, self.fp8(), self.fp8(), self.fp8(), state,
+                                           num_layers=1, layer=1)
+        self.assertIn("'layer'", str(e.exception))
+
+    def attention(self, **kw):
+        S, H, D = self.S, self.H, self.D
+        a = dict(q=self.fp8(), k=self.fp8(), v=self.fp8(), out=t((S, H * D), "bf16"),
+                 head_dim=D, softmax_scale=D ** -0.5, cu_seqlens=t((3,), "i32"),
+                 cu_seqlens_host=HostInts([0, 5, S]), q_scale=self.scale(),
+                 k_scale=self.scale(), v_scale=self.scale())
+        a.update(kw)
+        qfuse.vit_attention(**a)
+
+    def test_attention_valid_call_reaches_the_device(self):
+        with self.assertRaises((RuntimeError, ValueError)) as e:
+            self.attention()
+        self.assertNotIn("cu_seqlens", str(e.exception))
+
+    def test_attention_validation(self):
+        for kw, exc, frag in [
+            (dict(head_dim=48), ValueError, "'head_dim'"),
+            (dict(cu_seqlens_host=HostInts([0, 9, 5])), ValueError, "'cu_seqlens[2]'"),
+            (dict(cu_seqlens_host=HostInts([1, 5, 17])), ValueError, "'cu_seqlens[0]'"),
+            (dict(cu_seqlens_host=HostInts([0, 5, 16])), ValueError, "'cu_seqlens[2]'"),
+            (dict(cu_seqlens_host=HostInts([0, 17])), ValueError, "'cu_seqlens_host.sizes[0]'"),
+            (dict(cu_seqlens_host=None), ValueError, "'cu_seqlens'"),
+            (dict(cu_seqlens_host=cuda((3,), "i32")), ValueError, "'cu_seqlens_host.device'"),
+            (dict(v_scale=None), ValueError, "'v_scale'"),
+            (dict(softmax_scale=0.0), ValueError, "'softmax_scale'"),
+            (dict(kernel="fastest"), ValueError, "'kernel'"),
+            (dict(kernel="tensor_core"), NotImplementedError, "transposed"),
+            (dict(spec="fp8_per_tensor", out=t((self.S, self.H * self.D), "e4m3")), ValueError,
+             "'out.scale'"),
+        ]:
+            with self.subTest(frag=frag):
+                with self.assertRaises(exc) as e:
+                    self.attention(**kw)
+                self.assertIn(frag, str(e.exception))

@@ -32,6 +32,8 @@ WRITES = {
     "merge_attn_states": {"output", "output_lse"},
     "mla_write_cache": {"cache"},
     "mla_decode": {"out", "workspace", "scales", "lse"},
+    "vit_quantize_qkv": {"q_out", "k_out", "v_out"},
+    "vit_attention": {"out", "scales"},
 }
 for _n in ("static_scaled_fp8_quant", "dynamic_per_token_scaled_fp8_quant",
            "per_token_group_fp8_quant", "scaled_fp4_quant"):

@@ -23,6 +23,8 @@ __all__ = [
     "mla_write_cache",
     "mla_decode",
     "mla_workspace",
+    "vit_quantize_qkv",
+    "vit_attention",
     "quantize_alloc",
     "silu_mul_quant_alloc",
     "merge_states_alloc",
@@ -198,6 +200,45 @@ mla_decode = _define(
     "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
     "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
     "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()", _mla_decode_impl)
+
+
+def _vit_quantize_qkv_impl(q, k, v, q_out, k_out, v_out, q_scale, k_scale, v_scale,
+                           v_transposed=False):
+    _q.vit_quantize_qkv(_dl(q, "q"), _dl(k, "k"), _dl(v, "v"), _dl(q_out, "q_out", "e4m3"),
+                        _dl(k_out, "k_out", "e4m3"), _dl(v_out, "v_out", "e4m3"),
+                        _dl(q_scale, "q_scale"), _dl(k_scale, "k_scale"), _dl(v_scale, "v_scale"),
+                        v_transposed=v_transposed, stream=_stream(q))
+
+
+vit_quantize_qkv = _define(
+    "vit_quantize_qkv(Tensor q, Tensor k, Tensor v, Tensor(a!) q_out, Tensor(b!) k_out, "
+    "Tensor(c!) v_out, Tensor q_scale, Tensor k_scale, Tensor v_scale, "
+    "bool v_transposed=False) -> ()", _vit_quantize_qkv_impl)
+
+
+def _vit_attention_impl(q, k, v, out, head_dim, softmax_scale, cu_seqlens=None,
+                        cu_seqlens_cpu=None, spec="none", scales=None, scale=None, scale_ub=None,
+                        q_scale=None, k_scale=None, v_scale=None, v_transposed=False,
+                        kernel="auto"):
+    _q.vit_attention(_dl(q, "q", "e4m3"), _dl(k, "k", "e4m3"), _dl(v, "v", "e4m3"),
+                     _dl(out, "out", _out_fmt(spec)), head_dim, softmax_scale,
+                     cu_seqlens=_opt(cu_seqlens, "cu_seqlens"),
+                     cu_seqlens_host=_opt(cu_seqlens_cpu, "cu_seqlens_host"), spec=spec,
+                     scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                     scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                     q_scale=_opt(q_scale, "q_scale"), k_scale=_opt(k_scale, "k_scale"),
+                     v_scale=_opt(v_scale, "v_scale"), v_transposed=v_transposed, kernel=kernel,
+                     stream=_stream(q))
+
+
+# NOTE: cu_seqlens_cpu is the host copy of cu_seqlens (the library checks the lengths there and
+# sizes its grid from them without reading the device).
+vit_attention = _define(
+    "vit_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) out, int head_dim, "
+    "float softmax_scale, Tensor? cu_seqlens=None, Tensor? cu_seqlens_cpu=None, "
+    "str spec=\"none\", Tensor(b!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
+    "Tensor? q_scale=None, Tensor? k_scale=None, Tensor? v_scale=None, "
+    "bool v_transposed=False, str kernel=\"auto\") -> ()", _vit_attention_impl)
 
 
 def mla_workspace(batch, s_q, num_heads, device=None, split="auto", kernel="auto"):
