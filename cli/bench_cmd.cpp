@@ -42,11 +42,11 @@ std::string fmt(const char* f, double v) {
 void list_everything() {
   std::printf("suites:\n");
   for (const bench::Suite* s : bench::all_suites())
-    std::printf("  %-8s %3zu cases  %s\n", s->name.c_str(), s->cases.size(),
+    std::printf("  %-10s %3zu cases  %s\n", s->name.c_str(), s->cases.size(),
                 s->description.c_str());
   std::printf("\nops of --op (--dim KEY=VALUE sets a shape key; defaults shown):\n");
   for (const bench::BenchOp& op : bench::bench_ops())
-    std::printf("  %-24s %-28s %s\n", op.op.c_str(), op.defaults.to_string().c_str(),
+    std::printf("  %-26s %-28s %s\n", op.op.c_str(), op.defaults.to_string().c_str(),
                 op.summary.c_str());
   std::printf("\nroutines:\n");
   for (const bench::Routine* r : bench::all_routines())
@@ -178,8 +178,9 @@ void print_table(const bench::Report& rep) {
         "counts and were timed with fewer calls per graph and replays (--budget-s)\n",
         rep.options.budget_s);
   if (any_flops)
-    std::printf("TFLOPS: the row's floating-point operations per call (attention: 4 S_q S_kv H D) "
-                "over its median time\n");
+    std::printf(
+        "TFLOPS: the row's floating-point operations per call (attention: 4 S_q S_kv H D) "
+        "over its median time\n");
   std::printf(
       "GB/s: minimum bytes (inputs read once, outputs and scales written once); an "
       "indented unfused peer is charged the bytes of the fused op above it\n"

@@ -107,8 +107,7 @@ int main(int argc, char** argv) {
   calibrate->add_option("--margin", cal_opt.margin, "Factor on the saved scales (> 0)")
       ->capture_default_str();
   calibrate->add_option("--out", cal_opt.out, "The scale file to write (JSON)")->required();
-  calibrate->add_option("--seed", cal_opt.seed, "Seed of the random inputs")
-      ->capture_default_str();
+  calibrate->add_option("--seed", cal_opt.seed, "Seed of the random inputs")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
 
