@@ -333,10 +333,14 @@ __global__ void __launch_bounds__(384, 1)
     if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
     rescale_o();
     const int last = (tiles - 1) % Tr::kStages;
-    if ((tiles - 1) & 1)
-      issue_pv<kD>(o, pa[1], v_addr(last));
-    else
-      issue_pv<kD>(o, pa[0], v_addr(last));
+    // NOTE: a select, not a branch between two issues (ptxas then injected a warpgroup.arrive).
+    const bool odd = ((tiles - 1) & 1) != 0;
+    uint32_t fin[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fin[ks][r] = odd ? pa[1][ks][r] : pa[0][ks][r];
+    issue_pv<kD>(o, fin, v_addr(last));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(o);
