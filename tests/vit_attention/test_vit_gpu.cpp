@@ -333,6 +333,19 @@ std::vector<double> bf16_values(const Qkv& x, int which) {
   return out;
 }
 
+/// fp64 attention over the dequantized row-major FP8 codes of `f` and over the bf16 inputs `x`.
+void references(const Qkv& x, const Fp8Qkv& f, const std::array<float, 3>& scales,
+                const std::vector<int32_t>& cu, double softmax_scale, std::vector<double>* fp8,
+                std::vector<double>* bf16) {
+  const int64_t T = x.total(), H = x.H, D = x.D;
+  ref::vit_attention(dequant(f.out[0].download(), T, H, D, scales[0]),
+                     dequant(f.out[1].download(), T, H, D, scales[1]),
+                     dequant(f.out[2].download(), T, H, D, scales[2]), H, D, cu, softmax_scale,
+                     fp8);
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
+                     softmax_scale, bf16);
+}
+
 double cosine(const std::vector<double>& a, const std::vector<double>& b) {
   double ab = 0, aa = 0, bb = 0;
   for (size_t i = 0; i < a.size(); ++i) ab += a[i] * b[i], aa += a[i] * a[i], bb += b[i] * b[i];
@@ -375,12 +388,7 @@ TEST_P(VitAttention, PackedSequencesAgainstTheReference) {
 
   // The exact result over the dequantized FP8 inputs, and over the bf16 inputs.
   std::vector<double> want_fp8, want_bf16;
-  ref::vit_attention(dequant(f.out[0].download(), T, H, D, scales[0]),
-                     dequant(f.out[1].download(), T, H, D, scales[1]),
-                     dequant(f.out[2].download(), T, H, D, scales[2]), H, D, cu, softmax_scale,
-                     &want_fp8);
-  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
-                     softmax_scale, &want_bf16);
+  references(x, f, scales, cu, softmax_scale, &want_fp8, &want_bf16);
 
   VitAttentionArgs a;
   a.q = f.view(0), a.k = f.view(1), a.v = f.view(2);
@@ -497,12 +505,7 @@ TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   ASSERT_TRUE(vit_quantize_qkv(qr, nullptr).ok());
   const double softmax_scale = 1.0 / std::sqrt(double(D));
   std::vector<double> want_fp8, want_bf16;
-  ref::vit_attention(dequant(f.out[0].download(), T, H, D, scales[0]),
-                     dequant(f.out[1].download(), T, H, D, scales[1]),
-                     dequant(f.out[2].download(), T, H, D, scales[2]), H, D, cu, softmax_scale,
-                     &want_fp8);
-  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
-                     softmax_scale, &want_bf16);
+  references(x, f, scales, cu, softmax_scale, &want_fp8, &want_bf16);
 
   VitAttentionArgs a;
   a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
