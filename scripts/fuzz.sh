@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer target of fuzz/ for a bounded time (issue 12, docs/hardening.md).
 #
-#   bash scripts/fuzz.sh BUILD_DIR SECONDS [TARGET ...]   (default targets: all three)
+#   bash scripts/fuzz.sh BUILD_DIR SECONDS [TARGET ...]   (default targets: all four)
 #
 # Starts from the committed seed corpus fuzz/corpus/<target>; new inputs go to a scratch folder
 # (never into the repository). A crash, a leak, a timeout (10 s per input) or a sanitizer report
@@ -13,11 +13,11 @@ build=${1:?build directory (make sanitize-build)}
 seconds=${2:-45}
 shift 2 || shift $#
 targets=("$@")
-((${#targets[@]})) || targets=(graph_json config quant_spec)
+((${#targets[@]})) || targets=(graph_json config quant_spec vit_scales)
 out=${FUZZ_OUT:-/tmp/qfuse-fuzz}
 mkdir -p "$out"
 
-declare -A max_len=([graph_json]=16384 [config]=4096 [quant_spec]=512)
+declare -A max_len=([graph_json]=16384 [config]=4096 [quant_spec]=512 [vit_scales]=8192)
 status=0
 passed=0
 failed=0
