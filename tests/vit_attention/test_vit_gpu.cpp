@@ -207,7 +207,7 @@ void set_peaks(Qkv& x, const std::array<float, 3>& peak) {
   x.upload();
 }
 
-TEST(VitDynamic, EighteenForwardsWrapTheHistory) {
+TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
   QFUSE_REQUIRE_GPU();
   const int layers = 3, layer = 1;
   DeviceBuffer st_buf(vit_scale_state_bytes(layers));
@@ -216,8 +216,8 @@ TEST(VitDynamic, EighteenForwardsWrapTheHistory) {
   Qkv x = Qkv::make(1, 40, 4, 72, 3, 0, 21, 0.5f);
   Fp8Qkv f = Fp8Qkv::make(x.total(), 4, 72);
   Sim sim;
-  std::mt19937 rng(3);
-  for (int fwd = 0; fwd < 18; ++fwd) {
+  std::vector<float> v_scales;  // the device's v scale after each forward
+  for (int fwd = 0; fwd < 19; ++fwd) {
     // Peaks that rise and fall, so the max of the window changes when the oldest leaves it.
     const std::array<float, 3> peak{bf16_round(10.0f + (fwd * 7 % 11)),
                                     bf16_round(4.0f + (fwd * 5 % 13)),
@@ -243,9 +243,13 @@ TEST(VitDynamic, EighteenForwardsWrapTheHistory) {
     QFUSE_CUDA_OK(
         cudaMemcpy(dev_scales.data(), vit_dynamic_scales(st, layer), 12, cudaMemcpyDeviceToHost));
     EXPECT_EQ(dev_scales, want);
+    v_scales.push_back(dev_scales[2]);
   }
-  // Forward 2's 200 left the window at forward 18 (16 forwards later).
-  EXPECT_LT(sim.hist[2][2], 200.0f);
+  // Forward 2's peak of 200 sets v's scale while it is in the window (forwards 2..17) and leaves
+  // it when forward 18 takes its slot (16 forwards later).
+  ASSERT_EQ(v_scales.size(), 19u);
+  EXPECT_EQ(v_scales[17], 200.0f / 448.0f);
+  EXPECT_LT(v_scales[18], 200.0f / 448.0f);
 }
 
 TEST(VitDynamic, ConstantInputsGiveAmaxOver448) {
