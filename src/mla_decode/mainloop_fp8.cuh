@@ -12,10 +12,19 @@
 //       permuted instead (the output's d, DMapRS in epilogue.cuh): a thread's 2 rows of each of
 //       the 8 m-tiles are 16 consecutive bytes of a token's row, so one 16-byte load per token
 //       serves all 8 m-tiles; token pairs are joined with byte permutes.
-//   Conversion: E4M3 -> bf16 exactly (sign to bit 15, exponent/mantissa to bits 10..4: the value
-//   times 2^-120, a bf16 subnormal for an E4M3 subnormal; one fma.rn.bf16x2 by 2^120; bf16 FMA
-//   keeps subnormals). NaN codes become finite (480): the rows past seq_len that a tile may hold
-//   then cannot poison O through P = 0 (a NaN code inside a sequence is not propagated).
+//   Conversion: E4M3 -> fp16 exactly, and both products run on fp16 operands. A code's sign and
+//   its 7 exponent/mantissa bits land in an fp16 as the value times 2^-8 (E4M3's exponent bias is
+//   7, fp16's 15; an E4M3 subnormal becomes an fp16 subnormal), so the conversion is bit moves
+//   only: one byte permute (prmt, the code and its sign replicated above it in each 16-bit
+//   lane), a shift by 7 and a mask — 2 ALU instructions and a shift per pair, where bf16 needs
+//   an exponent rebias (4.7 ALU + an HMUL2 per pair measured in the SASS of the bf16 form; the
+//   ALU pipe was the consumer's bound, bench/NOTES.md M3, M11). NaN codes become finite (480):
+//   the rows past seq_len that a tile may hold then cannot poison O through P = 0 (a NaN code
+//   inside a sequence is not propagated). Q goes to fp16 once per piece, times a power of two
+//   2^k that puts the block's largest finite |q| in [2^14, 2^15) (exact for every value above
+//   2^-14 of the scaled range: fp16 holds bf16's 8 significant bits); P is written as fp16
+//   (values in [0, 1], 11 significant bits). The 2^-8 of K and 2^k of Q go into the piece's
+//   softmax scale, V's 2^-8 into the output normalisation.
 //   k_scale is folded into the softmax scale and the output normalisation.
 //
 // Stage layout: 9 boxes of 64 tokens x 64 bytes, TMA's 64-byte swizzle (16-byte chunk c of row r
@@ -23,20 +32,19 @@
 // (2-way conflicts, on 32 KB of 36).
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "mla_decode/fp8_convert.h"
 #include "mla_decode/mainloop.cuh"
 
 namespace qfuse::mla {
 
-/// Two E4M3 codes (bytes 1 and 3 of t; bytes 0 and 2 are ignored) -> their exact bf16 values.
-__device__ __forceinline__ uint32_t e4m3x2_bf16x2(uint32_t t) {
-  const uint32_t v = (t & 0x80008000u) | ((t >> 4) & 0x07F007F0u);
-  uint32_t r;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(v), "r"(0x7B807B80u), "r"(0x80008000u));
-  return r;
+/// 2^e as fp32 for -126 <= e <= 127.
+__device__ __forceinline__ float exp2i(int e) {
+  return __uint_as_float(static_cast<uint32_t>(127 + e) << 23);
 }
 
 __device__ __forceinline__ uint4 lds128(const uint8_t* p) {
@@ -47,11 +55,36 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
 }
 
-/// Permutes Q's columns in place (every 64-column box of every row) into the QK A fragments'
-/// order: logical word 8 s + c2 (columns 16 s + 2 c2, + 1) takes physical word 8 (c2 & 3) + 2 s +
-/// (c2 >> 2). One thread per (row, box); 128-byte swizzled rows.
+/// Q to the QK B operand of the fp16 products, in place (every 64-column box of every row; all
+/// 128 consumer threads, which it synchronises): the exponent k that puts the block's largest
+/// finite |q| in [2^14, 2^15) (k <= 127), then each bf16 times 2^k rounded to fp16, its columns
+/// permuted into the QK A fragments' order: logical word 8 s + c2 (columns 16 s + 2 c2, + 1) takes
+/// physical word 8 (c2 & 3) + 2 s + (c2 >> 2). One thread per (row, box); 128-byte swizzled rows.
+/// Returns k.
 template <class Tr>
-__device__ __forceinline__ void permute_q(uint8_t* q, int tid) {
+__device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red) {
+  uint32_t amax = 0;  // bits of the largest finite |q| (bf16 magnitudes order as integers)
+  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
+    const uint8_t* rp = q + (item / Tr::kRows) * Tr::kQBoxBytes + (item % Tr::kRows) * 128;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const uint4 v = lds128(rp + (c << 4));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t x = word(v, i);
+        const uint32_t lo = x & 0x7FFFu, hi = (x >> 16) & 0x7FFFu;
+        amax = max(amax, lo < 0x7F80u ? lo : 0u);
+        amax = max(amax, hi < 0x7F80u ? hi : 0u);
+      }
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  if ((tid & 31) == 0) red[tid >> 5] = amax;
+  named_sync(1, 128);
+  amax = max(max(red[0], red[1]), max(red[2], red[3]));
+  const int k = q_f16_exponent(amax);
+  const float mul = exp2i(k);
   for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
     const int row = item % Tr::kRows, kb = item / Tr::kRows;
     uint8_t* rp = q + kb * Tr::kQBoxBytes + row * 128;
@@ -65,6 +98,12 @@ __device__ __forceinline__ void permute_q(uint8_t* q, int tid) {
       in[4 * c + 3] = v.w;
     }
 #pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const __half2 h = __floats2half2_rn(__uint_as_float(in[i] << 16) * mul,
+                                          __uint_as_float(in[i] & 0xFFFF0000u) * mul);
+      in[i] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+#pragma unroll
     for (int s = 0; s < 4; ++s)
 #pragma unroll
       for (int c2 = 0; c2 < 8; ++c2) out[8 * s + c2] = in[8 * (c2 & 3) + 2 * s + (c2 >> 2)];
@@ -73,6 +112,7 @@ __device__ __forceinline__ void permute_q(uint8_t* q, int tid) {
       *reinterpret_cast<uint4*>(rp + ((c ^ (row & 7)) << 4)) =
           make_uint4(out[4 * c], out[4 * c + 1], out[4 * c + 2], out[4 * c + 3]);
   }
+  return k;
 }
 
 template <class Tr, class Epi>
@@ -82,7 +122,7 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   const int tid = threadIdx.x - 128;
   const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
   const float k_scale = __ldg(p.k_scale);
-  const float scale_log2 = p.scale_log2 * k_scale;
+  const float scale_log2 = p.scale_log2 * k_scale;  // times 2^(8 - k) per piece (prepare_q_f16)
   const uint32_t q_addr = smem_addr(sm.q());
   const uint32_t p_addr = smem_addr(sm.p());
   uint8_t* p_gen = sm.p();
@@ -111,11 +151,13 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       const int i = (rb * R + cm.cols[cc]) / p.heads;
       limit[cc] = pc.len - p.s_q + i + 1;  // keys [0, limit)
     }
+    float piece_scale_log2 = 0.0f;
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       const int st = n % Tr::kStages;
       if (t == pc.t_begin) {
         mbar_wait(sm.q_full(), nq & 1);
-        permute_q<Tr>(sm.q(), tid);
+        const int k = prepare_q_f16<Tr>(sm.q(), tid, reinterpret_cast<uint32_t*>(red_max));
+        piece_scale_log2 = scale_log2 * exp2i(8 - k);
         fence_proxy_async_shared();
         named_sync(1, 128);
       }
@@ -139,17 +181,17 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
         }
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) {
-          A[4 * ks + 0] = e4m3x2_bf16x2(__byte_perm(word(x0, ks), 0, 0x1404));
-          A[4 * ks + 1] = e4m3x2_bf16x2(__byte_perm(word(x1, ks), 0, 0x1404));
-          A[4 * ks + 2] = e4m3x2_bf16x2(__byte_perm(word(x0, ks), 0, 0x3424));
-          A[4 * ks + 3] = e4m3x2_bf16x2(__byte_perm(word(x1, ks), 0, 0x3424));
+          A[4 * ks + 0] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(0, 1)));
+          A[4 * ks + 1] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(0, 1)));
+          A[4 * ks + 2] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(2, 3)));
+          A[4 * ks + 3] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(2, 3)));
         }
         fence_regs(A);
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) {
           const uint64_t db = sw128_desc(q_addr + kb * Tr::kQBoxBytes + ks * 32, 16, 1024);
-          wgmma_rs<R>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
+          wgmma_rs<R, true>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
         }
         wgmma_commit();
         fence_regs(A);
@@ -163,7 +205,7 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, red_max, w, g);
       named_sync(1, 128);
       float alpha[NC];
-      tile_softmax<R>(s, m, l, alpha, cm, red_max, scale_log2, p_gen, w, g);
+      tile_softmax<R, true>(s, m, l, alpha, cm, red_max, piece_scale_log2, p_gen, w, g);
       rescale<R>(o, alpha);
       fence_proxy_async_shared();
       named_sync(1, 128);
@@ -171,7 +213,10 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
 
       // O^T += V^T P^T: per k-step, four 16-byte loads (one per token) give the A fragments of
       // all 8 m-tiles.
-      uint32_t av[2][32];
+      // Two commit groups per k-step (m-tiles 0-3, 4-7), each with its own 16 A registers, so the
+      // conversion of one group overlaps the products of the previous one in half the registers
+      // of a k-step-wide buffer.
+      uint32_t av[2][16];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         uint4 y[4];
@@ -180,28 +225,35 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
           const int tok = 16 * kk + 2 * qd + (c & 1) + 8 * (c >> 1);
           y[c] = lds128(stage + v_box + tok * 64 + (((g & 3) ^ ((tok >> 1) & 3)) << 4));
         }
-        uint32_t(&A)[32] = av[kk & 1];
-        if (kk >= 2) {
-          wgmma_wait<1>();
-          fence_regs(A);
-        }
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const uint32_t b = 2 * (j & 1);  // byte of the word holding columns 2 j, 2 j + 1
-          const uint32_t sel0 = ((4 + b) << 12) | (b << 4);
-          const uint32_t sel1 = ((5 + b) << 12) | ((b + 1) << 4);
-          A[4 * j + 0] = e4m3x2_bf16x2(__byte_perm(word(y[0], j >> 1), word(y[1], j >> 1), sel0));
-          A[4 * j + 1] = e4m3x2_bf16x2(__byte_perm(word(y[0], j >> 1), word(y[1], j >> 1), sel1));
-          A[4 * j + 2] = e4m3x2_bf16x2(__byte_perm(word(y[2], j >> 1), word(y[3], j >> 1), sel0));
-          A[4 * j + 3] = e4m3x2_bf16x2(__byte_perm(word(y[2], j >> 1), word(y[3], j >> 1), sel1));
-        }
-        fence_regs(A);
-        wgmma_fence();
         const uint64_t db = sw128_desc(p_addr + kk * 32, 16, 1024);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) wgmma_rs<R>(o[j], &A[4 * j], db, 1);
-        wgmma_commit();
-        fence_regs(A);
+        for (int h = 0; h < 2; ++h) {
+          uint32_t(&A)[16] = av[h];
+          if (kk >= 1) {
+            wgmma_wait<1>();  // the previous group that used these registers has completed
+            fence_regs(A);
+          }
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            // m-tile j: byte b of the word holding its columns 2 j, 2 j + 1; the pair is (token
+            // of y[0], of y[1]).
+            const int j = 4 * h + jj;
+            const uint32_t b = 2 * (j & 1);
+            const uint32_t sel0 = pair_sel(b, 4 + b), sel1 = pair_sel(b + 1, 5 + b);
+            const uint32_t w0 = word(y[0], j >> 1), w1 = word(y[1], j >> 1);
+            const uint32_t w2 = word(y[2], j >> 1), w3 = word(y[3], j >> 1);
+            A[4 * jj + 0] = e4m3_lanes_f16x2(prmt(w0, w1, sel0));
+            A[4 * jj + 1] = e4m3_lanes_f16x2(prmt(w0, w1, sel1));
+            A[4 * jj + 2] = e4m3_lanes_f16x2(prmt(w2, w3, sel0));
+            A[4 * jj + 3] = e4m3_lanes_f16x2(prmt(w2, w3, sel1));
+          }
+          fence_regs(A);
+          wgmma_fence();
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) wgmma_rs<R, true>(o[4 * h + jj], &A[4 * jj], db, 1);
+          wgmma_commit();
+          fence_regs(A);
+        }
       }
       wgmma_wait<0>();
       fence_regs(o);
@@ -211,7 +263,7 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
     }
     if (pc.t_end > pc.t_begin) ++nq;
     float scale[NC], lse[NC];
-    piece_stats<R>(l, m, cm, red_sum, w, g, k_scale, scale, lse);
+    piece_stats<R>(l, m, cm, red_sum, w, g, k_scale * 256.0f, scale, lse);  // V is 2^-8 v
     store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
   });
 }

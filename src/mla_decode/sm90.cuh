@@ -52,39 +52,55 @@ __device__ __forceinline__ void wgmma_bf16(float (&d)[kN / 2], uint64_t da, uint
     wgmma_m64n32<kTransA>(d, da, db, scale_d);
 }
 
-/// D[64 x 16] (+)= A[64 x 16] * B[16 x 16] with A from registers (bf16x2 a0..a3: rows g / g + 8,
-/// columns 2 qd + {0, 1} / + 8 of the thread's warp slice) and B K-major in shared memory.
+/// D[64 x 16] (+)= A[64 x 16] * B[16 x 16] with A from registers (16-bit pairs a0..a3: rows g /
+/// g + 8, columns 2 qd + {0, 1} / + 8 of the thread's warp slice) and B K-major in shared memory.
+/// kF16: both operands fp16 (the FP8 cache's consumer, mainloop_fp8.cuh), else bf16.
+#define QFUSE_MLA_WGMMA_RS_N16(TYPE)                                                        \
+  asm volatile(                                                                             \
+      "{\n .reg .pred p;\n setp.ne.b32 p, %13, 0;\n"                                        \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPE "." TYPE                           \
+      " {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"        \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
+        "+f"(d[7])                                                                          \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d))
+#define QFUSE_MLA_WGMMA_RS_N32(TYPE)                                                            \
+  asm volatile(                                                                                 \
+      "{\n .reg .pred p;\n setp.ne.b32 p, %21, 0;\n"                                            \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE                               \
+      " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},"                \
+      " {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"                                            \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),     \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
+        "+f"(d[14]), "+f"(d[15])                                                                \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d))
+
+template <bool kF16 = false>
 __device__ __forceinline__ void wgmma_rs_m64n16(float (&d)[8], const uint32_t* a, uint64_t db,
                                                 int scale_d) {
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %13, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16"
-      " {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+  if constexpr (kF16)
+    QFUSE_MLA_WGMMA_RS_N16("f16");
+  else
+    QFUSE_MLA_WGMMA_RS_N16("bf16");
 }
 
+template <bool kF16 = false>
 __device__ __forceinline__ void wgmma_rs_m64n32(float (&d)[16], const uint32_t* a, uint64_t db,
                                                 int scale_d) {
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16"
-      " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15},"
-      " {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+  if constexpr (kF16)
+    QFUSE_MLA_WGMMA_RS_N32("f16");
+  else
+    QFUSE_MLA_WGMMA_RS_N32("bf16");
 }
+#undef QFUSE_MLA_WGMMA_RS_N16
+#undef QFUSE_MLA_WGMMA_RS_N32
 
-template <int kN>
+template <int kN, bool kF16 = false>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 2], const uint32_t* a, uint64_t db,
                                          int scale_d) {
   if constexpr (kN == 16)
-    wgmma_rs_m64n16(d, a, db, scale_d);
+    wgmma_rs_m64n16<kF16>(d, a, db, scale_d);
   else
-    wgmma_rs_m64n32(d, a, db, scale_d);
+    wgmma_rs_m64n32<kF16>(d, a, db, scale_d);
 }
 
 /// D[64 x 64] (+)= A[64 x 16] * B[16 x 64], both operands K-major in shared memory (descriptors),

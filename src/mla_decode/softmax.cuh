@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cstdint>
 
@@ -50,9 +51,9 @@ __device__ __forceinline__ void tile_max(float (&s)[R / 2], int tok, const int (
 }
 
 /// After tile_max and a warpgroup barrier: the new running maxima, P = 2^(s - m) into the K-major
-/// P^T operand (bf16, 128-byte swizzle: row = column, 64 tokens per 128-byte row), the running
-/// sums, and the factors alpha by which O must be rescaled.
-template <int R>
+/// P^T operand (bf16, or fp16 with kF16P; 128-byte swizzle: row = column, 64 tokens per 128-byte
+/// row), the running sums, and the factors alpha by which O must be rescaled.
+template <int R, bool kF16P = false>
 __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)[R / 4],
                                              float (&l)[R / 4], float (&alpha)[R / 4],
                                              const ColumnMap<R>& cm, const float* red_max,
@@ -72,9 +73,15 @@ __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)
     l[cc] = fmaf(l[cc], alpha[cc], p0 + p1);
     const int c = cm.cols[cc];
     uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
-    *reinterpret_cast<__nv_bfloat16*>(prow + (((2 * w) ^ (c & 7)) << 4)) = __float2bfloat16_rn(p0);
-    *reinterpret_cast<__nv_bfloat16*>(prow + (((2 * w + 1) ^ (c & 7)) << 4)) =
-        __float2bfloat16_rn(p1);
+    uint8_t* p0_at = prow + (((2 * w) ^ (c & 7)) << 4);
+    uint8_t* p1_at = prow + (((2 * w + 1) ^ (c & 7)) << 4);
+    if constexpr (kF16P) {
+      *reinterpret_cast<__half*>(p0_at) = __float2half_rn(p0);
+      *reinterpret_cast<__half*>(p1_at) = __float2half_rn(p1);
+    } else {
+      *reinterpret_cast<__nv_bfloat16*>(p0_at) = __float2bfloat16_rn(p0);
+      *reinterpret_cast<__nv_bfloat16*>(p1_at) = __float2bfloat16_rn(p1);
+    }
   }
 }
 

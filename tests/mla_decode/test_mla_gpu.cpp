@@ -314,6 +314,31 @@ TEST(MlaDecodeGpu, Fp8SubnormalCodes) {
   for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
 }
 
+TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {
+  QFUSE_REQUIRE_GPU();
+  // The FP8-cache consumer multiplies in fp16, q times a power of two chosen per block and piece
+  // (mainloop_fp8.cuh). q scaled by 2^40 (far above fp16's 65504) or by 2^-40 (far below its
+  // smallest normal), with the softmax scale divided by the same factor, gives the same scores,
+  // hence the reference's output; without the per-block scaling the first overflows to inf and
+  // the second flushes to zero. 16 heads (16 rows a block) and 128 heads with s_q 2 (32 rows).
+  for (const int e : {40, -40}) {
+    MlaCase c;
+    c.cache = DType::kE4M3;
+    c.lens = {1, 65, 700};
+    c.heads = e > 0 ? 16 : 128;
+    c.s_q = e > 0 ? 1 : 2;
+    c.seed = 11 + (e > 0);
+    MlaProblem p = make_problem(c);
+    ASSERT_FALSE(c.strided);
+    for (uint16_t& x : p.q) x = ref::bf16_bits(std::ldexp(ref::bf16_value(x), e));  // exact
+    p.softmax_scale = std::ldexp(p.softmax_scale, -e);
+    p.d_q.upload(p.q.data(), p.q.size() * 2);
+    p.compute_reference();
+    SCOPED_TRACE("q times 2^" + std::to_string(e));
+    for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+  }
+}
+
 TEST(MlaDecodeGpu, QuantizedOutputThroughTheCombine) {
   QFUSE_REQUIRE_GPU();
   MlaCase c;

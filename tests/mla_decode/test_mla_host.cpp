@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "common/compare.h"
+#include "mla_decode/fp8_convert.h"
 #include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/reference.h"
+#include "qfuse/quant/rules.h"
 
 namespace qfuse {
 namespace {
@@ -40,6 +42,83 @@ std::vector<uint16_t> random_q(int64_t T, int64_t N, float v) {
   for (size_t i = 0; i < q.size(); ++i)
     q[i] = ref::bf16_bits(v * static_cast<float>(static_cast<int>(i % 5) - 2));
   return q;
+}
+
+/// The fp16 value (times 2^8) the FP8 consumer's conversion gives for a code: its E4M3 value,
+/// NaN codes read as +-480 (mainloop_fp8.cuh: garbage rows past a sequence cannot poison O).
+double converted_value(uint16_t f16) {
+  return static_cast<double>(ref::f16_value(f16)) * 256.0;
+}
+
+double expected_value(uint8_t code) {
+  if ((code & 0x7F) == 0x7F) return (code & 0x80) ? -480.0 : 480.0;
+  return rules::e4m3_value(code);
+}
+
+TEST(MlaFp8Convert, EveryCodeOfBothQkPairs) {
+  // QK: the pairs (byte 0, byte 1) and (byte 2, byte 3) of one word, each lane from its own code.
+  int bad = 0;
+  for (uint32_t x = 0; x < 256; ++x)
+    for (uint32_t y = 0; y < 256; y += 37) {
+      const uint32_t w = x | (y << 8) | ((255 - x) << 16) | (((y * 7) & 0xFF) << 24);
+      const uint32_t lo = mla::e4m3_lanes_f16x2(mla::prmt(w, 0, mla::pair_sel(0, 1)));
+      const uint32_t hi = mla::e4m3_lanes_f16x2(mla::prmt(w, 0, mla::pair_sel(2, 3)));
+      const uint8_t codes[4] = {static_cast<uint8_t>(x), static_cast<uint8_t>(y),
+                                static_cast<uint8_t>(255 - x),
+                                static_cast<uint8_t>((y * 7) & 0xFF)};
+      const uint16_t got[4] = {static_cast<uint16_t>(lo), static_cast<uint16_t>(lo >> 16),
+                               static_cast<uint16_t>(hi), static_cast<uint16_t>(hi >> 16)};
+      for (int i = 0; i < 4; ++i) {
+        const double want = expected_value(codes[i]);
+        const double v = converted_value(got[i]);
+        // -0 must stay -0 (the sign bit), so compare bits of the zero cases too.
+        if (v != want || std::signbit(v) != std::signbit(want)) {
+          if (bad++ < 5)
+            ADD_FAILURE() << "code 0x" << std::hex << int(codes[i]) << " -> f16 0x" << got[i]
+                          << std::dec << " = " << v << ", want " << want;
+        }
+      }
+    }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(MlaFp8Convert, EveryCodeOfThePvPairs) {
+  // PV: byte b of one token's word with byte b of the next token's word (two registers).
+  int bad = 0;
+  for (uint32_t b = 0; b < 4; ++b)
+    for (uint32_t x = 0; x < 256; ++x) {
+      const uint32_t y = (x * 91 + 17) & 0xFF;
+      const uint32_t w0 = (x << (8 * b)) | (0x5Au << (8 * ((b + 1) & 3)));
+      const uint32_t w1 = (y << (8 * b)) | (0xA5u << (8 * ((b + 2) & 3)));
+      const uint32_t v = mla::e4m3_lanes_f16x2(mla::prmt(w0, w1, mla::pair_sel(b, 4 + b)));
+      const double lo = converted_value(static_cast<uint16_t>(v));
+      const double hi = converted_value(static_cast<uint16_t>(v >> 16));
+      const double want_lo = expected_value(static_cast<uint8_t>(x));
+      const double want_hi = expected_value(static_cast<uint8_t>(y));
+      if (lo != want_lo || hi != want_hi || std::signbit(lo) != std::signbit(want_lo) ||
+          std::signbit(hi) != std::signbit(want_hi)) {
+        if (bad++ < 5)
+          ADD_FAILURE() << "byte " << b << " codes 0x" << std::hex << x << ", 0x" << y << std::dec
+                        << " -> " << lo << ", " << hi << "; want " << want_lo << ", " << want_hi;
+      }
+    }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
+  // Every finite bf16 magnitude as the block's amax: scaled by 2^k it stays below 2^15 (fp16's
+  // largest finite is 65504, and rounding to fp16 cannot cross 2^15) and reaches 2^14 unless k
+  // is capped (amax below 2^-113).
+  for (uint32_t bits = 0; bits < 0x7F80; ++bits) {
+    const int k = mla::q_f16_exponent(bits);
+    const double amax = ref::bf16_value(static_cast<uint16_t>(bits));
+    const double scaled = std::ldexp(amax, k);
+    ASSERT_LE(k, 127) << bits;
+    ASSERT_LT(scaled, 32768.0) << "amax bits 0x" << std::hex << bits;
+    if (amax >= std::ldexp(1.0, -113)) {
+      ASSERT_GE(scaled, 16384.0) << "amax bits 0x" << std::hex << bits;
+    }
+  }
 }
 
 TEST(MlaReference, OneKeyGivesItsValueRow) {

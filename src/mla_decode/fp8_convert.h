@@ -1,0 +1,61 @@
+// The FP8-cache consumer's bit-level conversions (mainloop_fp8.cuh), host- and device-callable so
+// that a host test checks them for every code (tests/mla_decode/test_mla_host.cpp).
+//
+// E4M3 -> fp16, exactly, as the value times 2^-8: E4M3's exponent bias is 7, fp16's 15, so a
+// code's exponent and mantissa bits placed at fp16's bits 7..13 (with the sign at bit 15) are the
+// fp16 of the value times 2^-8 — an E4M3 subnormal becomes an fp16 subnormal. NaN codes (0x7F,
+// 0xFF) become the finite +-480 * 2^-8.
+#pragma once
+
+#include <cstdint>
+
+#include "qfuse/quant/rules.h"
+
+namespace qfuse::mla {
+
+/// prmt.b32 in its default mode: selector nibble i picks byte (nibble & 7) of {b, a} (a: bytes
+/// 0..3, b: bytes 4..7) for byte i of the result, or, with bit 3 set, replicates that byte's sign
+/// bit over the whole byte (__byte_perm ignores bit 3, hence the asm).
+QFUSE_HD uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+#if defined(__CUDA_ARCH__)
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+#else
+  const uint64_t src = (static_cast<uint64_t>(b) << 32) | a;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t nib = (sel >> (4 * i)) & 0xFu;
+    uint32_t byte = static_cast<uint32_t>(src >> (8 * (nib & 7))) & 0xFFu;
+    if (nib & 8) byte = (byte & 0x80u) ? 0xFFu : 0u;
+    r |= byte << (8 * i);
+  }
+  return r;
+#endif
+}
+
+/// prmt selector for the pair (byte x, byte y) of {b, a}: each in the low byte of a 16-bit lane
+/// (x in the low lane), its sign replicated in the high byte — the input of e4m3_lanes_f16x2.
+QFUSE_HD constexpr uint32_t pair_sel(uint32_t x, uint32_t y) {
+  return ((8 | y) << 12) | (y << 8) | ((8 | x) << 4) | x;
+}
+
+/// Two E4M3 codes laid out by prmt with pair_sel -> the fp16 pair of their values times 2^-8: the
+/// shift puts the exponent and mantissa bits at bits 7..13 of each lane and a sign copy at bit 15;
+/// the mask clears bit 14 (the code's sign, at fp16's top exponent bit) and the sign copies that
+/// crossed into the upper lane (its bits 0..6).
+QFUSE_HD uint32_t e4m3_lanes_f16x2(uint32_t lanes) {
+  return (lanes << 7) & 0xBF80BF80u;
+}
+
+/// The exponent k by which the FP8 consumer scales a block's q before rounding it to fp16, from
+/// the bits of its largest finite |q| as a bf16 magnitude (0..0x7F7F): 2^k |q| < 2^15 for every
+/// q of the block (fp16's largest finite is 65504), and 2^k amax >= 2^14 unless k is capped at 127
+/// (amax below 2^-113). With E the biased exponent (at least 1): |q| < 2^(E - 126), k = 141 - E.
+QFUSE_HD int q_f16_exponent(uint32_t amax_bits) {
+  const int e = static_cast<int>(amax_bits >> 7);
+  const int k = 141 - (e > 1 ? e : 1);
+  return k < 127 ? k : 127;
+}
+
+}  // namespace qfuse::mla
