@@ -48,6 +48,28 @@ QFUSE_HD uint32_t e4m3_lanes_f16x2(uint32_t lanes) {
   return (lanes << 7) & 0xBF80BF80u;
 }
 
+/// The A registers of one QK k-step from the words of the thread's two K rows (after Q's column
+/// permutation a word holds the 4 codes of the thread's columns of the k-step: pairs (bytes 0, 1)
+/// and (bytes 2, 3)): rows g / g + 8, columns 2 qd + {0, 1} / + 8.
+QFUSE_HD void k_step_fragment(uint32_t* a, uint32_t row0, uint32_t row1) {
+  a[0] = e4m3_lanes_f16x2(prmt(row0, 0, pair_sel(0, 1)));
+  a[1] = e4m3_lanes_f16x2(prmt(row1, 0, pair_sel(0, 1)));
+  a[2] = e4m3_lanes_f16x2(prmt(row0, 0, pair_sel(2, 3)));
+  a[3] = e4m3_lanes_f16x2(prmt(row1, 0, pair_sel(2, 3)));
+}
+
+/// The A registers of one PV m-tile (V^T: rows = latent columns, k = tokens) from the words of
+/// the thread's four tokens (2 qd, + 1, + 8, + 9 of the k-step) holding its two latent columns at
+/// bytes b and b + 1: each pair joins two tokens.
+QFUSE_HD void v_tile_fragment(uint32_t* a, uint32_t t0, uint32_t t1, uint32_t t8, uint32_t t9,
+                              uint32_t b) {
+  const uint32_t sel0 = pair_sel(b, 4 + b), sel1 = pair_sel(b + 1, 5 + b);
+  a[0] = e4m3_lanes_f16x2(prmt(t0, t1, sel0));
+  a[1] = e4m3_lanes_f16x2(prmt(t0, t1, sel1));
+  a[2] = e4m3_lanes_f16x2(prmt(t8, t9, sel0));
+  a[3] = e4m3_lanes_f16x2(prmt(t8, t9, sel1));
+}
+
 /// The exponent k by which the FP8 consumer scales a block's q before rounding it to fp16, from
 /// the bits of its largest finite |q| as a bf16 magnitude (0..0x7F7F): 2^k |q| < 2^15 for every
 /// q of the block (fp16's largest finite is 65504), and 2^k amax >= 2^14 unless k is capped at 127

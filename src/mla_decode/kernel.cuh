@@ -87,15 +87,21 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
 #endif
 }
 
+/// Raises kKernel's dynamic shared-memory limit to `smem` (once per kernel) and launches it.
+template <auto kKernel>
+Status launch_tc_kernel(const char* name, int threads, int smem, dim3 grid, cudaStream_t stream,
+                        const TcParams& tp) {
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute (MLA decode kernel)"));
+  return launch_kernel(name, kKernel, grid, dim3(threads), smem, stream, tp);
+}
+
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   using Tr = TcTraitsOf<kRows, kCache>;
-  const auto kernel = mla_tc_kernel<kRows, kCache, kEpi>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
-  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_tc_kernel)"));
-  return launch_kernel("mla_tc_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream,
-                       tp);
+  return launch_tc_kernel<mla_tc_kernel<kRows, kCache, kEpi>>("mla_tc_kernel", Tr::kThreads,
+                                                              Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The FP8 cache with two consumer warpgroups (mainloop_fp8x2.cuh), 384 threads.
@@ -123,12 +129,8 @@ __global__ void __launch_bounds__(384, 1) mla_tc_fp8x2_kernel(const __grid_const
 template <int kRows, EpilogueKind kEpi>
 Status launch_tc_fp8x2(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   using Tr = TcFp8X2Traits<kRows>;
-  const auto kernel = mla_tc_fp8x2_kernel<kRows, kEpi>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
-  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_tc_fp8x2_kernel)"));
-  return launch_kernel("mla_tc_fp8x2_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes,
-                       stream, tp);
+  return launch_tc_kernel<mla_tc_fp8x2_kernel<kRows, kEpi>>("mla_tc_fp8x2_kernel", Tr::kThreads,
+                                                            Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The wide form (mainloop_wide.cuh): 64 query rows per block, bf16 cache, 384 threads.
@@ -158,13 +160,8 @@ __global__ void __launch_bounds__(384, 1) mla_wide_kernel(const __grid_constant_
 
 template <EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  using Tr = WideTraits;
-  const auto kernel = mla_wide_kernel<kEpi>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
-  QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(mla_wide_kernel)"));
-  return launch_kernel("mla_wide_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream,
-                       tp);
+  return launch_tc_kernel<mla_wide_kernel<kEpi>>("mla_wide_kernel", WideTraits::kThreads,
+                                                 WideTraits::kSmemBytes, grid, stream, tp);
 }
 
 }  // namespace qfuse::mla

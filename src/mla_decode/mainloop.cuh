@@ -147,20 +147,9 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
   const ColumnMap<R> cm(qd);
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
-    float o[8][NS];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int k = 0; k < NS; ++k) o[j][k] = 0.0f;
-    float m[NC], l[NC];
+    float o[8][NS], m[NC], l[NC];
     int limit[NC];
-#pragma unroll
-    for (int cc = 0; cc < NC; ++cc) {
-      m[cc] = -INFINITY;
-      l[cc] = 0.0f;
-      const int i = (rb * R + cm.cols[cc]) / p.heads;
-      limit[cc] = pc.len - p.s_q + i + 1;  // keys [0, limit)
-    }
+    piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
     const int tiles = tiles_of(pc.len);
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       const int st = n & 1;

@@ -139,20 +139,9 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   const int v_box = (2 * w + (g >> 2)) * Tr::kBoxBytes;
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
-    float o[8][NS];
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int k = 0; k < NS; ++k) o[j][k] = 0.0f;
-    float m[NC], l[NC];
+    float o[8][NS], m[NC], l[NC];
     int limit[NC];
-#pragma unroll
-    for (int cc = 0; cc < NC; ++cc) {
-      m[cc] = -INFINITY;
-      l[cc] = 0.0f;
-      const int i = (rb * R + cm.cols[cc]) / p.heads;
-      limit[cc] = pc.len - p.s_q + i + 1;  // keys [0, limit)
-    }
+    piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
     float piece_scale_log2 = 0.0f;
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       const int st = n % Tr::kStages;
@@ -182,12 +171,7 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
           fence_regs(A);
         }
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-          A[4 * ks + 0] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(0, 1)));
-          A[4 * ks + 1] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(0, 1)));
-          A[4 * ks + 2] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(2, 3)));
-          A[4 * ks + 3] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(2, 3)));
-        }
+        for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
         fence_regs(A);
         wgmma_fence();
 #pragma unroll
@@ -237,17 +221,10 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
           }
 #pragma unroll
           for (int jj = 0; jj < 4; ++jj) {
-            // m-tile j: byte b of the word holding its columns 2 j, 2 j + 1; the pair is (token
-            // of y[0], of y[1]).
+            // m-tile j: bytes 2 (j & 1), + 1 of word j / 2 (its latent columns 2 j, 2 j + 1).
             const int j = 4 * h + jj;
-            const uint32_t b = 2 * (j & 1);
-            const uint32_t sel0 = pair_sel(b, 4 + b), sel1 = pair_sel(b + 1, 5 + b);
-            const uint32_t w0 = word(y[0], j >> 1), w1 = word(y[1], j >> 1);
-            const uint32_t w2 = word(y[2], j >> 1), w3 = word(y[3], j >> 1);
-            A[4 * jj + 0] = e4m3_lanes_f16x2(prmt(w0, w1, sel0));
-            A[4 * jj + 1] = e4m3_lanes_f16x2(prmt(w0, w1, sel1));
-            A[4 * jj + 2] = e4m3_lanes_f16x2(prmt(w2, w3, sel0));
-            A[4 * jj + 3] = e4m3_lanes_f16x2(prmt(w2, w3, sel1));
+            v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
+                            word(y[3], j >> 1), 2 * (j & 1));
           }
           fence_regs(A);
           wgmma_fence();

@@ -64,20 +64,9 @@ __device__ void consumer_fp8_x2(const TcParams& tp, const TcSmem<Tr>& sm, int rb
   const int v_box = (2 * w + (g >> 2)) * Tr::kBoxBytes + 8 * c;
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
-    float o[4][NS];
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int k = 0; k < NS; ++k) o[j][k] = 0.0f;
-    float m[NC], l[NC];
+    float o[4][NS], m[NC], l[NC];
     int limit[NC];
-#pragma unroll
-    for (int cc = 0; cc < NC; ++cc) {
-      m[cc] = -INFINITY;
-      l[cc] = 0.0f;
-      const int i = (rb * R + cm.cols[cc]) / p.heads;
-      limit[cc] = pc.len - p.s_q + i + 1;  // keys [0, limit)
-    }
+    piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
     float piece_scale_log2 = 0.0f;
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       const int st = n % Tr::kStages;
@@ -113,12 +102,7 @@ __device__ void consumer_fp8_x2(const TcParams& tp, const TcSmem<Tr>& sm, int rb
           const uint8_t* box = stage + kb * Tr::kBoxBytes;
           const uint4 x0 = lds128(box + k_off0), x1 = lds128(box + k_off1);
 #pragma unroll
-          for (int ks = 0; ks < 4; ++ks) {
-            A[4 * ks + 0] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(0, 1)));
-            A[4 * ks + 1] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(0, 1)));
-            A[4 * ks + 2] = e4m3_lanes_f16x2(prmt(word(x0, ks), 0, pair_sel(2, 3)));
-            A[4 * ks + 3] = e4m3_lanes_f16x2(prmt(word(x1, ks), 0, pair_sel(2, 3)));
-          }
+          for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
           fence_regs(A);
           wgmma_fence();
 #pragma unroll
@@ -130,13 +114,8 @@ __device__ void consumer_fp8_x2(const TcParams& tp, const TcSmem<Tr>& sm, int rb
           const uint8_t* box = stage + (Tr::kBoxes - 1) * Tr::kBoxBytes;
           const uint2 x0 = lds64(box + k_off0 + 8 * c), x1 = lds64(box + k_off1 + 8 * c);
 #pragma unroll
-          for (int ks = 0; ks < 2; ++ks) {
-            const uint32_t w0 = ks == 0 ? x0.x : x0.y, w1 = ks == 0 ? x1.x : x1.y;
-            A[4 * ks + 0] = e4m3_lanes_f16x2(prmt(w0, 0, pair_sel(0, 1)));
-            A[4 * ks + 1] = e4m3_lanes_f16x2(prmt(w1, 0, pair_sel(0, 1)));
-            A[4 * ks + 2] = e4m3_lanes_f16x2(prmt(w0, 0, pair_sel(2, 3)));
-            A[4 * ks + 3] = e4m3_lanes_f16x2(prmt(w1, 0, pair_sel(2, 3)));
-          }
+          for (int ks = 0; ks < 2; ++ks)
+            k_step_fragment(&A[4 * ks], ks == 0 ? x0.x : x0.y, ks == 0 ? x1.x : x1.y);
           fence_regs(A);
           wgmma_fence();
 #pragma unroll
@@ -197,16 +176,10 @@ __device__ void consumer_fp8_x2(const TcParams& tp, const TcSmem<Tr>& sm, int rb
         }
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
-          // m-tile 4 c + jj: byte b of word jj / 2 of the 8 bytes; the pair is (token of y[0],
-          // of y[1]).
-          const uint32_t b = 2 * (jj & 1);
-          const uint32_t sel0 = pair_sel(b, 4 + b), sel1 = pair_sel(b + 1, 5 + b);
-          const uint32_t w0 = (jj >> 1) ? y[0].y : y[0].x, w1 = (jj >> 1) ? y[1].y : y[1].x;
-          const uint32_t w2 = (jj >> 1) ? y[2].y : y[2].x, w3 = (jj >> 1) ? y[3].y : y[3].x;
-          A[4 * jj + 0] = e4m3_lanes_f16x2(prmt(w0, w1, sel0));
-          A[4 * jj + 1] = e4m3_lanes_f16x2(prmt(w0, w1, sel1));
-          A[4 * jj + 2] = e4m3_lanes_f16x2(prmt(w2, w3, sel0));
-          A[4 * jj + 3] = e4m3_lanes_f16x2(prmt(w2, w3, sel1));
+          // m-tile 4 c + jj: bytes 2 (jj & 1), + 1 of word jj / 2 of the 8 bytes.
+          const bool hi = (jj >> 1) != 0;
+          v_tile_fragment(&A[4 * jj], hi ? y[0].y : y[0].x, hi ? y[1].y : y[1].x,
+                          hi ? y[2].y : y[2].x, hi ? y[3].y : y[3].x, 2 * (jj & 1));
         }
         fence_regs(A);
         wgmma_fence();

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "mla_decode/params.h"
+#include "mla_decode/schedule.cuh"
 #include "mla_decode/sm90.cuh"
 
 namespace qfuse::mla {
@@ -24,6 +26,26 @@ struct ColumnMap {
     for (int cc = 0; cc < R / 4; ++cc) cols[cc] = 8 * (cc >> 1) + 2 * qd + (cc & 1);
   }
 };
+
+/// A piece's softmax state: running maxima -inf, sums 0, and each column's key limit (query
+/// token i of the request sees keys [0, len - s_q + i + 1)); O (kMTiles m-tiles) zeroed.
+template <int R, int kMTiles>
+__device__ __forceinline__ void piece_begin(const DecodeParams& p, const Piece& pc, int rb,
+                                            const ColumnMap<R>& cm, float (&o)[kMTiles][R / 2],
+                                            float (&m)[R / 4], float (&l)[R / 4],
+                                            int (&limit)[R / 4]) {
+#pragma unroll
+  for (int j = 0; j < kMTiles; ++j)
+#pragma unroll
+    for (int k = 0; k < R / 2; ++k) o[j][k] = 0.0f;
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    m[cc] = -INFINITY;
+    l[cc] = 0.0f;
+    const int i = (rb * R + cm.cols[cc]) / p.heads;
+    limit[cc] = pc.len - p.s_q + i + 1;
+  }
+}
 
 /// Masks keys at or past each column's limit to -inf and writes the warp's column maxima to
 /// red_max[warp][column] (lanes with g == 0). The caller synchronises the warpgroup next.

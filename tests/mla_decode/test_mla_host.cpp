@@ -61,8 +61,12 @@ TEST(MlaFp8Convert, EveryCodeOfBothQkPairs) {
   for (uint32_t x = 0; x < 256; ++x)
     for (uint32_t y = 0; y < 256; y += 37) {
       const uint32_t w = x | (y << 8) | ((255 - x) << 16) | (((y * 7) & 0xFF) << 24);
-      const uint32_t lo = mla::e4m3_lanes_f16x2(mla::prmt(w, 0, mla::pair_sel(0, 1)));
-      const uint32_t hi = mla::e4m3_lanes_f16x2(mla::prmt(w, 0, mla::pair_sel(2, 3)));
+      // k_step_fragment: a[0] / a[2] from the first row's word, a[1] / a[3] from the second's.
+      uint32_t a[4];
+      mla::k_step_fragment(a, w, ~w);
+      const uint32_t lo = a[0], hi = a[2];
+      const uint32_t lo_other = a[1];
+      ASSERT_EQ(lo_other, mla::e4m3_lanes_f16x2(mla::prmt(~w, 0, mla::pair_sel(0, 1))));
       const uint8_t codes[4] = {static_cast<uint8_t>(x), static_cast<uint8_t>(y),
                                 static_cast<uint8_t>(255 - x),
                                 static_cast<uint8_t>((y * 7) & 0xFF)};
@@ -90,7 +94,11 @@ TEST(MlaFp8Convert, EveryCodeOfThePvPairs) {
       const uint32_t y = (x * 91 + 17) & 0xFF;
       const uint32_t w0 = (x << (8 * b)) | (0x5Au << (8 * ((b + 1) & 3)));
       const uint32_t w1 = (y << (8 * b)) | (0xA5u << (8 * ((b + 2) & 3)));
-      const uint32_t v = mla::e4m3_lanes_f16x2(mla::prmt(w0, w1, mla::pair_sel(b, 4 + b)));
+      // v_tile_fragment of the token pairs (w0, w1) and (w1, w0): a[0] joins byte b of both.
+      uint32_t a[4];
+      mla::v_tile_fragment(a, w0, w1, w1, w0, b & 2);
+      const uint32_t v = (b & 1) ? a[1] : a[0];
+      ASSERT_EQ((b & 1) ? a[3] : a[2], (v >> 16) | (v << 16));
       const double lo = converted_value(static_cast<uint16_t>(v));
       const double hi = converted_value(static_cast<uint16_t>(v >> 16));
       const double want_lo = expected_value(static_cast<uint8_t>(x));
