@@ -8,11 +8,16 @@
 # QFUSE_PY_BENCH=1 then runs python/bench_dropins.py (the drop-ins through qfuse.torch against
 # PyTorch eager and torch.compile on the issue 2/3 bar shapes, one run; QFUSE_PY_BENCH_BUDGET_S
 # seconds, default 240); "bash python/gpu_test.sh none" with it runs the benchmark alone.
+# QFUSE_PY_OVERHEAD=1 runs python/bench_overhead.py (issue 17's per-call overhead: the torch ops
+# through the C++ op library and through Python, the nanobind call, the C++ API call alone, CUDA-
+# graph replay; one table). QFUSE_TORCH_OPS=0 runs everything on the Python path instead.
 #
 # Builds the extension for the device's python3 (PYTHON=... to choose) with the project's CMake
 # (QFUSE_PYTHON_ONLY: qfuse::kernels and the extension, nothing else) against the nanobind
-# sources in .deps/pylib/nanobind (or the device's own nanobind, if it has one), then runs the three
-# groups of python/tests: host, torch (schemas, fake implementations, fusion-pass rewrites) and
+# sources in .deps/pylib/nanobind (or the device's own nanobind, if it has one), and the PyTorch
+# op library qfuse/_torch_ops.so against the device's PyTorch (python/src/torch_ops.cpp), then
+# runs the three groups of python/tests: host, torch (schemas, fake implementations, fusion-pass
+# rewrites, the C++ ops' errors against the Python path's) and
 # gpu (every op against the C++ host reference or an fp64 PyTorch reference, the drop-ins, ties,
 # torch.library.opcheck of every op, CUDA-graph capture, torch.compile with the fusion pass
 # against eager, the per-call overhead). Logs go to $OUT (or /tmp/qfuse-py); the summary is last.
@@ -51,6 +56,21 @@ if ! cmake --build "$build" -j "$(nproc)" --target _qfuse qfuse_python_files \
   exit 1
 fi
 echo "   built in $(($(date +%s) - start)) s"
+if grep -q "qfuse: PyTorch op library for torch" "$out/configure.log"; then
+  start=$(date +%s)
+  if cmake --build "$build" -j "$(nproc)" --target qfuse_torch_ops >"$out/build_torch_ops.log" 2>&1
+  then
+    echo "   PyTorch op library built in $(($(date +%s) - start)) s"
+  else
+    echo "   PyTorch op library FAILED to build ($out/build_torch_ops.log): the ops run in Python"
+    grep -E "error" "$out/build_torch_ops.log" | head -20
+  fi
+else
+  grep "PyTorch op library not built" "$out/configure.log" | sed 's/^-- /   /'
+fi
+PYTHONPATH="$PWD/$build/python" "$py" -c "from qfuse.torch import ops
+print('   torch ops:', len(ops.CPP_OPS), 'of', len(ops.OPS), 'in C++:',
+      ops.CPP_LIBRARY or ops.CPP_UNUSED)"
 
 status=0
 summary=()
@@ -66,7 +86,7 @@ for group in "${groups[@]}"; do
     ${kargs[@]+"${kargs[@]}"} >"$out/python_$group.log" 2>&1
   rc=$?
   echo "   $(($(date +%s) - t0)) s"
-  grep -E "^(FAIL|ERROR):|qfuse overhead|SKIPPED|^Ran |^OK|^FAILED" "$out/python_$group.log"
+  grep -E "^(FAIL|ERROR):|qfuse overhead|CppOps:|SKIPPED|^Ran |^OK|^FAILED" "$out/python_$group.log"
   case $rc in
     0) summary+=("python.$group: passed") ;;
     77) summary+=("python.$group: skipped") ;;
@@ -84,6 +104,17 @@ if [ "${QFUSE_PY_BENCH:-0}" = 1 ]; then
   else
     summary+=("bench_dropins: rows failed ($out/bench_dropins.txt, .err)")
     tail -20 "$out/bench_dropins.err"
+  fi
+fi
+if [ "${QFUSE_PY_OVERHEAD:-0}" = 1 ]; then
+  echo "== bench_overhead (per-call overhead of the torch ops above the C++ launch)"
+  PYTHONPATH="$PWD/$build/python" PYTHONDONTWRITEBYTECODE=1 "$py" python/bench_overhead.py \
+    --out "$out/bench_overhead.json" 2>"$out/bench_overhead.err" | tee "$out/bench_overhead.txt"
+  if [ "${PIPESTATUS[0]}" = 0 ]; then
+    summary+=("bench_overhead: done ($out/bench_overhead.txt)")
+  else
+    summary+=("bench_overhead: rows failed ($out/bench_overhead.txt, .err)")
+    tail -20 "$out/bench_overhead.err"
   fi
 fi
 echo "== summary"

@@ -11,7 +11,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 import qfuse.torch as qt
+import torch_fakes
 from qfuse.torch import fusion
+from qfuse.torch import ops as qops
 
 FP8 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
@@ -368,6 +370,104 @@ class DynamoGraphs(unittest.TestCase):
         self.assertIsNotNone(fusion._args(merges[0])["output_scale"])
 
 
+class CppOps(unittest.TestCase):
+    """The C++ op library (python/src/torch_ops.cpp), where it is built: every op's CUDA kernel is
+    the C++ one, written for the schema OPS defines, and it raises what the Python path raises,
+    type and message, on fake CUDA tensors (torch_fakes.py): its checks run before anything
+    touches memory, so every check of both paths runs without a GPU."""
+
+    def setUp(self):
+        if qops._CPP is None:
+            self.skipTest(f"no C++ op library ({qops.CPP_UNUSED})")
+
+    def test_every_op_runs_in_cpp(self):
+        self.assertEqual(qops.CPP_OPS, set(qops.OPS))
+        for name, schema in qops.OPS.items():
+            self.assertEqual(qops._CPP.qfuse_torch_schema(name.encode()).decode(), schema, name)
+            cuda = [line for line in torch._C._dispatch_dump(f"qfuse::{name}").splitlines()
+                    if line.startswith("CUDA")]
+            self.assertEqual(len(cuda), 1, name)
+            self.assertIn("torch_ops.cpp", cuda[0], name)
+
+    def test_a_schema_that_differs_stays_on_python(self):
+        lib = torch.library.Library("qfuse_cpp_test", "FRAGMENT")
+        self.addCleanup(lib._destroy)
+        lib.define("quantize(Tensor x, Tensor(a!) out, str spec) -> ()")  # an argument less
+        lib.define(qops.OPS["silu_and_mul"])
+        lib.define("not_in_cpp(Tensor x) -> ()")
+        with self.assertWarnsRegex(UserWarning, "the C\\+\\+ kernel is written for"):
+            self.assertFalse(qops._register_cpp("quantize", "qfuse_cpp_test"))
+        self.assertFalse(qops._register_cpp("not_in_cpp", "qfuse_cpp_test"))
+        self.assertTrue(qops._register_cpp("silu_and_mul", "qfuse_cpp_test"))
+        x, out = torch_fakes.fake((4, 64)), torch_fakes.fake((4, 32), torch.float64)
+        with self.assertRaises(TypeError) as e:  # the C++ kernel, reached through the dispatcher
+            torch.ops.qfuse_cpp_test.silu_and_mul(x, out)
+        self.assertIn("argument 'out.dtype'", str(e.exception))
+
+    @staticmethod
+    def outcome(fn, args):
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the outcome compared is the exception
+            return type(e).__name__, str(e)
+        return "ok", ""
+
+    def test_same_errors_as_the_python_path(self):
+        cases = torch_fakes.valid_cases()
+        self.assertEqual(set(cases), set(qops.OPS))
+        stream0 = [mock.patch.object(m, "_stream", lambda t: 0) for m in (qops, qt.dropin)]
+        for p in stream0:
+            p.start()
+            self.addCleanup(p.stop)
+        compared, kinds = 0, {}
+        with torch_fakes.no_device_indexing():
+            for name, args in cases.items():
+                calls = [("valid", args)] + list(torch_fakes.mutations(name, args))
+                for label, a in calls:
+                    with self.subTest(op=name, case=label):
+                        cpp = self.outcome(getattr(torch.ops.qfuse, name).default, a)
+                        py = self.outcome(qops._IMPLS[name], a)
+                        self.assertEqual(cpp, py)
+                        compared += 1
+                        kinds[cpp[0]] = kinds.get(cpp[0], 0) + 1
+        # Every valid call passes every check and stops at the device (none here).
+        print(f"\nCppOps: {compared} calls, the same outcome on both paths: {kinds}")
+        self.assertGreater(kinds.get("TypeError", 0), 100)
+        self.assertGreater(kinds.get("ValueError", 0), 100)
+
+    def test_valid_calls_reach_the_device_check(self):
+        if torch.cuda.is_available():
+            self.skipTest("with a device, the library's pointer check refuses the fake pointers "
+                          "(test_same_errors_as_the_python_path compares that)")
+        for name, args in torch_fakes.valid_cases().items():
+            with self.subTest(op=name):
+                kind, msg = self.outcome(getattr(torch.ops.qfuse, name).default, args)
+                self.assertEqual(kind, "RuntimeError", msg)
+                self.assertIn("cuda", msg.lower())
+
+    def test_another_torch_keeps_the_python_path(self):
+        with mock.patch.object(torch, "__version__", "2.0.0"), \
+                self.assertWarnsRegex(UserWarning, "is built for torch .*, not 2.0.0"):
+            lib, why = qops._load_cpp()
+        self.assertIsNone(lib)
+        self.assertIn("built for torch", why)
+        with mock.patch.dict("os.environ", {"QFUSE_TORCH_OPS": "0"}):
+            self.assertEqual(qops._load_cpp(), (None, "QFUSE_TORCH_OPS=0"))
+
+    def test_python_float_spelling(self):
+        x = torch_fakes.fake((4, 128))
+        for lo, text in [(-240.0, "-240.0"), (-1e-05, "-1e-05"), (-0.0001, "-0.0001"),
+                         (-1e16, "-1e+16"), (-123456.789, "-123456.789"), (-0.1, "-0.1"),
+                         (float("-inf"), "-inf")]:
+            with self.assertRaises(ValueError) as e:
+                torch.ops.qfuse.per_token_group_fp8_quant(
+                    x, torch_fakes.fake((4, 128), FP8), torch_fakes.fake((4, 1), torch.float32),
+                    128, 1e-10, lo, 448.0)
+            self.assertEqual(str(e.exception), "argument 'fp8_min/fp8_max': expected "
+                             f"-448.0/448.0 (float8_e4m3fn), got {text}/448.0")
+            self.assertEqual(repr(lo), text)
+
+
 class OnHostReference(unittest.TestCase):
     """test_gpu's drop-in, torch.compile (Inductor, CPU) and opcheck tests on CPU tensors, the
     launch functions emulated through the C++ host reference (host_backend.py): the Python
@@ -404,7 +504,7 @@ class OnHostReference(unittest.TestCase):
 
     def test_opcheck(self):
         for name, args in self.g.opcheck_cases().items():
-            if name.startswith("mla_"):  # no host emulation of the MLA kernels
+            if name.startswith(("mla_", "vit_")):  # no host emulation of these kernels
                 continue
             with self.subTest(op=name):
                 torch.library.opcheck(getattr(torch.ops.qfuse, name).default, args)

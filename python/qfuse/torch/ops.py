@@ -1,13 +1,22 @@
 """torch.ops.qfuse: the custom ops (schemas, CUDA implementations, fake implementations).
 
-Tensors reach the C++ library as DLPack capsules (``torch.utils.dlpack.to_dlpack``: no stream
-synchronisation, which matters under CUDA-graph capture) with the stream of
-``torch.cuda.current_stream()``. FP8/FP4 tensors go as uint8 views after a dtype check here:
-DLPack has no FP4-pair dtype, and a uint8 view in a slot whose format the spec fixes is what the
-binding reads as that format.
+Two implementations of every op's CUDA kernel, one path taken per op when this module defines it:
+* C++ (qfuse/_torch_ops.so, python/src/torch_ops.cpp): registered with the PyTorch dispatcher, so
+  an eager call goes Python -> dispatcher -> C++ -> the qfuse C++ API with no Python in between.
+  Taken where the library is present, built for this torch.__version__, and its kernel is written
+  for the schema defined here (CPP_OPS lists the ops that took it); QFUSE_TORCH_OPS=0 turns it off.
+* Python (the functions below, _IMPLS): tensors reach qfuse._qfuse as DLPack capsules
+  (``torch.utils.dlpack.to_dlpack``: no stream synchronisation, which matters under CUDA-graph
+  capture) with the stream of ``torch.cuda.current_stream()``.
+Both read FP8/FP4 tensors as uint8 views after a dtype check: DLPack has no FP4-pair dtype, and a
+uint8 view in a slot whose format the spec fixes is what the binding reads as that format. Both
+raise the same exceptions with the same messages (test_torch.CppOps checks).
 """
 
+import ctypes
 import functools
+import os
+import warnings
 
 import torch
 from torch.utils.dlpack import to_dlpack
@@ -94,15 +103,63 @@ def _out_fmt(spec):
     return _q.out_dtype(spec)
 
 
+def _load_cpp():
+    """(the C++ op library, its path), or (None, why not)."""
+    if os.environ.get("QFUSE_TORCH_OPS", "1").lower() in ("0", "off", "no", "false", "python"):
+        return None, "QFUSE_TORCH_OPS=0"
+    path = os.path.join(os.path.dirname(os.path.abspath(_q.__file__)), "_torch_ops.so")
+    if not os.path.exists(path):
+        return None, "not built"
+    try:
+        lib = ctypes.CDLL(path)
+        lib.qfuse_torch_built_for.restype = ctypes.c_char_p
+        built = lib.qfuse_torch_built_for().decode()
+    except (OSError, AttributeError) as e:
+        warnings.warn(f"qfuse.torch: {path} does not load ({e}); the ops run through Python")
+        return None, f"does not load: {e}"
+    if built != torch.__version__:
+        warnings.warn(f"qfuse.torch: {path} is built for torch {built}, not {torch.__version__}; "
+                      "the ops run through Python (rebuild it)")
+        return None, f"built for torch {built}"
+    lib.qfuse_torch_register.restype = ctypes.c_int
+    lib.qfuse_torch_register.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                         ctypes.c_size_t]
+    lib.qfuse_torch_schema.restype = ctypes.c_char_p
+    lib.qfuse_torch_schema.argtypes = [ctypes.c_char_p]
+    lib.qfuse_torch_bench_calls.argtypes = [ctypes.c_int]
+    lib.qfuse_torch_bench_ns.restype = ctypes.c_int64
+    return lib, path
+
+
+_CPP, _where = _load_cpp()
+CPP_LIBRARY = _where if _CPP is not None else None  # the op library's path, when loaded
+CPP_UNUSED = None if _CPP is not None else _where  # else why not
+CPP_OPS = set()  # the ops whose CUDA kernel is the C++ one
+
+
+def _register_cpp(name, ns="qfuse"):
+    """Registers the C++ CUDA kernel of ns::name; False where it stays on the Python path."""
+    if _CPP is None:
+        return False
+    msg = ctypes.create_string_buffer(2048)
+    rc = _CPP.qfuse_torch_register(ns.encode(), name.encode(), msg, len(msg))
+    if rc < 0:
+        warnings.warn(f"qfuse.torch: {ns}::{name} runs through Python: {msg.value.decode()}")
+    return rc == 1
+
+
 _lib = torch.library.Library("qfuse", "DEF")
 OPS = {}  # name -> schema, every op this module registers
-_IMPLS = {}  # name -> its CUDA implementation (tests register it for other devices)
+_IMPLS = {}  # name -> its Python CUDA implementation (tests register it for other devices)
 
 
 def _define(schema, cuda_impl, fake_impl=None):
     name = schema.split("(", 1)[0]
     _lib.define(schema)
-    _lib.impl(name, cuda_impl, "CUDA")
+    if _register_cpp(name):
+        CPP_OPS.add(name)
+    else:
+        _lib.impl(name, cuda_impl, "CUDA")
     torch.library.register_fake(f"qfuse::{name}", fake_impl or (lambda *a, **k: None), lib=_lib)
     OPS[name] = schema
     _IMPLS[name] = cuda_impl
