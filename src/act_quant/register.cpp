@@ -12,10 +12,14 @@ QFUSE_REGISTER_KERNEL_FAMILY(act_quant) {
                   {DType::kBF16, DType::kF16},
                   plain_only,
                   {}});
+  // The engine rule for per-group FP8 only: the drop-in silu_and_mul_per_block_quant
+  // (docs/python.md); its silu is the engine's too (silu_mul_quant.cu).
+  OutputDelivery delivery;
+  delivery.engine_rule_kinds = {QuantKind::kFp8PerGroup};
   (void)r.add_op({"silu_mul_quant",
                   "act_quant",
                   "silu_and_mul with the output written through any quantizer",
                   {DType::kBF16, DType::kF16},
-                  OutputDelivery{},
+                  delivery,
                   {}});
 }

@@ -1,6 +1,7 @@
 // SiLU-and-mul with any quantized output (SPEC §1): x [T, 2H] bf16|fp16 -> silu(gate) * up,
 // computed in fp32 and written once through the shared quantizer (rowwise.cuh). silu_and_mul is
-// the same kernel with the plain (identity) policy.
+// the same kernel with the plain (identity) policy. With the engine rule (per-group FP8, the
+// drop-in silu_and_mul_per_block_quant) the silu is the reference engine's arithmetic too.
 #include <climits>
 
 #include "common/rowwise.cuh"
@@ -10,17 +11,24 @@
 namespace qfuse {
 namespace quant {
 
-/// Producer: silu(x[row, col + i]) * x[row, H + col + i].
-/// kFastExp: exp through ex2.approx (a few fp32 ulps, more for gates below about -8), used only
-/// for quantized outputs, where that error is far below one FP8/E2M1 step; plain float outputs
-/// use the accurate expf.
-template <class TIn, bool kFastExp>
+/// How the producer computes silu(g) * u:
+///   kAccurate  rules::silu (expf): plain float outputs;
+///   kFast      exp through ex2.approx (a few fp32 ulps, more for gates below about -8), for
+///              quantized outputs with qfuse's rules, where that error is far below one FP8/E2M1
+///              step;
+///   kEngine    rules::engine_silu_mul, the reference engine's SiLU per-block arithmetic, for the
+///              engine rule (bit for bit the engine's values).
+enum class SiluArith { kAccurate, kFast, kEngine };
+
+template <SiluArith kArith>
 __device__ __forceinline__ float silu_mul(float g, float u) {
-  if constexpr (kFastExp) return __fdividef(g, 1.0f + __expf(-g)) * u;
+  if constexpr (kArith == SiluArith::kFast) return __fdividef(g, 1.0f + __expf(-g)) * u;
+  if constexpr (kArith == SiluArith::kEngine)
+    return rules::engine_silu_mul(g, u, rules::Ex2ApproxFtz{});
   return rules::silu(g) * u;
 }
 
-template <class TIn, bool kFastExp>
+template <class TIn, SiluArith kArith>
 struct LoadSiluMul {
   const TIn* x;
   int64_t ld;
@@ -54,7 +62,7 @@ struct LoadSiluMul {
       load_chunk2(gate, gate + H, false, nvalid, g, u);
     }
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
+    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<kArith>(g[i], u[i]);
   }
   template <class Ready = NoWait>
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk],
@@ -64,7 +72,7 @@ struct LoadSiluMul {
     float g[kChunk], u[kChunk];
     load_chunk2(gate, gate + H, vec, nvalid, g, u);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<TIn, kFastExp>(g[i], u[i]);
+    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<kArith>(g[i], u[i]);
   }
   __device__ void finish(int64_t, int, int) const {}
   // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy; a looser cap let nvcc take
@@ -98,20 +106,28 @@ Status run_silu_mul(const char* op, const TensorRef& x, const QuantOutput& q, cu
   // NOTE: 16-byte loads need the up half (x + H) aligned too, hence H in the check.
   const bool vec = quant::aligned_rows(x.data, ld, 2, 16) && (H * 2) % 16 == 0;
   const bool fast = q.spec.kind != QuantKind::kNone;
+  const bool engine = q.spec.rule == QuantRule::kEngine;  // per-group only (register.cpp)
+  using quant::SiluArith;
   if (x.dtype == DType::kBF16) {
     const auto* p = static_cast<const __nv_bfloat16*>(x.data);
+    if (engine)
+      return quant::launch_rowwise<quant::kEngineGroupKinds>(
+          quant::LoadSiluMul<__nv_bfloat16, SiluArith::kEngine>{p, ld, H, vec}, q, T, H, stream);
     if (fast)
       return quant::launch_rowwise<quant::kQuantizedKinds>(
-          quant::LoadSiluMul<__nv_bfloat16, true>{p, ld, H, vec}, q, T, H, stream);
+          quant::LoadSiluMul<__nv_bfloat16, SiluArith::kFast>{p, ld, H, vec}, q, T, H, stream);
     return quant::launch_rowwise<quant::kPlainKinds>(
-        quant::LoadSiluMul<__nv_bfloat16, false>{p, ld, H, vec}, q, T, H, stream);
+        quant::LoadSiluMul<__nv_bfloat16, SiluArith::kAccurate>{p, ld, H, vec}, q, T, H, stream);
   }
   const auto* p = static_cast<const __half*>(x.data);
+  if (engine)
+    return quant::launch_rowwise<quant::kEngineGroupKinds>(
+        quant::LoadSiluMul<__half, SiluArith::kEngine>{p, ld, H, vec}, q, T, H, stream);
   if (fast)
     return quant::launch_rowwise<quant::kQuantizedKinds>(
-        quant::LoadSiluMul<__half, true>{p, ld, H, vec}, q, T, H, stream);
-  return quant::launch_rowwise<quant::kPlainKinds>(quant::LoadSiluMul<__half, false>{p, ld, H, vec},
-                                                   q, T, H, stream);
+        quant::LoadSiluMul<__half, SiluArith::kFast>{p, ld, H, vec}, q, T, H, stream);
+  return quant::launch_rowwise<quant::kPlainKinds>(
+      quant::LoadSiluMul<__half, SiluArith::kAccurate>{p, ld, H, vec}, q, T, H, stream);
 }
 
 }  // namespace

@@ -245,11 +245,13 @@ constexpr int per_token_min_blocks() {
 /// their loads issued before the first is used. The row's NaN-propagating amax is a warp reduction
 /// plus, across the row's warps, a shared-memory one; chunks past kC * row_threads are read again
 /// from L2 for the store (only the producer's largest kC). One row per block-row, no loop: the
-/// block scheduler keeps every SM full (like the streaming rowwise_kernel).
-template <class Producer, int kC, int kThreads>
+/// block scheduler keeps every SM full (like the streaming rowwise_kernel). Core: the
+/// Fp8PerTokenCore of either rule.
+template <class Producer, class Core, int kC, int kThreads>
 __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, kThreads>())
-    per_token_kernel(const Producer prod, const Fp8PerTokenCore::Params params, int64_t rows,
+    per_token_kernel(const Producer prod, const typename Core::Params params, int64_t rows,
                      int cols, int warps_per_row) {
+  static_assert(Core::kKind == QuantKind::kFp8PerToken);
   pdl_begin();
   __shared__ float partial[kThreads / 32];
   constexpr bool kRaw = per_token_keeps_raw<Producer>();
@@ -297,8 +299,8 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
     amax = group_amax<32>(lane < warps_per_row ? partial[group * warps_per_row + lane] : 0.0f);
   }
   if (!active) return;
-  const Fp8PerTokenCore q(params);
-  const Fp8PerTokenCore::Scale s = q.scale_of(amax);
+  const Core q(params);
+  const typename Core::Scale s = q.scale_of(amax);
   if (rtid == 0) q.write_scale(q.scale_offset(row, 0), s);
 #pragma unroll
   for (int i = 0; i < kC; ++i) {
@@ -385,8 +387,10 @@ constexpr int kPerTokenMaxChunks = 4;
 /// covering a lane's share. Small batches (fewer blocks than SMs) spread a row over up to 32 warps
 /// (blocks of 1024; not the merge) with one chunk per lane, two past 1024 chunks: measured at T=16
 /// (NOTES 31), the latency of a row is the number of chunks a lane works through.
-template <class Producer>
-Status launch_per_token(const Producer& prod, const Fp8PerTokenCore::Params& pp, int64_t rows,
+/// The engine rule (drop-in ops only) takes one form: the producer's largest kC in blocks of
+/// kPerTokenThreads (1-8 warps a row, re-reading the tail of longer rows); not tuned.
+template <class Producer, class Core>
+Status launch_per_token(const Producer& prod, const typename Core::Params& pp, int64_t rows,
                         int64_t cols, int64_t chunks, cudaStream_t stream) {
   constexpr int kCap = per_token_chunk_cap<Producer>();
   DeviceInfo dev;
@@ -404,6 +408,11 @@ Status launch_per_token(const Producer& prod, const Fp8PerTokenCore::Params& pp,
     warps_per_row = warps_for(1, 32);
     threads = warps_per_row > 8 ? 1024 : kPerTokenThreads;
   }
+  constexpr bool kEngine = Core::kRule == QuantRule::kEngine;
+  if constexpr (kEngine) {
+    warps_per_row = warps_for(kCap, 8);
+    threads = kPerTokenThreads;
+  }
   const int64_t per_lane = (chunks + 32 * warps_per_row - 1) / (32 * warps_per_row);
   const int64_t rows_per_block = (threads / 32) / warps_per_row;
   const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
@@ -415,18 +424,21 @@ Status launch_per_token(const Producer& prod, const Fp8PerTokenCore::Params& pp,
                          dim3(static_cast<unsigned>(threads)), 0, stream, prod, pp, rows,
                          static_cast<int>(cols), warps_per_row);
   };
-  if constexpr (kCap == 8) {
+  if constexpr (kEngine) {
+    (void)per_lane;
+    return go(per_token_kernel<Producer, Core, kCap, kPerTokenThreads>);
+  } else if constexpr (kCap == 8) {
     if (threads == 1024) {
-      if (per_lane <= 1) return go(per_token_kernel<Producer, 1, 1024>);
-      return go(per_token_kernel<Producer, 2, 1024>);
+      if (per_lane <= 1) return go(per_token_kernel<Producer, Core, 1, 1024>);
+      return go(per_token_kernel<Producer, Core, 2, 1024>);
     }
-    if (per_lane <= 1) return go(per_token_kernel<Producer, 1, kPerTokenThreads>);
-    if (per_lane <= 2) return go(per_token_kernel<Producer, 2, kPerTokenThreads>);
-    if (per_lane <= 4) return go(per_token_kernel<Producer, 4, kPerTokenThreads>);
-    return go(per_token_kernel<Producer, 8, kPerTokenThreads>);
+    if (per_lane <= 1) return go(per_token_kernel<Producer, Core, 1, kPerTokenThreads>);
+    if (per_lane <= 2) return go(per_token_kernel<Producer, Core, 2, kPerTokenThreads>);
+    if (per_lane <= 4) return go(per_token_kernel<Producer, Core, 4, kPerTokenThreads>);
+    return go(per_token_kernel<Producer, Core, 8, kPerTokenThreads>);
   } else {
     static_assert(kCap == 1);
-    return go(per_token_kernel<Producer, 1, kPerTokenThreads>);
+    return go(per_token_kernel<Producer, Core, 1, kPerTokenThreads>);
   }
 }
 
@@ -443,8 +455,9 @@ Status launch_rowwise_policy(const Producer& prod, const typename Policy::Params
                                 " tasks exceeds 2^30");
   // NOTE: NVFP4 and per-group FP8 beyond one wave of the narrow grid take wide lanes where the
   // producer measured them faster (kNvfp4LaneChunks / kGroupLaneChunks, bench/NOTES.md 27, 32);
-  // one wave or less keeps 8 values per lane (twice the warps: lower latency, NOTES 33).
-  if constexpr (Policy::kChunksPerLane == 2) {
+  // one wave or less keeps 8 values per lane (twice the warps: lower latency, NOTES 33). The
+  // engine rule (drop-in ops only) keeps 8 values per lane always: one kernel a kind, not tuned.
+  if constexpr (Policy::kChunksPerLane == 2 && Policy::Core::kRule == QuantRule::kNative) {
     constexpr int kLane = Policy::Core::kKind == QuantKind::kNvfp4 ? Producer::kNvfp4LaneChunks
                                                                    : Producer::kGroupLaneChunks;
     static_assert(kLane == 1 || kLane == 2 || kLane == 4);
@@ -473,7 +486,8 @@ Status launch_rowwise(const Producer& prod, const QuantOutput& q, int64_t rows, 
       q, rows, cols, [&](auto tag, const auto& params, int64_t padding_units) {
         using Core = typename decltype(tag)::type;
         if constexpr (Core::kScope == ScaleScope::kRow) {
-          return launch_per_token(prod, params, rows, cols, (cols + kChunk - 1) / kChunk, stream);
+          return launch_per_token<Producer, Core>(prod, params, rows, cols,
+                                                  (cols + kChunk - 1) / kChunk, stream);
         } else {
           return launch_rowwise_policy<Producer, RowChunk<Core>>(prod, params, rows, cols,
                                                                  padding_units, stream);

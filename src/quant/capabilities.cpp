@@ -25,6 +25,13 @@ std::vector<QuantSpec> derive_output_specs(const OutputDelivery& d) {
     }
     if (ok) out.push_back(s);
   }
+  const size_t native = out.size();
+  for (size_t i = 0; i < native; ++i) {
+    const QuantSpec s = out[i];
+    if (s.has_engine_rule() && std::find(d.engine_rule_kinds.begin(), d.engine_rule_kinds.end(),
+                                         s.kind) != d.engine_rule_kinds.end())
+      out.push_back(s.with_rule(QuantRule::kEngine));
+  }
   return out;
 }
 

@@ -53,6 +53,16 @@ std::string_view to_string(ScaleFormat format) {
   return "unknown";
 }
 
+std::string_view to_string(QuantRule rule) {
+  switch (rule) {
+    case QuantRule::kNative:
+      return "native";
+    case QuantRule::kEngine:
+      return "engine";
+  }
+  return "unknown";
+}
+
 bool sees_whole_scale_units(const QuantSpec& spec, int64_t cols, int64_t col0, int64_t out_cols) {
   const QuantNeeds n = quant_needs(spec);
   switch (n.scope) {
@@ -80,7 +90,11 @@ QuantNeeds quant_needs(const QuantSpec& spec) {
   return {};
 }
 
-std::string to_string(const QuantSpec& s) {
+namespace {
+
+constexpr std::string_view kEngineSuffix = ":engine";
+
+std::string native_text(const QuantSpec& s) {
   switch (s.kind) {
     case QuantKind::kNone:
     case QuantKind::kFp8PerTensor:
@@ -96,8 +110,26 @@ std::string to_string(const QuantSpec& s) {
   return "unknown";
 }
 
+}  // namespace
+
+std::string to_string(const QuantSpec& s) {
+  std::string t = native_text(s);
+  if (s.rule != QuantRule::kNative) t += s.rule == QuantRule::kEngine ? kEngineSuffix : ":unknown";
+  return t;
+}
+
 Status QuantSpec::validate() const {
   const std::string self = to_string(*this);
+  if (rule != QuantRule::kNative) {
+    if (rule != QuantRule::kEngine)
+      return Status::InvalidArgument("quant.rule", "native|engine", self);
+    if (!has_engine_rule())
+      return Status::InvalidArgument(
+          "quant.rule",
+          "native for " + std::string(qfuse::to_string(kind)) +
+              " (it rounds as the reference engine does: no engine rule)",
+          "engine");
+  }
   switch (kind) {
     case QuantKind::kNone:
     case QuantKind::kFp8PerTensor:
@@ -147,18 +179,38 @@ std::vector<QuantSpec> all_quant_specs() {
   return v;
 }
 
+std::vector<QuantSpec> engine_quant_specs() {
+  std::vector<QuantSpec> v;
+  for (const QuantSpec& s : all_quant_specs())
+    if (s.has_engine_rule()) v.push_back(s.with_rule(QuantRule::kEngine));
+  return v;
+}
+
 Status parse_quant_spec(std::string_view text, QuantSpec* out) {
   if (out == nullptr) return Status::InvalidArgument("out", "a QuantSpec to write", "null");
+  // NOTE: the native form, then the engine form; a suffix on a kind without an engine rule is
+  // named as such (the native text alone would be valid).
+  std::string_view base = text;
+  const bool engine = base.size() > kEngineSuffix.size() &&
+                      base.substr(base.size() - kEngineSuffix.size()) == kEngineSuffix;
+  if (engine) base.remove_suffix(kEngineSuffix.size());
   for (const QuantSpec& s : all_quant_specs()) {
-    if (to_string(s) == text) {
-      *out = s;
+    if (native_text(s) == base) {
+      const QuantSpec r = s.with_rule(engine ? QuantRule::kEngine : QuantRule::kNative);
+      if (!r.has_engine_rule() && engine)
+        return Status::InvalidArgument(
+            "quant",
+            std::string(base) + " (" + std::string(to_string(s.kind)) +
+                " has no engine rule: it rounds as the reference engine does)",
+            quote_text(text));
+      *out = r;
       return Status::Ok();
     }
   }
   return Status::InvalidArgument(
       "quant",
-      "none|fp8_per_tensor|fp8_per_token|fp8_group{64,128}:{row,col,col_tma}:"
-      "{f32,ue8m0,ue8m0_packed}|nvfp4:{swizzled,linear}",
+      "none|fp8_per_tensor|fp8_per_token[:engine]|fp8_group{64,128}:{row,col,col_tma}:"
+      "{f32,ue8m0,ue8m0_packed}[:engine]|nvfp4:{swizzled,linear}[:engine]",
       quote_text(text));
 }
 

@@ -131,6 +131,7 @@ QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec
     case QuantKind::kFp8PerGroup: {
       r.out.resize(rows * cols);
       const bool per_token = spec.kind == QuantKind::kFp8PerToken;
+      const bool engine = spec.rule == QuantRule::kEngine;
       const int64_t g = per_token ? cols : spec.group_size;
       const bool packed = spec.format == ScaleFormat::kUe8m0Packed;
       const bool pow2 = spec.format != ScaleFormat::kF32;
@@ -140,11 +141,14 @@ QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec
           float amax = 0.0f;
           for (int64_t c = j0; c < j1; ++c) amax = rules::nan_max(amax, std::fabs(y[t * cols + c]));
           const float s = per_token ? rules::fp8_dynamic_scale(amax, sc.scale_ub, pow2)
+                          : engine  ? rules::engine_group_scale(amax, sc.eps, sc.scale_ub, pow2)
                                     : rules::fp8_group_scale(amax, sc.scale_ub, pow2);
           put_scale(r.scales, sa, t, j, s, packed);
           const float inv = rules::fp8_inv_scale(s);
-          for (int64_t c = j0; c < j1; ++c)
-            r.out[t * cols + c] = e4m3_encode(y[t * cols + c] * inv);
+          for (int64_t c = j0; c < j1; ++c) {
+            const float v = y[t * cols + c];
+            r.out[t * cols + c] = e4m3_encode(engine ? rules::engine_fp8_quotient(v, s) : v * inv);
+          }
         }
       }
       break;
@@ -153,14 +157,21 @@ QuantResult quantize(const float* y, int64_t rows, int64_t cols, const QuantSpec
       r.out_dtype = DType::kE2M1x2;
       r.out.assign(rows * cols / 2, 0);
       const float gs = sc.scale;
+      const bool engine = spec.rule == QuantRule::kEngine;
+      const auto rcp = [&sc](float x) {
+        return sc.rcp_approx ? sc.rcp_approx(x) : rules::RcpApproxFtz{}(x);
+      };
       for (int64_t t = 0; t < rows; ++t) {
         for (int64_t k = 0; k < cols / 16; ++k) {
           const float* blk = y + t * cols + k * 16;
           float bmax = 0.0f;
           for (int i = 0; i < 16; ++i) bmax = rules::nan_max(bmax, std::fabs(blk[i]));
-          const uint8_t sf = e4m3_encode(rules::nvfp4_sf_input(gs, bmax));
+          const uint8_t sf = e4m3_encode(engine ? rules::engine_nvfp4_sf_input(gs, bmax, rcp)
+                                                : rules::nvfp4_sf_input(gs, bmax));
           r.scales.at(sa.offset(t, k)) = sf;
-          const float os = rules::nvfp4_out_scale(rules::e4m3_value(sf), gs);
+          const float sfv = rules::e4m3_value(sf);
+          const float os = engine ? rules::engine_nvfp4_out_scale(sfv, gs, rcp)
+                                  : rules::nvfp4_out_scale(sfv, gs);
           for (int i = 0; i < 16; ++i) {
             const uint8_t code = rules::e2m1_encode(blk[i] * os);
             r.out[(t * cols + k * 16 + i) / 2] |= static_cast<uint8_t>(code << (4 * (i & 1)));

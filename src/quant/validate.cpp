@@ -4,7 +4,9 @@
 #include <cuda_runtime_api.h>
 
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 
 #include "qfuse/core/checked.h"
 
@@ -13,6 +15,16 @@
 #include "qfuse/quant/quantize.h"
 
 namespace qfuse {
+namespace {
+
+std::string float_text(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+  return buf;
+}
+
+}  // namespace
+
 namespace detail {
 
 std::string dtype_list(std::initializer_list<DType> allowed) {
@@ -213,6 +225,19 @@ Status detail::check_quant_output(const QuantOutput& q, int64_t rows, int64_t co
                                    "a pointer");
   if (q.scale_ub != nullptr && reinterpret_cast<uintptr_t>(q.scale_ub) % 4 != 0)
     return Status::InvalidArgument("out.scale_ub", "4-byte aligned address", "misaligned");
+  if (q.eps != 0.0f) {
+    if (q.spec.kind != QuantKind::kFp8PerGroup || q.spec.rule != QuantRule::kEngine)
+      return Status::InvalidArgument(
+          "out.eps", "0 (" + kind + " has no amax floor: only per-group FP8 with the engine rule)",
+          float_text(q.eps));
+    if (!(q.eps > 0.0f) || !std::isfinite(q.eps))
+      return Status::InvalidArgument("out.eps", "a finite value >= 0", float_text(q.eps));
+    // NOTE: the engine's per-group op with an amax floor has no scale bound, and without the
+    // scale floor a bound <= 0 would make the scale 0.
+    if (q.scale_ub != nullptr)
+      return Status::InvalidArgument(
+          "out.scale_ub", "null with eps > 0 (no scale bound with an amax floor)", "a pointer");
+  }
 
   ScaleShape shape;
   QFUSE_RETURN_IF_ERROR(detail::scale_shape_valid(q.spec, rows, cols, &shape));

@@ -1,5 +1,6 @@
 // Standalone quantization: x [T, H] bf16|fp16|fp32 -> any QuantSpec output, through the shared
-// row-wise kernel with the identity producer. These ops are also the unfused baselines.
+// row-wise kernel with the identity producer. These ops are also the unfused baselines, and with
+// the engine rule (QuantRule::kEngine) the drop-ins of the reference engine's quantizers.
 #include <climits>
 
 #include "common/rowwise.cuh"
@@ -66,16 +67,17 @@ Status quantize(const TensorRef& x, const QuantOutput& q, cudaStream_t stream) {
   const int64_t ld = x.strides[0];
   const int64_t esize = static_cast<int64_t>(dtype_size(x.dtype));
   const bool vec = quant::aligned_rows(x.data, ld, esize, 16);
+  constexpr unsigned kKinds = quant::kAllKinds | quant::kEngineKinds;
   switch (x.dtype) {
     case DType::kBF16:
-      return quant::launch_rowwise(
+      return quant::launch_rowwise<kKinds>(
           quant::LoadRows<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(x.data), ld, vec}, q, T,
           H, stream);
     case DType::kF16:
-      return quant::launch_rowwise(
+      return quant::launch_rowwise<kKinds>(
           quant::LoadRows<__half>{static_cast<const __half*>(x.data), ld, vec}, q, T, H, stream);
     case DType::kF32:
-      return quant::launch_rowwise(
+      return quant::launch_rowwise<kKinds>(
           quant::LoadRows<float>{static_cast<const float*>(x.data), ld, vec}, q, T, H, stream);
     default:
       return Status::InvalidArgument("x.dtype", "bf16|fp16|fp32", std::string(to_string(x.dtype)));

@@ -155,6 +155,8 @@ std::vector<int64_t> sample_rows(int64_t rows, int64_t cols, uint64_t seed) {
   sc.scale = opt.scale_value;
   sc.scale_ub = opt.scale_ub;
   sc.none_dtype = opt.none_dtype;
+  sc.eps = opt.eps;
+  sc.rcp_approx = opt.rcp_approx;
   const ref::QuantResult R = ref::quantize(yf.data(), n, H, spec, sc);
   ScaleShape ref_shape;
   (void)scale_shape(spec, n, H, &ref_shape);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct CheckOptions {
   // cancel, so their error is relative to the terms, not to the result).
   double abs_tol = 0.0;
   double rel_tol = 0.0;
+  // The engine rule (exact mode): QuantOutput::eps, and the device's rcp.approx.ftz for NVFP4
+  // (common/engine_device.h; empty: the host model).
+  float eps = 0.0f;
+  std::function<float(float)> rcp_approx;
 };
 
 /// y: the exact values [rows, cols] row-major (fp64; in exact mode they must be fp32 values).

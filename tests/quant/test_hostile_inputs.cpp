@@ -41,6 +41,7 @@ TEST(ParseQuantSpecHostile, LongAndBinaryTextIsQuotedAndCut) {
 TEST(ParseQuantSpecHostile, RandomMutantsParseExactlyWhenTheyAreAValidForm) {
   std::set<std::string> valid;
   for (const QuantSpec& s : all_quant_specs()) valid.insert(to_string(s));
+  for (const QuantSpec& s : engine_quant_specs()) valid.insert(to_string(s));
   std::mt19937_64 rng(2026);
   int accepted = 0;
   for (int iter = 0; iter < 20000; ++iter) {

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
 #include <vector>
 
 #include "qfuse/core/status.h"
@@ -26,6 +27,11 @@ namespace ref {
 /// fp64 silu(gate) * up of a host matrix x [T, 2H] of bf16|fp16 bits (row stride ld), row-major [T,
 /// H].
 std::vector<double> silu_and_mul(const uint16_t* x, DType dtype, int64_t T, int64_t H, int64_t ld);
+/// silu(gate) * up in fp32 as silu_mul_quant computes it with the engine rule (the reference
+/// engine's arithmetic, rules::engine_silu_mul), [T, H] row-major. `ex2`: the device's
+/// ex2.approx.ftz (empty: the host model of rules::Ex2ApproxFtz, which may differ by an ulp).
+std::vector<float> silu_and_mul_engine(const uint16_t* x, DType dtype, int64_t T, int64_t H,
+                                       int64_t ld, const std::function<float(float)>& ex2 = {});
 }  // namespace ref
 
 }  // namespace qfuse

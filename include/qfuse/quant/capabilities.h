@@ -26,11 +26,15 @@ struct OutputDelivery {
   bool quantized = true;   // writes through the quantizer
   bool whole_rows = true;  // one kernel instance sees a whole output row (row-wise producers)
   int tile_cols = 0;       // else the columns of the tile one instance sees (a multiple of 16)
+  // The kinds the op's kernels also write with the reference engine's rule (QuantRule::kEngine;
+  // only kinds that have one). Empty for most ops: the drop-in ops need it.
+  std::vector<QuantKind> engine_rule_kinds = {};
 };
 
 /// The specs of all_quant_specs() that an op delivering values this way can write: plain when
 /// `plain`; a given per-tensor scale always; a group of g columns when whole rows are seen or
-/// tile_cols % g == 0; a row scale only with whole rows.
+/// tile_cols % g == 0; a row scale only with whole rows. Then, in the same order, the engine-rule
+/// form of those whose kind is in `engine_rule_kinds`.
 std::vector<QuantSpec> derive_output_specs(const OutputDelivery& d);
 
 struct OpCapability {

@@ -167,6 +167,16 @@ __device__ __forceinline__ void store_fp8_chunk(uint8_t* __restrict__ p, bool ve
   }
 }
 
+/// store_fp8_chunk for the engine rule: codes e4m3(RN(v / s)), each value divided by the scale
+/// (rules::engine_fp8_quotient) instead of multiplied by its reciprocal.
+__device__ __forceinline__ void store_fp8_chunk_div(uint8_t* __restrict__ p, bool vec, int nvalid,
+                                                    const float (&v)[kChunk], float s) {
+  float q[kChunk];
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) q[i] = rules::engine_fp8_quotient(v[i], s);
+  store_fp8_chunk(p, vec, nvalid, q, 1.0f);
+}
+
 /// Quantized a, b (already scaled) to two E4M3 codes at p (a 2-byte store when `vec`: p even).
 __device__ __forceinline__ void store_fp8_pair(uint8_t* __restrict__ p, bool vec, int nvalid,
                                                float a, float b) {

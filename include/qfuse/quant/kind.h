@@ -3,7 +3,9 @@
 // A QuantSpec says how an op writes its output: the kind, the group size, where the scales live
 // and how they are encoded. It has a stable string form, e.g.
 //   none | fp8_per_tensor | fp8_per_token | fp8_group128:col_tma:ue8m0_packed | nvfp4:swizzled
-// which to_string() writes and parse_quant_spec() reads back.
+// which to_string() writes and parse_quant_spec() reads back. A kind whose rounding differs from
+// the reference engine's has a second form with the suffix ":engine" (QuantRule), e.g.
+//   fp8_per_token:engine | fp8_group128:row:f32:engine | nvfp4:swizzled:engine
 #pragma once
 
 #include <cstdint>
@@ -51,11 +53,24 @@ enum class ScaleFormat : uint8_t {
   kE4M3,         // NVFP4 block scales
 };
 
+/// How a quantized output is rounded: qfuse's rules (docs/tolerances.md), or the reference engine's
+/// arithmetic, which its drop-in ops need to write the same codes and scales as the engine's own
+/// kernels (docs/python.md). Both are written in rules.h. Only the kinds where the two differ
+/// have the engine rule (has_engine_rule): dynamic FP8 per-token and per-group (the engine divides
+/// every value by the scale, correctly rounded, where qfuse multiplies by a reciprocal computed
+/// once; per-group also its amax floor `eps` and its UE8M0 rounding) and NVFP4 (its approximate
+/// reciprocals). none and fp8_per_tensor already round as the engine does (x * (1 / s)).
+enum class QuantRule : uint8_t {
+  kNative,  // qfuse's rules: one rule for every kind
+  kEngine,  // the reference engine's arithmetic (rules.h, "the engine rule"); spec suffix ":engine"
+};
+
 struct QuantSpec {
   QuantKind kind = QuantKind::kNone;
   int group_size = 0;  // 64 or 128 for kFp8PerGroup, 16 for kNvfp4, 0 otherwise
   ScaleLayout layout = ScaleLayout::kNone;
   ScaleFormat format = ScaleFormat::kF32;
+  QuantRule rule = QuantRule::kNative;
 
   static QuantSpec none() { return {}; }
   static QuantSpec fp8_per_tensor() {
@@ -70,6 +85,17 @@ struct QuantSpec {
   }
   static QuantSpec nvfp4(ScaleLayout layout = ScaleLayout::kNvfp4Swizzled) {
     return {QuantKind::kNvfp4, 16, layout, ScaleFormat::kE4M3};
+  }
+  /// The same kind with rule `r`.
+  QuantSpec with_rule(QuantRule r) const {
+    QuantSpec s = *this;
+    s.rule = r;
+    return s;
+  }
+  /// True for the kinds whose rounding differs from the reference engine's (QuantRule).
+  bool has_engine_rule() const {
+    return kind == QuantKind::kFp8PerToken || kind == QuantKind::kFp8PerGroup ||
+           kind == QuantKind::kNvfp4;
   }
 
   bool is_fp8() const {
@@ -89,10 +115,11 @@ struct QuantSpec {
     return kind == QuantKind::kFp8PerToken || kind == QuantKind::kFp8PerGroup;
   }
 
-  /// Checks that the fields form a kind of SPEC §0.2.
+  /// Checks that the fields form a kind of SPEC §0.2 (and that the engine rule is one it has).
   Status validate() const;
   bool operator==(const QuantSpec& o) const {
-    return kind == o.kind && group_size == o.group_size && layout == o.layout && format == o.format;
+    return kind == o.kind && group_size == o.group_size && layout == o.layout &&
+           format == o.format && rule == o.rule;
   }
   bool operator!=(const QuantSpec& o) const { return !(*this == o); }
 };
@@ -114,10 +141,15 @@ std::string to_string(const QuantSpec& spec);
 std::string_view to_string(QuantKind kind);
 std::string_view to_string(ScaleLayout layout);
 std::string_view to_string(ScaleFormat format);
+std::string_view to_string(QuantRule rule);
 /// Parses the form to_string() writes. Errors name the text and the accepted forms.
 Status parse_quant_spec(std::string_view text, QuantSpec* out);
-/// Every valid spec, in a stable order (for capability tables, tests and `qfuse info`).
+/// Every valid spec with qfuse's own rule (QuantRule::kNative), in a stable order (for capability
+/// tables, tests and `qfuse info`).
 std::vector<QuantSpec> all_quant_specs();
+/// Every valid spec with the reference engine's rule: the specs of all_quant_specs() that
+/// has_engine_rule(), in that order, with QuantRule::kEngine.
+std::vector<QuantSpec> engine_quant_specs();
 
 /// The storage form of a scale buffer for `spec` on an output of [rows, cols] values.
 struct ScaleShape {

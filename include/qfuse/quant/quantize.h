@@ -25,6 +25,12 @@ struct QuantOutput {
   TensorRef scales;                 // computed scales (per-token, per-group, NVFP4); else empty
   const float* scale = nullptr;     // device fp32: static per-tensor scale or NVFP4 global scale
   const float* scale_ub = nullptr;  // device fp32, optional: upper bound of dynamic FP8 scales
+  // Per-group FP8 with the engine rule only (QuantRule::kEngine), else 0: the floor of a group's
+  // amax, s = max(amax, eps) / 448, which then replaces the scale floor 1 / (448 * 512) (the
+  // reference engine's per_token_group_fp8_quant and its `eps`; no scale_ub with it). 0: no amax
+  // floor, the scale floor applies (its silu_and_mul_per_block_quant). A host value: a constant
+  // of the op.
+  float eps = 0.0f;
 };
 
 /// Validates `q` for an output of [rows, cols] values (SPEC §7); `name` prefixes argument names.

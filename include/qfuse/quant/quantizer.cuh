@@ -9,6 +9,8 @@
 //
 // Core protocol (K is one of the structs below):
 //   K::kKind        the QuantKind
+//   K::kRule        the QuantRule: qfuse's rules, or the reference engine's arithmetic (the
+//                   engine-rule cores: per-token, per-group and NVFP4 with kRule = kEngine)
 //   K::kScope       what one scale covers (ScaleScope): nothing (plain output), the whole tensor
 //                   (a given scale), a group of kGroupCols consecutive columns of one row, or a
 //                   whole row. An adapter supports a kind only when it can see what the scope
@@ -46,6 +48,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/kind.h"
@@ -126,6 +129,7 @@ static __device__ __noinline__ void zero_scale_padding(uint8_t* base, ScaleAddr 
 template <class TOut>
 struct PlainCore {
   static constexpr QuantKind kKind = QuantKind::kNone;
+  static constexpr QuantRule kRule = QuantRule::kNative;
   static constexpr ScaleScope kScope = ScaleScope::kNone;
   static constexpr int kGroupCols = 0;
   struct Params {
@@ -152,6 +156,7 @@ struct PlainCore {
 /// FP8 static per-tensor: q = e4m3(x * (1 / scale)), scale read from the device.
 struct Fp8PerTensorCore {
   static constexpr QuantKind kKind = QuantKind::kFp8PerTensor;
+  static constexpr QuantRule kRule = QuantRule::kNative;
   static constexpr ScaleScope kScope = ScaleScope::kTensor;
   static constexpr int kGroupCols = 0;
   struct Params {
@@ -192,9 +197,13 @@ struct Fp8Scale {
   float inv;
 };
 
-/// FP8 dynamic per-token: one fp32 scale per row, max(min(amax, ub) / 448, min_scale).
+/// FP8 dynamic per-token: one fp32 scale per row, max(min(amax, ub) / 448, min_scale). kRule:
+/// codes e4m3(x * (1 / s)) (native) or e4m3(x / s) (engine; the same scale).
+template <QuantRule kRuleT = QuantRule::kNative>
 struct Fp8PerTokenCore {
   static constexpr QuantKind kKind = QuantKind::kFp8PerToken;
+  static constexpr QuantRule kRule = kRuleT;
+  static constexpr bool kEngine = kRuleT == QuantRule::kEngine;
   static constexpr ScaleScope kScope = ScaleScope::kRow;
   static constexpr int kGroupCols = 0;
   struct Params {
@@ -211,6 +220,7 @@ struct Fp8PerTokenCore {
   __device__ Scale scale_of(float amax) const {
     const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
     const float s = rules::fp8_dynamic_scale(amax, ub, false);
+    if constexpr (kEngine) return {s, 0.0f};  // divides: no reciprocal
     return {s, rules::fp8_inv_scale(s)};
   }
   __device__ int64_t scale_offset(int64_t row, int64_t) const { return row; }
@@ -219,31 +229,50 @@ struct Fp8PerTokenCore {
   __device__ void write_scale(int64_t off, const Scale& s) const { p.scales[off] = s.s; }
   __device__ void store(int64_t row, int col, int nvalid, const float (&v)[kChunk],
                         const Scale& s) const {
-    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, s.inv);
+    if constexpr (kEngine)
+      store_fp8_chunk_div(p.out + row * p.ld + col, p.vec, nvalid, v, s.s);
+    else
+      store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, s.inv);
   }
   __device__ void store_pair(int64_t row, int col, int nvalid, float a, float b,
                              const Scale& s) const {
-    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * s.inv, b * s.inv);
+    if constexpr (kEngine)
+      store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, rules::engine_fp8_quotient(a, s.s),
+                     rules::engine_fp8_quotient(b, s.s));
+    else
+      store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * s.inv, b * s.inv);
   }
   __device__ void zero_padding(uint32_t, uint32_t) const {}
 };
 
-/// FP8 dynamic per-group (g = kGroup consecutive columns), any scale layout and format.
-template <int kGroup>
+/// FP8 dynamic per-group (g = kGroup consecutive columns), any scale layout and format. kRule:
+/// native (fp8_group_scale, codes e4m3(x * (1 / s))) or engine (engine_group_scale with its amax
+/// floor eps and UE8M0 rounding, codes e4m3(x / s)).
+struct Fp8PerGroupParams {
+  uint8_t* out;
+  int64_t ld;
+  void* scales;
+  ScaleAddr sa;
+  const float* scale_ub;  // nullable
+  bool pow2;              // UE8M0 scales
+  bool packed;            // UE8M0 bytes (else fp32)
+  bool vec;
+};
+/// The engine rule's: and the amax floor (QuantOutput::eps).
+/// NOTE: a struct of its own: with eps in the native kernels' parameters, nvcc loaded `vec` per
+/// use instead of once (different SASS for the fp32-input wide-lane kernels).
+struct Fp8PerGroupEngineParams : Fp8PerGroupParams {
+  float eps;
+};
+
+template <int kGroup, QuantRule kRuleT = QuantRule::kNative>
 struct Fp8PerGroupCore {
   static constexpr QuantKind kKind = QuantKind::kFp8PerGroup;
+  static constexpr QuantRule kRule = kRuleT;
+  static constexpr bool kEngine = kRuleT == QuantRule::kEngine;
   static constexpr ScaleScope kScope = ScaleScope::kGroup;
   static constexpr int kGroupCols = kGroup;
-  struct Params {
-    uint8_t* out;
-    int64_t ld;
-    void* scales;
-    ScaleAddr sa;
-    const float* scale_ub;  // nullable
-    bool pow2;              // UE8M0 scales
-    bool packed;            // UE8M0 bytes (else fp32)
-    bool vec;
-  };
+  using Params = std::conditional_t<kEngine, Fp8PerGroupEngineParams, Fp8PerGroupParams>;
   /// NOTE: the reciprocal is taken at the store, after the scale's write, as the tuned policy
   /// did: taken in scale_of, nvcc scheduled the narrow kernels differently (bench/NOTES.md 42).
   struct Scale {
@@ -257,6 +286,7 @@ struct Fp8PerGroupCore {
   __device__ void begin() {}
   __device__ Scale scale_of(float amax) const {
     const float ub = p.scale_ub ? *p.scale_ub : INFINITY;
+    if constexpr (kEngine) return {rules::engine_group_scale(amax, p.eps, ub, p.pow2)};
     return {rules::fp8_group_scale(amax, ub, p.pow2)};
   }
   __device__ int64_t scale_offset(int64_t row, int64_t group) const {
@@ -272,19 +302,32 @@ struct Fp8PerGroupCore {
   }
   __device__ void store(int64_t row, int col, int nvalid, const float (&v)[kChunk],
                         const Scale& s) const {
-    store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s.s));
+    if constexpr (kEngine)
+      store_fp8_chunk_div(p.out + row * p.ld + col, p.vec, nvalid, v, s.s);
+    else
+      store_fp8_chunk(p.out + row * p.ld + col, p.vec, nvalid, v, rules::fp8_inv_scale(s.s));
   }
   __device__ void store_pair(int64_t row, int col, int nvalid, float a, float b,
                              const Scale& s) const {
-    const float inv = rules::fp8_inv_scale(s.s);
-    store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * inv, b * inv);
+    if constexpr (kEngine) {
+      store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, rules::engine_fp8_quotient(a, s.s),
+                     rules::engine_fp8_quotient(b, s.s));
+    } else {
+      const float inv = rules::fp8_inv_scale(s.s);
+      store_fp8_pair(p.out + row * p.ld + col, p.vec, nvalid, a * inv, b * inv);
+    }
   }
   __device__ void store2(int64_t row, int col, int nvalid0, int nvalid1, const float (&v0)[kChunk],
                          const float (&v1)[kChunk], const Scale& s) const {
-    const float inv = rules::fp8_inv_scale(s.s);
     uint8_t* dst = p.out + row * p.ld + col;
-    store_fp8_chunk(dst, p.vec, nvalid0, v0, inv);
-    if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, inv);
+    if constexpr (kEngine) {
+      store_fp8_chunk_div(dst, p.vec, nvalid0, v0, s.s);
+      if (nvalid1 > 0) store_fp8_chunk_div(dst + kChunk, p.vec, nvalid1, v1, s.s);
+    } else {
+      const float inv = rules::fp8_inv_scale(s.s);
+      store_fp8_chunk(dst, p.vec, nvalid0, v0, inv);
+      if (nvalid1 > 0) store_fp8_chunk(dst + kChunk, p.vec, nvalid1, v1, inv);
+    }
   }
   __device__ void zero_padding(uint32_t tid, uint32_t nthreads) const {
     if (p.sa.padding_units() > 0)
@@ -297,9 +340,12 @@ struct Fp8PerGroupCore {
 /// (the producer's choice, measured per producer: bench/NOTES.md 29-34): 0, the general round
 /// (any value, NaN to +6); 1, the clamp-free round where the block's largest scaled value is
 /// below 7 (false for NaN; then every |t| < 7, rounding being monotonic), else the general one.
-template <int kRound = 0>
+/// kRule: the block scale and factor by the native rules (IEEE divisions) or the engine's
+/// (approximate reciprocals, engine_nvfp4_*); the E2M1 round is the same.
+template <int kRound = 0, QuantRule kRuleT = QuantRule::kNative>
 struct Nvfp4Core {
   static constexpr QuantKind kKind = QuantKind::kNvfp4;
+  static constexpr QuantRule kRule = kRuleT;
   static constexpr ScaleScope kScope = ScaleScope::kGroup;
   static constexpr int kGroupCols = 16;
   struct Params {
@@ -324,6 +370,11 @@ struct Nvfp4Core {
   /// from the division-free forms of the rules, bit for bit the same as the IEEE divisions with
   /// their range checks and slow paths (bench/NOTES.md 36).
   __device__ Scale scale_of(float bmax) const {
+    if constexpr (kRuleT == QuantRule::kEngine) {
+      const rules::RcpApproxFtz rcp;
+      const uint8_t sf = e4m3(rules::engine_nvfp4_sf_input(gs, bmax, rcp));
+      return {sf, rules::engine_nvfp4_out_scale(rules::e4m3_value(sf), gs, rcp), bmax};
+    }
     if (rules::nvfp4_fma_scales_ok(gs)) {
       const uint8_t sf = e4m3(rules::nvfp4_sf_input_fma(gs, bmax));
       return {sf, rules::nvfp4_out_scale_fma(rules::e4m3_value(sf), gs, rules::rcp_rn_normal(gs)),

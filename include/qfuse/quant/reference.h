@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "qfuse/core/dtype.h"
@@ -33,6 +34,10 @@ struct RefScalars {
   float scale = 1.0f;               // per-tensor scale / NVFP4 global scale
   float scale_ub = INFINITY;        // dynamic FP8 upper bound (+inf: none)
   DType none_dtype = DType::kBF16;  // output dtype for QuantKind::kNone
+  float eps = 0.0f;                 // QuantOutput::eps (engine-rule per-group FP8)
+  // The engine rule's rcp.approx.ftz (NVFP4): empty for the host model of rules::RcpApproxFtz
+  // (the correctly rounded reciprocal); GPU tests pass the device's own results.
+  std::function<float(float)> rcp_approx;
 };
 
 /// Quantizes the fp32 matrix y [rows, cols] (row-major, contiguous) as the device op would. An

@@ -210,6 +210,172 @@ QFUSE_HD float nvfp4_out_scale_fma(float sf_value, float global_scale, float inv
 #endif
 }
 
+// ---- The reference engine's rule (QuantRule::kEngine) -------------------------------------
+// The arithmetic of the reference engine's kernels behind the drop-in ops (docs/python.md lists
+// them and where each differs from the rules above), for the engine-rule cores (quantizer.cuh)
+// and the host references alike. Where the engine executes an approximate hardware instruction
+// (rcp.approx.ftz, ex2.approx.ftz: MUFU, results not specified bit for bit) the functions take it
+// as a parameter: the device passes the instruction; the host references a model by default (the
+// correctly rounded value), and the GPU tests pass the device's own results, so that device and
+// host compare byte for byte. Everything else here is IEEE arithmetic, exact on both.
+
+/// RN(x / s): the engine's dynamic FP8 ops (per-token, per-group, the fused SiLU per-block op)
+/// divide every value by its scale, `x / s` compiled with nvcc's default -prec-div=true, i.e.
+/// div.rn.f32. Correctly rounded for every operand (zero, subnormal, infinite, NaN and huge
+/// quotients included), on the device through __fdiv_rn whatever the compile flags, on the host
+/// by the C++ division (the library is built without -ffast-math).
+/// NOTE: not div_rn_markstein with the group's reciprocal (3 instructions a value instead of
+/// div.rn's ~8 and a range check): its first quotient RN(x * RN(1/s)) is not always within one
+/// ulp of x / s (about 1 % of random operands), so Markstein's theorem does not cover the one
+/// correction step; it held on 5e8 random pairs, but that is not a proof.
+QFUSE_HD float engine_fp8_quotient(float x, float s) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(x, s);
+#else
+  return x / s;
+#endif
+}
+
+/// log2f as nvcc's libdevice computes it (transcribed from its PTX in CUDA 13.0; a GPU test
+/// compares it with the device's log2f): the engine rounds UE8M0 scales through it. A polynomial
+/// of fma.rn steps, so the host computes the same bits.
+QFUSE_HD float engine_log2f(float a) {
+  const bool sub = a < bits_float(0x00800000u);  // 2^-126
+  const float x = sub ? a * bits_float(0x4B000000u) : a;
+  const float ebias = sub ? -23.0f : 0.0f;
+  const uint32_t ix = float_bits(x);
+  const uint32_t e = (ix - 0x3F3504F3u) & 0xFF800000u;  // exponent relative to sqrt(0.5)
+  const float t = bits_float(ix - e) - 1.0f;            // mantissa in [sqrt(0.5), sqrt(2)) - 1
+  const float fe =
+      fmaf(static_cast<float>(static_cast<int32_t>(e)), bits_float(0x34000000u), ebias);
+  float p = fmaf(bits_float(0x3DC6B27Fu), t, bits_float(0xBE2C7F30u));
+  p = fmaf(p, t, bits_float(0x3E2FCF2Au));
+  p = fmaf(p, t, bits_float(0xBE374E43u));
+  p = fmaf(p, t, bits_float(0x3E520BF4u));
+  p = fmaf(p, t, bits_float(0xBE763C8Bu));
+  p = fmaf(p, t, bits_float(0x3E93BF99u));
+  p = fmaf(p, t, bits_float(0xBEB8AA49u));
+  p = fmaf(p, t, bits_float(0x3EF6384Au));
+  p = fmaf(p, t, bits_float(0xBF38AA3Bu));
+  p = t * p;
+  p = t * p;
+  float r = fe + fmaf(t, bits_float(0x3FB8AA3Bu), p);
+  if (!(ix < 0x7F800000u)) r = fmaf(x, INFINITY, INFINITY);  // +inf, NaN, negative
+  return x == 0.0f ? -INFINITY : r;
+}
+
+/// The engine's UE8M0 rounding of a per-group scale: 2^ceil(log2f(max(|s|, 1e-10f))), with
+/// libdevice's log2f (engine_log2f) and an exact 2^n (its exp2f of an integer: ex2.approx of an
+/// integer is exact, which a GPU test checks). It differs from ue8m0_round_up where log2f rounds
+/// to an integer: a scale a few ulps above 2^k (k <= -5 or k >= 4: 1 ulp for k in [-8, -5], 2 in
+/// [-16, -9], 5 in [-32, -17]) rounds down to 2^k, and the group's largest values then saturate.
+/// NaN stays NaN and the exponent is capped at 127 (qfuse's policy for NaN and infinite amaxes,
+/// SPEC §0.1; the engine's fmaxf would turn a NaN scale into 2^-33 and its exp2f(128) is inf).
+QFUSE_HD float engine_ue8m0(float s) {
+  if (is_nan(s)) return s;
+  const float a = fabsf(s);
+  const float l = ceilf(engine_log2f(a > bits_float(0x2EDBE6FFu) ? a : bits_float(0x2EDBE6FFu)));
+  const int n = l > 127.0f ? 127 : static_cast<int>(l);  // n >= -33
+  return bits_float(static_cast<uint32_t>(n + 127) << 23);
+}
+
+/// The engine rule's scale of a per-group FP8 group (before the UE8M0 rounding when pow2):
+///   eps > 0: s = min(max(amax, eps) / 448, scale_ub), no scale floor (the engine's
+///            per_token_group_fp8_quant: its amax starts at eps; it has no scale_ub);
+///   eps = 0: s = max(min(amax / 448, scale_ub), 1 / (448 * 512)), fp8_group_scale's (its
+///            silu_and_mul_per_block_quant).
+/// Clamped to FLT_MAX and NaN-propagating as fp8_group_scale (qfuse's policy for NaN and
+/// infinite amaxes; the engine's fmaxf drops NaN). pow2: engine_ue8m0.
+QFUSE_HD float engine_group_scale(float amax, float eps, float scale_ub, bool pow2) {
+  float s = eps > 0.0f ? nan_min(nan_max(amax, eps) / kFp8Max, scale_ub)
+                       : nan_max(nan_min(amax / kFp8Max, scale_ub), kMinScale);
+  if (s > FLT_MAX) s = FLT_MAX;
+  return pow2 ? engine_ue8m0(s) : s;
+}
+
+/// rcp.approx.ftz.f32, the engine's reciprocal in NVFP4 quantization. Device: the instruction.
+/// Host: a model, the correctly rounded reciprocal with subnormal inputs and results flushed to
+/// zero (the instruction is within one ulp of it, PTX ISA); references that must match the
+/// device bit for bit take the device's values (ref::RefScalars::rcp_approx).
+struct RcpApproxFtz {
+  QFUSE_HD float operator()(float x) const {
+#if defined(__CUDA_ARCH__)
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    if (fabsf(x) < bits_float(0x00800000u)) x = bits_float(float_bits(x) & 0x80000000u);
+    const float y = 1.0f / x;
+    return fabsf(y) < bits_float(0x00800000u) ? bits_float(float_bits(y) & 0x80000000u) : y;
+#endif
+  }
+};
+
+/// ex2.approx.ftz.f32, inside the engine's expf. Device: the instruction. Host: a model, 2^x
+/// rounded once (from fp64), subnormals flushed; the same caveat as RcpApproxFtz.
+struct Ex2ApproxFtz {
+  QFUSE_HD float operator()(float x) const {
+#if defined(__CUDA_ARCH__)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    if (fabsf(x) < bits_float(0x00800000u)) x = 0.0f;
+    const float y = static_cast<float>(std::exp2(static_cast<double>(x)));
+    return y < bits_float(0x00800000u) ? 0.0f : y;
+#endif
+  }
+};
+
+/// NVFP4, engine rule: the value whose E4M3 encoding is the block scale,
+///   gs * (blockmax * rcp(6)), rcp = rcp.approx.ftz (the engine's order of the products).
+template <class Rcp>
+QFUSE_HD float engine_nvfp4_sf_input(float global_scale, float block_amax, const Rcp& rcp) {
+  return global_scale * (block_amax * rcp(kE2M1Max));
+}
+
+/// NVFP4, engine rule: the factor applied to the block's values, given the decoded block scale:
+///   sf == 0 ? 0 : rcp(sf * rcp(gs)).
+template <class Rcp>
+QFUSE_HD float engine_nvfp4_out_scale(float sf_value, float global_scale, const Rcp& rcp) {
+  return sf_value != 0.0f ? rcp(sf_value * rcp(global_scale)) : 0.0f;
+}
+
+/// 1 + expf(-g) as the engine's SiLU per-block kernel computes it: libdevice's expf (argument
+/// reduction by fma, ex2.approx.ftz, a scaling by 2^k) whose last product nvcc fuses with the
+/// "+ 1" into one fma (transcribed from the PTX nvcc 13.0 makes of the engine's expression; a GPU
+/// test compares it with that expression compiled on the device).
+template <class Ex2>
+QFUSE_HD float engine_sigmoid_den(float g, const Ex2& ex2) {
+  const float a = -g;
+  const float r = fmaf(a, bits_float(0x3BBB989Du), 0.5f);
+#if defined(__CUDA_ARCH__)
+  const float t = __saturatef(r);                                 // cvt.sat: [0, 1], NaN -> 0
+  const float j = __fmaf_rd(t, 252.0f, bits_float(0x4B400001u));  // 12582913 + floor(252 t)
+#else
+  const float t = is_nan(r) ? 0.0f : (r < 0.0f ? 0.0f : (r > 1.0f ? 1.0f : r));
+  // NOTE: fma.rm exactly: 252 t is exact in fp64 and the sum stays in [2^23, 2^24), step 1.
+  const float j = bits_float(0x4B400001u) + static_cast<float>(std::floor(252.0 * t));
+#endif
+  const float f = fmaf(a, bits_float(0x32A57060u),
+                       fmaf(a, bits_float(0x3FB8AA3Bu), -(j + bits_float(0xCB40007Fu))));
+  const float scale = bits_float(float_bits(j) << 23);  // 2^(k - 126), k = floor(252 t)
+  return fmaf(ex2(f), scale, 1.0f);
+}
+
+/// silu(g) * u as the engine's SiLU per-block kernel computes it: g * RN(1 / (1 + expf(-g))),
+/// then times u, each product rounded (SPEC §1's formula in the engine's order of operations).
+template <class Ex2>
+QFUSE_HD float engine_silu_mul(float g, float u, const Ex2& ex2) {
+#if defined(__CUDA_ARCH__)
+  const float sig = __frcp_rn(engine_sigmoid_den(g, ex2));
+  return __fmul_rn(__fmul_rn(g, sig), u);
+#else
+  const float sig = 1.0f / engine_sigmoid_den(g, ex2);
+  return (g * sig) * u;
+#endif
+}
+
 /// Round-to-nearest-even E2M1 with saturation to +-6 (SPEC §0.3), as a 4-bit code
 /// (sign in bit 3). Magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; the sign of zero is kept.
 /// NaN gives +6 (code 0x7), as the hardware's satfinite conversion on later GPUs does.
