@@ -233,9 +233,10 @@ cudaStream_t as_stream(uintptr_t s) {
 }
 
 void quantize(const Array& x, const Array& out, const std::string& spec, const OptArray& scales,
-              const OptArray& scale, const OptArray& scale_ub, uintptr_t stream) {
+              const OptArray& scale, const OptArray& scale_ub, uintptr_t stream, float eps) {
   const TensorRef xr = to_ref(x, "x");
-  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  q.eps = eps;
   check(qfuse::quantize(xr, q, as_stream(stream)));
 }
 
@@ -254,9 +255,10 @@ void silu_and_mul(const Array& x, const Array& out, uintptr_t stream) {
 
 void silu_mul_quant(const Array& x, const Array& out, const std::string& spec,
                     const OptArray& scales, const OptArray& scale, const OptArray& scale_ub,
-                    uintptr_t stream) {
+                    uintptr_t stream, float eps) {
   const TensorRef xr = to_ref(x, "x");
-  const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub);
+  q.eps = eps;
   check(qfuse::silu_mul_quant(xr, q, as_stream(stream)));
 }
 
@@ -554,9 +556,11 @@ nb::dict tensor_info(const Array& a, const std::optional<std::string>& byte_as) 
 
 /// The host reference of the quantizers (reference.h) on a host fp32 matrix y [rows, cols]
 /// (contiguous, any DLPack CPU producer): (output bytes, scale bytes) exactly as a device op
-/// writes them. `scale`: per-tensor / NVFP4 global scale; `none_dtype`: output of kind none.
+/// writes them. `scale`: per-tensor / NVFP4 global scale; `none_dtype`: output of kind none;
+/// `eps`: QuantOutput::eps (engine-rule per-group FP8).
 std::tuple<nb::bytes, nb::bytes> ref_quantize(const Array& y, const std::string& spec, float scale,
-                                              float scale_ub, const std::string& none_dtype) {
+                                              float scale_ub, const std::string& none_dtype,
+                                              float eps) {
   const TensorRef t = to_ref(y, "y", {}, false);
   if (y.device_type() != nb::device::cpu::value)
     invalid("y.device", "a CPU tensor", device_name(y.device_type(), y.device_id()));
@@ -569,6 +573,7 @@ std::tuple<nb::bytes, nb::bytes> ref_quantize(const Array& y, const std::string&
   const std::optional<DType> nd = qfuse::parse_dtype(none_dtype);
   if (!nd) invalid("none_dtype", "bf16|fp16|fp32", none_dtype);
   sc.none_dtype = *nd;
+  sc.eps = eps;
   const qfuse::ref::QuantResult r = qfuse::ref::quantize(
       static_cast<const float*>(t.data), t.sizes[0], t.sizes[1], parse_spec(spec), sc);
   check(r.status);
@@ -583,13 +588,13 @@ NB_MODULE(_qfuse, m) {
   const auto none = nb::none();
   m.def("quantize", &quantize, nb::arg("x"), nb::arg("out"), nb::arg("spec"),
         nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
-        nb::arg("stream") = 0);
+        nb::arg("stream") = 0, nb::arg("eps") = 0.0f);
   m.def("dynamic_per_tensor_quant", &dynamic_per_tensor_quant, nb::arg("x"), nb::arg("out"),
         nb::arg("scale"), nb::arg("stream") = 0);
   m.def("silu_and_mul", &silu_and_mul, nb::arg("x"), nb::arg("out"), nb::arg("stream") = 0);
   m.def("silu_mul_quant", &silu_mul_quant, nb::arg("x"), nb::arg("out"), nb::arg("spec"),
         nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
-        nb::arg("stream") = 0);
+        nb::arg("stream") = 0, nb::arg("eps") = 0.0f);
   m.def("merge_states", &merge_states, nb::arg("outputs"), nb::arg("lses"), nb::arg("out"),
         nb::arg("spec") = "none", nb::arg("scales") = none, nb::arg("scale") = none,
         nb::arg("scale_ub") = none, nb::arg("out_lse") = none, nb::arg("lse_base") = 0,
@@ -634,6 +639,6 @@ NB_MODULE(_qfuse, m) {
   m.def("op_specs", &op_specs, nb::arg("op"));
   m.def("tensor_info", &tensor_info, nb::arg("tensor"), nb::arg("byte_as") = none);
   m.def("ref_quantize", &ref_quantize, nb::arg("y"), nb::arg("spec"), nb::arg("scale") = 1.0f,
-        nb::arg("scale_ub") = INFINITY, nb::arg("none_dtype") = "bf16");
+        nb::arg("scale_ub") = INFINITY, nb::arg("none_dtype") = "bf16", nb::arg("eps") = 0.0f);
   m.attr("MAX_MERGE_STATES") = qfuse::kMaxMergeStates;
 }

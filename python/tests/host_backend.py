@@ -23,12 +23,13 @@ def _write(dst, data):
     view.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8).view(view.shape))
 
 
-def _quantize_values(y, out, spec, scales, scale, ub):
+def _quantize_values(y, out, spec, scales, scale, ub, eps=0.0):
     ro, rs = qfuse.ref_quantize(y.float().contiguous(), spec,
                                 float(scale) if scale is not None else 1.0,
                                 float(ub) if ub is not None else math.inf,
                                 {torch.float16: "fp16", torch.float32: "fp32"}.get(out.dtype,
-                                                                                    "bf16"))
+                                                                                    "bf16"),
+                                eps)
     _write(out, ro)
     if scales is not None:
         _write(scales, rs)
@@ -46,14 +47,16 @@ class HostBackend:
         return getattr(qfuse, name)
 
     @staticmethod
-    def quantize(x, out, spec, scales=None, scale=None, scale_ub=None, stream=0):
+    def quantize(x, out, spec, scales=None, scale=None, scale_ub=None, stream=0, eps=0.0):
         x, out, scales, scale, ub = map(_t, (x, out, scales, scale, scale_ub))
-        _quantize_values(x.float(), out, spec, scales, scale, ub)
+        _quantize_values(x.float(), out, spec, scales, scale, ub, eps)
 
     @staticmethod
-    def silu_mul_quant(x, out, spec, scales=None, scale=None, scale_ub=None, stream=0):
+    def silu_mul_quant(x, out, spec, scales=None, scale=None, scale_ub=None, stream=0, eps=0.0):
+        # NOTE: PyTorch's silu, also for the engine rule (whose SiLU arithmetic only the C++
+        # kernel and ref::silu_and_mul_engine have): this backend checks the Python plumbing.
         x, out, scales, scale, ub = map(_t, (x, out, scales, scale, scale_ub))
-        _quantize_values(_silu_mul(x), out, spec, scales, scale, ub)
+        _quantize_values(_silu_mul(x), out, spec, scales, scale, ub, eps)
 
     @staticmethod
     def silu_and_mul(x, out, stream=0):

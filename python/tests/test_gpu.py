@@ -39,10 +39,10 @@ def as_bytes(t):
     return t.contiguous().view(torch.uint8).flatten().cpu()
 
 
-def ref(y, spec, scale=1.0, scale_ub=float("inf"), none_dtype="bf16"):
+def ref(y, spec, scale=1.0, scale_ub=float("inf"), none_dtype="bf16", eps=0.0):
     """(out bytes, scale bytes) of the C++ host reference for the fp32 matrix y."""
     out, scales = qfuse.ref_quantize(y.float().cpu().contiguous(), spec, scale, scale_ub,
-                                     none_dtype)
+                                     none_dtype, eps=eps)
     return (torch.frombuffer(bytearray(out), dtype=torch.uint8),
             torch.frombuffer(bytearray(scales), dtype=torch.uint8) if scales else
             torch.empty(0, dtype=torch.uint8))
@@ -250,7 +250,7 @@ class DropIns(unittest.TestCase):
     def test_scaled_fp8_quant_per_token_and_padding(self):
         x = randn(50, 2048)
         q, s = qt.scaled_fp8_quant(x, use_per_token_if_dynamic=True, scale_ub=scalar(3.0))
-        ro, rs = ref(x, "fp8_per_token", scale_ub=3.0)
+        ro, rs = ref(x, "fp8_per_token:engine", scale_ub=3.0)
         self.assertEqual(s.shape, (50, 1))
         self.assertEqual(mismatch(as_bytes(q), ro), 0)
         self.assertEqual(mismatch(as_bytes(s), rs), 0)
@@ -275,21 +275,26 @@ class DropIns(unittest.TestCase):
                 qt.per_token_group_fp8_quant(x, q, s, g, scale_ue8m0=ue8m0,
                                              is_scale_transposed=tr, is_tma_aligned=tma)
                 spec = f"fp8_group{g}:{('col_tma' if tma else 'col') if tr else 'row'}:" \
-                       f"{'ue8m0' if ue8m0 else 'f32'}"
-                ro, rs = ref(x, spec)
+                       f"{'ue8m0' if ue8m0 else 'f32'}:engine"
+                ro, rs = ref(x, spec, eps=1e-10)
                 self.assertEqual(mismatch(as_bytes(q), ro), 0)
                 self.assertEqual(mismatch(as_bytes(base), rs), 0)
 
     def test_scaled_fp4_quant(self):
+        # The engine rule's approximate reciprocals are the device's: the drop-in is compared with
+        # the core op of the same spec here; the C++ GPU test compares that with the host
+        # reference fed the device's rcp.approx results.
         for m, n in ((5, 512), (200, 2048)):
             x = randn(m, n)
             gs = nvfp4_gs(x)
             for swz in (True, False):
+                spec = ("nvfp4:swizzled" if swz else "nvfp4:linear") + ":engine"
                 q, bs = qt.scaled_fp4_quant(x, scalar(gs), swz)
-                ro, rs = ref(x, "nvfp4:swizzled" if swz else "nvfp4:linear", scale=gs)
+                o, sc = alloc(spec, m, n)
+                qt.quantize(x, o, spec, sc, scalar(gs), None)
                 self.assertEqual(bs.dtype, FP8)
-                self.assertEqual(mismatch(as_bytes(q), ro), 0)
-                self.assertEqual(mismatch(as_bytes(bs), rs), 0)
+                self.assertEqual(mismatch(as_bytes(q), as_bytes(o)), 0)
+                self.assertEqual(mismatch(as_bytes(bs), as_bytes(sc)), 0)
 
     def test_silu_and_mul_per_block_quant_is_the_core_op(self):
         T, H = 29, 2048 + 64  # a partial last group of 128
@@ -298,7 +303,7 @@ class DropIns(unittest.TestCase):
             for tr in (False, True):
                 q, s = qt.silu_and_mul_per_block_quant(x, g, FP8, scale_ub=scalar(0.02),
                                                        is_scale_transposed=tr)
-                spec = f"fp8_group{g}:{'col' if tr else 'row'}:f32"
+                spec = f"fp8_group{g}:{'col' if tr else 'row'}:f32:engine"
                 o, sc = alloc(spec, T, H)
                 qt.silu_mul_quant(x, o, spec, sc, None, scalar(0.02))
                 self.assertEqual(mismatch(as_bytes(q), as_bytes(o)), 0)
@@ -311,6 +316,34 @@ class DropIns(unittest.TestCase):
                     s2 = poisoned((s.shape[1], T), F32).t()
                 qt.silu_and_mul_per_block_quant(q2, x, s2, g, scalar(0.02), tr)
                 self.assertEqual(mismatch(as_bytes(q2), as_bytes(q)), 0)
+
+    def test_ties_round_as_the_reference_engine(self):
+        # bf16 inputs on exact E4M3 ties (x / s a midpoint between codes) and the reference
+        # engine's formulas written in PyTorch: per-token s = amax / 448, per-group
+        # s = max(amax, eps) / 448, codes e4m3(clamp(x / s)) with an fp32 division. For
+        # s = 0.875 (amax 392) qfuse's own rule, x * (1 / s), leaves 30 of these ties.
+        codes = torch.arange(0, 0x7F, dtype=torch.uint8).view(FP8).float()
+        mids = (codes[:-1] + codes[1:]) / 2
+        row = torch.cat([torch.tensor([392.0]), mids * 0.875, -mids * 0.875])[:128]
+        x = torch.stack([row, row.flip(0)]).to(BF16).to(DEV)
+        self.assertTrue(bool((x.float().cpu() == torch.stack([row, row.flip(0)])).all()))
+        xf = x.float().cpu()
+
+        def engine_codes(s):
+            return as_bytes((xf / s).clamp(-448.0, 448.0).to(FP8))
+
+        q, s = qt.scaled_fp8_quant(x, use_per_token_if_dynamic=True)
+        want_s = (xf.abs().amax(1, keepdim=True) / 448.0).clamp(min=1.0 / (448 * 512))
+        self.assertTrue(bool((s.cpu() == want_s).all()))
+        self.assertEqual(mismatch(as_bytes(q), engine_codes(want_s)), 0)
+        qs, ss = torch.empty_like(x, dtype=FP8), torch.empty(2, 1, dtype=F32, device=DEV)
+        qt.per_token_group_fp8_quant(x, qs, ss, 128, eps=1e-10)
+        want_g = xf.abs().amax(1, keepdim=True).clamp(min=1e-10) / 448.0
+        self.assertTrue(bool((ss.cpu() == want_g).all()))
+        self.assertEqual(mismatch(as_bytes(qs), engine_codes(want_g)), 0)
+        # qfuse's own rule on the same ties rounds some of them the other way.
+        native, _ = ref(xf, "fp8_per_token")
+        self.assertGreater(mismatch(native, engine_codes(want_s)), 0)
 
     def test_merge_attn_states_is_the_core_op(self):
         T, Hh, D = 40, 16, 128
@@ -488,6 +521,41 @@ class OpCheck(unittest.TestCase):
                 torch.library.opcheck(getattr(torch.ops.qfuse, name).default, args)
 
 
+class CppParity(unittest.TestCase):
+    """The C++ op library's kernels (python/src/torch_ops.cpp) write the same bytes as the Python
+    path (ops.py / dropin.py through qfuse._qfuse) on the same inputs, every op."""
+
+    def test_every_op_writes_what_the_python_path_writes(self):
+        from qfuse.torch import ops
+
+        if ops._CPP is None:
+            self.skipTest(f"no C++ op library ({ops.CPP_UNUSED})")
+        self.assertEqual(ops.CPP_OPS, set(ops.OPS))
+
+        def copy(a):
+            if isinstance(a, torch.Tensor):
+                return a.clone() if a.is_cuda else a
+            if isinstance(a, (list, tuple)):
+                return type(a)(copy(t) for t in a)
+            return a
+
+        def flat(args):
+            for a in args:
+                if isinstance(a, torch.Tensor):
+                    yield a
+                elif isinstance(a, (list, tuple)):
+                    yield from flat(a)
+
+        for name, args in opcheck_cases().items():
+            with self.subTest(op=name):
+                cpp, py = copy(args), copy(args)  # bytes left unwritten are equal too
+                getattr(torch.ops.qfuse, name)(*cpp)
+                ops._IMPLS[name](*py)
+                torch.cuda.synchronize()
+                for i, (a, b) in enumerate(zip(flat(cpp), flat(py))):
+                    self.assertEqual(mismatch(as_bytes(a), as_bytes(b)), 0, f"argument {i}")
+
+
 class CudaGraphs(unittest.TestCase):
     def test_capture_and_replay(self):
         T, H = 64, 1024
@@ -603,8 +671,12 @@ class Overhead(unittest.TestCase):
             g.replay()
         torch.cuda.synchronize()
         graph_us = (time.perf_counter() - t0) / n * 1e6
+        from qfuse.torch import ops
+
+        path = "C++ op library" if "static_scaled_fp8_quant" in ops.CPP_OPS else "Python path"
         print(f"\nqfuse overhead: static_scaled_fp8_quant [16, 7168] eager {eager_us:.2f} us/call,"
-              f" CUDA-graph replay {graph_us:.2f} us/call")
+              f" CUDA-graph replay {graph_us:.2f} us/call ({path}; python/bench_overhead.py "
+              "splits it)")
         self.assertGreater(eager_us, 0)
         self.assertEqual(mismatch(as_bytes(out), ref(x, "fp8_per_tensor", 0.0917)[0]), 0)
 

@@ -47,6 +47,29 @@ class Vocabulary(unittest.TestCase):
             qfuse.canonical_spec("fp8_group96")
         self.assertIn("fp8_group96", str(e.exception))
 
+    def test_engine_rule_suffix(self):
+        # The reference engine's rule (the drop-ins' kinds): ":engine" on the kinds that round
+        # differently from it; canonical and distinct from the native form; same buffers.
+        engine = [s + ":engine" for s in qfuse.all_specs()
+                  if s.startswith(("fp8_per_token", "fp8_group", "nvfp4"))]
+        self.assertEqual(len(engine), 1 + 18 + 2)
+        for s in engine:
+            self.assertEqual(qfuse.canonical_spec(s), s)
+            native = s[: -len(":engine")]
+            self.assertEqual(qfuse.scale_shape(s, 7, 512), qfuse.scale_shape(native, 7, 512))
+            self.assertEqual(qfuse.out_dtype(s), qfuse.out_dtype(native))
+        self.assertNotIn("fp8_per_token:engine", qfuse.all_specs())  # all_specs: native only
+        for bad in ("fp8_per_tensor:engine", "none:engine"):
+            with self.assertRaises(ValueError) as e:
+                qfuse.canonical_spec(bad)
+            self.assertIn("no engine rule", str(e.exception))
+            self.assertIn(f"'{bad}'", str(e.exception))
+        for bad in ("fp8_per_token:engine:engine", "fp8_per_token:Engine", "engine",
+                    "fp8_group128:row:engine", "nvfp4:swizzled:native"):
+            with self.assertRaises(ValueError) as e:
+                qfuse.canonical_spec(bad)
+            self.assertIn("[:engine]", str(e.exception))
+
     def test_scale_shapes(self):
         # SPEC §0.3's worked example: 5 rows, n = 512 -> a 128 x 32 swizzled buffer.
         self.assertEqual(qfuse.scale_shape("nvfp4:swizzled", 5, 512), ("e4m3", [128, 32]))
@@ -77,6 +100,17 @@ class Vocabulary(unittest.TestCase):
             qfuse.op_specs("no_such_op")
         self.assertIn("silu_mul_quant", str(e.exception))
         self.assertIn("no_such_op", str(e.exception))
+        # The engine rule: quantize has it for every kind that has one, silu_mul_quant for
+        # per-group FP8 (silu_and_mul_per_block_quant), the merge for none.
+        q = qfuse.op_specs("quantize")
+        for s in ("fp8_per_token:engine", "fp8_group64:col_tma:ue8m0:engine",
+                  "nvfp4:linear:engine"):
+            self.assertIn(s, q)
+        sm = qfuse.op_specs("silu_mul_quant")
+        self.assertIn("fp8_group128:col:f32:engine", sm)
+        self.assertNotIn("fp8_per_token:engine", sm)
+        self.assertNotIn("nvfp4:swizzled:engine", sm)
+        self.assertFalse([s for s in qfuse.op_specs("merge_states") if s.endswith(":engine")])
 
 
 class DLPackMetadata(unittest.TestCase):
@@ -206,6 +240,47 @@ class Quantize(unittest.TestCase):
             self.call(spec="fp8_group128:col_tma:ue8m0_packed", scales=t((1, 8, 4), "fp32"))
         self.assertIn("'out.scales'", str(e.exception))
 
+    def test_engine_rule_and_eps(self):
+        # Every engine-rule kind passes validation (and reaches the device check) ...
+        for spec, scales in [("fp8_per_token:engine", t((self.T,), "fp32")),
+                             ("fp8_group128:col_tma:ue8m0_packed:engine", t((1, 8, 4), "u8")),
+                             ("nvfp4:swizzled:engine", t((128, 16), "u8"))]:
+            out = t((self.T, self.H // 2), "u8") if spec.startswith("nvfp4") else None
+            with self.assertRaises((RuntimeError, ValueError)) as e:
+                self.call(spec=spec, scales=scales, out=out)
+            if isinstance(e.exception, ValueError):
+                self.assertIn(".data'", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)) as e:
+            qfuse.quantize(t((self.T, self.H), "bf16"), t((self.T, self.H), "e4m3"),
+                           "fp8_group64:row:f32:engine", scales=t((self.T, 4), "fp32"), eps=1e-10)
+        if isinstance(e.exception, ValueError):
+            self.assertIn(".data'", str(e.exception))
+        # ... eps is refused where no amax floor exists, and must be finite and >= 0.
+        g = dict(out=t((self.T, self.H), "e4m3"), scales=t((self.T, 2), "fp32"))
+        for spec, eps, message in [
+                ("fp8_group128:row:f32", 1e-10, arg_message(
+                    "out.eps", "0 (fp8_group128:row:f32 has no amax floor: only per-group FP8 "
+                    "with the engine rule)", "1.00000001e-10")),
+                ("fp8_group128:row:f32:engine", -1.0,
+                 arg_message("out.eps", "a finite value >= 0", "-1")),
+                ("fp8_group128:row:f32:engine", float("inf"),
+                 arg_message("out.eps", "a finite value >= 0", "inf")),
+                ("fp8_group128:row:f32:engine", float("nan"),
+                 arg_message("out.eps", "a finite value >= 0", "nan"))]:
+            with self.assertRaises(ValueError) as e:
+                qfuse.quantize(t((self.T, self.H), "bf16"), g["out"], spec, scales=g["scales"],
+                               eps=eps)
+            self.assertEqual(str(e.exception), message)
+        with self.assertRaises(ValueError) as e:
+            qfuse.quantize(t((self.T, self.H), "bf16"), t((self.T, self.H), "e4m3"),
+                           "fp8_per_token:engine", scales=t((self.T,), "fp32"), eps=1e-10)
+        self.assertIn("'out.eps'", str(e.exception))
+        with self.assertRaises(ValueError) as e:  # an amax floor comes without a scale bound
+            qfuse.quantize(t((self.T, self.H), "bf16"), g["out"], "fp8_group128:row:f32:engine",
+                           scales=g["scales"], scale_ub=t((1,), "fp32"), eps=1e-10)
+        self.assertEqual(str(e.exception), arg_message(
+            "out.scale_ub", "null with eps > 0 (no scale bound with an amax floor)", "a pointer"))
+
     def test_bad_spec(self):
         with self.assertRaises(ValueError) as e:
             self.call(spec="fp8_per_block")
@@ -257,6 +332,25 @@ class SiluMul(unittest.TestCase):
             qfuse.silu_mul_quant(x, t((4, 256), "u8"), "fp8_group64:col:ue8m0",
                                  scales=t((4, 4), "fp32"))
 
+    def test_engine_rule(self):
+        # The engine rule only where the op builds it (per-group FP8: the drop-in
+        # silu_and_mul_per_block_quant); eps only with it.
+        x = t((4, 512), "bf16")
+        with self.assertRaises(ValueError) as e:
+            qfuse.silu_mul_quant(x, t((4, 256), "e4m3"), "fp8_per_token:engine",
+                                 scales=t((4,), "fp32"))
+        self.assertIn("'silu_mul_quant.out.spec'", str(e.exception))
+        self.assertIn("got fp8_per_token:engine", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # valid
+            qfuse.silu_mul_quant(x, t((4, 256), "e4m3"), "fp8_group128:col:f32:engine",
+                                 scales=t((2, 4), "fp32"), scale_ub=t((1,), "fp32"))
+        if isinstance(e.exception, ValueError):
+            self.assertIn(".data'", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qfuse.silu_mul_quant(x, t((4, 256), "e4m3"), "fp8_group128:col:f32",
+                                 scales=t((2, 4), "fp32"), eps=1e-10)
+        self.assertIn("'out.eps'", str(e.exception))
+
 
 class Merge(unittest.TestCase):
     T, H, D = 6, 4, 64
@@ -304,6 +398,14 @@ class Merge(unittest.TestCase):
         with self.assertRaises(ValueError) as e:
             qfuse.merge_states(o, lse, t((self.T, self.H * self.D + 1), "bf16"))
         self.assertIn("'out.sizes[1]'", str(e.exception))
+
+    def test_no_engine_rule(self):
+        o, lse = self.parts(2)
+        with self.assertRaises(ValueError) as e:
+            qfuse.merge_states(o, lse, t((self.T, self.H * self.D), "e4m3"),
+                               "fp8_group64:row:f32:engine",
+                               scales=t((self.T, self.H * self.D // 64), "fp32"))
+        self.assertIn("'merge_states.out.spec'", str(e.exception))
 
     def test_fp8_output_needs_its_scale(self):
         o, lse = self.parts(2)
@@ -424,6 +526,26 @@ class HostReference(unittest.TestCase):
         _, bounded = qfuse.ref_quantize(HostFloats(2, 32, vals), "fp8_per_token", scale_ub=1.0)
         self.assertEqual(struct.unpack("<2f", bounded)[0],
                          struct.unpack("<f", struct.pack("<f", 1.0 / 448.0))[0])
+
+    def test_engine_rule_ties_eps_and_checks(self):
+        # A tie: s = 392 / 448 = 0.875, x = 0.341796875 = 0.390625 s, the midpoint of 0.375 (0x2C)
+        # and 0.40625 (0x2D). x / s is the midpoint: even 0x2C; x * RN(1 / s) is an ulp above it:
+        # 0x2D (qfuse's native rule).
+        vals = [392.0, 0.341796875, -0.341796875, 0.0]
+        eng, s_eng = qfuse.ref_quantize(HostFloats(1, 4, vals), "fp8_per_token:engine")
+        nat, s_nat = qfuse.ref_quantize(HostFloats(1, 4, vals), "fp8_per_token")
+        self.assertEqual(list(eng), [0x7E, 0x2C, 0xAC, 0x00])
+        self.assertEqual(list(nat), [0x7E, 0x2D, 0xAD, 0x00])
+        self.assertEqual(s_eng, s_nat)
+        # eps floors the amax of an engine-rule group (a zero group: eps / 448, no scale floor).
+        zeros = HostFloats(1, 128, [0.0] * 128)
+        _, s = qfuse.ref_quantize(zeros, "fp8_group128:row:f32:engine", eps=1e-10)
+        self.assertEqual(struct.unpack("<f", s)[0],
+                         struct.unpack("<f", struct.pack("<f", struct.unpack(
+                             "<f", struct.pack("<f", 1e-10))[0] / 448.0))[0])
+        _, s = qfuse.ref_quantize(zeros, "fp8_group128:row:f32:engine")
+        self.assertEqual(struct.unpack("<f", s)[0],
+                         struct.unpack("<f", struct.pack("<f", 1.0 / (448 * 512)))[0])
 
     def test_nvfp4_sizes(self):
         vals = [RNG.uniform(-1, 1) for _ in range(5 * 64)]

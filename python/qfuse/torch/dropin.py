@@ -2,6 +2,13 @@
 ours by changing one import. docs/python.md maps each to the qfuse kind it runs and states where
 the numbers can differ.
 
+The drop-ins write their kinds with the reference engine's rule (spec suffix ":engine", the C++
+QuantRule::kEngine) where it differs from qfuse's own: dynamic per-token and per-group FP8 (codes
+x / s, the per-group amax floor eps and UE8M0 rounding), NVFP4 (approximate reciprocals) and the
+SiLU of silu_and_mul_per_block_quant; static per-tensor FP8 and the merge already round alike.
+The fused twins "silu_mul_<name>" (the fusion pass's) have no reference op to match (the unfused
+graph rounds the product to bf16 first) and keep qfuse's rule.
+
 Destination-passing ops (``torch.ops.qfuse.<name>``, the reference engine's custom-op schemas):
   static_scaled_fp8_quant, dynamic_scaled_fp8_quant, dynamic_per_token_scaled_fp8_quant,
   per_token_group_fp8_quant, scaled_fp4_quant, silu_and_mul_per_block_quant, merge_attn_states.
@@ -88,12 +95,17 @@ _define("dynamic_scaled_fp8_quant(Tensor(a!) result, Tensor input, Tensor(b!) sc
         _dynamic_fp8_impl)
 
 
+def _rule(spec, silu):
+    """The drop-in's spec: the reference engine's rule, except in a fused twin (see above)."""
+    return spec if silu else spec + ":engine"
+
+
 def _per_token_fp8_impl(result, input, scale, scale_ub=None, silu=False):
     T = input.shape[0]
     out = result[:T] if result.dim() == 2 else result
     if scale.dim() == 2 and scale.shape[1] == 1:
         scale = scale.view(-1)  # the reference's [T, 1]
-    _run(silu)(_dl(input, "x"), _dl(out, "out", "e4m3"), "fp8_per_token",
+    _run(silu)(_dl(input, "x"), _dl(out, "out", "e4m3"), _rule("fp8_per_token", silu),
                scales=_dl(scale, "out.scales"), scale_ub=_opt(scale_ub, "out.scale_ub"),
                stream=_stream(input))
 
@@ -113,14 +125,17 @@ def _per_token_group_impl(input, output_q, output_s, group_size, eps=1e-10, fp8_
     _check_fp8_range(fp8_min, fp8_max)
     if eps <= 0:
         raise ValueError(f"argument 'eps': expected > 0, got {eps}")
-    spec = _group_spec(group_size, scale_ue8m0, is_scale_transposed, is_tma_aligned)
+    spec = _rule(_group_spec(group_size, scale_ue8m0, is_scale_transposed, is_tma_aligned), silu)
     T, H = input.shape[0], input.shape[-1] // (2 if silu else 1)
     if is_scale_transposed:
         G = -(-H // group_size)
         ld = _round_up(T, 4) if is_tma_aligned else T
         output_s = _col_major_base(output_s, T, G, ld, "output_s")
+    # The engine's amax floor: s = max(amax, eps) / 448 (the native rule of the twin floors the
+    # scale at 1 / (448 * 512) instead).
     _run(silu)(_dl(input, "x"), _dl(output_q, "out", "e4m3"), spec,
-               scales=_dl(output_s, "out.scales"), stream=_stream(input))
+               scales=_dl(output_s, "out.scales"), stream=_stream(input),
+               eps=0.0 if silu else float(eps))
 
 
 _define_pair("per_token_group_fp8_quant(Tensor input, Tensor(a!) output_q, Tensor(b!) output_s, "
@@ -137,7 +152,7 @@ def _fp4_scale_bytes(s):
 
 def _scaled_fp4_impl(output, input, output_scale, input_global_scale, is_sf_swizzled_layout=True,
                      silu=False):
-    spec = "nvfp4:swizzled" if is_sf_swizzled_layout else "nvfp4:linear"
+    spec = _rule("nvfp4:swizzled" if is_sf_swizzled_layout else "nvfp4:linear", silu)
     _run(silu)(_dl(input, "x"), _dl(output, "out", "e2m1x2"), spec,
                scales=_dl(_fp4_scale_bytes(output_scale), "out.scales", "e4m3"),
                scale=_dl(input_global_scale, "out.scale"), stream=_stream(input))
@@ -149,7 +164,8 @@ _define_pair("scaled_fp4_quant(Tensor(a!) output, Tensor input, Tensor(b!) outpu
 
 
 def _silu_block_impl(out, input, scales, group_size, scale_ub=None, is_scale_transposed=False):
-    spec = _group_spec(group_size, False, is_scale_transposed, False)
+    # The engine's rule, its SiLU arithmetic included (the reference op itself, not a twin).
+    spec = _group_spec(group_size, False, is_scale_transposed, False) + ":engine"
     if is_scale_transposed:
         T, H = input.shape[0], input.shape[1] // 2
         scales = _col_major_base(scales, T, -(-H // group_size), T, "scales")
