@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "binding_common.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/core/dtype.h"
 #include "qfuse/core/status.h"
@@ -178,12 +179,9 @@ TensorRef to_ref(const Array& a, const std::string& name, std::optional<DType> b
 /// The device pointer of a one-element fp32 tensor (a scale read by a kernel).
 const float* scalar_ptr(const OptArray& a, const std::string& name) {
   if (!a) return nullptr;
-  const TensorRef t = to_ref(*a, name);
-  if (t.dtype != DType::kF32) invalid(name + ".dtype", "fp32", std::string(to_string(t.dtype)));
-  if (t.numel() != 1)
-    invalid(name, "a tensor of one fp32 element",
-            t.shape_string() + " (" + std::to_string(t.numel()) + " elements)");
-  return static_cast<const float*>(t.data);
+  const float* ptr = nullptr;
+  check(qfuse::binding::scalar_ptr(to_ref(*a, name), name, &ptr));
+  return ptr;
 }
 
 qfuse::QuantSpec parse_spec(const std::string& text) {
@@ -192,26 +190,11 @@ qfuse::QuantSpec parse_spec(const std::string& text) {
   return spec;
 }
 
-/// The format of a uint8 scale buffer for `spec` (nullopt: scales are fp32).
-std::optional<DType> scale_byte_format(const qfuse::QuantSpec& spec) {
-  if (spec.format == qfuse::ScaleFormat::kE4M3) return DType::kE4M3;
-  if (spec.format == qfuse::ScaleFormat::kUe8m0Packed) return DType::kUE8M0;
-  return std::nullopt;
-}
+using qfuse::binding::scale_byte_format;
 
-/// [T, H, D] with heads contiguous in a row (stride(1) == D, stride(2) == 1) as the [T, H * D]
-/// matrix the merge writes; other ranks unchanged (the C++ check names what is wrong).
-TensorRef flatten_heads(TensorRef t) {
-  if (t.rank != 3) return t;
-  if (t.sizes[2] > 1 && t.strides[2] != 1)
-    invalid("out.strides[2]", "1 (last dimension contiguous)", std::to_string(t.strides[2]));
-  if (t.sizes[1] > 1 && t.strides[1] != t.sizes[2])
-    invalid("out.strides[1]", std::to_string(t.sizes[2]) + " (heads contiguous within a row)",
-            std::to_string(t.strides[1]));
-  TensorRef m = t;
-  m.rank = 2;
-  m.sizes = {t.sizes[0], t.sizes[1] * t.sizes[2], 0, 0};
-  m.strides = {t.strides[0], 1, 0, 0};
+TensorRef flatten_heads(const TensorRef& t) {
+  TensorRef m;
+  check(qfuse::binding::flatten_heads(t, &m));
   return m;
 }
 
@@ -322,20 +305,7 @@ const int64_t* i64_vector(const Array& a, const std::string& name, int64_t n) {
 
 qfuse::MlaDecodeOptions mla_options(const std::string& split, const std::string& kernel) {
   qfuse::MlaDecodeOptions opt;
-  if (split == "auto")
-    opt.split = qfuse::MlaSplitMode::kAuto;
-  else if (split == "none")
-    opt.split = qfuse::MlaSplitMode::kNone;
-  else
-    invalid("split", "auto|none", split);
-  if (kernel == "auto")
-    opt.kernel = qfuse::MlaKernel::kAuto;
-  else if (kernel == "tensor_core")
-    opt.kernel = qfuse::MlaKernel::kTensorCore;
-  else if (kernel == "simple")
-    opt.kernel = qfuse::MlaKernel::kSimple;
-  else
-    invalid("kernel", "auto|tensor_core|simple", kernel);
+  check(qfuse::binding::mla_options(split, kernel, &opt));
   return opt;
 }
 
@@ -391,9 +361,7 @@ void mla_decode_check(const Array& workspace, uintptr_t stream) {
 
 // ---- ViT attention (SPEC §5) ----------------------------------------------------------------
 
-qfuse::VitVLayout v_layout(bool v_transposed) {
-  return v_transposed ? qfuse::VitVLayout::kTransposed : qfuse::VitVLayout::kRowMajor;
-}
+using qfuse::binding::v_layout;
 
 qfuse::VitQkvQuantArgs vit_quant_args(const Array& q, const Array& k, const Array& v,
                                       const Array& q_out, const Array& k_out, const Array& v_out,
@@ -444,11 +412,9 @@ void vit_scale_state_reset(const Array& state, int num_layers, uintptr_t stream)
 }
 
 qfuse::VitKernel vit_kernel(const std::string& k) {
-  if (k == "auto") return qfuse::VitKernel::kAuto;
-  if (k == "tensor_core") return qfuse::VitKernel::kTensorCore;
-  if (k == "simple") return qfuse::VitKernel::kSimple;
-  invalid("kernel", "auto|tensor_core|simple", k);
-  return qfuse::VitKernel::kAuto;
+  qfuse::VitKernel kernel = qfuse::VitKernel::kAuto;
+  check(qfuse::binding::vit_kernel(k, &kernel));
+  return kernel;
 }
 
 void vit_attention(const Array& q, const Array& k, const Array& v, const Array& out, int head_dim,

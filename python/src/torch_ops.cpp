@@ -45,6 +45,7 @@
 #include <string_view>
 #include <vector>
 
+#include "binding_common.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/core/dtype.h"
 #include "qfuse/core/status.h"
@@ -351,12 +352,9 @@ TensorRef to_ref(const Tensor& t, const std::string& name, Slot slot = Slot::kAn
 /// The device pointer of a one-element fp32 tensor (module.cpp: scalar_ptr).
 const float* scalar_ptr(const OptTensor& a, const std::string& name) {
   if (!a) return nullptr;
-  const TensorRef t = to_ref(*a, name);
-  if (t.dtype != DType::kF32) invalid(name + ".dtype", "fp32", std::string(to_string(t.dtype)));
-  if (t.numel() != 1)
-    invalid(name, "a tensor of one fp32 element",
-            t.shape_string() + " (" + std::to_string(t.numel()) + " elements)");
-  return static_cast<const float*>(t.data);
+  const float* ptr = nullptr;
+  check(qfuse::binding::scalar_ptr(to_ref(*a, name), name, &ptr));
+  return ptr;
 }
 
 /// Parses a spec, remembering the last one this thread parsed (the ops are called with a few
@@ -374,11 +372,7 @@ qfuse::QuantSpec parse_spec(std::string_view text) {
   return spec;
 }
 
-std::optional<DType> scale_byte_format(const qfuse::QuantSpec& spec) {
-  if (spec.format == qfuse::ScaleFormat::kE4M3) return DType::kE4M3;
-  if (spec.format == qfuse::ScaleFormat::kUe8m0Packed) return DType::kUE8M0;
-  return std::nullopt;
-}
+using qfuse::binding::scale_byte_format;
 
 /// ops.py's _scale_fmt: the slot format of the scale buffer of `spec`.
 Slot scale_slot(const qfuse::QuantSpec& spec) {
@@ -387,18 +381,9 @@ Slot scale_slot(const qfuse::QuantSpec& spec) {
   return Slot::kAny;
 }
 
-/// [T, H, D] with heads contiguous as the [T, H * D] matrix (module.cpp: flatten_heads).
-TensorRef flatten_heads(TensorRef t) {
-  if (t.rank != 3) return t;
-  if (t.sizes[2] > 1 && t.strides[2] != 1)
-    invalid("out.strides[2]", "1 (last dimension contiguous)", std::to_string(t.strides[2]));
-  if (t.sizes[1] > 1 && t.strides[1] != t.sizes[2])
-    invalid("out.strides[1]", std::to_string(t.sizes[2]) + " (heads contiguous within a row)",
-            std::to_string(t.strides[1]));
-  TensorRef m = t;
-  m.rank = 2;
-  m.sizes = {t.sizes[0], t.sizes[1] * t.sizes[2], 0, 0};
-  m.strides = {t.strides[0], 1, 0, 0};
+TensorRef flatten_heads(const TensorRef& t) {
+  TensorRef m;
+  check(qfuse::binding::flatten_heads(t, &m));
   return m;
 }
 
@@ -537,20 +522,7 @@ const int64_t* i64_vector(const Tensor& a, const std::string& name, int64_t n) {
 
 qfuse::MlaDecodeOptions mla_options(std::string_view split, std::string_view kernel) {
   qfuse::MlaDecodeOptions opt;
-  if (split == "auto")
-    opt.split = qfuse::MlaSplitMode::kAuto;
-  else if (split == "none")
-    opt.split = qfuse::MlaSplitMode::kNone;
-  else
-    invalid("split", "auto|none", std::string(split));
-  if (kernel == "auto")
-    opt.kernel = qfuse::MlaKernel::kAuto;
-  else if (kernel == "tensor_core")
-    opt.kernel = qfuse::MlaKernel::kTensorCore;
-  else if (kernel == "simple")
-    opt.kernel = qfuse::MlaKernel::kSimple;
-  else
-    invalid("kernel", "auto|tensor_core|simple", std::string(kernel));
+  check(qfuse::binding::mla_options(split, kernel, &opt));
   return opt;
 }
 
@@ -593,9 +565,7 @@ void mla_decode_kernel(const Tensor& q, const Tensor& cache, const Tensor& block
   launch(q, [&](cudaStream_t s) { return qfuse::mla_decode(a, ws, opt, s); });
 }
 
-qfuse::VitVLayout v_layout(bool v_transposed) {
-  return v_transposed ? qfuse::VitVLayout::kTransposed : qfuse::VitVLayout::kRowMajor;
-}
+using qfuse::binding::v_layout;
 
 void vit_quantize_qkv_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_out,
                              const Tensor& k_out, const Tensor& v_out, const Tensor& q_scale,
@@ -615,10 +585,9 @@ void vit_quantize_qkv_kernel(const Tensor& q, const Tensor& k, const Tensor& v, 
 }
 
 qfuse::VitKernel vit_kernel(std::string_view k) {
-  if (k == "auto") return qfuse::VitKernel::kAuto;
-  if (k == "tensor_core") return qfuse::VitKernel::kTensorCore;
-  if (k == "simple") return qfuse::VitKernel::kSimple;
-  invalid("kernel", "auto|tensor_core|simple", std::string(k));
+  qfuse::VitKernel kernel = qfuse::VitKernel::kAuto;
+  check(qfuse::binding::vit_kernel(k, &kernel));
+  return kernel;
 }
 
 void vit_attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -669,24 +638,11 @@ constexpr double kFp8Max = 448.0;
 
 // NOTE: the drop-ins write their kinds with the reference engine's rounding rule where it differs
 // from qfuse's (dropin.py: _rule; the C++ QuantRule::kEngine, spec suffix ":engine", and
-// QuantOutput::eps), except in the fused twins. Written against a C++ API that may predate the
-// rule: without QuantOutput::eps it has none, and the drop-ins write qfuse's rule (as dropin.py
-// did then). Once every checkout has the rule, kEngineRule is true and the test can go.
-template <class Q>
-constexpr bool kHasEngineRule = requires(Q& q) {
-  q.eps;
-};
-constexpr bool kEngineRule = kHasEngineRule<qfuse::QuantOutput>;
+// QuantOutput::eps), except in the fused twins.
 
 /// dropin.py's _rule: the reference engine's rule, except in a fused twin.
 std::string engine_rule(std::string spec, bool silu) {
-  return kEngineRule && !silu ? spec + ":engine" : spec;
-}
-
-/// QuantOutput::eps (the engine rule's per-group amax floor), where the API has it.
-template <class Q>
-void set_eps(Q& q, double eps) {
-  if constexpr (kHasEngineRule<Q>) q.eps = static_cast<float>(eps);
+  return silu ? spec : spec + ":engine";
 }
 
 /// x[0] of a Python tuple (torch.Size): IndexError on a 0-d tensor, as Python.
@@ -812,7 +768,7 @@ void per_token_group_fp8_quant_kernel(const Tensor& input, const Tensor& output_
   q.out = to_ref(output_q, "out", Slot::kE4M3, DType::kE4M3);
   q.scales = to_ref(output_s, "out.scales", Slot::kAny, scale_byte_format(q.spec));
   if (view) q.scales = apply_col_major(q.scales, G, ld);
-  set_eps(q, kSilu ? 0.0 : eps);  // the engine's amax floor s = max(amax, eps) / 448
+  q.eps = kSilu ? 0.0f : static_cast<float>(eps);  // the engine's floor: max(amax, eps) / 448
   launch(input, [&](cudaStream_t s) { return run_quant(kSilu, xr, q, s); });
 }
 
