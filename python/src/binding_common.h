@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
@@ -75,6 +76,30 @@ inline Status vit_kernel(std::string_view k, VitKernel* out) {
 
 inline VitVLayout v_layout(bool v_transposed) {
   return v_transposed ? VitVLayout::kTransposed : VitVLayout::kRowMajor;
+}
+
+/// cu_seqlens and cu_seqlens_host come together or not at all.
+inline Status cu_seqlens_given(bool device, bool host) {
+  if (device == host) return Status::Ok();
+  return Status::InvalidArgument("cu_seqlens",
+                                 "given with cu_seqlens_host (its copy on the host), or neither",
+                                 device ? "cu_seqlens alone" : "cu_seqlens_host alone");
+}
+
+/// The packed sequences of a ViT attention call from the views of cu_seqlens (device) and its
+/// host copy (already checked to be on the host): contiguous int32 vectors of one length >= 2.
+inline Status cu_seqlens_args(const TensorRef& d, const TensorRef& h, VitAttentionArgs* a) {
+  for (const auto& [t, n] : {std::pair{d, "cu_seqlens"}, std::pair{h, "cu_seqlens_host"}})
+    if (t.dtype != DType::kI32 || t.rank != 1 || !t.is_contiguous())
+      return Status::InvalidArgument(n, "a contiguous int32 vector", t.describe());
+  if (d.sizes[0] != h.sizes[0] || d.sizes[0] < 2)
+    return Status::InvalidArgument("cu_seqlens_host.sizes[0]",
+                                   std::to_string(d.sizes[0]) + " (as cu_seqlens; at least 2)",
+                                   std::to_string(h.sizes[0]));
+  a->cu_seqlens = static_cast<const int32_t*>(d.data);
+  a->cu_seqlens_host = static_cast<const int32_t*>(h.data);
+  a->num_seqs = d.sizes[0] - 1;
+  return Status::Ok();
 }
 
 /// The device pointer of a one-element fp32 tensor (a scale a kernel reads); `t` is its view.

@@ -606,24 +606,13 @@ void vit_attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, con
   a.q_scale = scalar_ptr(q_scale, "q_scale");
   a.k_scale = scalar_ptr(k_scale, "k_scale");
   a.v_scale = scalar_ptr(v_scale, "v_scale");
-  if (cu_seqlens.has_value() != cu_seqlens_cpu.has_value())
-    invalid("cu_seqlens", "given with cu_seqlens_host (its copy on the host), or neither",
-            cu_seqlens ? "cu_seqlens alone" : "cu_seqlens_host alone");
+  check(qfuse::binding::cu_seqlens_given(cu_seqlens.has_value(), cu_seqlens_cpu.has_value()));
   if (cu_seqlens) {
     const TensorRef d = to_ref(*cu_seqlens, "cu_seqlens");
     const TensorRef h = to_ref(*cu_seqlens_cpu, "cu_seqlens_host", Slot::kAny, {}, false);
     if (!cu_seqlens_cpu->is_cpu())
       invalid("cu_seqlens_host.device", "cpu", device_name(cu_seqlens_cpu->device()));
-    for (const auto& [t, n] : {std::pair{d, "cu_seqlens"}, std::pair{h, "cu_seqlens_host"}})
-      if (t.dtype != DType::kI32 || t.rank != 1 || !t.is_contiguous())
-        invalid(n, "a contiguous int32 vector", t.describe());
-    if (d.sizes[0] != h.sizes[0] || d.sizes[0] < 2)
-      invalid("cu_seqlens_host.sizes[0]",
-              std::to_string(d.sizes[0]) + " (as cu_seqlens; at least 2)",
-              std::to_string(h.sizes[0]));
-    a.cu_seqlens = static_cast<const int32_t*>(d.data);
-    a.cu_seqlens_host = static_cast<const int32_t*>(h.data);
-    a.num_seqs = d.sizes[0] - 1;
+    check(qfuse::binding::cu_seqlens_args(d, h, &a));
   }
   a.softmax_scale = static_cast<float>(softmax_scale);
   a.out = quant_output(spec, out, scales, scale, scale_ub);
