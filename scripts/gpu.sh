@@ -61,7 +61,12 @@ for t in "$bin"/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
   echo "== $name"
-  "$t" --gtest_brief=1 --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1 || status=1
+  # NOTE: a hung kernel must not take the whole call: each binary gets QFUSE_TEST_TIMEOUT_S.
+  timeout -k 5 "${QFUSE_TEST_TIMEOUT_S:-240}" "$t" --gtest_brief=1 \
+    --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1
+  rc=$?
+  [ "$rc" = 0 ] || status=1
+  [ "$rc" = 124 ] && echo "$name: stopped after ${QFUSE_TEST_TIMEOUT_S:-240} s (QFUSE_TEST_TIMEOUT_S)"
   tail -25 "$out/$name.log"
 done
 
