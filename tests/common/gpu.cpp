@@ -38,6 +38,17 @@ int64_t changed_bytes(const DeviceBuffer& b, int64_t n) {
   return changed;
 }
 
+int64_t changed_elements(const DeviceBuffer& b, int elem_bytes) {
+  const std::vector<uint8_t> bytes = b.download();
+  int64_t changed = 0;
+  for (size_t i = 0; i + elem_bytes <= bytes.size(); i += elem_bytes) {
+    bool any = false;
+    for (int k = 0; k < elem_bytes; ++k) any |= bytes[i + k] != kPoison;
+    changed += any;
+  }
+  return changed;
+}
+
 std::vector<float> random_floats(size_t n, uint64_t seed, float sigma) {
   // NOTE: a pool of 2^16 normal draws (1 % of them 20x outliers) indexed by a 64-bit LCG keeps
   // multi-gigabyte test inputs cheap to generate; every seed gives a different pool and order.

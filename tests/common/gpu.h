@@ -62,6 +62,11 @@ constexpr uint8_t kPoison = 0x7F;
 /// Bytes of the first `n` bytes of `b` (all when n < 0) that are no longer the poison.
 int64_t changed_bytes(const DeviceBuffer& b, int64_t n = -1);
 
+/// Elements of `elem_bytes` bytes in `b` with at least one byte no longer the poison: for 16-bit
+/// outputs, where a written value's low or high byte is 0x7F about once in 256 (0x7F7F, bf16
+/// 3.4e38 or fp16 NaN, is no output value).
+int64_t changed_elements(const DeviceBuffer& b, int elem_bytes);
+
 /// Random fp32 values ~ N(0, sigma) with some larger outliers, never all zero.
 std::vector<float> random_floats(size_t n, uint64_t seed, float sigma = 1.0f);
 /// The values stored as dtype bits (bf16/fp16/fp32), and the rounded fp32 values.

@@ -144,7 +144,7 @@ TEST_F(VitLayer, DynamicScalesAreSavedOnceWhenAHistoryFirstWraps) {
   out.fill(kPoison);
   ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());  // l0's 16th
   EXPECT_TRUE(e->saved());
-  EXPECT_EQ(changed_bytes(out), static_cast<int64_t>(out.bytes()));
+  EXPECT_EQ(changed_elements(out, 2), static_cast<int64_t>(out.bytes() / 2));
   vit::ScaleTable saved;
   ASSERT_TRUE(vit::ScaleTable::load(c.vit_save_path, &saved).ok());
   std::vector<VitLayerScaleState> st;
@@ -180,22 +180,25 @@ TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
   io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = 1;
   io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
   ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
-  // The same by hand: quantize with the file's scales, then attention.
+  // The same by hand: quantize with the file's scales, then attention, both as kAuto does (V
+  // transposed for the tensor cores, which can run this call on an sm_90 device).
   const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
   DeviceBuffer sd(12);
   sd.upload(scales.data(), 12);
-  const int64_t Dp = 80;
+  const int64_t Dp = 80, Sp = vit_vt_keys(S);
   DeviceBuffer f8[3] = {DeviceBuffer(S * H * Dp), DeviceBuffer(S * H * Dp),
-                        DeviceBuffer(S * H * Dp)};
+                        DeviceBuffer(H * Dp * Sp)};
   VitQkvQuantArgs qa;
   qa.q = x.view(0), qa.k = x.view(1), qa.v = x.view(2);
   qa.q_out = TensorRef::contiguous(f8[0].get(), DType::kE4M3, {S, H, Dp});
   qa.k_out = TensorRef::contiguous(f8[1].get(), DType::kE4M3, {S, H, Dp});
-  qa.v_out = TensorRef::contiguous(f8[2].get(), DType::kE4M3, {S, H, Dp});
+  qa.v_out = TensorRef::contiguous(f8[2].get(), DType::kE4M3, {H, Dp, Sp});
+  qa.v_layout = VitVLayout::kTransposed;
   qa.q_scale = sd.as<float>(), qa.k_scale = sd.as<float>() + 1, qa.v_scale = sd.as<float>() + 2;
   ASSERT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
   VitAttentionArgs a;
   a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
+  a.v_layout = VitVLayout::kTransposed;
   a.head_dim = static_cast<int>(D);
   a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
   a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = 1;
