@@ -8,10 +8,10 @@
 //                            and the quantizing pass; one layer's state, allocated and reset once)
 //   vit_attention/<in>[:simple|:tc]
 //                            the attention kernel alone over NIMG packed images, inputs already
-//                            e4m3 [S, H, Dp] (fp8, with dequantization scales; V transposed for
-//                            :tc) or bf16 (the views of an interleaved QKV buffer), output bf16
-//                            [S, H, D]; VitKernel::kAuto, :simple kSimple, :tc kTensorCore (a call
-//                            a kernel cannot run, bf16:tc say, makes the row "not supported")
+//                            e4m3 [S, H, Dp] (fp8, with dequantization scales; V transposed but
+//                            for :simple) or bf16 (the views of an interleaved QKV buffer), output
+//                            bf16 [S, H, D]; VitKernel::kAuto, :simple kSimple, :tc kTensorCore (a
+//                            call a kernel cannot run, bf16:tc say, makes the row "not supported")
 //   vit_layer/<path>[:tc]    vit::EncoderAttention::forward, the whole layer (quantize, attention,
 //                            un-padded output): fp8_static (a scale file), fp8_dynamic, and bf16,
 //                            the unfused comparison of both FP8 paths; :tc set_kernel(kTensorCore)
@@ -193,8 +193,9 @@ class VitAttentionInstance final : public Instance {
     return in + S_ * H_ * D_ * 2;
   }
   int64_t flops() const override { return vit_attention_flops(lens_, H_, D_); }
-  /// V transposed: what the tensor-core kernel reads (the CUDA-core kernel reads both).
-  bool vt() const { return opt_.kernel == VitKernel::kTensorCore; }
+  /// V transposed: what the tensor-core kernel reads (the CUDA-core kernel reads both), so kAuto
+  /// gets it too.
+  bool vt() const { return opt_.kernel != VitKernel::kSimple; }
 
   Status setup(int num_sets, cudaStream_t stream) override {
     QFUSE_RETURN_IF_ERROR(cu_dev_.allocate(cu_.size() * sizeof(int32_t)));

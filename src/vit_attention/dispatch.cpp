@@ -201,9 +201,13 @@ std::string tc_unsupported(const VitAttentionArgs& a, const Plan& plan) {
 /// The kernel `opt` asks for, if this call can run on it.
 Status pick_kernel(const VitAttentionArgs& a, const Plan& plan, const VitAttentionOptions& opt,
                    VitKernel* kernel) {
-  *kernel = opt.kernel == VitKernel::kAuto ? VitKernel::kSimple : opt.kernel;
+  const std::string why = opt.kernel == VitKernel::kSimple ? "" : tc_unsupported(a, plan);
+  if (opt.kernel == VitKernel::kAuto) {  // the tensor cores wherever they can run the call
+    *kernel = why.empty() ? VitKernel::kTensorCore : VitKernel::kSimple;
+    return Status::Ok();
+  }
+  *kernel = opt.kernel;
   if (*kernel != VitKernel::kTensorCore) return Status::Ok();
-  const std::string why = tc_unsupported(a, plan);
   if (!why.empty()) return Status::NotSupported("vit_attention: the tensor-core kernel: " + why);
   return Status::Ok();
 }

@@ -114,14 +114,25 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
     return Status::InvalidArgument("workspace", "device memory", "null");
   const int64_t Dp = vit_padded_head_dim(D);
   const size_t part = need / 3;
-  const bool vt = kernel_ == VitKernel::kTensorCore;
   TensorRef fp8[3];
   for (int i = 0; i < 3; ++i)
     fp8[i] = TensorRef::contiguous(static_cast<char*>(workspace) + i * part, DType::kE4M3,
                                    {S_total, H, Dp});
-  if (vt)
-    fp8[2] = TensorRef::contiguous(static_cast<char*>(workspace) + 2 * part, DType::kE4M3,
-                                   {H, Dp, vit_vt_keys(S_total)});
+  const TensorRef v_transposed = TensorRef::contiguous(static_cast<char*>(workspace) + 2 * part,
+                                                       DType::kE4M3, {H, Dp, vit_vt_keys(S_total)});
+  // kAuto: the tensor cores (V quantized transposed) wherever they can run this call.
+  VitKernel kernel = kernel_;
+  if (kernel == VitKernel::kAuto) {
+    VitAttentionArgs t = a;
+    t.q = fp8[0], t.k = fp8[1], t.v = v_transposed;
+    t.v_layout = VitVLayout::kTransposed;
+    t.q_scale = t.k_scale = t.v_scale = static_cast<const float*>(device_);
+    kernel = vit_attention_can_implement(t, VitAttentionOptions{VitKernel::kTensorCore}).ok()
+                 ? VitKernel::kTensorCore
+                 : VitKernel::kSimple;
+  }
+  const bool vt = kernel == VitKernel::kTensorCore;
+  if (vt) fp8[2] = v_transposed;
   VitQkvQuantArgs qa;
   qa.q = io.q, qa.k = io.k, qa.v = io.v;
   qa.q_out = fp8[0], qa.k_out = fp8[1], qa.v_out = fp8[2];
@@ -136,7 +147,7 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   }
   a.q = fp8[0], a.k = fp8[1], a.v = fp8[2];
   a.v_layout = qa.v_layout;
-  const VitAttentionOptions opt{kernel_};
+  const VitAttentionOptions opt{kernel};
   a.q_scale = scales, a.k_scale = scales + 1, a.v_scale = scales + 2;
   // Everything the attention checks, before the quantization writes anything.
   QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a, opt));

@@ -61,7 +61,8 @@ class EncoderAttention {
   /// Every layer's dynamic-scaling state (synchronises).
   Status dynamic_state(cudaStream_t stream, std::vector<VitLayerScaleState>* out) const;
 
-  /// The attention kernel of the fp8 path (default kAuto; kTensorCore quantizes V transposed).
+  /// The attention kernel of the fp8 path (default kAuto: kTensorCore where it can run the call;
+  /// kTensorCore quantizes V transposed).
   void set_kernel(VitKernel k) { kernel_ = k; }
   VitKernel kernel() const { return kernel_; }
 

@@ -145,7 +145,7 @@ struct VitAttentionArgs {
 };
 
 enum class VitKernel {
-  kAuto,        // the fastest kernel verified for the call (today: kSimple)
+  kAuto,  // kTensorCore where it can run the call (e4m3 inputs, V transposed, ...), else kSimple
   kTensorCore,  // wgmma + TMA, warp-specialized (sm_90a; e4m3 inputs)
   kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any device)
 };
