@@ -167,15 +167,6 @@ if [ "$suites" != none ]; then
     [ "$rc" = 0 ] || status=1
     [ "$rc" = 124 ] && echo "suite $suite: stopped after ${QFUSE_SUITE_TIMEOUT_S:-300} s (QFUSE_SUITE_TIMEOUT_S)" |
       tee -a "$out/bench_$suite.txt"
-    # NOTE: the FP8-cache decode has two kernel forms (one or two consumer warpgroups,
-    # bench/NOTES.md M11): the suite again with the second, same binary, same call.
-    if [ "$suite" = mla_decode ]; then
-      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_CONSUMERS=2"
-      QFUSE_MLA_FP8_CONSUMERS=2 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
-        --suite mla_decode --no-unfused --json "$out/bench_mla_decode_x2.json" \
-        >"$out/bench_mla_decode_x2.txt" 2>&1 || status=1
-      grep -i "fp8" "$out/bench_mla_decode_x2.txt" | head -20
-    fi
   done
   if [ "${QFUSE_NOPDL:-1}" != 0 ]; then
     echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"

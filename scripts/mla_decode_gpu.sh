@@ -27,11 +27,6 @@ for step in $steps; do
       timeout 200 ./qfuse bench --suite mla_decode --json "$out/bench.json" >"$out/bench.txt" 2>&1
       echo "bench rc=$?"
       grep -v '^\[' "$out/bench.txt"
-      echo "== bench, FP8 cache with two consumer warpgroups (QFUSE_MLA_FP8_CONSUMERS=2)"
-      QFUSE_MLA_FP8_CONSUMERS=2 timeout 200 ./qfuse bench --suite mla_decode --no-unfused \
-        --json "$out/bench_x2.json" >"$out/bench_x2.txt" 2>&1
-      echo "bench rc=$?"
-      grep -v '^\[' "$out/bench_x2.txt"
       ;;
     sanitize)
       echo "== compute-sanitizer"

@@ -5,10 +5,8 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -22,28 +20,6 @@
 #include "quant/validate.h"
 
 namespace qfuse {
-namespace mla {
-namespace {
-
-std::atomic<int>& fp8_consumers_state() {
-  static std::atomic<int> state{[] {
-    const char* env = std::getenv("QFUSE_MLA_FP8_CONSUMERS");
-    return (env != nullptr && std::strcmp(env, "2") == 0) ? 2 : 1;
-  }()};
-  return state;
-}
-
-}  // namespace
-
-void set_fp8_consumers(int n) {
-  fp8_consumers_state().store(n == 2 ? 2 : 1);
-}
-int fp8_consumers() {
-  return fp8_consumers_state().load();
-}
-
-}  // namespace mla
-
 namespace {
 
 using mla::CacheKind;
@@ -275,11 +251,6 @@ template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
   if constexpr (kCache == CacheKind::kBf16) {
     if (rpb == 64) return mla::launch_wide<kEpi>(tp, grid, stream);
-  } else {
-    if (mla::fp8_consumers() == 2) {
-      if (rpb == 16) return mla::launch_tc_fp8x2<16, kEpi>(tp, grid, stream);
-      return mla::launch_tc_fp8x2<32, kEpi>(tp, grid, stream);
-    }
   }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);
   return mla::launch_tc<32, kCache, kEpi>(tp, grid, stream);

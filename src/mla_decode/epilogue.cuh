@@ -84,15 +84,13 @@ struct DMapRS {
 };
 
 /// Writes the consumer warpgroup's O^T fragment (kRows columns = query rows row0 ..
-/// row0 + kRows - 1 of the request) through epilogue E. o[j][k]: m-tile j0 + j, register k
-/// (column map: mainloop.cuh); scale[cc], lse[cc]: the thread's column cc. A warpgroup holding
-/// kMTiles < 8 m-tiles writes those (j0 .. j0 + kMTiles - 1), and the lse where `with_lse`.
-template <class E, int kRows, class DMap, int kMTiles = 8>
+/// row0 + kRows - 1 of the request) through epilogue E. o[j][k]: m-tile j, register k (column
+/// map: mainloop.cuh); scale[cc], lse[cc]: the thread's column cc.
+template <class E, int kRows, class DMap>
 __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiCtx& c, int row0,
-                                               const float (&o)[kMTiles][kRows / 2],
+                                               const float (&o)[8][kRows / 2],
                                                const float (&scale)[kRows / 4],
-                                               const float (&lse)[kRows / 4], int j0 = 0,
-                                               bool with_lse = true) {
+                                               const float (&lse)[kRows / 4]) {
   const int tid = threadIdx.x & 127;
   const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
 #pragma unroll
@@ -101,14 +99,14 @@ __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiC
     const int gr = row0 + col;
     const int i = gr / p.heads, h = gr - i * p.heads;
 #pragma unroll
-    for (int j = 0; j < kMTiles; ++j) {
+    for (int j = 0; j < 8; ++j) {
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) {
         const int k = 4 * (cc >> 1) + 2 * hi + (cc & 1);
-        E::store_value(p, c, i, h, DMap::d(j0 + j, w, g, hi), o[j][k] * scale[cc]);
+        E::store_value(p, c, i, h, DMap::d(j, w, g, hi), o[j][k] * scale[cc]);
       }
     }
-    if (with_lse && w == 0 && g == 0) E::store_lse(p, c, i, h, lse[cc]);
+    if (w == 0 && g == 0) E::store_lse(p, c, i, h, lse[cc]);
   }
 }
 

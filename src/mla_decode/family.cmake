@@ -8,6 +8,4 @@ qfuse_family(NAME mla_decode
           instantiations/tc_r32_bf16_partial.cu instantiations/tc_r32_bf16_output.cu
           instantiations/tc_r16_fp8_partial.cu instantiations/tc_r16_fp8_output.cu
           instantiations/tc_r32_fp8_partial.cu instantiations/tc_r32_fp8_output.cu
-          instantiations/tc_r16_fp8x2_partial.cu instantiations/tc_r16_fp8x2_output.cu
-          instantiations/tc_r32_fp8x2_partial.cu instantiations/tc_r32_fp8x2_output.cu
           instantiations/wide_bf16_partial.cu instantiations/wide_bf16_output.cu)

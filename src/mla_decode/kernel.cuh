@@ -16,7 +16,6 @@
 #include "mla_decode/launch.h"
 #include "mla_decode/mainloop.cuh"
 #include "mla_decode/mainloop_fp8.cuh"
-#include "mla_decode/mainloop_fp8x2.cuh"
 #include "mla_decode/mainloop_wide.cuh"
 
 namespace qfuse::mla {
@@ -102,35 +101,6 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   using Tr = TcTraitsOf<kRows, kCache>;
   return launch_tc_kernel<mla_tc_kernel<kRows, kCache, kEpi>>("mla_tc_kernel", Tr::kThreads,
                                                               Tr::kSmemBytes, grid, stream, tp);
-}
-
-/// The FP8 cache with two consumer warpgroups (mainloop_fp8x2.cuh), 384 threads.
-/// NOTE: registers: the producer warpgroup keeps 56, each consumer takes 224:
-/// 128 * 56 + 256 * 224 <= 65536.
-template <int kRows, EpilogueKind kEpi>
-__global__ void __launch_bounds__(384, 1) mla_tc_fp8x2_kernel(const __grid_constant__ TcParams tp) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = TcFp8X2Traits<kRows>;
-  using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
-  extern __shared__ uint8_t smem_raw[];
-  const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8);
-  const int rb = blockIdx.x, part = blockIdx.y;
-  const int wg = threadIdx.x >> 7;
-  if (wg == 0) {
-    regs_dec<56>();
-    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
-  } else {
-    regs_inc<224>();
-    consumer_fp8_x2<Tr, Epi>(tp, sm, rb, part, wg - 1);
-  }
-#endif
-}
-
-template <int kRows, EpilogueKind kEpi>
-Status launch_tc_fp8x2(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  using Tr = TcFp8X2Traits<kRows>;
-  return launch_tc_kernel<mla_tc_fp8x2_kernel<kRows, kEpi>>("mla_tc_fp8x2_kernel", Tr::kThreads,
-                                                            Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The wide form (mainloop_wide.cuh): 64 query rows per block, bf16 cache, 384 threads.

@@ -23,17 +23,6 @@ Status launch_schedule(const int* seq_lens, int batch, int capacity, const Sched
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// The FP8-cache tensor-core kernel with two consumer warpgroups (mainloop_fp8x2.cuh); the same
-/// rows per block and grid as launch_tc.
-template <int kRows, EpilogueKind kEpi>
-Status launch_tc_fp8x2(const TcParams& tp, dim3 grid, cudaStream_t stream);
-
-/// Consumer warpgroups of the FP8-cache tensor-core kernel: 1 (mainloop_fp8.cuh, the default)
-/// or 2 (mainloop_fp8x2.cuh). Process-wide; the environment variable QFUSE_MLA_FP8_CONSUMERS=2
-/// sets it at start-up (for same-binary A/B runs of the benchmarks); tests switch it here.
-void set_fp8_consumers(int n);
-int fp8_consumers();
-
 /// The wide tensor-core kernel (mainloop_wide.cuh): 64 query rows per block, bf16 cache.
 template <EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);

@@ -42,9 +42,6 @@ struct TcSmem {
   __device__ float* red(int k) const {
     return reinterpret_cast<float*>(base + Tr::kOffRed) + k * Tr::kRedFloats;
   }
-  __device__ float* xs(int c) const {
-    return reinterpret_cast<float*>(base + Tr::kOffXs) + c * Tr::kXsFloats;
-  }
   __device__ uint64_t* bar() const { return reinterpret_cast<uint64_t*>(base + Tr::kOffBar); }
   __device__ uint64_t* full(int s) const { return bar() + s; }
   __device__ uint64_t* empty(int s) const { return bar() + Tr::kStages + s; }

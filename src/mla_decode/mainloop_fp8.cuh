@@ -60,12 +60,11 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 /// finite |q| in [2^14, 2^15) (k <= 127), then each bf16 times 2^k rounded to fp16, its columns
 /// permuted into the QK A fragments' order: logical word 8 s + c2 (columns 16 s + 2 c2, + 1) takes
 /// physical word 8 (c2 & 3) + 2 s + (c2 >> 2). One thread per (row, box); 128-byte swizzled rows.
-/// Returns k. kThreads consumer threads (tid 0 .. kThreads - 1) share the work and meet at named
-/// barrier kBar; red: kThreads / 32 words of scratch.
-template <class Tr, int kThreads = 128, int kBar = 1>
+/// Returns k.
+template <class Tr>
 __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red) {
   uint32_t amax = 0;  // bits of the largest finite |q| (bf16 magnitudes order as integers)
-  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += kThreads) {
+  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
     const uint8_t* rp = q + (item / Tr::kRows) * Tr::kQBoxBytes + (item % Tr::kRows) * 128;
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
@@ -82,12 +81,11 @@ __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red)
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
   if ((tid & 31) == 0) red[tid >> 5] = amax;
-  named_sync(kBar, kThreads);
-#pragma unroll
-  for (int i = 0; i < kThreads / 32; ++i) amax = max(amax, red[i]);
+  named_sync(1, 128);
+  amax = max(max(red[0], red[1]), max(red[2], red[3]));
   const int k = q_f16_exponent(amax);
   const float mul = exp2i(k);
-  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += kThreads) {
+  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
     const int row = item % Tr::kRows, kb = item / Tr::kRows;
     uint8_t* rp = q + kb * Tr::kQBoxBytes + row * 128;
     uint32_t in[32], out[32];

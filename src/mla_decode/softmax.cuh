@@ -79,8 +79,7 @@ template <int R, bool kF16P = false>
 __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)[R / 4],
                                              float (&l)[R / 4], float (&alpha)[R / 4],
                                              const ColumnMap<R>& cm, const float* red_max,
-                                             float scale_log2, uint8_t* p_gen, int w, int g,
-                                             bool write_p = true) {
+                                             float scale_log2, uint8_t* p_gen, int w, int g) {
 #pragma unroll
   for (int cc = 0; cc < R / 4; ++cc) {
     float tmax = red_max[cm.cols[cc]];
@@ -98,7 +97,6 @@ __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)
     uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
     uint8_t* p0_at = prow + (((2 * w) ^ (c & 7)) << 4);
     uint8_t* p1_at = prow + (((2 * w + 1) ^ (c & 7)) << 4);
-    if (!write_p) continue;  // another warpgroup writes the same P
     if constexpr (kF16P) {
       *reinterpret_cast<__half*>(p0_at) = __float2half_rn(p0);
       *reinterpret_cast<__half*>(p1_at) = __float2half_rn(p1);
@@ -109,10 +107,10 @@ __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)
   }
 }
 
-template <int R, int kMTiles = 8>
-__device__ __forceinline__ void rescale(float (&o)[kMTiles][R / 2], const float (&alpha)[R / 4]) {
+template <int R>
+__device__ __forceinline__ void rescale(float (&o)[8][R / 2], const float (&alpha)[R / 4]) {
 #pragma unroll
-  for (int j = 0; j < kMTiles; ++j)
+  for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int k = 0; k < R / 2; ++k) o[j][k] *= alpha[((k >> 2) << 1) | (k & 1)];
 }
@@ -123,7 +121,7 @@ template <int R>
 __device__ __forceinline__ void piece_stats(float (&l)[R / 4], const float (&m)[R / 4],
                                             const ColumnMap<R>& cm, float* red_sum, int w, int g,
                                             float out_scale, float (&scale)[R / 4],
-                                            float (&lse)[R / 4], int bar = 1) {
+                                            float (&lse)[R / 4]) {
 #pragma unroll
   for (int cc = 0; cc < R / 4; ++cc) {
     l[cc] += __shfl_xor_sync(0xffffffffu, l[cc], 4);
@@ -134,7 +132,7 @@ __device__ __forceinline__ void piece_stats(float (&l)[R / 4], const float (&m)[
 #pragma unroll
     for (int cc = 0; cc < R / 4; ++cc) red_sum[w * R + cm.cols[cc]] = l[cc];
   }
-  named_sync(bar, 128);
+  named_sync(1, 128);
 #pragma unroll
   for (int cc = 0; cc < R / 4; ++cc) {
     float tot = 0.0f;
@@ -144,7 +142,7 @@ __device__ __forceinline__ void piece_stats(float (&l)[R / 4], const float (&m)[
     scale[cc] = any ? out_scale / tot : 0.0f;
     lse[cc] = any ? (m[cc] + __log2f(tot)) * 0.6931471805599453f : -INFINITY;
   }
-  named_sync(bar, 128);  // red_sum is rewritten by the next piece
+  named_sync(1, 128);  // red_sum is rewritten by the next piece
 }
 
 }  // namespace qfuse::mla

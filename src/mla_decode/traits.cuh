@@ -24,12 +24,11 @@
 
 namespace qfuse::mla {
 
-template <int kRows_, int kStages_, int kRowBytes_, int kConsumers_ = 1>
+template <int kRows_, int kStages_, int kRowBytes_>
 struct TcLayout {
   static constexpr int kRows = kRows_;
   static_assert(kRows == 16 || kRows == 32, "rows per block: 16 or 32");
-  static constexpr int kConsumers = kConsumers_;  // consumer warpgroups
-  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kThreads = 256;
   static constexpr int kBoxes = kDim / 64;      // 9 column boxes of a 576-wide row
   static constexpr int kVBoxes = kLatent / 64;  // 8: V = the latent columns
   static constexpr int kStages = kStages_;
@@ -44,13 +43,9 @@ struct TcLayout {
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
   static constexpr int kOffP = kOffQ + kQBytes;
   static constexpr int kOffRed = kOffP + kPBytes;
-  static constexpr int kRedFloats = 4 * kRows;  // one of the two reduction arrays (per consumer)
-  static constexpr int kRedBytes = 2 * kConsumers * kRedFloats * 4;
-  // Two consumers: each one's partial S^T [64 x kRows] fp32, exchanged every tile.
-  static constexpr int kXsFloats = kTileTokens * kRows;
-  static constexpr int kOffXs = kOffRed + kRedBytes;
-  static constexpr int kXsBytes = kConsumers > 1 ? kConsumers* kXsFloats * 4 : 0;
-  static constexpr int kOffBar = kOffXs + kXsBytes;
+  static constexpr int kRedFloats = 4 * kRows;  // one of the two reduction arrays
+  static constexpr int kRedBytes = 2 * kRedFloats * 4;
+  static constexpr int kOffBar = kOffRed + kRedBytes;
   static constexpr bool kPFull = false;
   static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
@@ -65,15 +60,6 @@ struct TcTraits : TcLayout<kRows, 2, 128> {
 // NOTE: as many raw E4M3 tiles in flight as fit beside Q and P (227 KB per block).
 template <int kRows>
 struct TcFp8Traits : TcLayout<kRows, 5, 64> {
-  static constexpr bool kFp8 = true;
-};
-
-/// The FP8 cache with two consumer warpgroups (mainloop_fp8x2.cuh): each converts and multiplies
-/// half of every tile (QK: boxes 0-3 or 4-7 and half of the rope box; PV: m-tiles 0-3 or 4-7),
-/// the partial S^T exchanged through shared memory (xs). Stages: as many as fit (5 at 16 rows, 4
-/// at 32: Q and the exchange buffers double).
-template <int kRows>
-struct TcFp8X2Traits : TcLayout<kRows, kRows == 16 ? 5 : 4, 64, 2> {
   static constexpr bool kFp8 = true;
 };
 
