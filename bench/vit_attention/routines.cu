@@ -467,8 +467,8 @@ void add_vit_suites(ToolRegistrar& r) {
          {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt", "vit_quant/dynamic:vt"})
       c.push_back({quant, q, shd(S)});
   // NOTE: the bar shapes, one image of 4k and 16k patches, and a batch of four images of
-  // different lengths (819, 1638, 2457, 3278 tokens). Today's CUDA-core kernel takes ~0.05-2 s a
-  // call here: the harness's time budget (TimingOptions::budget_s) cuts those rows' replays.
+  // different lengths (819, 1638, 2457, 3278 tokens). The bf16 rows' CUDA-core kernel takes
+  // ~0.05-2 s a call here: the harness's time budget (TimingOptions::budget_s) cuts their replays.
   const Shape shapes[] = {shdn(4096, 1), shdn(16384, 1), shdn(8192, 4)};
   const std::string attn = "attention kernel (bar: fp8 >= 600 TFLOPS at S 16384; bf16 >= cuDNN)";
   for (const Shape& s : shapes)
@@ -483,8 +483,8 @@ void add_vit_suites(ToolRegistrar& r) {
                     "kernel (fp8, bf16) and the whole layer (fp8 static / dynamic vs bf16), "
                     "16 heads, D 72, one image of 4k / 16k patches and a batch of 4 images",
                     std::move(c));
-  // NOTE: the tensor-core kernel's rows, apart: until it has run on a device, a hang or a fault
-  // there must not cost the issue15 suite its report (each suite is its own process).
+  // NOTE: the tensor-core kernel's rows alone (kTensorCore named; issue15's fp8 rows run it
+  // through kAuto), without the slow CUDA-core bf16 rows: a quick A/B of that kernel.
   std::vector<Case> tc;
   for (const Shape& s : shapes)
     tc.push_back({"tensor-core attention kernel", "vit_attention/fp8:tc", s});

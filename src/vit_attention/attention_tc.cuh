@@ -20,9 +20,8 @@
 //   writes rows [q0, min(q0 + 128, end)) of the head's D columns through the quantizer protocol
 //   (shared-memory-tile adapter).
 // Each consumer overlaps its softmax of tile n with its PV GEMM of tile n - 1 (the steps are in
-// the consumer loop); the two consumers also overlap each other on the SM. Ping-pong scheduling
-// of the two warpgroups (named barriers ordering their GEMMs) is the next tuning step, once the
-// kernel has been measured (docs/vit_attention.md).
+// the consumer loop), and the two consumers take turns issuing their GEMMs (ping-pong, named
+// barriers 2 and 3), so one's softmax overlaps the other's GEMMs.
 #pragma once
 
 #include <cuda.h>
@@ -176,14 +175,24 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
         if (col < lo || col >= hi) s[4 * j + e] = -INFINITY;
       }
   }
-  float mx[2] = {-INFINITY, -INFINITY};
+  // NOTE: four independent max (and sum) chains per row half, joined at the end: one chain of 32
+  // dependent FMNMX (FADD) is ~130 cycles of latency on the consumer's critical path.
+  float m4[2][4];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) m4[r][k] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * j + e]);
-  float bias[2];
+    for (int e = 0; e < 4; ++e) {
+      float& t = m4[e >> 1][2 * (j & 1) + (e & 1)];
+      t = fmaxf(t, s[4 * j + e]);
+    }
+  float mx[2], bias[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(fmaxf(m4[r][0], m4[r][1]), fmaxf(m4[r][2], m4[r][3]));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
     const float m_new = fmaxf(m[r], mx[r] * scale2);
@@ -192,14 +201,17 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
     l[r] *= corr[r];
     bias[r] = 8.0f - m_new;  // P * 256 = 2^(s * scale2 - m + 8)
   }
+  float l4[2][4] = {};
 #pragma unroll
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float pv = fast_exp2(fmaf(s[4 * j + e], scale2, bias[e >> 1]));
       s[4 * j + e] = pv;
-      l[e >> 1] += pv;
+      l4[e >> 1][2 * (j & 1) + (e & 1)] += pv;
     }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
 }
 
 template <int kD, class Core>
@@ -293,6 +305,15 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
   };
+  // Ping-pong (FlashAttention-3's warpgroup scheduling): the consumers issue their GEMMs in turns,
+  // consumer c waiting at named barrier 2 + c for the other's arrival after its own issues, so
+  // that one's softmax runs while the other's GEMMs do instead of both contending for the MUFU
+  // and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the steps, the last
+  // PV); consumer 1 opens consumer 0's first turn and skips the arrival after its last.
+  auto turn_begin = [&]() { named_sync_roles(2 + c, 256); };
+  auto turn_end = [&](bool last) {
+    if (!last || c == 0) named_arrive(3 - c, 256);
+  };
   auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
     constexpr int b = decltype(buf)::value;
     const int st = n % Tr::kStages;
@@ -301,10 +322,12 @@ __global__ void __launch_bounds__(384, 1)
     if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
     rescale_o();
     mbar_wait(full + st, (n / Tr::kStages) & 1);
+    turn_begin();
     issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
     wgmma_commit();
     issue_pv<kD>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
     wgmma_commit();
+    turn_end(false);
     wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
     fence_regs(s);
     softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
@@ -314,10 +337,13 @@ __global__ void __launch_bounds__(384, 1)
   using B0 = std::integral_constant<int, 0>;
   using B1 = std::integral_constant<int, 1>;
   if (tiles > 0) {
+    if (c == 1) named_arrive(2, 256);  // consumer 0 takes the first turn
     mbar_wait(q_full, 0);
     mbar_wait(full, 0);
+    turn_begin();
     issue_qk<Tr::kKSteps>(s, q_addr, k_addr(0));
     wgmma_commit();
+    turn_end(false);
     wgmma_wait<0>();
     fence_regs(s);
     softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
@@ -340,8 +366,10 @@ __global__ void __launch_bounds__(384, 1)
     for (int ks = 0; ks < 4; ++ks)
 #pragma unroll
       for (int r = 0; r < 4; ++r) fin[ks][r] = odd ? pa[1][ks][r] : pa[0][ks][r];
+    turn_begin();
     issue_pv<kD>(o, fin, v_addr(last));
     wgmma_commit();
+    turn_end(true);
     wgmma_wait<0>();
     fence_regs(o);
     if (lane == 0) mbar_arrive(empty + last);
