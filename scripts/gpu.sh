@@ -6,12 +6,12 @@
 #                                       "none" skips the benchmarks)
 #
 # issue15 (ViT attention: Q/K/V quantization, the attention kernel, the whole layer; 16 heads,
-# D 72, S 4096 / 16384 and a batch of 4 images) runs today's CUDA-core attention, ~0.05-2 s a
-# call: the harness's time budget (`qfuse bench --budget-s`, 3 s of replays per case) cuts those
-# rows to a few calls, so the suite takes one to two minutes; its peers are PyTorch SDPA calls
-# (bf16, cuDNN), eager only, timed first with the other bar shapes. issue15_tc, the same rows on
-# the tensor-core kernel, is not a default until that kernel has run on a device (a hang there
-# would cost the call its budget): name it to run it. Each suite is stopped after
+# D 72, S 4096 / 16384 and a batch of 4 images): the fp8 rows run the tensor-core kernel (kAuto),
+# the bf16 attention the CUDA-core one, ~0.05-2 s a call: the harness's time budget (`qfuse
+# bench --budget-s`, 3 s of replays per case) cuts those rows to a few calls, so the suite takes
+# one to two minutes; its peers are PyTorch SDPA calls (bf16, cuDNN), eager only, timed first
+# with the other bar shapes. issue15_tc: the fp8 rows alone, the kernel named (a quick A/B).
+# Each suite is stopped after
 # QFUSE_SUITE_TIMEOUT_S seconds (default 300), a backstop that keeps the call within its limit.
 #
 # After our benchmarks, the peer stage (bench/peers/peers.py: PyTorch eager and torch.compile on
@@ -167,6 +167,15 @@ if [ "$suites" != none ]; then
     [ "$rc" = 0 ] || status=1
     [ "$rc" = 124 ] && echo "suite $suite: stopped after ${QFUSE_SUITE_TIMEOUT_S:-300} s (QFUSE_SUITE_TIMEOUT_S)" |
       tee -a "$out/bench_$suite.txt"
+    # NOTE: the FP8-cache decode at 16 rows has two kernel forms (one consumer warpgroup, or two
+    # taking alternate tiles: bench/NOTES.md M14): the suite again with the second, same binary.
+    if [ "$suite" = mla_decode ]; then
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=2"
+      QFUSE_MLA_FP8_FORM=2 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
+        --suite mla_decode --no-unfused --json "$out/bench_mla_decode_alt.json" \
+        >"$out/bench_mla_decode_alt.txt" 2>&1 || status=1
+      grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_alt.txt" | head -20
+    fi
   done
   if [ "${QFUSE_NOPDL:-1}" != 0 ]; then
     echo "== small batches without programmatic dependent launch (QFUSE_PDL=0)"

@@ -5,8 +5,10 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -20,6 +22,28 @@
 #include "quant/validate.h"
 
 namespace qfuse {
+namespace mla {
+namespace {
+
+std::atomic<int>& fp8_form_state() {
+  static std::atomic<int> state{[] {
+    const char* env = std::getenv("QFUSE_MLA_FP8_FORM");
+    return (env != nullptr && std::strcmp(env, "2") == 0) ? 2 : 1;
+  }()};
+  return state;
+}
+
+}  // namespace
+
+void set_fp8_form(int form) {
+  fp8_form_state().store(form == 2 ? 2 : 1);
+}
+int fp8_form() {
+  return fp8_form_state().load();
+}
+
+}  // namespace mla
+
 namespace {
 
 using mla::CacheKind;
@@ -251,6 +275,8 @@ template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
   if constexpr (kCache == CacheKind::kBf16) {
     if (rpb == 64) return mla::launch_wide<kEpi>(tp, grid, stream);
+  } else {
+    if (rpb == 16 && mla::fp8_form() == 2) return mla::launch_tc_fp8alt<kEpi>(tp, grid, stream);
   }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);
   return mla::launch_tc<32, kCache, kEpi>(tp, grid, stream);

@@ -8,4 +8,5 @@ qfuse_family(NAME mla_decode
           instantiations/tc_r32_bf16_partial.cu instantiations/tc_r32_bf16_output.cu
           instantiations/tc_r16_fp8_partial.cu instantiations/tc_r16_fp8_output.cu
           instantiations/tc_r32_fp8_partial.cu instantiations/tc_r32_fp8_output.cu
+          instantiations/tc_r16_fp8alt_partial.cu instantiations/tc_r16_fp8alt_output.cu
           instantiations/wide_bf16_partial.cu instantiations/wide_bf16_output.cu)

@@ -29,7 +29,8 @@ using TcTraitsOf =
 /// threads), visible to every thread and to TMA before the first use; then the PDL wait (the
 /// schedule, the cache and q may come from the previous kernels of the stream).
 template <class Tr>
-__device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int consumer_warps) {
+__device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int consumer_warps,
+                                                      int q_consumer_warps = 4) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
   const TcSmem<Tr> sm{smem_raw + ((1024 - (a & 1023)) & 1023)};
   if (threadIdx.x == 0) {
@@ -43,7 +44,7 @@ __device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int con
       }
     }
     mbar_init(sm.q_full(), 1);
-    mbar_init(sm.q_empty(), 4);
+    mbar_init(sm.q_empty(), q_consumer_warps);
     mbar_fence_init();
   }
   __syncthreads();
@@ -101,6 +102,36 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   using Tr = TcTraitsOf<kRows, kCache>;
   return launch_tc_kernel<mla_tc_kernel<kRows, kCache, kEpi>>("mla_tc_kernel", Tr::kThreads,
                                                               Tr::kSmemBytes, grid, stream, tp);
+}
+
+/// The FP8 cache with two consumer warpgroups taking alternate tiles (consumer_fp8_alt), 16 rows,
+/// 384 threads. NOTE: registers: the producer warpgroup keeps 56, each consumer takes 224:
+/// 128 * 56 + 256 * 224 <= 65536.
+template <EpilogueKind kEpi>
+__global__ void __launch_bounds__(384, 1)
+    mla_tc_fp8alt_kernel(const __grid_constant__ TcParams tp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Tr = TcFp8AltTraits<16>;
+  using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
+  extern __shared__ uint8_t smem_raw[];
+  const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 4, 8);
+  const int rb = blockIdx.x, part = blockIdx.y;
+  const int wg = threadIdx.x >> 7;
+  if (wg == 0) {
+    regs_dec<56>();
+    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+  } else {
+    regs_inc<224>();
+    consumer_fp8_alt<Tr, Epi>(tp, sm, rb, part, wg - 1);
+  }
+#endif
+}
+
+template <EpilogueKind kEpi>
+Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream) {
+  using Tr = TcFp8AltTraits<16>;
+  return launch_tc_kernel<mla_tc_fp8alt_kernel<kEpi>>("mla_tc_fp8alt_kernel", Tr::kThreads,
+                                                      Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The wide form (mainloop_wide.cuh): 64 query rows per block, bf16 cache, 384 threads.

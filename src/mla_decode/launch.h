@@ -23,6 +23,17 @@ Status launch_schedule(const int* seq_lens, int batch, int capacity, const Sched
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
+/// The FP8-cache tensor-core kernel with two consumer warpgroups taking alternate tiles
+/// (mainloop_fp8.cuh: consumer_fp8_alt), 16 query rows per block; the same grid as launch_tc.
+template <EpilogueKind kEpi>
+Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
+
+/// The FP8-cache kernel form at 16 rows per block: 1, one consumer warpgroup (the default); 2,
+/// two taking alternate tiles. Process-wide; QFUSE_MLA_FP8_FORM=2 sets it at start-up (for
+/// same-binary A/B runs of the benchmarks); tests switch it here.
+void set_fp8_form(int form);
+int fp8_form();
+
 /// The wide tensor-core kernel (mainloop_wide.cuh): 64 query rows per block, bf16 cache.
 template <EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);

@@ -42,6 +42,9 @@ struct TcSmem {
   __device__ float* red(int k) const {
     return reinterpret_cast<float*>(base + Tr::kOffRed) + k * Tr::kRedFloats;
   }
+  __device__ float* combine() const {  // traits with a merge buffer (TcFp8AltTraits)
+    return reinterpret_cast<float*>(base + Tr::kOffCombine);
+  }
   __device__ uint64_t* bar() const { return reinterpret_cast<uint64_t*>(base + Tr::kOffBar); }
   __device__ uint64_t* full(int s) const { return bar() + s; }
   __device__ uint64_t* empty(int s) const { return bar() + Tr::kStages + s; }

@@ -60,11 +60,12 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 /// finite |q| in [2^14, 2^15) (k <= 127), then each bf16 times 2^k rounded to fp16, its columns
 /// permuted into the QK A fragments' order: logical word 8 s + c2 (columns 16 s + 2 c2, + 1) takes
 /// physical word 8 (c2 & 3) + 2 s + (c2 >> 2). One thread per (row, box); 128-byte swizzled rows.
-/// Returns k.
-template <class Tr>
+/// Returns k. kThreads consumer threads (tid 0 .. kThreads - 1) share the work and meet at named
+/// barrier kBar; red: kThreads / 32 words of scratch.
+template <class Tr, int kThreads = 128, int kBar = 1>
 __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red) {
   uint32_t amax = 0;  // bits of the largest finite |q| (bf16 magnitudes order as integers)
-  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
+  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += kThreads) {
     const uint8_t* rp = q + (item / Tr::kRows) * Tr::kQBoxBytes + (item % Tr::kRows) * 128;
 #pragma unroll
     for (int c = 0; c < 8; ++c) {
@@ -81,11 +82,12 @@ __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red)
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
   if ((tid & 31) == 0) red[tid >> 5] = amax;
-  named_sync(1, 128);
-  amax = max(max(red[0], red[1]), max(red[2], red[3]));
+  named_sync(kBar, kThreads);
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) amax = max(amax, red[i]);
   const int k = q_f16_exponent(amax);
   const float mul = exp2i(k);
-  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += 128) {
+  for (int item = tid; item < Tr::kRows * Tr::kBoxes; item += kThreads) {
     const int row = item % Tr::kRows, kb = item / Tr::kRows;
     uint8_t* rp = q + kb * Tr::kQBoxBytes + row * 128;
     uint32_t in[32], out[32];
@@ -115,26 +117,143 @@ __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red)
   return k;
 }
 
+/// What one FP8 consumer warpgroup keeps while it walks a piece's tiles: this thread's cache
+/// offsets (K rows 16 w + g, + 8 and their swizzled chunk qd; V columns of box 2 w + g / 4, chunk
+/// g % 4), the shared buffers it uses (Q, its P, its column-max scratch) and its named barrier.
+struct Fp8Lane {
+  int w, lane, g, qd;
+  int k_off0, k_off1, v_box;
+  uint32_t q_addr, p_addr;
+  uint8_t* p_gen;
+  float* red_max;
+  int bar;  // named barrier of the warpgroup's 128 threads
+};
+
+template <class Tr>
+__device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, float* red_max,
+                                            int bar) {
+  Fp8Lane f;
+  f.w = tid >> 5, f.lane = tid & 31, f.g = f.lane >> 2, f.qd = f.lane & 3;
+  const int r0 = 16 * f.w + f.g, r1 = r0 + 8;
+  f.k_off0 = r0 * 64 + ((f.qd ^ ((r0 >> 1) & 3)) << 4);
+  f.k_off1 = r1 * 64 + ((f.qd ^ ((r1 >> 1) & 3)) << 4);
+  f.v_box = (2 * f.w + (f.g >> 2)) * Tr::kBoxBytes;
+  f.q_addr = smem_addr(q);
+  f.p_addr = smem_addr(p);
+  f.p_gen = p;
+  f.red_max = red_max;
+  f.bar = bar;
+  return f;
+}
+
+/// One 64-token tile t of the FP8 consumer: S^T = K Q^T from the stage, the mask and online
+/// softmax (column maxima across the 4 warps through red_max, the warpgroup's barrier), P to
+/// shared memory as fp16, O^T += V^T P^T. `release_q`: arrive on q_empty once the QK products
+/// (the last reads of Q in this piece) are done.
+template <class Tr>
+__device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage, int t,
+                                         const ColumnMap<Tr::kRows>& cm,
+                                         const int (&limit)[Tr::kRows / 4], float scale_log2,
+                                         float (&o)[8][Tr::kRows / 2], float (&m)[Tr::kRows / 4],
+                                         float (&l)[Tr::kRows / 4], bool release_q,
+                                         uint64_t* q_empty) {
+  constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
+  const int w = f.w, lane = f.lane, g = f.g, qd = f.qd;
+
+  // S^T = K Q^T: per box, two 16-byte loads give the A fragments of its 4 k-steps.
+  float s[NS];
+#pragma unroll
+  for (int k = 0; k < NS; ++k) s[k] = 0.0f;
+  fence_regs(s);
+  uint32_t a[2][16];
+#pragma unroll
+  for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+    const uint8_t* box = stage + kb * Tr::kBoxBytes;
+    const uint4 x0 = lds128(box + f.k_off0), x1 = lds128(box + f.k_off1);
+    uint32_t(&A)[16] = a[kb & 1];
+    if (kb >= 2) {
+      wgmma_wait<1>();  // box kb - 2's products have read this register set
+      fence_regs(A);
+    }
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
+    fence_regs(A);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint64_t db = sw128_desc(f.q_addr + kb * Tr::kQBoxBytes + ks * 32, 16, 1024);
+      wgmma_rs<R, true>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    fence_regs(A);
+  }
+  wgmma_wait<0>();
+  fence_regs(s);
+  fence_regs(a[0]);
+  fence_regs(a[1]);
+  if (release_q && lane == 0) mbar_arrive(q_empty);
+
+  tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, f.red_max, w, g);
+  named_sync(f.bar, 128);
+  float alpha[NC];
+  tile_softmax<R, true>(s, m, l, alpha, cm, f.red_max, scale_log2, f.p_gen, w, g);
+  rescale<R>(o, alpha);
+  fence_proxy_async_shared();
+  named_sync(f.bar, 128);
+  fence_regs(o);
+
+  // O^T += V^T P^T: per k-step, four 16-byte loads (one per token) give the A fragments of all 8
+  // m-tiles. Two commit groups per k-step (m-tiles 0-3, 4-7), each with its own 16 A registers,
+  // so the conversion of one group overlaps the products of the previous one in half the
+  // registers of a k-step-wide buffer.
+  uint32_t av[2][16];
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint4 y[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int tok = 16 * kk + 2 * qd + (c & 1) + 8 * (c >> 1);
+      y[c] = lds128(stage + f.v_box + tok * 64 + (((g & 3) ^ ((tok >> 1) & 3)) << 4));
+    }
+    const uint64_t db = sw128_desc(f.p_addr + kk * 32, 16, 1024);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t(&A)[16] = av[h];
+      if (kk >= 1) {
+        wgmma_wait<1>();  // the previous group that used these registers has completed
+        fence_regs(A);
+      }
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        // m-tile j: bytes 2 (j & 1), + 1 of word j / 2 (its latent columns 2 j, 2 j + 1).
+        const int j = 4 * h + jj;
+        v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
+                        word(y[3], j >> 1), 2 * (j & 1));
+      }
+      fence_regs(A);
+      wgmma_fence();
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) wgmma_rs<R, true>(o[4 * h + jj], &A[4 * jj], db, 1);
+      wgmma_commit();
+      fence_regs(A);
+    }
+  }
+  wgmma_wait<0>();
+  fence_regs(o);
+  fence_regs(av[0]);
+  fence_regs(av[1]);
+}
+
 template <class Tr, class Epi>
 __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
   const DecodeParams& p = tp.p;
   constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
   const int tid = threadIdx.x - 128;
-  const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
   const float k_scale = __ldg(p.k_scale);
   const float scale_log2 = p.scale_log2 * k_scale;  // times 2^(8 - k) per piece (prepare_q_f16)
-  const uint32_t q_addr = smem_addr(sm.q());
-  const uint32_t p_addr = smem_addr(sm.p());
-  uint8_t* p_gen = sm.p();
-  float* red_max = sm.red(0);
   float* red_sum = sm.red(1);
-  const ColumnMap<R> cm(qd);
-  // This thread's K rows (tokens 16 w + g, + 8) and their swizzled 16-byte chunk (qd).
-  const int r0 = 16 * w + g, r1 = r0 + 8;
-  const int k_off0 = r0 * 64 + ((qd ^ ((r0 >> 1) & 3)) << 4);
-  const int k_off1 = r1 * 64 + ((qd ^ ((r1 >> 1) & 3)) << 4);
-  // Its V columns: box 2 w + g / 4, chunk g % 4 of tokens 16 kk + 2 qd + {0, 1, 8, 9}.
-  const int v_box = (2 * w + (g >> 2)) * Tr::kBoxBytes;
+  const Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p(), sm.red(0), 1);
+  const ColumnMap<R> cm(f.qd);
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
     float o[8][NS], m[NC], l[NC];
@@ -145,103 +264,110 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       const int st = n % Tr::kStages;
       if (t == pc.t_begin) {
         mbar_wait(sm.q_full(), nq & 1);
-        const int k = prepare_q_f16<Tr>(sm.q(), tid, reinterpret_cast<uint32_t*>(red_max));
+        const int k = prepare_q_f16<Tr>(sm.q(), tid, reinterpret_cast<uint32_t*>(f.red_max));
         piece_scale_log2 = scale_log2 * exp2i(8 - k);
         fence_proxy_async_shared();
         named_sync(1, 128);
       }
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
-      const uint8_t* stage = sm.kv(st);
-
-      // S^T = K Q^T: per box, two 16-byte loads give the A fragments of its 4 k-steps.
-      float s[NS];
-#pragma unroll
-      for (int k = 0; k < NS; ++k) s[k] = 0.0f;
-      fence_regs(s);
-      uint32_t a[2][16];
-#pragma unroll
-      for (int kb = 0; kb < Tr::kBoxes; ++kb) {
-        const uint8_t* box = stage + kb * Tr::kBoxBytes;
-        const uint4 x0 = lds128(box + k_off0), x1 = lds128(box + k_off1);
-        uint32_t(&A)[16] = a[kb & 1];
-        if (kb >= 2) {
-          wgmma_wait<1>();  // box kb - 2's products have read this register set
-          fence_regs(A);
-        }
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
-        fence_regs(A);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-          const uint64_t db = sw128_desc(q_addr + kb * Tr::kQBoxBytes + ks * 32, 16, 1024);
-          wgmma_rs<R, true>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
-        }
-        wgmma_commit();
-        fence_regs(A);
-      }
-      wgmma_wait<0>();
-      fence_regs(s);
-      fence_regs(a[0]);
-      fence_regs(a[1]);
-      if (t == pc.t_end - 1 && lane == 0) mbar_arrive(sm.q_empty());
-
-      tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, red_max, w, g);
-      named_sync(1, 128);
-      float alpha[NC];
-      tile_softmax<R, true>(s, m, l, alpha, cm, red_max, piece_scale_log2, p_gen, w, g);
-      rescale<R>(o, alpha);
-      fence_proxy_async_shared();
-      named_sync(1, 128);
-      fence_regs(o);
-
-      // O^T += V^T P^T: per k-step, four 16-byte loads (one per token) give the A fragments of
-      // all 8 m-tiles.
-      // Two commit groups per k-step (m-tiles 0-3, 4-7), each with its own 16 A registers, so the
-      // conversion of one group overlaps the products of the previous one in half the registers
-      // of a k-step-wide buffer.
-      uint32_t av[2][16];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint4 y[4];
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int tok = 16 * kk + 2 * qd + (c & 1) + 8 * (c >> 1);
-          y[c] = lds128(stage + v_box + tok * 64 + (((g & 3) ^ ((tok >> 1) & 3)) << 4));
-        }
-        const uint64_t db = sw128_desc(p_addr + kk * 32, 16, 1024);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          uint32_t(&A)[16] = av[h];
-          if (kk >= 1) {
-            wgmma_wait<1>();  // the previous group that used these registers has completed
-            fence_regs(A);
-          }
-#pragma unroll
-          for (int jj = 0; jj < 4; ++jj) {
-            // m-tile j: bytes 2 (j & 1), + 1 of word j / 2 (its latent columns 2 j, 2 j + 1).
-            const int j = 4 * h + jj;
-            v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
-                            word(y[3], j >> 1), 2 * (j & 1));
-          }
-          fence_regs(A);
-          wgmma_fence();
-#pragma unroll
-          for (int jj = 0; jj < 4; ++jj) wgmma_rs<R, true>(o[4 * h + jj], &A[4 * jj], db, 1);
-          wgmma_commit();
-          fence_regs(A);
-        }
-      }
-      wgmma_wait<0>();
-      fence_regs(o);
-      fence_regs(av[0]);
-      fence_regs(av[1]);
-      if (lane == 0) mbar_arrive(sm.empty(st));  // every load from the stage is done
+      fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, t == pc.t_end - 1,
+                   sm.q_empty());
+      if (f.lane == 0) mbar_arrive(sm.empty(st));  // every load from the stage is done
     }
     if (pc.t_end > pc.t_begin) ++nq;
     float scale[NC], lse[NC];
-    piece_stats<R>(l, m, cm, red_sum, w, g, k_scale * 256.0f, scale, lse);  // V is 2^-8 v
+    piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);  // V is 2^-8 v
     store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
+  });
+}
+
+/// The FP8 consumer as two warpgroups taking alternate tiles (traits.cuh: TcFp8AltTraits;
+/// kernel.cuh: mla_tc_fp8alt_kernel): consumer c runs fp8_tile on the tiles n (counted over the
+/// block's pieces) with n % 2 == c, with its own O, m, l, P buffer, column-max scratch and
+/// barrier (1 + c), so the two walk their tiles independently and each scheduler has two
+/// consumer warps whose latencies overlap (the one-consumer form is bound by the latency of
+/// its own chain: bench/NOTES.md M13). At a piece's end consumer 1 leaves its O, m, l in shared
+/// memory, consumer 0 merges them into its own (two barriers of both, kBarBoth) and writes the
+/// output. Q is prepared by both (prepare_q_f16 over 256 threads); q_empty takes both
+/// warpgroups' 8 warps once each has finished the piece's tiles; empty[s] one warpgroup's 4.
+constexpr int kBarBoth = 3;
+
+template <class Tr, class Epi>
+__device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part,
+                                 int c) {
+  const DecodeParams& p = tp.p;
+  constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
+  const int tid2 = threadIdx.x - 128;  // 0 .. 255 over both consumers
+  const int tid = tid2 & 127;
+  const float k_scale = __ldg(p.k_scale);
+  const float scale_log2 = p.scale_log2 * k_scale;
+  const Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p() + c * Tr::kPBytes, sm.red(2 * c), 1 + c);
+  float* red_sum = sm.red(1);  // consumer 0's, at the piece end
+  float* xo = sm.combine();    // consumer 1's O, m, l: [value][tid]
+  const ColumnMap<R> cm(f.qd);
+  int n = 0, nq = 0;
+  for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
+    float o[8][NS], m[NC], l[NC];
+    int limit[NC];
+    piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
+    if (pc.t_end == pc.t_begin) return;
+    mbar_wait(sm.q_full(), nq & 1);
+    // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
+    // piece's softmax) precede the previous piece's merge barriers.
+    const int k =
+        prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
+    const float piece_scale_log2 = scale_log2 * exp2i(8 - k);
+    fence_proxy_async_shared();
+    named_sync(kBarBoth, 256);
+    for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
+      if ((n & 1) != c) continue;
+      const int st = n % Tr::kStages;
+      mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
+      fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty());
+      if (f.lane == 0) mbar_arrive(sm.empty(st));
+    }
+    if (f.lane == 0) mbar_arrive(sm.q_empty());  // this warpgroup's QK products are done
+    ++nq;
+    // Merge: consumer 1's state through shared memory into consumer 0's (the same thread holds
+    // the same columns in both).
+    if (c == 1) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) xo[(j * NS + k) * 128 + tid] = o[j][k];
+#pragma unroll
+      for (int cc = 0; cc < NC; ++cc) {
+        xo[(8 * NS + cc) * 128 + tid] = m[cc];
+        xo[(8 * NS + NC + cc) * 128 + tid] = l[cc];
+      }
+    }
+    named_sync(kBarBoth, 256);
+    if (c == 0) {
+      float f0[NC], f1[NC];
+#pragma unroll
+      for (int cc = 0; cc < NC; ++cc) {
+        const float m1 = xo[(8 * NS + cc) * 128 + tid], l1 = xo[(8 * NS + NC + cc) * 128 + tid];
+        const float mm = fmaxf(m[cc], m1);
+        const bool none = mm == -INFINITY;
+        f0[cc] = none ? 0.0f : fast_exp2(m[cc] - mm);
+        f1[cc] = none ? 0.0f : fast_exp2(m1 - mm);
+        l[cc] = l[cc] * f0[cc] + l1 * f1[cc];
+        m[cc] = mm;
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+          const int cc = ((k >> 2) << 1) | (k & 1);
+          o[j][k] = o[j][k] * f0[cc] + xo[(j * NS + k) * 128 + tid] * f1[cc];
+        }
+    }
+    named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end
+    if (c == 0) {
+      float scale[NC], lse[NC];
+      piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);
+      store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
+    }
   });
 }
 

@@ -63,6 +63,26 @@ struct TcFp8Traits : TcLayout<kRows, 5, 64> {
   static constexpr bool kFp8 = true;
 };
 
+/// The FP8 cache with two consumer warpgroups taking alternate tiles (mainloop_fp8.cuh:
+/// consumer_fp8_alt), 16 query rows: TcFp8Traits' buffers with a P buffer and two column
+/// reduction arrays per consumer, and the merge buffer (consumer 1's O, m, l at a piece's end:
+/// 128 threads x (8 x 8 + 2 x 4) floats); 4 stages fit beside them.
+template <int kRows_>
+struct TcFp8AltTraits : TcLayout<kRows_, 4, 64> {
+  using Base = TcLayout<kRows_, 4, 64>;
+  static_assert(kRows_ == 16, "the alternate-tile form is built for 16 rows per block");
+  static constexpr bool kFp8 = true;
+  static constexpr int kThreads = 384;
+  static constexpr int kOffP = Base::kOffQ + Base::kQBytes;  // two P buffers
+  static constexpr int kOffRed = kOffP + 2 * Base::kPBytes;  // red(0..3): consumer c's 2c, 2c + 1
+  static constexpr int kOffCombine = kOffRed + 4 * Base::kRedFloats * 4;
+  static constexpr int kCombineFloats = 128 * (8 * (kRows_ / 2) + 2 * (kRows_ / 4));
+  static constexpr int kOffBar = kOffCombine + kCombineFloats * 4;
+  static constexpr int kSmemBytes = kOffBar + Base::kBars * 8 + 1024;
+  static_assert(kOffP % 1024 == 0 && Base::kPBytes % 1024 == 0, "P: 1024-byte aligned");
+  static_assert(kSmemBytes <= 232448, "shared memory per block");
+};
+
 /// The wide form (mainloop_wide.cuh), for 64 query rows per block and a bf16 cache: three
 /// warpgroups (TMA producer, QK + softmax + PV of latent columns 0..255, PV of columns 256..511).
 ///   kv[2]  2 x 72 KB as TcTraits; a tile's P (bf16 64 x 64, the second consumer's A operand) goes

@@ -18,6 +18,7 @@
 
 #include "common/compare.h"
 #include "common/gpu.h"
+#include "mla_decode/launch.h"
 #include "mla_decode/mla_testing.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"
@@ -131,13 +132,33 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
               describe(p.c).c_str(), e.rel_l2, e.worst_row);
 }
 
+/// Runs f once with each form of the FP8-cache tensor-core kernel at 16 rows per block (one
+/// consumer warpgroup; two taking alternate tiles), then restores the process's setting.
+template <class F>
+void each_fp8_form(F&& f) {
+  const int saved = mla::fp8_form();
+  for (const int form : {1, 2}) {
+    mla::set_fp8_form(form);
+    SCOPED_TRACE("FP8 kernel form " + std::to_string(form));
+    f();
+  }
+  mla::set_fp8_form(saved);
+}
+
 class MlaMatrix : public ::testing::TestWithParam<MlaCase> {};
 
 TEST_P(MlaMatrix, AgainstReference) {
   QFUSE_REQUIRE_GPU();
   MlaProblem p = make_problem(GetParam());
   p.compute_reference();
-  for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) check_run(p, run(p, v), v);
+  check_run(p, run(p, kSimpleSplit), kSimpleSplit);
+  const auto tensor_core = [&] {
+    for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+  };
+  if (p.c.cache == DType::kE4M3)
+    each_fp8_form(tensor_core);
+  else
+    tensor_core();
 }
 
 std::vector<MlaCase> matrix() {
@@ -311,7 +332,9 @@ TEST(MlaDecodeGpu, Fp8SubnormalCodes) {
       p.cache_bytes[i] = static_cast<uint8_t>((rng() % 7 + 1) | (rng() & 0x80));
   p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
   p.compute_reference();
-  for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+  each_fp8_form([&] {
+    for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+  });
 }
 
 TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {
@@ -335,7 +358,9 @@ TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {
     p.d_q.upload(p.q.data(), p.q.size() * 2);
     p.compute_reference();
     SCOPED_TRACE("q times 2^" + std::to_string(e));
-    for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+    each_fp8_form([&] {
+      for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+    });
   }
 }
 
