@@ -310,15 +310,20 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     float o[8][NS], m[NC], l[NC];
     int limit[NC];
     piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
-    if (pc.t_end == pc.t_begin) return;
-    mbar_wait(sm.q_full(), nq & 1);
-    // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
-    // piece's softmax) precede the previous piece's merge barriers.
-    const int k =
-        prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
-    const float piece_scale_log2 = scale_log2 * exp2i(8 - k);
-    fence_proxy_async_shared();
-    named_sync(kBarBoth, 256);
+    // NOTE: an empty piece still merges and writes (zeros, lse -inf), as consumer_fp8 does; the
+    // producer loads no Q for it.
+    const bool any = pc.t_end > pc.t_begin;
+    float piece_scale_log2 = 0.0f;
+    if (any) {
+      mbar_wait(sm.q_full(), nq & 1);
+      // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
+      // piece's softmax) precede the previous piece's merge barriers.
+      const int k =
+          prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
+      piece_scale_log2 = scale_log2 * exp2i(8 - k);
+      fence_proxy_async_shared();
+      named_sync(kBarBoth, 256);
+    }
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       if ((n & 1) != c) continue;
       const int st = n % Tr::kStages;
@@ -326,8 +331,10 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
       fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty());
       if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
-    if (f.lane == 0) mbar_arrive(sm.q_empty());  // this warpgroup's QK products are done
-    ++nq;
+    if (any) {
+      if (f.lane == 0) mbar_arrive(sm.q_empty());  // this warpgroup's QK products are done
+      ++nq;
+    }
     // Merge: consumer 1's state through shared memory into consumer 0's (the same thread holds
     // the same columns in both).
     if (c == 1) {
