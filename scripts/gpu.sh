@@ -167,11 +167,11 @@ if [ "$suites" != none ]; then
     [ "$rc" = 0 ] || status=1
     [ "$rc" = 124 ] && echo "suite $suite: stopped after ${QFUSE_SUITE_TIMEOUT_S:-300} s (QFUSE_SUITE_TIMEOUT_S)" |
       tee -a "$out/bench_$suite.txt"
-    # NOTE: the FP8-cache decode at 16 rows has two kernel forms (one consumer warpgroup, or two
-    # taking alternate tiles: bench/NOTES.md M14): the suite again with the second, same binary.
+    # NOTE: the FP8-cache decode at 16 rows has two kernel forms (two consumer warpgroups taking
+    # alternate tiles, the default, or one: bench/NOTES.md M14): the suite again with the other.
     if [ "$suite" = mla_decode ]; then
-      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=2"
-      QFUSE_MLA_FP8_FORM=2 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=1"
+      QFUSE_MLA_FP8_FORM=1 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_alt.json" \
         >"$out/bench_mla_decode_alt.txt" 2>&1 || status=1
       grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_alt.txt" | head -20

@@ -28,7 +28,7 @@ namespace {
 std::atomic<int>& fp8_form_state() {
   static std::atomic<int> state{[] {
     const char* env = std::getenv("QFUSE_MLA_FP8_FORM");
-    return (env != nullptr && std::strcmp(env, "2") == 0) ? 2 : 1;
+    return (env != nullptr && std::strcmp(env, "1") == 0) ? 1 : 2;
   }()};
   return state;
 }
@@ -36,7 +36,7 @@ std::atomic<int>& fp8_form_state() {
 }  // namespace
 
 void set_fp8_form(int form) {
-  fp8_form_state().store(form == 2 ? 2 : 1);
+  fp8_form_state().store(form == 1 ? 1 : 2);
 }
 int fp8_form() {
   return fp8_form_state().load();

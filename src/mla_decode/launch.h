@@ -28,9 +28,10 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 template <EpilogueKind kEpi>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// The FP8-cache kernel form at 16 rows per block: 1, one consumer warpgroup (the default); 2,
-/// two taking alternate tiles. Process-wide; QFUSE_MLA_FP8_FORM=2 sets it at start-up (for
-/// same-binary A/B runs of the benchmarks); tests switch it here.
+/// The FP8-cache kernel form at 16 rows per block: 2, two consumer warpgroups taking alternate
+/// tiles (the default: 1.15x faster at the memory-bound bar shapes, 1.07x slower on a batch of
+/// log-spread lengths, bench/NOTES.md M14); 1, one consumer warpgroup. Process-wide;
+/// QFUSE_MLA_FP8_FORM=1 sets it at start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_form(int form);
 int fp8_form();
 
