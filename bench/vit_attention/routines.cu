@@ -10,8 +10,9 @@
 //                            the attention kernel alone over NIMG packed images, inputs already
 //                            e4m3 [S, H, Dp] (fp8, with dequantization scales; V transposed but
 //                            for :simple) or bf16 (the views of an interleaved QKV buffer), output
-//                            bf16 [S, H, D]; VitKernel::kAuto, :simple kSimple, :tc kTensorCore (a
-//                            call a kernel cannot run, bf16:tc say, makes the row "not supported")
+//                            bf16 [S, H, D]; VitKernel::kAuto, :simple kSimple, :tc kTensorCore
+//                            (FP8 or BF16 wgmma by the input type; a call a kernel cannot run, a
+//                            device without wgmma say, makes the row "not supported")
 //   vit_layer/<path>[:tc]    vit::EncoderAttention::forward, the whole layer (quantize, attention,
 //                            un-padded output): fp8_static (a scale file), fp8_dynamic, and bf16,
 //                            the unfused comparison of both FP8 paths; :tc set_kernel(kTensorCore)
@@ -236,8 +237,8 @@ class VitAttentionInstance final : public Instance {
       a.num_seqs = static_cast<int64_t>(lens_.size());
       a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D_)));
       a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {S_, H_, D_});
-      // NOTE: a call the chosen kernel cannot run (bf16 inputs on the tensor-core kernel, a
-      // device without wgmma) fails here, before the other sets are made: a "not supported" row.
+      // NOTE: a call the chosen kernel cannot run (a device without wgmma, say) fails here,
+      // before the other sets are made: a "not supported" row.
       if (s == 0) QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a, opt_));
     }
     // Every fp8 set quantized from the one staging buffer before it is freed.
@@ -436,8 +437,7 @@ Routine layer_routine(LayerPath path, VitKernel kernel = VitKernel::kAuto) {
       break;
   }
   if (kernel == VitKernel::kTensorCore) {
-    // NOTE: no unfused peer: the bf16 layer runs the CUDA-core kernel, far slower than either
-    // FP8 path; the comparison that matters is the SDPA peer (bench/peers).
+    // NOTE: no unfused peer: the comparison that matters is the SDPA peer (bench/peers).
     r.name += ":tc";
     r.unfused.clear();
     r.description += ", the tensor-core kernel (V quantized transposed)";
@@ -467,8 +467,9 @@ void add_vit_suites(ToolRegistrar& r) {
          {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt", "vit_quant/dynamic:vt"})
       c.push_back({quant, q, shd(S)});
   // NOTE: the bar shapes, one image of 4k and 16k patches, and a batch of four images of
-  // different lengths (819, 1638, 2457, 3278 tokens). The bf16 rows' CUDA-core kernel takes
-  // ~0.05-2 s a call here: the harness's time budget (TimingOptions::budget_s) cuts their replays.
+  // different lengths (819, 1638, 2457, 3278 tokens). kAuto runs the bf16 rows on the BF16
+  // tensor-core kernel on an sm_90 device (elsewhere the CUDA-core one, ~0.05-2 s a call: the
+  // harness's time budget, TimingOptions::budget_s, cuts their replays).
   const Shape shapes[] = {shdn(4096, 1), shdn(16384, 1), shdn(8192, 4)};
   const std::string attn = "attention kernel (bar: fp8 >= 600 TFLOPS at S 16384; bf16 >= cuDNN)";
   for (const Shape& s : shapes)
@@ -487,13 +488,15 @@ void add_vit_suites(ToolRegistrar& r) {
   // through kAuto), without the slow CUDA-core bf16 rows: a quick A/B of that kernel.
   std::vector<Case> tc;
   for (const Shape& s : shapes)
-    tc.push_back({"tensor-core attention kernel", "vit_attention/fp8:tc", s});
+    for (const char* a : {"vit_attention/fp8:tc", "vit_attention/bf16:tc"})
+      tc.push_back({"tensor-core attention kernel (bf16 bar: >= cuDNN)", a, s});
   for (const Shape& s : shapes)
     for (const char* l : {"vit_layer/fp8_static:tc", "vit_layer/fp8_dynamic:tc"})
       tc.push_back({"whole layer, tensor-core kernel (bar: >= 1.5x cuDNN bf16 SDPA)", l, s});
   r.add_suite_cases("issue15_tc",
                     "issue 15's bars on the tensor-core kernel (VitKernel::kTensorCore): the "
-                    "attention kernel alone and the whole fp8 layer, static and dynamic",
+                    "attention kernel alone (fp8, bf16) and the whole fp8 layer, static and "
+                    "dynamic",
                     std::move(tc));
   r.add_suite_cases("quick", "",
                     {{"quick", "vit_quant/static", shd(16384)},

@@ -177,9 +177,8 @@ namespace {
 /// Why the tensor-core kernel cannot run this call ("" when it can). The checks need no device
 /// except the last (an sm_90 device: wgmma).
 std::string tc_unsupported(const VitAttentionArgs& a, const Plan& plan) {
-  if (!plan.fp8) return "it reads e4m3 inputs (quantize with vit_quantize_qkv)";
-  if (a.v_layout != VitVLayout::kTransposed)
-    return "it reads V transposed (VitVLayout::kTransposed from vit_quantize_qkv)";
+  if (plan.fp8 && a.v_layout != VitVLayout::kTransposed)
+    return "it reads e4m3 V transposed (VitVLayout::kTransposed from vit_quantize_qkv)";
   const QuantSpec& spec = plan.out.spec;
   const bool plain_bf16 = spec.kind == QuantKind::kNone && plan.out.out.dtype == DType::kBF16;
   if (!plain_bf16 && spec.kind != QuantKind::kFp8PerTensor)
@@ -190,6 +189,19 @@ std::string tc_unsupported(const VitAttentionArgs& a, const Plan& plan) {
   for (const void* ptr : {a.q.data, a.k.data, a.v.data})
     if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
       return "its TMA loads need 16-byte aligned q, k, v";
+  if (!plan.fp8) {  // bf16 views: TMA maps [S_total, H, D] over each view's strides
+    const vit::AttnParams& p = plan.p;
+    for (int i = 0; i < 3; ++i) {
+      const bool tokens_ok = p.S_total <= 1 || (p.ss[i] > 0 && p.ss[i] % 8 == 0);
+      const bool heads_ok = p.H <= 1 || (p.sh[i] > 0 && p.sh[i] % 8 == 0);
+      if (!tokens_ok || !heads_ok)
+        return "its TMA loads need the token and head strides of q, k, v to be positive "
+               "multiples of 8 elements (16 bytes)";
+      if (a.q.rank == 4 && p.S > 0 && p.S_total > p.S && p.sb[i] != p.S * p.ss[i])
+        return "it reads a 4-D [B, S, H, D] view as [B * S, H, D] (batch stride = S * token "
+               "stride)";
+    }
+  }
   if (plan.p.S_total > 0) {
     DeviceInfo info;
     if (!current_device_info(&info).ok() || info.cc_major != 9)
@@ -224,6 +236,10 @@ int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan) {
   return tiles;
 }
 
+Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp,
+                      cudaStream_t stream);
+
+/// The FP8 tensor-core kernel: maps of q, k [S_total, H, Dp] and V^T [H, Dp, S_pad] e4m3.
 Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
   const vit::AttnParams& p = plan.p;
   vit::TcParams tp{};
@@ -245,6 +261,36 @@ Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t strea
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.vt_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.v.data,
                                               v_dims, v_strides, v_box, CU_TENSOR_MAP_SWIZZLE_128B,
                                               "vit v (transposed)"));
+  return launch_tc_maps(a, plan, &tp, stream);
+}
+
+/// The BF16 tensor-core kernel: maps [S_total, H, D] bf16 over each view's strides (dimension 0
+/// is D: the box's columns past D are zero fill), box 64 x 1 x 128, 128-byte swizzle.
+Status launch_tc_bf16(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
+  const vit::AttnParams& p = plan.p;
+  vit::TcParams tp{};
+  CUtensorMap* maps[3] = {&tp.q_map, &tp.k_map, &tp.vt_map};
+  const char* what[3] = {"vit q (bf16)", "vit k (bf16)", "vit v (bf16)"};
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(p.D), static_cast<cuuint64_t>(p.H),
+                              static_cast<cuuint64_t>(p.S_total)};
+  const cuuint32_t box[3] = {64, 1, 128};
+  for (int i = 0; i < 3; ++i) {
+    // A dimension of size 1 may come with any stride: give it one TMA accepts.
+    const int64_t sh = p.H > 1 ? p.sh[i] : 64, ss = p.S_total > 1 ? p.ss[i] : 64 * p.H;
+    const cuuint64_t strides[2] = {static_cast<cuuint64_t>(sh * 2),
+                                   static_cast<cuuint64_t>(ss * 2)};
+    QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(maps[i], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                                const_cast<void*>(p.in[i]), dims, strides, box,
+                                                CU_TENSOR_MAP_SWIZZLE_128B, what[i]));
+  }
+  return launch_tc_maps(a, plan, &tp, stream);
+}
+
+/// The rest of the tensor-core parameters (maps set) and the launch for the input type.
+Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tpp,
+                      cudaStream_t stream) {
+  const vit::AttnParams& p = plan.p;
+  vit::TcParams& tp = *tpp;
   tp.cu_seqlens = p.cu_seqlens;
   tp.num_seqs = p.num_seqs;
   tp.S = p.S;
@@ -259,6 +305,20 @@ Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t strea
   tp.v_scale = p.v_scale;
   tp.softmax_scale = p.softmax_scale;
   if (tiles == 0) return Status::Ok();
+  if (!plan.fp8) {
+    switch (p.D) {
+      case 64:
+        return vit::launch_tc_bf16_for<64>(tp, plan.out, stream);
+      case 72:
+        return vit::launch_tc_bf16_for<72>(tp, plan.out, stream);
+      case 80:
+        return vit::launch_tc_bf16_for<80>(tp, plan.out, stream);
+      case 96:
+        return vit::launch_tc_bf16_for<96>(tp, plan.out, stream);
+      default:
+        return vit::launch_tc_bf16_for<128>(tp, plan.out, stream);
+    }
+  }
   switch (p.D) {
     case 64:
       return vit::launch_tc_for<64>(tp, plan.out, stream);
@@ -292,7 +352,8 @@ Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& op
   QFUSE_RETURN_IF_ERROR(pick_kernel(args, plan, opt, &kernel));
   if (plan.p.S_total == 0 || plan.p.H == 0) return Status::Ok();
   QFUSE_RETURN_IF_ERROR(check_pointers(args, &plan));
-  if (kernel == VitKernel::kTensorCore) return launch_tc(args, plan, stream);
+  if (kernel == VitKernel::kTensorCore)
+    return plan.fp8 ? launch_tc(args, plan, stream) : launch_tc_bf16(args, plan, stream);
   return plan.fp8 ? vit::launch_simple_fp8(plan.p, plan.out, stream)
                   : vit::launch_simple_bf16(plan.p, plan.out, stream);
 }

@@ -6,4 +6,6 @@ qfuse_family(NAME vit_attention
           instantiations/simple_fp8.cu instantiations/simple_bf16.cu
           instantiations/tc_d64.cu instantiations/tc_d72.cu instantiations/tc_d80.cu
           instantiations/tc_d96.cu instantiations/tc_d128.cu
+          instantiations/tc_bf16_d64.cu instantiations/tc_bf16_d72.cu instantiations/tc_bf16_d80.cu
+          instantiations/tc_bf16_d96.cu instantiations/tc_bf16_d128.cu
   GRAPH scales.cpp layer.cpp)

@@ -56,6 +56,18 @@ extern template Status launch_tc_for<80>(const TcParams&, const QuantOutput&, cu
 extern template Status launch_tc_for<96>(const TcParams&, const QuantOutput&, cudaStream_t);
 extern template Status launch_tc_for<128>(const TcParams&, const QuantOutput&, cudaStream_t);
 
+/// The BF16 tensor-core kernel (attention_tc_bf16.cuh) for head size kD, the same parameters with
+/// bf16 maps: q_map, k_map and vt_map (V, not transposed) all [S_total, H, D] bf16 (dim 0 = D, so
+/// the columns past D are TMA zero fill, never a neighbour's), box 64 columns x 1 head x 128
+/// tokens, 128-byte swizzle; the scale pointers are unused. Output kinds as launch_tc_for.
+template <int kD>
+Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream);
+extern template Status launch_tc_bf16_for<64>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_bf16_for<72>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_bf16_for<80>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_bf16_for<96>(const TcParams&, const QuantOutput&, cudaStream_t);
+extern template Status launch_tc_bf16_for<128>(const TcParams&, const QuantOutput&, cudaStream_t);
+
 /// The CUDA-core kernel over e4m3 / bf16 inputs; `out` validated for [S_total, H * D].
 Status launch_simple_fp8(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);
 Status launch_simple_bf16(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);

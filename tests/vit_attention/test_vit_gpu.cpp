@@ -4,6 +4,8 @@
 //     non-unit scales, NaN / inf / saturating values, outputs poisoned;
 //   - dynamic scaling: constant inputs give exactly amax / 448, 18 forwards wrap the history as a
 //     host simulation says, other layers untouched, the same under CUDA-graph replay;
+//   - the BF16 tensor-core kernel (every head size, kTensorCore and kAuto) against fp64 over the
+//     bf16 inputs and against the CUDA-core kernel; 4-D views; the fallback for unaligned views;
 //   - attention (CUDA-core rung): packed sequences of lengths {1, 37, 64, 130} against the fp64
 //     reference over the dequantized inputs through every output kind tried, cosine > 0.99 against
 //     fp64 over the bf16 inputs, and the FP8 path against the BF16 path (max |diff| < 0.5, mean
@@ -489,7 +491,9 @@ TEST_P(VitAttention, PackedSequencesAgainstTheReference) {
   b.q_scale = b.k_scale = b.v_scale = nullptr;
   DeviceQuantOutput ob = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
   b.out = ob.view();
-  ASSERT_TRUE(vit_attention(b, nullptr).ok());
+  // NOTE: the CUDA-core kernel (P in fp32) by name: kAuto runs the BF16 tensor-core kernel on an
+  // sm_90 device (VitAttentionTcBf16 below, with bounds for P in bf16).
+  ASSERT_TRUE(vit_attention(b, VitAttentionOptions{VitKernel::kSimple}, nullptr).ok());
   CheckOptions opt;
   opt.exact = false;
   opt.abs_tol = 2e-4;
@@ -576,6 +580,112 @@ TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc, ::testing::Values(64, 72, 80, 96, 128));
+
+// ---- the BF16 tensor-core kernel ------------------------------------------------------------
+
+// NOTE: the BF16 tensor-core kernel rounds P to bf16 for P V (relative error up to 2^-9 per
+// probability) and writes bf16; bounds relative to the largest output. Reading a neighbour's
+// columns (the next head, or K after Q in the interleaved buffer) or a wrong operand layout gives
+// errors of the order of the output itself.
+constexpr double kTcBf16MaxRel = 1e-2, kTcBf16MeanRel = 1e-3, kTcBf16Cosine = 0.999;
+
+/// Runs `a` on `kernel` into a fresh poisoned bf16 [T, cols] output.
+DeviceQuantOutput run_bf16(VitAttentionArgs a, VitKernel kernel, int64_t T, int64_t cols) {
+  DeviceQuantOutput o = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+  a.out = o.view();
+  const Status st = vit_attention(a, VitAttentionOptions{kernel}, nullptr);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return o;
+}
+
+/// The BF16 tensor-core kernel (bf16 wgmma, P rounded to bf16) on slices of one interleaved QKV
+/// buffer, packed sequences of many lengths (length 1, partial tiles, more key tiles than
+/// stages), every head size: explicitly and through kAuto (the same bytes), against fp64 over
+/// the bf16 inputs and against the CUDA-core kernel, and its fp8_per_tensor output.
+class VitAttentionTcBf16 : public ::testing::TestWithParam<int> {};
+
+TEST_P(VitAttentionTcBf16, AgainstTheReferenceAndTheSimpleKernel) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t D = GetParam(), H = 3, cols = H * D;
+  const std::vector<int32_t> cu{0, 1, 38, 102, 232, 532, 1532, 1661};  // 1 .. 1000, 129
+  const int64_t T = cu.back();
+  Qkv x = Qkv::make(1, T, H, D, 3, 0, 500 + D);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  const double softmax_scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> want;
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
+                     softmax_scale, &want);
+  VitAttentionArgs a;
+  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
+  a.head_dim = static_cast<int>(D);
+  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
+  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
+  a.softmax_scale = static_cast<float>(softmax_scale);
+
+  DeviceQuantOutput tc = run_bf16(a, VitKernel::kTensorCore, T, cols);
+  EXPECT_EQ(changed_elements(tc.out, 2), T * cols);
+  const std::vector<double> got = bf16_output(tc);
+  double max_rel = 0, mean_rel = 0;
+  relative_diffs(got, want, &max_rel, &mean_rel);
+  EXPECT_LT(max_rel, kTcBf16MaxRel);
+  EXPECT_LT(mean_rel, kTcBf16MeanRel);
+  EXPECT_GT(cosine(got, want), kTcBf16Cosine);
+  // kAuto picks the same kernel on an sm_90 device: the same bytes.
+  EXPECT_EQ(bf16_output(run_bf16(a, VitKernel::kAuto, T, cols)), got);
+  // The CUDA-core kernel (P in fp32).
+  const std::vector<double> simple = bf16_output(run_bf16(a, VitKernel::kSimple, T, cols));
+  relative_diffs(got, simple, &max_rel, &mean_rel);
+  EXPECT_LT(max_rel, kTcBf16MaxRel);
+  EXPECT_LT(mean_rel, kTcBf16MeanRel);
+  // The static FP8 output of the same kernel: codes within a step of the bf16 result / scale.
+  DeviceQuantOutput q8 =
+      DeviceQuantOutput::make(QuantSpec::fp8_per_tensor(), T, cols, DType::kBF16, 0.0173f);
+  a.out = q8.view();
+  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr).ok());
+  CheckOptions opt;
+  opt.exact = false;
+  opt.scale_value = 0.0173f;
+  opt.abs_tol = 0.01;  // bf16 rounding of the reference output, below one E4M3 step
+  EXPECT_TRUE(check_quant_output(q8, got, opt));
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTcBf16, ::testing::Values(64, 72, 80, 96, 128));
+
+/// 4-D [B, S, H, D] views (evenly spaced batches: one sequence per batch, no cu_seqlens), S not a
+/// multiple of 128; and a view the TMA maps cannot describe (token stride not a multiple of 16
+/// bytes) taken by kAuto to the CUDA-core kernel, refused by kTensorCore.
+TEST(VitAttentionTcBf16, FourDimensionalViewsAndTheFallback) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t B = 3, S = 200, H = 2, D = 80, cols = H * D;
+  Qkv x = Qkv::make(B, S, H, D, 4, 0, 41);
+  std::vector<int32_t> cu;
+  for (int64_t b = 0; b <= B; ++b) cu.push_back(static_cast<int32_t>(b * S));
+  std::vector<double> want;
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu, 0.09,
+                     &want);
+  VitAttentionArgs a;
+  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
+  a.head_dim = static_cast<int>(D);
+  a.softmax_scale = 0.09f;
+  const std::vector<double> got = bf16_output(run_bf16(a, VitKernel::kTensorCore, B * S, cols));
+  double max_rel = 0, mean_rel = 0;
+  relative_diffs(got, want, &max_rel, &mean_rel);
+  EXPECT_LT(max_rel, kTcBf16MaxRel);
+  EXPECT_LT(mean_rel, kTcBf16MeanRel);
+  EXPECT_GT(cosine(got, want), kTcBf16Cosine);
+
+  Qkv odd = Qkv::make(1, 150, H, D, 3, 1, 42);  // token stride 3 H D + 1 elements
+  VitAttentionArgs b = a;
+  b.q = odd.view(0), b.k = odd.view(1), b.v = odd.view(2);
+  DeviceQuantOutput o = DeviceQuantOutput::make(QuantSpec::none(), 150, cols, DType::kBF16, 1.0f);
+  b.out = o.view();
+  const Status st = vit_attention(b, VitAttentionOptions{VitKernel::kTensorCore}, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kNotSupported) << st.to_string();
+  const std::vector<double> simple = bf16_output(run_bf16(b, VitKernel::kSimple, 150, cols));
+  EXPECT_EQ(bf16_output(run_bf16(b, VitKernel::kAuto, 150, cols)), simple);
+}
 
 TEST(VitAttention, FourDimensionalBf16ViewsAreEqualSequences) {
   QFUSE_REQUIRE_GPU();

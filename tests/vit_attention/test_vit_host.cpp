@@ -190,11 +190,30 @@ TEST(VitAttentionArgs, TheTensorCoreKernelSaysWhatItCannotRun) {
   f.a.out.scales = TensorRef{};
   f.a.out.out = TensorRef::contiguous(fake(8), DType::kF32, {17, 4 * 72});
   EXPECT_TRUE(fails_with(vit_attention(f.a, tc, nullptr), {"tensor-core", "fp32"}));
-  AttnFixture b;  // bf16 inputs
+  // bf16 inputs: the BF16 tensor-core kernel's TMA maps need 16-byte strides (checked before the
+  // device, so the message is the same with or without one).
+  AttnFixture b;
   for (TensorRef* t : {&b.a.q, &b.a.k, &b.a.v})
-    *t = TensorRef::strided(t->data, DType::kBF16, {17, 4, 72}, {3 * 4 * 72, 72, 1});
+    *t = TensorRef::strided(t->data, DType::kBF16, {17, 4, 72}, {3 * 4 * 72 + 4, 72, 1});
   b.a.q_scale = b.a.k_scale = b.a.v_scale = nullptr;
-  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "e4m3"}));
+  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "strides", "16 bytes"}));
+  for (TensorRef* t : {&b.a.q, &b.a.k, &b.a.v}) t->strides[1] = 76;  // head stride
+  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "strides", "16 bytes"}));
+  for (TensorRef* t : {&b.a.q, &b.a.k, &b.a.v}) t->strides = {3 * 4 * 72, 72, 1};
+  b.a.out.out = TensorRef::contiguous(fake(8), DType::kF32, {17, 4 * 72});
+  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "fp32"}));
+  b.a.out.out = TensorRef::contiguous(fake(8), DType::kBF16, {17, 4 * 72});
+  b.a.q.data = static_cast<char*>(b.a.q.data) + 8;  // 8-byte aligned
+  EXPECT_TRUE(fails_with(vit_attention(b.a, tc, nullptr), {"tensor-core", "16-byte aligned"}));
+  // A 4-D view whose batches are not evenly spaced cannot be read as [B * S, H, D].
+  AttnFixture f4;
+  f4.a.cu_seqlens = nullptr, f4.a.cu_seqlens_host = nullptr, f4.a.num_seqs = 0;
+  for (TensorRef* t : {&f4.a.q, &f4.a.k, &f4.a.v})
+    *t = TensorRef::strided(t->data, DType::kBF16, {2, 8, 4, 72},
+                            {8 * 3 * 4 * 72 + 64, 3 * 4 * 72, 72, 1});
+  f4.a.q_scale = f4.a.k_scale = f4.a.v_scale = nullptr;
+  f4.a.out.out = TensorRef::contiguous(fake(8), DType::kBF16, {16, 4 * 72});
+  EXPECT_TRUE(fails_with(vit_attention(f4.a, tc, nullptr), {"tensor-core", "4-D", "batch stride"}));
 }
 
 TEST(VitAttentionArgs, EmptyIsANoOpWithoutTheDevice) {

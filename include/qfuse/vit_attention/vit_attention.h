@@ -145,8 +145,13 @@ struct VitAttentionArgs {
 };
 
 enum class VitKernel {
-  kAuto,  // kTensorCore where it can run the call (e4m3 inputs, V transposed, ...), else kSimple
-  kTensorCore,  // wgmma + TMA, warp-specialized (sm_90a; e4m3 inputs)
+  // kTensorCore where it can run the call (e4m3 inputs with V transposed, or bf16 views with
+  // 16-byte aligned bases and strides; bf16 or fp8_per_tensor output; an sm_90 device), else
+  // kSimple
+  kAuto,
+  // wgmma + TMA, warp-specialized (sm_90a): FP8 wgmma over e4m3 inputs (P rounded to e4m3), or
+  // BF16 wgmma over the bf16 views (P rounded to bf16 for P V)
+  kTensorCore,
   kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any device)
 };
 

@@ -1,0 +1,127 @@
+// What the tensor-core ViT attention kernels share (attention_tc.cuh: FP8, attention_tc_bf16.cuh:
+// BF16): the query-tile enumeration over packed sequences and the online softmax of one 64 x 128
+// score tile in the wgmma accumulator layout.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/sm90.cuh"
+#include "vit_attention/launch.h"
+
+namespace qfuse::vit {
+
+/// Where the block's query tile is: rows [q0, q0 + 128) of the sequence [beg, end).
+struct TileSpan {
+  int64_t beg, end, q0;
+};
+
+/// Finds the sequence of query tile `tile` (tiles of 128 rows counted sequence by sequence):
+/// warp 0 scans cu_seqlens 32 sequences at a time; the result goes through shared memory.
+template <int kM>
+__device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan* out) {
+  const int lane = threadIdx.x & 31;
+  if (p.cu_seqlens == nullptr) {
+    if (threadIdx.x == 0) {
+      const int64_t per = (p.S + kM - 1) / kM;
+      const int64_t b = tile / per;
+      out->beg = b * p.S;
+      out->end = out->beg + p.S;
+      out->q0 = out->beg + (tile - b * per) * kM;
+    }
+    return;
+  }
+  if (threadIdx.x >= 32) return;
+  int64_t before = 0;  // tiles of the sequences already passed
+  for (int b0 = 0; b0 < p.num_seqs; b0 += 32) {
+    const int b = b0 + lane;
+    int64_t beg = 0, end = 0, tiles = 0;
+    if (b < p.num_seqs) {
+      beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
+      end = min(max(int64_t{p.cu_seqlens[b + 1]}, beg), p.S_total);
+      tiles = (end - beg + kM - 1) / kM;
+    }
+    int64_t incl = tiles;  // inclusive scan over the lanes
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+      const int64_t v = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += v;
+    }
+    const bool here = tile < before + incl && tile >= before + incl - tiles && tiles > 0;
+    const unsigned mask = __ballot_sync(0xffffffffu, here);
+    if (mask != 0) {
+      if (here) {
+        out->beg = beg;
+        out->end = end;
+        out->q0 = beg + (tile - (before + incl - tiles)) * kM;
+      }
+      return;
+    }
+    before += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  if (lane == 0) {  // past the last tile (cannot happen with the host's count): an empty span
+    out->beg = out->end = out->q0 = 0;
+  }
+}
+
+/// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by
+/// scale2 > 0; keys outside [beg, end) do not count): s becomes P * 256, m (scaled) and l (the
+/// thread's part of the row sums) are updated, corr is what O must be multiplied by.
+/// NOTE: the max is taken over the raw scores (scale2 > 0 keeps the order) and each P is one FFMA
+/// and one ex2; only a tile that straddles the sequence's ends is masked.
+__device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t beg, int64_t end,
+                                             int qd, float scale2, float (&m)[2], float (&l)[2],
+                                             float (&corr)[2]) {
+  using namespace ::qfuse::sm90;
+  if (j0 < beg || j0 + 128 > end) {
+    const int lo = static_cast<int>(max(beg - j0, int64_t{0}));
+    const int hi = static_cast<int>(min(end - j0, int64_t{128}));
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * j + 2 * qd + (e & 1);
+        if (col < lo || col >= hi) s[4 * j + e] = -INFINITY;
+      }
+  }
+  // NOTE: four independent max (and sum) chains per row half, joined at the end: one chain of 32
+  // dependent FMNMX (FADD) is ~130 cycles of latency on the consumer's critical path.
+  float m4[2][4];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) m4[r][k] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float& t = m4[e >> 1][2 * (j & 1) + (e & 1)];
+      t = fmaxf(t, s[4 * j + e]);
+    }
+  float mx[2], bias[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(fmaxf(m4[r][0], m4[r][1]), fmaxf(m4[r][2], m4[r][3]));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m[r], mx[r] * scale2);
+    corr[r] = fast_exp2(m[r] - m_new);  // 2^-inf = 0 on the first tile
+    m[r] = m_new;
+    l[r] *= corr[r];
+    bias[r] = 8.0f - m_new;  // P * 256 = 2^(s * scale2 - m + 8)
+  }
+  float l4[2][4] = {};
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float pv = fast_exp2(fmaf(s[4 * j + e], scale2, bias[e >> 1]));
+      s[4 * j + e] = pv;
+      l4[e >> 1][2 * (j & 1) + (e & 1)] += pv;
+    }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
+}
+
+}  // namespace qfuse::vit
