@@ -56,6 +56,11 @@ struct TcBf16Traits {
   static constexpr int kAtoms = (kD + 63) / 64;   // 64-column boxes per token row
   static constexpr int kKSteps = (kD + 15) / 16;  // QK^T k16 steps
   static constexpr int kStages = kAtoms == 1 ? 4 : 3;
+  // The P V GEMM's N: the head size. NOTE: for D 72 / 80 / 96 the MN-major B operand's N ends
+  // inside the second 64-column box (a partial swizzle atom along N: CUTLASS's layouts never make
+  // one, the descriptor arithmetic allows it); 64 * kAtoms (the zero columns included) is the
+  // whole-atom alternative, at up to 1.8x the P V tensor work and 64 - D / 2 more registers.
+  static constexpr int kPvN = kD;
   static constexpr int kBoxBytes = 128 * 128;  // 128 tokens x 64 bf16
   static constexpr int kQBytes = kAtoms * kBoxBytes;
   static constexpr int kKBytes = kAtoms * kBoxBytes;
@@ -70,6 +75,7 @@ struct TcBf16Traits {
   static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD >= 64 && kD <= 128, "head sizes 64..128, multiples of 8");
+  static_assert(kPvN >= kD && kPvN <= 64 * kAtoms && kPvN % 8 == 0, "P V covers the head");
   static_assert(kOBytes <= kBarOff - kOOff, "the O tile fits in the K / V ring");
   static_assert(kSmemBytes <= 227 * 1024, "shared memory");
 };
@@ -102,15 +108,15 @@ __device__ __forceinline__ void issue_qk_bf16(float (&s)[64], uint32_t q_addr, u
 }
 
 /// Issues O += P V over the 128 keys of a tile (8 k16 steps, P from registers, V MN-major).
-template <int kD, int kBoxBytes>
-__device__ __forceinline__ void issue_pv_bf16(float (&o)[kD / 2], const uint32_t (&a)[8][4],
+template <int kN, int kBoxBytes>
+__device__ __forceinline__ void issue_pv_bf16(float (&o)[kN / 2], const uint32_t (&a)[8][4],
                                               uint32_t v_addr) {
   using namespace ::qfuse::sm90;
   fence_regs(o);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 8; ++kk)
-    WgmmaBf16<kD>::rs_mn(o, a[kk], sw128_desc(v_addr + kk * 2048, kBoxBytes, 1024), 1);
+    WgmmaBf16<kN>::rs_mn(o, a[kk], sw128_desc(v_addr + kk * 2048, kBoxBytes, 1024), 1);
 }
 
 template <int kD, class Core>
@@ -181,9 +187,9 @@ __global__ void __launch_bounds__(384, 1)
   constexpr float kLog2e = 1.4426950408889634f;
   const float scale2 = p.softmax_scale * kLog2e;
 
-  float o[kD / 2];
+  float o[Tr::kPvN / 2];  // columns past kD (if any) stay zero and are not stored
 #pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
+  for (int i = 0; i < Tr::kPvN / 2; ++i) o[i] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
@@ -198,7 +204,7 @@ __global__ void __launch_bounds__(384, 1)
   };
   auto rescale_o = [&]() {
 #pragma unroll
-    for (int i = 0; i < kD / 8; ++i)
+    for (int i = 0; i < Tr::kPvN / 8; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
   };
@@ -230,7 +236,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_begin();
       issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
       wgmma_commit();
-      issue_pv_bf16<kD, Tr::kBoxBytes>(o, pa, v_addr(prev));
+      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(prev));
       wgmma_commit();
       turn_end(false);
       wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
@@ -245,7 +251,7 @@ __global__ void __launch_bounds__(384, 1)
     }
     const int last = (tiles - 1) % Tr::kStages;
     turn_begin();
-    issue_pv_bf16<kD, Tr::kBoxBytes>(o, pa, v_addr(last));
+    issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(last));
     wgmma_commit();
     turn_end(true);
     wgmma_wait<0>();
