@@ -4,8 +4,13 @@
 //                            [S, 3, H, D] bf16 -> 3 x e4m3 [S, H, Dp] (Dp = round_up(D, 16)),
 //                            given per-tensor scales; :vt writes V transposed, [H, Dp, S_pad]
 //                            (VitVLayout::kTransposed, what the tensor-core kernel reads)
-//   vit_quant/dynamic[:vt]   vit_quantize_qkv_dynamic: the same with dynamic scaling (the amax pass
-//                            and the quantizing pass; one layer's state, allocated and reset once)
+//   vit_quant/dynamic[:vt]   vit_quantize_qkv_dynamic: the same with dynamic scaling (one layer's
+//                            state, allocated and reset once: from the second call on the amax is
+//                            within the history, the steady state: one pass)
+//   vit_quant/dynamic[:vt]:requant
+//                            the same with the state reset before every call (a memset node), so
+//                            every call's amax raises its scale and the tensors are quantized twice
+//                            (the worst case)
 //   vit_attention/<in>[:simple|:tc]
 //                            the attention kernel alone over NIMG packed images, inputs already
 //                            e4m3 [S, H, Dp] (fp8, with dequantization scales; V transposed but
@@ -123,8 +128,8 @@ Status given_scales(DeviceBuffer* buf) {
 
 class VitQuantInstance final : public Instance {
  public:
-  VitQuantInstance(bool dynamic, bool vt, int64_t S, int64_t H, int64_t D)
-      : dynamic_(dynamic), vt_(vt), S_(S), H_(H), D_(D) {}
+  VitQuantInstance(bool dynamic, bool vt, bool requant, int64_t S, int64_t H, int64_t D)
+      : dynamic_(dynamic), vt_(vt), requant_(requant), S_(S), H_(H), D_(D) {}
 
   int64_t min_bytes() const override {
     return 3 * S_ * H_ * D_ * 2 + fp8_qkv_bytes(S_, H_, D_, vt_);
@@ -161,6 +166,7 @@ class VitQuantInstance final : public Instance {
 
   Status launch(int set, cudaStream_t stream) override {
     const VitQkvQuantArgs& a = sets_[set].args;
+    if (requant_) QFUSE_RETURN_IF_ERROR(vit_scale_state_reset(state_, stream));
     return dynamic_ ? vit_quantize_qkv_dynamic(a, state_, 0, stream) : vit_quantize_qkv(a, stream);
   }
 
@@ -170,7 +176,7 @@ class VitQuantInstance final : public Instance {
     Fp8Qkv out;
     VitQkvQuantArgs args;
   };
-  bool dynamic_, vt_;
+  bool dynamic_, vt_, requant_;
   int64_t S_, H_, D_;
   DeviceBuffer scales_, state_buf_;
   VitScaleState state_;
@@ -375,17 +381,19 @@ Status get_images(const Shape& s, int64_t* S, int64_t* H, int64_t* D, std::vecto
   return vit_image_lengths(*S, n, lens);
 }
 
-Routine quant_routine(bool dynamic, bool vt) {
+Routine quant_routine(bool dynamic, bool vt, bool requant = false) {
   Routine r;
-  r.name = std::string(dynamic ? "vit_quant/dynamic" : "vit_quant/static") + (vt ? ":vt" : "");
+  r.name = std::string(dynamic ? "vit_quant/dynamic" : "vit_quant/static") + (vt ? ":vt" : "") +
+           (requant ? ":requant" : "");
   r.description = std::string(dynamic ? "vit_quantize_qkv_dynamic" : "vit_quantize_qkv") +
                   ", QKV [S, 3, H, D] bf16 -> e4m3 q, k [S, H, Dp], v " +
                   (vt ? "[H, Dp, S_pad]" : "[S, H, Dp]") +
-                  (dynamic ? ", amax history (one layer)" : ", given scales");
-  r.make = [dynamic, vt](const Shape& s, std::unique_ptr<Instance>* out) -> Status {
+                  (dynamic ? ", amax history (one layer)" : ", given scales") +
+                  (requant ? ", reset before every call (every call quantizes twice)" : "");
+  r.make = [dynamic, vt, requant](const Shape& s, std::unique_ptr<Instance>* out) -> Status {
     int64_t S, H, D;
     QFUSE_RETURN_IF_ERROR(get_shd(s, &S, &H, &D));
-    *out = std::make_unique<VitQuantInstance>(dynamic, vt, S, H, D);
+    *out = std::make_unique<VitQuantInstance>(dynamic, vt, requant, S, H, D);
     return Status::Ok();
   };
   return r;
@@ -463,9 +471,10 @@ void add_vit_suites(ToolRegistrar& r) {
   std::vector<Case> c;
   const std::string quant = "Q/K/V quantization (bar: >= 90 % of copy at S H D >= 16M)";
   for (int64_t S : {4096, 16384, 65536})
-    for (const char* q :
-         {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt", "vit_quant/dynamic:vt"})
+    for (const char* q : {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt",
+                          "vit_quant/dynamic:vt", "vit_quant/dynamic:vt:requant"})
       c.push_back({quant, q, shd(S)});
+  const size_t quant_rows = c.size();
   // NOTE: the bar shapes, one image of 4k and 16k patches, and a batch of four images of
   // different lengths (819, 1638, 2457, 3278 tokens). kAuto runs the bf16 rows on the BF16
   // tensor-core kernel on an sm_90 device (elsewhere the CUDA-core one, ~0.05-2 s a call: the
@@ -479,11 +488,16 @@ void add_vit_suites(ToolRegistrar& r) {
   for (const Shape& s : shapes)
     for (const char* l : {"vit_layer/fp8_static", "vit_layer/fp8_dynamic"})
       c.push_back({layer, l, s});
+  std::vector<Case> quant_cases(c.begin(), c.begin() + quant_rows);  // quantization rows
   r.add_suite_cases("issue15",
                     "the performance bars of issue 15: ViT Q/K/V quantization, the attention "
                     "kernel (fp8, bf16) and the whole layer (fp8 static / dynamic vs bf16), "
                     "16 heads, D 72, one image of 4k / 16k patches and a batch of 4 images",
                     std::move(c));
+  r.add_suite_cases("issue15_quant",
+                    "issue 15's quantization bar alone: Q/K/V quantization, static and dynamic, "
+                    "V row-major and transposed (a quick A/B)",
+                    std::move(quant_cases));
   // NOTE: the tensor-core kernel's rows alone (kTensorCore named; issue15's fp8 rows run it
   // through kAuto), without the slow CUDA-core bf16 rows: a quick A/B of that kernel.
   std::vector<Case> tc;
@@ -520,6 +534,7 @@ BenchOp routine_op(const std::string& routine, const std::string& summary, Shape
 void add_vit_routines(ToolRegistrar& r) {
   for (bool dynamic : {false, true})
     for (bool vt : {false, true}) r.add_routine(quant_routine(dynamic, vt));
+  for (bool vt : {false, true}) r.add_routine(quant_routine(true, vt, true));
   for (bool fp8 : {true, false})
     for (VitKernel k : {VitKernel::kAuto, VitKernel::kSimple, VitKernel::kTensorCore})
       r.add_routine(attention_routine(fp8, k));
@@ -529,7 +544,8 @@ void add_vit_routines(ToolRegistrar& r) {
     r.add_routine(layer_routine(p, VitKernel::kTensorCore));
 
   for (const char* q :
-       {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt", "vit_quant/dynamic:vt"})
+       {"vit_quant/static", "vit_quant/dynamic", "vit_quant/static:vt", "vit_quant/dynamic:vt",
+        "vit_quant/dynamic:requant", "vit_quant/dynamic:vt:requant"})
     r.add_bench_op(routine_op(q, "QKV [S, 3, H, D] bf16 -> 3 x e4m3 [S, H, Dp]", shd(16384)));
   for (const char* in : {"fp8", "bf16"})
     for (const char* k : {"", ":simple", ":tc"})

@@ -46,6 +46,7 @@ constexpr int kCurrent = 48;  // uint32 [3]: amax bits of the forward in progres
 constexpr int kScales = 51;   // float [3]
 constexpr int kCount = 54;    // uint32: forwards so far
 constexpr int kTicket = 55;   // uint32: blocks of the quantizing pass done
+constexpr int kRedo = 56;     // uint32 [3]: this forward's fix-up pass requantizes the tensor
 }  // namespace state
 
 }  // namespace qfuse::vit

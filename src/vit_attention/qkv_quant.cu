@@ -2,16 +2,21 @@
 // three tensors into contiguous e4m3 [S_total, H, Dp] with zero pad columns; dynamic scaling adds
 // an amax pass before it and keeps its history on the device.
 //
-// Work: one thread per 8-column output chunk (8 bf16 in with one 16-byte load, 8 codes out with
-// one 8-byte store), blockIdx.y the tensor. The amax must be known before the first code is
-// written (the scale of this forward includes it), so dynamic scaling reads the inputs twice; at
-// the sizes of a ViT layer (S * H * D * 2 bytes * 3 <= ~40 MB) the second read hits L2.
+// Work: 8-column output chunks (8 bf16 in with one 16-byte load, 8 codes out), blockIdx.y the
+// tensor, each thread with four chunks' loads in flight; a transposed V is transposed in
+// registers (quant_vt). Dynamic scaling takes the amax in the same pass: it quantizes with the
+// provisional scale of the history alone and a second pass (fixup_kernel, a no-op unless needed)
+// quantizes a tensor again only when this forward's amax changed its scale. In steady state
+// (the amax within the last 15 forwards' maximum) the inputs are read once.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "common/block_reduce.cuh"
 #include "core/launch.cuh"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/checked.h"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/rules.h"
@@ -25,55 +30,182 @@ namespace vit {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kBlocksPerTensor = 132 * 8;  // grid-stride beyond this
 
-/// Chunk c of tensor `which`: 8 values (zeros beyond D) as fp32; its output row and column.
-__device__ __forceinline__ void load_chunk(const QkvGeometry& g, const InView& v, uint32_t c,
-                                           float (&x)[8], uint32_t* row, int* col0) {
+/// A form of the kernels (QFUSE_VIT_QUANT_FORM picks one for A/B runs; kDefaultForm otherwise):
+/// kU row-major chunks a thread has in flight; a transposed-V warp unit spreads kLanesJ chunk
+/// columns over its lanes and gives each lane kJPerLane of them (4 keys each); kMinBlocks blocks
+/// an SM for the launch bounds; kGridPerSm blocks an SM in the grid (the rest grid-strides).
+template <int kU_, int kLanesJ_, int kJPerLane_, int kMinBlocks_, int kGridPerSm_, bool kCs_>
+struct Form {
+  static constexpr int kU = kU_, kLanesJ = kLanesJ_, kJPerLane = kJPerLane_;
+  static constexpr int kMinBlocks = kMinBlocks_, kGridPerSm = kGridPerSm_;
+  static constexpr bool kCs = kCs_;  // evict-first (.cs) loads, else the read-only path (.nc)
+};
+using Form0 = Form<4, 2, 1, 4, 4, true>;
+using Form1 = Form<4, 2, 1, 4, 4, false>;
+using Form2 = Form<4, 2, 2, 4, 4, true>;
+using Form3 = Form<4, 2, 2, 4, 4, false>;
+using Form4 = Form<2, 2, 1, 6, 6, false>;
+using Form5 = Form<1, 2, 1, 8, 24, false>;
+constexpr int kDefaultForm = 0;
+
+/// Chunk c (row r = c / cpr of the output, columns [8 j, 8 j + 8)): 8 bf16 as raw bits, zeros
+/// beyond D. One 16-byte streaming load on the vector path.
+template <bool kCs>
+__device__ __forceinline__ uint4 load_raw(const QkvGeometry& g, const InView& v, uint32_t t,
+                                          uint32_t h, int j) {
+  const __nv_bfloat16* p = row_ptr(g, v, t, h) + 8 * j;
+  if (v.vec && 8 * j + 8 <= g.D) {
+    if constexpr (kCs) return __ldcs(reinterpret_cast<const uint4*>(p));
+    return __ldg(reinterpret_cast<const uint4*>(p));
+  }
+  uint16_t e[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) e[i] = 8 * j + i < g.D ? __bfloat16_as_ushort(p[i]) : uint16_t{0};
+  return make_uint4(e[0] | (uint32_t{e[1]} << 16), e[2] | (uint32_t{e[3]} << 16),
+                    e[4] | (uint32_t{e[5]} << 16), e[6] | (uint32_t{e[7]} << 16));
+}
+
+/// Chunk c of the row-major order: token, head and chunk column.
+template <bool kCs>
+__device__ __forceinline__ uint4 load_chunk(const QkvGeometry& g, const InView& v, uint32_t c) {
   const uint32_t r = g.div_cpr.div(c);
   const int j = static_cast<int>(c - r * static_cast<uint32_t>(g.cpr));
   const uint32_t t = g.div_h.div(r);
-  const uint32_t h = r - t * static_cast<uint32_t>(g.H);
-  *row = r;
-  *col0 = 8 * j;
-  const __nv_bfloat16* p = row_ptr(g, v, t, h) + 8 * j;
-  if (v.vec && 8 * j + 8 <= g.D) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-    const __nv_bfloat162* b2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+  return load_raw<kCs>(g, v, t, r - t * static_cast<uint32_t>(g.H), j);
+}
+
+/// Running max |x| of 8 bf16 as two 16-bit lanes of magnitude bits (bf16 bits order like the
+/// values; a NaN, sign cleared, sits above +inf and so propagates).
+__device__ __forceinline__ uint32_t amax2(uint32_t m2, uint4 raw) {
+  m2 = __vmaxu2(m2, raw.x & 0x7fff7fffu);
+  m2 = __vmaxu2(m2, raw.y & 0x7fff7fffu);
+  m2 = __vmaxu2(m2, raw.z & 0x7fff7fffu);
+  return __vmaxu2(m2, raw.w & 0x7fff7fffu);
+}
+
+/// The fp32 bits of the larger lane of amax2's result (bf16 -> fp32 is a 16-bit shift).
+__device__ __forceinline__ uint32_t amax_bits(uint32_t m2) {
+  return max(m2 & 0xffffu, m2 >> 16) << 16;
+}
+
+/// 8 codes of x * inv in two words (byte i = column i); columns >= `real` zero codes (whatever
+/// the scale: 0 * inv is NaN for a NaN scale).
+__device__ __forceinline__ uint2 encode_chunk(uint4 raw, float inv, int real) {
+  const uint32_t in[4] = {raw.x, raw.y, raw.z, raw.w};
+  uint32_t w[2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(b2[i]);
-      x[2 * i] = f.x;
-      x[2 * i + 1] = f.y;
+  for (int h = 0; h < 2; ++h) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h]));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h + 1]));
+    w[h] = quant::e4m3x2(a.x * inv, a.y * inv) | (quant::e4m3x2(b.x * inv, b.y * inv) << 16);
+  }
+  if (real < 8) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
+  }
+  return make_uint2(w[0], w[1]);
+}
+
+/// Row-major output [S_total, H, Dp]: chunk c's 8 codes sit at byte 8 c (Dp = 8 cpr). A thread
+/// loads kUnroll chunks (kThreads apart, so each load instruction of a warp is coalesced) before
+/// it encodes any. Returns the thread's amax2 (kAmax) of what it read.
+template <bool kAmax, int kUnroll, bool kCs>
+__device__ __forceinline__ uint32_t quant_rows(const QkvGeometry& g, const InView& v, uint8_t* out,
+                                               float inv) {
+  uint32_t m2 = 0;
+  constexpr uint32_t kTile = kThreads * kUnroll;
+  for (uint32_t base = blockIdx.x * kTile + threadIdx.x; base < g.chunks;
+       base += gridDim.x * kTile) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t c = base + u * kThreads;
+      raw[u] = c < g.chunks ? load_chunk<kCs>(g, v, c) : make_uint4(0, 0, 0, 0);
     }
-  } else {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) x[i] = 8 * j + i < g.D ? __bfloat162float(p[i]) : 0.0f;
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t c = base + u * kThreads;
+      if (c >= g.chunks) break;
+      if constexpr (kAmax) m2 = amax2(m2, raw[u]);
+      const uint32_t r = g.div_cpr.div(c);
+      const int col0 = 8 * static_cast<int>(c - r * static_cast<uint32_t>(g.cpr));
+      *reinterpret_cast<uint2*>(out + int64_t{8} * c) = encode_chunk(raw[u], inv, g.D - col0);
+    }
   }
+  return m2;
 }
 
-/// max |x| of each tensor into cur[which] (uint32 bits of non-negative floats order like the
-/// floats; a NaN, sign cleared, sits above +inf and so propagates).
-__global__ void __launch_bounds__(kThreads) amax_kernel(QkvGeometry g, uint32_t* layer_state) {
-  pdl_begin();
-  const int which = blockIdx.y;
-  const InView v = g.in[which];
-  uint32_t m = 0;
-  for (uint32_t c = blockIdx.x * kThreads + threadIdx.x; c < g.chunks; c += gridDim.x * kThreads) {
-    float x[8];
-    uint32_t row;
-    int col0;
-    load_chunk(g, v, c, x, &row, &col0);
+/// Transposed output [H, Dp, Sp] (VitVLayout::kTransposed), transposed in registers. A warp unit
+/// is 16 kGroups keys (kGroups groups of 16) of one head and kLanesJ * kJPerLane chunk columns
+/// j. Lane (column jl, group gi, t) reads keys 2t, 2t + 1, 2t + 8, 2t + 9 of its group, the keys
+/// vit_vt_position puts at bytes 4t .. 4t + 3 of the group's 16, so each output row gets one
+/// 4-byte word per lane and a warp's store is 16 kGroups contiguous bytes of kLanesJ rows. Keys
+/// past S_total and columns past D are zero codes; groups past Sp are not written.
+template <bool kAmax, int kLanesJ, int kJPerLane, bool kCs>
+__device__ __forceinline__ uint32_t quant_vt(const QkvGeometry& g, const InView& v, uint8_t* out,
+                                             float inv) {
+  constexpr int kGroups = 8 / kLanesJ, kKeys = 16 * kGroups, kJ = kLanesJ * kJPerLane;
+  uint32_t m2 = 0;
+  const int lane = threadIdx.x & 31, t4 = lane & 3, gi = (lane >> 2) % kGroups,
+            jl = (lane >> 2) / kGroups;
+  // NOTE: 32-bit unit arithmetic (units < chunks < 2^30): 64-bit division is a subroutine.
+  const uint32_t jblocks = (g.cpr + kJ - 1) / kJ;
+  const uint32_t key_blocks = static_cast<uint32_t>((g.Sp + kKeys - 1) / kKeys);
+  const uint32_t units = key_blocks * g.H * jblocks;
+  const uint32_t warps = gridDim.x * (kThreads / 32);
+  for (uint32_t u = blockIdx.x * (kThreads / 32) + (threadIdx.x >> 5); u < units; u += warps) {
+    const uint32_t kh = u / jblocks;
+    const int jb = static_cast<int>(u - kh * jblocks);
+    const uint32_t kb = g.div_h.div(kh);
+    const int h = static_cast<int>(kh - kb * static_cast<uint32_t>(g.H));
+    const int64_t k0 = int64_t{kb} * kKeys + 16 * gi;  // the lane's group
+    const int j0 = jb * kJ + jl * kJPerLane;
+    if (k0 >= g.Sp || j0 >= g.cpr) continue;
+    uint4 raw[kJPerLane][4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) m = max(m, __float_as_uint(fabsf(x[i])));
+    for (int jj = 0; jj < kJPerLane; ++jj)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t key = k0 + 2 * t4 + (k & 1) + 8 * (k >> 1);
+        const int j = j0 + jj;
+        raw[jj][k] = key < g.S_total && j < g.cpr ? load_raw<kCs>(g, v, static_cast<uint32_t>(key),
+                                                                  static_cast<uint32_t>(h), j)
+                                                  : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int jj = 0; jj < kJPerLane; ++jj) {
+      const int j = j0 + jj;
+      if (j >= g.cpr) break;
+      uint2 w[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t key = k0 + 2 * t4 + (k & 1) + 8 * (k >> 1);
+        if constexpr (kAmax) m2 = amax2(m2, raw[jj][k]);
+        w[k] = key < g.S_total ? encode_chunk(raw[jj][k], inv, g.D - 8 * j) : make_uint2(0, 0);
+      }
+      uint8_t* col = out + (static_cast<int64_t>(h) * g.Dp + 8 * j) * g.Sp + k0 + 4 * t4;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        // Byte k of the word: byte e of key k's codes.
+        const int sel = e & 3;
+        const uint32_t a = e < 4 ? w[0].x : w[0].y, b = e < 4 ? w[1].x : w[1].y;
+        const uint32_t c = e < 4 ? w[2].x : w[2].y, d = e < 4 ? w[3].x : w[3].y;
+        const uint32_t ab = __byte_perm(a, b, sel | ((sel + 4) << 4));
+        const uint32_t cd = __byte_perm(c, d, sel | ((sel + 4) << 4));
+        *reinterpret_cast<uint32_t*>(col + static_cast<int64_t>(e) * g.Sp) =
+            __byte_perm(ab, cd, 0x5410);
+      }
+    }
   }
-  block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
+  return m2;
 }
 
-/// scale = max(history with the current amax in the oldest slot) / 448 (ref::vit_dynamic_scale).
-__device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which) {
+/// scale = max(`m` and the history but its oldest slot) / 448 (ref::vit_dynamic_scale): `m` the
+/// current amax for this forward's scale, 0 for the provisional one (the history alone).
+__device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which, float m) {
   const uint32_t pos = st[state::kCount] % kVitHistory;
-  float m = __uint_as_float(st[state::kCurrent + which]);
   const float* hist = reinterpret_cast<const float*>(st + state::kHistory) + which * kVitHistory;
   for (int i = 0; i < kVitHistory; ++i)
     if (i != static_cast<int>(pos)) m = rules::nan_max(m, hist[i]);
@@ -82,101 +214,41 @@ __device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which) {
   return s > FLT_MAX ? FLT_MAX : s;
 }
 
-/// 8 codes of x * inv, columns past D zero codes (whatever the scale: 0 * inv is NaN for a NaN
-/// scale).
-__device__ __forceinline__ void encode_chunk(const float (&x)[8], float inv, int real,
-                                             uint32_t (&w)[2]) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const uint32_t lo = quant::e4m3x2(x[4 * h] * inv, x[4 * h + 1] * inv);
-    const uint32_t hi = quant::e4m3x2(x[4 * h + 2] * inv, x[4 * h + 3] * inv);
-    w[h] = lo | (hi << 16);
-  }
-  if (real < 8) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
-  }
+/// Quantizes tensor blockIdx.y with `inv` (row-major or transposed V); returns the amax bits.
+template <bool kAmax, class F>
+__device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, uint8_t* out, float inv) {
+  const int which = blockIdx.y;
+  const uint32_t m2 =
+      which == 2 && g.vt
+          ? quant_vt<kAmax, F::kLanesJ, F::kJPerLane, F::kCs>(g, g.in[which], out, inv)
+          : quant_rows<kAmax, F::kU, F::kCs>(g, g.in[which], out, inv);
+  return amax_bits(m2);
 }
 
-/// Row-major output [S_total, H, Dp]: one thread per 8-column chunk.
-__device__ __forceinline__ void quant_rows(const QkvGeometry& g, const InView& v, uint8_t* out,
-                                           float inv) {
-  for (uint32_t c = blockIdx.x * kThreads + threadIdx.x; c < g.chunks; c += gridDim.x * kThreads) {
-    float x[8];
-    uint32_t row;
-    int col0;
-    load_chunk(g, v, c, x, &row, &col0);
-    uint32_t w[2];
-    encode_chunk(x, inv, g.D - col0, w);
-    *reinterpret_cast<uint2*>(out + static_cast<int64_t>(row) * g.Dp + col0) =
-        make_uint2(w[0], w[1]);
-  }
-}
-
-/// Transposed output [H, Dp, Sp] (VitVLayout::kTransposed): a unit is 32 keys of one head,
-/// quantized chunk by chunk into a shared [Dp][32] tile at the keys' permuted positions
-/// (vit_vt_position), then written as 32-byte runs of each row. Keys past S_total are zero codes.
-__device__ __forceinline__ void quant_vt(const QkvGeometry& g, const InView& v, uint8_t* out,
-                                         float inv) {
-  __shared__ __align__(16) uint8_t tile[kVitMaxQuantHeadDim][32];
-  const int64_t key_blocks = g.Sp / 32;
-  const int64_t units = key_blocks * g.H;
-  const int items = 32 * g.cpr;
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int64_t kb = u / g.H;
-    const int h = static_cast<int>(u - kb * g.H);
-    for (int i = threadIdx.x; i < items; i += kThreads) {
-      const int key = i / g.cpr, j = i - key * g.cpr;
-      const int64_t t = kb * 32 + key;
-      uint32_t w[2] = {0u, 0u};
-      if (t < g.S_total) {
-        const uint32_t c = (static_cast<uint32_t>(t) * g.H + h) * g.cpr + j;
-        float x[8];
-        uint32_t row;
-        int col0;
-        load_chunk(g, v, c, x, &row, &col0);
-        encode_chunk(x, inv, g.D - col0, w);
-      }
-      const int pos = static_cast<int>(vit_vt_position(key));
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        tile[8 * j + e][pos] = static_cast<uint8_t>(w[e / 4] >> (8 * (e % 4)));
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < 2 * g.Dp; i += kThreads) {
-      const int d = i >> 1, half = i & 1;
-      *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(h) * g.Dp + d) * g.Sp + kb * 32 +
-                                16 * half) = *reinterpret_cast<const uint4*>(&tile[d][16 * half]);
-    }
-    __syncthreads();
-  }
-}
-
-template <bool kDynamic>
-__global__ void __launch_bounds__(kThreads)
+/// Static scales, or the first pass of dynamic scaling. Dynamic: the pass quantizes with the
+/// provisional scale (the history without this forward's amax) while it takes the amax; the last
+/// block to finish records the forward (history slot, scales, counter) and sets a tensor's redo
+/// flag when its final scale (with the amax) differs from the provisional one in any bit, and
+/// only then does fixup_kernel quantize that tensor again. The codes are a function of the scale's
+/// bits, so either way they are those of the final scale.
+template <bool kDynamic, class F>
+__global__ void __launch_bounds__(kThreads, F::kMinBlocks)
     quant_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2, const float* scale0,
                  const float* scale1, const float* scale2, uint32_t* layer_state) {
   pdl_begin();
   const int which = blockIdx.y;
-  const InView v = g.in[which];
   uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
   float scale;
   if constexpr (kDynamic) {
-    scale = dynamic_scale(layer_state, which);
+    scale = dynamic_scale(layer_state, which, 0.0f);
   } else {
     scale = __ldg(which == 0 ? scale0 : which == 1 ? scale1 : scale2);
   }
-  const float inv = rules::fp8_inv_scale(scale);
-  if (which == 2 && g.vt) {
-    quant_vt(g, v, out, inv);
-  } else {
-    quant_rows(g, v, out, inv);
-  }
+  const uint32_t m = quant_tensor<kDynamic, F>(g, out, rules::fp8_inv_scale(scale));
   if constexpr (kDynamic) {
+    block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
     // The last block to finish records this forward: every block has read the history by now.
     __shared__ bool last;
-    __syncthreads();
     if (threadIdx.x == 0) {
       __threadfence();
       const uint32_t done = atomicAdd(layer_state + state::kTicket, 1u);
@@ -188,9 +260,12 @@ __global__ void __launch_bounds__(kThreads)
       volatile uint32_t* st = layer_state;
       const int t = threadIdx.x;
       const uint32_t pos = st[state::kCount] % kVitHistory;
-      const float s = dynamic_scale(layer_state, t);
-      st[state::kHistory + t * kVitHistory + pos] = st[state::kCurrent + t];
+      const uint32_t cur = st[state::kCurrent + t];
+      const float s = dynamic_scale(layer_state, t, __uint_as_float(cur));
+      const float s0 = dynamic_scale(layer_state, t, 0.0f);
+      st[state::kHistory + t * kVitHistory + pos] = cur;
       st[state::kScales + t] = __float_as_uint(s);
+      st[state::kRedo + t] = __float_as_uint(s) != __float_as_uint(s0) ? 1u : 0u;
       st[state::kCurrent + t] = 0;
     }
     __syncthreads();
@@ -199,6 +274,20 @@ __global__ void __launch_bounds__(kThreads)
       layer_state[state::kTicket] = 0;
     }
   }
+}
+
+/// The second pass of dynamic scaling: tensors whose redo flag quant_kernel<true> set are
+/// quantized again with the recorded scale; otherwise every block returns at once.
+template <class F>
+__global__ void __launch_bounds__(kThreads, F::kMinBlocks)
+    fixup_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2,
+                 const uint32_t* layer_state) {
+  pdl_begin();
+  const int which = blockIdx.y;
+  if (layer_state[state::kRedo + which] == 0) return;
+  uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
+  const float scale = __uint_as_float(layer_state[state::kScales + which]);
+  quant_tensor<false, F>(g, out, rules::fp8_inv_scale(scale));
 }
 
 std::string str(int64_t v) {
@@ -309,9 +398,44 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
   return Status::Ok();
 }
 
-dim3 grid_of(const QkvGeometry& g) {
-  const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads});
-  return dim3(static_cast<unsigned>(blocks < kBlocksPerTensor ? blocks : kBlocksPerTensor), 3);
+/// blockIdx.y the tensor; per tensor enough blocks for every chunk in one tile, at most a third
+/// of F::kGridPerSm per SM (the rest grid-strides).
+template <class F>
+Status grid_of(const QkvGeometry& g, dim3* grid) {
+  DeviceInfo dev;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / 3, 1);
+  const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
+  *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), 3);
+  return Status::Ok();
+}
+
+/// QFUSE_VIT_QUANT_FORM (0..5) when set, for A/B runs of the forms; else kDefaultForm.
+int form_index() {
+  static const int form = [] {
+    const char* e = std::getenv("QFUSE_VIT_QUANT_FORM");
+    return e != nullptr && e[0] >= '0' && e[0] <= '5' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
+  }();
+  return form;
+}
+
+/// Calls fn(F{}) with the form form_index() picks.
+template <class Fn>
+Status with_form(Fn&& fn) {
+  switch (form_index()) {
+    case 0:
+      return fn(Form0{});
+    case 1:
+      return fn(Form1{});
+    case 2:
+      return fn(Form2{});
+    case 3:
+      return fn(Form3{});
+    case 4:
+      return fn(Form4{});
+    default:
+      return fn(Form5{});
+  }
 }
 
 uint32_t* layer_words(const VitScaleState& st, int layer) {
@@ -342,10 +466,15 @@ Status vit_quantize_qkv(const VitQkvQuantArgs& a, cudaStream_t stream) {
   vit::QkvGeometry g{};
   QFUSE_RETURN_IF_ERROR(vit::validate(a, false, &g));
   if (g.chunks == 0) return Status::Ok();
-  return launch_kernel("vit quant_kernel", vit::quant_kernel<false>, vit::grid_of(g),
-                       dim3(vit::kThreads), 0, stream, g, static_cast<uint8_t*>(a.q_out.data),
-                       static_cast<uint8_t*>(a.k_out.data), static_cast<uint8_t*>(a.v_out.data),
-                       a.q_scale, a.k_scale, a.v_scale, static_cast<uint32_t*>(nullptr));
+  return vit::with_form([&](auto form) -> Status {
+    using F = decltype(form);
+    dim3 grid;
+    QFUSE_RETURN_IF_ERROR(vit::grid_of<F>(g, &grid));
+    return launch_kernel("vit quant_kernel", vit::quant_kernel<false, F>, grid, dim3(vit::kThreads),
+                         0, stream, g, static_cast<uint8_t*>(a.q_out.data),
+                         static_cast<uint8_t*>(a.k_out.data), static_cast<uint8_t*>(a.v_out.data),
+                         a.q_scale, a.k_scale, a.v_scale, static_cast<uint32_t*>(nullptr));
+  });
 }
 
 size_t vit_scale_state_bytes(int num_layers) {
@@ -374,13 +503,19 @@ Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& a, const VitScaleState& s
   if (g.chunks == 0) return Status::Ok();
   QFUSE_RETURN_IF_ERROR(detail::check_device_pointers({{st.data, "state.data"}}));
   uint32_t* words = vit::layer_words(st, layer);
-  QFUSE_RETURN_IF_ERROR(launch_kernel("vit amax_kernel", vit::amax_kernel, vit::grid_of(g),
-                                      dim3(vit::kThreads), 0, stream, g, words));
-  return launch_kernel("vit quant_kernel", vit::quant_kernel<true>, vit::grid_of(g),
-                       dim3(vit::kThreads), 0, stream, g, static_cast<uint8_t*>(a.q_out.data),
-                       static_cast<uint8_t*>(a.k_out.data), static_cast<uint8_t*>(a.v_out.data),
-                       static_cast<const float*>(nullptr), static_cast<const float*>(nullptr),
-                       static_cast<const float*>(nullptr), words);
+  uint8_t* out[3] = {static_cast<uint8_t*>(a.q_out.data), static_cast<uint8_t*>(a.k_out.data),
+                     static_cast<uint8_t*>(a.v_out.data)};
+  return vit::with_form([&](auto form) -> Status {
+    using F = decltype(form);
+    dim3 grid;
+    QFUSE_RETURN_IF_ERROR(vit::grid_of<F>(g, &grid));
+    QFUSE_RETURN_IF_ERROR(launch_kernel(
+        "vit quant_kernel", vit::quant_kernel<true, F>, grid, dim3(vit::kThreads), 0, stream, g,
+        out[0], out[1], out[2], static_cast<const float*>(nullptr),
+        static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words));
+    return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, grid, dim3(vit::kThreads), 0,
+                         stream, g, out[0], out[1], out[2], static_cast<const uint32_t*>(words));
+  });
 }
 
 Status vit_scale_state_read(const VitScaleState& st, cudaStream_t stream,

@@ -177,7 +177,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, VitQuant,
                                            QuantCase{1, 50, 4, 80, 3, 0},
                                            QuantCase{3, 21, 5, 128, 4, 0},
                                            QuantCase{2, 33, 3, 72, 4, 1},
-                                           QuantCase{1, 9, 2, 20, 3, 3}));
+                                           QuantCase{1, 9, 2, 20, 3, 3},
+                                           // more chunks than the grid's threads hold in one
+                                           // tile: the grid-stride loops
+                                           QuantCase{1, 1500, 16, 72, 3, 0}));
 
 TEST(VitQuant, EmptyIsANoOp) {
   QFUSE_REQUIRE_GPU();
@@ -191,14 +194,20 @@ TEST(VitQuant, EmptyIsANoOp) {
 }
 
 /// The device state against a host simulation of dynamic scaling.
+/// `requantized` counts the forwards whose scale differs from the provisional one (the history
+/// without this forward's amax), which the device quantizes a second time.
 struct Sim {
   std::array<std::array<float, kVitHistory>, 3> hist{};
   uint32_t forwards = 0;
+  std::array<int, 3> requantized{};
   std::array<float, 3> forward(const std::array<float, 3>& amax) {
     std::array<float, 3> s{};
     for (int t = 0; t < 3; ++t) {
+      hist[t][forwards % kVitHistory] = 0.0f;
+      const float provisional = ref::vit_dynamic_scale(hist[t]);
       hist[t][forwards % kVitHistory] = amax[t];
       s[t] = ref::vit_dynamic_scale(hist[t]);
+      if (rules::float_bits(s[t]) != rules::float_bits(provisional)) ++requantized[t];
     }
     ++forwards;
     return s;
@@ -214,7 +223,9 @@ void set_peaks(Qkv& x, const std::array<float, 3>& peak) {
   for (int t = 0; t < 3; ++t) EXPECT_EQ(ref::vit_amax(x.host_view(t)), peak[t]) << "tensor " << t;
 }
 
-TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
+class VitDynamic : public ::testing::TestWithParam<VitVLayout> {};
+
+TEST_P(VitDynamic, NineteenForwardsWrapTheHistory) {
   QFUSE_REQUIRE_GPU();
   const int layers = 3, layer = 1;
   DeviceBuffer st_buf(vit_scale_state_bytes(layers));
@@ -222,6 +233,17 @@ TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
   ASSERT_TRUE(vit_scale_state_reset(st, nullptr).ok());
   Qkv x = Qkv::make(1, 40, 4, 72, 3, 0, 21, kPeakSigma);
   Fp8Qkv f = Fp8Qkv::make(x.total(), 4, 72);
+  const VitVLayout layout = GetParam();
+  const int64_t Dp = vit_padded_head_dim(72), Sp = vit_vt_keys(x.total());
+  DeviceBuffer vt(4 * Dp * Sp);
+  auto args = [&] {
+    VitQkvQuantArgs a = quant_args(x, f);
+    if (layout == VitVLayout::kTransposed) {
+      a.v_layout = layout;
+      a.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {4, Dp, Sp});
+    }
+    return a;
+  };
   Sim sim;
   std::vector<float> v_scales;  // the device's v scale after each forward
   for (int fwd = 0; fwd < 19; ++fwd) {
@@ -231,7 +253,8 @@ TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
                                     bf16_round(fwd == 2 ? 200.0f : 3.0f + fwd % 4)};
     set_peaks(x, peak);
     for (auto& b : f.out) b.fill(kPoison);
-    ASSERT_TRUE(vit_quantize_qkv_dynamic(quant_args(x, f), st, layer, nullptr).ok());
+    vt.fill(kPoison);
+    ASSERT_TRUE(vit_quantize_qkv_dynamic(args(), st, layer, nullptr).ok());
     const std::array<float, 3> want = sim.forward(peak);
     std::vector<VitLayerScaleState> got;
     ASSERT_TRUE(vit_scale_state_read(st, nullptr, &got).ok());
@@ -240,8 +263,13 @@ TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
     for (int t = 0; t < 3; ++t) {
       EXPECT_EQ(got[layer].scales[t], want[t]) << "forward " << fwd << " tensor " << t;
       EXPECT_EQ(got[layer].history[t], sim.hist[t]) << "forward " << fwd << " tensor " << t;
-      EXPECT_EQ(f.out[t].download(), ref::vit_quantize(x.host_view(t), want[t]))
-          << "forward " << fwd << " tensor " << t;
+      if (t == 2 && layout == VitVLayout::kTransposed) {
+        EXPECT_EQ(vt.download(), ref::vit_quantize(x.host_view(t), want[t], layout))
+            << "forward " << fwd << " transposed v";
+      } else {
+        EXPECT_EQ(f.out[t].download(), ref::vit_quantize(x.host_view(t), want[t]))
+            << "forward " << fwd << " tensor " << t;
+      }
     }
     EXPECT_EQ(got[0].forwards, 0u);
     EXPECT_EQ(got[2].forwards, 0u);
@@ -257,7 +285,19 @@ TEST(VitDynamic, NineteenForwardsWrapTheHistory) {
   ASSERT_EQ(v_scales.size(), 19u);
   EXPECT_EQ(v_scales[17], 200.0f / 448.0f);
   EXPECT_LT(v_scales[18], 200.0f / 448.0f);
+  // Both paths ran for every tensor: quantized once with the history's scale, and again because
+  // this forward's amax raised it.
+  for (int t = 0; t < 3; ++t) {
+    EXPECT_GT(sim.requantized[t], 1) << "tensor " << t;
+    EXPECT_LT(sim.requantized[t], 18) << "tensor " << t;
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(VLayouts, VitDynamic,
+                         ::testing::Values(VitVLayout::kRowMajor, VitVLayout::kTransposed),
+                         [](const auto& info) {
+                           return info.param == VitVLayout::kRowMajor ? "RowMajor" : "Transposed";
+                         });
 
 TEST(VitDynamic, ConstantInputsGiveAmaxOver448) {
   QFUSE_REQUIRE_GPU();
@@ -311,6 +351,10 @@ TEST(VitDynamic, CudaGraphReplayEqualsEager) {
   for (int t = 0; t < 3; ++t) {
     EXPECT_EQ(got[1].history[t], sim.hist[t]);
     EXPECT_EQ(got[1].scales[t], ref::vit_dynamic_scale(sim.hist[t]));
+    // The last replay's codes are those of its scale (k's peak fell: the history's scale, v's
+    // rose: quantized again).
+    EXPECT_EQ(f.out[t].download(), ref::vit_quantize(x.host_view(t), got[1].scales[t]))
+        << "tensor " << t;
   }
   EXPECT_EQ(got[0].forwards, 0u);
   QFUSE_CUDA_OK(cudaGraphExecDestroy(exec));
