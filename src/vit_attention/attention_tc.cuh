@@ -28,6 +28,7 @@
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common/sm90.cuh"
@@ -103,7 +104,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)
     WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
 }
 
-template <int kD, class Core>
+template <int kD, class Core, int kPolyMod>
 __global__ void __launch_bounds__(384, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
                   int pad_blocks) {
@@ -219,7 +220,7 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
     fence_regs(s);
-    softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
+    softmax_tile<kPolyMod>(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
   };
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<0>();
     fence_regs(s);
-    softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
+    softmax_tile<kPolyMod>(s, kv0, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
     for (int n = 1; n < tiles; n += 2) {
@@ -291,11 +292,11 @@ __global__ void __launch_bounds__(384, 1)
 
 /// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
 /// padding to zero).
-template <int kD, class Core>
+template <int kD, class Core, int kPolyMod = 0>
 Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
   using Tr = TcTraits<kD>;
-  const auto kernel = vit_tc_kernel<kD, Core>;
+  const auto kernel = vit_tc_kernel<kD, Core, kPolyMod>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
@@ -306,6 +307,15 @@ Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_
                        Tr::kSmemBytes, stream, p, qp, pad_blocks);
 }
 
+/// QFUSE_VIT_TC_POLY (2 or 4; 0 when unset or anything else), read once.
+inline int tc_poly_mod() {
+  static const int mod = [] {
+    const char* e = std::getenv("QFUSE_VIT_TC_POLY");
+    return e != nullptr && (e[0] == '2' || e[0] == '4') && e[1] == '\0' ? e[0] - '0' : 0;
+  }();
+  return mod;
+}
+
 /// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or
 /// fp8_per_tensor: the kinds the tensor-core path instantiates).
 template <int kD>
@@ -313,10 +323,16 @@ Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t str
   const int64_t ld = out.out.strides[0];
   if (out.spec.kind == QuantKind::kNone && out.out.dtype == DType::kBF16) {
     using C = quant::PlainCore<__nv_bfloat16>;
-    return launch_tc_core<kD, C>(p,
-                                 C::Params{static_cast<__nv_bfloat16*>(out.out.data), ld,
-                                           quant::aligned_rows(out.out.data, ld, 2, 16)},
-                                 0, stream);
+    const C::Params cp{static_cast<__nv_bfloat16*>(out.out.data), ld,
+                       quant::aligned_rows(out.out.data, ld, 2, 16)};
+    // An A/B experiment at the bar's head size: QFUSE_VIT_TC_POLY=2|4 computes every 2nd / 4th
+    // column's exponential on the FMA pipe (exp2_poly).
+    if constexpr (kD == 72) {
+      const int poly = tc_poly_mod();
+      if (poly == 2) return launch_tc_core<kD, C, 2>(p, cp, 0, stream);
+      if (poly == 4) return launch_tc_core<kD, C, 4>(p, cp, 0, stream);
+    }
+    return launch_tc_core<kD, C>(p, cp, 0, stream);
   }
   if (out.spec.kind == QuantKind::kFp8PerTensor) {
     using C = quant::Fp8PerTensorCore;

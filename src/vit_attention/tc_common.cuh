@@ -65,11 +65,27 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
   }
 }
 
+/// 2^x on the FMA pipe (x <= ~64; -inf and anything below -127 give ~2^-127): round x to n by the
+/// 1.5 * 2^23 trick, a degree-3 polynomial of the rest (|f| <= 0.5; relative error 1.4e-4, far
+/// below what an E4M3 P keeps) and n added to the exponent. Relieves the 16-a-clock MUFU of part
+/// of the softmax's exponentials (FlashAttention-4's trick).
+__device__ __forceinline__ float exp2_poly(float x) {
+  x = fmaxf(x, -127.0f);
+  const float t = x + 12582912.0f;  // 1.5 * 2^23: round(x) in the low mantissa bits
+  const float f = x - (t - 12582912.0f);
+  float p = fmaf(f, 0.05502926558256149f, 0.2422569841146469f);
+  p = fmaf(f, p, 0.6932530403137207f);
+  p = fmaf(f, p, 0.9999513626098633f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
 /// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by
 /// scale2 > 0; keys outside [beg, end) do not count): s becomes P * 256, m (scaled) and l (the
 /// thread's part of the row sums) are updated, corr is what O must be multiplied by.
 /// NOTE: the max is taken over the raw scores (scale2 > 0 keeps the order) and each P is one FFMA
-/// and one ex2; only a tile that straddles the sequence's ends is masked.
+/// and one ex2 (kPolyMod > 0: the columns j % kPolyMod == kPolyMod - 1 by exp2_poly instead);
+/// only a tile that straddles the sequence's ends is masked.
+template <int kPolyMod = 0>
 __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t beg, int64_t end,
                                              int qd, float scale2, float (&m)[2], float (&l)[2],
                                              float (&corr)[2]) {
@@ -116,7 +132,9 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float pv = fast_exp2(fmaf(s[4 * j + e], scale2, bias[e >> 1]));
+      const float x = fmaf(s[4 * j + e], scale2, bias[e >> 1]);
+      constexpr int kMod = kPolyMod > 0 ? kPolyMod : 1;  // (no % 0 in the dead branch)
+      const float pv = kPolyMod > 0 && j % kMod == kMod - 1 ? exp2_poly(x) : fast_exp2(x);
       s[4 * j + e] = pv;
       l4[e >> 1][2 * (j & 1) + (e & 1)] += pv;
     }
