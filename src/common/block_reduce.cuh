@@ -22,26 +22,4 @@ __device__ __forceinline__ void block_atomic_max_u32(uint32_t v, uint32_t* dst) 
   }
 }
 
-/// block_atomic_max_u32 of kN values at once (value i into dst[i]), one barrier.
-template <int kThreads, int kN>
-__device__ __forceinline__ void block_atomic_max_u32(const uint32_t (&in)[kN], uint32_t* dst) {
-  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
-  uint32_t v[kN];
-#pragma unroll
-  for (int i = 0; i < kN; ++i) {
-    v[i] = in[i];
-    for (int off = 16; off > 0; off /= 2) v[i] = max(v[i], __shfl_xor_sync(0xffffffffu, v[i], off));
-  }
-  __shared__ uint32_t warp_max[kN][kThreads / 32];
-  if (threadIdx.x % 32 == 0)
-#pragma unroll
-    for (int i = 0; i < kN; ++i) warp_max[i][threadIdx.x / 32] = v[i];
-  __syncthreads();
-  if (threadIdx.x < kN) {
-    uint32_t m = 0;
-    for (int w = 0; w < kThreads / 32; ++w) m = max(m, warp_max[threadIdx.x][w]);
-    if (m != 0) atomicMax(dst + threadIdx.x, m);
-  }
-}
-
 }  // namespace qfuse

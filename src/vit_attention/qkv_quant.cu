@@ -45,7 +45,7 @@ using Form0 = Form<4, 2, 1, 4, 4, true>;
 using Form1 = Form<4, 2, 1, 4, 4, false>;
 using Form2 = Form<4, 2, 2, 4, 4, true>;
 using Form3 = Form<4, 2, 2, 4, 4, false>;
-using Form4 = Form<2, 2, 1, 5, 5, false>;
+using Form4 = Form<2, 2, 1, 6, 6, false>;
 using Form5 = Form<1, 2, 1, 8, 24, false>;
 constexpr int kDefaultForm = 0;
 
@@ -108,66 +108,61 @@ __device__ __forceinline__ uint2 encode_chunk(uint4 raw, float inv, int real) {
   return make_uint2(w[0], w[1]);
 }
 
-/// Row-major output [S_total, H, Dp]: chunk c's 8 codes sit at byte 8 c (Dp = 8 cpr). Tile
-/// `tile` is kThreads * kUnroll chunks; a thread loads its kUnroll (kThreads apart, so each load
-/// instruction of a warp is coalesced) before it encodes any. Returns the thread's amax2 (kAmax).
+/// Row-major output [S_total, H, Dp]: chunk c's 8 codes sit at byte 8 c (Dp = 8 cpr). A thread
+/// loads kUnroll chunks (kThreads apart, so each load instruction of a warp is coalesced) before
+/// it encodes any. Returns the thread's amax2 (kAmax) of what it read.
 template <bool kAmax, int kUnroll, bool kCs>
 __device__ __forceinline__ uint32_t quant_rows(const QkvGeometry& g, const InView& v, uint8_t* out,
-                                               float inv, uint32_t tile) {
+                                               float inv) {
   uint32_t m2 = 0;
-  const uint32_t base = tile * (kThreads * kUnroll) + threadIdx.x;
-  uint4 raw[kUnroll];
+  constexpr uint32_t kTile = kThreads * kUnroll;
+  for (uint32_t base = blockIdx.x * kTile + threadIdx.x; base < g.chunks;
+       base += gridDim.x * kTile) {
+    uint4 raw[kUnroll];
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const uint32_t c = base + u * kThreads;
-    raw[u] = c < g.chunks ? load_chunk<kCs>(g, v, c) : make_uint4(0, 0, 0, 0);
-  }
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t c = base + u * kThreads;
+      raw[u] = c < g.chunks ? load_chunk<kCs>(g, v, c) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const uint32_t c = base + u * kThreads;
-    if (c >= g.chunks) break;
-    if constexpr (kAmax) m2 = amax2(m2, raw[u]);
-    const uint32_t r = g.div_cpr.div(c);
-    const int col0 = 8 * static_cast<int>(c - r * static_cast<uint32_t>(g.cpr));
-    *reinterpret_cast<uint2*>(out + int64_t{8} * c) = encode_chunk(raw[u], inv, g.D - col0);
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t c = base + u * kThreads;
+      if (c >= g.chunks) break;
+      if constexpr (kAmax) m2 = amax2(m2, raw[u]);
+      const uint32_t r = g.div_cpr.div(c);
+      const int col0 = 8 * static_cast<int>(c - r * static_cast<uint32_t>(g.cpr));
+      *reinterpret_cast<uint2*>(out + int64_t{8} * c) = encode_chunk(raw[u], inv, g.D - col0);
+    }
   }
   return m2;
 }
 
-/// Transposed output [H, Dp, Sp] (VitVLayout::kTransposed), transposed in registers; tile `tile`
-/// is a block's kThreads / 32 warp units (vt_units of them in all). A warp unit is 16 kGroups keys
-/// (kGroups groups of 16) of one head and kLanesJ * kJPerLane chunk columns j. Lane (column jl,
-/// group gi, t) reads keys 2t, 2t + 1, 2t + 8, 2t + 9 of its group, the keys vit_vt_position puts
-/// at bytes 4t .. 4t + 3 of the group's 16, so each output row gets one 4-byte word per lane and a
-/// warp's store is 16 kGroups contiguous bytes of kLanesJ rows. Keys past S_total and columns past
-/// D are zero codes; groups past Sp are not written.
-template <int kLanesJ, int kJPerLane>
-__device__ __forceinline__ uint32_t vt_units(const QkvGeometry& g) {
-  constexpr int kKeys = 16 * (8 / kLanesJ), kJ = kLanesJ * kJPerLane;
-  const uint32_t key_blocks = static_cast<uint32_t>((g.Sp + kKeys - 1) / kKeys);
-  return key_blocks * g.H * ((g.cpr + kJ - 1) / kJ);
-}
-
+/// Transposed output [H, Dp, Sp] (VitVLayout::kTransposed), transposed in registers. A warp unit
+/// is 16 kGroups keys (kGroups groups of 16) of one head and kLanesJ * kJPerLane chunk columns
+/// j. Lane (column jl, group gi, t) reads keys 2t, 2t + 1, 2t + 8, 2t + 9 of its group, the keys
+/// vit_vt_position puts at bytes 4t .. 4t + 3 of the group's 16, so each output row gets one
+/// 4-byte word per lane and a warp's store is 16 kGroups contiguous bytes of kLanesJ rows. Keys
+/// past S_total and columns past D are zero codes; groups past Sp are not written.
 template <bool kAmax, int kLanesJ, int kJPerLane, bool kCs>
 __device__ __forceinline__ uint32_t quant_vt(const QkvGeometry& g, const InView& v, uint8_t* out,
-                                             float inv, uint32_t tile) {
+                                             float inv) {
   constexpr int kGroups = 8 / kLanesJ, kKeys = 16 * kGroups, kJ = kLanesJ * kJPerLane;
   uint32_t m2 = 0;
   const int lane = threadIdx.x & 31, t4 = lane & 3, gi = (lane >> 2) % kGroups,
             jl = (lane >> 2) / kGroups;
   // NOTE: 32-bit unit arithmetic (units < chunks < 2^30): 64-bit division is a subroutine.
   const uint32_t jblocks = (g.cpr + kJ - 1) / kJ;
-  const uint32_t units = vt_units<kLanesJ, kJPerLane>(g);
-  {
-    const uint32_t u = tile * (kThreads / 32) + (threadIdx.x >> 5);
-    if (u >= units) return m2;
+  const uint32_t key_blocks = static_cast<uint32_t>((g.Sp + kKeys - 1) / kKeys);
+  const uint32_t units = key_blocks * g.H * jblocks;
+  const uint32_t warps = gridDim.x * (kThreads / 32);
+  for (uint32_t u = blockIdx.x * (kThreads / 32) + (threadIdx.x >> 5); u < units; u += warps) {
     const uint32_t kh = u / jblocks;
     const int jb = static_cast<int>(u - kh * jblocks);
     const uint32_t kb = g.div_h.div(kh);
     const int h = static_cast<int>(kh - kb * static_cast<uint32_t>(g.H));
     const int64_t k0 = int64_t{kb} * kKeys + 16 * gi;  // the lane's group
     const int j0 = jb * kJ + jl * kJPerLane;
-    if (k0 >= g.Sp || j0 >= g.cpr) return m2;
+    if (k0 >= g.Sp || j0 >= g.cpr) continue;
     uint4 raw[kJPerLane][4];
 #pragma unroll
     for (int jj = 0; jj < kJPerLane; ++jj)
@@ -219,50 +214,15 @@ __device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which, fl
   return s > FLT_MAX ? FLT_MAX : s;
 }
 
-/// The work of one launch: tiles of each tensor (row-major or transposed V), interleaved so
-/// that the three tensors progress together and every block takes tiles of each: tile T of the
-/// launch is tile T / 3 of tensor T % 3.
-template <class F>
-struct Tiles {
-  uint32_t n[3];
-  uint32_t total;  // 3 * max(n)
-  __device__ __forceinline__ explicit Tiles(const QkvGeometry& g) {
-    const uint32_t rows = (g.chunks + kThreads * F::kU - 1) / (kThreads * F::kU);
-    n[0] = n[1] = rows;
-    n[2] =
-        g.vt ? (vt_units<F::kLanesJ, F::kJPerLane>(g) + kThreads / 32 - 1) / (kThreads / 32) : rows;
-    total = 3 * max(rows, n[2]);
-  }
-};
-
-/// Quantizes the launch's tiles of the tensors in `mask` (bit w: tensor w) with inv[w]; returns
-/// each tensor's amax bits of what this thread read (kAmax).
+/// Quantizes tensor blockIdx.y with `inv` (row-major or transposed V); returns the amax bits.
 template <bool kAmax, class F>
-__device__ __forceinline__ void quant_tiles(const QkvGeometry& g, uint8_t* out0, uint8_t* out1,
-                                            uint8_t* out2, const float (&inv)[3], unsigned mask,
-                                            uint32_t (&amax)[3]) {
-  const Tiles<F> tiles(g);
-  uint32_t m[3] = {0, 0, 0};
-  for (uint32_t T = blockIdx.x; T < tiles.total; T += gridDim.x) {
-    const uint32_t which = T % 3, tile = T / 3;
-    const uint32_t n = which == 0 ? tiles.n[0] : which == 1 ? tiles.n[1] : tiles.n[2];
-    if (tile >= n || (mask >> which & 1) == 0) continue;
-    // NOTE: selects, not g.in[which] or n[which]: a dynamic index into the parameters (or a
-    // register array) puts them on the stack.
-    const InView& v = which == 0 ? g.in[0] : which == 1 ? g.in[1] : g.in[2];
-    uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
-    const float iv = which == 0 ? inv[0] : which == 1 ? inv[1] : inv[2];
-    const uint32_t m2 = which == 2 && g.vt
-                            ? quant_vt<kAmax, F::kLanesJ, F::kJPerLane, F::kCs>(g, v, out, iv, tile)
-                            : quant_rows<kAmax, F::kU, F::kCs>(g, v, out, iv, tile);
-    if constexpr (kAmax) {
-      if (which == 0) m[0] = __vmaxu2(m[0], m2);
-      if (which == 1) m[1] = __vmaxu2(m[1], m2);
-      if (which == 2) m[2] = __vmaxu2(m[2], m2);
-    }
-  }
-#pragma unroll
-  for (int w = 0; w < 3; ++w) amax[w] = amax_bits(m[w]);
+__device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, uint8_t* out, float inv) {
+  const int which = blockIdx.y;
+  const uint32_t m2 =
+      which == 2 && g.vt
+          ? quant_vt<kAmax, F::kLanesJ, F::kJPerLane, F::kCs>(g, g.in[which], out, inv)
+          : quant_rows<kAmax, F::kU, F::kCs>(g, g.in[which], out, inv);
+  return amax_bits(m2);
 }
 
 /// Static scales, or the first pass of dynamic scaling. Dynamic: the pass quantizes with the
@@ -276,27 +236,23 @@ __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
     quant_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2, const float* scale0,
                  const float* scale1, const float* scale2, uint32_t* layer_state) {
   pdl_begin();
-  float inv[3];
-#pragma unroll
-  for (int w = 0; w < 3; ++w) {
-    float scale;
-    if constexpr (kDynamic) {
-      scale = dynamic_scale(layer_state, w, 0.0f);
-    } else {
-      scale = __ldg(w == 0 ? scale0 : w == 1 ? scale1 : scale2);
-    }
-    inv[w] = rules::fp8_inv_scale(scale);
-  }
-  uint32_t m[3];
-  quant_tiles<kDynamic, F>(g, out0, out1, out2, inv, 7u, m);
+  const int which = blockIdx.y;
+  uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
+  float scale;
   if constexpr (kDynamic) {
-    block_atomic_max_u32<kThreads, 3>(m, layer_state + state::kCurrent);
+    scale = dynamic_scale(layer_state, which, 0.0f);
+  } else {
+    scale = __ldg(which == 0 ? scale0 : which == 1 ? scale1 : scale2);
+  }
+  const uint32_t m = quant_tensor<kDynamic, F>(g, out, rules::fp8_inv_scale(scale));
+  if constexpr (kDynamic) {
+    block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
     // The last block to finish records this forward: every block has read the history by now.
     __shared__ bool last;
     if (threadIdx.x == 0) {
       __threadfence();
       const uint32_t done = atomicAdd(layer_state + state::kTicket, 1u);
-      last = done == gridDim.x - 1;
+      last = done == gridDim.x * gridDim.y - 1;
     }
     __syncthreads();
     if (last && threadIdx.x < 3) {
@@ -327,16 +283,11 @@ __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
     fixup_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2,
                  const uint32_t* layer_state) {
   pdl_begin();
-  unsigned mask = 0;
-  float inv[3];
-#pragma unroll
-  for (int w = 0; w < 3; ++w) {
-    if (layer_state[state::kRedo + w] != 0) mask |= 1u << w;
-    inv[w] = rules::fp8_inv_scale(__uint_as_float(layer_state[state::kScales + w]));
-  }
-  if (mask == 0) return;
-  uint32_t m[3];
-  quant_tiles<false, F>(g, out0, out1, out2, inv, mask, m);
+  const int which = blockIdx.y;
+  if (layer_state[state::kRedo + which] == 0) return;
+  uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
+  const float scale = __uint_as_float(layer_state[state::kScales + which]);
+  quant_tensor<false, F>(g, out, rules::fp8_inv_scale(scale));
 }
 
 std::string str(int64_t v) {
@@ -447,15 +398,15 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
   return Status::Ok();
 }
 
-/// One block per tile of the launch (Tiles), at most F::kGridPerSm per SM (the rest
-/// grid-strides).
+/// blockIdx.y the tensor; per tensor enough blocks for every chunk in one tile, at most a third
+/// of F::kGridPerSm per SM (the rest grid-strides).
 template <class F>
 Status grid_of(const QkvGeometry& g, dim3* grid) {
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count, 1);
-  const int64_t blocks = 3 * ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
-  *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)));
+  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / 3, 1);
+  const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
+  *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), 3);
   return Status::Ok();
 }
 
