@@ -103,12 +103,13 @@ inline Status cu_seqlens_args(const TensorRef& d, const TensorRef& h, VitAttenti
 }
 
 /// The device pointer of a one-element fp32 tensor (a scale a kernel reads); `t` is its view.
-inline Status scalar_ptr(const TensorRef& t, const std::string& name, const float** out) {
+inline Status scalar_ptr(const TensorRef& t, std::string_view name, const float** out) {
   if (t.dtype != DType::kF32)
-    return Status::InvalidArgument(name + ".dtype", "fp32", std::string(to_string(t.dtype)));
+    return Status::InvalidArgument(std::string(name) + ".dtype", "fp32",
+                                   std::string(to_string(t.dtype)));
   if (t.numel() != 1)
     return Status::InvalidArgument(
-        name, "a tensor of one fp32 element",
+        std::string(name), "a tensor of one fp32 element",
         t.shape_string() + " (" + std::to_string(t.numel()) + " elements)");
   *out = static_cast<const float*>(t.data);
   return Status::Ok();

@@ -30,6 +30,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <charconv>
@@ -290,7 +291,7 @@ constexpr const char* kAnyDtype = "a dtype of qfuse (bf16|fp16|fp32|e4m3|ue8m0|i
 
 /// The dtype the binding sees for `t` in a slot of format `slot`: a one-byte float dtype the slot
 /// takes becomes uint8 (ops.py: a uint8 view); one PyTorch cannot export is refused as ops.py does.
-c10::ScalarType seen_dtype(const Tensor& t, const std::string& name, Slot slot) {
+c10::ScalarType seen_dtype(const Tensor& t, std::string_view name, Slot slot) {
   using S = c10::ScalarType;
   const S st = t.scalar_type();
   // NOTE: PyTorch exports the sub-byte integer dtypes (one byte each) as uint8 / int8.
@@ -318,7 +319,7 @@ c10::ScalarType seen_dtype(const Tensor& t, const std::string& name, Slot slot) 
     if (slot_accepts(slot, st)) return c10::ScalarType::Byte;
     if (!dlpack_name(st)) {
       const char* want = slot_name(slot);
-      invalid(name + ".dtype", want ? want : kAnyDtype, torch_name(st));
+      invalid(std::string(name) + ".dtype", want ? want : kAnyDtype, torch_name(st));
     }
   }
   return st;
@@ -327,30 +328,35 @@ c10::ScalarType seen_dtype(const Tensor& t, const std::string& name, Slot slot) 
 /// A TensorRef over `t` (module.cpp: to_ref). `slot`: the format ops.py's _dl is given (which
 /// one-byte torch dtypes pass as uint8); `byte_as`: what the binding reads a uint8 tensor in this
 /// slot as (fixed by the spec); `need_device`: false for host tensors.
-TensorRef to_ref(const Tensor& t, const std::string& name, Slot slot = Slot::kAny,
+/// NOTE: on the per-call path (issue 17's overhead bar): `name` is a view (the argument names are
+/// literals; strings are built for an error only), sizes and strides are read once.
+TensorRef to_ref(const Tensor& t, std::string_view name, Slot slot = Slot::kAny,
                  std::optional<DType> byte_as = {}, bool need_device = true) {
   const c10::ScalarType st = seen_dtype(t, name, slot);
   const std::optional<DType> dt = qfuse_dtype(st);
-  if (!dt) invalid(name + ".dtype", kAnyDtype, dlpack_name(st).value_or(torch_name(st)));
+  if (!dt)
+    invalid(std::string(name) + ".dtype", kAnyDtype, dlpack_name(st).value_or(torch_name(st)));
   if (need_device && !t.is_cuda())
-    invalid(name + ".device", "a CUDA tensor", device_name(t.device()));
-  const int64_t rank = t.dim();
+    invalid(std::string(name) + ".device", "a CUDA tensor", device_name(t.device()));
+  const c10::IntArrayRef sizes = t.sizes(), strides = t.strides();
+  const int64_t rank = static_cast<int64_t>(sizes.size());
   if (rank > TensorRef::kMaxRank)
-    invalid(name + ".rank", "<= " + std::to_string(TensorRef::kMaxRank), std::to_string(rank));
+    invalid(std::string(name) + ".rank", "<= " + std::to_string(TensorRef::kMaxRank),
+            std::to_string(rank));
   TensorRef r;
   // NOTE: mutable_data_ptr, as to_dlpack's: a copy-on-write tensor gets its own storage first.
   r.data = t.mutable_data_ptr();
   r.dtype = *dt == DType::kU8 && byte_as ? *byte_as : *dt;
   r.rank = static_cast<int>(rank);
   for (int i = 0; i < r.rank; ++i) {
-    r.sizes[i] = t.size(i);
-    r.strides[i] = t.stride(i);
+    r.sizes[i] = sizes[i];
+    r.strides[i] = strides[i];
   }
   return r;
 }
 
 /// The device pointer of a one-element fp32 tensor (module.cpp: scalar_ptr).
-const float* scalar_ptr(const OptTensor& a, const std::string& name) {
+const float* scalar_ptr(const OptTensor& a, std::string_view name) {
   if (!a) return nullptr;
   const float* ptr = nullptr;
   check(qfuse::binding::scalar_ptr(to_ref(*a, name), name, &ptr));
@@ -465,23 +471,52 @@ qfuse::MergeOptions merge_options(const OptTensor& out_lse, int64_t lse_base, in
   return opt;
 }
 
+/// The partial states of a merge: `n` tensors at `at(i)` (a TensorList's, or the two of
+/// merge_attn_states), without a copy of the list.
+struct Partials {
+  size_t n;
+  const Tensor* list;     // n contiguous tensors (a TensorList), or
+  const Tensor* pair[2];  // the two of merge_attn_states (list null)
+  const Tensor& at(size_t i) const { return list ? list[i] : *pair[i]; }
+};
+
+Partials partials(at::TensorList l) {
+  return {l.size(), l.data(), {nullptr, nullptr}};
+}
+
+Partials partials(const Tensor& a, const Tensor& b) {
+  return {2, nullptr, {&a, &b}};
+}
+
+/// "o[i]" / "lse[i]", built once (to_ref's names of the partial states).
+const std::string& partial_name(bool lse, int i) {
+  static const auto* names = [] {
+    auto* v = new std::array<std::array<std::string, qfuse::kMaxMergeStates>, 2>();
+    for (int k = 0; k < qfuse::kMaxMergeStates; ++k) {
+      (*v)[0][k] = "o[" + std::to_string(k) + "]";
+      (*v)[1][k] = "lse[" + std::to_string(k) + "]";
+    }
+    return v;
+  }();
+  return (*names)[lse ? 1 : 0][i];
+}
+
 /// merge_states over the partials `o`/`lse` (module.cpp: merge_states); `first`: the tensor whose
 /// device's stream runs it.
-void merge(const std::vector<const Tensor*>& o, const std::vector<const Tensor*>& lse,
-           const Tensor& out, std::string_view spec, const OptTensor& scales,
-           const OptTensor& scale, const OptTensor& scale_ub, const OptTensor& out_lse,
-           int64_t lse_base, int64_t copy_from, const Tensor& first) {
-  if (o.size() != lse.size())
-    invalid("lses", std::to_string(o.size()) + " tensors (one per partial output)",
-            std::to_string(lse.size()));
-  if (o.size() < 2 || o.size() > static_cast<size_t>(qfuse::kMaxMergeStates))
+void merge(const Partials& o, const Partials& lse, const Tensor& out, std::string_view spec,
+           const OptTensor& scales, const OptTensor& scale, const OptTensor& scale_ub,
+           const OptTensor& out_lse, int64_t lse_base, int64_t copy_from, const Tensor& first) {
+  if (o.n != lse.n)
+    invalid("lses", std::to_string(o.n) + " tensors (one per partial output)",
+            std::to_string(lse.n));
+  if (o.n < 2 || o.n > static_cast<size_t>(qfuse::kMaxMergeStates))
     invalid("outputs", "2 to " + std::to_string(qfuse::kMaxMergeStates) + " partial states",
-            std::to_string(o.size()));
+            std::to_string(o.n));
   qfuse::MergePartials in;
-  in.n = static_cast<int>(o.size());
+  in.n = static_cast<int>(o.n);
   for (int i = 0; i < in.n; ++i) {
-    in.o[i] = to_ref(*o[i], "o[" + std::to_string(i) + "]");
-    in.lse[i] = to_ref(*lse[i], "lse[" + std::to_string(i) + "]");
+    in.o[i] = to_ref(o.at(i), partial_name(false, i));
+    in.lse[i] = to_ref(lse.at(i), partial_name(true, i));
   }
   const qfuse::QuantOutput q = quant_output(spec, out, scales, scale, scale_ub, true);
   const qfuse::MergeOptions opt = merge_options(out_lse, lse_base, copy_from);
@@ -493,10 +528,8 @@ void merge_states_kernel(at::TensorList outputs, at::TensorList lses, const Tens
                          const OptTensor& scale_ub, const OptTensor& out_lse, int64_t lse_base,
                          int64_t copy_from) {
   if (outputs.empty()) invalid("outputs", "2 to 8 partial states", "0");
-  std::vector<const Tensor*> o, l;
-  for (const Tensor& t : outputs) o.push_back(&t);
-  for (const Tensor& t : lses) l.push_back(&t);
-  merge(o, l, out, spec, scales, scale, scale_ub, out_lse, lse_base, copy_from, outputs[0]);
+  merge(partials(outputs), partials(lses), out, spec, scales, scale, scale_ub, out_lse, lse_base,
+        copy_from, outputs[0]);
 }
 
 void dynamic_per_tensor_quant_kernel(const Tensor& x, const Tensor& out, const Tensor& scale) {
@@ -508,13 +541,14 @@ void dynamic_per_tensor_quant_kernel(const Tensor& x, const Tensor& out, const T
 }
 
 /// The device pointer of a contiguous 1-D int64 tensor of `n` elements (module.cpp: i64_vector).
-const int64_t* i64_vector(const Tensor& a, const std::string& name, int64_t n) {
+const int64_t* i64_vector(const Tensor& a, std::string_view name, int64_t n) {
   const c10::ScalarType st = seen_dtype(a, name, Slot::kAny);
   if (st != c10::ScalarType::Long)
-    invalid(name + ".dtype", "int64", dlpack_name(st).value_or(torch_name(st)));
-  if (!a.is_cuda()) invalid(name + ".device", "a CUDA tensor", device_name(a.device()));
+    invalid(std::string(name) + ".dtype", "int64", dlpack_name(st).value_or(torch_name(st)));
+  if (!a.is_cuda())
+    invalid(std::string(name) + ".device", "a CUDA tensor", device_name(a.device()));
   if (a.dim() != 1 || a.size(0) != n || (n > 1 && a.stride(0) != 1))
-    invalid(name, "a contiguous [" + std::to_string(n) + "] vector",
+    invalid(std::string(name), "a contiguous [" + std::to_string(n) + "] vector",
             "rank " + std::to_string(a.dim()) +
                 (a.dim() == 1 ? " size " + std::to_string(a.size(0)) : std::string()));
   return static_cast<const int64_t*>(a.mutable_data_ptr());
@@ -817,7 +851,7 @@ void merge_attn_states_kernel(const Tensor& output, const OptTensor& output_lse,
                               const Tensor& prefix_output, const Tensor& prefix_lse,
                               const Tensor& suffix_output, const Tensor& suffix_lse,
                               const OptTensor& output_scale) {
-  merge({&prefix_output, &suffix_output}, {&prefix_lse, &suffix_lse}, output,
+  merge(partials(prefix_output, suffix_output), partials(prefix_lse, suffix_lse), output,
         output_scale ? "fp8_per_tensor" : "none", std::nullopt, output_scale, std::nullopt,
         output_lse, 0, -1, prefix_output);
 }
@@ -946,12 +980,14 @@ QFUSE_EXPORT const char* qfuse_torch_schema(const char* name) {
   return e ? e->schema : nullptr;
 }
 
-/// Registers the CUDA kernel of op `ns`::`name`, which qfuse.torch has defined (ns: "qfuse"; the
-/// tests use others). Returns 1 when registered; 0 when this library has no kernel of that name;
-/// -1 when the defined schema is not the one the kernel is written for (nothing registered; `msg`
-/// says how they differ); -2 on another error (`msg`).
-QFUSE_EXPORT int qfuse_torch_register(const char* ns, const char* name, char* msg,
-                                      size_t msg_size) {
+namespace {
+
+/// The floor's kernel (qfuse_torch_register_floor): takes the arguments off the stack, no more.
+void noop_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  torch::jit::drop(*stack, op.schema().arguments().size());
+}
+
+int register_op(const char* ns, const char* name, char* msg, size_t msg_size, bool noop) {
   try {
     const OpEntry* e = find_op(name);
     if (e == nullptr) return 0;
@@ -977,12 +1013,36 @@ QFUSE_EXPORT int qfuse_torch_register(const char* ns, const char* name, char* ms
     if (lib == nullptr)
       lib =
           new torch::Library(torch::Library::IMPL, ns, c10::DispatchKey::CUDA, __FILE__, __LINE__);
-    e->add(*lib, name);
+    if (noop)
+      lib->impl(name, torch::CppFunction::makeFromBoxedFunction<&noop_kernel>());
+    else
+      e->add(*lib, name);
     return 1;
   } catch (const std::exception& ex) {
     set_message(msg, msg_size, ex.what());
     return -2;
   }
+}
+
+}  // namespace
+
+/// Registers the CUDA kernel of op `ns`::`name`, which qfuse.torch has defined (ns: "qfuse"; the
+/// tests use others). Returns 1 when registered; 0 when this library has no kernel of that name;
+/// -1 when the defined schema is not the one the kernel is written for (nothing registered; `msg`
+/// says how they differ); -2 on another error (`msg`).
+QFUSE_EXPORT int qfuse_torch_register(const char* ns, const char* name, char* msg,
+                                      size_t msg_size) {
+  return register_op(ns, name, msg, msg_size, false);
+}
+
+/// Benchmark floor (python/bench_overhead.py): registers, as qfuse_torch_register does (same
+/// schema check, same returns), a CUDA kernel that does nothing for op `ns`::`name` (ns: a
+/// namespace of its own, never "qfuse"), so that a call of it costs what PyTorch alone costs for
+/// that schema and those arguments: its Python argument parsing, the dispatcher, the autograd
+/// fallback.
+QFUSE_EXPORT int qfuse_torch_register_floor(const char* ns, const char* name, char* msg,
+                                            size_t msg_size) {
+  return register_op(ns, name, msg, msg_size, true);
 }
 
 /// Benchmark hook (python/bench_overhead.py): with n > 0, every following op call repeats its
