@@ -6,6 +6,10 @@ Per op (static_scaled_fp8_quant on [16, 7168], then every op on test_gpu.opcheck
   api      the qfuse C++ API call alone (validation and launch), repeated back to back inside one
            op call (the op library's benchmark hook, qfuse_torch_bench_calls)
   torch    torch.ops.qfuse.<op>(...) eagerly: Python -> dispatcher -> the C++ kernel
+  floor    the same call of the same schema with a C++ kernel that does nothing (registered again
+           as torch.ops.qfuse_floor.*: qfuse_torch_register_floor): what PyTorch alone costs for
+           it (Python argument parsing, the dispatcher, the autograd fallback)
+  ours     torch - floor - api: the op library's own share (argument conversion, stream, guard)
   python   the same op with the Python implementation (today's path, registered under the
            namespace qfuse_py): Python -> dispatcher -> Python -> DLPack -> qfuse._qfuse
   core     that Python implementation called directly (DLPack capsules, current stream, the
@@ -24,6 +28,7 @@ graph times are CUDA-event time per call over 20 replays, median of the repeats.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -41,6 +46,24 @@ def python_replica(torch, ops, ns="qfuse_py"):
     for name, schema in ops.OPS.items():
         lib.define(schema)
         lib.impl(name, ops._IMPLS[name], "CUDA")
+    return lib
+
+
+def floor_replica(torch, ops, ns="qfuse_floor"):
+    """Every op again under `ns` with a C++ kernel that does nothing (PyTorch's own cost); None
+    where the op library has no such hook."""
+    cpp = ops._CPP
+    if cpp is None or not hasattr(cpp, "qfuse_torch_register_floor"):
+        return None
+    reg = cpp.qfuse_torch_register_floor
+    reg.restype = ctypes.c_int
+    reg.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib = torch.library.Library(ns, "DEF")
+    for name, schema in ops.OPS.items():
+        lib.define(schema)
+        msg = ctypes.create_string_buffer(2048)
+        if reg(ns.encode(), name.encode(), msg, len(msg)) != 1:
+            raise RuntimeError(f"{ns}::{name}: {msg.value.decode()}")
     return lib
 
 
@@ -111,6 +134,7 @@ def run_gpu(args, torch, ops):
     if ops._CPP is None:
         print(f"bench_overhead: no C++ op library ({ops.CPP_UNUSED}); timing the Python path only")
     replica = python_replica(torch, ops)  # noqa: F841 - kept alive while timing
+    floor = floor_replica(torch, ops)  # noqa: F841
     sync = torch.cuda.synchronize
     cases = gpu_cases(torch)
     rows = [{"op": name, "inputs": shape} for name, shape, _ in cases]
@@ -129,6 +153,10 @@ def run_gpu(args, torch, ops):
             if ops._CPP is not None and name in ops.CPP_OPS:
                 row["api"] = api_us(ops._CPP, op, a, args.calls, args.repeats, sync)
                 row["overhead"] = row["torch"] - row["api"]
+                if floor is not None:
+                    row["floor"] = host_us(getattr(torch.ops.qfuse_floor, name), a, args.calls,
+                                           args.repeats, sync)
+                    row["ours"] = row["overhead"] - row["floor"]
         except Exception as e:  # noqa: BLE001 - a failed row keeps its reason; the run goes on
             row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
     for row, (name, _, a) in zip(rows, cases):
@@ -154,13 +182,13 @@ def run_gpu(args, torch, ops):
         except Exception as e:  # noqa: BLE001
             row["error"] = f"graph: {type(e).__name__}: {str(e)[:300]}"
 
-    print(f"{'op':46s} {'inputs':10s} {'api':>7s} {'torch':>7s} {'over':>6s} {'python':>7s} "
-          f"{'core':>7s} {'graph':>7s} {'g_api':>7s}   (us per call)")
+    print(f"{'op':46s} {'inputs':10s} {'api':>7s} {'torch':>7s} {'over':>6s} {'floor':>6s} "
+          f"{'ours':>6s} {'python':>7s} {'core':>7s} {'graph':>7s} {'g_api':>7s}   (us per call)")
     for row in rows:
         f = lambda k: f"{row[k]:7.2f}" if k in row else f"{'-':>7s}"  # noqa: E731
-        over = f"{row['overhead']:6.2f}" if "overhead" in row else f"{'-':>6s}"
-        print(f"{row['op']:46s} {row['inputs']:10s} {f('api')} {f('torch')} {over} "
-              f"{f('python')} {f('core')} {f('graph')} {f('graph_api')}"
+        g = lambda k: f"{row[k]:6.2f}" if k in row else f"{'-':>6s}"  # noqa: E731
+        print(f"{row['op']:46s} {row['inputs']:10s} {f('api')} {f('torch')} {g('overhead')} "
+              f"{g('floor')} {g('ours')} {f('python')} {f('core')} {f('graph')} {f('graph_api')}"
               + (f"  {row['error']}" if "error" in row else ""), flush=True)
     head = rows[0]
     if "overhead" in head:
@@ -183,9 +211,10 @@ def run_cpu(args, torch, ops):
         print(f"bench_overhead: no C++ op library ({ops.CPP_UNUSED})")
         return []
     replica = python_replica(torch, ops)  # noqa: F841
+    floor = floor_replica(torch, ops)  # noqa: F841
     for m in (ops, sys.modules["qfuse.torch.dropin"]):
         mock.patch.object(m, "_stream", lambda t: 0).start()  # no device: stream 0 (as C++)
-    fp8, f32 = torch.float8_e4m3fn, torch.float32
+    fp8, f32, i32 = torch.float8_e4m3fn, torch.float32, torch.int32
     fk = torch_fakes.fake
     x0, s = fk((0, 7168)), fk((1,), f32)
     T = 0
@@ -202,13 +231,23 @@ def run_cpu(args, torch, ops):
                                                   fk((0, 448), torch.uint8), s, False)),
         ("merge_attn_states", "merge_attn_states", (fk((T, 8, 128)), None, o[0], lse[0], o[1],
                                                     lse[1], None)),
+        ("merge_states", "merge_states", (o, lse, fk((T, 8 * 128)), "none", None, None, None,
+                                          fk((8, T), f32), 0, -1)),
+        ("mla_decode B = 0", "mla_decode",
+         (fk((0, 16, 576)), fk((14, 64, 576)), fk((0, 4), i32), fk((0,), i32), fk((0, 16 * 512)),
+          fk((1 << 20,), torch.uint8), 1, 0.07, "none", None, None, None, None, fk((0, 16), f32),
+          "auto", "auto")),
+        ("vit_attention S = 0, cu_seqlens", "vit_attention",
+         (fk((0, 2, 80), fp8), fk((0, 2, 80), fp8), fk((0, 2, 80), fp8), fk((0, 2 * 72)), 72,
+          72 ** -0.5, fk((2,), i32), torch.zeros(2, dtype=i32), "none", None, None, None, s, s, s,
+          False, "auto")),
         ("quantize, a wrong dtype (TypeError)", "quantize",
          (fk((16, 7168), torch.float64), fk((16, 7168), fp8), "fp8_per_tensor", None, s, None)),
     ]
     sync = lambda: None  # noqa: E731
     rows = []
     print(f"{'call (no GPU: T = 0, nothing launched)':40s} {'api':>7s} {'torch':>7s} "
-          f"{'over':>6s} {'python':>7s} {'core':>7s}   (us per call)")
+          f"{'over':>6s} {'floor':>6s} {'ours':>6s} {'python':>7s} {'core':>7s}   (us per call)")
 
     def guarded(fn):
         def call(*a):
@@ -231,11 +270,15 @@ def run_cpu(args, torch, ops):
             if not fails:
                 row["api"] = api_us(ops._CPP, op, a, args.calls, args.repeats, sync)
                 row["overhead"] = row["torch"] - row["api"]
+                if floor is not None:
+                    row["floor"] = host_us(getattr(torch.ops.qfuse_floor, name), a, args.calls,
+                                           args.repeats, sync)
+                    row["ours"] = row["overhead"] - row["floor"]
             rows.append(row)
             f = lambda k: f"{row[k]:7.2f}" if k in row else f"{'-':>7s}"  # noqa: E731
-            over = f"{row['overhead']:6.2f}" if "overhead" in row else f"{'-':>6s}"
-            print(f"{label:40s} {f('api')} {f('torch')} {over} {f('python')} {f('core')}",
-                  flush=True)
+            g = lambda k: f"{row[k]:6.2f}" if k in row else f"{'-':>6s}"  # noqa: E731
+            print(f"{label:40s} {f('api')} {f('torch')} {g('overhead')} {g('floor')} "
+                  f"{g('ours')} {f('python')} {f('core')}", flush=True)
     print("(*) the Python path's result[:T] runs as a Python-level narrow here (Python indexing "
           "needs a device), which slows that row's python and core columns a little")
     return rows
