@@ -266,27 +266,8 @@ __global__ void __launch_bounds__(384, 1)
   }
 
   // Epilogue: O * v_scale / l into the shared tile, then through the quantizer.
-  const float v_scale = *p.v_scale;
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = l[r] > 0.0f ? v_scale / l[r] : 0.0f;
-  }
-  float* ot = reinterpret_cast<float*>(sm + Tr::kOOff);
-  const int row = 64 * c + 16 * warp + g;
-#pragma unroll
-  for (int i = 0; i < kD / 8; ++i)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      *reinterpret_cast<float2*>(ot + (row + 8 * r) * kD + 8 * i + 2 * qd) =
-          make_float2(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
-  named_sync(1, 256);
-  core.begin();
-  quant::store_tile(
-      core, quant::SmemTile<float>{ot, kD, Tr::kM, kD, q0, h * kD, end, static_cast<int>(p.H * kD)},
-      tid, 256);
+  store_output<kD, Tr::kM, false>(core, o, l, *p.v_scale, reinterpret_cast<float*>(sm + Tr::kOOff),
+                                  c, warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
 #endif
 }
 
@@ -320,29 +301,17 @@ inline int tc_poly_mod() {
 /// fp8_per_tensor: the kinds the tensor-core path instantiates).
 template <int kD>
 Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
-  const int64_t ld = out.out.strides[0];
-  if (out.spec.kind == QuantKind::kNone && out.out.dtype == DType::kBF16) {
-    using C = quant::PlainCore<__nv_bfloat16>;
-    const C::Params cp{static_cast<__nv_bfloat16*>(out.out.data), ld,
-                       quant::aligned_rows(out.out.data, ld, 2, 16)};
+  return with_tc_output(out, "vit_tc", [&](auto tag, const auto& cp) -> Status {
+    using C = typename decltype(tag)::type;
     // An A/B experiment at the bar's head size: QFUSE_VIT_TC_POLY=2|4 computes every 2nd / 4th
     // column's exponential on the FMA pipe (exp2_poly).
-    if constexpr (kD == 72) {
+    if constexpr (kD == 72 && std::is_same_v<C, quant::PlainCore<__nv_bfloat16>>) {
       const int poly = tc_poly_mod();
       if (poly == 2) return launch_tc_core<kD, C, 2>(p, cp, 0, stream);
       if (poly == 4) return launch_tc_core<kD, C, 4>(p, cp, 0, stream);
     }
     return launch_tc_core<kD, C>(p, cp, 0, stream);
-  }
-  if (out.spec.kind == QuantKind::kFp8PerTensor) {
-    using C = quant::Fp8PerTensorCore;
-    return launch_tc_core<kD, C>(p,
-                                 C::Params{static_cast<uint8_t*>(out.out.data), ld, out.scale,
-                                           quant::aligned_rows(out.out.data, ld, 1, 8)},
-                                 0, stream);
-  }
-  return Status(StatusCode::kInternal,
-                "vit_tc: no tensor-core instantiation writes " + to_string(out.spec));
+  });
 }
 
 }  // namespace qfuse::vit

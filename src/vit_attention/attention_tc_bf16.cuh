@@ -262,27 +262,8 @@ __global__ void __launch_bounds__(384, 1)
 
   // Epilogue: O / l into the shared tile (over the K / V ring, once both consumers are done with
   // it: every load has landed and every wgmma has completed), then through the quantizer.
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-  }
-  named_sync(1, 256);
-  float* ot = reinterpret_cast<float*>(sm + Tr::kOOff);
-  const int row = 64 * c + 16 * warp + g;
-#pragma unroll
-  for (int i = 0; i < kD / 8; ++i)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-      *reinterpret_cast<float2*>(ot + (row + 8 * r) * kD + 8 * i + 2 * qd) =
-          make_float2(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
-  named_sync(1, 256);
-  core.begin();
-  quant::store_tile(
-      core, quant::SmemTile<float>{ot, kD, Tr::kM, kD, q0, h * kD, end, static_cast<int>(p.H * kD)},
-      tid, 256);
+  store_output<kD, Tr::kM, true>(core, o, l, 1.0f, reinterpret_cast<float*>(sm + Tr::kOOff), c,
+                                 warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
 #endif
 }
 
@@ -303,23 +284,9 @@ Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
 /// bf16 or fp8_per_tensor, as the FP8 kernel).
 template <int kD>
 Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
-  const int64_t ld = out.out.strides[0];
-  if (out.spec.kind == QuantKind::kNone && out.out.dtype == DType::kBF16) {
-    using C = quant::PlainCore<__nv_bfloat16>;
-    return launch_tc_bf16_core<kD, C>(p,
-                                      C::Params{static_cast<__nv_bfloat16*>(out.out.data), ld,
-                                                quant::aligned_rows(out.out.data, ld, 2, 16)},
-                                      stream);
-  }
-  if (out.spec.kind == QuantKind::kFp8PerTensor) {
-    using C = quant::Fp8PerTensorCore;
-    return launch_tc_bf16_core<kD, C>(p,
-                                      C::Params{static_cast<uint8_t*>(out.out.data), ld, out.scale,
-                                                quant::aligned_rows(out.out.data, ld, 1, 8)},
-                                      stream);
-  }
-  return Status(StatusCode::kInternal,
-                "vit_tc_bf16: no tensor-core instantiation writes " + to_string(out.spec));
+  return with_tc_output(out, "vit_tc_bf16", [&](auto tag, const auto& cp) -> Status {
+    return launch_tc_bf16_core<kD, typename decltype(tag)::type>(p, cp, stream);
+  });
 }
 
 }  // namespace qfuse::vit

@@ -1,6 +1,6 @@
 // What the tensor-core ViT attention kernels share (attention_tc.cuh: FP8, attention_tc_bf16.cuh:
-// BF16): the query-tile enumeration over packed sequences and the online softmax of one 64 x 128
-// score tile in the wgmma accumulator layout.
+// BF16): the query-tile enumeration over packed sequences, the online softmax of one 64 x 128
+// score tile in the wgmma accumulator layout, the epilogue and the output kinds they instantiate.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,6 +8,9 @@
 #include <cstdint>
 
 #include "common/sm90.cuh"
+#include "qfuse/quant/adapters/smem_tile.cuh"
+#include "qfuse/quant/chunk.cuh"
+#include "qfuse/quant/dispatch.cuh"
 #include "vit_attention/launch.h"
 
 namespace qfuse::vit {
@@ -140,6 +143,64 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
     }
 #pragma unroll
   for (int r = 0; r < 2; ++r) l[r] += (l4[r][0] + l4[r][1]) + (l4[r][2] + l4[r][3]);
+}
+
+/// The epilogue of a consumer warpgroup (c: rows [64 c, 64 c + 64) of the block's kM): the row
+/// sums reduced over the quad, O * scale / l (0 for an empty row) into the fp32 shared tile `ot`
+/// [kM][kD], then rows [q0, min(q0 + kM, end)) of head h through the quantizer (row stride
+/// `ld_out` elements). kSyncFirst: the 256 consumer threads meet first, for a tile over buffers
+/// the other consumer may still be reading.
+template <int kD, int kM, bool kSyncFirst, class Core>
+__device__ __forceinline__ void store_output(Core& core, const float (&o)[kD / 2], float (&l)[2],
+                                             float scale, float* ot, int c, int warp, int g, int qd,
+                                             int64_t q0, int h, int64_t end, int ld_out, int tid) {
+  using namespace ::qfuse::sm90;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    inv[r] = l[r] > 0.0f ? scale / l[r] : 0.0f;
+  }
+  if constexpr (kSyncFirst) named_sync(1, 256);
+  const int row = 64 * c + 16 * warp + g;
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      *reinterpret_cast<float2*>(ot + (row + 8 * r) * kD + 8 * i + 2 * qd) =
+          make_float2(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
+  named_sync(1, 256);
+  core.begin();
+  quant::store_tile(core, quant::SmemTile<float>{ot, kD, kM, kD, q0, h * kD, end, ld_out}, tid,
+                    256);
+}
+
+/// A core type for with_tc_output's callback.
+template <class C>
+struct CoreTag {
+  using type = C;
+};
+
+/// Calls launch(CoreTag<C>{}, params) with the quantizer core and params that write `out`
+/// ([S_total, H * D], validated): bf16 unquantized or fp8_per_tensor, the kinds the tensor-core
+/// kernels instantiate; an internal error naming `kernel` for any other.
+template <class Fn>
+Status with_tc_output(const QuantOutput& out, const char* kernel, Fn&& launch) {
+  const int64_t ld = out.out.strides[0];
+  if (out.spec.kind == QuantKind::kNone && out.out.dtype == DType::kBF16) {
+    using C = quant::PlainCore<__nv_bfloat16>;
+    return launch(CoreTag<C>{}, C::Params{static_cast<__nv_bfloat16*>(out.out.data), ld,
+                                          quant::aligned_rows(out.out.data, ld, 2, 16)});
+  }
+  if (out.spec.kind == QuantKind::kFp8PerTensor) {
+    using C = quant::Fp8PerTensorCore;
+    return launch(CoreTag<C>{}, C::Params{static_cast<uint8_t*>(out.out.data), ld, out.scale,
+                                          quant::aligned_rows(out.out.data, ld, 1, 8)});
+  }
+  return Status(
+      StatusCode::kInternal,
+      std::string(kernel) + ": no tensor-core instantiation writes " + to_string(out.spec));
 }
 
 }  // namespace qfuse::vit
