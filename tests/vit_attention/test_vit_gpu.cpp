@@ -556,6 +556,21 @@ INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttention,
 /// The tensor-core kernel (FP8 wgmma, P rounded to E4M3 for P * V) against fp64 over the
 /// dequantized inputs and over the bf16 inputs, and against the CUDA-core kernel's FP8 result:
 /// sequences of many lengths (one tile, several, partial tiles, length 1), every head size.
+/// The tensor-core kernel's static FP8 output (scale 0.0173) of the call `a` (its output
+/// replaced): codes within one E4M3 step of `bf16` (the same kernel's bf16 output) / scale.
+void expect_tc_fp8_output(VitAttentionArgs a, int64_t T, int64_t cols,
+                          const std::vector<double>& bf16) {
+  DeviceQuantOutput q8 =
+      DeviceQuantOutput::make(QuantSpec::fp8_per_tensor(), T, cols, DType::kBF16, 0.0173f);
+  a.out = q8.view();
+  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr).ok());
+  CheckOptions opt;
+  opt.exact = false;
+  opt.scale_value = 0.0173f;
+  opt.abs_tol = 0.01;  // bf16 rounding of the reference output, below one E4M3 step
+  EXPECT_TRUE(check_quant_output(q8, bf16, opt));
+}
+
 class VitAttentionTc : public ::testing::TestWithParam<int> {};
 
 TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
@@ -612,15 +627,7 @@ TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   EXPECT_LT(max_rel, 0.05);
   EXPECT_LT(mean_rel, 0.005);
   // The static FP8 output of the same kernel: codes within a step of the bf16 result / scale.
-  DeviceQuantOutput q8 =
-      DeviceQuantOutput::make(QuantSpec::fp8_per_tensor(), T, cols, DType::kBF16, 0.0173f);
-  a.out = q8.view();
-  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr).ok());
-  CheckOptions opt;
-  opt.exact = false;
-  opt.scale_value = 0.0173f;
-  opt.abs_tol = 0.01;  // bf16 rounding of the reference output, below one E4M3 step
-  EXPECT_TRUE(check_quant_output(q8, got, opt));
+  expect_tc_fp8_output(a, T, cols, got);
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc, ::testing::Values(64, 72, 80, 96, 128));
@@ -684,15 +691,7 @@ TEST_P(VitAttentionTcBf16, AgainstTheReferenceAndTheSimpleKernel) {
   EXPECT_LT(max_rel, kTcBf16MaxRel);
   EXPECT_LT(mean_rel, kTcBf16MeanRel);
   // The static FP8 output of the same kernel: codes within a step of the bf16 result / scale.
-  DeviceQuantOutput q8 =
-      DeviceQuantOutput::make(QuantSpec::fp8_per_tensor(), T, cols, DType::kBF16, 0.0173f);
-  a.out = q8.view();
-  ASSERT_TRUE(vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr).ok());
-  CheckOptions opt;
-  opt.exact = false;
-  opt.scale_value = 0.0173f;
-  opt.abs_tol = 0.01;  // bf16 rounding of the reference output, below one E4M3 step
-  EXPECT_TRUE(check_quant_output(q8, got, opt));
+  expect_tc_fp8_output(a, T, cols, got);
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTcBf16, ::testing::Values(64, 72, 80, 96, 128));
