@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The ViT experiments waiting for a device (bench/NOTES.md V8, V10), in one device call:
+#   1. the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..5): the quantization tests under each, then
+#      `qfuse bench --suite issue15_quant` under each (S 16384 / 65536 rows printed);
+#   2. the attention's polynomial exp2 (QFUSE_VIT_TC_POLY 0, 2, 4): the D 72 tensor-core tests
+#      under each, then two interleaved rounds of vit_attention/fp8:tc at S 4096 and 16384;
+#   3. with .devbin_b.tgz carried too (another `make devbin`, e.g. of branch
+#      wip/vit-quant-interleave, copied aside), its quantization tests and issue15_quant;
+#   4. ncu (speed of light, memory) of the static quantizer at S 16384: DRAM bytes against the
+#      176 MB minimum.
+#   device: bash scripts/ab_vit.sh   (carry .devbin.tgz [and .devbin_b.tgz]); logs in $OUT
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/qfuse-ab}
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+[ -x .devbin/qfuse ] || tar xzf .devbin.tgz
+bin=.devbin
+quant_tests='Shapes/VitQuant*:VLayouts/*:VitDynamic*'
+
+for f in 0 1 2 3 4 5; do
+  QFUSE_VIT_QUANT_FORM=$f timeout 60 $bin/test_vit_attention --gtest_brief=1 \
+    --gtest_filter="$quant_tests" >"$out/tests_form$f.log" 2>&1
+  echo "form $f: quantization tests exit $? ($(grep -c '\[  FAILED' "$out/tests_form$f.log") failed lines)"
+done
+for f in 0 1 2 3 4 5; do
+  QFUSE_VIT_QUANT_FORM=$f timeout 60 $bin/qfuse bench --suite issue15_quant \
+    --json "$out/quant_form$f.json" >"$out/quant_form$f.txt" 2>&1
+  echo "== form $f (routine shape us_median %copy)"
+  grep -E '^vit_quant' "$out/quant_form$f.txt" | grep -E 'S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
+done
+
+for p in 2 4; do
+  QFUSE_VIT_TC_POLY=$p timeout 60 $bin/test_vit_attention --gtest_brief=1 \
+    --gtest_filter='HeadDims/VitAttentionTc.*/1:HeadDims/VitAttention.*/1' >"$out/tests_poly$p.log" 2>&1
+  echo "poly $p: D 72 attention tests exit $? ($(grep -c '\[  FAILED' "$out/tests_poly$p.log") failed lines)"
+done
+for r in 1 2; do
+  for p in 0 2 4; do
+    for S in 4096 16384; do
+      QFUSE_VIT_TC_POLY=$p timeout 30 $bin/qfuse bench --op vit_attention/fp8:tc --dim S=$S \
+        --dim H=16 --dim D=72 --dim NIMG=1 2>&1 | grep -E '^vit_attention' |
+        awk -v p=$p -v r=$r '{print "round " r " poly " p ": " $0}'
+    done
+  done
+done
+
+if [ -f .devbin_b.tgz ]; then
+  mkdir -p B && tar xzf .devbin_b.tgz -C B
+  timeout 60 B/.devbin/test_vit_attention --gtest_brief=1 --gtest_filter="$quant_tests" \
+    >"$out/tests_b.log" 2>&1
+  echo "build B: quantization tests exit $?"
+  timeout 60 B/.devbin/qfuse bench --suite issue15_quant >"$out/quant_b.txt" 2>&1
+  echo "== build B"
+  grep -E '^vit_quant' "$out/quant_b.txt" | grep -E 'S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
+fi
+
+if command -v ncu >/dev/null; then
+  for f in 0 5; do
+    QFUSE_VIT_QUANT_FORM=$f timeout 90 ncu --kernel-name-base mangled -k regex:quant_kernelILb0 \
+      -s 2 -c 1 --kill on --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      $bin/qfuse bench --op vit_quant/static --dim S=16384 --dim H=16 --dim D=72 --no-unfused \
+      >"$out/ncu_quant_form$f.txt" 2>&1
+    echo "== ncu, static quantizer, form $f"
+    grep -E 'DRAM Throughput|Duration|Memory Throughput|L2 Hit Rate|Mem Busy|Max Bandwidth' \
+      "$out/ncu_quant_form$f.txt" | sed 's/^ */  /'
+  done
+fi
