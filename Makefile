@@ -34,10 +34,14 @@ devbin: build
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz
 
-# nanobind's sources for python/gpu_test.sh on the GPU machine (no network there): install_deps
-# puts them in .deps/pylib (about 1.5 MB; .deps is ignored): carry .deps/pylib.
+# What a build from source needs on the GPU machine (no network there; python/gpu_test.sh,
+# scripts/gpu.sh without .devbin): nanobind's sources in .deps/pylib (about 1.5 MB) and the
+# CUTLASS / CuTe headers packed as .deps/cutlass.tgz (about 2.4 MB; unpacked there into
+# .deps/cutlass): carry .deps/pylib and .deps/cutlass.tgz (.deps is ignored).
 pydeps: deps
 	@test -f .deps/pylib/nanobind/cmake/nanobind-config.cmake && du -sh .deps/pylib
+	@tar czf .deps/cutlass.tgz -C .deps/cutlass cutlass_library/source/include/cute \
+	  cutlass_library/source/include/cutlass && ls -la .deps/cutlass.tgz
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')

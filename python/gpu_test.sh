@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python package's tests on the GPU machine (PyTorch and a CUDA device; no network there).
 #
-#   bash python/gpu_test.sh [GROUP ...]   (carry .deps/pylib: `make pydeps` fills it here)
+#   bash python/gpu_test.sh [GROUP ...]   (carry .deps/pylib and .deps/cutlass.tgz: `make pydeps`
+#                                          makes them here)
 #
 # GROUP: host, torch, gpu (default all three, in that order); QFUSE_PY_K="pattern ..." runs only
 # the tests whose names match (unittest -k). A second call reuses the build in build-py/.
@@ -30,6 +31,9 @@ py=$(command -v "${PYTHON:-python3}")
 build=${QFUSE_PY_BUILD:-build-py}
 
 nb=""
+# The CUTLASS / CuTe headers the kernels build with (`make pydeps` packs them; no pip here).
+[ -f .deps/cutlass/cutlass_library/source/include/cute/arch/mma_sm90_gmma.hpp ] ||
+  [ ! -f .deps/cutlass.tgz ] || { mkdir -p .deps/cutlass && tar xzf .deps/cutlass.tgz -C .deps/cutlass; }
 if [ -f .deps/pylib/nanobind/cmake/nanobind-config.cmake ]; then
   nb=$PWD/.deps/pylib/nanobind/cmake
 else

@@ -26,7 +26,7 @@
 #
 # Binaries: .devbin/ (or .devbin.tgz, unpacked) when present (made here by `make devbin` and
 # carried: the GPU machine has no GoogleTest/CLI11 packages), else a build from source into
-# build-gpu/ (needs install_deps.sh).
+# build-gpu/ (needs install_deps.sh's packages and .deps/cutlass.tgz carried: `make pydeps`).
 # Logs and JSON go to $OUT (or /tmp/qfuse-gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,9 @@ bin=.devbin
 [ -x "$bin/qfuse" ] || [ ! -f .devbin.tgz ] || tar xzf .devbin.tgz
 if [ ! -x "$bin/qfuse" ]; then
   echo "== building from source"
+  # The CUTLASS / CuTe headers (`make pydeps` packs them as .deps/cutlass.tgz; no pip here).
+  [ -f .deps/cutlass/cutlass_library/source/include/cute/arch/mma_sm90_gmma.hpp ] ||
+    [ ! -f .deps/cutlass.tgz ] || { mkdir -p .deps/cutlass && tar xzf .deps/cutlass.tgz -C .deps/cutlass; }
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/configure.log" 2>&1 &&
     cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || {
     tail -30 "$out/build.log"

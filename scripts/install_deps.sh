@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what qfuse needs to build and test, from Debian's packages; idempotent (a second run
-# installs nothing). The CUDA toolkit (nvcc 13, CCCL, cudart) comes with the machine image.
+# Installs what qfuse needs to build and test, from Debian's packages and PyPI (nanobind, the
+# nvidia-cutlass headers); idempotent (a second run installs nothing). The CUDA toolkit (nvcc 13,
+# CCCL, cudart) comes with the machine image.
 set -euo pipefail
 
 packages=(cmake ninja-build g++ make libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
@@ -33,6 +34,18 @@ if [ ! -f "$root/.deps/pylib/nanobind/cmake/nanobind-config.cmake" ]; then
     --target "$root/.deps/pylib" \
     "nanobind==3.1.0" ||
     echo "install_deps: pip could not install nanobind: the Python package will not be built" >&2
+fi
+
+# The CUTLASS / CuTe 4.x headers (the tensor-core kernels' wgmma atoms) from PyPI's nvidia-cutlass
+# wheel (it ships them under cutlass_library/source/include) into .deps/cutlass (ignored), where
+# CMakeLists.txt looks first. Required: the kernels do not build without them.
+if [ ! -f "$root/.deps/cutlass/cutlass_library/source/include/cute/arch/mma_sm90_gmma.hpp" ]; then
+  echo "install_deps: installing nvidia-cutlass (the CUTLASS / CuTe headers) into .deps/cutlass"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$root/.deps/cutlass" "nvidia-cutlass==4.2.0.0" || {
+    echo "install_deps: pip could not install nvidia-cutlass (PyPI), which the kernels need" >&2
+    exit 1
+  }
 fi
 
 nvcc_path=$(command -v nvcc || true)
