@@ -25,7 +25,7 @@ __device__ __forceinline__ void gmma_ss(float (&d)[kRegs], uint64_t da, uint64_t
   Atom::fma(da, db, d[I]..., static_cast<gmma::ScaleOut>(scale_d));
 }
 template <class Atom, int kRegs, size_t... I>
-__device__ __forceinline__ void gmma_rs(float (&d)[kRegs], const uint32_t (&a)[4], uint64_t db,
+__device__ __forceinline__ void gmma_rs(float (&d)[kRegs], const uint32_t* a, uint64_t db,
                                         int scale_d, std::index_sequence<I...>) {
   Atom::fma(a[0], a[1], a[2], a[3], db, d[I]..., static_cast<gmma::ScaleOut>(scale_d));
 }
@@ -37,9 +37,10 @@ __device__ __forceinline__ void gmma_ss(float (&d)[kRegs], uint64_t da, uint64_t
   detail::gmma_ss<Atom>(d, da, db, scale_d, std::make_index_sequence<kRegs>{});
 }
 
-/// D (+)= A B, A from registers (the four .b32 of the thread's A fragment), B from shared memory.
+/// D (+)= A B, A from registers (a[0..3]: the four .b32 of the thread's A fragment), B from
+/// shared memory.
 template <class Atom, int kRegs>
-__device__ __forceinline__ void gmma_rs(float (&d)[kRegs], const uint32_t (&a)[4], uint64_t db,
+__device__ __forceinline__ void gmma_rs(float (&d)[kRegs], const uint32_t* a, uint64_t db,
                                         int scale_d) {
   detail::gmma_rs<Atom>(d, a, db, scale_d, std::make_index_sequence<kRegs>{});
 }
