@@ -1,8 +1,8 @@
 // Hopper (sm_90a) primitives shared by the tensor-core kernels of every family, as inline PTX:
 // TMA tensor loads completing on mbarriers, mbarrier arrive / wait, named barriers, proxy fences,
 // wgmma fences / commit / wait, 128-byte-swizzle matrix descriptors, setmaxnreg, ex2.
-// The wgmma instructions themselves live with the kernels that use them (their operand types and
-// shapes differ): src/mla_decode/sm90.cuh (bf16), src/vit_attention/wgmma_fp8.cuh (e4m3).
+// The wgmma instructions themselves are CuTe's GMMA atoms (common/gmma.cuh), chosen per shape by
+// the families: src/mla_decode/sm90.cuh (bf16, fp16), src/vit_attention/wgmma_{fp8,bf16}.cuh.
 //
 // Shared-memory operand layouts (PTX ISA, "matrix descriptor", 128-byte swizzle): every operand
 // tile is made of 1024-byte atoms of 8 rows x 128 bytes; within an atom the 16-byte chunk c of row
