@@ -152,7 +152,7 @@ enum class VitKernel {
   // wgmma + TMA, warp-specialized (sm_90a): FP8 wgmma over e4m3 inputs (P rounded to e4m3), or
   // BF16 wgmma over the bf16 views (P rounded to bf16 for P V)
   kTensorCore,
-  kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any device)
+  kSimple,  // CUDA-core kernel: the slow, obviously correct rung (any device)
 };
 
 struct VitAttentionOptions {
