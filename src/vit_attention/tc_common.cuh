@@ -11,6 +11,7 @@
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/dispatch.cuh"
+#include "vit_attention/exp2_poly.h"
 #include "vit_attention/launch.h"
 
 namespace qfuse::vit {
@@ -66,20 +67,6 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
   if (lane == 0) {  // past the last tile (cannot happen with the host's count): an empty span
     out->beg = out->end = out->q0 = 0;
   }
-}
-
-/// 2^x on the FMA pipe (x <= ~64; -inf and anything below -127 give ~2^-127): round x to n by the
-/// 1.5 * 2^23 trick, a degree-3 polynomial of the rest (|f| <= 0.5; relative error 1.4e-4, far
-/// below what an E4M3 P keeps) and n added to the exponent. Relieves the 16-a-clock MUFU of part
-/// of the softmax's exponentials (FlashAttention-4's trick).
-__device__ __forceinline__ float exp2_poly(float x) {
-  x = fmaxf(x, -127.0f);
-  const float t = x + 12582912.0f;  // 1.5 * 2^23: round(x) in the low mantissa bits
-  const float f = x - (t - 12582912.0f);
-  float p = fmaf(f, 0.05502926558256149f, 0.2422569841146469f);
-  p = fmaf(f, p, 0.6932530403137207f);
-  p = fmaf(f, p, 0.9999513626098633f);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 
 /// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by
