@@ -178,6 +178,12 @@ if [ "$suites" != none ]; then
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_alt.json" \
         >"$out/bench_mla_decode_alt.txt" 2>&1 || status=1
       grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_alt.txt" | head -20
+      # NOTE: and with the wide form for an FP8 cache at 64+ rows (bench/NOTES.md M15).
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_WIDE=1"
+      QFUSE_MLA_FP8_WIDE=1 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
+        --suite mla_decode --no-unfused --json "$out/bench_mla_decode_wide.json" \
+        >"$out/bench_mla_decode_wide.txt" 2>&1 || status=1
+      grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_wide.txt" | head -20
     fi
   done
   if [ "${QFUSE_NOPDL:-1}" != 0 ]; then

@@ -33,7 +33,22 @@ std::atomic<int>& fp8_form_state() {
   return state;
 }
 
+std::atomic<bool>& fp8_wide_state() {
+  static std::atomic<bool> state{[] {
+    const char* env = std::getenv("QFUSE_MLA_FP8_WIDE");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }()};
+  return state;
+}
+
 }  // namespace
+
+void set_fp8_wide(bool wide) {
+  fp8_wide_state().store(wide);
+}
+bool fp8_wide() {
+  return fp8_wide_state().load();
+}
 
 void set_fp8_form(int form) {
   fp8_form_state().store(form == 1 ? 1 : 2);
@@ -273,9 +288,8 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
 
 template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
-  if constexpr (kCache == CacheKind::kBf16) {
-    if (rpb == 64) return mla::launch_wide<kEpi>(tp, grid, stream);
-  } else {
+  if (rpb == 64) return mla::launch_wide<kCache, kEpi>(tp, grid, stream);
+  if constexpr (kCache == CacheKind::kFp8) {
     if (rpb == 16 && mla::fp8_form() == 2) return mla::launch_tc_fp8alt<kEpi>(tp, grid, stream);
   }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);

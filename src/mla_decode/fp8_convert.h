@@ -5,6 +5,9 @@
 // code's exponent and mantissa bits placed at fp16's bits 7..13 (with the sign at bit 15) are the
 // fp16 of the value times 2^-8 — an E4M3 subnormal becomes an fp16 subnormal. NaN codes (0x7F,
 // 0xFF) become the finite +-480 * 2^-8.
+//
+// E4M3 -> bf16 (the wide form's converter), exactly, as the value times 2^-120 by bit moves, then
+// times 2^112 by a bf16 multiply (subnormal inputs are exact there): the value times 2^-8.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +49,30 @@ QFUSE_HD constexpr uint32_t pair_sel(uint32_t x, uint32_t y) {
 /// crossed into the upper lane (its bits 0..6).
 QFUSE_HD uint32_t e4m3_lanes_f16x2(uint32_t lanes) {
   return (lanes << 7) & 0xBF80BF80u;
+}
+
+/// Two E4M3 codes laid out by prmt with pair_sel -> the bf16 pair of their values times 2^-120:
+/// the shift puts the exponent and mantissa bits at bits 4..10 of each lane (bf16's exponent
+/// starts at bit 7, its bias is 127: 120 above E4M3's) and a sign copy at bit 15; the mask keeps
+/// those. Small codes give bf16 subnormals; the wide form's converter (mainloop_wide.cuh) then
+/// multiplies by 2^112 in bf16, which is exact (value times 2^-8, always a normal bf16).
+QFUSE_HD uint32_t e4m3_lanes_bf16x2(uint32_t lanes) {
+  return (lanes << 4) & 0x87F087F0u;
+}
+
+/// 8 E4M3 codes (two words, bytes in column order) -> the 4 words of their bf16 pairs times
+/// 2^-120 (e4m3_lanes_bf16x2), in column order: word k holds columns 2 k, 2 k + 1.
+QFUSE_HD void e4m3_half_chunk_bf16x2(uint32_t* out, uint32_t w0, uint32_t w1) {
+  out[0] = e4m3_lanes_bf16x2(prmt(w0, 0, pair_sel(0, 1)));
+  out[1] = e4m3_lanes_bf16x2(prmt(w0, 0, pair_sel(2, 3)));
+  out[2] = e4m3_lanes_bf16x2(prmt(w1, 0, pair_sel(0, 1)));
+  out[3] = e4m3_lanes_bf16x2(prmt(w1, 0, pair_sel(2, 3)));
+}
+
+/// 16 E4M3 codes (a 16-byte chunk of a cache row) -> 8 words, two e4m3_half_chunk_bf16x2.
+QFUSE_HD void e4m3_chunk_bf16x2(uint32_t* out, const uint32_t* in) {
+  e4m3_half_chunk_bf16x2(out, in[0], in[1]);
+  e4m3_half_chunk_bf16x2(out + 4, in[2], in[3]);
 }
 
 /// The A registers of one QK k-step from the words of the thread's two K rows (after Q's column

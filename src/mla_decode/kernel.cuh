@@ -25,18 +25,20 @@ using TcTraitsOf =
     std::conditional_t<kCache == CacheKind::kFp8, TcFp8Traits<kRows>, TcTraits<kRows>>;
 
 /// The kernels' common prologue: the 1024-byte aligned shared-memory plan and its barriers
-/// (empty: `consumer_warps` arrivals a phase; p_full where the traits have it: a warpgroup's
-/// threads), visible to every thread and to TMA before the first use; then the PDL wait (the
-/// schedule, the cache and q may come from the previous kernels of the stream).
+/// (full: `full_arrivals` a phase, 1 where TMA fills the stage; empty: `consumer_warps`; p_full
+/// where the traits have it: a warpgroup's threads), visible to every thread and to TMA before the
+/// first use; then the PDL wait (the schedule, the cache and q may come from the previous kernels
+/// of the stream).
 template <class Tr>
 __device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int consumer_warps,
-                                                      int q_consumer_warps = 4) {
+                                                      int q_consumer_warps = 4,
+                                                      int full_arrivals = 1) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
   const TcSmem<Tr> sm{smem_raw + ((1024 - (a & 1023)) & 1023)};
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
-      mbar_init(sm.full(s), 1);
+      mbar_init(sm.full(s), full_arrivals);
       mbar_init(sm.empty(s), consumer_warps);
       if constexpr (Tr::kPFull) {
         mbar_init(sm.p_full(s), 128);
@@ -134,35 +136,59 @@ Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream) {
                                                       Tr::kSmemBytes, grid, stream, tp);
 }
 
-/// The wide form (mainloop_wide.cuh): 64 query rows per block, bf16 cache, 384 threads.
-/// NOTE: registers: the producer warpgroup keeps 56, each consumer takes 224 (two 64 x 256 fp32
-/// accumulators and the 64 x 64 scores): 128 * 56 + 256 * 224 <= 65536.
-template <EpilogueKind kEpi>
+/// The wide form (mainloop_wide.cuh): 64 query rows per block, 384 threads. NOTE: registers: a
+/// bf16 cache's producer warpgroup (one TMA thread) keeps 56 and each consumer takes 224 (two
+/// 64 x 256 fp32 accumulators and the 64 x 64 scores): 128 * 56 + 256 * 224 <= 65536. An FP8
+/// cache's producer warpgroup converts (producer_fp8_wide: a tile in flight in 72 registers) and
+/// keeps 104, the PV consumer (its accumulator and addresses) 184: 128 * (104 + 224 + 184) = 65536.
+#ifndef QFUSE_WIDE_FP8_REGS
+#define QFUSE_WIDE_FP8_REGS 104, 224, 184
+#endif
+constexpr int kFp8Regs[3] = {QFUSE_WIDE_FP8_REGS};
+static_assert(kFp8Regs[0] + kFp8Regs[1] + kFp8Regs[2] == 512, "65536 registers, 128 threads each");
+
+template <CacheKind kCache, EpilogueKind kEpi>
 __global__ void __launch_bounds__(384, 1) mla_wide_kernel(const __grid_constant__ TcParams tp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = WideTraits;
+  using Tr = std::conditional_t<kCache == CacheKind::kFp8, WideFp8Traits, WideTraits>;
   using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
   extern __shared__ uint8_t smem_raw[];
-  const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8);
-  const int rb = blockIdx.x, part = blockIdx.y;
-  const int wg = threadIdx.x >> 7;
-  if (wg == 0) {
-    regs_dec<56>();
-    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
-  } else {
-    regs_inc<224>();
-    if (wg == 1)
+  if constexpr (Tr::kFp8) {
+    const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8, 4, 128);
+    const int rb = blockIdx.x, part = blockIdx.y;
+    const int wg = threadIdx.x >> 7;
+    if (wg == 0) {
+      regs_dec<kFp8Regs[0]>();
+      producer_fp8_wide<Tr>(tp, sm, rb, part);
+    } else if (wg == 1) {
+      regs_inc<kFp8Regs[1]>();
       wide_consumer_qk<Tr, Epi>(tp, sm, rb, part);
-    else
+    } else {
+      regs_inc<kFp8Regs[2]>();
       wide_consumer_pv<Tr, Epi>(tp, sm, rb, part);
+    }
+  } else {
+    const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8);
+    const int rb = blockIdx.x, part = blockIdx.y;
+    const int wg = threadIdx.x >> 7;
+    if (wg == 0) {
+      regs_dec<56>();
+      if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+    } else {
+      regs_inc<224>();
+      if (wg == 1)
+        wide_consumer_qk<Tr, Epi>(tp, sm, rb, part);
+      else
+        wide_consumer_pv<Tr, Epi>(tp, sm, rb, part);
+    }
   }
 #endif
 }
 
-template <EpilogueKind kEpi>
+template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  return launch_tc_kernel<mla_wide_kernel<kEpi>>("mla_wide_kernel", WideTraits::kThreads,
-                                                 WideTraits::kSmemBytes, grid, stream, tp);
+  return launch_tc_kernel<mla_wide_kernel<kCache, kEpi>>("mla_wide_kernel", WideTraits::kThreads,
+                                                         WideTraits::kSmemBytes, grid, stream, tp);
 }
 
 }  // namespace qfuse::mla

@@ -35,14 +35,23 @@ Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 void set_fp8_form(int form);
 int fp8_form();
 
-/// The wide tensor-core kernel (mainloop_wide.cuh): 64 query rows per block, bf16 cache.
-template <EpilogueKind kEpi>
+/// The wide tensor-core kernel (mainloop_wide.cuh): 64 query rows per block; an FP8 cache is
+/// converted to bf16 tiles by the producer warpgroup.
+template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
+/// Whether an FP8 cache takes the wide form where a request has 64 rows or more (1; not yet
+/// measured against the swapped form, bench/NOTES.md M15) or the swapped form at 32 rows per
+/// block (0, the default until measured). Process-wide; QFUSE_MLA_FP8_WIDE=1 sets it at start-up
+/// (same-binary A/B runs); tests switch it here.
+void set_fp8_wide(bool wide);
+bool fp8_wide();
+
 /// Rows per block of the tensor-core kernels for `rows` = heads * s_q query rows: the wide form
-/// (64) where a request has 64 rows or more and the cache is bf16, else the swapped form (16, 32).
+/// (64) where a request has 64 rows or more (an FP8 cache: where fp8_wide()), else the swapped
+/// form (16, 32).
 inline int tc_rows_per_block(int rows, CacheKind cache) {
-  if (rows >= 64 && cache == CacheKind::kBf16) return 64;
+  if (rows >= 64 && (cache == CacheKind::kBf16 || fp8_wide())) return 64;
   return rows <= 16 ? 16 : 32;
 }
 

@@ -30,6 +30,7 @@
 
 #include <cstdint>
 
+#include "mla_decode/fp8_convert.h"
 #include "mla_decode/mainloop.cuh"
 
 namespace qfuse::mla {
@@ -67,12 +68,137 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&x);
 }
 
+/// The thread's two token rows of tile t of piece pc in an E4M3 cache (tokens r and r + 32 of the
+/// tile, from byte 16 * q4 of each 64-column box), or null where the row reads as zeros (past
+/// seq_len, a bad block id (flagged by physical_block), or no tile: pc.b < 0).
+struct Fp8Rows {
+  const uint8_t* row[2];
+};
+
+__device__ __forceinline__ Fp8Rows fp8_rows(const DecodeParams& p, const Piece& pc, int t, int r,
+                                            int q4) {
+  Fp8Rows rows{{nullptr, nullptr}};
+  if (pc.b < 0) return rows;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int tok = t * kTileTokens + r + 32 * i;
+    const int blk = physical_block(p, pc, tok);
+    if (blk < p.num_blocks)
+      rows.row[i] = static_cast<const uint8_t*>(p.cache) + blk * p.c_sb +
+                    static_cast<int64_t>(tok & (p.block_size - 1)) * p.c_st + 16 * q4;
+  }
+  return rows;
+}
+
+__device__ __forceinline__ uint4 ldg_or_zero(const uint8_t* row, int offset) {
+  return row != nullptr ? __ldg(reinterpret_cast<const uint4*>(row + offset))
+                        : make_uint4(0, 0, 0, 0);
+}
+
+/// Two bf16 words (values times 2^-120, e4m3_lanes_bf16x2) times 2^112: exact (bf16 multiplies
+/// keep subnormal inputs), the values times 2^-8.
+__device__ __forceinline__ uint32_t bf16x2_times_2p112(uint32_t x) {
+  uint32_t y;
+  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(y) : "r"(x), "r"(0x77807780u));
+  return y;
+}
+
+__device__ __forceinline__ void sts128(uint32_t addr, uint32_t a, uint32_t b, uint32_t c,
+                                       uint32_t d) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c),
+               "r"(d)
+               : "memory");
+}
+
+/// The wide form's producer for an E4M3 cache (WideFp8Traits): the whole warpgroup converts each
+/// 64-token tile into the bf16 stage the consumers read (the layout a 128-byte-swizzled TMA load
+/// of a bf16 tile gives, values times 2^-8), and thread 0 loads each piece's Q by TMA as
+/// producer_tma does. Thread tid handles tokens r = tid / 4 and r + 32 of a tile, 16 columns
+/// (16 * (tid % 4) ..) of each of the 9 boxes: per tile 18 16-byte loads (a warp reads 64
+/// contiguous bytes of 8 rows) and 36 16-byte stores (8 lanes of a store phase hit 8 distinct
+/// 16-byte bank groups). NOTE: the loads of tile n + 1 are issued as tile n's chunks are converted,
+/// into the registers just freed, so a load has about a tile's time to land and only the tile in
+/// registers (72 registers) is ever in flight; there is no shared memory for raw tiles beside two
+/// bf16 stages and Q. The stage is written only after its empty barrier (both consumers done with
+/// it), then fenced for the async proxy; full[] counts the 128 threads.
+template <class Tr>
+__device__ void producer_fp8_wide(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
+  static_assert(Tr::kFp8 && Tr::kRows == 64, "the wide form's FP8 producer");
+  const DecodeParams& p = tp.p;
+  const int tid = threadIdx.x;
+  const int r = tid >> 2, q4 = tid & 3;
+  if (tid == 0) prefetch_tensormap(&tp.q_map);
+  // The row's two 16-byte destinations in each box: the bf16 chunks 2 q4 and 2 q4 + 1 of the
+  // 128-byte row, swizzled by r & 7 (token r + 32 has the same r & 7), i.e. dst and dst ^ 16.
+  const uint32_t dst = r * 128 + (((2 * q4) ^ (r & 7)) << 4);
+  const uint32_t kv0 = smem_addr(sm.kv(0));
+  uint4 buf[2][Tr::kBoxes];
+  int n = 0, nq = 0;
+  for_each_piece(p, part, [&](const Piece& pc, const Piece& next) {
+    if (pc.t_begin == pc.t_end) return;
+    if (n == 0) {
+      const Fp8Rows rows = fp8_rows(p, pc, pc.t_begin, r, q4);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int kb = 0; kb < Tr::kBoxes; ++kb) buf[i][kb] = ldg_or_zero(rows.row[i], 64 * kb);
+    }
+    for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
+      // (field by field: a conditional between the two Piece lvalues put them in local memory)
+      const bool last = t + 1 == pc.t_end;
+      const Piece np{last ? next.b : pc.b, last ? next.len : pc.len, 0, 0, 0};
+      const Fp8Rows nrows = fp8_rows(p, np, last ? next.t_begin : t + 1, r, q4);
+      const int st = n & 1;
+      const uint32_t stage = kv0 + st * Tr::kTileBytes;
+      mbar_wait(sm.empty(st), ((n >> 1) & 1) ^ 1);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+          const uint32_t at = stage + kb * Tr::kBoxBytes + i * 32 * 128;
+          uint32_t o[4];
+          e4m3_half_chunk_bf16x2(o, buf[i][kb].x, buf[i][kb].y);
+          sts128(at + dst, bf16x2_times_2p112(o[0]), bf16x2_times_2p112(o[1]),
+                 bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
+          e4m3_half_chunk_bf16x2(o, buf[i][kb].z, buf[i][kb].w);
+          sts128(at + (dst ^ 16), bf16x2_times_2p112(o[0]), bf16x2_times_2p112(o[1]),
+                 bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
+          buf[i][kb] = ldg_or_zero(nrows.row[i], 64 * kb);
+        }
+      fence_proxy_async_shared();
+      mbar_arrive(sm.full(st));
+      if (tid == 0 && t == pc.t_begin) {
+        const int row0 = rb * Tr::kRows;
+        const int i0 = row0 / p.heads, h0 = row0 - i0 * p.heads;
+        mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
+        mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
+        const int t0 = pc.b * p.s_q + i0;
+#pragma unroll
+        for (int kb = 0; kb < Tr::kBoxes; ++kb)
+          tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
+        if (next.b >= 0) {
+#pragma unroll
+          for (int kb = 0; kb < Tr::kBoxes; ++kb)
+            tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
+        }
+      }
+      if (t == pc.t_begin) ++nq;
+    }
+  });
+}
+
 template <class Tr, class Epi>
 __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
   const DecodeParams& p = tp.p;
   const int tid = threadIdx.x - 128;
   const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
-  const float scale_log2 = p.scale_log2;
+  // NOTE: an FP8 cache's stage holds its values times 2^-8 (producer_fp8_wide): k_scale * 2^8
+  // goes into the softmax scale and the output normalisation.
+  float scale_log2 = p.scale_log2, out_mul = 1.0f;
+  if constexpr (Tr::kFp8) {
+    out_mul = __ldg(p.k_scale) * 256.0f;
+    scale_log2 *= out_mul;
+  }
   const uint32_t kv0 = smem_addr(sm.kv(0));
   const uint32_t q_addr = smem_addr(sm.q());
   float* alpha_s = sm.red(0);  // [2][64]
@@ -200,7 +326,7 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
       l[hi] += __shfl_xor_sync(0xffffffffu, l[hi], 1);
       l[hi] += __shfl_xor_sync(0xffffffffu, l[hi], 2);
       const bool any = l[hi] > 0.0f;
-      scale[hi] = any ? 1.0f / l[hi] : 0.0f;
+      scale[hi] = any ? out_mul / l[hi] : 0.0f;
       const int r = 16 * w + g + 8 * hi;
       if (qd == 0) {
         scale_s[r] = scale[hi];

@@ -83,15 +83,20 @@ struct TcFp8AltTraits : TcLayout<kRows_, 4, 64> {
   static_assert(kSmemBytes <= 232448, "shared memory per block");
 };
 
-/// The wide form (mainloop_wide.cuh), for 64 query rows per block and a bf16 cache: three
-/// warpgroups (TMA producer, QK + softmax + PV of latent columns 0..255, PV of columns 256..511).
-///   kv[2]  2 x 72 KB as TcTraits; a tile's P (bf16 64 x 64, the second consumer's A operand) goes
-///          into its stage's rope box once QK has read it, so P is double-buffered with the stages
+/// The wide form (mainloop_wide.cuh), for 64 query rows per block: three warpgroups (producer,
+/// QK + softmax + PV of latent columns 0..255, PV of columns 256..511).
+///   kv[2]  2 x 72 KB bf16 tiles as TcTraits; a tile's P (bf16 64 x 64, the second consumer's A
+///          operand) goes into its stage's rope box once QK has read it, so P is double-buffered
+///          with the stages
 ///   q      64 rows x 9 boxes (72 KB)
 ///   red    alpha[2][64] (each stage's tile's rescale factors), scale[64] (1 / l at a piece's end)
 ///   bars   full[2], empty[2], q_full, q_empty, p_full[2] (P and alpha of the stage's tile
 ///          written), a_empty[2] (that alpha read)
-struct WideTraits {
+/// kFp8: the cache is E4M3 and the producer warpgroup converts each tile into the same bf16 stage
+/// (values times 2^-8; no room for raw tiles beside two bf16 stages and Q: the converter holds the
+/// next tile in registers), so the consumers are the bf16 form's.
+template <bool kFp8_>
+struct WideLayout {
   static constexpr int kRows = 64;
   static constexpr int kThreads = 384;
   static constexpr int kBoxes = kDim / 64;
@@ -113,7 +118,10 @@ struct WideTraits {
   static constexpr int kBars = 2 * kStages + 2 + 2 * kStages;  // ..., p_full[], a_empty[]
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory per block");
-  static constexpr bool kFp8 = false;
+  static constexpr bool kFp8 = kFp8_;
 };
+
+using WideTraits = WideLayout<false>;
+using WideFp8Traits = WideLayout<true>;
 
 }  // namespace qfuse::mla

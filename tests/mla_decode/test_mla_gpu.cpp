@@ -132,17 +132,26 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
               describe(p.c).c_str(), e.rel_l2, e.worst_row);
 }
 
-/// Runs f once with each form of the FP8-cache tensor-core kernel at 16 rows per block (one
-/// consumer warpgroup; two taking alternate tiles), then restores the process's setting.
+/// Runs f once with each form of the FP8-cache tensor-core kernel (16 rows per block: one
+/// consumer warpgroup, or two taking alternate tiles; 64 rows or more: the swapped form at 32
+/// rows per block, or the wide form converting tiles to bf16), then restores the process's
+/// settings.
 template <class F>
 void each_fp8_form(F&& f) {
   const int saved = mla::fp8_form();
-  for (const int form : {1, 2}) {
-    mla::set_fp8_form(form);
-    SCOPED_TRACE("FP8 kernel form " + std::to_string(form));
+  const bool saved_wide = mla::fp8_wide();
+  const struct {
+    int form;
+    bool wide;
+  } forms[] = {{1, false}, {2, false}, {2, true}};
+  for (const auto& fm : forms) {
+    mla::set_fp8_form(fm.form);
+    mla::set_fp8_wide(fm.wide);
+    SCOPED_TRACE("FP8 kernel form " + std::to_string(fm.form) + (fm.wide ? ", wide" : ""));
     f();
   }
   mla::set_fp8_form(saved);
+  mla::set_fp8_wide(saved_wide);
 }
 
 class MlaMatrix : public ::testing::TestWithParam<MlaCase> {};
@@ -320,21 +329,26 @@ TEST(MlaDecodeGpu, BadSeqLenIsFlaggedAndEmpty) {
 TEST(MlaDecodeGpu, Fp8SubnormalCodes) {
   QFUSE_REQUIRE_GPU();
   // Every cache value an E4M3 subnormal (exponent field 0): a dequantization that flushed them
-  // would give zeros (k_scale 64: values 64 * m * 2^-9, m in 1..7).
-  MlaCase c;
-  c.cache = DType::kE4M3;
-  c.k_scale = 64.0f;
-  c.lens = {1, 65, 700};
-  MlaProblem p = make_problem(c);
-  std::mt19937 rng(5);
-  for (int64_t i = 0; i < static_cast<int64_t>(p.cache_bytes.size()); ++i)
-    if (p.cache_bytes[i] != 0x7F)
-      p.cache_bytes[i] = static_cast<uint8_t>((rng() % 7 + 1) | (rng() & 0x80));
-  p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
-  p.compute_reference();
-  each_fp8_form([&] {
-    for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
-  });
+  // would give zeros (k_scale 64: values 64 * m * 2^-9, m in 1..7). 16 heads (16 rows a block)
+  // and 64 (the wide form's bf16 conversion goes through bf16 subnormals).
+  for (const int heads : {16, 64}) {
+    MlaCase c;
+    c.cache = DType::kE4M3;
+    c.k_scale = 64.0f;
+    c.heads = heads;
+    c.lens = {1, 65, 700};
+    MlaProblem p = make_problem(c);
+    std::mt19937 rng(5);
+    for (int64_t i = 0; i < static_cast<int64_t>(p.cache_bytes.size()); ++i)
+      if (p.cache_bytes[i] != 0x7F)
+        p.cache_bytes[i] = static_cast<uint8_t>((rng() % 7 + 1) | (rng() & 0x80));
+    p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
+    p.compute_reference();
+    SCOPED_TRACE(std::to_string(heads) + " heads");
+    each_fp8_form([&] {
+      for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+    });
+  }
 }
 
 TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {

@@ -113,6 +113,34 @@ TEST(MlaFp8Convert, EveryCodeOfThePvPairs) {
   EXPECT_EQ(bad, 0);
 }
 
+TEST(MlaFp8Convert, EveryCodeOfTheWideFormsBf16Chunk) {
+  // The wide form's converter: 16 codes of a chunk -> 8 bf16 pairs in column order, each the
+  // code's value times 2^-120 (the device then multiplies by 2^112, exactly). Every code in every
+  // byte position, beside varied neighbours.
+  int bad = 0;
+  for (uint32_t pos = 0; pos < 16; ++pos)
+    for (uint32_t x = 0; x < 256; ++x) {
+      uint8_t codes[16];
+      for (uint32_t i = 0; i < 16; ++i)
+        codes[i] = static_cast<uint8_t>(i == pos ? x : (x * 29 + i * 53 + 7) & 0xFF);
+      uint32_t in[4] = {0, 0, 0, 0}, out[8];
+      for (uint32_t i = 0; i < 16; ++i)
+        in[i >> 2] |= static_cast<uint32_t>(codes[i]) << (8 * (i & 3));
+      mla::e4m3_chunk_bf16x2(out, in);
+      for (uint32_t i = 0; i < 16; ++i) {
+        const uint16_t bits = static_cast<uint16_t>(out[i >> 1] >> (16 * (i & 1)));
+        const double v = std::ldexp(static_cast<double>(ref::bf16_value(bits)), 120);
+        const double want = expected_value(codes[i]);
+        if (v != want || std::signbit(v) != std::signbit(want)) {
+          if (bad++ < 5)
+            ADD_FAILURE() << "column " << i << " code 0x" << std::hex << int(codes[i])
+                          << " -> bf16 0x" << bits << std::dec << " = " << v << ", want " << want;
+        }
+      }
+    }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
   // Every finite bf16 magnitude as the block's amax: scaled by 2^k it stays below 2^15 (fp16's
   // largest finite is 65504, and rounding to fp16 cannot cross 2^15) and reaches 2^14 unless k

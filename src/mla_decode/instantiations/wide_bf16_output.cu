@@ -4,6 +4,7 @@
 
 namespace qfuse::mla {
 
-template Status launch_wide<EpilogueKind::kOutput>(const TcParams&, dim3, cudaStream_t);
+template Status launch_wide<CacheKind::kBf16, EpilogueKind::kOutput>(const TcParams&, dim3,
+                                                                     cudaStream_t);
 
 }  // namespace qfuse::mla
