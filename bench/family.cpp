@@ -36,6 +36,18 @@ void ToolRegistrar::add_demo(DemoSection d) {
   demo_store().push_back(std::move(d));
 }
 
+BenchOp routine_op(const std::string& routine, const std::string& summary, Shape defaults,
+                   const std::string& no_quant_why) {
+  return {routine, summary, std::move(defaults),
+          [routine, no_quant_why](const QuantSpec& spec, std::string* why) -> std::string {
+            if (spec.kind != QuantKind::kNone) {
+              *why = "--op " + routine + " takes no --quant (" + no_quant_why + ")";
+              return "";
+            }
+            return routine;
+          }};
+}
+
 std::string quant_routine(const std::string& op, const std::string& plain, const std::string& fused,
                           const QuantSpec& spec, std::string* why) {
   const bool none = spec.kind == QuantKind::kNone;

@@ -25,6 +25,11 @@ struct BenchOp {
   std::function<std::string(const QuantSpec& spec, std::string* why)> routine;
 };
 
+/// An op that is one routine (its name) and takes no --quant; `no_quant_why` ends the message for
+/// a quantized --quant ("--op <routine> takes no --quant (<no_quant_why>)").
+BenchOp routine_op(const std::string& routine, const std::string& summary, Shape defaults,
+                   const std::string& no_quant_why);
+
 /// The routine `--op op --quant spec` names for ops whose routines are "<op>/<spec>": with a
 /// quantized spec, "<op>/<spec>" (the plain op `plain` names its fused sibling `fused`'s); with
 /// none, the plain op's routine `plain` ("" when there is none). "" and *why when no such

@@ -225,22 +225,25 @@ Shape shape(int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS = 64) {
 }  // namespace
 
 void add_routines(ToolRegistrar& r) {
+  // Each routine is also an --op (one shape: qfuse bench --op mla_decode/fp8 --dim S=16384 ...;
+  // scripts/profile_mla.sh), the defaults the memory-bound bar shape.
+  const auto add = [&r](Routine routine) {
+    r.add_bench_op(routine_op(routine.name, routine.description, shape(128, 4096, 16, 1),
+                              "it writes bf16 o_latent"));
+    r.add_routine(std::move(routine));
+  };
   for (DType c : {DType::kBF16, DType::kE4M3}) {
     const std::string cn = c == DType::kBF16 ? "bf16" : "fp8";
     const std::string cd = c == DType::kBF16 ? "bf16 cache" : "fp8 cache (k_scale)";
-    r.add_routine(make_routine("mla_decode/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
-                               Lens::kEqual, "MLA decode, " + cd + ", split-KV + combine"));
-    r.add_routine(make_routine("mla_decode/" + cn + ":whole", c, MlaSplitMode::kNone,
-                               MlaKernel::kAuto, Lens::kEqual,
-                               "MLA decode, " + cd + ", one block per request"));
-    r.add_routine(make_routine("mla_decode/" + cn + ":simple", c, MlaSplitMode::kAuto,
-                               MlaKernel::kSimple, Lens::kEqual,
-                               "MLA decode, " + cd + ", CUDA-core kernel"));
-    r.add_routine(make_routine("mla_decode_mixed/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
-                               Lens::kMixed,
-                               "MLA decode, " + cd + ", lengths log-spread over [1, S]"));
-    r.add_routine(
-        make_routine("mla_decode_even/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEven,
+    add(make_routine("mla_decode/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEqual,
+                     "MLA decode, " + cd + ", split-KV + combine"));
+    add(make_routine("mla_decode/" + cn + ":whole", c, MlaSplitMode::kNone, MlaKernel::kAuto,
+                     Lens::kEqual, "MLA decode, " + cd + ", one block per request"));
+    add(make_routine("mla_decode/" + cn + ":simple", c, MlaSplitMode::kAuto, MlaKernel::kSimple,
+                     Lens::kEqual, "MLA decode, " + cd + ", CUDA-core kernel"));
+    add(make_routine("mla_decode_mixed/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
+                     Lens::kMixed, "MLA decode, " + cd + ", lengths log-spread over [1, S]"));
+    add(make_routine("mla_decode_even/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEven,
                      "MLA decode, " + cd + ", the mixed batch's tokens in equal requests"));
   }
   Routine ro;

@@ -520,15 +520,8 @@ void add_vit_suites(ToolRegistrar& r) {
 /// A `qfuse bench --op` entry naming one routine (these ops take no --quant: their outputs are
 /// bf16 or the family's own FP8 Q/K/V).
 BenchOp routine_op(const std::string& routine, const std::string& summary, Shape defaults) {
-  return {routine, summary, std::move(defaults),
-          [routine](const QuantSpec& spec, std::string* why) -> std::string {
-            if (spec.kind != QuantKind::kNone) {
-              *why = "--op " + routine +
-                     " takes no --quant (it writes the family's own e4m3 Q/K/V or a bf16 output)";
-              return "";
-            }
-            return routine;
-          }};
+  return bench::routine_op(routine, summary, std::move(defaults),
+                           "it writes the family's own e4m3 Q/K/V or a bf16 output");
 }
 
 void add_vit_routines(ToolRegistrar& r) {

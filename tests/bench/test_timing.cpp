@@ -1,11 +1,13 @@
-// The harness's time budget (plan_timing) and the vit_attention family's routines as the plan
-// sees them (bytes, FLOPs, image lengths), without a GPU.
+// The harness's time budget (plan_timing), the vit_attention family's routines as the plan sees
+// them (bytes, FLOPs, image lengths), and which routines `qfuse bench --op` reaches, without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <memory>
 #include <numeric>
 #include <vector>
 
+#include "bench/family.h"
 #include "bench/harness.h"
 #include "bench/routines.h"
 #include "bench/vit_attention/vit_tools.h"
@@ -116,6 +118,37 @@ TEST(VitRoutines, BytesAndFlopsOfThePlan) {
     ASSERT_NE(s, nullptr) << suite;
     for (const Case& c : s->cases) EXPECT_NE(find_routine(c.routine), nullptr) << c.routine;
   }
+}
+
+TEST(BenchOps, EveryDecodeAndVitSuiteRoutineIsAnOpWithTheSuiteShapeKeys) {
+  // A user (and scripts/profile_mla.sh) times one shape of a suite's routine with --op ROUTINE
+  // --dim KEY=VALUE: each routine of these suites (but the ceilings) is an op taking the keys its
+  // suite cases give, and refuses a quantized --quant with a reason.
+  register_all_routines();
+  int checked = 0;
+  for (const char* name : {"mla_decode", "issue15"}) {
+    const Suite* suite = find_suite(name);
+    ASSERT_NE(suite, nullptr) << name;
+    for (const Case& c : suite->cases) {
+      if (c.routine == "read_only" || c.routine.rfind("ceiling", 0) == 0) continue;
+      const BenchOp* op = find_bench_op(c.routine);
+      ASSERT_NE(op, nullptr) << c.routine << " (suite " << name << ") is not an --op";
+      std::string why;
+      EXPECT_EQ(op->routine(QuantSpec{}, &why), c.routine) << why;
+      for (const auto& [key, value] : c.shape.dims) {
+        int64_t v = 0;
+        EXPECT_TRUE(op->defaults.get(key, &v).ok()) << c.routine << " has no default for " << key;
+      }
+      EXPECT_EQ(op->defaults.dims.size(), c.shape.dims.size()) << c.routine;
+      QuantSpec fp8;
+      fp8.kind = QuantKind::kFp8PerTensor;
+      why.clear();
+      EXPECT_EQ(op->routine(fp8, &why), "") << c.routine;
+      EXPECT_NE(why.find("takes no --quant"), std::string::npos) << why;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 20);
 }
 
 }  // namespace
