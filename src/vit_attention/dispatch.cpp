@@ -1,7 +1,9 @@
 // ViT attention dispatch (vit_attention.h, SPEC §5, §7): validate every argument (nothing is
 // launched on error), then launch the kernel for the input type.
 #include <cmath>
+#include <iterator>
 #include <string>
+#include <type_traits>
 
 #include "core/tma.h"
 #include "qfuse/core/arch.h"
@@ -18,8 +20,41 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 
+/// The head sizes of QFUSE_VIT_HEAD_DIMS as the error names them: "64, 72, 80, 96 or 128".
+std::string head_dims_text() {
+  static constexpr int dims[] = {
+#define QFUSE_VIT_ELEMENT(kD) kD,
+      QFUSE_VIT_HEAD_DIMS(QFUSE_VIT_ELEMENT)
+#undef QFUSE_VIT_ELEMENT
+  };
+  constexpr int n = static_cast<int>(std::size(dims));
+  std::string s;
+  for (int i = 0; i < n; ++i) s += (i == 0 ? "" : i + 1 < n ? ", " : " or ") + str(dims[i]);
+  return s;
+}
+
 bool supported_head_dim(int d) {
-  return d == 64 || d == 72 || d == 80 || d == 96 || d == 128;
+#define QFUSE_VIT_IS(kD) d == kD ||
+  return QFUSE_VIT_HEAD_DIMS(QFUSE_VIT_IS) false;
+#undef QFUSE_VIT_IS
+}
+
+Status head_dim_error(int d) {
+  return Status::InvalidArgument("head_dim", head_dims_text(), str(d));
+}
+
+/// f(std::integral_constant<int, kD>{}) for head size d == kD of QFUSE_VIT_HEAD_DIMS (the
+/// compile-time size of the kernel templates), the head_dim error for any other d.
+template <class F>
+Status with_head_dim(int d, F&& f) {
+  switch (d) {
+#define QFUSE_VIT_CASE(kD) \
+  case kD:                 \
+    return f(std::integral_constant<int, kD>{});
+    QFUSE_VIT_HEAD_DIMS(QFUSE_VIT_CASE)
+#undef QFUSE_VIT_CASE
+  }
+  return head_dim_error(d);
 }
 
 struct Plan {
@@ -33,8 +68,7 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
   const TensorRef* in[3] = {&a.q, &a.k, &a.v};
   const char* names[3] = {"q", "k", "v"};
   const TensorRef& q = a.q;
-  if (!supported_head_dim(a.head_dim))
-    return Status::InvalidArgument("head_dim", "64, 72, 80, 96 or 128", str(a.head_dim));
+  if (!supported_head_dim(a.head_dim)) return head_dim_error(a.head_dim);
   const bool fp8 = q.dtype == DType::kE4M3;
   plan->fp8 = fp8;
   if (!fp8 && q.dtype != DType::kBF16)
@@ -305,32 +339,11 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
   tp.v_scale = p.v_scale;
   tp.softmax_scale = p.softmax_scale;
   if (tiles == 0) return Status::Ok();
-  if (!plan.fp8) {
-    switch (p.D) {
-      case 64:
-        return vit::launch_tc_bf16_for<64>(tp, plan.out, stream);
-      case 72:
-        return vit::launch_tc_bf16_for<72>(tp, plan.out, stream);
-      case 80:
-        return vit::launch_tc_bf16_for<80>(tp, plan.out, stream);
-      case 96:
-        return vit::launch_tc_bf16_for<96>(tp, plan.out, stream);
-      default:
-        return vit::launch_tc_bf16_for<128>(tp, plan.out, stream);
-    }
-  }
-  switch (p.D) {
-    case 64:
-      return vit::launch_tc_for<64>(tp, plan.out, stream);
-    case 72:
-      return vit::launch_tc_for<72>(tp, plan.out, stream);
-    case 80:
-      return vit::launch_tc_for<80>(tp, plan.out, stream);
-    case 96:
-      return vit::launch_tc_for<96>(tp, plan.out, stream);
-    default:
-      return vit::launch_tc_for<128>(tp, plan.out, stream);
-  }
+  return with_head_dim(p.D, [&](auto d) {  // p.D validated: one of QFUSE_VIT_HEAD_DIMS
+    constexpr int kD = decltype(d)::value;
+    return plan.fp8 ? vit::launch_tc_for<kD>(tp, plan.out, stream)
+                    : vit::launch_tc_bf16_for<kD>(tp, plan.out, stream);
+  });
 }
 
 }  // namespace

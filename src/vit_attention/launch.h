@@ -10,6 +10,12 @@
 #include "qfuse/core/status.h"
 #include "qfuse/quant/quantize.h"
 
+/// The head sizes vit_attention takes, the one list: X(D) for each, ascending. The dispatch
+/// (supported_head_dim, with_head_dim in dispatch.cpp) and the extern templates below expand it;
+/// each size needs its two instantiation files, instantiations/tc_d<D>.cu and tc_bf16_d<D>.cu (one
+/// translation unit each, listed in family.cmake), or the link fails.
+#define QFUSE_VIT_HEAD_DIMS(X) X(64) X(72) X(80) X(96) X(128)
+
 namespace qfuse::vit {
 
 /// Validated attention arguments. Element (t, h, d) of input `which` (q, k, v) sits at
@@ -46,15 +52,14 @@ struct TcParams {
   float softmax_scale;
 };
 
-/// Head sizes the tensor-core kernel is instantiated for (one translation unit each), and the
-/// output kinds: none bf16, fp8_per_tensor.
+/// The tensor-core kernel for head size kD (one of QFUSE_VIT_HEAD_DIMS), output kinds none bf16
+/// and fp8_per_tensor.
 template <int kD>
 Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream);
-extern template Status launch_tc_for<64>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_for<72>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_for<80>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_for<96>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_for<128>(const TcParams&, const QuantOutput&, cudaStream_t);
+#define QFUSE_VIT_EXTERN_TC(kD) \
+  extern template Status launch_tc_for<kD>(const TcParams&, const QuantOutput&, cudaStream_t);
+QFUSE_VIT_HEAD_DIMS(QFUSE_VIT_EXTERN_TC)
+#undef QFUSE_VIT_EXTERN_TC
 
 /// The BF16 tensor-core kernel (attention_tc_bf16.cuh) for head size kD, the same parameters with
 /// bf16 maps: q_map, k_map and vt_map (V, not transposed) all [S_total, H, D] bf16 (dim 0 = D, so
@@ -62,11 +67,10 @@ extern template Status launch_tc_for<128>(const TcParams&, const QuantOutput&, c
 /// tokens, 128-byte swizzle; the scale pointers are unused. Output kinds as launch_tc_for.
 template <int kD>
 Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream);
-extern template Status launch_tc_bf16_for<64>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_bf16_for<72>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_bf16_for<80>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_bf16_for<96>(const TcParams&, const QuantOutput&, cudaStream_t);
-extern template Status launch_tc_bf16_for<128>(const TcParams&, const QuantOutput&, cudaStream_t);
+#define QFUSE_VIT_EXTERN_TC_BF16(kD) \
+  extern template Status launch_tc_bf16_for<kD>(const TcParams&, const QuantOutput&, cudaStream_t);
+QFUSE_VIT_HEAD_DIMS(QFUSE_VIT_EXTERN_TC_BF16)
+#undef QFUSE_VIT_EXTERN_TC_BF16
 
 /// The CUDA-core kernel over e4m3 / bf16 inputs; `out` validated for [S_total, H * D].
 Status launch_simple_fp8(const AttnParams& p, const QuantOutput& out, cudaStream_t stream);

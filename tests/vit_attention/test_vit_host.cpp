@@ -135,7 +135,8 @@ TEST(VitAttentionArgs, BadArgumentsNameTheArgument) {
     f.a.cu_seqlens_host = f.cu.data();
     return fails_with(vit_attention(f.a, nullptr), frags);
   };
-  EXPECT_TRUE(check([](AttnFixture& f) { f.a.head_dim = 48; }, {"head_dim", "48"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.head_dim = 48; },
+                    {"head_dim", "expected 64, 72, 80, 96 or 128, got 48"}));
   EXPECT_TRUE(check([](AttnFixture& f) { f.a.q.dtype = DType::kF16; }, {"q.dtype"}));
   EXPECT_TRUE(check([](AttnFixture& f) { f.a.k.dtype = DType::kBF16; }, {"k.dtype", "as q"}));
   EXPECT_TRUE(check([](AttnFixture& f) { f.a.v.sizes[0] = 16; }, {"v.sizes[0]", "17"}));
