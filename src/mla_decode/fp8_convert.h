@@ -75,6 +75,24 @@ QFUSE_HD void e4m3_chunk_bf16x2(uint32_t* out, const uint32_t* in) {
   e4m3_half_chunk_bf16x2(out + 4, in[2], in[3]);
 }
 
+/// The wide form's FP8 converter (producer_fp8_wide): thread tid (of 128) converts, of each
+/// 64-token tile, tokens wide_fp8_token(tid, i) (i = 0, 1) and, of each 64-column box kb (0..8),
+/// the 16 columns from wide_fp8_col(tid, kb, 0): 8 at a time (e = 0, 1), each 8 a 16-byte bf16
+/// chunk at byte wide_fp8_dst(tid, i, kb, e) of the stage. The stage is what a TMA load of the
+/// bf16 tile with a 128-byte swizzle gives: box kb at 8192 kb, token r at 128 r, the 16-byte chunk
+/// c of the row (columns 8 c .. 8 c + 7 of the box) at (c ^ (r & 7)) * 16.
+QFUSE_HD int wide_fp8_token(int tid, int i) {
+  return (tid >> 2) + 32 * i;
+}
+QFUSE_HD int wide_fp8_col(int tid, int kb, int e) {
+  return 64 * kb + 16 * (tid & 3) + 8 * e;
+}
+QFUSE_HD uint32_t wide_fp8_dst(int tid, int i, int kb, int e) {
+  const uint32_t r = static_cast<uint32_t>(tid) >> 2, q4 = static_cast<uint32_t>(tid) & 3;
+  return 8192u * kb + 4096u * i + 128u * r +
+         ((((2u * q4) ^ (r & 7u)) ^ static_cast<uint32_t>(e)) << 4);
+}
+
 /// The A registers of one QK k-step from the words of the thread's two K rows (after Q's column
 /// permutation a word holds the 4 codes of the thread's columns of the k-step: pairs (bytes 0, 1)
 /// and (bytes 2, 3)): rows g / g + 8, columns 2 qd + {0, 1} / + 8.

@@ -68,24 +68,26 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&x);
 }
 
-/// The thread's two token rows of tile t of piece pc in an E4M3 cache (tokens r and r + 32 of the
-/// tile, from byte 16 * q4 of each 64-column box), or null where the row reads as zeros (past
-/// seq_len, a bad block id (flagged by physical_block), or no tile: pc.b < 0).
+/// Thread tid's two token rows of tile t of piece pc in an E4M3 cache (wide_fp8_token(tid, i)),
+/// at its first column (wide_fp8_col(tid, 0, 0); box kb's columns are 64 kb bytes on), or null
+/// where the row reads as zeros (past seq_len, a bad block id (flagged by physical_block), or no
+/// tile: pc.b < 0).
 struct Fp8Rows {
   const uint8_t* row[2];
 };
 
-__device__ __forceinline__ Fp8Rows fp8_rows(const DecodeParams& p, const Piece& pc, int t, int r,
-                                            int q4) {
+__device__ __forceinline__ Fp8Rows fp8_rows(const DecodeParams& p, const Piece& pc, int t,
+                                            int tid) {
   Fp8Rows rows{{nullptr, nullptr}};
   if (pc.b < 0) return rows;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int tok = t * kTileTokens + r + 32 * i;
+    const int tok = t * kTileTokens + wide_fp8_token(tid, i);
     const int blk = physical_block(p, pc, tok);
     if (blk < p.num_blocks)
       rows.row[i] = static_cast<const uint8_t*>(p.cache) + blk * p.c_sb +
-                    static_cast<int64_t>(tok & (p.block_size - 1)) * p.c_st + 16 * q4;
+                    static_cast<int64_t>(tok & (p.block_size - 1)) * p.c_st +
+                    wide_fp8_col(tid, 0, 0);
   }
   return rows;
 }
@@ -126,18 +128,14 @@ __device__ void producer_fp8_wide(const TcParams& tp, const TcSmem<Tr>& sm, int 
   static_assert(Tr::kFp8 && Tr::kRows == 64, "the wide form's FP8 producer");
   const DecodeParams& p = tp.p;
   const int tid = threadIdx.x;
-  const int r = tid >> 2, q4 = tid & 3;
   if (tid == 0) prefetch_tensormap(&tp.q_map);
-  // The row's two 16-byte destinations in each box: the bf16 chunks 2 q4 and 2 q4 + 1 of the
-  // 128-byte row, swizzled by r & 7 (token r + 32 has the same r & 7), i.e. dst and dst ^ 16.
-  const uint32_t dst = r * 128 + (((2 * q4) ^ (r & 7)) << 4);
   const uint32_t kv0 = smem_addr(sm.kv(0));
   uint4 buf[2][Tr::kBoxes];
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece& next) {
     if (pc.t_begin == pc.t_end) return;
     if (n == 0) {
-      const Fp8Rows rows = fp8_rows(p, pc, pc.t_begin, r, q4);
+      const Fp8Rows rows = fp8_rows(p, pc, pc.t_begin, tid);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -147,7 +145,7 @@ __device__ void producer_fp8_wide(const TcParams& tp, const TcSmem<Tr>& sm, int 
       // (field by field: a conditional between the two Piece lvalues put them in local memory)
       const bool last = t + 1 == pc.t_end;
       const Piece np{last ? next.b : pc.b, last ? next.len : pc.len, 0, 0, 0};
-      const Fp8Rows nrows = fp8_rows(p, np, last ? next.t_begin : t + 1, r, q4);
+      const Fp8Rows nrows = fp8_rows(p, np, last ? next.t_begin : t + 1, tid);
       const int st = n & 1;
       const uint32_t stage = kv0 + st * Tr::kTileBytes;
       mbar_wait(sm.empty(st), ((n >> 1) & 1) ^ 1);
@@ -155,14 +153,13 @@ __device__ void producer_fp8_wide(const TcParams& tp, const TcSmem<Tr>& sm, int 
       for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int kb = 0; kb < Tr::kBoxes; ++kb) {
-          const uint32_t at = stage + kb * Tr::kBoxBytes + i * 32 * 128;
           uint32_t o[4];
           e4m3_half_chunk_bf16x2(o, buf[i][kb].x, buf[i][kb].y);
-          sts128(at + dst, bf16x2_times_2p112(o[0]), bf16x2_times_2p112(o[1]),
-                 bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
+          sts128(stage + wide_fp8_dst(tid, i, kb, 0), bf16x2_times_2p112(o[0]),
+                 bf16x2_times_2p112(o[1]), bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
           e4m3_half_chunk_bf16x2(o, buf[i][kb].z, buf[i][kb].w);
-          sts128(at + (dst ^ 16), bf16x2_times_2p112(o[0]), bf16x2_times_2p112(o[1]),
-                 bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
+          sts128(stage + wide_fp8_dst(tid, i, kb, 1), bf16x2_times_2p112(o[0]),
+                 bf16x2_times_2p112(o[1]), bf16x2_times_2p112(o[2]), bf16x2_times_2p112(o[3]));
           buf[i][kb] = ldg_or_zero(nrows.row[i], 64 * kb);
         }
       fence_proxy_async_shared();

@@ -141,6 +141,48 @@ TEST(MlaFp8Convert, EveryCodeOfTheWideFormsBf16Chunk) {
   EXPECT_EQ(bad, 0);
 }
 
+TEST(MlaFp8Convert, WideConverterWritesTheSwizzledTileOnceWithoutBankConflicts) {
+  // The TMA layout of a bf16 tile with a 128-byte swizzle, written independently: box of column
+  // `col` at 8192 B, its row `tok` at 128 B, the 16-byte chunk of the column XOR the row's low
+  // three bits, 2 B per column.
+  const auto tma_offset = [](int tok, int col) {
+    const int box = col / 64, c = col % 64;
+    return box * 8192 + tok * 128 + (((c / 8) ^ (tok & 7)) << 4) + (c % 8) * 2;
+  };
+  std::vector<int> hits(9 * 64 * 8, 0);  // every 16-byte chunk of the 72 KB stage
+  for (int tid = 0; tid < 128; ++tid)
+    for (int i = 0; i < 2; ++i)
+      for (int kb = 0; kb < 9; ++kb)
+        for (int e = 0; e < 2; ++e) {
+          const int tok = mla::wide_fp8_token(tid, i), col = mla::wide_fp8_col(tid, kb, e);
+          ASSERT_LT(tok, 64);
+          ASSERT_EQ(col / 64, kb);
+          ASSERT_EQ(col % 8, 0);
+          const uint32_t dst = mla::wide_fp8_dst(tid, i, kb, e);
+          ASSERT_EQ(static_cast<int>(dst), tma_offset(tok, col))
+              << "tid " << tid << " i " << i << " kb " << kb << " e " << e;
+          ++hits[dst / 16];
+        }
+  for (size_t c = 0; c < hits.size(); ++c) ASSERT_EQ(hits[c], 1) << "chunk " << c;
+  // A 16-byte store serves 8 lanes a phase: lanes 8 k .. 8 k + 7 of a warp hit 8 distinct
+  // 16-byte bank groups (byte offset / 16 mod 8) for every (i, kb, e).
+  for (int i = 0; i < 2; ++i)
+    for (int kb = 0; kb < 9; ++kb)
+      for (int e = 0; e < 2; ++e)
+        for (int phase = 0; phase < 16; ++phase) {
+          int groups = 0;
+          for (int l = 0; l < 8; ++l)
+            groups |= 1 << ((mla::wide_fp8_dst(8 * phase + l, i, kb, e) / 16) % 8);
+          ASSERT_EQ(groups, 0xFF) << "phase " << phase << " i " << i << " kb " << kb;
+        }
+  // The loads: lanes 4 k .. 4 k + 3 read one token's 64 contiguous bytes of a box.
+  for (int tid = 0; tid < 128; tid += 4)
+    for (int l = 0; l < 4; ++l) {
+      ASSERT_EQ(mla::wide_fp8_token(tid + l, 0), mla::wide_fp8_token(tid, 0));
+      ASSERT_EQ(mla::wide_fp8_col(tid + l, 3, 0), mla::wide_fp8_col(tid, 3, 0) + 16 * l);
+    }
+}
+
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
   // Every finite bf16 magnitude as the block's amax: scaled by 2^k it stays below 2^15 (fp16's
   // largest finite is 65504, and rounding to fp16 cannot cross 2^15) and reaches 2^14 unless k
