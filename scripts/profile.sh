@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Nsight Compute summary of the main kernels (GPU machine): speed of light, memory, warp stalls.
 #   bash scripts/profile.sh [bin-dir]      writes $OUT/ncu_*.txt (or /tmp/qfuse-gpu)
+# QFUSE_PROFILE_CASES picks the cases (names below); "mla" stands for every MLA decode case: each
+# kernel form at issue 13's bar shapes, with every warp stall reason per issued instruction and
+# the pipes' utilisation (the tensor pipe among them), largest first (bench/NOTES.md M13-M15).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.devbin}
@@ -19,7 +22,28 @@ run() {  # name op quant T H [extra bench options]
   echo "== $1 ($2 $3 T=$4 H=$5)"
   grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth|Stall|Executed Ipc" "$out/ncu_$1.txt" | sed 's/^ */  /'
 }
+mla_metrics="--section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active"
+mla_memory="--dim B=128 --dim N=16 --dim SQ=1 --dim S=16384"
+mla_compute="--dim B=64 --dim N=128 --dim SQ=2 --dim S=4096"
+run_mla() {  # name kernel-regex env routine dims
+  local name=$1 kernel=$2 env=$3 routine=$4 dims=$5
+  env $env timeout -k 5 300 "$ncu" --clock-control none -k "regex:$kernel" -c 1 $sections $mla_metrics \
+    "$bin/qfuse" bench --op "$routine" $dims --reps 1 --calls 1 --budget-s 0 \
+    >"$out/ncu_$name.txt" 2>&1
+  echo "== $name: $kernel, $routine $dims${env:+ ($env)}"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued" \
+    "$out/ncu_$name.txt" | sed 's/^ */  /'
+  grep -E "smsp__average_warps_issue_stalled_.*ratio|sm__pipe_.*pct_of_peak|sm__inst_executed_pipe_.*pct_of_peak" \
+    "$out/ncu_$name.txt" | awk '{v=$NF; gsub(",", "", v); if (v + 0 >= 0.2) print "  " $1, v}' |
+    sed -E 's/smsp__average_warps_issue_stalled_(.*)_per_issue_active\.ratio/stall_\1/' |
+    sort -k2 -g -r | head -24
+}
+cases=
 for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; do
+  [ "$c" = mla ] && c="mla_fp8_alt_mem mla_fp8_one_mem mla_bf16_mem mla_fp8_wide_compute mla_fp8_r32_compute mla_bf16_wide_compute"
+  cases="$cases $c"
+done
+for c in $cases; do
   case $c in
     silu_g128) run $c silu_mul_quant fp8_group128:row:f32 16384 7168 ;;
     silu_nvfp4) run $c silu_mul_quant nvfp4:swizzled 16384 7168 ;;
@@ -33,5 +57,11 @@ for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; 
     merge2) run $c merge_states fp8_per_tensor 4096 128 -N 2 -D 128 ;;
     merge8) run $c merge_states fp8_per_tensor 4096 128 -N 8 -D 128 ;;
     merge_plain) run $c merge_states none 4096 128 -N 2 -D 128 ;;
+    mla_fp8_alt_mem) run_mla $c mla_tc_fp8alt_kernel "" mla_decode/fp8 "$mla_memory" ;;
+    mla_fp8_one_mem) run_mla $c mla_tc_kernel QFUSE_MLA_FP8_FORM=1 mla_decode/fp8 "$mla_memory" ;;
+    mla_bf16_mem) run_mla $c mla_tc_kernel "" mla_decode/bf16 "$mla_memory" ;;
+    mla_fp8_wide_compute) run_mla $c mla_wide_kernel QFUSE_MLA_FP8_WIDE=1 mla_decode/fp8 "$mla_compute" ;;
+    mla_fp8_r32_compute) run_mla $c mla_tc_kernel "" mla_decode/fp8 "$mla_compute" ;;
+    mla_bf16_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/bf16 "$mla_compute" ;;
   esac
 done

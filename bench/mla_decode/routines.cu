@@ -226,7 +226,7 @@ Shape shape(int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS = 64) {
 
 void add_routines(ToolRegistrar& r) {
   // Each routine is also an --op (one shape: qfuse bench --op mla_decode/fp8 --dim S=16384 ...;
-  // scripts/profile_mla.sh), the defaults the memory-bound bar shape.
+  // QFUSE_PROFILE_CASES=mla scripts/profile.sh), the defaults the memory-bound bar shape.
   const auto add = [&r](Routine routine) {
     r.add_bench_op(routine_op(routine.name, routine.description, shape(128, 4096, 16, 1),
                               "it writes bf16 o_latent"));

@@ -89,6 +89,22 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
 #endif
 }
 
+/// The roles of the 384-thread kernels with a TMA producer: warpgroup 0 keeps 56 registers and
+/// one thread issues the loads (producer_tma), warpgroups 1 and 2 take 224 each and run
+/// consumer(wg) (128 * 56 + 256 * 224 <= 65536).
+template <class Tr, class F>
+__device__ __forceinline__ void tma_producer_and_consumers(const TcParams& tp, const TcSmem<Tr>& sm,
+                                                           int rb, int part, F&& consumer) {
+  const int wg = threadIdx.x >> 7;
+  if (wg == 0) {
+    regs_dec<56>();
+    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
+  } else {
+    regs_inc<224>();
+    consumer(wg);
+  }
+}
+
 /// Raises kKernel's dynamic shared-memory limit to `smem` (once per kernel) and launches it.
 template <auto kKernel>
 Status launch_tc_kernel(const char* name, int threads, int smem, dim3 grid, cudaStream_t stream,
@@ -118,14 +134,8 @@ __global__ void __launch_bounds__(384, 1)
   extern __shared__ uint8_t smem_raw[];
   const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 4, 8);
   const int rb = blockIdx.x, part = blockIdx.y;
-  const int wg = threadIdx.x >> 7;
-  if (wg == 0) {
-    regs_dec<56>();
-    if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
-  } else {
-    regs_inc<224>();
-    consumer_fp8_alt<Tr, Epi>(tp, sm, rb, part, wg - 1);
-  }
+  tma_producer_and_consumers<Tr>(
+      tp, sm, rb, part, [&](int wg) { consumer_fp8_alt<Tr, Epi>(tp, sm, rb, part, wg - 1); });
 #endif
 }
 
@@ -170,17 +180,12 @@ __global__ void __launch_bounds__(384, 1) mla_wide_kernel(const __grid_constant_
   } else {
     const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8);
     const int rb = blockIdx.x, part = blockIdx.y;
-    const int wg = threadIdx.x >> 7;
-    if (wg == 0) {
-      regs_dec<56>();
-      if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
-    } else {
-      regs_inc<224>();
+    tma_producer_and_consumers<Tr>(tp, sm, rb, part, [&](int wg) {
       if (wg == 1)
         wide_consumer_qk<Tr, Epi>(tp, sm, rb, part);
       else
         wide_consumer_pv<Tr, Epi>(tp, sm, rb, part);
-    }
+    });
   }
 #endif
 }

@@ -81,6 +81,29 @@ __device__ __forceinline__ void zero_v_tail(uint8_t* stage, bool last, int valid
   }
 }
 
+/// The piece's Q (9 boxes of 64 columns: query rows from (token i0, head h0) of request pc.b) by
+/// TMA into q once the previous piece's last QK product is done (q_empty, its nq-th use), then
+/// the next piece's Q into L2. One thread.
+template <class Tr>
+__device__ __forceinline__ void load_q(const TcParams& tp, const TcSmem<Tr>& sm, const Piece& pc,
+                                       const Piece& next, int i0, int h0, int nq) {
+  const DecodeParams& p = tp.p;
+  mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
+  mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
+  const int t0 = pc.b * p.s_q + i0;
+#pragma unroll
+  for (int kb = 0; kb < Tr::kBoxes; ++kb)
+    tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
+  // NOTE: the next piece's Q into L2 now: it is loaded only once this piece's last QK product
+  // is done, and its latency would stall the consumer at the piece boundary. (Prefetching
+  // KV tiles into L2 measured slower: bench/NOTES.md, MLA decode M2.)
+  if (next.b >= 0) {
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb)
+      tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
+  }
+}
+
 template <class Tr>
 __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
   const DecodeParams& p = tp.p;
@@ -108,21 +131,8 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   for_each_piece(p, part, [&](const Piece& pc, const Piece& next) {
     if (pc.t_begin == pc.t_end) return;
     load_tile(pc, pc.t_begin);
-    mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
-    mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
-    const int t0 = pc.b * p.s_q + i0;
-#pragma unroll
-    for (int kb = 0; kb < Tr::kBoxes; ++kb)
-      tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
+    load_q<Tr>(tp, sm, pc, next, i0, h0, nq);
     ++nq;
-    // NOTE: the next piece's Q into L2 now: it is loaded only once this piece's last QK product
-    // is done, and its latency would stall the consumer at the piece boundary. (Prefetching
-    // KV tiles into L2 measured slower: bench/NOTES.md, MLA decode M2.)
-    if (next.b >= 0) {
-#pragma unroll
-      for (int kb = 0; kb < Tr::kBoxes; ++kb)
-        tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
-    }
     for (int t = pc.t_begin + 1; t < pc.t_end; ++t) load_tile(pc, t);
   });
 }

@@ -166,18 +166,8 @@ __device__ void producer_fp8_wide(const TcParams& tp, const TcSmem<Tr>& sm, int 
       mbar_arrive(sm.full(st));
       if (tid == 0 && t == pc.t_begin) {
         const int row0 = rb * Tr::kRows;
-        const int i0 = row0 / p.heads, h0 = row0 - i0 * p.heads;
-        mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
-        mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
-        const int t0 = pc.b * p.s_q + i0;
-#pragma unroll
-        for (int kb = 0; kb < Tr::kBoxes; ++kb)
-          tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
-        if (next.b >= 0) {
-#pragma unroll
-          for (int kb = 0; kb < Tr::kBoxes; ++kb)
-            tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
-        }
+        const int i0 = row0 / p.heads;
+        load_q<Tr>(tp, sm, pc, next, i0, row0 - i0 * p.heads, nq);
       }
       if (t == pc.t_begin) ++nq;
     }

@@ -121,7 +121,8 @@ TEST(VitRoutines, BytesAndFlopsOfThePlan) {
 }
 
 TEST(BenchOps, EveryDecodeAndVitSuiteRoutineIsAnOpWithTheSuiteShapeKeys) {
-  // A user (and scripts/profile_mla.sh) times one shape of a suite's routine with --op ROUTINE
+  // A user (and QFUSE_PROFILE_CASES=mla scripts/profile.sh) times one shape of a suite's routine
+  // with --op ROUTINE
   // --dim KEY=VALUE: each routine of these suites (but the ceilings) is an op taking the keys its
   // suite cases give, and refuses a quantized --quant with a reason.
   register_all_routines();
