@@ -51,9 +51,8 @@ Status resolve_kv_cache_dtype(const std::string& backend, const std::string& req
   bool known = false;
   for (const char* d : kKvCacheDtypes) known |= requested == d;
   if (!known)
-    return invalid(
-        "config key 'kv_cache_dtype': expected auto|bf16|fp8|fp8_e4m3|fp8_ds_mla, got " +
-        quote_text(requested));
+    return invalid("config key 'kv_cache_dtype': expected auto|bf16|fp8|fp8_e4m3|fp8_ds_mla, got " +
+                   quote_text(requested));
   if (backend.empty()) {  // no attention backend selected: nothing to resolve against
     *resolved = requested == "auto" ? "bf16" : requested;
     return Status::Ok();

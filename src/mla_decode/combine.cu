@@ -10,9 +10,9 @@
 // m + log(sum). finish() writes lse [T, N] from the chunk that starts a head.
 #include <cmath>
 
+#include "common/rowwise.cuh"
 #include "mla_decode/launch.h"
 #include "mla_decode/sm90.cuh"
-#include "common/rowwise.cuh"
 
 namespace qfuse::mla {
 
