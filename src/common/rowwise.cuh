@@ -32,7 +32,9 @@
 // producer, bench/NOTES.md 29-31); kNvfp4LaneChunks / kGroupLaneChunks: chunks per lane beyond
 // one wave for NVFP4 / per-group FP8 (1: narrow lanes; 2: 16 consecutive values; 4: two such
 // runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
-// Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks).
+// Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
+// `bool skip() const`, read once the previous kernel is done: true leaves the whole output as it
+// is (the MLA combine where the decode kernel wrote it; has_skip_hook).
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
 // from hoisting the next tasks' loads above it.
 #pragma once
@@ -65,6 +67,12 @@ struct has_pair_hooks<P, std::void_t<decltype(std::declval<const P&>().fetch_pai
                                          int64_t{}, 0, 0, 0, std::declval<typename P::Raw&>(),
                                          std::declval<typename P::Raw&>(), NoWait{})),
                                      decltype(&P::convert_pair)>> : std::true_type {};
+
+/// Whether a producer has skip(): the kernel returns at once (after the PDL wait) where it says so.
+template <class P, class = void>
+struct has_skip_hook : std::false_type {};
+template <class P>
+struct has_skip_hook<P, std::void_t<decltype(std::declval<const P&>().skip())>> : std::true_type {};
 
 /// Resident blocks per SM the streaming kernel must allow (its register cap): the producer's
 /// choice, with or without a group reduction; wide lanes (16 or 2 x 16 values per lane) get at
@@ -99,6 +107,10 @@ __global__ void __launch_bounds__(kRowwiseThreads,
     pdl_launch_dependents();
   else
     pdl_begin();
+  if constexpr (has_skip_hook<Producer>::value) {
+    static_assert(!kLateWait, "skip() reads what the previous kernel wrote");
+    if (prod.skip()) return;
+  }
   Policy pol(params);
   if constexpr (!kLateWait) pol.begin();
   // NOTE: blocks of their own for the scale buffer's padding past the `task_blocks` that cover
@@ -253,6 +265,9 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
                      int cols, int warps_per_row) {
   static_assert(Core::kKind == QuantKind::kFp8PerToken);
   pdl_begin();
+  if constexpr (has_skip_hook<Producer>::value) {
+    if (prod.skip()) return;  // (uniform over the grid)
+  }
   __shared__ float partial[kThreads / 32];
   constexpr bool kRaw = per_token_keeps_raw<Producer>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

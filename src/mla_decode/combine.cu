@@ -7,7 +7,8 @@
 // partial o_part[slot][i][h][0..512) and its natural-log lse_part[slot][i][h] (-inf: every key
 // of the piece masked). Per (t, h), as SPEC §2: m = max lse; none or m = -inf -> zeros and lse
 // -inf; else w_k = exp(lse_k - m) / sum_j exp(lse_j - m), out = sum_k w_k o_k in fp32, lse =
-// m + log(sum). finish() writes lse [T, N] from the chunk that starts a head.
+// m + log(sum). finish() writes lse [T, N] from the chunk that starts a head. Where the decode
+// kernel wrote the output itself (DecodeParams::direct and every request one piece), skip().
 #include <cmath>
 
 #include "common/rowwise.cuh"
@@ -27,6 +28,8 @@ struct CombineArgs {
   int heads;
   float* lse_out;  // optional [T, N]
   int64_t lse_st;
+  const int* header;  // the schedule's
+  int direct;         // DecodeParams::direct
 };
 
 struct MlaCombine {
@@ -44,6 +47,10 @@ struct MlaCombine {
   static constexpr bool kAsync = false;
   static constexpr bool kBulk = false;
   struct Raw {};
+
+  /// Nothing to merge where the decode kernel wrote the output (every request one piece and a
+  /// plain bf16 output: for_each_piece).
+  __device__ bool skip() const { return a.direct != 0 && __ldg(a.header + kHdrOnePiece) != 0; }
 
   __device__ void merge(int64_t t, int col, float (&v)[quant::kChunk], float* lse_out) const {
 #pragma unroll
@@ -131,8 +138,8 @@ struct MlaCombine {
 };
 
 Status launch_combine(const DecodeParams& p, const QuantOutput& out, cudaStream_t stream) {
-  const CombineArgs a{p.sched.o_part, p.sched.lse_part, p.sched.first, p.s_q, p.heads,
-                      p.lse,          p.lse_st};
+  const CombineArgs a{p.sched.o_part, p.sched.lse_part, p.sched.first,  p.s_q,   p.heads,
+                      p.lse,          p.lse_st,         p.sched.header, p.direct};
   const int64_t T = static_cast<int64_t>(p.batch) * p.s_q;
   return quant::launch_rowwise(MlaCombine{a, true}, out, T, static_cast<int64_t>(p.heads) * kLatent,
                                stream);

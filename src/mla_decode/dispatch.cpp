@@ -41,7 +41,22 @@ std::atomic<bool>& fp8_wide_state() {
   return state;
 }
 
+std::atomic<bool>& direct_state() {
+  static std::atomic<bool> state{[] {
+    const char* env = std::getenv("QFUSE_MLA_DIRECT");
+    return !(env != nullptr && std::strcmp(env, "0") == 0);
+  }()};
+  return state;
+}
+
 }  // namespace
+
+void set_direct_output(bool direct) {
+  direct_state().store(direct);
+}
+bool direct_output() {
+  return direct_state().load();
+}
 
 void set_fp8_wide(bool wide) {
   fp8_wide_state().store(wide);
@@ -396,6 +411,10 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   dp.out_sh = kMlaLatentDim;
   dp.lse = static_cast<float*>(a.lse.data);
   dp.lse_st = a.lse.empty_ref() ? 0 : (P.T > 1 ? a.lse.strides[0] : P.N);
+  // NOTE: split mode with a plain bf16 output: a batch the schedule leaves in one piece per
+  // request (equal lengths on enough parts) is written by the decode kernel, the combine skips.
+  dp.direct = P.split && P.out.spec.kind == QuantKind::kNone && P.out.out.dtype == DType::kBF16 &&
+              mla::direct_output();
   mla::Schedule& s = dp.sched;
   s.header = reinterpret_cast<int*>(base);
   s.len = reinterpret_cast<int*>(base + P.ws.len);

@@ -3,7 +3,8 @@
 // plugs in without touching the mainloop (a quantizing epilogue: issue 14).
 //
 //   PartialEpilogue  split mode: the normalised fp32 partial o_part[slot][i][h][0..512) and its
-//                    natural-log lse_part[slot][i][h], for the combine (combine.cu)
+//                    natural-log lse_part[slot][i][h], for the combine (combine.cu); slot -1:
+//                    as OutputEpilogue (every request one piece, plain bf16 output)
 //   OutputEpilogue   MlaSplitMode::kNone: o_latent bf16 [T, N, 512] and the optional lse [T, N]
 //
 // Protocol: store_value(p, ctx, i, h, d, v) writes value d of query token i of the request, head h
@@ -26,25 +27,6 @@ namespace qfuse::mla {
 struct EpiCtx {
   int b;
   int slot;
-};
-
-struct PartialEpilogue {
-  static constexpr bool kPartial = true;
-  __device__ static float* row(const DecodeParams& p, const EpiCtx& c, int i, int h) {
-    return p.sched.o_part + ((static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h) * kLatent;
-  }
-  __device__ static void store_value(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
-                                     float v) {
-    row(p, c, i, h)[d] = v;
-  }
-  /// Values d and d + 1 (d even).
-  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
-                                    float v0, float v1) {
-    *reinterpret_cast<float2*>(row(p, c, i, h) + d) = make_float2(v0, v1);
-  }
-  __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
-    p.sched.lse_part[(static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h] = l;
-  }
 };
 
 struct OutputEpilogue {
@@ -70,6 +52,30 @@ struct OutputEpilogue {
   }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     if (p.lse != nullptr) p.lse[(static_cast<int64_t>(c.b) * p.s_q + i) * p.lse_st + h] = l;
+  }
+};
+
+/// A piece with slot -1 (split mode with a plain bf16 output where every request is one piece:
+/// for_each_piece) goes to the output as OutputEpilogue's.
+struct PartialEpilogue {
+  static constexpr bool kPartial = true;
+  __device__ static float* row(const DecodeParams& p, const EpiCtx& c, int i, int h) {
+    return p.sched.o_part + ((static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h) * kLatent;
+  }
+  __device__ static void store_value(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
+                                     float v) {
+    if (c.slot < 0) return OutputEpilogue::store_value(p, c, i, h, d, v);
+    row(p, c, i, h)[d] = v;
+  }
+  /// Values d and d + 1 (d even).
+  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
+                                    float v0, float v1) {
+    if (c.slot < 0) return OutputEpilogue::store_pair(p, c, i, h, d, v0, v1);
+    *reinterpret_cast<float2*>(row(p, c, i, h) + d) = make_float2(v0, v1);
+  }
+  __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
+    if (c.slot < 0) return OutputEpilogue::store_lse(p, c, i, h, l);
+    p.sched.lse_part[(static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h] = l;
   }
 };
 

@@ -47,6 +47,13 @@ Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);
 void set_fp8_wide(bool wide);
 bool fp8_wide();
 
+/// Whether split mode with a plain bf16 output lets the decode kernel write the output where the
+/// schedule leaves every request in one piece (the combine then skips: DecodeParams::direct; 1,
+/// the default) or always goes through the partials and the combine (0). Process-wide;
+/// QFUSE_MLA_DIRECT=0 sets it at start-up (same-binary A/B runs); tests switch it here.
+void set_direct_output(bool direct);
+bool direct_output();
+
 /// Rows per block of the tensor-core kernels for `rows` = heads * s_q query rows: the wide form
 /// (64) where a request has 64 rows or more (an FP8 cache: where fp8_wide()), else the swapped
 /// form (16, 32).

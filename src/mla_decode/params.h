@@ -3,7 +3,9 @@
 //
 // Workspace (MlaWorkspace.data, 256-byte aligned pieces):
 //   header   int[64]      [0] device error flags (MlaDeviceError), [1] cost per part
-//                         ("target"), [2] total cost W, [3] total pieces
+//                         ("target"), [2] total cost W, [3] total pieces, [4] every request is
+//                         one piece (kHdrOnePiece: with DecodeParams::direct, the decode kernel
+//                         writes the output and the combine does nothing)
 //   len      int[B]       sanitized seq_len (0 for a request the device flagged)
 //   cost_pre int[B + 1]   exclusive prefix sum of cost_b = tiles_b + kOverheadTiles
 //   first    int[B + 1]   first partial slot of request b (exclusive prefix of its piece count)
@@ -25,6 +27,7 @@ constexpr int kDim = 576;
 constexpr int kTileTokens = 64;    // tokens per KV tile (the wgmma M of the swapped QK product)
 constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles (Q load, epilogue)
 constexpr int kHeaderInts = 64;
+constexpr int kHdrOnePiece = 4;
 
 /// The schedule's view of the workspace.
 struct Schedule {
@@ -59,6 +62,10 @@ struct DecodeParams {
   int64_t out_st, out_sh;
   float* lse;
   int64_t lse_st;
+  // Split mode with a plain bf16 output: where the schedule leaves every request in one piece
+  // (header[kHdrOnePiece]), the pieces are written as the direct epilogue's (slot -1) and the
+  // combine has nothing to merge.
+  int direct;
   Schedule sched;
 };
 

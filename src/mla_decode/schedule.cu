@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(kSchedThreads)
       s.header[1] = 0;
       s.header[2] = W;
       s.header[3] = 0;
+      s.header[kHdrOnePiece] = 0;
     }
     return;
   }
@@ -66,8 +67,9 @@ __global__ void __launch_bounds__(kSchedThreads)
     const int whole = (batch + num_parts - 1) / num_parts * cost_max;
     if (whole <= target + target / 16) target = whole;
   }
-  // Pass 2: pieces per request and their first slots.
+  // Pass 2: pieces per request and their first slots; whether every request is one piece.
   carry = 0;
+  bool one_piece = true;
   for (int base = 0; base < batch; base += kSchedThreads) {
     const int b = base + threadIdx.x;
     int n = 0;
@@ -75,18 +77,21 @@ __global__ void __launch_bounds__(kSchedThreads)
       const int tiles = tiles_of(s.len[b]);
       const int c0 = s.cost_pre[b];
       n = tiles == 0 ? 0 : 1 + (c0 + tiles - 1) / target - c0 / target;
+      one_piece = one_piece && n == 1;
     }
     int excl;
     const int total = block_exclusive_scan(n, &excl, warp_sums);
     if (b < batch) s.first[b] = carry + excl;
     carry += total;
   }
+  one_piece = __syncthreads_and(one_piece);
   if (threadIdx.x == 0) {
     s.first[batch] = carry;
     s.header[0] = flags;
     s.header[1] = target;
     s.header[2] = W;
     s.header[3] = carry;
+    s.header[kHdrOnePiece] = one_piece ? 1 : 0;
   }
 }
 

@@ -53,8 +53,9 @@ __device__ __forceinline__ Piece find_piece(const DecodeParams& p, int lo, int h
 
 /// Calls f(piece, next) for every piece of thread block (part) `part`, in order; `next` is the
 /// part's following piece (next.b = -1 after the last), for prefetching. Split mode: the pieces
-/// of part `part` of the schedule; MlaSplitMode::kNone (sched.num_parts == 0): request `part`
-/// whole, also when it has no tile. NOTE: one call site of f (the consumer's body is large).
+/// of part `part` of the schedule, with slot -1 (the output, not a partial) where p.direct and
+/// every request is one piece; MlaSplitMode::kNone (sched.num_parts == 0): request `part` whole,
+/// also when it has no tile. NOTE: one call site of f (the consumer's body is large).
 template <class F>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, F&& f) {
   const Schedule& s = p.sched;
@@ -77,9 +78,11 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, 
     else
       r = mid - 1;
   }
+  const bool direct = p.direct != 0 && s.header[kHdrOnePiece] != 0;
   Piece cur = find_piece(p, lo, hi, target, l);
   while (cur.b >= 0) {
     const Piece next = find_piece(p, lo, hi, target, cur.b + 1);
+    if (direct) cur.slot = -1;
     f(cur, next);
     cur = next;
   }

@@ -48,6 +48,7 @@ struct RunResult {
   std::vector<uint16_t> out;  // [T + kExtraRows, N * 512]
   std::vector<float> lse;     // [T, N + kLsePad]
   int64_t ld = 0;
+  int one_piece = -1;  // the schedule's header[kHdrOnePiece] (split mode)
 };
 constexpr int64_t kExtraRows = 3;
 constexpr int64_t kLsePad = 5;
@@ -78,6 +79,9 @@ RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullp
     return r;
   }
   r.device_check = mla_decode_check(MlaWorkspace{ws.get(), bytes}, stream);
+  if (cudaMemcpy(&r.one_piece, static_cast<const int*>(ws.get()) + mla::kHdrOnePiece, 4,
+                 cudaMemcpyDeviceToHost) != cudaSuccess)
+    r.status = Status(StatusCode::kCudaError, "reading the schedule's header");
   const std::vector<uint8_t> ob = out.download();
   r.out.resize(ob.size() / 2);
   std::memcpy(r.out.data(), ob.data(), ob.size());
@@ -324,6 +328,38 @@ TEST(MlaDecodeGpu, BadSeqLenIsFlaggedAndEmpty) {
     EXPECT_NE(r.device_check.message().find("negative seq_len"), std::string::npos)
         << r.device_check.to_string();
   }
+}
+
+TEST(MlaDecodeGpu, OnePiecePerRequestIsWrittenByTheDecodeKernel) {
+  QFUSE_REQUIRE_GPU();
+  // Equal lengths and as many requests as parts (16 rows: one row block, a part per SM): the
+  // schedule leaves each request one piece, so with a plain bf16 output the decode kernel writes
+  // it and the combine skips (DecodeParams::direct). The workspace is poisoned: a combine that
+  // ran anyway would merge poison over the output. The same through the partials and the combine
+  // (direct off) must agree with the reference as well, and a batch with one request more (one
+  // split request) must go through them.
+  int sms = 0;
+  QFUSE_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const bool saved = mla::direct_output();
+  for (DType cache : {DType::kBF16, DType::kE4M3})
+    for (const int extra : {0, 1}) {
+      MlaCase c;
+      c.cache = cache;
+      c.lens.assign(static_cast<size_t>(sms + extra), 200);
+      c.seed = 31 + extra;
+      MlaProblem p = make_problem(c);
+      p.compute_reference();
+      for (const bool direct : {true, false}) {
+        mla::set_direct_output(direct);
+        SCOPED_TRACE(std::string(direct ? "direct" : "partials") + (extra ? ", one more" : ""));
+        for (const Variant& v : {kTcSplit, kSimpleSplit}) {
+          const RunResult r = run(p, v);
+          check_run(p, r, v);
+          EXPECT_EQ(r.one_piece, extra == 0 ? 1 : 0) << v.name;
+        }
+      }
+    }
+  mla::set_direct_output(saved);
 }
 
 TEST(MlaDecodeGpu, Fp8SubnormalCodes) {
