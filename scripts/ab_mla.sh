@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# A/B of two builds on the MLA decode suite in one device call (bf16 rows): A = .devbin_v1.tgz
-# (an earlier `make devbin`, copied aside), B = .devbin.tgz (the current one); the test binary of B
-# first, then two interleaved rounds of `qfuse bench --suite mla_decode` each, medians and B/A.
-#   device: bash scripts/ab_mla.sh   (carry .devbin.tgz and .devbin_v1.tgz)
+# A/B on the MLA decode suite in one device call: two interleaved rounds of
+# `qfuse bench --suite mla_decode` per side, medians and B/A per row (bf16 and fp8 rows).
+#   Two builds:     bash scripts/ab_mla.sh
+#                   A = .devbin_v1.tgz (an earlier `make devbin`, copied aside), B = .devbin.tgz;
+#                   the test binary of B runs first. Carry .devbin.tgz and .devbin_v1.tgz.
+#   One build, two settings (environment variables of the process, e.g. bench/NOTES.md M15, M16):
+#                   AB_ENV_A="QFUSE_MLA_DIRECT=0" AB_ENV_B="" bash scripts/ab_mla.sh
+#                   AB_ENV_A="" AB_ENV_B="QFUSE_MLA_FP8_WIDE=1" bash scripts/ab_mla.sh
+#                   (either variable set: .devbin.tgz for both sides). Carry .devbin.tgz.
 set -u
-mkdir -p A B && tar xzf .devbin_v1.tgz -C A && tar xzf .devbin.tgz -C B
-B/.devbin/test_mla_decode --gtest_brief=1 2>&1 | grep -E "FAILED|PASSED|SKIPPED|Failure" | head -20
+if [ -n "${AB_ENV_A+x}${AB_ENV_B+x}" ]; then
+  mkdir -p B && tar xzf .devbin.tgz -C B && ln -sfn B A
+  echo "== one build: A with '${AB_ENV_A:-}', B with '${AB_ENV_B:-}'"
+else
+  mkdir -p A B && tar xzf .devbin_v1.tgz -C A && tar xzf .devbin.tgz -C B
+  B/.devbin/test_mla_decode --gtest_brief=1 2>&1 | grep -E "FAILED|PASSED|SKIPPED|Failure" | head -20
+fi
 for r in 1 2; do
   for v in A B; do
-    $v/.devbin/qfuse bench --suite mla_decode --json /tmp/$v$r.json > /tmp/$v$r.txt 2>&1
+    envs=$([ "$v" = A ] && echo "${AB_ENV_A:-}" || echo "${AB_ENV_B:-}")
+    env $envs $v/.devbin/qfuse bench --suite mla_decode --no-unfused --json /tmp/$v$r.json \
+      >/tmp/$v$r.txt 2>&1
   done
 done
 python3 - <<'PY'
@@ -22,6 +34,7 @@ def load(v):
     return out
 a,b=load("A"),load("B")
 for k in a:
-    if "fp8" in k or "read_only" in k: continue
-    print(f"{k:60} A {statistics.median(a[k]):9.2f} B {statistics.median(b[k]):9.2f} B/A {statistics.median(b[k])/statistics.median(a[k]):.3f}")
+    if "read_only" in k or k not in b: continue
+    ma,mb=statistics.median(a[k]),statistics.median(b[k])
+    print(f"{k:60} A {ma:9.2f} B {mb:9.2f} B/A {mb/ma:.3f}")
 PY
