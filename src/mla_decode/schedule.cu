@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kSchedThreads)
         len = 0;
       }
       s.len[b] = len;
-      cost = tiles_of(len) + kOverheadTiles;
+      cost = request_cost(len);
       atomicMin(&cost_min, cost);
       atomicMax(&cost_max, cost);
     }
@@ -59,14 +59,7 @@ __global__ void __launch_bounds__(kSchedThreads)
     return;
   }
   __syncthreads();  // cost_pre, len and the cost range written by other threads of the block
-  int target = (W + num_parts - 1) / num_parts + kOverheadTiles;
-  // NOTE: equal requests stay whole when whole requests per part cost at most 1/16 more than the
-  // even cut (which would split many of them: a Q load, an epilogue and a partial each; bench/
-  // NOTES.md M10).
-  if (cost_min == cost_max) {
-    const int whole = (batch + num_parts - 1) / num_parts * cost_max;
-    if (whole <= target + target / 16) target = whole;
-  }
+  const int target = part_target(W, num_parts, batch, cost_min, cost_max);
   // Pass 2: pieces per request and their first slots; whether every request is one piece.
   carry = 0;
   bool one_piece = true;
@@ -74,9 +67,7 @@ __global__ void __launch_bounds__(kSchedThreads)
     const int b = base + threadIdx.x;
     int n = 0;
     if (b < batch) {
-      const int tiles = tiles_of(s.len[b]);
-      const int c0 = s.cost_pre[b];
-      n = tiles == 0 ? 0 : 1 + (c0 + tiles - 1) / target - c0 / target;
+      n = pieces_of(s.cost_pre[b], tiles_of(s.len[b]), target);
       one_piece = one_piece && n == 1;
     }
     int excl;

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "mla_decode/params.h"
+#include "mla_decode/schedule_rules.h"
 
 namespace qfuse::mla {
 
@@ -30,10 +31,6 @@ struct Piece {
   int t_begin, t_end;
   int slot;
 };
-
-__device__ __forceinline__ int tiles_of(int len) {
-  return (len + kTileTokens - 1) / kTileTokens;
-}
 
 /// The first piece of requests [b, batch) inside the part's cost range [lo, hi), or b = -1.
 __device__ __forceinline__ Piece find_piece(const DecodeParams& p, int lo, int hi, int target,

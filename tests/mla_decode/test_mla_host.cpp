@@ -3,13 +3,17 @@
 // (fake pointers: every check fails before any device call).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/compare.h"
 #include "mla_decode/fp8_convert.h"
+#include "mla_decode/schedule_rules.h"
 #include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"
@@ -181,6 +185,53 @@ TEST(MlaFp8Convert, WideConverterWritesTheSwizzledTileOnceWithoutBankConflicts) 
       ASSERT_EQ(mla::wide_fp8_token(tid + l, 0), mla::wide_fp8_token(tid, 0));
       ASSERT_EQ(mla::wide_fp8_col(tid + l, 3, 0), mla::wide_fp8_col(tid, 3, 0) + 16 * l);
     }
+}
+
+/// What the scheduler kernel (schedule.cu) decides for a batch, from the same rules: the cost per
+/// part, each request's pieces, and whether every request is one piece (header[kHdrOnePiece]).
+struct HostSchedule {
+  int target = 0, W = 0;
+  std::vector<int> pieces;
+  bool one_piece = true;
+};
+
+HostSchedule host_schedule(const std::vector<int>& lens, int num_parts) {
+  HostSchedule h;
+  int cmin = INT32_MAX, cmax = 0;
+  std::vector<int> pre;
+  for (const int len : lens) {
+    pre.push_back(h.W);
+    const int c = mla::request_cost(len);
+    h.W += c;
+    cmin = std::min(cmin, c);
+    cmax = std::max(cmax, c);
+  }
+  h.target = mla::part_target(h.W, num_parts, static_cast<int>(lens.size()), cmin, cmax);
+  for (size_t b = 0; b < lens.size(); ++b) {
+    h.pieces.push_back(mla::pieces_of(pre[b], mla::tiles_of(lens[b]), h.target));
+    h.one_piece = h.one_piece && h.pieces.back() == 1;
+  }
+  return h;
+}
+
+TEST(MlaSchedule, BarShapesKeepEveryRequestInOnePiece) {
+  // Issue 13's bar shapes on a 132-SM part: memory-bound B 128 over 132 parts (16 rows, one row
+  // block), compute-bound B 64 over 33 parts (256 rows, four row blocks): every request one piece,
+  // so a plain bf16 output skips the combine (bench/NOTES.md M16). One request more than parts
+  // (equal lengths) splits one; a request without a token has no piece.
+  for (const int S : {4096, 16384}) {
+    for (const auto& [B, parts] : {std::pair{128, 132}, std::pair{64, 33}, std::pair{132, 132}}) {
+      const HostSchedule h = host_schedule(std::vector<int>(B, S), parts);
+      EXPECT_TRUE(h.one_piece) << "B " << B << " parts " << parts << " S " << S;
+      EXPECT_LE((h.W - 1) / h.target + 1, parts) << "more parts than the grid has";
+    }
+    EXPECT_FALSE(host_schedule(std::vector<int>(133, S), 132).one_piece) << S;
+  }
+  const HostSchedule mixed = host_schedule({1, 63, 64, 65, 1000, 4097, 0}, 132);
+  EXPECT_FALSE(mixed.one_piece);
+  EXPECT_EQ(mixed.pieces.back(), 0);
+  EXPECT_GT(mixed.pieces[5], 1);  // the longest request of a small batch is split
+  EXPECT_LE((mixed.W - 1) / mixed.target + 1, 132);
 }
 
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
