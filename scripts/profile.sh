@@ -40,7 +40,7 @@ run_mla() {  # name kernel-regex env routine dims
 }
 cases=
 for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; do
-  [ "$c" = mla ] && c="mla_fp8_alt_mem mla_fp8_one_mem mla_bf16_mem mla_fp8_wide_compute mla_fp8_r32_compute mla_bf16_wide_compute"
+  [ "$c" = mla ] && c="mla_fp8_alt_mem mla_fp8_one_mem mla_bf16_mem mla_fp8_wide_compute mla_fp8_r32_compute mla_bf16_wide_compute mla_bf16_pair_compute"
   cases="$cases $c"
 done
 for c in $cases; do
@@ -63,5 +63,6 @@ for c in $cases; do
     mla_fp8_wide_compute) run_mla $c mla_wide_kernel QFUSE_MLA_FP8_WIDE=1 mla_decode/fp8 "$mla_compute" ;;
     mla_fp8_r32_compute) run_mla $c mla_tc_kernel "" mla_decode/fp8 "$mla_compute" ;;
     mla_bf16_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/bf16 "$mla_compute" ;;
+    mla_bf16_pair_compute) run_mla $c mla_pair_kernel QFUSE_MLA_WIDE_FORM=2 mla_decode/bf16 "$mla_compute" ;;
   esac
 done

@@ -41,6 +41,14 @@ std::atomic<bool>& fp8_wide_state() {
   return state;
 }
 
+std::atomic<int>& wide_form_state() {
+  static std::atomic<int> state{[] {
+    const char* env = std::getenv("QFUSE_MLA_WIDE_FORM");
+    return (env != nullptr && std::strcmp(env, "2") == 0) ? 2 : 1;
+  }()};
+  return state;
+}
+
 std::atomic<bool>& direct_state() {
   static std::atomic<bool> state{[] {
     const char* env = std::getenv("QFUSE_MLA_DIRECT");
@@ -56,6 +64,13 @@ void set_direct_output(bool direct) {
 }
 bool direct_output() {
   return direct_state().load();
+}
+
+void set_wide_form(int form) {
+  wide_form_state().store(form == 2 ? 2 : 1);
+}
+int wide_form() {
+  return wide_form_state().load();
 }
 
 void set_fp8_wide(bool wide) {
@@ -303,7 +318,12 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
 
 template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t stream) {
-  if (rpb == 64) return mla::launch_wide<kCache, kEpi>(tp, grid, stream);
+  if (rpb == 64) {
+    if constexpr (kCache == CacheKind::kBf16) {
+      if (mla::wide_form() == 2) return mla::launch_pair<kEpi>(tp, grid, stream);
+    }
+    return mla::launch_wide<kCache, kEpi>(tp, grid, stream);
+  }
   if constexpr (kCache == CacheKind::kFp8) {
     if (rpb == 16 && mla::fp8_form() == 2) return mla::launch_tc_fp8alt<kEpi>(tp, grid, stream);
   }

@@ -16,6 +16,7 @@
 #include "mla_decode/launch.h"
 #include "mla_decode/mainloop.cuh"
 #include "mla_decode/mainloop_fp8.cuh"
+#include "mla_decode/mainloop_pair.cuh"
 #include "mla_decode/mainloop_wide.cuh"
 
 namespace qfuse::mla {
@@ -198,6 +199,35 @@ template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   return launch_tc_kernel<mla_wide_kernel<kCache, kEpi>>("mla_wide_kernel", WideTraits::kThreads,
                                                          WideTraits::kSmemBytes, grid, stream, tp);
+}
+
+/// The pair form of the wide kernel (mainloop_pair.cuh): 64 query rows per block, a bf16 cache,
+/// two warpgroups (256 threads, up to 255 registers each) and no producer warpgroup.
+template <EpilogueKind kEpi>
+__global__ void __launch_bounds__(256, 1) mla_pair_kernel(const __grid_constant__ TcParams tp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
+  extern __shared__ uint8_t smem_raw[];
+  const uintptr_t a = reinterpret_cast<uintptr_t>(smem_raw);
+  const PairSmem sm{smem_raw + ((1024 - (a & 1023)) & 1023)};
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < 2; ++s)
+#pragma unroll
+      for (int kb = 0; kb < PairTraits::kBoxes; ++kb) mbar_init(sm.full(s, kb), 1);
+    mbar_init(sm.q_full(), 1);
+    mbar_fence_init();
+  }
+  __syncthreads();
+  pdl_begin();
+  pair_mainloop<Epi>(tp, sm, blockIdx.x, blockIdx.y);
+#endif
+}
+
+template <EpilogueKind kEpi>
+Status launch_pair(const TcParams& tp, dim3 grid, cudaStream_t stream) {
+  return launch_tc_kernel<mla_pair_kernel<kEpi>>("mla_pair_kernel", PairTraits::kThreads,
+                                                 PairTraits::kSmemBytes, grid, stream, tp);
 }
 
 }  // namespace qfuse::mla

@@ -40,6 +40,17 @@ int fp8_form();
 template <CacheKind kCache, EpilogueKind kEpi>
 Status launch_wide(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
+/// The pair form of the wide kernel for a bf16 cache (mainloop_pair.cuh: FlashMLA's schedule, two
+/// warpgroups, no producer), one instantiation per file; the same grid as launch_wide.
+template <EpilogueKind kEpi>
+Status launch_pair(const TcParams& tp, dim3 grid, cudaStream_t stream);
+
+/// The wide form for a bf16 cache: 1, mainloop_wide.cuh (producer + two consumers, the default);
+/// 2, the pair form (mainloop_pair.cuh; not yet measured). Process-wide; QFUSE_MLA_WIDE_FORM=2
+/// sets it at start-up (same-binary A/B runs); tests switch it here.
+void set_wide_form(int form);
+int wide_form();
+
 /// Whether an FP8 cache takes the wide form where a request has 64 rows or more (1; not yet
 /// measured against the swapped form, bench/NOTES.md M15) or the swapped form at 32 rows per
 /// block (0, the default until measured). Process-wide; QFUSE_MLA_FP8_WIDE=1 sets it at start-up

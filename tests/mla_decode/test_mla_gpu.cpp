@@ -158,6 +158,22 @@ void each_fp8_form(F&& f) {
   mla::set_fp8_wide(saved_wide);
 }
 
+/// Runs f once with each form of the tensor-core kernel that serves the problem: an FP8 cache's
+/// (each_fp8_form); a bf16 cache with 64 rows or more, the wide form (producer and two consumers)
+/// and its pair form (mainloop_pair.cuh); else once.
+template <class F>
+void each_form(const MlaProblem& p, F&& f) {
+  if (p.c.cache == DType::kE4M3) return each_fp8_form(f);
+  if (p.c.heads * p.c.s_q < 64) return f();
+  const int saved = mla::wide_form();
+  for (const int form : {1, 2}) {
+    mla::set_wide_form(form);
+    SCOPED_TRACE("bf16 wide form " + std::to_string(form));
+    f();
+  }
+  mla::set_wide_form(saved);
+}
+
 class MlaMatrix : public ::testing::TestWithParam<MlaCase> {};
 
 TEST_P(MlaMatrix, AgainstReference) {
@@ -168,10 +184,7 @@ TEST_P(MlaMatrix, AgainstReference) {
   const auto tensor_core = [&] {
     for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
   };
-  if (p.c.cache == DType::kE4M3)
-    each_fp8_form(tensor_core);
-  else
-    tensor_core();
+  each_form(p, tensor_core);
 }
 
 std::vector<MlaCase> matrix() {
@@ -246,9 +259,24 @@ TEST(MlaDecodeGpu, SimpleWholeRequests) {
   check_run(p, run(p, kSimpleWhole), kSimpleWhole);
 }
 
+void graph_replay_equals_eager(int heads);
+
 TEST(MlaDecodeGpu, GraphReplayEqualsEager) {
   QFUSE_REQUIRE_GPU();
+  for (const int heads : {16, 128})
+    for (const int form : {1, 2}) {
+      if (heads == 16 && form == 2) continue;  // (the wide forms serve 64 rows and more)
+      const int saved = mla::wide_form();
+      mla::set_wide_form(form);
+      SCOPED_TRACE(std::to_string(heads) + " heads, wide form " + std::to_string(form));
+      graph_replay_equals_eager(heads);
+      mla::set_wide_form(saved);
+    }
+}
+
+void graph_replay_equals_eager(int heads) {
   MlaCase c;
+  c.heads = heads;
   c.s_q = 2;
   c.lens = {1, 65, 1000, 3000};
   MlaProblem p = make_problem(c);
@@ -295,19 +323,26 @@ TEST(MlaDecodeGpu, GraphReplayEqualsEager) {
 
 TEST(MlaDecodeGpu, BadBlockIdIsFlaggedAndReadsZeros) {
   QFUSE_REQUIRE_GPU();
-  MlaCase c;
-  c.lens = {70, 1000, 300};
-  MlaProblem p = make_problem(c);
-  p.block_table[1 * p.max_blocks + 3] = static_cast<int32_t>(p.num_blocks + 3);  // tokens 192..255
-  p.block_table[2 * p.max_blocks + 0] = -2;
-  p.d_bt.upload(p.block_table.data(), p.block_table.size() * 4);
-  p.compute_reference();  // the reference reads such blocks as zero rows too
-  for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) {
-    const RunResult r = run(p, v);
-    check_run(p, r, v, /*expect_clean=*/false);
-    EXPECT_EQ(r.device_check.code(), StatusCode::kInvalidArgument) << v.name;
-    EXPECT_NE(r.device_check.message().find("block_table"), std::string::npos)
-        << r.device_check.to_string();
+  // 16 heads (the swapped form) and 128 (64 rows a block: both wide forms).
+  for (const int heads : {16, 128}) {
+    MlaCase c;
+    c.heads = heads;
+    c.lens = {70, 1000, 300};
+    MlaProblem p = make_problem(c);
+    p.block_table[1 * p.max_blocks + 3] = static_cast<int32_t>(p.num_blocks + 3);  // tokens 192..
+    p.block_table[2 * p.max_blocks + 0] = -2;
+    p.d_bt.upload(p.block_table.data(), p.block_table.size() * 4);
+    p.compute_reference();  // the reference reads such blocks as zero rows too
+    SCOPED_TRACE(std::to_string(heads) + " heads");
+    each_form(p, [&] {
+      for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) {
+        const RunResult r = run(p, v);
+        check_run(p, r, v, /*expect_clean=*/false);
+        EXPECT_EQ(r.device_check.code(), StatusCode::kInvalidArgument) << v.name;
+        EXPECT_NE(r.device_check.message().find("block_table"), std::string::npos)
+            << r.device_check.to_string();
+      }
+    });
   }
 }
 
