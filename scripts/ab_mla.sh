@@ -6,7 +6,8 @@
 #                   the test binary of B runs first. Carry .devbin.tgz and .devbin_v1.tgz.
 #   One build, two settings (environment variables of the process, e.g. bench/NOTES.md M15, M16):
 #                   AB_ENV_A="QFUSE_MLA_DIRECT=0" AB_ENV_B="" bash scripts/ab_mla.sh
-#                   AB_ENV_A="" AB_ENV_B="QFUSE_MLA_FP8_WIDE=1" bash scripts/ab_mla.sh
+#                   AB_ENV_A="QFUSE_MLA_FP8_WIDE=0" AB_ENV_B="" bash scripts/ab_mla.sh
+#                   AB_ENV_A="" AB_ENV_B="QFUSE_MLA_WIDE_FORM=2" bash scripts/ab_mla.sh
 #                   (either variable set: .devbin.tgz for both sides). Carry .devbin.tgz.
 set -u
 if [ -n "${AB_ENV_A+x}${AB_ENV_B+x}" ]; then

@@ -60,8 +60,8 @@ for c in $cases; do
     mla_fp8_alt_mem) run_mla $c mla_tc_fp8alt_kernel "" mla_decode/fp8 "$mla_memory" ;;
     mla_fp8_one_mem) run_mla $c mla_tc_kernel QFUSE_MLA_FP8_FORM=1 mla_decode/fp8 "$mla_memory" ;;
     mla_bf16_mem) run_mla $c mla_tc_kernel "" mla_decode/bf16 "$mla_memory" ;;
-    mla_fp8_wide_compute) run_mla $c mla_wide_kernel QFUSE_MLA_FP8_WIDE=1 mla_decode/fp8 "$mla_compute" ;;
-    mla_fp8_r32_compute) run_mla $c mla_tc_kernel "" mla_decode/fp8 "$mla_compute" ;;
+    mla_fp8_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/fp8 "$mla_compute" ;;
+    mla_fp8_r32_compute) run_mla $c mla_tc_kernel QFUSE_MLA_FP8_WIDE=0 mla_decode/fp8 "$mla_compute" ;;
     mla_bf16_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/bf16 "$mla_compute" ;;
     mla_bf16_pair_compute) run_mla $c mla_pair_kernel QFUSE_MLA_WIDE_FORM=2 mla_decode/bf16 "$mla_compute" ;;
   esac

@@ -36,7 +36,7 @@ std::atomic<int>& fp8_form_state() {
 std::atomic<bool>& fp8_wide_state() {
   static std::atomic<bool> state{[] {
     const char* env = std::getenv("QFUSE_MLA_FP8_WIDE");
-    return env != nullptr && std::strcmp(env, "1") == 0;
+    return !(env != nullptr && std::strcmp(env, "0") == 0);
   }()};
   return state;
 }

@@ -51,10 +51,10 @@ Status launch_pair(const TcParams& tp, dim3 grid, cudaStream_t stream);
 void set_wide_form(int form);
 int wide_form();
 
-/// Whether an FP8 cache takes the wide form where a request has 64 rows or more (1; not yet
-/// measured against the swapped form, bench/NOTES.md M15) or the swapped form at 32 rows per
-/// block (0, the default until measured). Process-wide; QFUSE_MLA_FP8_WIDE=1 sets it at start-up
-/// (same-binary A/B runs); tests switch it here.
+/// Whether an FP8 cache takes the wide form where a request has 64 rows or more (1, the default:
+/// 1.75-1.78x faster than the swapped form at the compute-bound bar shape, bench/NOTES.md M15) or
+/// the swapped form at 32 rows per block (0). Process-wide; QFUSE_MLA_FP8_WIDE=0 sets it at
+/// start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_wide(bool wide);
 bool fp8_wide();
 

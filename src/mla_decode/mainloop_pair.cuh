@@ -115,6 +115,13 @@ __device__ __forceinline__ void pack_frag(const float (&s)[32], const float (&mu
   }
 }
 
+/// O's rows times the factors, skipped where every factor of the warp is 1 (no row maximum of the
+/// warp's 16 rows moved: most tiles after the first few; the product is exact either way).
+__device__ __forceinline__ void rescale_rows_unless_one(float (&o)[128], const float (&f)[2]) {
+  if (__all_sync(0xffffffffu, f[0] == 1.0f && f[1] == 1.0f)) return;
+  rescale_rows(o, f);
+}
+
 /// Half `half` (V columns 256 half .. + 255: boxes 4 half .. 4 half + 3) of the request's last
 /// tile's rows past seq_len zeroed (as zero_v_tail), by one warpgroup (tid < 128).
 __device__ __forceinline__ void zero_v_half(uint8_t* stage, int half, bool last, int valid,
@@ -306,7 +313,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
               sm.scale0()[r_lo + 8 * hi] = sc[hi];
             }
           }
-          rescale_rows(o, sc);
+          rescale_rows_unless_one(o, sc);
           pair_exp(s, scale_log2, m_use, rs);
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) l[hi] = fmaf(l[hi], sc[hi], rs[hi]);
@@ -333,7 +340,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           store_frag_tile(sm.p(0), a, w, g, qd);
           fence_proxy_async_shared();
           named_arrive(kBarP0, 256);
-          rescale_rows(o, sc);
+          rescale_rows_unless_one(o, sc);
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) l[hi] *= sc[hi];
           if constexpr (!kLast0) {
@@ -418,7 +425,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
             sc[hi] *= sm.scale0()[r_lo + 8 * hi];
             l[hi] = fmaf(l[hi], sc[hi], rs[hi]);
           }
-          rescale_rows(o, sc);
+          rescale_rows_unless_one(o, sc);
           named_arrive(kBarScale1, 256);
           if constexpr (!kLast0) {
             uint32_t a[4][4];
