@@ -41,17 +41,9 @@
 
 namespace qfuse::mla {
 
-struct PairTraits {
-  static constexpr int kRows = 64;
+/// The wide form's stages and Q (WideLayout), 256 threads, its own row arrays and barriers.
+struct PairTraits : WideLayout<false> {
   static constexpr int kThreads = 256;
-  static constexpr int kBoxes = kDim / 64;
-  static constexpr int kRowBytes = 128;
-  static constexpr int kBoxBytes = kTileTokens * kRowBytes;
-  static constexpr int kTileBytes = kBoxes * kBoxBytes;
-  static constexpr int kQBoxBytes = kRows * 128;
-  static constexpr int kQBytes = kBoxes * kQBoxBytes;
-  static constexpr int kOffKv = 0;
-  static constexpr int kOffQ = kOffKv + 2 * kTileBytes;
   static constexpr int kOffRed = kOffQ + kQBytes;
   static constexpr int kRedBytes = 5 * kRows * 4;  // m, scale0, scale1, l[2]
   static constexpr int kOffBar = kOffRed + kRedBytes;
@@ -209,18 +201,29 @@ __device__ __forceinline__ void pair_mask_max(float (&s)[32], int t, const int (
   }
 }
 
-/// s = 2^(s * scale_log2 - m_use) in place; returns the thread's row sums.
-__device__ __forceinline__ void pair_exp(float (&s)[32], float scale_log2, const float (&m_use)[2],
-                                         float (&rs)[2]) {
-  rs[0] = rs[1] = 0.0f;
+/// The running maxima of the thread's rows (r_lo, r_lo + 8) after a tile: mx holds the tile's
+/// maxima in and the new running maxima out (max(m_prev, mx * scale_log2)); m_use the exponent
+/// offset (0 for a row without a key yet), sc the factor for what was accumulated against m_prev.
+/// The quad's first lane writes the new maxima to m_sh and the factors to sc_sh, once the warp
+/// has read m_sh.
+__device__ __forceinline__ void pair_row_max(const float (&m_prev)[2], float scale_log2,
+                                             float (&mx)[2], float (&m_use)[2], float (&sc)[2],
+                                             float* m_sh, float* sc_sh, int r_lo, int qd) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j)
+  for (int hi = 0; hi < 2; ++hi) {
+    const float m_new = fmaxf(m_prev[hi], mx[hi] * scale_log2);
+    m_use[hi] = m_new == -INFINITY ? 0.0f : m_new;
+    sc[hi] = fast_exp2(m_prev[hi] - m_use[hi]);
+    mx[hi] = m_new;
+  }
+  __syncwarp();
+  if (qd == 0) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int hi = e >> 1;
-      s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], scale_log2, -m_use[hi]));
-      rs[hi] += s[4 * j + e];
+    for (int hi = 0; hi < 2; ++hi) {
+      m_sh[r_lo + 8 * hi] = mx[hi];
+      sc_sh[r_lo + 8 * hi] = sc[hi];
     }
+  }
 }
 
 template <class Epi>
@@ -297,24 +300,12 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           }
           float mx[2], m_use[2], sc[2], rs[2];
           pair_mask_max(s, t0, limit, qd, (t0 + 1) * kTileTokens <= open_end, mx);
+          float m_prev[2];
 #pragma unroll
-          for (int hi = 0; hi < 2; ++hi) {
-            const float m_prev = u == 0 ? -INFINITY : sm.m()[r_lo + 8 * hi];
-            const float m_new = fmaxf(m_prev, mx[hi] * scale_log2);
-            m_use[hi] = m_new == -INFINITY ? 0.0f : m_new;
-            sc[hi] = fast_exp2(m_prev - m_use[hi]);
-            mx[hi] = m_new;
-          }
-          __syncwarp();
-          if (qd == 0) {
-#pragma unroll
-            for (int hi = 0; hi < 2; ++hi) {
-              sm.m()[r_lo + 8 * hi] = mx[hi];
-              sm.scale0()[r_lo + 8 * hi] = sc[hi];
-            }
-          }
+          for (int hi = 0; hi < 2; ++hi) m_prev[hi] = u == 0 ? -INFINITY : sm.m()[r_lo + 8 * hi];
+          pair_row_max(m_prev, scale_log2, mx, m_use, sc, sm.m(), sm.scale0(), r_lo, qd);
           rescale_rows_unless_one(o, sc);
-          pair_exp(s, scale_log2, m_use, rs);
+          exp_rows(s, scale_log2, m_use, rs);
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) l[hi] = fmaf(l[hi], sc[hi], rs[hi]);
           named_arrive(kBarScale0, 256);
@@ -403,23 +394,9 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           named_sync_roles(kBarScale0, 256);
           if constexpr (!kLast0)
             pair_mask_max(s, t1, limit, qd, (t1 + 1) * kTileTokens <= open_end, mx);
-#pragma unroll
-          for (int hi = 0; hi < 2; ++hi) {
-            const float m0 = sm.m()[r_lo + 8 * hi];
-            const float m_new = fmaxf(m0, mx[hi] * scale_log2);
-            m_use[hi] = m_new == -INFINITY ? 0.0f : m_new;
-            sc[hi] = fast_exp2(m0 - m_use[hi]);
-            mx[hi] = m_new;
-          }
-          __syncwarp();
-          if (qd == 0) {
-#pragma unroll
-            for (int hi = 0; hi < 2; ++hi) {
-              sm.m()[r_lo + 8 * hi] = mx[hi];
-              sm.scale1()[r_lo + 8 * hi] = sc[hi];
-            }
-          }
-          if constexpr (!kLast0) pair_exp(s, scale_log2, m_use, rs);
+          const float m0[2] = {sm.m()[r_lo], sm.m()[r_lo + 8]};
+          pair_row_max(m0, scale_log2, mx, m_use, sc, sm.m(), sm.scale1(), r_lo, qd);
+          if constexpr (!kLast0) exp_rows(s, scale_log2, m_use, rs);
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) {
             sc[hi] *= sm.scale0()[r_lo + 8 * hi];

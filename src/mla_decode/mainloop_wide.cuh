@@ -63,6 +63,21 @@ __device__ __forceinline__ void rescale_rows(float (&o)[128], const float (&alph
     for (int e = 0; e < 4; ++e) o[4 * j + e] *= alpha[e >> 1];
 }
 
+/// s = 2^(s * scale_log2 - m_use[row]) in place over the scores' fragment (wgmma_ss_m64n64's
+/// layout: registers 4 j + e, row hi = e >> 1), and the thread's sums of each row.
+__device__ __forceinline__ void exp_rows(float (&s)[32], float scale_log2, const float (&m_use)[2],
+                                         float (&rs)[2]) {
+  rs[0] = rs[1] = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int hi = e >> 1;
+      s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], scale_log2, -m_use[hi]));
+      rs[hi] += s[4 * j + e];
+    }
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 x = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&x);
@@ -255,15 +270,8 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
         alpha[hi] = fast_exp2(m[hi] - m_use[hi]);
         m[hi] = m_new;
       }
-      float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int hi = e >> 1;
-          s[4 * j + e] = fast_exp2(fmaf(s[4 * j + e], scale_log2, -m_use[hi]));
-          rs[hi] += s[4 * j + e];
-        }
+      float rs[2];
+      exp_rows(s, scale_log2, m_use, rs);
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) l[hi] = fmaf(l[hi], alpha[hi], rs[hi]);
       zero_v_tail<Tr>(sm.kv(st), t == tiles - 1, pc.len - t * kTileTokens, tid);
