@@ -15,6 +15,7 @@
 #include "core/tma.h"
 #include "mla_decode/cache_write.h"
 #include "mla_decode/launch.h"
+#include "mla_decode/schedule_rules.h"
 #include "mla_decode/traits.cuh"
 #include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
@@ -249,9 +250,9 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
   if (capacity >= INT_MAX)
     return Status::InvalidArgument("block_table.sizes[1]", "max_blocks * block_size < 2^31",
                                    str(capacity));
-  if (P.B * (capacity / mla::kTileTokens + 1 + mla::kOverheadTiles) >= INT_MAX)
+  if (P.B * (capacity / mla::kTileTokens + 1 + mla::kMaxOverheadTiles) >= INT_MAX)
     return Status::InvalidArgument(
-        "block_table.sizes", "B * (max_blocks * block_size / 64 + 3) < 2^31", bt.shape_string());
+        "block_table.sizes", "B * (max_blocks * block_size / 64 + 6) < 2^31", bt.shape_string());
   // softmax scale
   if (!(a.softmax_scale > 0.0f) || !std::isfinite(a.softmax_scale))
     return Status::InvalidArgument("softmax_scale", "finite and > 0",
@@ -443,6 +444,7 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   s.lse_part = reinterpret_cast<float*>(base + P.ws.lse_part);
   s.o_part = reinterpret_cast<float*>(base + P.ws.o_part);
   s.num_parts = P.parts;
+  s.overhead = mla::piece_overhead(P.rpb);
   QFUSE_RETURN_IF_ERROR(mla::launch_schedule(static_cast<const int*>(a.seq_lens.data), dp.batch,
                                              static_cast<int>(P.max_blocks * P.block_size), s,
                                              stream));

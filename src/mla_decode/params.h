@@ -7,7 +7,7 @@
 //                         one piece (kHdrOnePiece: with DecodeParams::direct, the decode kernel
 //                         writes the output and the combine does nothing)
 //   len      int[B]       sanitized seq_len (0 for a request the device flagged)
-//   cost_pre int[B + 1]   exclusive prefix sum of cost_b = tiles_b + kOverheadTiles
+//   cost_pre int[B + 1]   exclusive prefix sum of cost_b = tiles_b + overhead
 //   first    int[B + 1]   first partial slot of request b (exclusive prefix of its piece count)
 //   lse_part float[slots, s_q, N]         natural-log lse of each piece
 //   o_part   float[slots, s_q, N, 512]    normalised partial output of each piece
@@ -25,7 +25,8 @@ constexpr int kLatent = 512;
 constexpr int kRope = 64;
 constexpr int kDim = 576;
 constexpr int kTileTokens = 64;    // tokens per KV tile (the wgmma M of the swapped QK product)
-constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles (Q load, epilogue)
+constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles at 16 rows a block
+constexpr int kMaxOverheadTiles = 6;  // the same at 64 rows a block (schedule_rules.h)
 constexpr int kHeaderInts = 64;
 constexpr int kHdrOnePiece = 4;
 
@@ -38,6 +39,7 @@ struct Schedule {
   float* lse_part;
   float* o_part;
   int num_parts;  // parts of the split-KV grid (blockIdx.y); 0 in MlaSplitMode::kNone
+  int overhead;   // cost of a piece beyond its tiles (piece_overhead of the rows per block)
 };
 
 /// Everything a decode kernel reads. Strides in elements.

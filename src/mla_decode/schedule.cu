@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kSchedThreads)
         len = 0;
       }
       s.len[b] = len;
-      cost = request_cost(len);
+      cost = request_cost(len, s.overhead);
       atomicMin(&cost_min, cost);
       atomicMax(&cost_max, cost);
     }
@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kSchedThreads)
     return;
   }
   __syncthreads();  // cost_pre, len and the cost range written by other threads of the block
-  const int target = part_target(W, num_parts, batch, cost_min, cost_max);
+  const int target = part_target(W, num_parts, batch, cost_min, cost_max, s.overhead);
   // Pass 2: pieces per request and their first slots; whether every request is one piece.
   carry = 0;
   bool one_piece = true;

@@ -1,9 +1,9 @@
 // The split-KV schedule (device side): the scheduler kernel that turns seq_lens into per-request
 // costs and partial slots, and the piece iterator every decode kernel runs.
 //
-// Cost of request b: cost_b = tiles_b + kOverheadTiles, tiles_b = ceil(len_b / 64). The costs
-// laid end to end (prefix cost_pre) are cut into ranges of `target` = ceil(W / num_parts) +
-// kOverheadTiles; part g takes [g * target, (g + 1) * target). NOTE: a batch of equal requests
+// Cost of request b: cost_b = tiles_b + overhead (piece_overhead of the kernel's rows per block),
+// tiles_b = ceil(len_b / 64). The costs laid end to end (prefix cost_pre) are cut into ranges of
+// `target` = ceil(W / num_parts) + overhead; part g takes [g * target, (g + 1) * target). NOTE: a batch of equal requests
 // stays unsplit where it costs little: the target becomes ceil(B / num_parts) whole requests when
 // that is at most 1/16 above the even cut (a split costs a Q load, partial traffic and pipeline
 // refills). A request's tiles that fall

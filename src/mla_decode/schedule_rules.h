@@ -12,17 +12,27 @@ QFUSE_HD int tiles_of(int len) {
   return (len + kTileTokens - 1) / kTileTokens;
 }
 
-/// The cost of request b: its tiles and the overhead of a piece (Q load, epilogue).
-QFUSE_HD int request_cost(int len) {
-  return tiles_of(len) + kOverheadTiles;
+/// The cost of a piece beyond its tiles, in tiles, for a kernel of `rows` query rows a block: its
+/// Q load and first tile's latency, its epilogue and partial (fp32, 2 KB a row), which grow with
+/// the rows. NOTE: measured (bench/NOTES.md M18): a one-tile piece of the 64-row wide form costs
+/// about 6 tiles (a batch of 64 log-spread lengths, where one part held 33 such pieces, took 2x
+/// its equal-length twin with 2 here; FlashMLA's scheduler counts 5 for its 64-row blocks).
+QFUSE_HD int piece_overhead(int rows) {
+  return rows >= 64 ? kMaxOverheadTiles : rows >= 32 ? 3 : kOverheadTiles;
+}
+
+/// The cost of request b: its tiles and the overhead of a piece.
+QFUSE_HD int request_cost(int len, int overhead) {
+  return tiles_of(len) + overhead;
 }
 
 /// The cost per part of a batch of total cost W over num_parts parts: the even cut
-/// ceil(W / num_parts) + kOverheadTiles. NOTE: equal requests (cost_min == cost_max) stay whole
-/// when whole requests per part cost at most 1/16 more than the even cut (which would split many
-/// of them: a Q load, an epilogue and a partial each; bench/NOTES.md M10).
-QFUSE_HD int part_target(int W, int num_parts, int batch, int cost_min, int cost_max) {
-  int target = (W + num_parts - 1) / num_parts + kOverheadTiles;
+/// ceil(W / num_parts) + overhead. NOTE: equal requests (cost_min == cost_max) stay whole when
+/// whole requests per part cost at most 1/16 more than the even cut (which would split many of
+/// them: a Q load, an epilogue and a partial each; bench/NOTES.md M10).
+QFUSE_HD int part_target(int W, int num_parts, int batch, int cost_min, int cost_max,
+                         int overhead) {
+  int target = (W + num_parts - 1) / num_parts + overhead;
   if (cost_min == cost_max) {
     const int whole = (batch + num_parts - 1) / num_parts * cost_max;
     if (whole <= target + target / 16) target = whole;

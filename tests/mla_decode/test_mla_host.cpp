@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -193,24 +194,31 @@ struct HostSchedule {
   int target = 0, W = 0;
   std::vector<int> pieces;
   bool one_piece = true;
+  int max_part_pieces = 0;  // the most pieces any part holds
 };
 
-HostSchedule host_schedule(const std::vector<int>& lens, int num_parts) {
+HostSchedule host_schedule(const std::vector<int>& lens, int num_parts,
+                           int overhead = mla::kOverheadTiles) {
   HostSchedule h;
   int cmin = INT32_MAX, cmax = 0;
   std::vector<int> pre;
   for (const int len : lens) {
     pre.push_back(h.W);
-    const int c = mla::request_cost(len);
+    const int c = mla::request_cost(len, overhead);
     h.W += c;
     cmin = std::min(cmin, c);
     cmax = std::max(cmax, c);
   }
-  h.target = mla::part_target(h.W, num_parts, static_cast<int>(lens.size()), cmin, cmax);
+  h.target = mla::part_target(h.W, num_parts, static_cast<int>(lens.size()), cmin, cmax, overhead);
+  std::vector<int> per_part(static_cast<size_t>(num_parts) + 1, 0);
   for (size_t b = 0; b < lens.size(); ++b) {
-    h.pieces.push_back(mla::pieces_of(pre[b], mla::tiles_of(lens[b]), h.target));
+    const int tiles = mla::tiles_of(lens[b]);
+    h.pieces.push_back(mla::pieces_of(pre[b], tiles, h.target));
     h.one_piece = h.one_piece && h.pieces.back() == 1;
+    if (tiles > 0)
+      for (int g = pre[b] / h.target; g <= (pre[b] + tiles - 1) / h.target; ++g) ++per_part[g];
   }
+  h.max_part_pieces = *std::max_element(per_part.begin(), per_part.end());
   return h;
 }
 
@@ -220,8 +228,11 @@ TEST(MlaSchedule, BarShapesKeepEveryRequestInOnePiece) {
   // so a plain bf16 output skips the combine (bench/NOTES.md M16). One request more than parts
   // (equal lengths) splits one; a request without a token has no piece.
   for (const int S : {4096, 16384}) {
-    for (const auto& [B, parts] : {std::pair{128, 132}, std::pair{64, 33}, std::pair{132, 132}}) {
-      const HostSchedule h = host_schedule(std::vector<int>(B, S), parts);
+    // (B, parts, rows a block)
+    for (const auto& [B, parts, rows] :
+         {std::tuple{128, 132, 16}, std::tuple{64, 33, 64}, std::tuple{132, 132, 16}}) {
+      const HostSchedule h =
+          host_schedule(std::vector<int>(B, S), parts, mla::piece_overhead(rows));
       EXPECT_TRUE(h.one_piece) << "B " << B << " parts " << parts << " S " << S;
       EXPECT_LE((h.W - 1) / h.target + 1, parts) << "more parts than the grid has";
     }
@@ -232,6 +243,25 @@ TEST(MlaSchedule, BarShapesKeepEveryRequestInOnePiece) {
   EXPECT_EQ(mixed.pieces.back(), 0);
   EXPECT_GT(mixed.pieces[5], 1);  // the longest request of a small batch is split
   EXPECT_LE((mixed.W - 1) / mixed.target + 1, 132);
+}
+
+TEST(MlaSchedule, WidePiecesCostMoreSoFewerShareAPart) {
+  // The benchmark's mixed batch at 128 heads, s_q 2 (64 rows a block, four row blocks: 33 parts
+  // on 132 SMs): 64 lengths spread log-uniformly over [1, 32768]. With the 16-row overhead one
+  // part holds the 33 shortest requests, one piece each (measured 2x the batch's equal-length
+  // twin, bench/NOTES.md M18); with the 64-row overhead (6 tiles a piece) about half as many,
+  // and the schedule still fits the grid.
+  std::vector<int> lens;
+  for (int b = 0; b < 64; ++b)
+    lens.push_back(static_cast<int>(std::lround(std::pow(32768.0, b / 63.0))));
+  const HostSchedule narrow = host_schedule(lens, 33, mla::piece_overhead(16));
+  const HostSchedule wide = host_schedule(lens, 33, mla::piece_overhead(64));
+  EXPECT_EQ(narrow.max_part_pieces, 33);
+  EXPECT_LT(wide.max_part_pieces, narrow.max_part_pieces * 2 / 3);
+  EXPECT_LE((wide.W - 1) / wide.target + 1, 33);
+  EXPECT_EQ(mla::piece_overhead(16), mla::kOverheadTiles);
+  EXPECT_EQ(mla::piece_overhead(32), 3);
+  EXPECT_EQ(mla::piece_overhead(64), mla::kMaxOverheadTiles);
 }
 
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
