@@ -13,6 +13,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -158,15 +159,23 @@ void each_fp8_form(F&& f) {
   mla::set_fp8_wide(saved_wide);
 }
 
+/// The bf16 wide forms the tests run: both (1, the default; 2, the pair form), or only the first
+/// where QFUSE_TEST_WIDE_FORMS=1 (scripts/gpu.sh's sanitizer stage: racecheck reports the pair
+/// form's named-barrier hand-overs, bench/NOTES.md M17).
+std::vector<int> wide_forms() {
+  const char* env = std::getenv("QFUSE_TEST_WIDE_FORMS");
+  if (env != nullptr && std::string(env) == "1") return {1};
+  return {1, 2};
+}
+
 /// Runs f once with each form of the tensor-core kernel that serves the problem: an FP8 cache's
-/// (each_fp8_form); a bf16 cache with 64 rows or more, the wide form (producer and two consumers)
-/// and its pair form (mainloop_pair.cuh); else once.
+/// (each_fp8_form); a bf16 cache with 64 rows or more, the wide forms (wide_forms()); else once.
 template <class F>
 void each_form(const MlaProblem& p, F&& f) {
   if (p.c.cache == DType::kE4M3) return each_fp8_form(f);
   if (p.c.heads * p.c.s_q < 64) return f();
   const int saved = mla::wide_form();
-  for (const int form : {1, 2}) {
+  for (const int form : wide_forms()) {
     mla::set_wide_form(form);
     SCOPED_TRACE("bf16 wide form " + std::to_string(form));
     f();
