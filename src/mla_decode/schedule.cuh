@@ -3,12 +3,12 @@
 //
 // Cost of request b: cost_b = tiles_b + overhead (piece_overhead of the kernel's rows per block),
 // tiles_b = ceil(len_b / 64). The costs laid end to end (prefix cost_pre) are cut into ranges of
-// `target` = ceil(W / num_parts) + overhead; part g takes [g * target, (g + 1) * target). NOTE: a batch of equal requests
-// stays unsplit where it costs little: the target becomes ceil(B / num_parts) whole requests when
-// that is at most 1/16 above the even cut (a split costs a Q load, partial traffic and pipeline
-// refills). A request's tiles that fall
-// into one part form a piece; its overhead units at the end of its range never start a piece.
-// Pieces of request b are consecutive slots from first[b]: piece j starts at tile t with
+// `target` = ceil(W / num_parts) + overhead; part g takes [g * target, (g + 1) * target). NOTE: a
+// batch of equal requests stays unsplit where it costs little: the target becomes ceil(B /
+// num_parts) whole requests when that is at most 1/16 above the even cut (a split costs a Q load,
+// partial traffic and pipeline refills). A request's tiles that fall into one part form a piece;
+// its overhead units at the end of its range never start a piece. Pieces of request b are
+// consecutive slots from first[b]: piece j starts at tile t with
 //   j = floor((cost_pre[b] + t) / target) - floor(cost_pre[b] / target),
 // n_b = 1 + (number of multiples of target in (cost_pre[b], cost_pre[b] + tiles_b)), 0 when
 // tiles_b = 0 (the combine then writes zeros and lse -inf).

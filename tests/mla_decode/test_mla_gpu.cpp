@@ -10,10 +10,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
