@@ -26,45 +26,40 @@ namespace qfuse {
 namespace mla {
 namespace {
 
+/// A kernel-form switch's start-up value: `other` where the environment variable `name` reads
+/// as that number (same-binary A/B runs), else `fallback`.
+int env_form(const char* name, int fallback, int other) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, std::to_string(other).c_str()) == 0 ? other : fallback;
+}
+
 std::atomic<int>& fp8_form_state() {
-  static std::atomic<int> state{[] {
-    const char* env = std::getenv("QFUSE_MLA_FP8_FORM");
-    return (env != nullptr && std::strcmp(env, "1") == 0) ? 1 : 2;
-  }()};
+  static std::atomic<int> state{env_form("QFUSE_MLA_FP8_FORM", 2, 1)};
   return state;
 }
 
-std::atomic<bool>& fp8_wide_state() {
-  static std::atomic<bool> state{[] {
-    const char* env = std::getenv("QFUSE_MLA_FP8_WIDE");
-    return !(env != nullptr && std::strcmp(env, "0") == 0);
-  }()};
+std::atomic<int>& fp8_wide_state() {
+  static std::atomic<int> state{env_form("QFUSE_MLA_FP8_WIDE", 1, 0)};
   return state;
 }
 
 std::atomic<int>& wide_form_state() {
-  static std::atomic<int> state{[] {
-    const char* env = std::getenv("QFUSE_MLA_WIDE_FORM");
-    return (env != nullptr && std::strcmp(env, "2") == 0) ? 2 : 1;
-  }()};
+  static std::atomic<int> state{env_form("QFUSE_MLA_WIDE_FORM", 1, 2)};
   return state;
 }
 
-std::atomic<bool>& direct_state() {
-  static std::atomic<bool> state{[] {
-    const char* env = std::getenv("QFUSE_MLA_DIRECT");
-    return !(env != nullptr && std::strcmp(env, "0") == 0);
-  }()};
+std::atomic<int>& direct_state() {
+  static std::atomic<int> state{env_form("QFUSE_MLA_DIRECT", 1, 0)};
   return state;
 }
 
 }  // namespace
 
 void set_direct_output(bool direct) {
-  direct_state().store(direct);
+  direct_state().store(direct ? 1 : 0);
 }
 bool direct_output() {
-  return direct_state().load();
+  return direct_state().load() != 0;
 }
 
 void set_wide_form(int form) {
@@ -75,10 +70,10 @@ int wide_form() {
 }
 
 void set_fp8_wide(bool wide) {
-  fp8_wide_state().store(wide);
+  fp8_wide_state().store(wide ? 1 : 0);
 }
 bool fp8_wide() {
-  return fp8_wide_state().load();
+  return fp8_wide_state().load() != 0;
 }
 
 void set_fp8_form(int form) {

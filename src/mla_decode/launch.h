@@ -46,8 +46,9 @@ template <EpilogueKind kEpi>
 Status launch_pair(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
 /// The wide form for a bf16 cache: 1, mainloop_wide.cuh (producer + two consumers, the default);
-/// 2, the pair form (mainloop_pair.cuh; not yet measured). Process-wide; QFUSE_MLA_WIDE_FORM=2
-/// sets it at start-up (same-binary A/B runs); tests switch it here.
+/// 2, the pair form (mainloop_pair.cuh; correct, measured slower: bench/NOTES.md M17).
+/// Process-wide; QFUSE_MLA_WIDE_FORM=2 sets it at start-up (same-binary A/B runs); tests switch
+/// it here.
 void set_wide_form(int form);
 int wide_form();
 
