@@ -273,7 +273,7 @@ void graph_replay_equals_eager(int heads);
 TEST(MlaDecodeGpu, GraphReplayEqualsEager) {
   QFUSE_REQUIRE_GPU();
   for (const int heads : {16, 128})
-    for (const int form : {1, 2}) {
+    for (const int form : wide_forms()) {
       if (heads == 16 && form == 2) continue;  // (the wide forms serve 64 rows and more)
       const int saved = mla::wide_form();
       mla::set_wide_form(form);
