@@ -25,11 +25,20 @@ run() {  # name op quant T H [extra bench options]
 mla_metrics="--section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active"
 mla_memory="--dim B=128 --dim N=16 --dim SQ=1 --dim S=16384"
 mla_compute="--dim B=64 --dim N=128 --dim SQ=2 --dim S=4096"
+# QFUSE_PROFILE_SOURCE=1: the MLA cases also sample warp stalls per SASS instruction (section
+# SourceCounters) and write the source page as $OUT/src_<case>.csv.gz (one row per instruction:
+# address, SASS, samples by stall reason), to be read on the build machine.
 run_mla() {  # name kernel-regex env routine dims
   local name=$1 kernel=$2 env=$3 routine=$4 dims=$5
+  local src=() rep=/tmp/qfuse-ncu-$name
+  [ "${QFUSE_PROFILE_SOURCE:-0}" = 1 ] && src=(--section SourceCounters -f -o "$rep")
   env $env timeout -k 5 300 "$ncu" --clock-control none -k "regex:$kernel" -c 1 $sections $mla_metrics \
-    "$bin/qfuse" bench --op "$routine" $dims --reps 1 --calls 1 --budget-s 0 \
+    "${src[@]}" "$bin/qfuse" bench --op "$routine" $dims --reps 1 --calls 1 --budget-s 0 \
     >"$out/ncu_$name.txt" 2>&1
+  if [ ${#src[@]} -gt 0 ] && [ -f "$rep.ncu-rep" ]; then
+    "$ncu" -i "$rep.ncu-rep" --page details >>"$out/ncu_$name.txt" 2>&1
+    "$ncu" -i "$rep.ncu-rep" --page source --csv --print-source sass 2>&1 | gzip >"$out/src_$name.csv.gz"
+  fi
   echo "== $name: $kernel, $routine $dims${env:+ ($env)}"
   grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued" \
     "$out/ncu_$name.txt" | sed 's/^ */  /'

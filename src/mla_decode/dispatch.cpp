@@ -53,7 +53,23 @@ std::atomic<int>& direct_state() {
   return state;
 }
 
+/// QFUSE_MLA_PIECE_OVERHEAD=n (1 .. kMaxOverheadTiles): the scheduler's cost of a piece, for
+/// measuring a kernel's real per-piece cost (bench/NOTES.md M18, M19); unset or out of range:
+/// piece_overhead of the kernel's rows.
+int piece_overhead_override() {
+  static const int v = [] {
+    const char* env = std::getenv("QFUSE_MLA_PIECE_OVERHEAD");
+    const int n = env != nullptr ? std::atoi(env) : 0;
+    return n >= 1 && n <= mla::kMaxOverheadTiles ? n : 0;
+  }();
+  return v;
+}
+
 }  // namespace
+
+int scheduler_piece_overhead(int rows) {
+  return piece_overhead_override() > 0 ? piece_overhead_override() : piece_overhead(rows);
+}
 
 void set_direct_output(bool direct) {
   direct_state().store(direct ? 1 : 0);
@@ -439,7 +455,7 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   s.lse_part = reinterpret_cast<float*>(base + P.ws.lse_part);
   s.o_part = reinterpret_cast<float*>(base + P.ws.o_part);
   s.num_parts = P.parts;
-  s.overhead = mla::piece_overhead(P.rpb);
+  s.overhead = mla::scheduler_piece_overhead(P.rpb);
   QFUSE_RETURN_IF_ERROR(mla::launch_schedule(static_cast<const int*>(a.seq_lens.data), dp.batch,
                                              static_cast<int>(P.max_blocks * P.block_size), s,
                                              stream));

@@ -8,10 +8,15 @@
 //   OutputEpilogue   MlaSplitMode::kNone: o_latent bf16 [T, N, 512] and the optional lse [T, N]
 //
 // Protocol: store_value(p, ctx, i, h, d, v) writes value d of query token i of the request, head h
-// (v already normalised: o / l, times k_scale for an FP8 cache); store_pair(..., d, v0, v1) values
-// d and d + 1 (d even); store_lse(p, ctx, i, h, lse). store_fragment() writes the tensor-core
-// consumer's O^T accumulator fragment (traits.cuh): the thread's values of every m-tile and column,
-// so an epilogue that needs the whole row (a per-token scale) can override it and reduce across the
+// (v already normalised: o / l, times k_scale for an FP8 cache); the row-wise forms compute the
+// row's address once and store with constant offsets (the kernels' epilogues are straight-line
+// code run once per piece, so their length is their cost: instruction fetch, bench/NOTES.md M19):
+// store_pairs<n>(p, ctx, i, h, d0, pair) the n value pairs pair(j) = (value d0 + 8 j, value d0 +
+// 8 j + 1) of one row (d0 even), one 4- or 8-byte store a pair; store_values<n>(p, ctx, i, h, d0,
+// f) the n values f(k) = {offset, value} at columns d0 + offset (offsets constant after
+// unrolling); store_lse(p, ctx, i, h, lse). store_fragment() writes the tensor-core consumer's O^T
+// accumulator fragment (traits.cuh): the thread's values of every m-tile and column, so an
+// epilogue that needs the whole row (a per-token scale) can override it and reduce across the
 // warpgroup.
 #pragma once
 
@@ -29,25 +34,58 @@ struct EpiCtx {
   int slot;
 };
 
+/// A value at a constant column offset from a row's base column (store_values).
+struct ColVal {
+  int off;
+  float v;
+};
+
+__device__ __forceinline__ uint16_t bf16_bits(float v) {
+  const __nv_bfloat16 x = __float2bfloat16_rn(v);
+  return *reinterpret_cast<const uint16_t*>(&x);
+}
+
 struct OutputEpilogue {
   static constexpr bool kPartial = false;
+  __device__ static uint16_t* row(const DecodeParams& p, const EpiCtx& c, int i, int h) {
+    const int64_t t = static_cast<int64_t>(c.b) * p.s_q + i;
+    return p.out + t * p.out_st + h * p.out_sh;
+  }
   __device__ static void store_value(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
                                      float v) {
-    const int64_t t = static_cast<int64_t>(c.b) * p.s_q + i;
-    const __nv_bfloat16 x = __float2bfloat16_rn(v);
-    p.out[t * p.out_st + h * p.out_sh + d] = *reinterpret_cast<const uint16_t*>(&x);
+    row(p, c, i, h)[d] = bf16_bits(v);
   }
-  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
-                                    float v0, float v1) {
-    const int64_t t = static_cast<int64_t>(c.b) * p.s_q + i;
-    const __nv_bfloat162 x = __floats2bfloat162_rn(v0, v1);
-    uint16_t* dst = p.out + t * p.out_st + h * p.out_sh + d;
-    // NOTE: the caller's row stride may be odd (validation asks 2-byte alignment only).
+  template <int kN, class F>
+  __device__ static void store_values(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                      F&& f) {
+    uint16_t* dst = row(p, c, i, h) + d0;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      const ColVal x = f(k);
+      dst[x.off] = bf16_bits(x.v);
+    }
+  }
+  template <int kPairs, class F>
+  __device__ static void store_pairs(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                     F&& pair) {
+    uint16_t* dst = row(p, c, i, h) + d0;
+    // NOTE: the caller's row stride may be odd (validation asks 2-byte alignment only); d0 and
+    // the pairs' 8-value steps keep a row's alignment, so it is tested once.
     if ((reinterpret_cast<uintptr_t>(dst) & 3) == 0) {
-      *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(&x);
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 v = pair(j);
+        const __nv_bfloat162 x = __floats2bfloat162_rn(v.x, v.y);
+        *reinterpret_cast<uint32_t*>(dst + 8 * j) = *reinterpret_cast<const uint32_t*>(&x);
+      }
     } else {
-      dst[0] = *reinterpret_cast<const uint16_t*>(&x.x);
-      dst[1] = *reinterpret_cast<const uint16_t*>(&x.y);
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) {
+        const float2 v = pair(j);
+        const __nv_bfloat162 x = __floats2bfloat162_rn(v.x, v.y);
+        dst[8 * j] = *reinterpret_cast<const uint16_t*>(&x.x);
+        dst[8 * j + 1] = *reinterpret_cast<const uint16_t*>(&x.y);
+      }
     }
   }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
@@ -67,11 +105,24 @@ struct PartialEpilogue {
     if (c.slot < 0) return OutputEpilogue::store_value(p, c, i, h, d, v);
     row(p, c, i, h)[d] = v;
   }
-  /// Values d and d + 1 (d even).
-  __device__ static void store_pair(const DecodeParams& p, const EpiCtx& c, int i, int h, int d,
-                                    float v0, float v1) {
-    if (c.slot < 0) return OutputEpilogue::store_pair(p, c, i, h, d, v0, v1);
-    *reinterpret_cast<float2*>(row(p, c, i, h) + d) = make_float2(v0, v1);
+  template <int kN, class F>
+  __device__ static void store_values(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                      F&& f) {
+    if (c.slot < 0) return OutputEpilogue::store_values<kN>(p, c, i, h, d0, f);
+    float* dst = row(p, c, i, h) + d0;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      const ColVal x = f(k);
+      dst[x.off] = x.v;
+    }
+  }
+  template <int kPairs, class F>
+  __device__ static void store_pairs(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                     F&& pair) {
+    if (c.slot < 0) return OutputEpilogue::store_pairs<kPairs>(p, c, i, h, d0, pair);
+    float* dst = row(p, c, i, h) + d0;
+#pragma unroll
+    for (int j = 0; j < kPairs; ++j) *reinterpret_cast<float2*>(dst + 8 * j) = pair(j);
   }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     if (c.slot < 0) return OutputEpilogue::store_lse(p, c, i, h, l);
@@ -82,11 +133,14 @@ struct PartialEpilogue {
 /// Where value (m-tile j, row 16 * warp + g + 8 * hi) of the consumer's O^T fragment lives in the
 /// 512 latent columns: the bf16 mainloop's natural order, and the FP8 mainloop's (its V^T A
 /// fragments give a thread 16 consecutive columns, mainloop_fp8.cuh).
+/// d(j, w, g, hi) = base(w, g) + off(j, hi).
 struct DMapSS {
-  __device__ static int d(int j, int w, int g, int hi) { return 64 * j + 16 * w + g + 8 * hi; }
+  __device__ static int base(int w, int g) { return 16 * w + g; }
+  __device__ static constexpr int off(int j, int hi) { return 64 * j + 8 * hi; }
 };
 struct DMapRS {
-  __device__ static int d(int j, int w, int g, int hi) { return 128 * w + 16 * g + 2 * j + hi; }
+  __device__ static int base(int w, int g) { return 128 * w + 16 * g; }
+  __device__ static constexpr int off(int j, int hi) { return 2 * j + hi; }
 };
 
 /// Writes the consumer warpgroup's O^T fragment (kRows columns = query rows row0 ..
@@ -104,14 +158,10 @@ __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiC
     const int col = 8 * (cc >> 1) + 2 * qd + (cc & 1);
     const int gr = row0 + col;
     const int i = gr / p.heads, h = gr - i * p.heads;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int k = 4 * (cc >> 1) + 2 * hi + (cc & 1);
-        E::store_value(p, c, i, h, DMap::d(j, w, g, hi), o[j][k] * scale[cc]);
-      }
-    }
+    E::template store_values<16>(p, c, i, h, DMap::base(w, g), [&](int k) {
+      const int j = k >> 1, hi = k & 1;
+      return ColVal{DMap::off(j, hi), o[j][4 * (cc >> 1) + 2 * hi + (cc & 1)] * scale[cc]};
+    });
     if (w == 0 && g == 0) E::store_lse(p, c, i, h, lse[cc]);
   }
 }

@@ -21,14 +21,15 @@
 //
 // Shared memory: two 72 KB stages, Q (72 KB), m / scale0 / scale1 / l[2] per row, one mbarrier
 // per (stage, box) armed by the warpgroup that waits on it (its thread 0: arrive + expect_tx; the
-// TMA may land before), q_full. P0 and P1 go into the rope boxes of their stages once the QK
-// products are done with them (FlashMLA keeps Q's rope box in registers to make room for P1
-// beside Q; here that would cost 16 registers a thread, and the registers are the tighter
-// budget): stage 1's rope box is therefore reloaded by warpgroup 0, with the left half, once its
-// P1 V1 product has completed. Named barriers (bar.arrive by the producing warpgroup, barrier.sync
-// by the other): kBarScale0 (m and scale0 written), kBarScale1 (m and scale1 written), kBarP0
-// (P0 stored), kBarP1 (P1 stored, warpgroup 1's PVs issued), kBarPiece (the previous piece done:
-// Q, P1 and the stages free), kBarEpi (the row sums exchanged).
+// TMA may land before), q_full. P0 goes into stage 0's rope box once the QK product is done with
+// it (that box is reloaded with the stage's right half, after P0's last product), P1 into a tile
+// of its own (the 8 KB left beside Q; FlashMLA keeps Q's rope box in registers to make room for
+// P1, which here would cost 16 registers a thread, the tighter budget), so stage 1's rope box is
+// reloaded by warpgroup 1 with the right half and lands with it (NOTES M19). Named barriers
+// (bar.arrive by the producing warpgroup, barrier.sync by the other): kBarScale0 (m and scale0
+// written), kBarScale1 (m and scale1 written), kBarP0 (P0 stored), kBarP1 (P1 stored, warpgroup 1's
+// PVs issued), kBarPiece (the previous piece done: Q, P1 and the stages free), kBarEpi (the row
+// sums exchanged).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -44,7 +45,8 @@ namespace qfuse::mla {
 /// The wide form's stages and Q (WideLayout), 256 threads, its own row arrays and barriers.
 struct PairTraits : WideLayout<false> {
   static constexpr int kThreads = 256;
-  static constexpr int kOffRed = kOffQ + kQBytes;
+  static constexpr int kOffP1 = kOffQ + kQBytes;  // P1's own 64 x 64 bf16 tile (1024-aligned)
+  static constexpr int kOffRed = kOffP1 + kRows * 128;
   static constexpr int kRedBytes = 5 * kRows * 4;  // m, scale0, scale1, l[2]
   static constexpr int kOffBar = kOffRed + kRedBytes;
   static constexpr int kBars = 2 * kBoxes + 1;  // full[stage][box], q_full
@@ -57,8 +59,11 @@ struct PairSmem {
   uint8_t* base;
   __device__ uint8_t* kv(int s) const { return base + Tr::kOffKv + s * Tr::kTileBytes; }
   __device__ uint8_t* q() const { return base + Tr::kOffQ; }
-  /// P of stage s's tile: the stage's rope box, once the QK product (its only reader) is done.
-  __device__ uint8_t* p(int s) const { return kv(s) + 8 * Tr::kBoxBytes; }
+  /// P of stage s's tile: P0 in stage 0's rope box, once the QK product (its only reader) is
+  /// done; P1 in its own tile, so that stage 1's rope box is reloaded with the stage's right half.
+  __device__ uint8_t* p(int s) const {
+    return s == 0 ? kv(0) + 8 * Tr::kBoxBytes : base + Tr::kOffP1;
+  }
   __device__ float* red(int k) const {
     return reinterpret_cast<float*>(base + Tr::kOffRed) + k * Tr::kRows;
   }
@@ -244,27 +249,37 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
   }
   uint32_t phase = 0;  // warpgroup 0: stage 0's uses; warpgroup 1: stage 1's
   int nq = 0;
+  // A piece's Q and first two tiles (thread 0): the first piece's at its start, every later
+  // piece's as soon as the previous piece's products have completed, before that piece's
+  // epilogue (which reads no shared memory but the row arrays), so the loads overlap it.
+  const auto load_piece = [&](const Piece& pc) {
+    const int n = pc.t_end - pc.t_begin;
+    if (pc.b < 0 || n <= 0) return;
+    mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
+    const int tq = pc.b * p.s_q + i0;
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb)
+      tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, tq);
+    pair_load(tp, sm, pc, pc.t_begin, 0, 0, Tr::kBoxes, tile_block(p, pc, pc.t_begin));
+    if (n > 1)
+      pair_load(tp, sm, pc, pc.t_begin + 1, 1, 0, Tr::kBoxes, tile_block(p, pc, pc.t_begin + 1));
+  };
+  bool first = true;
   for_each_piece(p, part, [&](const Piece& pc, const Piece& next) {
     const int n = pc.t_end - pc.t_begin;
     const int tiles = tiles_of(pc.len);
     // The previous piece is done: its products have completed (each warpgroup waited before its
     // epilogue) and its row sums were read.
     named_sync_roles(kBarPiece, 256);
-    if (threadIdx.x == 0 && n > 0) {
-      mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
-      const int tq = pc.b * p.s_q + i0;
-#pragma unroll
-      for (int kb = 0; kb < Tr::kBoxes; ++kb)
-        tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, tq);
-      pair_load(tp, sm, pc, pc.t_begin, 0, 0, Tr::kBoxes, tile_block(p, pc, pc.t_begin));
-      if (n > 1)
-        pair_load(tp, sm, pc, pc.t_begin + 1, 1, 0, Tr::kBoxes, tile_block(p, pc, pc.t_begin + 1));
+    if (threadIdx.x == 0) {
+      if (first) load_piece(pc);
       if (next.b >= 0) {
 #pragma unroll
         for (int kb = 0; kb < Tr::kBoxes; ++kb)
           tma_prefetch_3d(&tp.q_map, kb * 64, h0, next.b * p.s_q + i0);
       }
     }
+    first = false;
     float o[128];
 #pragma unroll
     for (int k = 0; k < 128; ++k) o[k] = 0.0f;
@@ -348,12 +363,9 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           if constexpr (!kLast0 && !kLast1) {
             pair_qk<0, 4, true>(s, sm, 0, phase, tid);
             if (t0 + 3 < pc.t_end) {
-              // P1 V1[:, 0:256] done: stage 1's left half and its rope box (P1) are free.
+              // P1 V1[:, 0:256] done: stage 1's left half is free.
               wgmma_wait<4>();
-              if (tid == 0) {
-                pair_load(tp, sm, pc, t0 + 3, 1, 0, 4, blk3);
-                pair_load(tp, sm, pc, t0 + 3, 1, 8, 9, blk3);
-              }
+              if (tid == 0) pair_load(tp, sm, pc, t0 + 3, 1, 0, 4, blk3);
             }
             pair_qk<4, 9, false>(s, sm, 0, phase, tid);
             phase ^= 1;
@@ -433,16 +445,15 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           if constexpr (!kLast0) named_arrive(kBarP1, 256);
           if constexpr (!kLast0 && !kLast1 && !kLast2) {
             wgmma_wait<1>();  // P1 V1[:, 256:512] done: stage 1's right half is free
-            if (tid == 0) pair_load(tp, sm, pc, t1 + 2, 1, 4, 8, blk3);
+            if (tid == 0) pair_load(tp, sm, pc, t1 + 2, 1, 4, Tr::kBoxes, blk3);
           }
           if constexpr (!kLast0 && !kLast1) {
             wgmma_wait<0>();  // P0 V0[:, 256:512] done: stage 0's right half and P0 free
             if (tid == 0) pair_load(tp, sm, pc, t1 + 1, 0, 4, Tr::kBoxes, blk2);
           }
           if constexpr (!kLast0 && !kLast1 && !kLast2) {
-            pair_qk<4, 8, true>(s, sm, 1, phase, tid);
-            pair_qk<8, 9, false>(s, sm, 1, phase, tid);  // (loaded by warpgroup 0, with 0-3)
-            pair_qk<0, 4, false>(s, sm, 1, phase, tid);
+            pair_qk<4, 9, true>(s, sm, 1, phase, tid);
+            pair_qk<0, 4, false>(s, sm, 1, phase, tid);  // (loaded by warpgroup 0)
             phase ^= 1;
           }
           wgmma_wait<0>();
@@ -472,6 +483,9 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
       if (qd == 0) sm.l(wg)[16 * w + g + 8 * hi] = l[hi];
     }
     named_sync_roles(kBarEpi, 256);
+    // Both warpgroups' products have completed (each step ends in wgmma_wait<0>): Q, the stages
+    // and the P boxes are free for the next piece.
+    if (threadIdx.x == 0) load_piece(next);
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) {
       const int r = 16 * w + g + 8 * hi;

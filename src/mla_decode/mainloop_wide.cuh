@@ -38,7 +38,9 @@ namespace qfuse::mla {
 constexpr int kBarEpi = 2;
 
 /// Writes a consumer's O fragment (m64n256, latent columns col0 .. col0 + 255) through E: rows
-/// 16 * warp + g + 8 * hi of the block's 64 query rows, scale[hi] = 1 / l of those rows.
+/// 16 * warp + g + 8 * hi of the block's 64 query rows, scale[hi] = 1 / l of those rows. A row's
+/// 32 pairs go through one store_pairs (one address, no per-store branch): this straight-line code
+/// runs once per piece, so its length is its cost (instruction fetch: bench/NOTES.md M19).
 template <class E>
 __device__ __forceinline__ void store_wide(const DecodeParams& p, const EpiCtx& c, int row0,
                                            int col0, const float (&o)[128], const float (&scale)[2],
@@ -47,10 +49,9 @@ __device__ __forceinline__ void store_wide(const DecodeParams& p, const EpiCtx& 
   for (int hi = 0; hi < 2; ++hi) {
     const int gr = row0 + 16 * w + g + 8 * hi;
     const int i = gr / p.heads, h = gr - i * p.heads;
-#pragma unroll
-    for (int j = 0; j < 32; ++j)
-      E::store_pair(p, c, i, h, col0 + 8 * j + 2 * qd, o[4 * j + 2 * hi] * scale[hi],
-                    o[4 * j + 2 * hi + 1] * scale[hi]);
+    E::template store_pairs<32>(p, c, i, h, col0 + 2 * qd, [&](int j) {
+      return make_float2(o[4 * j + 2 * hi] * scale[hi], o[4 * j + 2 * hi + 1] * scale[hi]);
+    });
   }
 }
 

@@ -18,7 +18,7 @@ QFUSE_HD int tiles_of(int len) {
 /// about 6 tiles (a batch of 64 log-spread lengths, where one part held 33 such pieces, took 2x
 /// its equal-length twin with 2 here; FlashMLA's scheduler counts 5 for its 64-row blocks).
 QFUSE_HD int piece_overhead(int rows) {
-  return rows >= 64 ? kMaxOverheadTiles : rows >= 32 ? 3 : kOverheadTiles;
+  return rows >= 64 ? 6 : rows >= 32 ? 3 : kOverheadTiles;
 }
 
 /// The cost of request b: its tiles and the overhead of a piece.
