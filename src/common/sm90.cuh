@@ -101,6 +101,16 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint
   return d;
 }
 
+/// The descriptor of an operand `bytes` further into the same layout as descriptor d: d's start
+/// address field (bits 0-13, address / 16) plus bytes / 16, added to the low word alone (shared
+/// addresses stay below 2^18, so the field cannot carry into the bits above it). Built once per
+/// tile and stepped by constants, a wgmma's descriptors cost an add each instead of the masks,
+/// shifts and register moves of sw128_desc (bench/NOTES.md M20).
+__device__ __forceinline__ uint64_t desc_add(uint64_t d, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(d) + (bytes >> 4);
+  return (d & 0xFFFFFFFF00000000ull) | lo;
+}
+
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }

@@ -171,10 +171,11 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       for (int k = 0; k < NS; ++k) s[k] = 0.0f;
       fence_regs(s);
       wgmma_fence();
+      const uint64_t dk = sw128_desc(kv, 16, 1024), dq = sw128_desc(q_addr, 16, 1024);
 #pragma unroll
       for (int k = 0; k < 4 * Tr::kBoxes; ++k) {
-        const uint64_t da = sw128_desc(kv + (k >> 2) * Tr::kBoxBytes + (k & 3) * 32, 16, 1024);
-        const uint64_t db = sw128_desc(q_addr + (k >> 2) * Tr::kQBoxBytes + (k & 3) * 32, 16, 1024);
+        const uint64_t da = desc_add(dk, (k >> 2) * Tr::kBoxBytes + (k & 3) * 32);
+        const uint64_t db = desc_add(dq, (k >> 2) * Tr::kQBoxBytes + (k & 3) * 32);
         wgmma_bf16<R, 0>(s, da, db, k > 0 ? 1 : 0);
       }
       wgmma_commit();
@@ -198,12 +199,13 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       named_sync(1, 128);
       fence_regs(o);
       wgmma_fence();
+      const uint64_t dv = sw128_desc(kv, Tr::kBoxBytes, 1024), dp = sw128_desc(p_addr, 16, 1024);
 #pragma unroll
       for (int j = 0; j < Tr::kVBoxes; ++j) {
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
-          const uint64_t da = sw128_desc(kv + j * Tr::kBoxBytes + kk * 2048, Tr::kBoxBytes, 1024);
-          const uint64_t db = sw128_desc(p_addr + kk * 32, 16, 1024);
+          const uint64_t da = desc_add(dv, j * Tr::kBoxBytes + kk * 2048);
+          const uint64_t db = desc_add(dp, kk * 32);
           wgmma_bf16<R, 1>(o[j], da, db, 1);
         }
       }

@@ -161,7 +161,8 @@ template <int kB0, int kB1, bool kZero>
 __device__ __forceinline__ void pair_qk(float (&s)[32], const PairSmem& sm, int st, uint32_t phase,
                                         int tid) {
   using Tr = PairTraits;
-  const uint32_t q_addr = smem_addr(sm.q()), kv = smem_addr(sm.kv(st));
+  const uint64_t dq = sw128_desc(smem_addr(sm.q()), 16, 1024);
+  const uint64_t dk = sw128_desc(smem_addr(sm.kv(st)), 16, 1024);
 #pragma unroll
   for (int kb = kB0; kb < kB1; ++kb) {
     if (tid == 0) mbar_arrive_expect_tx(sm.full(st, kb), Tr::kBoxBytes);
@@ -170,9 +171,9 @@ __device__ __forceinline__ void pair_qk(float (&s)[32], const PairSmem& sm, int 
     wgmma_fence();
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const uint64_t db = sw128_desc(kv + kb * Tr::kBoxBytes + k * 32, 16, 1024);
       const int sd = (kZero && kb == kB0 && k == 0) ? 0 : 1;
-      wgmma_ss_m64n64(s, sw128_desc(q_addr + kb * Tr::kQBoxBytes + k * 32, 16, 1024), db, sd);
+      wgmma_ss_m64n64(s, desc_add(dq, kb * Tr::kQBoxBytes + k * 32),
+                      desc_add(dk, kb * Tr::kBoxBytes + k * 32), sd);
     }
     wgmma_commit();
   }

@@ -230,10 +230,11 @@ __device__ void wide_consumer_qk(const TcParams& tp, const TcSmem<Tr>& sm, int r
       for (int k = 0; k < 32; ++k) s[k] = 0.0f;
       fence_regs(s);
       wgmma_fence();
+      const uint64_t dq = sw128_desc(q_addr, 16, 1024), dk = sw128_desc(kv, 16, 1024);
 #pragma unroll
       for (int k = 0; k < 4 * Tr::kBoxes; ++k) {
-        const uint64_t da = sw128_desc(q_addr + (k >> 2) * Tr::kQBoxBytes + (k & 3) * 32, 16, 1024);
-        const uint64_t db = sw128_desc(kv + (k >> 2) * Tr::kBoxBytes + (k & 3) * 32, 16, 1024);
+        const uint64_t da = desc_add(dq, (k >> 2) * Tr::kQBoxBytes + (k & 3) * 32);
+        const uint64_t db = desc_add(dk, (k >> 2) * Tr::kBoxBytes + (k & 3) * 32);
         wgmma_ss_m64n64(s, da, db, k > 0 ? 1 : 0);
       }
       wgmma_commit();
