@@ -67,8 +67,8 @@ int piece_overhead_override() {
 
 }  // namespace
 
-int scheduler_piece_overhead(int rows) {
-  return piece_overhead_override() > 0 ? piece_overhead_override() : piece_overhead(rows);
+int scheduler_piece_overhead(int rows, CacheKind cache) {
+  return piece_overhead_override() > 0 ? piece_overhead_override() : piece_overhead(rows, cache);
 }
 
 void set_direct_output(bool direct) {
@@ -455,7 +455,7 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   s.lse_part = reinterpret_cast<float*>(base + P.ws.lse_part);
   s.o_part = reinterpret_cast<float*>(base + P.ws.o_part);
   s.num_parts = P.parts;
-  s.overhead = mla::scheduler_piece_overhead(P.rpb);
+  s.overhead = mla::scheduler_piece_overhead(P.rpb, P.cache);
   QFUSE_RETURN_IF_ERROR(mla::launch_schedule(static_cast<const int*>(a.seq_lens.data), dp.batch,
                                              static_cast<int>(P.max_blocks * P.block_size), s,
                                              stream));

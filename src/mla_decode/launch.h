@@ -9,8 +9,6 @@
 
 namespace qfuse::mla {
 
-/// Cache element types of the kernels.
-enum class CacheKind { kBf16, kFp8 };
 /// How a kernel writes each piece: fp32 partials + lse into the workspace (split mode), or
 /// o_latent bf16 + lse directly (MlaSplitMode::kNone).
 enum class EpilogueKind { kPartial, kOutput };
@@ -65,7 +63,7 @@ bool fp8_wide();
 /// QFUSE_MLA_DIRECT=0 sets it at start-up (same-binary A/B runs); tests switch it here.
 /// The split schedule's cost of a piece for a kernel of `rows` query rows a block:
 /// piece_overhead (schedule_rules.h), or QFUSE_MLA_PIECE_OVERHEAD's value for measurements.
-int scheduler_piece_overhead(int rows);
+int scheduler_piece_overhead(int rows, CacheKind cache);
 void set_direct_output(bool direct);
 bool direct_output();
 

@@ -24,7 +24,9 @@ namespace qfuse::mla {
 constexpr int kLatent = 512;
 constexpr int kRope = 64;
 constexpr int kDim = 576;
-constexpr int kTileTokens = 64;    // tokens per KV tile (the wgmma M of the swapped QK product)
+constexpr int kTileTokens = 64;  // tokens per KV tile (the wgmma M of the swapped QK product)
+/// Cache element types of the kernels.
+enum class CacheKind { kBf16, kFp8 };
 constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles at 16 rows a block
 constexpr int kMaxOverheadTiles = 10;  // the largest (schedule_rules.h, dispatch.cpp)
 constexpr int kHeaderInts = 64;

@@ -16,9 +16,14 @@ QFUSE_HD int tiles_of(int len) {
 /// Q load and first tile's latency, its epilogue and partial (fp32, 2 KB a row), which grow with
 /// the rows. NOTE: measured (bench/NOTES.md M18): a one-tile piece of the 64-row wide form costs
 /// about 6 tiles (a batch of 64 log-spread lengths, where one part held 33 such pieces, took 2x
-/// its equal-length twin with 2 here; FlashMLA's scheduler counts 5 for its 64-row blocks).
-QFUSE_HD int piece_overhead(int rows) {
-  return rows >= 64 ? 6 : rows >= 32 ? 3 : kOverheadTiles;
+/// its equal-length twin with 2 here; FlashMLA's scheduler counts 5 for its 64-row blocks). An
+/// FP8 cache at 16 rows: a tile reads half the bytes, and a piece also converts its query
+/// (prepare_q_f16) and merges two consumers' states: the mixed batch of 128 log-spread lengths
+/// took 2.16x / 1.54x / 1.19x its equal-length twin with 2 / 4 / 6 here (M19).
+QFUSE_HD int piece_overhead(int rows, CacheKind cache = CacheKind::kBf16) {
+  if (rows >= 64) return 6;
+  if (rows >= 32) return 3;
+  return cache == CacheKind::kFp8 ? 6 : kOverheadTiles;
 }
 
 /// The cost of request b: its tiles and the overhead of a piece.

@@ -261,6 +261,24 @@ TEST(MlaSchedule, WidePiecesCostMoreSoFewerShareAPart) {
   EXPECT_LE((wide.W - 1) / wide.target + 1, 33);
 }
 
+TEST(MlaSchedule, Fp8NarrowPiecesCostMoreSoFewerShareAPart) {
+  // The benchmark's mixed batch at 16 heads, s_q 1 (16 rows a block, 132 parts): 128 lengths
+  // spread log-uniformly over [1, 32768]. An FP8 cache's piece costs more tiles than a bf16 one's
+  // (its tiles read half the bytes; bench/NOTES.md M19), so its fullest part holds fewer pieces,
+  // and the schedule still fits the grid.
+  std::vector<int> lens;
+  for (int b = 0; b < 128; ++b)
+    lens.push_back(std::max(1, static_cast<int>(std::lround(std::pow(32768.0, b / 127.0)))));
+  const int ov_bf16 = mla::piece_overhead(16),
+            ov_fp8 = mla::piece_overhead(16, mla::CacheKind::kFp8);
+  EXPECT_GT(ov_fp8, ov_bf16);
+  EXPECT_EQ(mla::piece_overhead(64, mla::CacheKind::kFp8), mla::piece_overhead(64));
+  const HostSchedule bf16 = host_schedule(lens, 132, ov_bf16);
+  const HostSchedule fp8 = host_schedule(lens, 132, ov_fp8);
+  EXPECT_LT(fp8.max_part_pieces, bf16.max_part_pieces);
+  EXPECT_LE((fp8.W - 1) / fp8.target + 1, 132);
+}
+
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
   // Every finite bf16 magnitude as the block's amax: scaled by 2^k it stays below 2^15 (fp16's
   // largest finite is 65504, and rounding to fp16 cannot cross 2^15) and reaches 2^14 unless k
