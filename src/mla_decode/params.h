@@ -81,7 +81,7 @@ struct TcParams {
   DecodeParams p;
   int box_rows;  // min(block_size, rows per TMA box of the cache)
   int q_box_h;   // heads per Q box
-  int l2_ahead;  // tiles the TMA loads are preceded by an L2 prefetch of (0: none; NOTES M21)
+  int l2_ahead;  // tiles ahead of the TMA loads prefetched into L2 (0: none, the default; NOTES M21)
 };
 
 }  // namespace qfuse::mla
