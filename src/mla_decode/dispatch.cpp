@@ -67,15 +67,6 @@ int piece_overhead_override() {
 
 }  // namespace
 
-int l2_ahead_tiles() {
-  static const int v = [] {
-    const char* env = std::getenv("QFUSE_MLA_L2_AHEAD");
-    const int n = env != nullptr ? std::atoi(env) : kDefaultL2Ahead;
-    return n < 0 ? 0 : n > 8 ? 8 : n;
-  }();
-  return v;
-}
-
 int scheduler_piece_overhead(int rows, CacheKind cache) {
   return piece_overhead_override() > 0 ? piece_overhead_override() : piece_overhead(rows, cache);
 }
@@ -367,7 +358,6 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
   const bool fp8 = P.cache == CacheKind::kFp8;
   tp.box_rows = static_cast<int>(std::min<int64_t>(P.block_size, 64));
   tp.q_box_h = static_cast<int>(std::min<int64_t>(P.N, P.rpb));
-  tp.l2_ahead = mla::l2_ahead_tiles();
   {
     const cuuint64_t dims[3] = {static_cast<cuuint64_t>(kMlaHeadDim), static_cast<cuuint64_t>(P.N),
                                 static_cast<cuuint64_t>(P.T)};

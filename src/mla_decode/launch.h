@@ -61,14 +61,6 @@ bool fp8_wide();
 /// schedule leaves every request in one piece (the combine then skips: DecodeParams::direct; 1,
 /// the default) or always goes through the partials and the combine (0). Process-wide;
 /// QFUSE_MLA_DIRECT=0 sets it at start-up (same-binary A/B runs); tests switch it here.
-/// Tiles ahead of its TMA loads that a tensor-core kernel prefetches the cache into L2
-/// (TcParams::l2_ahead; bench/NOTES.md M21): kDefaultL2Ahead, or QFUSE_MLA_L2_AHEAD's value (0
-/// .. 8, read once) for same-binary A/B runs.
-// NOTE: off by default: a prefetch 3 tiles ahead doubled the DRAM bytes of the memory-bound shape
-// (lines evicted before their load, bench/NOTES.md M2) and 1 ahead slowed the compute-bound one
-// 1.06x (M8); M21 measures the tensor-map form of this session.
-constexpr int kDefaultL2Ahead = 0;
-int l2_ahead_tiles();
 /// The split schedule's cost of a piece for a kernel of `rows` query rows a block:
 /// piece_overhead (schedule_rules.h), or QFUSE_MLA_PIECE_OVERHEAD's value for measurements.
 int scheduler_piece_overhead(int rows, CacheKind cache);

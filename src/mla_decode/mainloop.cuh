@@ -104,24 +104,6 @@ __device__ __forceinline__ void load_q(const TcParams& tp, const TcSmem<Tr>& sm,
   }
 }
 
-/// L2 prefetch of tile t of piece pc, every box of its rows as the TMA load of load_tile reads
-/// them (no shared memory, no barrier), issued tp.l2_ahead tiles before that load: the load then
-/// finds its bytes in L2, and a memory-bound block has those tiles in flight on top of its two
-/// stages (bench/NOTES.md M21). One thread; tiles past the piece or the request are skipped.
-template <class Tr>
-__device__ __forceinline__ void prefetch_tile_l2(const TcParams& tp, const Piece& pc, int t) {
-  const DecodeParams& p = tp.p;
-  if (t >= pc.t_end) return;
-  for (int r0 = 0; r0 < kTileTokens; r0 += tp.box_rows) {
-    const int tok = t * kTileTokens + r0;
-    const int blk = physical_block(p, pc, tok);
-    if (blk >= p.num_blocks) continue;  // past seq_len, or a bad id (flagged)
-    const int row = tok & (p.block_size - 1);
-#pragma unroll
-    for (int kb = 0; kb < Tr::kBoxes; ++kb) tma_prefetch_3d(&tp.kv_map, kb * 64, row, blk);
-  }
-}
-
 template <class Tr>
 __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part) {
   const DecodeParams& p = tp.p;
@@ -132,7 +114,6 @@ __device__ void producer_tma(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   const int i0 = row0 / p.heads, h0 = row0 - i0 * p.heads;
   int n = 0, nq = 0;
   const auto load_tile = [&](const Piece& pc, int t) {
-    if (tp.l2_ahead > 0) prefetch_tile_l2<Tr>(tp, pc, t + tp.l2_ahead);
     const int st = n % Tr::kStages;
     mbar_wait(sm.empty(st), ((n / Tr::kStages) & 1) ^ 1);
     mbar_arrive_expect_tx(sm.full(st), Tr::kTileBytes);

@@ -139,14 +139,6 @@ __device__ __forceinline__ int tile_block(const DecodeParams& p, const Piece& pc
   return physical_block(p, pc, t * kTileTokens);
 }
 
-/// L2 prefetch of block blk's first box_rows rows (every box of the row; nothing for
-/// p.num_blocks: past the request or a bad id), as prefetch_tile_l2 does for the wide form.
-__device__ __forceinline__ void prefetch_block_l2(const TcParams& tp, int blk) {
-  if (blk >= tp.p.num_blocks) return;
-#pragma unroll
-  for (int kb = 0; kb < PairTraits::kBoxes; ++kb) tma_prefetch_3d(&tp.kv_map, kb * 64, 0, blk);
-}
-
 /// Boxes [b0, b1) of tile t of the piece into stage st, completing on their own barriers; blk0 =
 /// tile_block(t) (a block size below 64 looks the tile's other blocks up here). One thread.
 __device__ __forceinline__ void pair_load(const TcParams& tp, const PairSmem& sm, const Piece& pc,
@@ -315,15 +307,11 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           constexpr bool kLast0 = decltype(last0)::value, kLast1 = decltype(last1)::value;
           const int t0 = pc.t_begin + u;
           const int r_lo = 16 * w + g;
-          // The tiles this step loads, and the next step's even tile, prefetched into L2 here
-          // (thread 0; a block size below 64: the tile's first block; warpgroup 1 prefetches
-          // the odd one).
-          int blk2 = 0, blk3 = 0, blk4 = p.num_blocks;
+          int blk2 = 0, blk3 = 0;  // the tiles this step loads (thread 0)
           if constexpr (!kLast0 && !kLast1) {
             if (tid == 0) {
               blk2 = tile_block(p, pc, t0 + 2);
               if (t0 + 3 < pc.t_end) blk3 = tile_block(p, pc, t0 + 3);
-              if (tp.l2_ahead > 0 && t0 + 4 < pc.t_end) blk4 = tile_block(p, pc, t0 + 4);
             }
           }
           float mx[2], m_use[2], sc[2], rs[2];
@@ -352,10 +340,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           named_sync_roles(kBarScale1, 256);
           // Stage 0's left half is free (this PV was its last reader; the QK of t0 is done).
           if constexpr (!kLast0 && !kLast1)
-            if (tid == 0) {
-              pair_load(tp, sm, pc, t0 + 2, 0, 0, 4, blk2);
-              prefetch_block_l2(tp, blk4);
-            }
+            if (tid == 0) pair_load(tp, sm, pc, t0 + 2, 0, 0, 4, blk2);
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) sc[hi] = sm.scale1()[r_lo + 8 * hi];
           pack_frag(s, sc, a);
@@ -411,13 +396,11 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           constexpr bool kLast2 = decltype(last2)::value;
           const int t1 = pc.t_begin + u + 1;
           const int r_lo = 16 * w + g;
-          // Tiles t1 + 1, t1 + 2 (thread 0), and t1 + 4 for L2.
-          int blk2 = 0, blk3 = 0, blk4 = p.num_blocks;
+          int blk2 = 0, blk3 = 0;  // tiles t1 + 1, t1 + 2 (thread 0)
           if constexpr (!kLast0 && !kLast1) {
             if (tid == 0) {
               blk2 = tile_block(p, pc, t1 + 1);
               if constexpr (!kLast2) blk3 = tile_block(p, pc, t1 + 2);
-              if (tp.l2_ahead > 0 && t1 + 4 < pc.t_end) blk4 = tile_block(p, pc, t1 + 4);
             }
           }
           float mx[2] = {-INFINITY, -INFINITY}, m_use[2], sc[2], rs[2] = {0.0f, 0.0f};
@@ -463,10 +446,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
           if constexpr (!kLast0) named_arrive(kBarP1, 256);
           if constexpr (!kLast0 && !kLast1 && !kLast2) {
             wgmma_wait<1>();  // P1 V1[:, 256:512] done: stage 1's right half is free
-            if (tid == 0) {
-              pair_load(tp, sm, pc, t1 + 2, 1, 4, Tr::kBoxes, blk3);
-              prefetch_block_l2(tp, blk4);
-            }
+            if (tid == 0) pair_load(tp, sm, pc, t1 + 2, 1, 4, Tr::kBoxes, blk3);
           }
           if constexpr (!kLast0 && !kLast1) {
             wgmma_wait<0>();  // P0 V0[:, 256:512] done: stage 0's right half and P0 free

@@ -81,7 +81,6 @@ struct TcParams {
   DecodeParams p;
   int box_rows;  // min(block_size, rows per TMA box of the cache)
   int q_box_h;   // heads per Q box
-  int l2_ahead;  // tiles ahead of the TMA loads prefetched into L2 (0: none, the default; NOTES M21)
 };
 
 }  // namespace qfuse::mla
