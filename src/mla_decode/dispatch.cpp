@@ -262,8 +262,10 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
     return Status::InvalidArgument("block_table.sizes[1]", "max_blocks * block_size < 2^31",
                                    str(capacity));
   if (P.B * (capacity / mla::kTileTokens + 1 + mla::kMaxOverheadTiles) >= INT_MAX)
-    return Status::InvalidArgument(
-        "block_table.sizes", "B * (max_blocks * block_size / 64 + 6) < 2^31", bt.shape_string());
+    return Status::InvalidArgument("block_table.sizes",
+                                   "B * (max_blocks * block_size / 64 + " +
+                                       std::to_string(mla::kMaxOverheadTiles) + ") < 2^31",
+                                   bt.shape_string());
   // softmax scale
   if (!(a.softmax_scale > 0.0f) || !std::isfinite(a.softmax_scale))
     return Status::InvalidArgument("softmax_scale", "finite and > 0",

@@ -54,9 +54,12 @@ struct RunResult {
 constexpr int64_t kExtraRows = 3;
 constexpr int64_t kLsePad = 5;
 
-RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullptr) {
+/// ld_pad: elements added to the output's token stride (1: every other token row starts at an
+/// odd element, so 4-byte stores of a value pair are misaligned there).
+RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullptr,
+              int64_t ld_pad = 0) {
   RunResult r;
-  r.ld = p.N * kMlaLatentDim;
+  r.ld = p.N * kMlaLatentDim + ld_pad;
   DeviceBuffer out((p.T + kExtraRows) * r.ld * 2);
   out.fill(kPoison);
   DeviceBuffer lse(p.T * (p.N + kLsePad) * 4);
@@ -102,17 +105,18 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
   }
   const uint16_t poison = static_cast<uint16_t>(kPoison) * 0x101;
   int64_t unwritten = 0, extra_touched = 0;
+  const int64_t width = p.N * kMlaLatentDim;  // r.ld - width: padding, never written
   for (int64_t t = 0; t < p.T + kExtraRows; ++t)
     for (int64_t c = 0; c < r.ld; ++c) {
       const bool is_poison = r.out[t * r.ld + c] == poison;
-      if (t < p.T) {
+      if (t < p.T && c < width) {
         unwritten += is_poison;
       } else {
         extra_touched += !is_poison;
       }
     }
   EXPECT_EQ(unwritten, 0) << "output values left unwritten";
-  EXPECT_EQ(extra_touched, 0) << "values written past row T";
+  EXPECT_EQ(extra_touched, 0) << "values written past row T or into a row's padding";
   const MlaError e = compare_bf16(r.out, r.ld, p);
   const double tol = tolerance(p.c.cache);
   EXPECT_EQ(e.nonfinite, 0);
@@ -266,6 +270,39 @@ TEST(MlaDecodeGpu, SimpleWholeRequests) {
   MlaProblem p = make_problem(c);
   p.compute_reference();
   check_run(p, run(p, kSimpleWhole), kSimpleWhole);
+}
+
+TEST(MlaDecodeGpu, OddOutputRowStrideGivesTheSameBytes) {
+  // The epilogues store a row's value pairs with 4-byte stores where the row is 4-byte aligned
+  // and with 2-byte stores where it is not (validation asks 2-byte alignment only): an output
+  // whose token stride is odd (every other row misaligned) gets the same bytes as the aligned
+  // one, through every tensor-core form (16 rows; 64 rows: both bf16 wide forms, the FP8 forms)
+  // and both split modes.
+  QFUSE_REQUIRE_GPU();
+  for (const int heads : {16, 128})
+    for (const DType cache : {DType::kBF16, DType::kE4M3}) {
+      MlaCase c;
+      c.heads = heads;
+      c.s_q = 2;
+      c.cache = cache;
+      c.lens = {1, 65, 700, 2100};
+      c.seed = 77 + heads;
+      MlaProblem p = make_problem(c);
+      p.compute_reference();
+      each_form(p, [&] {
+        for (const Variant& v : {kTcSplit, kTcWhole}) {
+          SCOPED_TRACE(std::string(v.name) + " " + describe(p.c));
+          const RunResult aligned = run(p, v), odd = run(p, v, nullptr, 1);
+          check_run(p, odd, v);
+          ASSERT_TRUE(aligned.status.ok()) << aligned.status.to_string();
+          int64_t differ = 0;
+          for (int64_t t = 0; t < p.T; ++t)
+            for (int64_t k = 0; k < p.N * kMlaLatentDim; ++k)
+              differ += aligned.out[t * aligned.ld + k] != odd.out[t * odd.ld + k];
+          EXPECT_EQ(differ, 0) << "values differ between the aligned and the odd stride";
+        }
+      });
+    }
 }
 
 void graph_replay_equals_eager(int heads);
