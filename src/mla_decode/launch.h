@@ -61,11 +61,12 @@ bool fp8_wide();
 /// schedule leaves every request in one piece (the combine then skips: DecodeParams::direct; 1,
 /// the default) or always goes through the partials and the combine (0). Process-wide;
 /// QFUSE_MLA_DIRECT=0 sets it at start-up (same-binary A/B runs); tests switch it here.
+void set_direct_output(bool direct);
+bool direct_output();
+
 /// The split schedule's cost of a piece for a kernel of `rows` query rows a block:
 /// piece_overhead (schedule_rules.h), or QFUSE_MLA_PIECE_OVERHEAD's value for measurements.
 int scheduler_piece_overhead(int rows, CacheKind cache);
-void set_direct_output(bool direct);
-bool direct_output();
 
 /// Rows per block of the tensor-core kernels for `rows` = heads * s_q query rows: the wide form
 /// (64) where a request has 64 rows or more (an FP8 cache: where fp8_wide()), else the swapped

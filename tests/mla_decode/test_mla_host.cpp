@@ -245,15 +245,23 @@ TEST(MlaSchedule, BarShapesKeepEveryRequestInOnePiece) {
   EXPECT_LE((mixed.W - 1) / mixed.target + 1, 132);
 }
 
+/// The benchmark's mixed batch (bench/mla_decode/routines.cu): n lengths spread log-uniformly
+/// over [1, 32768].
+std::vector<int> log_spread_lens(int n) {
+  std::vector<int> lens;
+  for (int b = 0; b < n; ++b)
+    lens.push_back(std::max(
+        1, static_cast<int>(std::lround(std::pow(32768.0, static_cast<double>(b) / (n - 1))))));
+  return lens;
+}
+
 TEST(MlaSchedule, WidePiecesCostMoreSoFewerShareAPart) {
   // The benchmark's mixed batch at 128 heads, s_q 2 (64 rows a block, four row blocks: 33 parts
   // on 132 SMs): 64 lengths spread log-uniformly over [1, 32768]. With the 16-row overhead one
   // part holds the 33 shortest requests, one piece each (measured 2x the batch's equal-length
   // twin, bench/NOTES.md M18); with the 64-row overhead (6 tiles a piece) about half as many,
   // and the schedule still fits the grid.
-  std::vector<int> lens;
-  for (int b = 0; b < 64; ++b)
-    lens.push_back(static_cast<int>(std::lround(std::pow(32768.0, b / 63.0))));
+  const std::vector<int> lens = log_spread_lens(64);
   const HostSchedule narrow = host_schedule(lens, 33, mla::piece_overhead(16));
   const HostSchedule wide = host_schedule(lens, 33, mla::piece_overhead(64));
   EXPECT_EQ(narrow.max_part_pieces, 33);
@@ -266,9 +274,7 @@ TEST(MlaSchedule, Fp8NarrowPiecesCostMoreSoFewerShareAPart) {
   // spread log-uniformly over [1, 32768]. An FP8 cache's piece costs more tiles than a bf16 one's
   // (its tiles read half the bytes; bench/NOTES.md M19), so its fullest part holds fewer pieces,
   // and the schedule still fits the grid.
-  std::vector<int> lens;
-  for (int b = 0; b < 128; ++b)
-    lens.push_back(std::max(1, static_cast<int>(std::lround(std::pow(32768.0, b / 127.0)))));
+  const std::vector<int> lens = log_spread_lens(128);
   const int ov_bf16 = mla::piece_overhead(16),
             ov_fp8 = mla::piece_overhead(16, mla::CacheKind::kFp8);
   EXPECT_GT(ov_fp8, ov_bf16);
