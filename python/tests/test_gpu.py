@@ -523,7 +523,8 @@ class OpCheck(unittest.TestCase):
 
 class CppParity(unittest.TestCase):
     """The C++ op library's kernels (python/src/torch_ops.cpp) write the same bytes as the Python
-    path (ops.py / dropin.py through qfuse._qfuse) on the same inputs, every op."""
+    path (ops.py / dropin.py through qfuse._qfuse) on the same inputs, every op; so does the
+    eager fast path (torch_fast.cpp), which these real CUDA tensors take."""
 
     def test_every_op_writes_what_the_python_path_writes(self):
         from qfuse.torch import ops
@@ -548,12 +549,18 @@ class CppParity(unittest.TestCase):
 
         for name, args in opcheck_cases().items():
             with self.subTest(op=name):
-                cpp, py = copy(args), copy(args)  # bytes left unwritten are equal too
+                # bytes left unwritten are equal too
+                cpp, py, fast = copy(args), copy(args), copy(args)
                 getattr(torch.ops.qfuse, name)(*cpp)
                 ops._IMPLS[name](*py)
+                taken = ops.fast_calls_taken()
+                ops.CALL[name](*fast)  # qfuse.torch's function: the eager fast path
+                if ops._FAST is not None:
+                    self.assertEqual(ops.fast_calls_taken() - taken, 1)
                 torch.cuda.synchronize()
-                for i, (a, b) in enumerate(zip(flat(cpp), flat(py))):
+                for i, (a, b, c) in enumerate(zip(flat(cpp), flat(py), flat(fast))):
                     self.assertEqual(mismatch(as_bytes(a), as_bytes(b)), 0, f"argument {i}")
+                    self.assertEqual(mismatch(as_bytes(a), as_bytes(c)), 0, f"argument {i}")
 
 
 class CudaGraphs(unittest.TestCase):
@@ -650,7 +657,9 @@ class Overhead(unittest.TestCase):
         (the issue's bar, measured by gpu_test.sh; not asserted here)."""
         x, s = randn(16, 7168), scalar(0.0917)
         out = torch.empty(16, 7168, dtype=FP8, device=DEV)
-        op = torch.ops.qfuse.static_scaled_fp8_quant
+        from qfuse.torch import ops
+
+        op = ops.CALL["static_scaled_fp8_quant"]  # what the drop-in calls: the fast path
         for _ in range(50):
             op(out, x, s)
         torch.cuda.synchronize()
@@ -671,9 +680,8 @@ class Overhead(unittest.TestCase):
             g.replay()
         torch.cuda.synchronize()
         graph_us = (time.perf_counter() - t0) / n * 1e6
-        from qfuse.torch import ops
-
-        path = "C++ op library" if "static_scaled_fp8_quant" in ops.CPP_OPS else "Python path"
+        path = "eager fast path" if "static_scaled_fp8_quant" in ops.FAST_OPS else \
+            "C++ op library" if "static_scaled_fp8_quant" in ops.CPP_OPS else "Python path"
         print(f"\nqfuse overhead: static_scaled_fp8_quant [16, 7168] eager {eager_us:.2f} us/call,"
               f" CUDA-graph replay {graph_us:.2f} us/call ({path}; python/bench_overhead.py "
               "splits it)")

@@ -428,10 +428,12 @@ class CppOps(unittest.TestCase):
                         cpp = self.outcome(getattr(torch.ops.qfuse, name).default, a)
                         py = self.outcome(qops._IMPLS[name], a)
                         self.assertEqual(cpp, py)
+                        # qfuse.torch's function (the eager fast path where there is one)
+                        self.assertEqual(self.outcome(qops.CALL[name], a), cpp)
                         compared += 1
                         kinds[cpp[0]] = kinds.get(cpp[0], 0) + 1
         # Every valid call passes every check and stops at the device (none here).
-        print(f"\nCppOps: {compared} calls, the same outcome on both paths: {kinds}")
+        print(f"\nCppOps: {compared} calls, the same outcome on the three paths: {kinds}")
         self.assertGreater(kinds.get("TypeError", 0), 100)
         self.assertGreater(kinds.get("ValueError", 0), 100)
 
@@ -466,6 +468,131 @@ class CppOps(unittest.TestCase):
             self.assertEqual(str(e.exception), "argument 'fp8_min/fp8_max': expected "
                              f"-448.0/448.0 (float8_e4m3fn), got {text}/448.0")
             self.assertEqual(repr(lo), text)
+
+
+class FastPath(unittest.TestCase):
+    """The eager fast path (python/src/torch_fast.cpp): qfuse.torch's function of every C++ op
+    converts the arguments itself and calls the op's CUDA kernel, and hands every call it cannot
+    take as the op would run it (a mode, a tracer, a subclass, autograd, the profiler, an
+    argument of another type) to the op. Fake CUDA tensors: quantize of T = 0 passes every check
+    and launches nothing, so it succeeds here."""
+
+    def setUp(self):
+        if qops._FAST is None:
+            self.skipTest(f"no fast path ({qops.CPP_UNUSED or 'QFUSE_TORCH_FAST=0'})")
+        stream0 = mock.patch.object(qops, "_stream", lambda t: 0)
+        stream0.start()
+        self.addCleanup(stream0.stop)
+        fk = torch_fakes.fake
+        self.x, self.out = fk((0, 256)), fk((0, 256), FP8)
+        self.s = fk((1,), torch.float32)
+
+    def call(self, fn=None, **kw):
+        """(fast path taken, outcome) of quantize(x, out, "fp8_per_tensor", scale=s)."""
+        fn = fn or qt.quantize
+        args = dict(x=self.x, out=self.out, spec="fp8_per_tensor", scale=self.s)
+        args.update(kw)
+        before = qops.fast_calls_taken()
+        outcome = CppOps.outcome(lambda: fn(**args), ())
+        return qops.fast_calls_taken() - before, outcome
+
+    def test_every_cpp_op_has_one(self):
+        self.assertEqual(qops.FAST_OPS, qops.CPP_OPS)
+        for name in qops.FAST_OPS:
+            self.assertIsNot(qops.CALL[name], getattr(torch.ops.qfuse, name), name)
+            self.assertEqual(qops.CALL[name].__name__, name)
+        self.assertIs(qt.quantize, qops.CALL["quantize"])
+
+    def test_taken_with_positional_and_keyword_arguments(self):
+        self.assertEqual(self.call(), (1, ("ok", "")))
+        before = qops.fast_calls_taken()
+        qt.quantize(self.x, self.out, "fp8_per_tensor", None, self.s, None)
+        qt.quantize(self.x, self.out, "fp8_per_tensor", None, self.s)
+        qt.quantize(self.x, self.out, spec="fp8_per_tensor", scale=self.s, scales=None)
+        self.assertEqual(qops.fast_calls_taken() - before, 3)
+        # every valid call of every op (they stop at the device check here)
+        for name, args in torch_fakes.valid_cases().items():
+            before = qops.fast_calls_taken()
+            with torch_fakes.no_device_indexing():
+                CppOps.outcome(qops.CALL[name], args)
+            self.assertGreaterEqual(qops.fast_calls_taken() - before, 1, name)
+
+    def test_errors_are_the_ops(self):
+        op = torch.ops.qfuse.quantize
+        for kw in [dict(spec="bogus"), dict(x=torch_fakes.fake((0, 256), torch.float64)),
+                   dict(out=torch_fakes.fake((0, 128), FP8)), dict(scale=None)]:
+            taken, fast = self.call(**kw)
+            self.assertEqual(taken, 1, kw)
+            self.assertEqual(fast, self.call(op, **kw)[1], kw)
+            self.assertNotEqual(fast[0], "ok", kw)
+
+    def test_other_arguments_go_to_the_op(self):
+        op = torch.ops.qfuse.quantize
+        cases = [dict(spec=b"fp8_per_tensor"), dict(spec=None), dict(scale=1.0),
+                 dict(x=[self.x]), dict(bogus=1), dict(x=torch.zeros(0, 256, dtype=BF16),
+                                                       out=torch.zeros(0, 256, dtype=FP8),
+                                                       scale=torch.ones(1))]
+        for kw in cases:  # (PyTorch takes bytes for a str)
+            taken, fast = self.call(**kw)
+            self.assertEqual(taken, 0, kw)
+            self.assertEqual(fast, self.call(op, **kw)[1], kw)
+        before = qops.fast_calls_taken()
+        for args in [(), (self.x,), (self.x, self.out, "fp8_per_tensor", None, self.s, None, 1)]:
+            self.assertEqual(CppOps.outcome(qt.quantize, args), CppOps.outcome(op, args))
+        # an int where a float goes, a float and a bool where an int goes
+        q = torch_fakes.valid_cases()["mla_decode"]
+        for i, v in [(7, 1), (6, 1.0), (6, True)]:
+            a = q[:i] + (v,) + q[i + 1:]
+            self.assertEqual(CppOps.outcome(qt.mla_decode, a),
+                             CppOps.outcome(torch.ops.qfuse.mla_decode, a))
+        self.assertEqual(qops.fast_calls_taken() - before, 1)  # the int for softmax_scale
+
+    def test_modes_tracers_autograd_and_the_profiler_get_the_op(self):
+        class Seen(torch.overrides.TorchFunctionMode):
+            def __init__(self):
+                super().__init__()
+                self.funcs = []
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                self.funcs.append(func)
+                return func(*args, **(kwargs or {}))
+
+        with Seen() as mode:
+            self.assertEqual(self.call(), (0, ("ok", "")))
+        self.assertIn(torch.ops.qfuse.quantize, mode.funcs)
+
+        with FakeTensorMode(allow_non_fake_inputs=True) as fm:
+            x, out, s = (fm.from_tensor(t) for t in (self.x, self.out, self.s))
+            self.assertEqual(self.call(x=x, out=out, scale=s), (0, ("ok", "")))
+
+        x = torch_fakes.fake((0, 256)).requires_grad_()
+        self.assertEqual(self.call(x=x)[0], 0)
+        with torch.no_grad():
+            self.assertEqual(self.call(x=x), (1, ("ok", "")))
+        with torch.inference_mode():
+            self.assertEqual(self.call(), (1, ("ok", "")))
+
+        with torch.autograd.profiler.profile() as prof:
+            self.assertEqual(self.call(), (0, ("ok", "")))
+        self.assertIn("qfuse::quantize", [e.name for e in prof.function_events])
+
+        class Sub(torch.Tensor):
+            pass
+
+        self.assertEqual(self.call(x=self.x.as_subclass(Sub))[0], 0)
+
+    def test_fx_tracing_records_the_op(self):
+        def f(x, out, s):
+            qt.quantize(x, out, "fp8_per_tensor", None, s, None)
+            return out
+
+        gm = torch.fx.symbolic_trace(f)
+        self.assertIn(torch.ops.qfuse.quantize, targets(gm))
+
+    def test_off_by_environment(self):
+        with mock.patch.dict("os.environ", {"QFUSE_TORCH_FAST": "0"}):
+            self.assertIsNone(qops._load_fast(qops.CPP_LIBRARY))
+        self.assertIsNone(qops._load_fast(None))
 
 
 class OnHostReference(unittest.TestCase):

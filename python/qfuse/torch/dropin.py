@@ -21,6 +21,7 @@ import torch
 
 import qfuse as _q
 
+from .ops import CALL as _CALL
 from .ops import FP8, _define, _dl, _opt, _stream
 
 __all__ = [
@@ -214,15 +215,15 @@ def scaled_fp8_quant(input, scale=None, num_token_padding=None, scale_ub=None,
     if scale is None:
         if use_per_token_if_dynamic:
             scale = torch.empty((shape[0], 1), device=input.device, dtype=torch.float32)
-            torch.ops.qfuse.dynamic_per_token_scaled_fp8_quant(
+            _CALL["dynamic_per_token_scaled_fp8_quant"](
                 output, input, scale[: input.shape[0]], scale_ub)
         else:
             scale = torch.empty(1, device=input.device, dtype=torch.float32)
-            torch.ops.qfuse.dynamic_scaled_fp8_quant(output, input, scale)
+            _CALL["dynamic_scaled_fp8_quant"](output, input, scale)
     else:
         if scale.numel() != 1:
             raise ValueError(f"argument 'scale': expected one element, got {scale.numel()}")
-        torch.ops.qfuse.static_scaled_fp8_quant(output, input, scale)
+        _CALL["static_scaled_fp8_quant"](output, input, scale)
     return output, scale
 
 
@@ -240,7 +241,7 @@ def scaled_fp4_quant(input, global_scale, is_sf_swizzled_layout=True):
                          dtype=torch.uint8)
     else:
         bs = torch.empty((m, n // 16), device=input.device, dtype=torch.uint8)
-    torch.ops.qfuse.scaled_fp4_quant(out, input, bs, global_scale, is_sf_swizzled_layout)
+    _CALL["scaled_fp4_quant"](out, input, bs, global_scale, is_sf_swizzled_layout)
     return out, bs.view(FP8)
 
 
@@ -249,9 +250,8 @@ def per_token_group_fp8_quant(input, output_q, output_s, group_size, eps=1e-10, 
                               is_tma_aligned=False):
     """Per-(token, group) FP8 into caller-owned output_q [T, H] and output_s (row-major [T, G];
     column-major [T, G] views of [G, ld] with ld = T, or round_up(T, 4) when TMA-aligned)."""
-    torch.ops.qfuse.per_token_group_fp8_quant(input, output_q, output_s, group_size, eps,
-                                              fp8_min, fp8_max, scale_ue8m0,
-                                              is_scale_transposed, is_tma_aligned)
+    _CALL["per_token_group_fp8_quant"](input, output_q, output_s, group_size, eps, fp8_min,
+                                       fp8_max, scale_ue8m0, is_scale_transposed, is_tma_aligned)
     return output_q, output_s
 
 
@@ -266,8 +266,8 @@ def _silu_block_alloc(input, group_size, quant_dtype=FP8, scale_ub=None,
         scales = torch.empty((G, T), device=input.device, dtype=torch.float32).t()
     else:
         scales = torch.empty((T, G), device=input.device, dtype=torch.float32)
-    torch.ops.qfuse.silu_and_mul_per_block_quant(out, input, scales, group_size, scale_ub,
-                                                 is_scale_transposed)
+    _CALL["silu_and_mul_per_block_quant"](out, input, scales, group_size, scale_ub,
+                                          is_scale_transposed)
     return out, scales
 
 
@@ -279,7 +279,7 @@ def silu_and_mul_per_block_quant(*args, **kwargs):
     second argument is a tensor."""
     second = args[1] if len(args) > 1 else kwargs.get("input")
     if isinstance(second, torch.Tensor) or "out" in kwargs:
-        torch.ops.qfuse.silu_and_mul_per_block_quant(*args, **kwargs)
+        _CALL["silu_and_mul_per_block_quant"](*args, **kwargs)
         return None
     return _silu_block_alloc(*args, **kwargs)
 
@@ -288,5 +288,5 @@ def merge_attn_states(output, output_lse, prefix_output, prefix_lse, suffix_outp
                       output_scale=None):
     """Merges two attention states into output [T, H, D] (FP8 when output_scale is given) and
     optionally output_lse [H, T]."""
-    torch.ops.qfuse.merge_attn_states(output, output_lse, prefix_output, prefix_lse,
-                                      suffix_output, suffix_lse, output_scale)
+    _CALL["merge_attn_states"](output, output_lse, prefix_output, prefix_lse, suffix_output,
+                               suffix_lse, output_scale)

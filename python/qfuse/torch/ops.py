@@ -131,10 +131,34 @@ def _load_cpp():
     return lib, path
 
 
+def _load_fast(path):
+    """The op library as a PyDLL (its functions called with the GIL held), for its fast-path
+    factory (torch_fast.cpp: qfuse_torch_fast), or None: not loaded, QFUSE_TORCH_FAST=0, or a
+    PyTorch without substitute_in_graph (Dynamo must trace the op, not the C function)."""
+    if path is None or os.environ.get("QFUSE_TORCH_FAST", "1").lower() in ("0", "off", "no",
+                                                                         "false"):
+        return None
+    if not hasattr(getattr(torch, "compiler", None), "substitute_in_graph"):
+        return None
+    lib = ctypes.PyDLL(path)
+    lib.qfuse_torch_fast_taken.restype = ctypes.c_int64
+    lib.qfuse_torch_fast.restype = ctypes.py_object
+    lib.qfuse_torch_fast.argtypes = [ctypes.c_char_p, ctypes.py_object]
+    return lib
+
+
+def fast_calls_taken():
+    """How many calls took the eager fast path so far (0 without it)."""
+    return 0 if _FAST is None else _FAST.qfuse_torch_fast_taken()
+
+
 _CPP, _where = _load_cpp()
 CPP_LIBRARY = _where if _CPP is not None else None  # the op library's path, when loaded
 CPP_UNUSED = None if _CPP is not None else _where  # else why not
 CPP_OPS = set()  # the ops whose CUDA kernel is the C++ one
+_FAST = _load_fast(CPP_LIBRARY)
+FAST_OPS = set()  # the ops whose qfuse.torch function is the eager fast path (torch_fast.cpp)
+CALL = {}  # name -> what qfuse.torch calls for torch.ops.qfuse.<name>: its fast path, or the op
 
 
 def _register_cpp(name, ns="qfuse"):
@@ -153,6 +177,28 @@ OPS = {}  # name -> schema, every op this module registers
 _IMPLS = {}  # name -> its Python CUDA implementation (tests register it for other devices)
 
 
+def _fast(name, op):
+    """The function qfuse.torch offers for torch.ops.qfuse.<name> (`op`): where the op's CUDA
+    kernel is the C++ one, the op library's eager fast path (torch_fast.cpp: the arguments
+    converted without PyTorch's parser, the same kernel, `op` itself wherever a tracer, a mode, a
+    tensor subclass, autograd or the profiler is involved), which torch.compile traces as `op`;
+    else `op`."""
+    if _FAST is None or name not in CPP_OPS:
+        return op
+    try:
+        fn = _FAST.qfuse_torch_fast(f"qfuse::{name}".encode(), op)
+    except (TypeError, ValueError) as e:
+        warnings.warn(f"qfuse.torch: {name} has no eager fast path: {e}")
+        return op
+
+    @torch.compiler.substitute_in_graph(fn, skip_signature_check=True)
+    def traced(*args, **kwargs):
+        return op(*args, **kwargs)
+
+    FAST_OPS.add(name)
+    return fn
+
+
 def _define(schema, cuda_impl, fake_impl=None):
     name = schema.split("(", 1)[0]
     _lib.define(schema)
@@ -163,7 +209,8 @@ def _define(schema, cuda_impl, fake_impl=None):
     torch.library.register_fake(f"qfuse::{name}", fake_impl or (lambda *a, **k: None), lib=_lib)
     OPS[name] = schema
     _IMPLS[name] = cuda_impl
-    return getattr(torch.ops.qfuse, name)
+    CALL[name] = _fast(name, getattr(torch.ops.qfuse, name))
+    return CALL[name]
 
 
 # ---- ops mirroring the C++ API (destination passing) ------------------------------------------
