@@ -5,6 +5,9 @@
 //   merge_states+quantize/<spec>   its unfused peer: merge to a bf16 [T, H*D] temporary, then
 //                                  quantize with the same spec (two kernels)
 //   merge_states                   plain: -> bf16 [T, H*D]
+//   merge_states+lse/<spec>        fused, and the merged lse [H, T] fp32 written too (what the
+//                                  engine's merge_attn_states and the torch.compile peer write;
+//                                  bench/NOTES.md 44: that output's cost, as an A/B of one binary)
 // Shape keys: N, T, H, D. Partials come as one stacked [N, T, H, D] tensor (what a split-KV
 // kernel writes). lse: random in [-4, 4], every 16th entry -inf (empty partials). Minimum bytes:
 // every partial and lse read once + output values + scale buffer + 4 bytes of given scale;
@@ -36,7 +39,7 @@ __global__ void fill_lse_kernel(float* lse, int64_t n, uint64_t seed) {
   }
 }
 
-enum class Path { kFused, kUnfused, kPlain };
+enum class Path { kFused, kUnfused, kPlain, kFusedLse };
 
 class MergeInstance final : public Instance {
  public:
@@ -48,7 +51,8 @@ class MergeInstance final : public Instance {
     if (path_ == Path::kPlain) return in + T_ * H_ * D_ * 2;
     int64_t value_bytes = 0, scale_bytes = 0;
     if (!quant_output_bytes(spec_, T_, H_ * D_, &value_bytes, &scale_bytes).ok()) return in;
-    return in + value_bytes + scale_bytes + (spec_.reads_scale() ? 4 : 0);
+    return in + value_bytes + scale_bytes + (spec_.reads_scale() ? 4 : 0) +
+           (path_ == Path::kFusedLse ? H_ * T_ * 4 : 0);
   }
 
   int64_t read_bytes() const override {
@@ -79,6 +83,10 @@ class MergeInstance final : public Instance {
       if (path_ != Path::kPlain)
         QFUSE_RETURN_IF_ERROR(
             make_quant_buffers(spec_, T_, cols, given_scale_.as<float>(), &set.q));
+      if (path_ == Path::kFusedLse) {
+        QFUSE_RETURN_IF_ERROR(set.out_lse.allocate(H_ * T_ * 4));
+        set.opt.out_lse = TensorRef::contiguous(set.out_lse.get(), DType::kF32, {H_, T_});
+      }
     }
     return Status::Ok();
   }
@@ -89,7 +97,8 @@ class MergeInstance final : public Instance {
     plain.out = s.y_ref;
     switch (path_) {
       case Path::kFused:
-        return merge_states_stacked(s.o_ref, s.lse_ref, s.q.q, {}, stream);
+      case Path::kFusedLse:
+        return merge_states_stacked(s.o_ref, s.lse_ref, s.q.q, s.opt, stream);
       case Path::kUnfused:
         QFUSE_RETURN_IF_ERROR(merge_states_stacked(s.o_ref, s.lse_ref, plain, {}, stream));
         return quantize(s.y_ref, s.q.q, stream);
@@ -101,9 +110,10 @@ class MergeInstance final : public Instance {
 
  private:
   struct Set {
-    DeviceBuffer o, lse, y;
+    DeviceBuffer o, lse, y, out_lse;
     TensorRef o_ref, lse_ref, y_ref;
     QuantBuffers q;
+    MergeOptions opt;  // out_lse for kFusedLse
   };
   Path path_;
   QuantSpec spec_;
@@ -128,6 +138,10 @@ Routine make_routine(Path path, const QuantSpec& spec) {
     case Path::kPlain:
       r.name = "merge_states";
       r.description = "merge_states, N x [T, H, D] bf16 + lse -> bf16 [T, H*D]";
+      break;
+    case Path::kFusedLse:
+      r.name = "merge_states+lse/" + s;
+      r.description = "fused merge_states writing the merged lse [H, T] too -> " + s;
       break;
   }
   r.make = [path, spec](const Shape& shape, std::unique_ptr<Instance>* out) -> Status {
@@ -163,6 +177,12 @@ void add_suites(ToolRegistrar& r) {
         {"merge, per-group / NVFP4", std::string("merge_states/") + q, nthd(2, 16384, 16, 512)});
   }
   c.push_back({"merge, plain bf16 out", "merge_states", nthd(2, 4096, 128, 128)});
+  for (int64_t N : {2, 4}) {
+    c.push_back(
+        {"merge, with the merged lse", "merge_states+lse/fp8_per_tensor", nthd(N, 4096, 128, 128)});
+  }
+  c.push_back(
+      {"merge, with the merged lse", "merge_states+lse/fp8_per_tensor", nthd(2, 16384, 16, 512)});
   r.add_suite_cases("issue3",
                     "the performance bar of issue 3: merge_states fused vs unfused (2/4/8-way, "
                     "large and latency-bound sizes, per-tensor, per-group and NVFP4 outputs)",
@@ -183,11 +203,12 @@ QFUSE_REGISTER_TOOL_FAMILY(merge_states) {
       if (spec.kind == QuantKind::kNone) continue;
       r.add_routine(make_routine(Path::kFused, spec));
       r.add_routine(make_routine(Path::kUnfused, spec));
+      r.add_routine(make_routine(Path::kFusedLse, spec));
     }
   }
   r.add_routine(make_routine(Path::kPlain, QuantSpec::none()));
   add_suites(r);
-  for (const char* op : {"merge_states", "merge_states+quantize"})
+  for (const char* op : {"merge_states", "merge_states+quantize", "merge_states+lse"})
     r.add_bench_op({op, "N partials [N, T, H, D] bf16 + lse [N, H, T]; --quant any spec",
                     nthd(2, 4096, 128, 128),
                     [op = std::string(op)](const QuantSpec& spec, std::string* why) {
