@@ -24,6 +24,11 @@
 # within SANITIZE_BUDGET seconds for the whole stage (default 240; each run at most 60 s).
 # QFUSE_GPU_SANITIZE=0 skips it; a missing compute-sanitizer is reported, not fatal.
 #
+# Python package (issue 17): where .deps/pylib is here (`make pydeps`, carried with
+# .deps/cutlass.tgz) and QFUSE_GPU_PYTHON is not 0, python/gpu_test.sh builds the extension and
+# the op library for the device's python3 and PyTorch and runs its gpu group and
+# bench_overhead.py (issue 17's per-call overhead bar); one line each in the summary (about
+# 1.5 minutes).
 # Binaries: .devbin/ (or .devbin.tgz, unpacked) when present (made here by `make devbin` and
 # carried: the GPU machine has no GoogleTest/CLI11 packages), else a build from source into
 # build-gpu/ (needs install_deps.sh's packages and .deps/cutlass.tgz carried: `make pydeps`).
@@ -140,6 +145,23 @@ else
         echo -e "$name\t$tool\t$result" >>"$san_table"
       done
     done
+  fi
+fi
+
+py_status=""
+if [ "$tests" != 0 ] && [ "${QFUSE_GPU_PYTHON:-1}" != 0 ]; then
+  if [ -f .deps/pylib/nanobind/cmake/nanobind-config.cmake ]; then
+    echo "== Python package (python/gpu_test.sh gpu, bench_overhead.py)"
+    OUT="$out/python" QFUSE_PY_OVERHEAD=1 timeout -k 10 "${QFUSE_PY_TIMEOUT_S:-300}" \
+      bash python/gpu_test.sh gpu >"$out/python.txt" 2>&1
+    rc=$?
+    [ "$rc" = 0 ] || status=1
+    py_status=$(grep -E "^python.gpu:|^bench_overhead:" "$out/python.txt" | tr '\n' ' ')
+    py_status="${py_status:-FAILED (rc $rc, $out/python.txt)}"
+    grep -E "^bar:" "$out/python/bench_overhead.txt" 2>/dev/null | cut -c1-240
+    tail -5 "$out/python.txt"
+  else
+    py_status="not run (no .deps/pylib: make pydeps here, carry .deps/pylib and .deps/cutlass.tgz)"
   fi
 fi
 
@@ -265,6 +287,8 @@ if os.path.exists(san):
             print(f"compute-sanitizer: {r[2]}")
 PY
 echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
+[ -n "$py_status" ] && echo "Python package: $py_status"
+[ -f "$out/python/bench_overhead.txt" ] && grep -E "^bar:" "$out/python/bench_overhead.txt" | cut -c1-200
 for f in "$out"/fuse_*.txt; do
   [ -f "$f" ] || continue
   echo "$(basename "$f" .txt): $(grep -E 'unfused / fused|error' "$f" | tr -s ' ' | head -1)"
