@@ -32,11 +32,7 @@
 // producer, bench/NOTES.md 29-31); kNvfp4LaneChunks / kGroupLaneChunks: chunks per lane beyond
 // one wave for NVFP4 / per-group FP8 (1: narrow lanes; 2: 16 consecutive values; 4: two such
 // runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
-// Optional: load_side / finish_side with `static constexpr bool kSideHook`, load() and finish()
-// with a float the load computes and the finish stores (has_side_hook; the narrow streaming
-// kernel: the merge's merged lse, computed once with the weights instead of again after the
-// store, bench/NOTES.md 44);
-// fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
+// Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
 // `bool skip() const`, read once the previous kernel is done: true leaves the whole output as it
 // is (the MLA combine where the decode kernel wrote it; has_skip_hook).
 // NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
@@ -71,15 +67,6 @@ struct has_pair_hooks<P, std::void_t<decltype(std::declval<const P&>().fetch_pai
                                          int64_t{}, 0, 0, 0, std::declval<typename P::Raw&>(),
                                          std::declval<typename P::Raw&>(), NoWait{})),
                                      decltype(&P::convert_pair)>> : std::true_type {};
-
-/// Whether a producer uses load_side / finish_side (see the header comment): it has them and
-/// its kSideHook says so.
-template <class P, class = void>
-struct has_side_hook : std::false_type {};
-template <class P>
-struct has_side_hook<
-    P, std::void_t<decltype(std::declval<const P&>().finish_side(int64_t{}, 0, 0, 0.0f))>>
-    : std::bool_constant<P::kSideHook> {};
 
 /// Whether a producer has skip(): the kernel returns at once (after the PDL wait) where it says so.
 template <class P, class = void>
@@ -219,26 +206,17 @@ __global__ void __launch_bounds__(kRowwiseThreads,
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         if (u < per_warp && base + u < ntasks) {  // warp-uniform
-          [[maybe_unused]] float side = 0.0f;
           if (nvalid[u] > 0) {
             // NOTE: load() converts as the data arrives, with fewer live registers than fetch
             // and convert (bench/NOTES.md 11).
-            if constexpr (has_side_hook<Producer>::value) {
-              prod.load_side(row[u], col[u], nvalid[u], v[u], side, wait_begin);
-            } else {
-              prod.load(row[u], col[u], nvalid[u], v[u], wait_begin);
-            }
+            prod.load(row[u], col[u], nvalid[u], v[u], wait_begin);
           } else {
             wait_begin();  // a lane past the row
 #pragma unroll
             for (int i = 0; i < kChunk; ++i) v[u][i] = 0.0f;
           }
           pol.apply(row[u], col[u], nvalid[u], v[u]);
-          if constexpr (has_side_hook<Producer>::value) {
-            prod.finish_side(row[u], col[u], nvalid[u], side);
-          } else {
-            prod.finish(row[u], col[u], nvalid[u]);
-          }
+          prod.finish(row[u], col[u], nvalid[u]);
         }
       }
     }

@@ -5,9 +5,8 @@
 // LoadMerge<TIn, kN> handles up to kN partials (the launcher instantiates kN = 2, 4, 8 and passes
 // the real n). Per chunk of 8 columns it reads the n lse values of its (t, h), forms the weights
 // in fp32, loads the 8 values of every partial (16-byte loads when the chunk lies in one head and
-// every partial is aligned) and accumulates. out_lse is written from the chunk that starts a
-// head: by finish_side() with the lse load_side() computed with the weights (4- and 8-way), or
-// by finish(), which recomputes it (2-way; bench/NOTES.md 44).
+// every partial is aligned) and accumulates. finish() writes out_lse from the chunk that starts
+// a head.
 #pragma once
 
 #include <cmath>
@@ -43,10 +42,6 @@ struct LoadMerge {
   // before load_slow lost its local array: that array's stack slot took the quantizer's scaled
   // values, and the branch doubled those local stores (NOTES 37).
   static constexpr int kNvfp4Round = 1;
-  // The merged lse from the weights load_side computes (NOTES 44): 4- and 8-way merges with an
-  // lse output 6 % faster, as fast as without one (H100). Not the 2-way kernel: at its 40-register
-  // cap the live lse raised its spills, and the merge without an lse output lost 6 %.
-  static constexpr bool kSideHook = kN >= 4;
   // Waits late: its address arithmetic overlaps the previous kernel (rowwise_kernel, NOTES 39).
   static constexpr bool kLatePdlWait = true;
   // One block per lane for the 2-way merge, 8 values per lane for wider ones (their block-wide
@@ -89,27 +84,16 @@ struct LoadMerge {
   /// Weights of the partials and the merged lse from their raw lse `l` (SPEC §2). Empty
   /// partials (lse +-inf) get weight 0; a row whose partials are all empty gets all-zero weights
   /// and lse -inf; rows t >= copy_from take the last partial with weight 1 and its raw lse.
-  /// raw[a.n - 1] by selects. NOTE: written as `if (i == n - 1) last = raw[i]`, nvcc made it
-  /// an indexed read, which put the chunk's whole Raw (the partials' loaded data) in local
-  /// memory wherever the merged lse is live (bench/NOTES.md 44).
-  __device__ __forceinline__ float last_of(const float (&raw)[kN]) const {
-    float last = raw[0];
-#pragma unroll
-    for (int i = 1; i < kN; ++i)
-      asm("{\n\t.reg .pred p;\n\tsetp.eq.s32 p, %3, %4;\n\tselp.f32 %0, %1, %2, p;\n\t}"
-          : "=f"(last)
-          : "f"(raw[i]), "f"(last), "r"(i), "r"(a.n - 1));
-    return last;
-  }
-
-  /// `want_lse` false: lse_out is left alone (no log; a run-time flag, divergent where the
-  /// lanes differ: the merged lse is wanted where a chunk starts a head).
-  __device__ void weights_from(int64_t t, const float (&raw)[kN], float (&w)[kN], float& lse_out,
-                               bool want_lse = true) const {
+  __device__ void weights_from(int64_t t, const float (&raw)[kN], float (&w)[kN],
+                               float& lse_out) const {
     if (t >= a.copy_from) {
 #pragma unroll
       for (int i = 0; i < kN; ++i) w[i] = i == a.n - 1 ? 1.0f : 0.0f;
-      if (want_lse) lse_out = last_of(raw);
+      float last = raw[0];
+#pragma unroll
+      for (int i = 1; i < kN; ++i)
+        if (i == a.n - 1) last = raw[i];
+      lse_out = last;
       return;
     }
     float l[kN];
@@ -134,7 +118,7 @@ struct LoadMerge {
     const float inv = __fdividef(1.0f, sum);  // sum in [1, n]: no range issues
 #pragma unroll
     for (int i = 0; i < kN; ++i) w[i] *= inv;
-    if (want_lse) lse_out = (a.base2 ? log2f(sum) : logf(sum)) + m;
+    lse_out = (a.base2 ? log2f(sum) : logf(sum)) + m;
   }
 
   __device__ void weights(int64_t t, int h, float (&w)[kN], float& lse_out) const {
@@ -202,62 +186,22 @@ struct LoadMerge {
   __device__ void convert(const Raw& raw, int64_t t, int col, int nvalid,
                           float (&v)[quant::kChunk]) const {
     if (vec && nvalid == quant::kChunk) {
-      float lse_unused;
-      convert_vec(raw, t, v, lse_unused, false);
-      return;
-    }
-    load_slow(t, col, nvalid, v);
-  }
-
-  /// convert() of a full vector chunk; with `want_lse`, lse gets the merged lse of its head.
-  __device__ __forceinline__ void convert_vec(const Raw& raw, int64_t t, float (&v)[quant::kChunk],
-                                              float& lse, bool want_lse) const {
-    float w[kN];
-    weights_from(t, raw.lse, w, lse, want_lse);
+      float w[kN], lse_unused;
+      weights_from(t, raw.lse, w, lse_unused);
 #pragma unroll
-    for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;
+      for (int e = 0; e < quant::kChunk; ++e) v[e] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      if (w[i] != 0.0f) {  // NOTE: a select: garbage in empty partials never leaks
-        float x[quant::kChunk];
-        quant::convert_chunk<TIn>(raw.r[i], x);
+      for (int i = 0; i < kN; ++i) {
+        if (w[i] != 0.0f) {  // NOTE: a select: garbage in empty partials never leaks
+          float x[quant::kChunk];
+          quant::convert_chunk<TIn>(raw.r[i], x);
 #pragma unroll
-        for (int e = 0; e < quant::kChunk; ++e) v[e] = fmaf(w[i], x[e], v[e]);
+          for (int e = 0; e < quant::kChunk; ++e) v[e] = fmaf(w[i], x[e], v[e]);
+        }
       }
-    }
-  }
-
-  /// Whether the full vector chunk at `col` starts a head (the only place one can start in it:
-  /// vector chunks lie in one head) and out_lse is written.
-  __device__ __forceinline__ bool starts_head(int col) const {
-    return a.out_lse != nullptr && head_of(col) * a.D == col;
-  }
-
-  /// load() for the narrow streaming kernel (has_side_hook): the merged lse of the head a full
-  /// vector chunk starts comes out in `lse`, from the weights convert computes anyway, for
-  /// finish_side() to store. NOTE: finish() recomputed it after the store from the reloaded lse
-  /// (a dependent load, the exponentials, an integer division by D): the merge with an lse
-  /// output issued ~1.5x the instructions of the one without (ncu, bench/NOTES.md 44).
-  template <class Ready = NoWait>
-  __device__ __forceinline__ void load_side(int64_t t, int col, int nvalid,
-                                            float (&v)[quant::kChunk], float& lse,
-                                            Ready ready = {}) const {
-    Raw raw;
-    fetch(t, col, nvalid, raw, ready);
-    if (vec && nvalid == quant::kChunk) {
-      convert_vec(raw, t, v, lse, starts_head(col));
       return;
     }
     load_slow(t, col, nvalid, v);
-  }
-
-  /// finish() after load_side(): a full vector chunk that starts a head stores its lse.
-  __device__ void finish_side(int64_t t, int col, int nvalid, float lse) const {
-    if (vec && nvalid == quant::kChunk) {
-      if (starts_head(col)) a.out_lse[head_of(col) * a.ld_out_lse + t] = lse;
-      return;
-    }
-    finish(t, col, nvalid);
   }
 
   /// fetch() of two consecutive chunks (a wide lane, rowwise_kernel): when both are full and in
