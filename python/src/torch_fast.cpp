@@ -48,7 +48,7 @@ enum class Kind : uint8_t { kTensor, kOptTensor, kTensorList, kInt, kFloat, kBoo
 struct Arg {
   PyObject* name;  // interned
   Kind kind;
-  std::optional<c10::IValue> fallback_default;  // the schema's default, where it has one
+  std::optional<c10::IValue> default_value;  // the schema's default, where it has one
 };
 
 struct FastOp {
@@ -175,8 +175,8 @@ bool build_stack(const FastOp& f, PyObject* const* args, Py_ssize_t nargs, PyObj
   }
   for (size_t j = 0; j < n; ++j) {
     if (given[j]) continue;
-    if (!f.args[j].fallback_default) return false;  // missing: the op raises
-    stack[j] = *f.args[j].fallback_default;
+    if (!f.args[j].default_value) return false;  // missing: the op raises
+    stack[j] = *f.args[j].default_value;
   }
   return true;
 }

@@ -103,9 +103,14 @@ def _out_fmt(spec):
     return _q.out_dtype(spec)
 
 
+def _turned_off(var, *also):
+    """Whether environment variable `var` turns a layer off (0, off, no, false, or `also`)."""
+    return os.environ.get(var, "1").lower() in ("0", "off", "no", "false") + also
+
+
 def _load_cpp():
     """(the C++ op library, its path), or (None, why not)."""
-    if os.environ.get("QFUSE_TORCH_OPS", "1").lower() in ("0", "off", "no", "false", "python"):
+    if _turned_off("QFUSE_TORCH_OPS", "python"):
         return None, "QFUSE_TORCH_OPS=0"
     path = os.path.join(os.path.dirname(os.path.abspath(_q.__file__)), "_torch_ops.so")
     if not os.path.exists(path):
@@ -135,8 +140,7 @@ def _load_fast(path):
     """The op library as a PyDLL (its functions called with the GIL held), for its fast-path
     factory (torch_fast.cpp: qfuse_torch_fast), or None: not loaded, QFUSE_TORCH_FAST=0, or a
     PyTorch without substitute_in_graph (Dynamo must trace the op, not the C function)."""
-    if path is None or os.environ.get("QFUSE_TORCH_FAST", "1").lower() in ("0", "off", "no",
-                                                                         "false"):
+    if path is None or _turned_off("QFUSE_TORCH_FAST"):
         return None
     if not hasattr(getattr(torch, "compiler", None), "substitute_in_graph"):
         return None
