@@ -35,8 +35,14 @@
 // Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
 // `bool skip() const`, read once the previous kernel is done: true leaves the whole output as it
 // is (the MLA combine where the decode kernel wrote it; has_skip_hook).
-// NOTE: side outputs go in finish(), not load(): a store inside load() would keep the compiler
-// from hoisting the next tasks' loads above it.
+// Optional: a side pass (has_side_pass), per-tensor side outputs computed by blocks of their own
+// at the start of the grid instead of by the row tasks (the merge's lse [H, T]):
+//   __host__ __device__ int64_t side_units() const        units of side work (0: none)
+//   template <int kK> __device__ void side_pass(int64_t u0, int stride, int64_t units) const
+// the units u0 + k * stride < units for k < kK (kSideUnits per thread, coalesced across threads).
+// NOTE: side outputs go in finish() or the side pass, not load(): a store inside load() would keep
+// the compiler from hoisting the next tasks' loads above it. The side pass costs the row tasks
+// nothing (no registers, no instructions); finish() runs in every task (bench/NOTES.md 45).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -73,6 +79,45 @@ template <class P, class = void>
 struct has_skip_hook : std::false_type {};
 template <class P>
 struct has_skip_hook<P, std::void_t<decltype(std::declval<const P&>().skip())>> : std::true_type {};
+
+/// Whether a producer has a side pass (side_units / side_pass): blocks of their own compute a
+/// per-tensor side output.
+template <class P, class = void>
+struct has_side_pass : std::false_type {};
+template <class P>
+struct has_side_pass<P, std::void_t<decltype(std::declval<const P&>().side_units()),
+                                    decltype(&P::template side_pass<1>)>> : std::true_type {};
+
+/// Units of side work per thread of a side block.
+constexpr int kSideUnits = 1;
+
+/// Blocks of kThreads the side pass of `prod` takes (0 without one); host and device.
+template <int kThreads, class Producer>
+__host__ __device__ __forceinline__ uint32_t side_blocks(const Producer& prod) {
+  if constexpr (has_side_pass<Producer>::value) {
+    constexpr int64_t kPerBlock = int64_t{kThreads} * kSideUnits;
+    return static_cast<uint32_t>((prod.side_units() + kPerBlock - 1) / kPerBlock);
+  } else {
+    return 0;
+  }
+}
+
+/// The side pass at the start of the grid: true in a side block (which has done its share, after
+/// `wait`). The other blocks' index is blockIdx.x - side_blocks (0 without a side pass: those
+/// producers' kernels compile as before it existed).
+template <int kThreads, class Producer, class Wait>
+__device__ __forceinline__ bool run_side_pass(const Producer& prod, Wait wait) {
+  if constexpr (has_side_pass<Producer>::value) {
+    if (blockIdx.x < side_blocks<kThreads>(prod)) {
+      wait();
+      prod.template side_pass<kSideUnits>(
+          static_cast<int64_t>(blockIdx.x) * kThreads * kSideUnits + threadIdx.x, kThreads,
+          prod.side_units());
+      return true;
+    }
+  }
+  return false;
+}
 
 /// Resident blocks per SM the streaming kernel must allow (its register cap): the producer's
 /// choice, with or without a group reduction; wide lanes (16 or 2 x 16 values per lane) get at
@@ -111,19 +156,31 @@ __global__ void __launch_bounds__(kRowwiseThreads,
     static_assert(!kLateWait, "skip() reads what the previous kernel wrote");
     if (prod.skip()) return;
   }
+  // The side pass's blocks first (has_side_pass); `block` counts the others. NOTE: under `if
+  // constexpr`, so that other producers' kernels compile exactly as before (an always-false
+  // branch there changed nvcc's code for the per-token silu kernel: 5 spill stores).
+  uint32_t block = blockIdx.x, grid = gridDim.x;
+  if constexpr (has_side_pass<Producer>::value) {
+    if (run_side_pass<kRowwiseThreads>(prod, [] {
+          if constexpr (kLateWait) pdl_wait();
+        }))
+      return;
+    block -= side_blocks<kRowwiseThreads>(prod);
+    grid -= side_blocks<kRowwiseThreads>(prod);
+  }
   Policy pol(params);
   if constexpr (!kLateWait) pol.begin();
   // NOTE: blocks of their own for the scale buffer's padding past the `task_blocks` that cover
   // the tasks: done by the task blocks, before or after their task, the padding of NVFP4 at small
   // T (most of the scale buffer's rows) delayed every task (bench/NOTES.md 28).
-  if (blockIdx.x >= task_blocks) {
+  if (block >= task_blocks) {
     if constexpr (kLateWait) pdl_wait();
-    pol.zero_padding((blockIdx.x - task_blocks) * blockDim.x + threadIdx.x,
-                     (gridDim.x - task_blocks) * blockDim.x);
+    pol.zero_padding((block - task_blocks) * blockDim.x + threadIdx.x,
+                     (grid - task_blocks) * blockDim.x);
     return;
   }
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(block) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = static_cast<int64_t>(grid) * blockDim.x;
   // What fetch calls before its loads; load also issues the policy's per-tensor loads right
   // behind the wait. (Nothing when the kernel waited at its top.)
   const auto wait = [] {
@@ -268,6 +325,9 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
   if constexpr (has_skip_hook<Producer>::value) {
     if (prod.skip()) return;  // (uniform over the grid)
   }
+  if constexpr (has_side_pass<Producer>::value) {
+    if (run_side_pass<kThreads>(prod, [] {})) return;
+  }
   __shared__ float partial[kThreads / 32];
   constexpr bool kRaw = per_token_keeps_raw<Producer>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -276,7 +336,9 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
   const int rtid = (warp % warps_per_row) * 32 + lane;  // thread index within the row
   const int row_threads = warps_per_row * 32;
   const int chunks = (cols + kChunk - 1) / kChunk;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * rows_per_block + group;
+  int64_t row = static_cast<int64_t>(blockIdx.x) * rows_per_block + group;
+  if constexpr (has_side_pass<Producer>::value)
+    row -= static_cast<int64_t>(side_blocks<kThreads>(prod)) * rows_per_block;
   const bool active = row < rows;
   typename Producer::Raw raw[kC];
   float v[kRaw ? 1 : kC][kChunk];
@@ -386,8 +448,11 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
           ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
                                 std::max<int64_t>(resident / 4, 1))
           : 0;
+  const int64_t blocks = side_blocks<kRowwiseThreads>(prod) + task_blocks + pad_blocks;
+  if (blocks > INT32_MAX)
+    return Status::NotSupported(std::to_string(blocks) + " blocks exceed the grid's 2^31 - 1");
   return launch_kernel(
-      "rowwise_kernel", kernel, dim3(static_cast<unsigned>(task_blocks + pad_blocks)),
+      "rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
       dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
       FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
       uint32_t{1}, static_cast<uint32_t>(task_blocks));
@@ -430,7 +495,9 @@ Status launch_per_token(const Producer& prod, const typename Core::Params& pp, i
   }
   const int64_t per_lane = (chunks + 32 * warps_per_row - 1) / (32 * warps_per_row);
   const int64_t rows_per_block = (threads / 32) / warps_per_row;
-  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  const int64_t blocks =
+      (rows + rows_per_block - 1) / rows_per_block +
+      (threads == 1024 ? side_blocks<1024>(prod) : side_blocks<kPerTokenThreads>(prod));
   if (blocks > INT32_MAX)
     return Status::InvalidArgument("rows", "<= " + std::to_string(INT32_MAX * rows_per_block),
                                    std::to_string(rows));

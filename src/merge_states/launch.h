@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "core/fast_div.h"
 #include "qfuse/core/status.h"
 #include "qfuse/merge_states/merge_states.h"
 #include "qfuse/quant/quantize.h"
@@ -29,6 +30,8 @@ struct MergeArgs {
   bool vec;        // every o_i allows 16-byte loads of 8-element chunks within one head
   float* out_lse;  // optional [H, T] (row stride ld_out_lse)
   int64_t ld_out_lse;
+  int64_t lse_units;  // H * T: the side pass's units (out_lse)
+  FastDiv lse_rows;   // T
 };
 
 /// Launches the merge of `a` into `q` ([T, H * D] output), picking the kernel for a.n.

@@ -5,8 +5,9 @@
 // LoadMerge<TIn, kN> handles up to kN partials (the launcher instantiates kN = 2, 4, 8 and passes
 // the real n). Per chunk of 8 columns it reads the n lse values of its (t, h), forms the weights
 // in fp32, loads the 8 values of every partial (16-byte loads when the chunk lies in one head and
-// every partial is aligned) and accumulates. finish() writes out_lse from the chunk that starts
-// a head.
+// every partial is aligned) and accumulates. The merged lse (out_lse) comes from the row-wise
+// kernel's side pass: blocks of their own at the start of the grid, a (t, h) per thread and unit,
+// coalesced along t; the row tasks do not compute it (bench/NOTES.md 45).
 #pragma once
 
 #include <cmath>
@@ -36,7 +37,10 @@ struct LoadMerge {
   // loads in flight; a persistent register kernel measured far slower (bench/NOTES.md 41d).
   // NOTE: a register cap for the streaming kernel: without it nvcc gave the 2-way kernels more
   // registers, fewer blocks per SM and less bandwidth (NOTES 41d).
-  static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : 1);
+  // 8-way: two blocks (128 registers) for 16-bit inputs, where the side pass's removal of the
+  // per-task lse work let nvcc take 124-130 and so one block per SM (bench/NOTES.md 45).
+  static constexpr int kStreamMinBlocks =
+      kN <= 2 ? 6 : (kN <= 4 ? 4 : (sizeof(TIn) == 2 ? 2 : 1));
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
   // NOTE: the clamp-free E2M1 round where a block allows it (NOTES 36, 41d). It measured slower
   // before load_slow lost its local array: that array's stack slot took the quantizer's scaled
@@ -81,6 +85,19 @@ struct LoadMerge {
     return a.n == kN && a.no_copy;
   }
 
+  /// raw[a.n - 1] by selects. NOTE: written as `if (i == n - 1) last = raw[i]`, nvcc made it an
+  /// indexed read, which put the whole array (with a chunk's Raw, the partials' loaded data) in
+  /// local memory wherever the merged lse is live (bench/NOTES.md 44).
+  __device__ __forceinline__ float last_of(const float (&raw)[kN]) const {
+    float last = raw[0];
+#pragma unroll
+    for (int i = 1; i < kN; ++i)
+      asm("{\n\t.reg .pred p;\n\tsetp.eq.s32 p, %3, %4;\n\tselp.f32 %0, %1, %2, p;\n\t}"
+          : "=f"(last)
+          : "f"(raw[i]), "f"(last), "r"(i), "r"(a.n - 1));
+    return last;
+  }
+
   /// Weights of the partials and the merged lse from their raw lse `l` (SPEC §2). Empty
   /// partials (lse +-inf) get weight 0; a row whose partials are all empty gets all-zero weights
   /// and lse -inf; rows t >= copy_from take the last partial with weight 1 and its raw lse.
@@ -89,11 +106,7 @@ struct LoadMerge {
     if (t >= a.copy_from) {
 #pragma unroll
       for (int i = 0; i < kN; ++i) w[i] = i == a.n - 1 ? 1.0f : 0.0f;
-      float last = raw[0];
-#pragma unroll
-      for (int i = 1; i < kN; ++i)
-        if (i == a.n - 1) last = raw[i];
-      lse_out = last;
+      lse_out = last_of(raw);
       return;
     }
     float l[kN];
@@ -292,13 +305,31 @@ struct LoadMerge {
     }
   }
 
-  /// out_lse for every head that starts in columns [col, col + nvalid).
-  __device__ void finish(int64_t t, int col, int nvalid) const {
-    if (a.out_lse == nullptr || nvalid <= 0) return;
-    for (int h = (col + a.D - 1) / a.D; h * a.D < col + nvalid; ++h) {
-      float w[kN], lse;
-      weights(t, h, w, lse);
-      a.out_lse[h * a.ld_out_lse + t] = lse;
+  __device__ void finish(int64_t, int, int) const {}
+
+  /// The side pass (rowwise.cuh): unit u is out_lse's (h, t) = (u / T, u % T).
+  __host__ __device__ int64_t side_units() const { return a.out_lse != nullptr ? a.lse_units : 0; }
+  template <int kK>
+  __device__ void side_pass(int64_t u0, int stride, int64_t units) const {
+    float raw[kK][kN];
+    int64_t t[kK];
+    int h[kK];
+    // Every unit's loads first, then the stores.
+#pragma unroll
+    for (int k = 0; k < kK; ++k) {
+      const int64_t u = u0 + static_cast<int64_t>(k) * stride;
+      const uint32_t uu = u < units ? static_cast<uint32_t>(u) : 0;  // H * T < 2^30 (host)
+      h[k] = static_cast<int>(a.lse_rows.div(uu));
+      t[k] = uu - static_cast<uint32_t>(h[k]) * a.lse_rows.d;
+      load_lse(t[k], h[k], raw[k]);
+    }
+#pragma unroll
+    for (int k = 0; k < kK; ++k) {
+      if (u0 + static_cast<int64_t>(k) * stride < units) {
+        float w[kN], lse;
+        weights_from(t[k], raw[k], w, lse);
+        a.out_lse[h[k] * a.ld_out_lse + t[k]] = lse;
+      }
     }
   }
 };
@@ -306,6 +337,7 @@ struct LoadMerge {
 // The wide-lane kernel finds the pair hooks by a call expression; a signature change must not
 // silently drop the merge to per-chunk fetches.
 static_assert(quant::has_pair_hooks<LoadMerge<float, 2>>::value);
+static_assert(quant::has_side_pass<LoadMerge<float, 2>>::value);
 
 /// Picks kN for a.n and launches the row-wise kernel with the output's policy.
 template <class TIn>

@@ -162,8 +162,13 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
     return Status::InvalidArgument("opt.copy_from",
                                    "-1 (off) or in [0, T = " + std::to_string(T) + "]",
                                    std::to_string(opt.copy_from));
-  if (!opt.out_lse.empty_ref())
+  if (!opt.out_lse.empty_ref()) {
     QFUSE_RETURN_IF_ERROR(detail::check_matrix(opt.out_lse, "opt.out_lse", {DType::kF32}, H, T));
+    // The side pass splits its units (h, t) with 32-bit arithmetic (merge_kernel.cuh).
+    if (H * T >= (int64_t{1} << 30))
+      return Status::NotSupported("opt.out_lse with H x T = " + std::to_string(H * T) +
+                                  " >= 2^30 entries");
+  }
 
   QuantOutput out;
   QFUSE_RETURN_IF_ERROR(flatten_output(q, &out));
@@ -198,6 +203,8 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
   a.base2 = opt.lse_base == LseBase::kBase2;
   a.out_lse = static_cast<float*>(opt.out_lse.data);
   a.ld_out_lse = opt.out_lse.empty_ref() ? 0 : opt.out_lse.strides[0];
+  a.lse_units = H * T;
+  a.lse_rows = FastDiv::make(static_cast<uint32_t>(T));  // H * T < 2^30 when out_lse is given
   switch (o0.dtype) {
     case DType::kBF16:
       return merge::launch_merge_bf16(a, out, T, H, stream);

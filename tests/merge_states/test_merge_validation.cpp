@@ -153,6 +153,31 @@ TEST(MergeValidation, OptionsAndOutLse) {
   expect_rejected(c, "opt.out_lse.dtype");
 }
 
+// The lse side pass splits (h, t) with 32-bit arithmetic: H x T >= 2^30 with out_lse is refused
+// (kNotSupported, naming opt.out_lse), one entry fewer is not (it fails later, at the fake
+// pointers).
+TEST(MergeValidation, OutLseEntriesBound) {
+  constexpr int64_t kBigH = 256, kSmallD = 8;
+  for (const int64_t T : {int64_t{1} << 22, (int64_t{1} << 22) - 1}) {
+    Call c;
+    for (int i = 0; i < 3; ++i) {
+      c.p.o[i] = TensorRef::contiguous(fake(0x100000 * (i + 1)), DType::kBF16, {T, kBigH, kSmallD});
+      c.p.lse[i] = TensorRef::contiguous(fake(0x1000000 + 0x1000 * i), DType::kF32, {kBigH, T});
+    }
+    c.q.out = TensorRef::contiguous(fake(0x2000000), DType::kE4M3, {T, kBigH * kSmallD});
+    c.opt.out_lse = TensorRef::contiguous(fake(0x5000000), DType::kF32, {kBigH, T});
+    const Status st = c.run();
+    ASSERT_FALSE(st.ok());
+    if (T * kBigH >= (int64_t{1} << 30)) {
+      EXPECT_EQ(st.code(), StatusCode::kNotSupported) << st.to_string();
+      EXPECT_NE(st.to_string().find("opt.out_lse"), std::string::npos) << st.to_string();
+    } else {
+      EXPECT_NE(st.code(), StatusCode::kNotSupported) << st.to_string();
+      EXPECT_EQ(st.to_string().find("2^30"), std::string::npos) << st.to_string();
+    }
+  }
+}
+
 TEST(MergeValidation, StackedForm) {
   const TensorRef lse = TensorRef::contiguous(fake(0x1000000), DType::kF32, {3, kH, kT});
   QuantOutput q = Call().q;
