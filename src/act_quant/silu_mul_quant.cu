@@ -28,6 +28,18 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
   return rules::silu(g) * u;
 }
 
+/// silu_mul over a chunk (kEngine: engine_silu_mul_chunk, one branch a chunk).
+template <SiluArith kArith>
+__device__ __forceinline__ void silu_mul_chunk(const float (&g)[kChunk], const float (&u)[kChunk],
+                                               float (&v)[kChunk]) {
+  if constexpr (kArith == SiluArith::kEngine) {
+    engine_silu_mul_chunk(g, u, v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<kArith>(g[i], u[i]);
+  }
+}
+
 template <class TIn, SiluArith kArith>
 struct LoadSiluMul {
   const TIn* x;
@@ -61,8 +73,7 @@ struct LoadSiluMul {
       const TIn* gate = x + row * ld + col;
       load_chunk2(gate, gate + H, false, nvalid, g, u);
     }
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<kArith>(g[i], u[i]);
+    silu_mul_chunk<kArith>(g, u, v);
   }
   template <class Ready = NoWait>
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk],
@@ -71,14 +82,14 @@ struct LoadSiluMul {
     const TIn* gate = x + row * ld + col;
     float g[kChunk], u[kChunk];
     load_chunk2(gate, gate + H, vec, nvalid, g, u);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = silu_mul<kArith>(g[i], u[i]);
+    silu_mul_chunk<kArith>(g, u, v);
   }
   __device__ void finish(int64_t, int, int) const {}
   // NOTE: 8 blocks of 256 threads (<= 32 registers): full occupancy; a looser cap let nvcc take
   // more registers and cost bandwidth (bench/NOTES.md 41a).
   static constexpr int kStreamMinBlocks = 8;
-  static constexpr int kStreamMinBlocksGrouped = 8;
+  // The engine arithmetic (per-group only): 40 registers (at 32 its kernels spilled 24 bytes).
+  static constexpr int kStreamMinBlocksGrouped = kArith == SiluArith::kEngine ? 6 : 8;
   static constexpr int kNvfp4Round = 1;  // the clamp-free E2M1 round where exact (NOTES 34)
   // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
   static constexpr bool kLatePdlWait = false;

@@ -196,6 +196,159 @@ TEST(EngineRuleGpu, SiluTranscriptionIsTheEnginesExpressionOnEveryGate) {
   }
 }
 
+/// rcp_rn_fast against __frcp_rn on the floats [first, last) (bit patterns): mismatches where its
+/// fast path claims to hold, and how often it does.
+__global__ void rcp_fast_kernel(uint64_t first, uint64_t last, unsigned long long* bad,
+                                unsigned long long* fast, uint32_t* example) {
+  unsigned long long nfast = 0;
+  for (uint64_t u = first + blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; u < last;
+       u += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    const float x = __uint_as_float(static_cast<uint32_t>(u));
+    bool slow = false;
+    const float r = quant::rcp_rn_fast(x, slow);
+    if (slow) continue;
+    ++nfast;
+    if (__float_as_uint(r) != __float_as_uint(__frcp_rn(x)) && atomicAdd(bad, 1ull) == 0)
+      *example = static_cast<uint32_t>(u);
+  }
+  atomicAdd(fast, nfast);
+}
+
+TEST(EngineRuleGpu, RcpFastPathIsFrcpRnOnEveryFloat) {
+  QFUSE_REQUIRE_GPU();
+  DeviceBuffer bad(8), fast(8), ex(4);
+  bad.fill(0);
+  fast.fill(0);
+  ex.fill(0);
+  rcp_fast_kernel<<<2048, 256>>>(0, uint64_t{1} << 32, bad.as<unsigned long long>(),
+                                 fast.as<unsigned long long>(), ex.as<uint32_t>());
+  QFUSE_CUDA_OK(cudaGetLastError());
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  unsigned long long n = 0, f = 0;
+  uint32_t e = 0;
+  QFUSE_CUDA_OK(cudaMemcpy(&n, bad.get(), 8, cudaMemcpyDeviceToHost));
+  QFUSE_CUDA_OK(cudaMemcpy(&f, fast.get(), 8, cudaMemcpyDeviceToHost));
+  QFUSE_CUDA_OK(cudaMemcpy(&e, ex.get(), 4, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(n, 0u) << "first at bits 0x" << std::hex << e;
+  // Every float but biased exponents 0 and 253-255 (2 x 4 x 2^23 patterns) takes the fast path.
+  EXPECT_EQ(f, (uint64_t{1} << 32) - 8 * (uint64_t{1} << 23));
+}
+
+/// div_rn_chunk against __fdiv_rn: chunks of 8 consecutive floats (bit patterns from `first`,
+/// stepping by `step` between chunks) over each divisor.
+__global__ void div_chunk_kernel(const float* divisors, int ndiv, uint64_t first, uint64_t nchunks,
+                                 uint32_t step, unsigned long long* bad, unsigned long long* fast,
+                                 uint32_t* example) {
+  unsigned long long nfast = 0;
+  for (uint64_t c = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
+       c < nchunks * ndiv; c += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    const float s = divisors[c % ndiv];
+    const uint64_t base = first + (c / ndiv) * step;
+    float v[quant::kChunk], q[quant::kChunk];
+#pragma unroll
+    for (int i = 0; i < quant::kChunk; ++i) v[i] = __uint_as_float(static_cast<uint32_t>(base + i));
+    quant::div_rn_chunk(v, s, q);
+    nfast += quant::div_rn_fast_ok(v, s);
+#pragma unroll
+    for (int i = 0; i < quant::kChunk; ++i) {
+      const float want = __fdiv_rn(v[i], s);
+      const bool same = __float_as_uint(q[i]) == __float_as_uint(want) || (want != want && q[i] != q[i]);
+      if (!same && atomicAdd(bad, 1ull) == 0) {
+        example[0] = __float_as_uint(v[i]);
+        example[1] = __float_as_uint(s);
+      }
+    }
+  }
+  atomicAdd(fast, nfast);
+}
+
+TEST(EngineRuleGpu, DivChunkIsFdivRnOnEveryFloatOverEdgeDivisors) {
+  QFUSE_REQUIRE_GPU();
+  // Scales the engine rule divides by: 1, 448 and 1/448, the smallest scale, a mantissa of all
+  // ones, the fast path's edges (2^-63, just below 2^64) and just outside them, and random ones.
+  std::vector<float> divisors = {1.0f,          448.0f,          1.0f / 448.0f,  rules::kMinScale,
+                                 0x1.fffffep0f, 0x1p-63f,        0x1.fffffep63f, 0x1.fffffep-64f,
+                                 0x1p64f,       3.0f,            0x1.8p-20f};
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> mant(1.0f, 2.0f);
+  std::uniform_int_distribution<int> ex(-40, 40);
+  for (int i = 0; i < 5; ++i) divisors.push_back(std::ldexp(mant(rng), ex(rng)));
+  DeviceBuffer dd(divisors.size() * 4), bad(8), fast(8), exm(8);
+  dd.upload(divisors.data(), divisors.size() * 4);
+  bad.fill(0);
+  fast.fill(0);
+  exm.fill(0);
+  div_chunk_kernel<<<4096, 256>>>(dd.as<float>(), static_cast<int>(divisors.size()), 0,
+                                  (uint64_t{1} << 32) / quant::kChunk, quant::kChunk,
+                                  bad.as<unsigned long long>(), fast.as<unsigned long long>(),
+                                  exm.as<uint32_t>());
+  QFUSE_CUDA_OK(cudaGetLastError());
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  unsigned long long n = 0, f = 0;
+  uint32_t e[2] = {0, 0};
+  QFUSE_CUDA_OK(cudaMemcpy(&n, bad.get(), 8, cudaMemcpyDeviceToHost));
+  QFUSE_CUDA_OK(cudaMemcpy(&f, fast.get(), 8, cudaMemcpyDeviceToHost));
+  QFUSE_CUDA_OK(cudaMemcpy(e, exm.get(), 8, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(n, 0u) << "first: 0x" << std::hex << e[0] << " / 0x" << e[1];
+  // The fast path served most chunks (it is the one being tested).
+  EXPECT_GT(f, (uint64_t{1} << 32) / quant::kChunk * 4);
+}
+
+/// engine_silu_mul_chunk on chunks of 8 consecutive gate patterns against the engine's own
+/// expression value by value.
+__global__ void silu_chunk_kernel(const uint16_t* gates, bool bf16, float up, int n, float* out) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c * quant::kChunk < n;
+       c += gridDim.x * blockDim.x) {
+    float g[quant::kChunk], u[quant::kChunk], v[quant::kChunk];
+#pragma unroll
+    for (int i = 0; i < quant::kChunk; ++i) {
+      const uint16_t b = gates[c * quant::kChunk + i];
+      g[i] = bf16 ? __uint_as_float(static_cast<uint32_t>(b) << 16)
+                  : __half2float(__ushort_as_half(b));
+      u[i] = up * (1.0f + 0.125f * i);
+    }
+    quant::engine_silu_mul_chunk(g, u, v);
+#pragma unroll
+    for (int i = 0; i < quant::kChunk; ++i) out[c * quant::kChunk + i] = v[i];
+  }
+}
+
+TEST(EngineRuleGpu, SiluChunkIsTheEnginesExpressionOnEveryGate) {
+  QFUSE_REQUIRE_GPU();
+  std::vector<uint16_t> gates(0x10000);
+  for (uint32_t b = 0; b < 0x10000u; ++b) gates[b] = static_cast<uint16_t>(b);
+  DeviceBuffer dg(gates.size() * 2), dl(gates.size() * 4), dm(gates.size() * 4),
+      dd(gates.size() * 4), dc(gates.size() * 4);
+  dg.upload(gates.data(), gates.size() * 2);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (float up : {1.0f, -0.3125f, 7.1e3f}) {
+      // The literal expression per gate with u = up * (1 + i / 8), i the position in its chunk.
+      for (int i = 0; i < quant::kChunk; ++i) {
+        silu_kernel<<<256, 256>>>(dg.as<uint16_t>(), dtype == DType::kBF16,
+                                  up * (1.0f + 0.125f * i), 0x10000, dl.as<float>(), dm.as<float>(),
+                                  dd.as<float>());
+        QFUSE_CUDA_OK(cudaGetLastError());
+        QFUSE_CUDA_OK(cudaDeviceSynchronize());
+        const auto l = dl.download();
+        silu_chunk_kernel<<<64, 128>>>(dg.as<uint16_t>(), dtype == DType::kBF16, up, 0x10000,
+                                       dc.as<float>());
+        QFUSE_CUDA_OK(cudaGetLastError());
+        QFUSE_CUDA_OK(cudaDeviceSynchronize());
+        const auto c = dc.download();
+        Mismatches bad;
+        for (uint32_t k = static_cast<uint32_t>(i); k < 0x10000u; k += quant::kChunk) {
+          uint32_t lb, cb;
+          std::memcpy(&lb, &l[k * 4], 4);
+          std::memcpy(&cb, &c[k * 4], 4);
+          const bool nan = std::isnan(rules::bits_float(lb)) && std::isnan(rules::bits_float(cb));
+          if (lb != cb && !nan) bad.add("gate bits " + std::to_string(k) + " up " + std::to_string(up));
+        }
+        EXPECT_EQ(bad.count, 0) << to_string(dtype) << "\n" << bad.report;
+      }
+    }
+  }
+}
+
 TEST(EngineRuleGpu, ApproximateInstructionsAreWithinTheirErrorOfTheHostModels) {
   // rcp.approx: within an ulp of the correctly rounded reciprocal (PTX ISA); ex2.approx.ftz on
   // the reduced arguments of expf: within 2 ulps. The models stand in for them on the host.

@@ -167,13 +167,86 @@ __device__ __forceinline__ void store_fp8_chunk(uint8_t* __restrict__ p, bool ve
   }
 }
 
+/// rcp.approx.ftz.f32 (MUFU.RCP).
+__device__ __forceinline__ float rcp_approx_ftz(float x) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+/// 1 / x correctly rounded (__frcp_rn) by the fast path nvcc emits for it: MUFU.RCP and one
+/// correction, valid where x's biased exponent is not 0 or 253-255 (nvcc's own test, which sets
+/// `slow`; the result is then not to be used). A GPU test compares it with __frcp_rn on every
+/// float.
+__device__ __forceinline__ float rcp_rn_fast(float x, bool& slow) {
+  const float r = rcp_approx_ftz(x);
+  const float e = __fmaf_rn(x, r, -1.0f);
+  slow |= ((__float_as_uint(x) + 0x1800000u) & 0x7f800000u) <= 0x1ffffffu;
+  return __fmaf_rn(r, -e, r);
+}
+
+/// rules::engine_silu_mul of a chunk, the same bits value by value. NOTE: nvcc made each
+/// __frcp_rn a branch region of its own (its slow path a call), so a chunk's eight sigmoids ran
+/// one after another, ~70 cycles each, at the latency-bound small batches (bench/NOTES.md 46).
+/// Here one test for the chunk: every gate >= -87 (so 1 + e^-g < 2^126, where rcp_rn_fast
+/// holds) takes the branch-free form, anything else (NaN included) the per-value expression.
+__device__ __forceinline__ void engine_silu_mul_chunk(const float (&g)[kChunk],
+                                                      const float (&u)[kChunk],
+                                                      float (&v)[kChunk]) {
+  bool slow = false;
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) slow |= !(g[i] >= -87.0f);
+  if (slow) {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) v[i] = rules::engine_silu_mul(g[i], u[i], rules::Ex2ApproxFtz{});
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) {
+    bool unused = false;
+    const float sig = rcp_rn_fast(rules::engine_sigmoid_den(g[i], rules::Ex2ApproxFtz{}), unused);
+    v[i] = __fmul_rn(__fmul_rn(g[i], sig), u[i]);
+  }
+}
+
+/// Whether div_rn_chunk's fast path serves v / s: s in [2^-63, 2^64), every v zero or there.
+__device__ __forceinline__ bool div_rn_fast_ok(const float (&v)[kChunk], float s) {
+  const auto mid = [](float x) { return ((__float_as_uint(x) >> 23) & 0xffu) - 64u <= 126u; };
+  bool ok = mid(s);
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) ok &= (__float_as_uint(v[i]) << 1) == 0u || mid(v[i]);
+  return ok;
+}
+
+/// v / s correctly rounded (__fdiv_rn) for a chunk. Where div_rn_fast_ok: div.rn's fast path as
+/// nvcc emits it (the refined reciprocal of s, then one correction a value: the five fma of its
+/// SASS before the FCHK test; operands within [2^-63, 2^64) are well inside what FCHK lets
+/// through), a zero dividing to itself; otherwise __fdiv_rn value by value. NOTE: one branch a
+/// chunk instead of a branch region a value (see engine_silu_mul_chunk). A GPU test compares it
+/// with __fdiv_rn on every float for a set of divisors and on random pairs.
+__device__ __forceinline__ void div_rn_chunk(const float (&v)[kChunk], float s,
+                                             float (&q)[kChunk]) {
+  if (!div_rn_fast_ok(v, s)) {
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) q[i] = __fdiv_rn(v[i], s);
+    return;
+  }
+  const float r0 = rcp_approx_ftz(s);
+  const float r1 = __fmaf_rn(__fmaf_rn(r0, -s, 1.0f), r0, r0);
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) {
+    const float q0 = __fmaf_rn(v[i], r1, 0.0f);
+    const float q1 = __fmaf_rn(__fmaf_rn(q0, -s, v[i]), r1, q0);
+    q[i] = (__float_as_uint(v[i]) << 1) == 0u ? v[i] : q1;
+  }
+}
+
 /// store_fp8_chunk for the engine rule: codes e4m3(RN(v / s)), each value divided by the scale
-/// (rules::engine_fp8_quotient) instead of multiplied by its reciprocal.
+/// (rules::engine_fp8_quotient, by div_rn_chunk) instead of multiplied by its reciprocal.
 __device__ __forceinline__ void store_fp8_chunk_div(uint8_t* __restrict__ p, bool vec, int nvalid,
                                                     const float (&v)[kChunk], float s) {
   float q[kChunk];
-#pragma unroll
-  for (int i = 0; i < kChunk; ++i) q[i] = rules::engine_fp8_quotient(v[i], s);
+  div_rn_chunk(v, s, q);
   store_fp8_chunk(p, vec, nvalid, q, 1.0f);
 }
 
