@@ -168,6 +168,18 @@ Status merge_states(const MergePartials& in, const QuantOutput& q, const MergeOp
     if (H * T >= (int64_t{1} << 30))
       return Status::NotSupported("opt.out_lse with H x T = " + std::to_string(H * T) +
                                   " >= 2^30 entries");
+    // The side pass writes out_lse while row tasks read the partials' lse (merge_kernel.cuh).
+    const auto extent = [&](const TensorRef& l) {
+      const auto* p = static_cast<const char*>(l.data);
+      return std::make_pair(p, p + ((H - 1) * l.strides[0] + T) * 4);
+    };
+    const auto out_range = extent(opt.out_lse);
+    for (int i = 0; i < in.n && H * T > 0; ++i) {
+      const auto r = extent(in.lse[i]);
+      if (out_range.first < r.second && r.first < out_range.second)
+        return Status::InvalidArgument("opt.out_lse.data", "not overlapping " + idx("lse", i),
+                                       "overlapping");
+    }
   }
 
   QuantOutput out;

@@ -153,6 +153,22 @@ TEST(MergeValidation, OptionsAndOutLse) {
   expect_rejected(c, "opt.out_lse.dtype");
 }
 
+// out_lse is written by blocks of its own while row tasks read the partials' lse: no overlap with
+// any of them (in place over lse[1], or one row into lse[2]); adjacent is fine (it then fails at
+// the fake pointers, later).
+TEST(MergeValidation, OutLseMustNotOverlapAnInputLse) {
+  Call c;
+  c.opt.out_lse = TensorRef::contiguous(fake(0x1000000 + 0x1000), DType::kF32, {kH, kT});
+  expect_rejected(c, "opt.out_lse.data", "lse[1]");
+  c.opt.out_lse = TensorRef::contiguous(fake(0x1000000 + 0x2000 - 4 * kT), DType::kF32, {kH, kT});
+  expect_rejected(c, "opt.out_lse.data", "lse[2]");
+  c.opt.out_lse = TensorRef::contiguous(fake(0x1000000 + 0x3000 - 4 * kH * kT), DType::kF32,
+                                        {kH, kT});
+  const Status st = c.run();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.to_string().find("overlapping"), std::string::npos) << st.to_string();
+}
+
 // The lse side pass splits (h, t) with 32-bit arithmetic: H x T >= 2^30 with out_lse is refused
 // (kNotSupported, naming opt.out_lse), one entry fewer is not (it fails later, at the fake
 // pointers).

@@ -43,7 +43,8 @@ struct MergeOptions {
   LseBase lse_base = LseBase::kNatural;
   /// Rows t >= copy_from copy the last partial unmerged (-1: merge every row). 0 <= C <= T.
   int64_t copy_from = -1;
-  /// Optional [H, T] fp32 (last dim contiguous) merged log-sum-exp; empty = not written.
+  /// Optional [H, T] fp32 (last dim contiguous) merged log-sum-exp; empty = not written. Must not
+  /// overlap an input lse (InvalidArgument); H x T < 2^30 (NotSupported beyond).
   TensorRef out_lse;
 };
 
