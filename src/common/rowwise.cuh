@@ -451,11 +451,11 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
   const int64_t blocks = side_blocks<kRowwiseThreads>(prod) + task_blocks + pad_blocks;
   if (blocks > INT32_MAX)
     return Status::NotSupported(std::to_string(blocks) + " blocks exceed the grid's 2^31 - 1");
-  return launch_kernel(
-      "rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
-      dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
-      FastDiv::make(static_cast<uint32_t>(tasks_per_row)), static_cast<uint32_t>(tasks),
-      uint32_t{1}, static_cast<uint32_t>(task_blocks));
+  return launch_kernel("rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
+                       dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
+                       FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
+                       static_cast<uint32_t>(tasks), uint32_t{1},
+                       static_cast<uint32_t>(task_blocks));
 }
 
 /// The most chunks a lane of per_token_kernel keeps before a row takes more warps (large

@@ -39,8 +39,7 @@ struct LoadMerge {
   // registers, fewer blocks per SM and less bandwidth (NOTES 41d).
   // 8-way: two blocks (128 registers) for 16-bit inputs, where the side pass's removal of the
   // per-task lse work let nvcc take 124-130 and so one block per SM (bench/NOTES.md 45).
-  static constexpr int kStreamMinBlocks =
-      kN <= 2 ? 6 : (kN <= 4 ? 4 : (sizeof(TIn) == 2 ? 2 : 1));
+  static constexpr int kStreamMinBlocks = kN <= 2 ? 6 : (kN <= 4 ? 4 : (sizeof(TIn) == 2 ? 2 : 1));
   static constexpr int kStreamMinBlocksGrouped = kStreamMinBlocks;
   // NOTE: the clamp-free E2M1 round where a block allows it (NOTES 36, 41d). It measured slower
   // before load_slow lost its local array: that array's stack slot took the quantizer's scaled
@@ -308,7 +307,9 @@ struct LoadMerge {
   __device__ void finish(int64_t, int, int) const {}
 
   /// The side pass (rowwise.cuh): unit u is out_lse's (h, t) = (u / T, u % T).
-  __host__ __device__ int64_t side_units() const { return a.out_lse != nullptr ? a.lse_units : 0; }
+  __host__ __device__ int64_t side_units() const {
+    return a.out_lse != nullptr ? a.lse_units : 0;
+  }
   template <int kK>
   __device__ void side_pass(int64_t u0, int stride, int64_t units) const {
     float raw[kK][kN];

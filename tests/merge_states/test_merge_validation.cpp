@@ -162,8 +162,8 @@ TEST(MergeValidation, OutLseMustNotOverlapAnInputLse) {
   expect_rejected(c, "opt.out_lse.data", "lse[1]");
   c.opt.out_lse = TensorRef::contiguous(fake(0x1000000 + 0x2000 - 4 * kT), DType::kF32, {kH, kT});
   expect_rejected(c, "opt.out_lse.data", "lse[2]");
-  c.opt.out_lse = TensorRef::contiguous(fake(0x1000000 + 0x3000 - 4 * kH * kT), DType::kF32,
-                                        {kH, kT});
+  c.opt.out_lse =
+      TensorRef::contiguous(fake(0x1000000 + 0x3000 - 4 * kH * kT), DType::kF32, {kH, kT});
   const Status st = c.run();
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.to_string().find("overlapping"), std::string::npos) << st.to_string();

@@ -252,7 +252,8 @@ __global__ void div_chunk_kernel(const float* divisors, int ndiv, uint64_t first
 #pragma unroll
     for (int i = 0; i < quant::kChunk; ++i) {
       const float want = __fdiv_rn(v[i], s);
-      const bool same = __float_as_uint(q[i]) == __float_as_uint(want) || (want != want && q[i] != q[i]);
+      const bool same =
+          __float_as_uint(q[i]) == __float_as_uint(want) || (want != want && q[i] != q[i]);
       if (!same && atomicAdd(bad, 1ull) == 0) {
         example[0] = __float_as_uint(v[i]);
         example[1] = __float_as_uint(s);
@@ -266,9 +267,9 @@ TEST(EngineRuleGpu, DivChunkIsFdivRnOnEveryFloatOverEdgeDivisors) {
   QFUSE_REQUIRE_GPU();
   // Scales the engine rule divides by: 1, 448 and 1/448, the smallest scale, a mantissa of all
   // ones, the fast path's edges (2^-63, just below 2^64) and just outside them, and random ones.
-  std::vector<float> divisors = {1.0f,          448.0f,          1.0f / 448.0f,  rules::kMinScale,
-                                 0x1.fffffep0f, 0x1p-63f,        0x1.fffffep63f, 0x1.fffffep-64f,
-                                 0x1p64f,       3.0f,            0x1.8p-20f};
+  std::vector<float> divisors = {1.0f,          448.0f,   1.0f / 448.0f,  rules::kMinScale,
+                                 0x1.fffffep0f, 0x1p-63f, 0x1.fffffep63f, 0x1.fffffep-64f,
+                                 0x1p64f,       3.0f,     0x1.8p-20f};
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> mant(1.0f, 2.0f);
   std::uniform_int_distribution<int> ex(-40, 40);
@@ -341,7 +342,8 @@ TEST(EngineRuleGpu, SiluChunkIsTheEnginesExpressionOnEveryGate) {
           std::memcpy(&lb, &l[k * 4], 4);
           std::memcpy(&cb, &c[k * 4], 4);
           const bool nan = std::isnan(rules::bits_float(lb)) && std::isnan(rules::bits_float(cb));
-          if (lb != cb && !nan) bad.add("gate bits " + std::to_string(k) + " up " + std::to_string(up));
+          if (lb != cb && !nan)
+            bad.add("gate bits " + std::to_string(k) + " up " + std::to_string(up));
         }
         EXPECT_EQ(bad.count, 0) << to_string(dtype) << "\n" << bad.report;
       }
