@@ -18,6 +18,24 @@
 namespace qfuse::test {
 namespace {
 
+/// What a sweep kernel reports: counters it adds to and the bits of its first mismatch.
+struct Sweep {
+  DeviceBuffer counts{3 * sizeof(unsigned long long)}, example{2 * sizeof(uint32_t)};
+  Sweep() {
+    counts.fill(0);
+    example.fill(0);
+  }
+  unsigned long long* count(int i) { return counts.as<unsigned long long>() + i; }
+  uint32_t* ex() { return example.as<uint32_t>(); }
+  /// After the kernel's launch: waits for it, then the counters and the example.
+  void read(unsigned long long (&c)[3], uint32_t (&e)[2]) {
+    QFUSE_CUDA_OK(cudaGetLastError());
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    QFUSE_CUDA_OK(cudaMemcpy(c, counts.get(), sizeof(c), cudaMemcpyDeviceToHost));
+    QFUSE_CUDA_OK(cudaMemcpy(e, example.get(), sizeof(e), cudaMemcpyDeviceToHost));
+  }
+};
+
 /// Counts the positive floats (bit patterns [first, last)) where engine_log2f differs from
 /// libdevice's log2f, or engine_ue8m0 from exp2f(ceilf(log2f(max(|s|, 1e-10)))), the engine's
 /// own expression; keeps the first mismatching pattern.
@@ -40,21 +58,13 @@ __global__ void log2f_kernel(uint32_t first, uint32_t last, unsigned long long* 
 
 TEST(EngineRuleGpu, Log2fTranscriptionIsLibdevicesOnEveryPositiveFloat) {
   QFUSE_REQUIRE_GPU();
-  DeviceBuffer bad(8), bad2(8), ex(4);
-  bad.fill(0);
-  bad2.fill(0);
-  ex.fill(0);
-  log2f_kernel<<<1024, 256>>>(0u, 0x7F800001u, bad.as<unsigned long long>(),
-                              bad2.as<unsigned long long>(), ex.as<uint32_t>());
-  QFUSE_CUDA_OK(cudaGetLastError());
-  QFUSE_CUDA_OK(cudaDeviceSynchronize());
-  unsigned long long n = 0, n2 = 0;
-  uint32_t e = 0;
-  QFUSE_CUDA_OK(cudaMemcpy(&n, bad.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(&n2, bad2.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(&e, ex.get(), 4, cudaMemcpyDeviceToHost));
-  EXPECT_EQ(n, 0u) << "first at bits 0x" << std::hex << e;
-  EXPECT_EQ(n2, 0u) << "engine_ue8m0 != exp2f(ceilf(log2f(.)))";
+  Sweep sw;
+  log2f_kernel<<<1024, 256>>>(0u, 0x7F800001u, sw.count(0), sw.count(1), sw.ex());
+  unsigned long long n[3];
+  uint32_t e[2];
+  sw.read(n, e);
+  EXPECT_EQ(n[0], 0u) << "first at bits 0x" << std::hex << e[0];
+  EXPECT_EQ(n[1], 0u) << "engine_ue8m0 != exp2f(ceilf(log2f(.)))";
 }
 
 __global__ void host_vs_device_kernel(const float* a, const float* b, int64_t n, float* log2_out,
@@ -216,22 +226,14 @@ __global__ void rcp_fast_kernel(uint64_t first, uint64_t last, unsigned long lon
 
 TEST(EngineRuleGpu, RcpFastPathIsFrcpRnOnEveryFloat) {
   QFUSE_REQUIRE_GPU();
-  DeviceBuffer bad(8), fast(8), ex(4);
-  bad.fill(0);
-  fast.fill(0);
-  ex.fill(0);
-  rcp_fast_kernel<<<2048, 256>>>(0, uint64_t{1} << 32, bad.as<unsigned long long>(),
-                                 fast.as<unsigned long long>(), ex.as<uint32_t>());
-  QFUSE_CUDA_OK(cudaGetLastError());
-  QFUSE_CUDA_OK(cudaDeviceSynchronize());
-  unsigned long long n = 0, f = 0;
-  uint32_t e = 0;
-  QFUSE_CUDA_OK(cudaMemcpy(&n, bad.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(&f, fast.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(&e, ex.get(), 4, cudaMemcpyDeviceToHost));
-  EXPECT_EQ(n, 0u) << "first at bits 0x" << std::hex << e;
+  Sweep sw;
+  rcp_fast_kernel<<<2048, 256>>>(0, uint64_t{1} << 32, sw.count(0), sw.count(1), sw.ex());
+  unsigned long long n[3];
+  uint32_t e[2];
+  sw.read(n, e);
+  EXPECT_EQ(n[0], 0u) << "first at bits 0x" << std::hex << e[0];
   // Every float but biased exponents 0 and 253-255 (2 x 4 x 2^23 patterns) takes the fast path.
-  EXPECT_EQ(f, (uint64_t{1} << 32) - 8 * (uint64_t{1} << 23));
+  EXPECT_EQ(n[1], (uint64_t{1} << 32) - 8 * (uint64_t{1} << 23));
 }
 
 /// div_rn_chunk against __fdiv_rn: chunks of 8 consecutive floats (bit patterns from `first`,
@@ -274,25 +276,18 @@ TEST(EngineRuleGpu, DivChunkIsFdivRnOnEveryFloatOverEdgeDivisors) {
   std::uniform_real_distribution<float> mant(1.0f, 2.0f);
   std::uniform_int_distribution<int> ex(-40, 40);
   for (int i = 0; i < 5; ++i) divisors.push_back(std::ldexp(mant(rng), ex(rng)));
-  DeviceBuffer dd(divisors.size() * 4), bad(8), fast(8), exm(8);
+  DeviceBuffer dd(divisors.size() * 4);
   dd.upload(divisors.data(), divisors.size() * 4);
-  bad.fill(0);
-  fast.fill(0);
-  exm.fill(0);
+  Sweep sw;
   div_chunk_kernel<<<4096, 256>>>(dd.as<float>(), static_cast<int>(divisors.size()), 0,
-                                  (uint64_t{1} << 32) / quant::kChunk, quant::kChunk,
-                                  bad.as<unsigned long long>(), fast.as<unsigned long long>(),
-                                  exm.as<uint32_t>());
-  QFUSE_CUDA_OK(cudaGetLastError());
-  QFUSE_CUDA_OK(cudaDeviceSynchronize());
-  unsigned long long n = 0, f = 0;
-  uint32_t e[2] = {0, 0};
-  QFUSE_CUDA_OK(cudaMemcpy(&n, bad.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(&f, fast.get(), 8, cudaMemcpyDeviceToHost));
-  QFUSE_CUDA_OK(cudaMemcpy(e, exm.get(), 8, cudaMemcpyDeviceToHost));
-  EXPECT_EQ(n, 0u) << "first: 0x" << std::hex << e[0] << " / 0x" << e[1];
+                                  (uint64_t{1} << 32) / quant::kChunk, quant::kChunk, sw.count(0),
+                                  sw.count(1), sw.ex());
+  unsigned long long n[3];
+  uint32_t e[2];
+  sw.read(n, e);
+  EXPECT_EQ(n[0], 0u) << "first: 0x" << std::hex << e[0] << " / 0x" << e[1];
   // The fast path served most chunks (it is the one being tested).
-  EXPECT_GT(f, (uint64_t{1} << 32) / quant::kChunk * 4);
+  EXPECT_GT(n[1], (uint64_t{1} << 32) / quant::kChunk * 4);
 }
 
 /// engine_silu_mul_chunk on chunks of 8 consecutive gate patterns against the engine's own
