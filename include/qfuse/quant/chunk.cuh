@@ -185,17 +185,6 @@ __device__ __forceinline__ float rcp_rn_fast(float x, bool& slow) {
   return __fmaf_rn(r, -e, r);
 }
 
-/// The per-value forms of the chunk functions below, out of line: their rare branches then hold
-/// eight calls instead of eight inlined branch regions (each with its own slow-path call), which
-/// kept the fast path's instructions apart (~500 instructions more per kernel to fetch at the
-/// one-wave batches, where the instruction cache starts cold).
-static __device__ __noinline__ float fdiv_rn_out_of_line(float a, float s) {
-  return __fdiv_rn(a, s);
-}
-static __device__ __noinline__ float engine_silu_mul_out_of_line(float g, float u) {
-  return rules::engine_silu_mul(g, u, rules::Ex2ApproxFtz{});
-}
-
 /// rules::engine_silu_mul of a chunk, the same bits value by value. NOTE: nvcc made each
 /// __frcp_rn a branch region of its own (its slow path a call), so a chunk's eight sigmoids ran
 /// one after another, ~70 cycles each, at the latency-bound small batches (bench/NOTES.md 46).
@@ -209,7 +198,8 @@ __device__ __forceinline__ void engine_silu_mul_chunk(const float (&g)[kChunk],
   for (int i = 0; i < kChunk; ++i) slow |= !(g[i] >= -87.0f);
   if (slow) {
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) v[i] = engine_silu_mul_out_of_line(g[i], u[i]);
+    for (int i = 0; i < kChunk; ++i)
+      v[i] = rules::engine_silu_mul(g[i], u[i], rules::Ex2ApproxFtz{});
     return;
   }
 #pragma unroll
@@ -239,7 +229,7 @@ __device__ __forceinline__ void div_rn_chunk(const float (&v)[kChunk], float s,
                                              float (&q)[kChunk]) {
   if (!div_rn_fast_ok(v, s)) {
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) q[i] = fdiv_rn_out_of_line(v[i], s);
+    for (int i = 0; i < kChunk; ++i) q[i] = __fdiv_rn(v[i], s);
     return;
   }
   const float r0 = rcp_approx_ftz(s);
