@@ -152,5 +152,30 @@ TEST(BenchOps, EveryDecodeAndVitSuiteRoutineIsAnOpWithTheSuiteShapeKeys) {
   EXPECT_GT(checked, 20);
 }
 
+TEST(WgmmaRate, SuiteRoutinesExistAndShapesAreChecked) {
+  // The tensor-pipe rate suite (bench/tensor_rate/): every case names a routine that makes an
+  // instance from its shape; WG outside 1..3 and a missing key are refused before any launch.
+  register_all_routines();
+  const Suite* s = find_suite("wgmma_rate");
+  ASSERT_NE(s, nullptr);
+  ASSERT_FALSE(s->cases.empty());
+  for (const Case& c : s->cases) {
+    const Routine* r = find_routine(c.routine);
+    ASSERT_NE(r, nullptr) << c.routine;
+    std::unique_ptr<Instance> inst;
+    EXPECT_TRUE(r->make(c.shape, &inst).ok()) << c.routine << " " << c.shape.to_string();
+    EXPECT_EQ(inst->min_bytes(), 0) << c.routine;
+  }
+  const Routine* r = find_routine("wgmma_rate/e4m3_ss_n16_ch8");
+  ASSERT_NE(r, nullptr);
+  std::unique_ptr<Instance> inst;
+  for (int64_t wg : {0, 4}) {
+    const Status st = r->make(Shape{{{"WG", wg}, {"ITERS", 16}}}, &inst);
+    EXPECT_FALSE(st.ok()) << "WG " << wg;
+    EXPECT_NE(st.message().find("WG"), std::string::npos) << st.message();
+  }
+  EXPECT_FALSE(r->make(Shape{{{"WG", 1}}}, &inst).ok());  // no ITERS
+}
+
 }  // namespace
 }  // namespace qfuse::bench
