@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The experiments prepared without a device (bench/NOTES.md, "Prepared for the next device
+# calls"), in one device call. Binaries, each a tarball of .devbin/ with a MANIFEST line naming the
+# commit it was built from (`bash scripts/ab_pending.sh pack NAME` here packs build/'s):
+#   .devbin_main.tgz  main                              qfuse
+#   .devbin_sr1.tgz   wip/mla-stage-release, 1st commit  qfuse          (M23, NOTES 47)
+#   .devbin_sr.tgz    wip/mla-stage-release, tip         qfuse + tests  (+ M24, M27, NOTES 48)
+#   .devbin_q8.tgz    wip/mla-fp8-q8, tip                qfuse + test_mla_decode (M26: form 3)
+# On the device:  bash scripts/ab_pending.sh [parts]   parts: any of tests rates mla small
+# (default: all four, about 8 minutes; AB_ROUNDS=1 halves the mla and small parts). Logs and
+# JSON in $OUT; a table of medians per row, each binary against main, last.
+set -u
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = pack ]; then  # here: bash scripts/ab_pending.sh pack NAME [with-tests]
+  name=$2
+  tmp=$(mktemp -d) && mkdir -p "$tmp/.devbin"
+  cp build/qfuse "$tmp/.devbin/"
+  if [ "${3:-}" = with-tests ]; then
+    cp $(find build/tests -maxdepth 2 -type f -name "test_*" -perm -u+x) "$tmp/.devbin/"
+  elif [ "${3:-}" = with-mla-test ]; then
+    cp build/tests/mla_decode/test_mla_decode "$tmp/.devbin/"
+  fi
+  strip "$tmp/.devbin/"*
+  echo "$(git rev-parse --short HEAD) $(git rev-parse --abbrev-ref HEAD)$(git diff --quiet || echo ' (dirty)')" \
+    >"$tmp/.devbin/MANIFEST"
+  tar czf ".devbin_$name.tgz" -C "$tmp" .devbin && rm -rf "$tmp"
+  ls -la ".devbin_$name.tgz" && exit 0
+fi
+
+parts=${1:-tests rates mla small}
+rounds=${AB_ROUNDS:-2}
+out=${OUT:-/tmp/qfuse-pending}
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+vars=""
+for v in main sr1 sr q8; do
+  if [ -f ".devbin_$v.tgz" ]; then
+    mkdir -p "ab_$v" && tar xzf ".devbin_$v.tgz" -C "ab_$v"
+    echo "$v: $(cat "ab_$v/.devbin/MANIFEST")"
+    vars="$vars $v"
+  fi
+done
+has() { case " $vars " in *" $1 "*) return 0 ;; esac; return 1; }
+has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
+
+if has_part tests; then
+  for t in test_mla_decode test_act_quant test_merge_states test_quantize; do
+    [ -x ab_sr/.devbin/$t ] || continue
+    timeout 150 ab_sr/.devbin/$t --gtest_brief=1 >"$out/sr_$t.log" 2>&1
+    echo "sr $t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/sr_$t.log") failed)"
+  done
+  if [ -x ab_q8/.devbin/test_mla_decode ]; then
+    timeout 150 ab_q8/.devbin/test_mla_decode --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
+    echo "q8 test_mla_decode: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' \
+      "$out/q8_test_mla_decode.log") failed)"
+  fi
+fi
+
+if has_part rates && has main; then
+  timeout 120 ab_main/.devbin/qfuse bench --suite wgmma_rate --json "$out/rates.json" \
+    >"$out/rates.txt" 2>&1
+  echo "== wgmma_rate (routine, WG, TFLOPS)"
+  python3 - "$out/rates.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f'  {r["routine"]:32} WG={r["shape"]["WG"]} {r["timing"].get("tflops", 0):8.1f}')
+PY
+fi
+
+# One binary's run of a suite (or op) into $out/<tag>_<round>.json.
+run() {  # tag variant envs -- bench arguments
+  local tag=$1 v=$2 envs=$3
+  shift 4
+  env $envs timeout 200 "ab_$v/.devbin/qfuse" bench "$@" --no-unfused --json "$out/${tag}.json" \
+    >"$out/${tag}.txt" 2>&1
+}
+
+if has_part mla; then
+  for r in $(seq 1 "$rounds"); do
+    for v in main sr1 sr; do has $v && run "mla_${v}_$r" $v "" -- --suite mla_decode; done
+    has q8 && run "mla_q8_$r" q8 "QFUSE_MLA_FP8_FORM=3" -- --suite mla_decode
+  done
+fi
+
+if has_part small; then
+  for r in $(seq 1 "$rounds"); do
+    for v in main sr1 sr; do
+      has $v || continue
+      run "small_${v}_$r" $v "" -- --suite small
+      for H in 2048 7168; do
+        run "eng${H}_${v}_$r" $v "" -- --op silu_mul_quant --quant fp8_group128:row:f32:engine \
+          --dim T=16 --dim H=$H
+      done
+    done
+  done
+fi
+
+echo "== medians over rounds, us (each variant / main)"
+python3 - "$out" $vars <<'PY'
+import glob, json, os, statistics, sys
+out, variants = sys.argv[1], sys.argv[2:]
+rows = {}
+for path in glob.glob(os.path.join(out, "*.json")):
+    base = os.path.basename(path)[:-5]
+    parts = base.split("_")
+    if len(parts) != 3 or parts[1] not in variants:
+        continue
+    group, v, _ = parts
+    for x in json.load(open(path)).get("results", []):
+        if "read_only" in x["routine"] or "timing" not in x:
+            continue
+        key = (group, x["routine"] + " " + " ".join(f"{a}={b}" for a, b in x["shape"].items()))
+        rows.setdefault(key, {}).setdefault(v, []).append(x["timing"]["median_us"])
+for (group, k) in sorted(rows):
+    d = rows[(group, k)]
+    base = statistics.median(d["main"]) if "main" in d else None
+    line = f"{k[:58]:58}"
+    for v in variants:
+        if v in d:
+            m = statistics.median(d[v])
+            line += f" {v} {m:9.2f}" + (f" ({m / base:.3f})" if base and v != "main" else "")
+    print(line)
+PY
