@@ -7,8 +7,10 @@
 #   .devbin_sr.tgz    wip/mla-stage-release, tip         qfuse + tests  (+ M24, M27, NOTES 48)
 #   .devbin_q8.tgz    wip/mla-fp8-q8, tip                qfuse + test_mla_decode (M26: form 3)
 # On the device:  bash scripts/ab_pending.sh [parts]   parts: any of tests rates mla small
-# (default: all four, about 8 minutes; AB_ROUNDS=1 halves the mla and small parts). Logs and
-# JSON in $OUT; a table of medians per row, each binary against main, last.
+# (default: all four; the tests take up to ~2 minutes a binary, the mla part ~30 s per suite run,
+# 8 of them with AB_ROUNDS=2, the default: within one 10-minute call only if the tests are quick,
+# so "tests rates" and "mla small" as two calls is the safe split; AB_ROUNDS=1 halves the mla and
+# small parts). Logs and JSON in $OUT; a table of medians per row, each binary against main, last.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -47,11 +49,11 @@ has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 if has_part tests; then
   for t in test_mla_decode test_act_quant test_merge_states test_quantize; do
     [ -x ab_sr/.devbin/$t ] || continue
-    timeout 150 ab_sr/.devbin/$t --gtest_brief=1 >"$out/sr_$t.log" 2>&1
+    timeout 120 ab_sr/.devbin/$t --gtest_brief=1 >"$out/sr_$t.log" 2>&1
     echo "sr $t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/sr_$t.log") failed)"
   done
   if [ -x ab_q8/.devbin/test_mla_decode ]; then
-    timeout 150 ab_q8/.devbin/test_mla_decode --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
+    timeout 120 ab_q8/.devbin/test_mla_decode --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
     echo "q8 test_mla_decode: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' \
       "$out/q8_test_mla_decode.log") failed)"
   fi
