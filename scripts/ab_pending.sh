@@ -33,13 +33,14 @@ fi
 parts=${1:-tests rates mla small}
 rounds=${AB_ROUNDS:-2}
 out=${OUT:-/tmp/qfuse-pending}
+bins=${AB_BINS:-/tmp/qfuse-ab-bins}  # where the tarballs are unpacked (outside the repo)
 mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 vars=""
 for v in main sr1 sr q8; do
   if [ -f ".devbin_$v.tgz" ]; then
-    mkdir -p "ab_$v" && tar xzf ".devbin_$v.tgz" -C "ab_$v"
-    echo "$v: $(cat "ab_$v/.devbin/MANIFEST")"
+    rm -rf "${bins:?}/$v" && mkdir -p "$bins/$v" && tar xzf ".devbin_$v.tgz" -C "$bins/$v"
+    echo "$v: $(cat "$bins/$v/.devbin/MANIFEST")"
     vars="$vars $v"
   fi
 done
@@ -48,22 +49,23 @@ has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 
 if has_part tests; then
   for t in test_mla_decode test_act_quant test_merge_states test_quantize; do
-    [ -x ab_sr/.devbin/$t ] || continue
-    timeout 120 ab_sr/.devbin/$t --gtest_brief=1 >"$out/sr_$t.log" 2>&1
+    [ -x "$bins/sr/.devbin/$t" ] || continue
+    timeout 120 "$bins/sr/.devbin/$t" --gtest_brief=1 >"$out/sr_$t.log" 2>&1
     echo "sr $t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/sr_$t.log") failed)"
   done
-  if [ -x ab_q8/.devbin/test_mla_decode ]; then
-    timeout 120 ab_q8/.devbin/test_mla_decode --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
+  if [ -x "$bins/q8/.devbin/test_mla_decode" ]; then
+    timeout 120 "$bins/q8/.devbin/test_mla_decode" --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
     echo "q8 test_mla_decode: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' \
       "$out/q8_test_mla_decode.log") failed)"
   fi
 fi
 
 if has_part rates && has main; then
-  timeout 120 ab_main/.devbin/qfuse bench --suite wgmma_rate --json "$out/rates.json" \
+  timeout 120 "$bins/main/.devbin/qfuse" bench --suite wgmma_rate --json "$out/rates.json" \
     >"$out/rates.txt" 2>&1
   echo "== wgmma_rate (routine, WG, TFLOPS)"
-  python3 - "$out/rates.json" <<'PY'
+  [ -f "$out/rates.json" ] || echo "  no rates.json: $(tail -1 "$out/rates.txt")"
+  [ -f "$out/rates.json" ] && python3 - "$out/rates.json" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     print(f'  {r["routine"]:32} WG={r["shape"]["WG"]} {r["timing"].get("tflops", 0):8.1f}')
@@ -74,7 +76,7 @@ fi
 run() {  # tag variant envs -- bench arguments
   local tag=$1 v=$2 envs=$3
   shift 4
-  env $envs timeout 200 "ab_$v/.devbin/qfuse" bench "$@" --no-unfused --json "$out/${tag}.json" \
+  env $envs timeout 200 "$bins/$v/.devbin/qfuse" bench "$@" --no-unfused --json "$out/${tag}.json" \
     >"$out/${tag}.txt" 2>&1
 }
 
