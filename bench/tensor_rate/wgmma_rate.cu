@@ -21,6 +21,7 @@
 #include "bench/harness.h"
 #include "common/gmma.cuh"
 #include "common/sm90.cuh"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 
 namespace qfuse::bench {
@@ -110,9 +111,9 @@ class RateInstance final : public Instance {
     return static_cast<int64_t>(blocks_) * wg_ * iters_ * flops_per_group_;
   }
   Status setup(int, cudaStream_t) override {
-    int dev = 0;
-    QFUSE_CUDA_RETURN(cudaGetDevice(&dev));
-    QFUSE_CUDA_RETURN(cudaDeviceGetAttribute(&blocks_, cudaDevAttrMultiProcessorCount, dev));
+    DeviceInfo dev;
+    QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+    blocks_ = dev.sm_count;
     QFUSE_CUDA_RETURN(cudaFuncSetAttribute(kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            kSmemBytes + 1024));
     return sink_.allocate(4);
