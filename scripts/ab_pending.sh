@@ -13,6 +13,7 @@
 # small parts). Logs and JSON in $OUT; a table of medians per row, each binary against main, last.
 set -u
 cd "$(dirname "$0")/.."
+source scripts/ab_lib.sh
 
 if [ "${1:-}" = pack ]; then  # here: bash scripts/ab_pending.sh pack NAME [with-tests]
   name=$2
@@ -63,13 +64,7 @@ fi
 if has_part rates && has main; then
   timeout 120 "$bins/main/.devbin/qfuse" bench --suite wgmma_rate --json "$out/rates.json" \
     >"$out/rates.txt" 2>&1
-  echo "== wgmma_rate (routine, WG, TFLOPS)"
   [ -f "$out/rates.json" ] || echo "  no rates.json: $(tail -1 "$out/rates.txt")"
-  [ -f "$out/rates.json" ] && python3 - "$out/rates.json" <<'PY'
-import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    print(f'  {r["routine"]:32} WG={r["shape"]["WG"]} {r["timing"].get("tflops", 0):8.1f}')
-PY
 fi
 
 # One binary's run of a suite (or op) into $out/<tag>_<round>.json.
@@ -92,37 +87,9 @@ if has_part small; then
     for v in main sr1 sr; do
       has $v || continue
       run "small_${v}_$r" $v "" -- --suite small
-      for H in 2048 7168; do
-        run "eng${H}_${v}_$r" $v "" -- --op silu_mul_quant --quant fp8_group128:row:f32:engine \
-          --dim T=16 --dim H=$H
-      done
+      engine_rows "$bins/$v/.devbin/qfuse" "$out" "${v}_$r"
     done
   done
 fi
 
-echo "== medians over rounds, us (each variant / main)"
-python3 - "$out" $vars <<'PY'
-import glob, json, os, statistics, sys
-out, variants = sys.argv[1], sys.argv[2:]
-rows = {}
-for path in glob.glob(os.path.join(out, "*.json")):
-    base = os.path.basename(path)[:-5]
-    parts = base.split("_")
-    if len(parts) != 3 or parts[1] not in variants:
-        continue
-    group, v, _ = parts
-    for x in json.load(open(path)).get("results", []):
-        if "read_only" in x["routine"] or "timing" not in x:
-            continue
-        key = (group, x["routine"] + " " + " ".join(f"{a}={b}" for a, b in x["shape"].items()))
-        rows.setdefault(key, {}).setdefault(v, []).append(x["timing"]["median_us"])
-for (group, k) in sorted(rows):
-    d = rows[(group, k)]
-    base = statistics.median(d["main"]) if "main" in d else None
-    line = f"{k[:58]:58}"
-    for v in variants:
-        if v in d:
-            m = statistics.median(d[v])
-            line += f" {v} {m:9.2f}" + (f" ({m / base:.3f})" if base and v != "main" else "")
-    print(line)
-PY
+python3 scripts/ab_medians.py "$out" main $vars

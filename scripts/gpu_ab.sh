@@ -20,17 +20,12 @@ OUT="$work/g" QFUSE_PEERS=${QFUSE_PEERS:-0} SANITIZE_BUDGET=${SANITIZE_BUDGET:-4
   QFUSE_BASELINE="$work/base/.devbin/qfuse" timeout -k 5 "${GPU_AB_TIMEOUT_S:-480}" \
   bash scripts/gpu.sh "$suites" >"$work/g/gpu_stdout.txt" 2>&1
 echo "scripts/gpu.sh: exit $?"
+source scripts/ab_lib.sh
 for r in 1 2; do
-  for tag in candidate baseline; do
-    b=.devbin
-    [ "$tag" = baseline ] && b="$work/base/.devbin"
-    for H in 2048 7168; do
-      "$b/qfuse" bench --op silu_mul_quant --quant fp8_group128:row:f32:engine --dim T=16 \
-        --dim H=$H --no-unfused 2>&1 | grep -E "^silu" | sed "s#^#$tag r$r #"
-    done
-  done
-done >"$work/g/eng.txt"
+  engine_rows .devbin/qfuse "$work/g" "cand_$r"
+  engine_rows "$work/base/.devbin/qfuse" "$work/g" "base_$r"
+done
 tar czf "$out/g.tgz" -C "$work/g" .
 grep -A100 "== summary ====" "$work/g/gpu_stdout.txt" | head -130
 echo "== engine-rule SiLU T 16, candidate and baseline"
-cat "$work/g/eng.txt"
+python3 scripts/ab_medians.py "$work/g" base cand base | grep -E "^(==|silu)"

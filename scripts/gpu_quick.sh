@@ -27,49 +27,18 @@ steps() {
     b=$cand
     [ $v = base ] && b=$base
     timeout 30 $b/qfuse bench --suite small --no-unfused --json "$o/small_${v}_1.json" >/dev/null 2>&1
-    for H in 2048 7168; do
-      timeout 20 $b/qfuse bench --op silu_mul_quant --quant fp8_group128:row:f32:engine \
-        --dim T=16 --dim H=$H --no-unfused --json "$o/eng${H}_${v}_1.json" >/dev/null 2>&1
-    done
+    engine_rows $b/qfuse "$o" "${v}_1"
   done
   for t in test_act_quant test_merge_states test_quantize; do
     timeout -k 5 60 $cand/$t --gtest_brief=1 >"$o/$t.log" 2>&1
     echo "$t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$o/$t.log") failed)"
   done
 }
-export -f steps
+source scripts/ab_lib.sh
+export -f steps engine_rows
 export cand base o
 timeout -k 5 "${GPU_QUICK_S:-360}" bash -c steps
 echo "steps: exit $?"
 grep -hE '^\[  FAILED  \] [A-Za-z]' "$o"/test_*.log | head -20
 tar czf "$out/q.tgz" -C "$o" .
-python3 - "$o" <<'PY'
-import glob, json, os, statistics, sys
-o = sys.argv[1]
-p = os.path.join(o, "rates.json")
-if os.path.exists(p):
-    print("== wgmma_rate (routine, WG, TFLOPS)")
-    for r in json.load(open(p))["results"]:
-        print(f'  {r["routine"]:32} {json.dumps(r["shape"])[:40]:40} {r["timing"].get("tflops", 0):8.1f}')
-rows = {}
-for path in glob.glob(os.path.join(o, "*.json")):
-    parts = os.path.basename(path)[:-5].split("_")
-    if len(parts) != 3:
-        continue
-    group, v, _ = parts
-    for x in json.load(open(path)).get("results", []):
-        if "timing" not in x:
-            continue
-        key = (group, x["routine"] + " " + " ".join(f"{a}={b}" for a, b in x["shape"].items()))
-        rows.setdefault(key, {}).setdefault(v, []).append(x["timing"]["median_us"])
-print("== medians, us: candidate, form 3 (mla), baseline; candidate / baseline")
-for (g, k) in sorted(rows):
-    d = rows[(g, k)]
-    m = {v: statistics.median(d[v]) for v in d}
-    line = f"{k[:62]:62}"
-    for v in ("cand", "form3", "base"):
-        line += f" {m[v]:9.2f}" if v in m else " " * 10
-    if "cand" in m and "base" in m:
-        line += f"  {m['cand'] / m['base']:.3f}"
-    print(line)
-PY
+python3 scripts/ab_medians.py "$o" base cand form3 base
