@@ -440,20 +440,29 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
   const int64_t tasks_per_row = (chunks + 32 * kLaneChunks - 1) / (32 * kLaneChunks);
   const int64_t tasks = rows * tasks_per_row;
-  const int64_t warps_per_block = kRowwiseThreads / 32;
+  // NOTE: a grid far smaller than the SM count (small batches) runs in smaller blocks, spread
+  // over more SMs: at T 16 H 2048 16 blocks of 8 warps put two warps on each scheduler of 16 SMs
+  // while the others idled, and a long chain per lane (the engine rule) shared their issue slots
+  // (bench/NOTES.md 47). The kernel indexes by blockDim; a side pass sizes its blocks by
+  // kRowwiseThreads, so its producers keep them.
+  int64_t threads = kRowwiseThreads;
+  if constexpr (!has_side_pass<Producer>::value) {
+    while (threads > 64 && (tasks + threads / 32 - 1) / (threads / 32) * 2 <= dev.sm_count)
+      threads /= 2;
+  }
+  const int64_t warps_per_block = threads / 32;
   const int64_t task_blocks = std::max<int64_t>((tasks + warps_per_block - 1) / warps_per_block, 1);
   // Padding blocks: one store per thread, at most a quarter of the resident blocks.
-  const int64_t pad_blocks =
-      padding_units > 0
-          ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
-                                std::max<int64_t>(resident / 4, 1))
-          : 0;
+  const int64_t pad_blocks = padding_units > 0
+                                 ? std::clamp<int64_t>((padding_units + threads - 1) / threads, 1,
+                                                       std::max<int64_t>(resident / 4, 1))
+                                 : 0;
   const int64_t blocks = side_blocks<kRowwiseThreads>(prod) + task_blocks + pad_blocks;
   if (blocks > INT32_MAX)
     return Status::NotSupported(std::to_string(blocks) + " blocks exceed the grid's 2^31 - 1");
   return launch_kernel("rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
-                       dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
-                       FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
+                       dim3(static_cast<unsigned>(threads)), 0, stream, prod, params, rows,
+                       static_cast<int>(cols), FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
                        static_cast<uint32_t>(tasks), uint32_t{1},
                        static_cast<uint32_t>(task_blocks));
 }
