@@ -38,8 +38,9 @@
 // Optional: a side pass (has_side_pass), per-tensor side outputs computed by blocks of their own
 // at the start of the grid instead of by the row tasks (the merge's lse [H, T]):
 //   __host__ __device__ int64_t side_units() const        units of side work (0: none)
-//   template <int kK> __device__ void side_pass(int64_t u0, int stride, int64_t units) const
-// the units u0 + k * stride < units for k < kK (kSideUnits per thread, coalesced across threads).
+//   __device__ void side_pass(int64_t u, int64_t units) const
+// unit u of `units` (one a thread, coalesced across threads; u >= units in the last block's
+// tail: nothing stored).
 // NOTE: side outputs go in finish() or the side pass, not load(): a store inside load() would keep
 // the compiler from hoisting the next tasks' loads above it. The side pass costs the row tasks
 // nothing (no registers, no instructions); finish() runs in every task (bench/NOTES.md 45).
@@ -85,18 +86,16 @@ struct has_skip_hook<P, std::void_t<decltype(std::declval<const P&>().skip())>> 
 template <class P, class = void>
 struct has_side_pass : std::false_type {};
 template <class P>
-struct has_side_pass<P, std::void_t<decltype(std::declval<const P&>().side_units()),
-                                    decltype(&P::template side_pass<1>)>> : std::true_type {};
-
-/// Units of side work per thread of a side block.
-constexpr int kSideUnits = 1;
+struct has_side_pass<
+    P, std::void_t<decltype(std::declval<const P&>().side_units()),
+                   decltype(std::declval<const P&>().side_pass(int64_t{}, int64_t{}))>>
+    : std::true_type {};
 
 /// Blocks of kThreads the side pass of `prod` takes (0 without one); host and device.
 template <int kThreads, class Producer>
 __host__ __device__ __forceinline__ uint32_t side_blocks(const Producer& prod) {
   if constexpr (has_side_pass<Producer>::value) {
-    constexpr int64_t kPerBlock = int64_t{kThreads} * kSideUnits;
-    return static_cast<uint32_t>((prod.side_units() + kPerBlock - 1) / kPerBlock);
+    return static_cast<uint32_t>((prod.side_units() + kThreads - 1) / kThreads);
   } else {
     return 0;
   }
@@ -110,9 +109,7 @@ __device__ __forceinline__ bool run_side_pass(const Producer& prod, Wait wait) {
   if constexpr (has_side_pass<Producer>::value) {
     if (blockIdx.x < side_blocks<kThreads>(prod)) {
       wait();
-      prod.template side_pass<kSideUnits>(
-          static_cast<int64_t>(blockIdx.x) * kThreads * kSideUnits + threadIdx.x, kThreads,
-          prod.side_units());
+      prod.side_pass(static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x, prod.side_units());
       return true;
     }
   }
