@@ -34,7 +34,10 @@
 // runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
 // Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
 // `bool skip() const`, read once the previous kernel is done: true leaves the whole output as it
-// is (the MLA combine where the decode kernel wrote it; has_skip_hook).
+// is (the MLA combine where the decode kernel wrote it; has_skip_hook); with kSkipEarly, read
+// before that wait (what skip() reads was written before the previous kernel let this one start:
+// the combine's flag comes from the scheduler, which the decode kernel waits for before its
+// launch_dependents).
 // Optional: a side pass (has_side_pass), per-tensor side outputs computed by blocks of their own
 // at the start of the grid instead of by the row tasks (the merge's lse [H, T]):
 //   __host__ __device__ int64_t side_units() const        units of side work (0: none)
@@ -80,6 +83,24 @@ template <class P, class = void>
 struct has_skip_hook : std::false_type {};
 template <class P>
 struct has_skip_hook<P, std::void_t<decltype(std::declval<const P&>().skip())>> : std::true_type {};
+
+/// Whether a producer's skip() is read before the PDL wait (P::kSkipEarly).
+template <class P>
+constexpr bool skip_early() {
+  if constexpr (has_skip_hook<P>::value) {
+    return P::kSkipEarly;
+  } else {
+    return false;
+  }
+}
+
+/// How a grid that skips before its PDL wait exits: block 0 still waits for the previous kernel,
+/// so that this grid does not complete before it (the next kernel's wait covers this grid only;
+/// it must also cover the one before, whose data it may overwrite); the other blocks leave at
+/// once.
+__device__ __forceinline__ void skip_exit() {
+  if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) pdl_wait();
+}
 
 /// Whether a producer has a side pass (side_units / side_pass): blocks of their own compute a
 /// per-tensor side output.
@@ -145,11 +166,14 @@ __global__ void __launch_bounds__(kRowwiseThreads,
   // PDL the task and address arithmetic then overlaps the previous kernel's tail: a gain for the
   // merge's small batches, a loss for quantize and silu (bench/NOTES.md 39).
   constexpr bool kLateWait = Producer::kLatePdlWait;
+  if constexpr (skip_early<Producer>()) {
+    if (prod.skip()) return skip_exit();  // (uniform over the grid)
+  }
   if constexpr (kLateWait)
     pdl_launch_dependents();
   else
     pdl_begin();
-  if constexpr (has_skip_hook<Producer>::value) {
+  if constexpr (has_skip_hook<Producer>::value && !skip_early<Producer>()) {
     static_assert(!kLateWait, "skip() reads what the previous kernel wrote");
     if (prod.skip()) return;
   }
@@ -318,8 +342,11 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
     per_token_kernel(const Producer prod, const typename Core::Params params, int64_t rows,
                      int cols, int warps_per_row) {
   static_assert(Core::kKind == QuantKind::kFp8PerToken);
+  if constexpr (skip_early<Producer>()) {
+    if (prod.skip()) return skip_exit();  // (uniform over the grid)
+  }
   pdl_begin();
-  if constexpr (has_skip_hook<Producer>::value) {
+  if constexpr (has_skip_hook<Producer>::value && !skip_early<Producer>()) {
     if (prod.skip()) return;  // (uniform over the grid)
   }
   if constexpr (has_side_pass<Producer>::value) {
