@@ -52,15 +52,17 @@ struct LoadSiluMul {
   };
   template <class Ready = NoWait>
   __device__ void fetch(int64_t row, int col, int nvalid, Raw& raw, Ready ready = {}) const {
-    ready();  // NOTE: first: this producer waits at the kernel's top (kLatePdlWait false)
     if (vec && nvalid == kChunk) {
       const uint4* g = reinterpret_cast<const uint4*>(x + row * ld + col);
       const uint4* u = reinterpret_cast<const uint4*>(x + row * ld + H + col);
+      ready();  // (after the address arithmetic: kLatePdlWait)
 #pragma unroll
       for (int i = 0; i < kVecs; ++i) {
         raw.g[i] = __ldg(g + i);
         raw.u[i] = __ldg(u + i);
       }
+    } else {
+      ready();
     }
   }
   __device__ void convert(const Raw& raw, int64_t row, int col, int nvalid,
@@ -78,8 +80,8 @@ struct LoadSiluMul {
   template <class Ready = NoWait>
   __device__ void load(int64_t row, int col, int nvalid, float (&v)[kChunk],
                        Ready ready = {}) const {
-    ready();
     const TIn* gate = x + row * ld + col;
+    ready();  // (after the address arithmetic: kLatePdlWait)
     float g[kChunk], u[kChunk];
     load_chunk2(gate, gate + H, vec, nvalid, g, u);
     silu_mul_chunk<kArith>(g, u, v);
@@ -91,8 +93,11 @@ struct LoadSiluMul {
   // The engine arithmetic (per-group only): 40 registers (at 32 its kernels spilled 24 bytes).
   static constexpr int kStreamMinBlocksGrouped = kArith == SiluArith::kEngine ? 6 : 8;
   static constexpr int kNvfp4Round = 1;  // the clamp-free E2M1 round where exact (NOTES 34)
-  // Waits at the kernel's top (rowwise_kernel: late measured slower, NOTES 39).
-  static constexpr bool kLatePdlWait = false;
+  // The native rules wait at the kernel's top (rowwise_kernel: late measured slower at large
+  // batches and at T 16 H 14336, NOTES 39); the engine rule (the drop-ins, per-group only) waits
+  // after its address arithmetic: at T 16 H 2048 / 7168 that measured 1.59 / 1.96 -> 1.33 / 1.71
+  // µs for NVFP4 on an H100, and its drop-in trails torch.compile there (NOTES 48).
+  static constexpr bool kLatePdlWait = kArith == SiluArith::kEngine;
   static constexpr int kNvfp4LaneChunks = 2;  // 4 spilled at 64 registers (NOTES 32, 41c)
   // Per-group FP8: 8 values per lane (wide lanes measured the same, NOTES 32, 41c).
   static constexpr int kGroupLaneChunks = 1;

@@ -34,12 +34,16 @@
 // runs 512 columns apart, more loads in flight per lane and the task arithmetic shared).
 // Optional: fetch_pair / convert_pair, both chunks of a wide lane at once (has_pair_hooks);
 // `bool skip() const`, read once the previous kernel is done: true leaves the whole output as it
-// is (the MLA combine where the decode kernel wrote it; has_skip_hook).
+// is (the MLA combine where the decode kernel wrote it; has_skip_hook); with kSkipEarly, read
+// before that wait (what skip() reads was written before the previous kernel let this one start:
+// the combine's flag comes from the scheduler, which the decode kernel waits for before its
+// launch_dependents).
 // Optional: a side pass (has_side_pass), per-tensor side outputs computed by blocks of their own
 // at the start of the grid instead of by the row tasks (the merge's lse [H, T]):
 //   __host__ __device__ int64_t side_units() const        units of side work (0: none)
-//   template <int kK> __device__ void side_pass(int64_t u0, int stride, int64_t units) const
-// the units u0 + k * stride < units for k < kK (kSideUnits per thread, coalesced across threads).
+//   __device__ void side_pass(int64_t u, int64_t units) const
+// unit u of `units` (one a thread, coalesced across threads; u >= units in the last block's
+// tail: nothing stored).
 // NOTE: side outputs go in finish() or the side pass, not load(): a store inside load() would keep
 // the compiler from hoisting the next tasks' loads above it. The side pass costs the row tasks
 // nothing (no registers, no instructions); finish() runs in every task (bench/NOTES.md 45).
@@ -80,23 +84,39 @@ struct has_skip_hook : std::false_type {};
 template <class P>
 struct has_skip_hook<P, std::void_t<decltype(std::declval<const P&>().skip())>> : std::true_type {};
 
+/// Whether a producer's skip() is read before the PDL wait (P::kSkipEarly).
+template <class P>
+constexpr bool skip_early() {
+  if constexpr (has_skip_hook<P>::value) {
+    return P::kSkipEarly;
+  } else {
+    return false;
+  }
+}
+
+/// How a grid that skips before its PDL wait exits: block 0 still waits for the previous kernel,
+/// so that this grid does not complete before it (the next kernel's wait covers this grid only;
+/// it must also cover the one before, whose data it may overwrite); the other blocks leave at
+/// once.
+__device__ __forceinline__ void skip_exit() {
+  if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) pdl_wait();
+}
+
 /// Whether a producer has a side pass (side_units / side_pass): blocks of their own compute a
 /// per-tensor side output.
 template <class P, class = void>
 struct has_side_pass : std::false_type {};
 template <class P>
-struct has_side_pass<P, std::void_t<decltype(std::declval<const P&>().side_units()),
-                                    decltype(&P::template side_pass<1>)>> : std::true_type {};
-
-/// Units of side work per thread of a side block.
-constexpr int kSideUnits = 1;
+struct has_side_pass<
+    P, std::void_t<decltype(std::declval<const P&>().side_units()),
+                   decltype(std::declval<const P&>().side_pass(int64_t{}, int64_t{}))>>
+    : std::true_type {};
 
 /// Blocks of kThreads the side pass of `prod` takes (0 without one); host and device.
 template <int kThreads, class Producer>
 __host__ __device__ __forceinline__ uint32_t side_blocks(const Producer& prod) {
   if constexpr (has_side_pass<Producer>::value) {
-    constexpr int64_t kPerBlock = int64_t{kThreads} * kSideUnits;
-    return static_cast<uint32_t>((prod.side_units() + kPerBlock - 1) / kPerBlock);
+    return static_cast<uint32_t>((prod.side_units() + kThreads - 1) / kThreads);
   } else {
     return 0;
   }
@@ -110,9 +130,7 @@ __device__ __forceinline__ bool run_side_pass(const Producer& prod, Wait wait) {
   if constexpr (has_side_pass<Producer>::value) {
     if (blockIdx.x < side_blocks<kThreads>(prod)) {
       wait();
-      prod.template side_pass<kSideUnits>(
-          static_cast<int64_t>(blockIdx.x) * kThreads * kSideUnits + threadIdx.x, kThreads,
-          prod.side_units());
+      prod.side_pass(static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x, prod.side_units());
       return true;
     }
   }
@@ -148,11 +166,14 @@ __global__ void __launch_bounds__(kRowwiseThreads,
   // PDL the task and address arithmetic then overlaps the previous kernel's tail: a gain for the
   // merge's small batches, a loss for quantize and silu (bench/NOTES.md 39).
   constexpr bool kLateWait = Producer::kLatePdlWait;
+  if constexpr (skip_early<Producer>()) {
+    if (prod.skip()) return skip_exit();  // (uniform over the grid)
+  }
   if constexpr (kLateWait)
     pdl_launch_dependents();
   else
     pdl_begin();
-  if constexpr (has_skip_hook<Producer>::value) {
+  if constexpr (has_skip_hook<Producer>::value && !skip_early<Producer>()) {
     static_assert(!kLateWait, "skip() reads what the previous kernel wrote");
     if (prod.skip()) return;
   }
@@ -321,8 +342,11 @@ __global__ void __launch_bounds__(kThreads, per_token_min_blocks<Producer, kC, k
     per_token_kernel(const Producer prod, const typename Core::Params params, int64_t rows,
                      int cols, int warps_per_row) {
   static_assert(Core::kKind == QuantKind::kFp8PerToken);
+  if constexpr (skip_early<Producer>()) {
+    if (prod.skip()) return skip_exit();  // (uniform over the grid)
+  }
   pdl_begin();
-  if constexpr (has_skip_hook<Producer>::value) {
+  if constexpr (has_skip_hook<Producer>::value && !skip_early<Producer>()) {
     if (prod.skip()) return;  // (uniform over the grid)
   }
   if constexpr (has_side_pass<Producer>::value) {
@@ -440,20 +464,29 @@ Status launch_rowwise_stream(const Producer& prod, const typename Policy::Params
   const int64_t chunks = (cols + kChunk - 1) / kChunk;
   const int64_t tasks_per_row = (chunks + 32 * kLaneChunks - 1) / (32 * kLaneChunks);
   const int64_t tasks = rows * tasks_per_row;
-  const int64_t warps_per_block = kRowwiseThreads / 32;
+  // NOTE: a grid far smaller than the SM count (small batches) runs in smaller blocks, spread
+  // over more SMs: at T 16 H 2048 16 blocks of 8 warps put two warps on each scheduler of 16 SMs
+  // while the others idled, and a long chain per lane (the engine rule) shared their issue slots
+  // (bench/NOTES.md 47). The kernel indexes by blockDim; a side pass sizes its blocks by
+  // kRowwiseThreads, so its producers keep them.
+  int64_t threads = kRowwiseThreads;
+  if constexpr (!has_side_pass<Producer>::value) {
+    while (threads > 64 && (tasks + threads / 32 - 1) / (threads / 32) * 2 <= dev.sm_count)
+      threads /= 2;
+  }
+  const int64_t warps_per_block = threads / 32;
   const int64_t task_blocks = std::max<int64_t>((tasks + warps_per_block - 1) / warps_per_block, 1);
   // Padding blocks: one store per thread, at most a quarter of the resident blocks.
-  const int64_t pad_blocks =
-      padding_units > 0
-          ? std::clamp<int64_t>((padding_units + kRowwiseThreads - 1) / kRowwiseThreads, 1,
-                                std::max<int64_t>(resident / 4, 1))
-          : 0;
+  const int64_t pad_blocks = padding_units > 0
+                                 ? std::clamp<int64_t>((padding_units + threads - 1) / threads, 1,
+                                                       std::max<int64_t>(resident / 4, 1))
+                                 : 0;
   const int64_t blocks = side_blocks<kRowwiseThreads>(prod) + task_blocks + pad_blocks;
   if (blocks > INT32_MAX)
     return Status::NotSupported(std::to_string(blocks) + " blocks exceed the grid's 2^31 - 1");
   return launch_kernel("rowwise_kernel", kernel, dim3(static_cast<unsigned>(blocks)),
-                       dim3(kRowwiseThreads), 0, stream, prod, params, rows, static_cast<int>(cols),
-                       FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
+                       dim3(static_cast<unsigned>(threads)), 0, stream, prod, params, rows,
+                       static_cast<int>(cols), FastDiv::make(static_cast<uint32_t>(tasks_per_row)),
                        static_cast<uint32_t>(tasks), uint32_t{1},
                        static_cast<uint32_t>(task_blocks));
 }

@@ -310,27 +310,17 @@ struct LoadMerge {
   __host__ __device__ int64_t side_units() const {
     return a.out_lse != nullptr ? a.lse_units : 0;
   }
-  template <int kK>
-  __device__ void side_pass(int64_t u0, int stride, int64_t units) const {
-    float raw[kK][kN];
-    int64_t t[kK];
-    int h[kK];
-    // Every unit's loads first, then the stores.
-#pragma unroll
-    for (int k = 0; k < kK; ++k) {
-      const int64_t u = u0 + static_cast<int64_t>(k) * stride;
-      const uint32_t uu = u < units ? static_cast<uint32_t>(u) : 0;  // H * T < 2^30 (host)
-      h[k] = static_cast<int>(a.lse_rows.div(uu));
-      t[k] = uu - static_cast<uint32_t>(h[k]) * a.lse_rows.d;
-      load_lse(t[k], h[k], raw[k]);
-    }
-#pragma unroll
-    for (int k = 0; k < kK; ++k) {
-      if (u0 + static_cast<int64_t>(k) * stride < units) {
-        float w[kN], lse;
-        weights_from(t[k], raw[k], w, lse);
-        a.out_lse[h[k] * a.ld_out_lse + t[k]] = lse;
-      }
+  __device__ void side_pass(int64_t u, int64_t units) const {
+    // NOTE: the loads unconditional (from unit 0 past the end), the store guarded.
+    const uint32_t uu = u < units ? static_cast<uint32_t>(u) : 0;  // H * T < 2^30 (host)
+    const int h = static_cast<int>(a.lse_rows.div(uu));
+    const int64_t t = uu - static_cast<uint32_t>(h) * a.lse_rows.d;
+    float raw[kN];
+    load_lse(t, h, raw);
+    if (u < units) {
+      float w[kN], lse;
+      weights_from(t, raw, w, lse);
+      a.out_lse[h * a.ld_out_lse + t] = lse;
     }
   }
 };

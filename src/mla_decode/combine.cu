@@ -49,8 +49,12 @@ struct MlaCombine {
   struct Raw {};
 
   /// Nothing to merge where the decode kernel wrote the output (every request one piece and a
-  /// plain bf16 output: for_each_piece).
+  /// plain bf16 output: for_each_piece). NOTE: read before the PDL wait (kSkipEarly): the flag
+  /// is the scheduler's, two kernels back, and the decode kernel lets this one launch only after
+  /// its own wait for the scheduler; so a skipping block exits without waiting for the decode
+  /// kernel to finish and flush (bench/NOTES.md M27).
   __device__ bool skip() const { return a.direct != 0 && __ldg(a.header + kHdrOnePiece) != 0; }
+  static constexpr bool kSkipEarly = true;
 
   __device__ void merge(int64_t t, int col, float (&v)[quant::kChunk], float* lse_out) const {
 #pragma unroll

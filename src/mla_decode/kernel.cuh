@@ -46,8 +46,11 @@ __device__ __forceinline__ TcSmem<Tr> kernel_prologue(uint8_t* smem_raw, int con
         mbar_init(sm.a_empty(s), 128);
       }
     }
-    mbar_init(sm.q_full(), 1);
-    mbar_init(sm.q_empty(), q_consumer_warps);
+#pragma unroll
+    for (int i = 0; i < Tr::kQStages; ++i) {
+      mbar_init(sm.q_full(i), 1);
+      mbar_init(sm.q_empty(i), q_consumer_warps);
+    }
     mbar_fence_init();
   }
   __syncthreads();
@@ -72,8 +75,11 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
       mbar_init(sm.full(s), 1);
       mbar_init(sm.empty(s), 4);
     }
-    mbar_init(sm.q_full(), 1);
-    mbar_init(sm.q_empty(), 4);
+#pragma unroll
+    for (int i = 0; i < Tr::kQStages; ++i) {
+      mbar_init(sm.q_full(i), 1);
+      mbar_init(sm.q_empty(i), 4);
+    }
     mbar_fence_init();
   }
   __syncthreads();

@@ -11,12 +11,11 @@
 //                     operands from shared memory), causal / length mask, online softmax in fp32
 //                     (column maxima across the 4 warps through shared memory), P^T to shared
 //                     memory as bf16, O^T += V^T P^T (8 m-tiles x 4 k-steps). The stage is
-//                     released when the PV product that reads it has completed (it overlaps the
-//                     next tile's QK product).
+//                     released as soon as the PV product that reads it has completed.
 //
-// Barrier protocol (counts): full[s] (1 + TMA bytes), empty[s] (4 consumer warps), q_full
-// (1 + TMA bytes), q_empty (4). The k-th use of a barrier waits for parity k & 1 (the producer
-// side for (k & 1) ^ 1).
+// Barrier protocol (counts): full[s] (1 + TMA bytes), empty[s] (4 consumer warps), q_full[i]
+// (1 + TMA bytes), q_empty[i] (4), i the Q buffer (Tr::kQStages: piece k uses buffer k % kQStages).
+// The k-th use of a barrier waits for parity k & 1 (the producer side for (k & 1) ^ 1).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -37,7 +36,7 @@ template <class Tr>
 struct TcSmem {
   uint8_t* base;
   __device__ uint8_t* kv(int s) const { return base + Tr::kOffKv + s * Tr::kTileBytes; }
-  __device__ uint8_t* q() const { return base + Tr::kOffQ; }
+  __device__ uint8_t* q(int i = 0) const { return base + Tr::kOffQ + i * Tr::kQBytes; }
   __device__ uint8_t* p() const { return base + Tr::kOffP; }
   __device__ float* red(int k) const {
     return reinterpret_cast<float*>(base + Tr::kOffRed) + k * Tr::kRedFloats;
@@ -48,10 +47,14 @@ struct TcSmem {
   __device__ uint64_t* bar() const { return reinterpret_cast<uint64_t*>(base + Tr::kOffBar); }
   __device__ uint64_t* full(int s) const { return bar() + s; }
   __device__ uint64_t* empty(int s) const { return bar() + Tr::kStages + s; }
-  __device__ uint64_t* q_full() const { return bar() + 2 * Tr::kStages; }
-  __device__ uint64_t* q_empty() const { return bar() + 2 * Tr::kStages + 1; }
-  __device__ uint64_t* p_full(int s) const { return bar() + 2 * Tr::kStages + 2 + s; }
-  __device__ uint64_t* a_empty(int s) const { return bar() + 3 * Tr::kStages + 2 + s; }
+  __device__ uint64_t* q_full(int i = 0) const { return bar() + 2 * Tr::kStages + 2 * i; }
+  __device__ uint64_t* q_empty(int i = 0) const { return bar() + 2 * Tr::kStages + 2 * i + 1; }
+  __device__ uint64_t* p_full(int s) const {
+    return bar() + 2 * Tr::kStages + 2 * Tr::kQStages + s;
+  }
+  __device__ uint64_t* a_empty(int s) const {
+    return bar() + 3 * Tr::kStages + 2 * Tr::kQStages + s;
+  }
 };
 
 /// The physical block holding token `tok` of the piece's request, or num_blocks (an out-of-range
@@ -88,12 +91,13 @@ template <class Tr>
 __device__ __forceinline__ void load_q(const TcParams& tp, const TcSmem<Tr>& sm, const Piece& pc,
                                        const Piece& next, int i0, int h0, int nq) {
   const DecodeParams& p = tp.p;
-  mbar_wait(sm.q_empty(), (nq & 1) ^ 1);
-  mbar_arrive_expect_tx(sm.q_full(), Tr::kQBytes);
+  const int qs = nq % Tr::kQStages;
+  mbar_wait(sm.q_empty(qs), ((nq / Tr::kQStages) & 1) ^ 1);
+  mbar_arrive_expect_tx(sm.q_full(qs), Tr::kQBytes);
   const int t0 = pc.b * p.s_q + i0;
 #pragma unroll
   for (int kb = 0; kb < Tr::kBoxes; ++kb)
-    tma_load_3d(sm.q() + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(), kb * 64, h0, t0);
+    tma_load_3d(sm.q(qs) + kb * Tr::kQBoxBytes, &tp.q_map, sm.q_full(qs), kb * 64, h0, t0);
   // NOTE: the next piece's Q into L2 now: it is loaded only once this piece's last QK product
   // is done, and its latency would stall the consumer at the piece boundary. (Prefetching
   // KV tiles into L2 measured slower: bench/NOTES.md, MLA decode M2.)
@@ -149,7 +153,6 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
   const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
   const float scale_log2 = p.scale_log2;
   const uint32_t kv0 = smem_addr(sm.kv(0));
-  const uint32_t q_addr = smem_addr(sm.q());
   const uint32_t p_addr = smem_addr(sm.p());
   uint8_t* p_gen = sm.p();
   float* red_max = sm.red(0);
@@ -157,6 +160,8 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
   const ColumnMap<R> cm(qd);
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
+    const int qs = nq % Tr::kQStages;
+    const uint32_t q_addr = smem_addr(sm.q(qs));
     float o[8][NS], m[NC], l[NC];
     int limit[NC];
     piece_begin<R>(p, pc, rb, cm, o, m, l, limit);
@@ -164,7 +169,17 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       const int st = n & 1;
       const uint32_t kv = kv0 + st * Tr::kTileBytes;
-      if (t == pc.t_begin) mbar_wait(sm.q_full(), nq & 1);
+      if (t == pc.t_begin) mbar_wait(sm.q_full(qs), (nq / Tr::kQStages) & 1);
+      // NOTE: the previous tile's stage is released as soon as its PV product completes, before
+      // this tile's wait: at 16 / 32 rows a block streams each tile from DRAM once and the
+      // consumer idles most of a tile's time, so this keeps two tiles in flight; releasing after
+      // this tile's QK (to overlap the PV with it) waited for this tile to land first, i.e. one
+      // tile in flight (bench/NOTES.md M23).
+      if (t > pc.t_begin) {
+        wgmma_wait<0>();
+        fence_regs(o);
+        if (lane == 0) mbar_arrive(sm.empty(st ^ 1));
+      }
       mbar_wait(sm.full(st), (n >> 1) & 1);
       float s[NS];
 #pragma unroll
@@ -179,15 +194,10 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
         wgmma_bf16<R, 0>(s, da, db, k > 0 ? 1 : 0);
       }
       wgmma_commit();
-      if (t > pc.t_begin) {
-        wgmma_wait<1>();  // the previous tile's PV product: its stage is free
-        fence_regs(o);
-        if (lane == 0) mbar_arrive(sm.empty(st ^ 1));
-      }
       wgmma_wait<0>();
       fence_regs(s);
       fence_regs(o);
-      if (t == pc.t_end - 1 && lane == 0) mbar_arrive(sm.q_empty());
+      if (t == pc.t_end - 1 && lane == 0) mbar_arrive(sm.q_empty(qs));
 
       tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, red_max, w, g);
       named_sync(1, 128);

@@ -24,7 +24,7 @@
 
 namespace qfuse::mla {
 
-template <int kRows_, int kStages_, int kRowBytes_>
+template <int kRows_, int kStages_, int kRowBytes_, int kQStages_ = 1>
 struct TcLayout {
   static constexpr int kRows = kRows_;
   static_assert(kRows == 16 || kRows == 32, "rows per block: 16 or 32");
@@ -37,23 +37,26 @@ struct TcLayout {
   static constexpr int kTileBytes = kBoxes * kBoxBytes;
   static constexpr int kQBoxBytes = kRows * 128;
   static constexpr int kQBytes = kBoxes * kQBoxBytes;
+  static constexpr int kQStages = kQStages_;  // Q buffers: a piece's Q loads during the last's
   static constexpr int kPBytes = kRows * 128;
 
   static constexpr int kOffKv = 0;
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
-  static constexpr int kOffP = kOffQ + kQBytes;
+  static constexpr int kOffP = kOffQ + kQStages * kQBytes;
   static constexpr int kOffRed = kOffP + kPBytes;
   static constexpr int kRedFloats = 4 * kRows;  // one of the two reduction arrays
   static constexpr int kRedBytes = 2 * kRedFloats * 4;
   static constexpr int kOffBar = kOffRed + kRedBytes;
   static constexpr bool kPFull = false;
-  static constexpr int kBars = 2 * kStages + 2;                  // full[], empty[], q_full, q_empty
+  static constexpr int kBars = 2 * kStages + 2 * kQStages;  // full[], empty[], q_full/q_empty[]
   static constexpr int kSmemBytes = kOffBar + kBars * 8 + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 232448, "shared memory per block");
 };
 
+// NOTE: two Q buffers (18 / 36 KB each): the next piece's Q loads while this one's tiles run
+// (bench/NOTES.md M24).
 template <int kRows>
-struct TcTraits : TcLayout<kRows, 2, 128> {
+struct TcTraits : TcLayout<kRows, 2, 128, 2> {
   static constexpr bool kFp8 = false;
 };
 
@@ -107,6 +110,7 @@ struct WideLayout {
   static constexpr int kTileBytes = kBoxes * kBoxBytes;
   static constexpr int kQBoxBytes = kRows * 128;
   static constexpr int kQBytes = kBoxes * kQBoxBytes;
+  static constexpr int kQStages = 1;
   static constexpr int kOffKv = 0;
   static constexpr int kOffQ = kOffKv + kStages * kTileBytes;
   static constexpr int kOffP = kOffQ + kQBytes;  // (no P buffer of its own)
