@@ -1,10 +1,13 @@
 // Benchmark routines of the MLA decode family (SPEC §3, §8; issue 13's bar shapes):
 //
-//   mla_decode/<cache>[:whole|:simple]   one decode step: B requests of S tokens, N heads, SQ query
+//   mla_decode/<cache>[:whole|:simple|:layer]
+//                                        one decode step: B requests of S tokens, N heads, SQ query
 //                                        tokens each, block size BS, bf16 | fp8 cache; default the
 //                                        tensor-core kernel with the device scheduler + combine,
 //                                        :whole one block per request (no split), :simple the
-//                                        CUDA-core kernel
+//                                        CUDA-core kernel, :layer one layer of a step whose
+//                                        schedule is computed once (mla_decode_schedule, outside
+//                                        the timing, as FlashMLA's metadata): no scheduler launch
 //   mla_decode_mixed/<cache>             the same with lengths spread log-uniformly over [1, S]
 //                                        (request b: S^(b / (B - 1)), deterministic)
 //   mla_decode_even/<cache>              its perfectly balanced twin: the same total number of
@@ -50,9 +53,9 @@ enum class Lens { kEqual, kMixed, kEven };
 
 class MlaInstance final : public Instance {
  public:
-  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, int64_t B, int64_t S,
-              int64_t N, int64_t SQ, int64_t BS)
-      : cache_(cache), B_(B), N_(N), SQ_(SQ), BS_(BS) {
+  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, int64_t B,
+              int64_t S, int64_t N, int64_t SQ, int64_t BS)
+      : cache_(cache), reuse_(reuse), B_(B), N_(N), SQ_(SQ), BS_(BS) {
     opt_.split = split;
     opt_.kernel = kernel;
     lens_.resize(B);
@@ -135,13 +138,16 @@ class MlaInstance final : public Instance {
       a.softmax_scale = 1.0f / std::sqrt(192.0f);
       a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {T, N_, kMlaLatentDim});
       set.mws = MlaWorkspace{set.ws.get(), ws_bytes};
+      if (reuse_) QFUSE_RETURN_IF_ERROR(mla_decode_schedule(a, set.mws, opt_, &set.sched, stream));
     }
     QFUSE_CUDA_RETURN(cudaStreamSynchronize(stream));
     return Status::Ok();
   }
 
   Status launch(int set, cudaStream_t stream) override {
-    return mla_decode(sets_[set].args, sets_[set].mws, opt_, stream);
+    MlaDecodeOptions opt = opt_;
+    if (reuse_) opt.schedule = &sets_[set].sched;
+    return mla_decode(sets_[set].args, sets_[set].mws, opt, stream);
   }
 
  private:
@@ -149,8 +155,10 @@ class MlaInstance final : public Instance {
     DeviceBuffer cache, q, out, ws, table, lens;
     MlaDecodeArgs args;
     MlaWorkspace mws;
+    MlaSchedule sched;  // reuse_: computed once in setup
   };
   DType cache_;
+  bool reuse_;
   MlaDecodeOptions opt_;
   int64_t B_, N_, SQ_, BS_;
   std::vector<int> lens_;
@@ -205,14 +213,14 @@ Status get_shape(const Shape& s, int64_t* B, int64_t* S, int64_t* N, int64_t* SQ
 }
 
 Routine make_routine(const std::string& name, DType cache, MlaSplitMode split, MlaKernel kernel,
-                     Lens lens, const std::string& what) {
+                     Lens lens, const std::string& what, bool reuse = false) {
   Routine r;
   r.name = name;
   r.description = what;
   r.make = [=](const Shape& s, std::unique_ptr<Instance>* out) {
     int64_t B, S, N, SQ, BS;
     QFUSE_RETURN_IF_ERROR(get_shape(s, &B, &S, &N, &SQ, &BS));
-    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, B, S, N, SQ, BS);
+    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, B, S, N, SQ, BS);
     return Status::Ok();
   };
   return r;
@@ -241,6 +249,10 @@ void add_routines(ToolRegistrar& r) {
                      Lens::kEqual, "MLA decode, " + cd + ", one block per request"));
     add(make_routine("mla_decode/" + cn + ":simple", c, MlaSplitMode::kAuto, MlaKernel::kSimple,
                      Lens::kEqual, "MLA decode, " + cd + ", CUDA-core kernel"));
+    add(make_routine("mla_decode/" + cn + ":layer", c, MlaSplitMode::kAuto, MlaKernel::kAuto,
+                     Lens::kEqual,
+                     "MLA decode, " + cd + ", one layer of a step: the schedule computed once",
+                     /*reuse=*/true));
     add(make_routine("mla_decode_mixed/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto,
                      Lens::kMixed, "MLA decode, " + cd + ", lengths log-spread over [1, S]"));
     add(make_routine("mla_decode_even/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEven,
@@ -265,9 +277,13 @@ void add_routines(ToolRegistrar& r) {
       s.cases.push_back({"memory-bound N16 SQ1 B128", "mla_decode/" + cn, shape(128, S, 16, 1)});
       s.cases.push_back(
           {"memory-bound N16 SQ1 B128", "mla_decode/" + cn + ":whole", shape(128, S, 16, 1)});
+      s.cases.push_back(
+          {"memory-bound N16 SQ1 B128", "mla_decode/" + cn + ":layer", shape(128, S, 16, 1)});
     }
     for (int64_t S : {4096, 16384})
       s.cases.push_back({"compute-bound N128 SQ2 B64", "mla_decode/" + cn, shape(64, S, 128, 2)});
+    s.cases.push_back(
+        {"compute-bound N128 SQ2 B64", "mla_decode/" + cn + ":layer", shape(64, 4096, 128, 2)});
     s.cases.push_back({"mixed 1..32k vs even", "mla_decode_mixed/" + cn, shape(128, 32768, 16, 1)});
     s.cases.push_back({"mixed 1..32k vs even", "mla_decode_even/" + cn, shape(128, 32768, 16, 1)});
     s.cases.push_back({"mixed 1..32k vs even", "mla_decode_mixed/" + cn, shape(64, 32768, 128, 2)});

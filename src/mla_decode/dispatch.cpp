@@ -416,12 +416,96 @@ Status mla_decode_can_implement(const MlaDecodeArgs& args, const MlaWorkspace& w
   return validate(args, ws, opt, &plan);
 }
 
+namespace {
+
+/// What a schedule computed for plan P on `ws` covers (mla_decode_schedule; checked on reuse).
+Status schedule_of(const Plan& P, const MlaDecodeArgs& a, const MlaWorkspace& ws, MlaSchedule* s) {
+  DeviceInfo dev;
+  if (P.B > 0) QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  *s = MlaSchedule{};
+  s->ws = ws.data;
+  s->device = dev.device;
+  s->batch = P.B;
+  s->heads = P.N;
+  s->capacity = P.max_blocks * P.block_size;
+  s->s_q = a.s_q;
+  s->cache_bytes = P.cache == CacheKind::kFp8 ? 1 : 2;
+  s->rows_per_block = P.rpb;
+  s->parts = P.parts;
+  s->overhead = P.B > 0 ? mla::scheduler_piece_overhead(P.rpb, P.cache) : 0;
+  s->split = P.split;
+  s->tensor_core = P.tensor_core;
+  return Status::Ok();
+}
+
+std::string describe(const MlaSchedule& s) {
+  return "ws " + std::string(s.ws == nullptr ? "null" : "set") + ", device " + str(s.device) +
+         ", B " + str(s.batch) + ", N " + str(s.heads) + ", s_q " + str(s.s_q) + ", capacity " +
+         str(s.capacity) + ", cache " + (s.cache_bytes == 1 ? "e4m3" : "bf16") +
+         ", rows per block " + str(s.rows_per_block) + ", parts " + str(s.parts) + ", overhead " +
+         str(s.overhead) + (s.split ? ", split" : ", whole") +
+         (s.tensor_core ? ", tensor core" : ", simple");
+}
+
+bool same_schedule(const MlaSchedule& x, const MlaSchedule& y) {
+  return x.ws == y.ws && x.device == y.device && x.batch == y.batch && x.heads == y.heads &&
+         x.capacity == y.capacity && x.s_q == y.s_q && x.cache_bytes == y.cache_bytes &&
+         x.rows_per_block == y.rows_per_block && x.parts == y.parts && x.overhead == y.overhead &&
+         x.split == y.split && x.tensor_core == y.tensor_core;
+}
+
+/// The workspace's schedule arrays for plan P.
+mla::Schedule schedule_arrays(const Plan& P, const MlaWorkspace& ws) {
+  char* base = static_cast<char*>(ws.data);
+  mla::Schedule s{};
+  s.header = reinterpret_cast<int*>(base);
+  s.len = reinterpret_cast<int*>(base + P.ws.len);
+  s.cost_pre = reinterpret_cast<int*>(base + P.ws.cost_pre);
+  s.first = reinterpret_cast<int*>(base + P.ws.first);
+  s.lse_part = reinterpret_cast<float*>(base + P.ws.lse_part);
+  s.o_part = reinterpret_cast<float*>(base + P.ws.o_part);
+  s.num_parts = P.parts;
+  s.overhead = mla::scheduler_piece_overhead(P.rpb, P.cache);
+  return s;
+}
+
+Status launch_schedule(const MlaDecodeArgs& a, const Plan& P, const mla::Schedule& s,
+                       cudaStream_t stream) {
+  return mla::launch_schedule(static_cast<const int*>(a.seq_lens.data), static_cast<int>(P.B),
+                              static_cast<int>(P.max_blocks * P.block_size), s, stream);
+}
+
+}  // namespace
+
+Status mla_decode_schedule(const MlaDecodeArgs& a, const MlaWorkspace& ws,
+                           const MlaDecodeOptions& opt, MlaSchedule* schedule,
+                           cudaStream_t stream) {
+  if (schedule == nullptr)
+    return Status::InvalidArgument("schedule", "an MlaSchedule to fill", "null");
+  Plan P;
+  QFUSE_RETURN_IF_ERROR(validate(a, ws, opt, &P));
+  MlaSchedule s;
+  QFUSE_RETURN_IF_ERROR(schedule_of(P, a, ws, &s));
+  if (P.B > 0) QFUSE_RETURN_IF_ERROR(launch_schedule(a, P, schedule_arrays(P, ws), stream));
+  *schedule = s;
+  return Status::Ok();
+}
+
 Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeOptions& opt,
                   cudaStream_t stream) {
   Plan P;
   QFUSE_RETURN_IF_ERROR(validate(a, ws, opt, &P));
+  if (opt.schedule != nullptr) {
+    MlaSchedule mine;
+    QFUSE_RETURN_IF_ERROR(schedule_of(P, a, ws, &mine));
+    if (!same_schedule(*opt.schedule, mine))
+      return Status::InvalidArgument(
+          "opt.schedule",
+          "a schedule from mla_decode_schedule on this workspace for this call's shapes (" +
+              describe(mine) + ")",
+          describe(*opt.schedule));
+  }
   if (P.B == 0) return Status::Ok();
-  char* base = static_cast<char*>(ws.data);
   mla::DecodeParams dp{};
   dp.q = static_cast<const uint16_t*>(a.q.data);
   dp.q_st = P.T > 1 ? a.q.strides[0] : a.q.strides[1] * P.N;
@@ -449,18 +533,8 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   // request (equal lengths on enough parts) is written by the decode kernel, the combine skips.
   dp.direct = P.split && P.out.spec.kind == QuantKind::kNone && P.out.out.dtype == DType::kBF16 &&
               mla::direct_output();
-  mla::Schedule& s = dp.sched;
-  s.header = reinterpret_cast<int*>(base);
-  s.len = reinterpret_cast<int*>(base + P.ws.len);
-  s.cost_pre = reinterpret_cast<int*>(base + P.ws.cost_pre);
-  s.first = reinterpret_cast<int*>(base + P.ws.first);
-  s.lse_part = reinterpret_cast<float*>(base + P.ws.lse_part);
-  s.o_part = reinterpret_cast<float*>(base + P.ws.o_part);
-  s.num_parts = P.parts;
-  s.overhead = mla::scheduler_piece_overhead(P.rpb, P.cache);
-  QFUSE_RETURN_IF_ERROR(mla::launch_schedule(static_cast<const int*>(a.seq_lens.data), dp.batch,
-                                             static_cast<int>(P.max_blocks * P.block_size), s,
-                                             stream));
+  dp.sched = schedule_arrays(P, ws);
+  if (opt.schedule == nullptr) QFUSE_RETURN_IF_ERROR(launch_schedule(a, P, dp.sched, stream));
   QFUSE_RETURN_IF_ERROR(launch_decode(a, P, dp, stream));
   if (P.split) return mla::launch_combine(dp, P.out, stream);
   return Status::Ok();

@@ -54,36 +54,34 @@ struct RunResult {
 constexpr int64_t kExtraRows = 3;
 constexpr int64_t kLsePad = 5;
 
-/// ld_pad: elements added to the output's token stride (1: every other token row starts at an
-/// odd element, so 4-byte stores of a value pair are misaligned there).
-RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullptr,
-              int64_t ld_pad = 0) {
+MlaDecodeOptions options(const Variant& v) {
+  MlaDecodeOptions opt;
+  opt.kernel = v.kernel;
+  opt.split = v.split;
+  return opt;
+}
+
+/// One call of mla_decode with options `opt` on workspace `ws` (poisoned outputs; see run).
+RunResult run_on(const MlaProblem& p, const MlaDecodeOptions& opt, const MlaWorkspace& ws,
+                 cudaStream_t stream = nullptr, int64_t ld_pad = 0) {
   RunResult r;
   r.ld = p.N * kMlaLatentDim + ld_pad;
   DeviceBuffer out((p.T + kExtraRows) * r.ld * 2);
   out.fill(kPoison);
   DeviceBuffer lse(p.T * (p.N + kLsePad) * 4);
   lse.fill(kPoison);
-  MlaDecodeOptions opt;
-  opt.kernel = v.kernel;
-  opt.split = v.split;
-  size_t bytes = 0;
-  r.status = mla_decode_workspace_size(p.B, p.c.s_q, static_cast<int>(p.N), opt, &bytes);
-  if (!r.status.ok()) return r;
-  DeviceBuffer ws(bytes);
-  ws.fill(kPoison);
   MlaDecodeArgs a = p.args();
   a.out.out = TensorRef::strided(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim},
                                  {r.ld, kMlaLatentDim, 1});
   a.lse = TensorRef::strided(lse.get(), DType::kF32, {p.T, p.N}, {p.N + kLsePad, 1});
-  r.status = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, stream);
+  r.status = mla_decode(a, ws, opt, stream);
   if (!r.status.ok()) return r;
   if (cudaStreamSynchronize(stream) != cudaSuccess) {
     r.status = Status(StatusCode::kCudaError, cudaGetErrorString(cudaGetLastError()));
     return r;
   }
-  r.device_check = mla_decode_check(MlaWorkspace{ws.get(), bytes}, stream);
-  if (cudaMemcpy(&r.one_piece, static_cast<const int*>(ws.get()) + mla::kHdrOnePiece, 4,
+  r.device_check = mla_decode_check(ws, stream);
+  if (cudaMemcpy(&r.one_piece, static_cast<const int*>(ws.data) + mla::kHdrOnePiece, 4,
                  cudaMemcpyDeviceToHost) != cudaSuccess)
     r.status = Status(StatusCode::kCudaError, "reading the schedule's header");
   const std::vector<uint8_t> ob = out.download();
@@ -93,6 +91,20 @@ RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullp
   r.lse.resize(lb.size() / 4);
   std::memcpy(r.lse.data(), lb.data(), lb.size());
   return r;
+}
+
+/// ld_pad: elements added to the output's token stride (1: every other token row starts at an
+/// odd element, so 4-byte stores of a value pair are misaligned there).
+RunResult run(const MlaProblem& p, const Variant& v, cudaStream_t stream = nullptr,
+              int64_t ld_pad = 0) {
+  const MlaDecodeOptions opt = options(v);
+  size_t bytes = 0;
+  RunResult r;
+  r.status = mla_decode_workspace_size(p.B, p.c.s_q, static_cast<int>(p.N), opt, &bytes);
+  if (!r.status.ok()) return r;
+  DeviceBuffer ws(bytes);
+  ws.fill(kPoison);
+  return run_on(p, opt, MlaWorkspace{ws.get(), bytes}, stream, ld_pad);
 }
 
 /// Checks one run against the problem's reference.
@@ -605,6 +617,107 @@ TEST(MlaDecodeGpu, CacheWriterBytesExact) {
         for (size_t i = 0; i < got.size(); ++i) diff += got[i] != cache[i];
         EXPECT_EQ(diff, 0) << "bytes differing from the host reference";
       }
+}
+
+TEST(MlaDecodeGpu, ReusedScheduleEqualsAFreshOneAndKeepsItsLengths) {
+  QFUSE_REQUIRE_GPU();
+  // Two "layers" of one decode step (other q and cache, the same lengths and shapes) through one
+  // schedule: each call that reuses it must give the bytes of a call that computes its own. The
+  // schedule captures the lengths: seq_lens overwritten after it (zeros, then a different batch)
+  // must change nothing.
+  for (const int heads : {16, 128})
+    for (DType cache : {DType::kBF16, DType::kE4M3}) {
+      MlaCase c;
+      c.heads = heads;
+      c.cache = cache;
+      c.s_q = 2;
+      c.lens = {1, 65, 1000, 3000, 200};
+      MlaProblem layer0 = make_problem(c);
+      c.seed = 9;
+      MlaProblem layer1 = make_problem(c);
+      ASSERT_EQ(layer0.max_blocks, layer1.max_blocks);
+      for (const Variant& v : {kTcSplit, kTcWhole, kSimpleSplit}) {
+        SCOPED_TRACE(std::string(v.name) + " " + describe(c));
+        const RunResult fresh0 = run(layer0, v), fresh1 = run(layer1, v);
+        ASSERT_TRUE(fresh0.status.ok()) << fresh0.status.to_string();
+        ASSERT_TRUE(fresh1.status.ok()) << fresh1.status.to_string();
+        MlaDecodeOptions opt = options(v);
+        size_t bytes = 0;
+        ASSERT_TRUE(mla_decode_workspace_size(layer0.B, c.s_q, heads, opt, &bytes).ok());
+        DeviceBuffer ws(bytes);
+        ws.fill(kPoison);
+        const MlaWorkspace mws{ws.get(), bytes};
+        MlaSchedule sched;
+        MlaDecodeArgs a = layer0.args();
+        DeviceBuffer scratch(layer0.T * layer0.N * kMlaLatentDim * 2);
+        a.out.out =
+            TensorRef::contiguous(scratch.get(), DType::kBF16, {layer0.T, layer0.N, kMlaLatentDim});
+        ASSERT_TRUE(mla_decode_schedule(a, mws, opt, &sched, nullptr).ok());
+        const std::vector<int32_t> zeros(layer0.lens.size(), 0);
+        layer0.d_lens.upload(zeros.data(), zeros.size() * 4);
+        std::vector<int32_t> other = layer1.lens;
+        std::reverse(other.begin(), other.end());
+        layer1.d_lens.upload(other.data(), other.size() * 4);
+        opt.schedule = &sched;
+        for (int layer = 0; layer < 2; ++layer) {
+          const RunResult r = run_on(layer == 0 ? layer0 : layer1, opt, mws);
+          const RunResult& fresh = layer == 0 ? fresh0 : fresh1;
+          ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+          EXPECT_TRUE(r.device_check.ok()) << r.device_check.to_string();
+          EXPECT_EQ(r.out, fresh.out) << "layer " << layer << ": output != a fresh schedule's";
+          EXPECT_EQ(std::memcmp(r.lse.data(), fresh.lse.data(), r.lse.size() * 4), 0)
+              << "layer " << layer << ": lse != a fresh schedule's";
+        }
+        layer0.d_lens.upload(layer0.lens.data(), layer0.lens.size() * 4);
+        layer1.d_lens.upload(layer1.lens.data(), layer1.lens.size() * 4);
+      }
+    }
+}
+
+TEST(MlaDecodeGpu, ScheduleOfOtherShapesOrWorkspaceIsRejectedAndNothingWritten) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.lens = {10, 200, 70};
+  MlaProblem p = make_problem(c);
+  size_t bytes = 0;
+  ASSERT_TRUE(mla_decode_workspace_size(p.B, 1, 16, {}, &bytes).ok());
+  DeviceBuffer ws(bytes), ws2(bytes), out(p.T * p.N * kMlaLatentDim * 2);
+  out.fill(kPoison);
+  MlaDecodeArgs a = p.args();
+  a.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim});
+  const MlaWorkspace mws{ws.get(), bytes};
+  expect_invalid_argument(mla_decode_schedule(a, mws, {}, nullptr, nullptr), "schedule");
+  MlaSchedule sched;
+  ASSERT_TRUE(mla_decode_schedule(a, mws, {}, &sched, nullptr).ok());
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  MlaDecodeOptions opt;
+  opt.schedule = &sched;
+  // Another workspace.
+  expect_invalid_argument(mla_decode(a, MlaWorkspace{ws2.get(), bytes}, opt, nullptr),
+                          "opt.schedule");
+  // Another split mode, kernel, or a schedule of another batch / capacity / s_q / head count.
+  MlaDecodeOptions whole = opt;
+  whole.split = MlaSplitMode::kNone;
+  expect_invalid_argument(mla_decode(a, mws, whole, nullptr), "opt.schedule");
+  MlaDecodeOptions simple = opt;
+  simple.kernel = MlaKernel::kSimple;
+  expect_invalid_argument(mla_decode(a, mws, simple, nullptr), "opt.schedule");
+  for (int field = 0; field < 4; ++field) {
+    MlaSchedule other = sched;
+    if (field == 0) other.batch += 1;
+    if (field == 1) other.capacity += 64;
+    if (field == 2) other.s_q = 2;
+    if (field == 3) other.heads = 32;
+    MlaDecodeOptions o = opt;
+    o.schedule = &other;
+    expect_invalid_argument(mla_decode(a, mws, o, nullptr), "opt.schedule");
+  }
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(changed_bytes(out), 0);
+  // The matching call goes through.
+  EXPECT_TRUE(mla_decode(a, mws, opt, nullptr).ok());
+  QFUSE_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_GT(changed_bytes(out), 0);
 }
 
 TEST(MlaDecodeGpu, WorkspaceTooSmallIsRejectedAndNothingWritten) {

@@ -608,6 +608,39 @@ TEST(MlaValidation, EmptyBatchIsANoOp) {
   EXPECT_TRUE(mla_decode(c.a, MlaWorkspace{}, {}, nullptr).ok());
 }
 
+TEST(MlaValidation, ScheduleReuse) {
+  Call c;
+  // No MlaSchedule to fill, or an invalid call: rejected before anything is launched.
+  expect_invalid_argument(
+      mla_decode_schedule(c.a, MlaWorkspace{fake(0x700000), 1}, {}, nullptr, nullptr), "schedule");
+  MlaSchedule s;
+  Call bad;
+  bad.a.s_q = 3;
+  expect_invalid_argument(
+      mla_decode_schedule(bad.a, MlaWorkspace{fake(0x700000), 1}, {}, &s, nullptr), "s_q");
+  EXPECT_EQ(s.ws, nullptr) << "a failed call must leave the schedule as it was";
+  // An empty batch (no device needed): the schedule names its workspace and is reused on it
+  // only; another batch is rejected.
+  c.a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {0, 16, 576});
+  c.a.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {0, 8});
+  c.a.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {0});
+  c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {0, 16, 512});
+  c.a.lse = TensorRef::contiguous(fake(0x600000), DType::kF32, {0, 16});
+  const MlaWorkspace ws{fake(0x700000), 256};
+  ASSERT_TRUE(mla_decode_schedule(c.a, ws, {}, &s, nullptr).ok());
+  EXPECT_EQ(s.ws, ws.data);
+  EXPECT_EQ(s.batch, 0);
+  MlaDecodeOptions opt;
+  opt.schedule = &s;
+  EXPECT_TRUE(mla_decode(c.a, ws, opt, nullptr).ok());
+  expect_invalid_argument(mla_decode(c.a, MlaWorkspace{fake(0x800000), 256}, opt, nullptr),
+                          "opt.schedule");
+  MlaSchedule other = s;
+  other.batch = 3;
+  opt.schedule = &other;
+  expect_invalid_argument(mla_decode(c.a, ws, opt, nullptr), "opt.schedule");
+}
+
 TEST(MlaValidation, CacheWriter) {
   const auto base = [] {
     MlaCacheWriteArgs a;

@@ -88,9 +88,25 @@ enum class MlaKernel {
   kSimple,      // CUDA-core kernel: the slow, obviously correct rung (any sm_80+ device)
 };
 
+/// A schedule computed once for several mla_decode calls (mla_decode_schedule): the layers of one
+/// decode step share seq_lens, the block table's shape, the head count and s_q, so the step
+/// computes its split schedule once and every layer's call launches only the decode kernel (and
+/// the combine), as FlashMLA's metadata is computed once a step. Host-side: what the schedule
+/// covers, checked against each call that reuses it; the schedule itself lives in the workspace.
+struct MlaSchedule {
+  const void* ws = nullptr;  // the workspace holding it (null: none computed)
+  int device = -1;
+  int64_t batch = 0, heads = 0, capacity = 0;  // capacity: max_blocks * block_size
+  int s_q = 0, cache_bytes = 0, rows_per_block = 0, parts = 0, overhead = 0;
+  bool split = true, tensor_core = true;
+};
+
 struct MlaDecodeOptions {
   MlaSplitMode split = MlaSplitMode::kAuto;
   MlaKernel kernel = MlaKernel::kAuto;
+  /// Reuse this schedule (computed by mla_decode_schedule on the same workspace for the same
+  /// shapes) instead of computing one: the call launches no scheduler. Null: compute it.
+  const MlaSchedule* schedule = nullptr;
 };
 
 /// Caller-owned device scratch: scheduler metadata, the device error flag, fp32 partials.
@@ -114,7 +130,21 @@ Status mla_decode_can_implement(const MlaDecodeArgs& args, const MlaWorkspace& w
 Status mla_decode(const MlaDecodeArgs& args, const MlaWorkspace& ws, const MlaDecodeOptions& opt,
                   cudaStream_t stream);
 
-/// Device-side errors of the last mla_decode on `ws` (synchronises `stream`): Ok, or
+/// Computes the split schedule of calls shaped as `args` with options `opt` into `ws` (what
+/// mla_decode does first) and describes it in `*schedule`, for calls that pass it as
+/// opt.schedule. The schedule captures seq_lens as they are when it runs on `stream` (the
+/// lengths, sanitized, and the work split): the calls that reuse it read the lengths from it, not
+/// from seq_lens, so they compute attention over the lengths of the step it was computed for.
+/// The calls may use other q, cache (same dtype and block size), block_table (same shape),
+/// output and lse tensors: the layers of a step. It also clears the device error flag
+/// (mla_decode_check then reports every call since). Validates like mla_decode; B = 0 launches
+/// nothing.
+Status mla_decode_schedule(const MlaDecodeArgs& args, const MlaWorkspace& ws,
+                           const MlaDecodeOptions& opt, MlaSchedule* schedule, cudaStream_t stream);
+
+/// Device-side errors of the mla_decode calls on `ws` since its schedule was computed (the last
+/// call, or with a reused schedule every call since mla_decode_schedule; synchronises `stream`):
+/// Ok, or
 /// kInvalidArgument naming what the device found (block id out of range, seq_len beyond the
 /// block table, negative seq_len).
 Status mla_decode_check(const MlaWorkspace& ws, cudaStream_t stream);
