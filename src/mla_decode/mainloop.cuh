@@ -11,7 +11,8 @@
 //                     operands from shared memory), causal / length mask, online softmax in fp32
 //                     (column maxima across the 4 warps through shared memory), P^T to shared
 //                     memory as bf16, O^T += V^T P^T (8 m-tiles x 4 k-steps). The stage is
-//                     released as soon as the PV product that reads it has completed.
+//                     released when the PV product that reads it has completed (it overlaps the
+//                     next tile's QK product).
 //
 // Barrier protocol (counts): full[s] (1 + TMA bytes), empty[s] (4 consumer warps), q_full[i]
 // (1 + TMA bytes), q_empty[i] (4), i the Q buffer (Tr::kQStages: piece k uses buffer k % kQStages).
@@ -170,16 +171,6 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       const int st = n & 1;
       const uint32_t kv = kv0 + st * Tr::kTileBytes;
       if (t == pc.t_begin) mbar_wait(sm.q_full(qs), (nq / Tr::kQStages) & 1);
-      // NOTE: the previous tile's stage is released as soon as its PV product completes, before
-      // this tile's wait: at 16 / 32 rows a block streams each tile from DRAM once and the
-      // consumer idles most of a tile's time, so this keeps two tiles in flight; releasing after
-      // this tile's QK (to overlap the PV with it) waited for this tile to land first, i.e. one
-      // tile in flight (bench/NOTES.md M23).
-      if (t > pc.t_begin) {
-        wgmma_wait<0>();
-        fence_regs(o);
-        if (lane == 0) mbar_arrive(sm.empty(st ^ 1));
-      }
       mbar_wait(sm.full(st), (n >> 1) & 1);
       float s[NS];
 #pragma unroll
@@ -194,6 +185,15 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
         wgmma_bf16<R, 0>(s, da, db, k > 0 ? 1 : 0);
       }
       wgmma_commit();
+      // NOTE: the previous tile's stage goes back once its PV product has completed, waited for
+      // here so that the PV overlaps this tile's QK. Releasing it before this tile's full-barrier
+      // wait (two tiles in flight from DRAM, PV latency exposed) measured 2.6-4.3 % slower on the
+      // memory-bound N 16 rows of the H200 (bench/NOTES.md M23).
+      if (t > pc.t_begin) {
+        wgmma_wait<1>();  // the previous tile's PV product: its stage is free
+        fence_regs(o);
+        if (lane == 0) mbar_arrive(sm.empty(st ^ 1));
+      }
       wgmma_wait<0>();
       fence_regs(s);
       fence_regs(o);
