@@ -126,11 +126,16 @@ __device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t pair) {
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
-/// Q for the E4M3 products of the kQ8 form's QK (bench/NOTES.md M26), in place over the bf16 Q
-/// (Tr::kBoxes boxes of R rows x 128 bytes, 128-byte swizzle): per query row r, s_hi = its largest
-/// finite |q| / 448, hi = e4m3(q / s_hi) (round to nearest, saturating), the rest q - hi * s_hi
-/// with s_lo = its largest |.| / 448 and lo = e4m3(rest / s_lo), so that hi * s_hi + lo * s_lo
-/// holds q to about 2^-8 of the row's largest value (each E4M3 half keeps 4 significant bits).
+/// Q for the E4M3 products of the kQ8 form's QK (bench/NOTES.md M26, M29), in place over the bf16
+/// Q (Tr::kBoxes boxes of R rows x 128 bytes, 128-byte swizzle): per query row r, s_hi = 2^e, the
+/// smallest power of two with the row's largest finite |q| <= 448 s_hi, hi = e4m3(q / s_hi)
+/// (round to nearest), s_lo = s_hi / 16 and lo = e4m3((q - hi s_hi) / s_lo). Both factors being
+/// powers of two, q / s_hi is exact; where it is a normal E4M3 value (>= 2^-6) hi keeps its 4
+/// leading significant bits and the rest, a multiple of q's last bit of at most half hi's step
+/// (<= 16 at the top of the range, <= 256 in lo's units), needs at most 4 significant bits: lo
+/// holds it exactly, so hi s_hi + lo s_lo == q for every bf16 q above 2^-6 s_hi (~2^-14.8 of the
+/// row's largest value); below, the error is at most 2^-14 s_hi. The query is kept exactly, as
+/// the fp16 forms keep it.
 /// Written as the QK's B operand, 2R rows of 576 codes (rows 0..R-1 hi, R..2R-1 lo) in boxes of
 /// 64 columns x 64 bytes with the cache tile's 64-byte swizzle (2R * 64 bytes a box: the bf16
 /// Q's bytes exactly). The factors go to qs: qs[r] = s_hi, qs[R + r] = s_lo. Threads tid < 8R
@@ -160,35 +165,26 @@ __device__ __forceinline__ void prepare_q_hilo(uint8_t* q, int tid, float* qs) {
 #pragma unroll
   for (int off = 1; off < 8; off <<= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
   named_sync(kBar, kThreads);  // every read of the bf16 Q is done: the buffer may be rewritten
-  const float a = __uint_as_float(amax << 16);
-  const float s_hi = a > 0.0f ? a / 448.0f : 1.0f, inv_hi = a > 0.0f ? 448.0f / a : 1.0f;
+  // e: the smallest with a <= 448 * 2^e, a = 1.f * 2^E (bf16 bits: E = (amax >> 7) - 127, f the 7
+  // fraction bits; 448 = 1.75 * 2^8): E - 8, plus 1 where 1.f > 1.75. Clamped so that s_lo = 2^(e-4)
+  // stays a normal fp32 (a row of zeros or of values below 2^-118 then scales by 2^122 at most).
+  const int e = max(static_cast<int>(amax >> 7) - 135 + ((amax & 0x7Fu) > 0x60u ? 1 : 0), -122);
+  const float s_hi = exp2i(e), inv_hi = exp2i(-e), s_lo = exp2i(e - 4), inv_lo = exp2i(4 - e);
   uint32_t hw[Tr::kBoxes][2];
-  float ramax = 0.0f;
   if (worker) {
 #pragma unroll
     for (int kb = 0; kb < Tr::kBoxes; ++kb) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const uint32_t w = word(x[kb], i);
-        const float v0 = __uint_as_float(w << 16), v1 = __uint_as_float(w & 0xFFFF0000u);
-        const uint32_t c = quant::e4m3x2(v0 * inv_hi, v1 * inv_hi);
+        const uint32_t c = quant::e4m3x2(__uint_as_float(w << 16) * inv_hi,
+                                         __uint_as_float(w & 0xFFFF0000u) * inv_hi);
         if (i & 1)
           hw[kb][i >> 1] |= c << 16;
         else
           hw[kb][i >> 1] = c;
-        const float2 b = e4m3x2_to_float2(c);
-        const float r0 = fabsf(v0 - b.x * s_hi), r1 = fabsf(v1 - b.y * s_hi);
-        if (r0 < INFINITY) ramax = fmaxf(ramax, r0);
-        if (r1 < INFINITY) ramax = fmaxf(ramax, r1);
       }
     }
-  }
-#pragma unroll
-  for (int off = 1; off < 8; off <<= 1)
-    ramax = fmaxf(ramax, __shfl_xor_sync(0xffffffffu, ramax, off));
-  if (worker) {
-    const float s_lo = ramax > 0.0f ? ramax / 448.0f : 1.0f;
-    const float inv_lo = ramax > 0.0f ? 448.0f / ramax : 1.0f;
     const int rl = R + r;
     const int off_hi = r * 64 + (((part >> 1) ^ ((r >> 1) & 3)) << 4) + (part & 1) * 8;
     const int off_lo = rl * 64 + (((part >> 1) ^ ((rl >> 1) & 3)) << 4) + (part & 1) * 8;
