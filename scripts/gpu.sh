@@ -204,10 +204,12 @@ if [ "$suites" != none ]; then
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_alt.json" \
         >"$out/bench_mla_decode_alt.txt" 2>&1 || status=1
       grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_alt.txt" | head -20
-      # NOTE: and with the other forms at 64+ rows: an FP8 cache through the swapped form at 32
-      # rows a block (bench/NOTES.md M15), a bf16 cache through the wide form's pair schedule (M17).
-      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2"
-      QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
+      # NOTE: and with the other forms: at 16 rows the FP8 cache's QK on E4M3 products (M26); at
+      # 64+ rows an FP8 cache through the swapped form at 32 rows a block (bench/NOTES.md M15), a
+      # bf16 cache through the wide form's pair schedule (M17).
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=3 QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2"
+      QFUSE_MLA_FP8_FORM=3 QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2 \
+        timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_wide.json" \
         >"$out/bench_mla_decode_wide.txt" 2>&1 || status=1
       grep -E "^mla_decode.*(/fp8 |SQ=2)" "$out/bench_mla_decode_wide.txt" | head -20

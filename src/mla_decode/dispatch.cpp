@@ -34,7 +34,8 @@ int env_form(const char* name, int fallback, int other) {
 }
 
 std::atomic<int>& fp8_form_state() {
-  static std::atomic<int> state{env_form("QFUSE_MLA_FP8_FORM", 2, 1)};
+  static std::atomic<int> state{
+      env_form("QFUSE_MLA_FP8_FORM", env_form("QFUSE_MLA_FP8_FORM", 2, 3), 1)};
   return state;
 }
 
@@ -93,7 +94,7 @@ bool fp8_wide() {
 }
 
 void set_fp8_form(int form) {
-  fp8_form_state().store(form == 1 ? 1 : 2);
+  fp8_form_state().store(form == 1 || form == 3 ? form : 2);
 }
 int fp8_form() {
   return fp8_form_state().load();
@@ -339,7 +340,10 @@ Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t 
     return mla::launch_wide<kCache, kEpi>(tp, grid, stream);
   }
   if constexpr (kCache == CacheKind::kFp8) {
-    if (rpb == 16 && mla::fp8_form() == 2) return mla::launch_tc_fp8alt<kEpi>(tp, grid, stream);
+    if (rpb == 16 && mla::fp8_form() == 2)
+      return mla::launch_tc_fp8alt<kEpi, false>(tp, grid, stream);
+    if (rpb == 16 && mla::fp8_form() == 3)
+      return mla::launch_tc_fp8alt<kEpi, true>(tp, grid, stream);
   }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);
   return mla::launch_tc<32, kCache, kEpi>(tp, grid, stream);

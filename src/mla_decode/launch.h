@@ -23,13 +23,15 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
 /// The FP8-cache tensor-core kernel with two consumer warpgroups taking alternate tiles
 /// (mainloop_fp8.cuh: consumer_fp8_alt), 16 query rows per block; the same grid as launch_tc.
-template <EpilogueKind kEpi>
+/// kQ8: the QK on E4M3 products, Q split into two E4M3 halves (bench/NOTES.md M26).
+template <EpilogueKind kEpi, bool kQ8>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
 /// The FP8-cache kernel form at 16 rows per block: 2, two consumer warpgroups taking alternate
 /// tiles (the default: 1.15x faster at the memory-bound bar shapes, 1.07x slower on a batch of
-/// log-spread lengths, bench/NOTES.md M14); 1, one consumer warpgroup. Process-wide;
-/// QFUSE_MLA_FP8_FORM=1 sets it at start-up (same-binary A/B runs); tests switch it here.
+/// log-spread lengths, bench/NOTES.md M14); 1, one consumer warpgroup; 3, form 2 with the QK on
+/// E4M3 products (M26, not yet measured). Process-wide; QFUSE_MLA_FP8_FORM=1 or 3 sets it at
+/// start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_form(int form);
 int fp8_form();
 

@@ -33,12 +33,14 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "mla_decode/fp8_convert.h"
 #include "mla_decode/mainloop.cuh"
+#include "qfuse/quant/chunk.cuh"
 
 namespace qfuse::mla {
 
@@ -117,6 +119,102 @@ __device__ __forceinline__ int prepare_q_f16(uint8_t* q, int tid, uint32_t* red)
   return k;
 }
 
+/// Two E4M3 codes (the low 16 bits of `pair`, low byte first) as fp32.
+__device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t pair) {
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xFFFFu), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+}
+
+/// Q for the E4M3 products of the kQ8 form's QK (bench/NOTES.md M26, M29), in place over the bf16
+/// Q (Tr::kBoxes boxes of R rows x 128 bytes, 128-byte swizzle): per query row r, s_hi = 2^e, the
+/// smallest power of two with the row's largest finite |q| <= 448 s_hi, hi = e4m3(q / s_hi)
+/// (round to nearest), s_lo = s_hi / 16 and lo = e4m3((q - hi s_hi) / s_lo). Both factors being
+/// powers of two, q / s_hi is exact; where it is a normal E4M3 value (>= 2^-6) hi keeps its 4
+/// leading significant bits and the rest, a multiple of q's last bit of at most half hi's step
+/// (<= 16 at the top of the range, <= 256 in lo's units), needs at most 4 significant bits: lo
+/// holds it exactly, so hi s_hi + lo s_lo == q for every bf16 q above 2^-6 s_hi (~2^-14.8 of the
+/// row's largest value); below, the error is at most 2^-14 s_hi. The query is kept exactly, as
+/// the fp16 forms keep it.
+/// Written as the QK's B operand, 2R rows of 576 codes (rows 0..R-1 hi, R..2R-1 lo) in boxes of
+/// 64 columns x 64 bytes with the cache tile's 64-byte swizzle (2R * 64 bytes a box: the bf16
+/// Q's bytes exactly). The factors go to qs: qs[r] = s_hi, qs[R + r] = s_lo. Threads tid < 8R
+/// work (8 per row: 8 columns of each box); all kThreads meet at named barrier kBar twice (every
+/// read of the bf16 Q before the first write; the writes before the products).
+template <class Tr, int kThreads, int kBar>
+__device__ __forceinline__ void prepare_q_hilo(uint8_t* q, int tid, float* qs) {
+  constexpr int R = Tr::kRows;
+  static_assert(8 * R <= kThreads && kThreads % 32 == 0, "8 threads a row");
+  const int r = tid >> 3, part = tid & 7;
+  const bool worker = tid < 8 * R;  // warp-uniform: 8R is a multiple of 32
+  uint4 x[Tr::kBoxes];
+  uint32_t amax = 0;  // bits of the largest finite |q| (bf16 magnitudes order as integers)
+  if (worker) {
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+      x[kb] = lds128(q + kb * Tr::kQBoxBytes + r * 128 + ((part ^ (r & 7)) << 4));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t w = word(x[kb], i);
+        const uint32_t lo = w & 0x7FFFu, hi = (w >> 16) & 0x7FFFu;
+        amax = max(amax, lo < 0x7F80u ? lo : 0u);
+        amax = max(amax, hi < 0x7F80u ? hi : 0u);
+      }
+    }
+  }
+#pragma unroll
+  for (int off = 1; off < 8; off <<= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  named_sync(kBar, kThreads);  // every read of the bf16 Q is done: the buffer may be rewritten
+  // e: the smallest with a <= 448 * 2^e, a = 1.f * 2^E (bf16 bits: E = (amax >> 7) - 127, f the 7
+  // fraction bits; 448 = 1.75 * 2^8): E - 8, plus 1 where 1.f > 1.75. Clamped so that s_lo = 2^(e-4)
+  // stays a normal fp32 (a row of zeros or of values below 2^-118 then scales by 2^122 at most).
+  const int e = max(static_cast<int>(amax >> 7) - 135 + ((amax & 0x7Fu) > 0x60u ? 1 : 0), -122);
+  const float s_hi = exp2i(e), inv_hi = exp2i(-e), s_lo = exp2i(e - 4), inv_lo = exp2i(4 - e);
+  uint32_t hw[Tr::kBoxes][2];
+  if (worker) {
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t w = word(x[kb], i);
+        const uint32_t c = quant::e4m3x2(__uint_as_float(w << 16) * inv_hi,
+                                         __uint_as_float(w & 0xFFFF0000u) * inv_hi);
+        if (i & 1)
+          hw[kb][i >> 1] |= c << 16;
+        else
+          hw[kb][i >> 1] = c;
+      }
+    }
+    const int rl = R + r;
+    const int off_hi = r * 64 + (((part >> 1) ^ ((r >> 1) & 3)) << 4) + (part & 1) * 8;
+    const int off_lo = rl * 64 + (((part >> 1) ^ ((rl >> 1) & 3)) << 4) + (part & 1) * 8;
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+      uint32_t lw[2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t w = word(x[kb], i);
+        const float v0 = __uint_as_float(w << 16), v1 = __uint_as_float(w & 0xFFFF0000u);
+        const float2 b = e4m3x2_to_float2(hw[kb][i >> 1] >> (16 * (i & 1)));
+        const uint32_t c = quant::e4m3x2((v0 - b.x * s_hi) * inv_lo, (v1 - b.y * s_hi) * inv_lo);
+        if (i & 1)
+          lw[i >> 1] |= c << 16;
+        else
+          lw[i >> 1] = c;
+      }
+      uint8_t* box = q + kb * (2 * R * 64);
+      *reinterpret_cast<uint2*>(box + off_hi) = make_uint2(hw[kb][0], hw[kb][1]);
+      *reinterpret_cast<uint2*>(box + off_lo) = make_uint2(lw[0], lw[1]);
+    }
+    if (part == 0) {
+      qs[r] = s_hi;
+      qs[R + r] = s_lo;
+    }
+  }
+  fence_proxy_async_shared();  // the codes are read by wgmma (the async proxy)
+  named_sync(kBar, kThreads);
+}
+
 /// What one FP8 consumer warpgroup keeps while it walks a piece's tiles: this thread's cache
 /// offsets (K rows 16 w + g, + 8 and their swizzled chunk qd; V columns of box 2 w + g / 4, chunk
 /// g % 4), the shared buffers it uses (Q, its P, its column-max scratch) and its named barrier.
@@ -150,48 +248,77 @@ __device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, flo
 /// softmax (column maxima across the 4 warps through red_max, the warpgroup's barrier), P to
 /// shared memory as fp16, O^T += V^T P^T. `release_q`: arrive on q_empty once the QK products
 /// (the last reads of Q in this piece) are done.
-template <class Tr>
+/// kQ8 (16 rows): S^T = K Q^T on E4M3 products instead, K straight from the stage and Q as the
+/// two E4M3 halves of prepare_q_hilo (2R columns: hi, then lo), the halves joined with the
+/// columns' factors qf (s_hi, s_lo times the softmax scale; scale_log2 is then 1).
+template <class Tr, bool kQ8 = false>
 __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage, int t,
                                          const ColumnMap<Tr::kRows>& cm,
                                          const int (&limit)[Tr::kRows / 4], float scale_log2,
                                          float (&o)[8][Tr::kRows / 2], float (&m)[Tr::kRows / 4],
                                          float (&l)[Tr::kRows / 4], bool release_q,
-                                         uint64_t* q_empty) {
+                                         uint64_t* q_empty, const float (&qf)[2][Tr::kRows / 4]) {
   constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
   const int w = f.w, lane = f.lane, g = f.g, qd = f.qd;
 
-  // S^T = K Q^T: per box, two 16-byte loads give the A fragments of its 4 k-steps.
   float s[NS];
+  if constexpr (kQ8) {
+    static_assert(R == 16, "the E4M3 QK is built for 16 rows (m64n32: hi and lo columns)");
+    float acc[2 * NS];
 #pragma unroll
-  for (int k = 0; k < NS; ++k) s[k] = 0.0f;
-  fence_regs(s);
-  uint32_t a[2][16];
+    for (int k = 0; k < 2 * NS; ++k) acc[k] = 0.0f;
+    fence_regs(acc);
+    wgmma_fence();
+    const uint64_t dk = sw64_desc(smem_addr(stage), 512), dq = sw64_desc(f.q_addr, 512);
 #pragma unroll
-  for (int kb = 0; kb < Tr::kBoxes; ++kb) {
-    const uint8_t* box = stage + kb * Tr::kBoxBytes;
-    const uint4 x0 = lds128(box + f.k_off0), x1 = lds128(box + f.k_off1);
-    uint32_t(&A)[16] = a[kb & 1];
-    if (kb >= 2) {
-      wgmma_wait<1>();  // box kb - 2's products have read this register set
+    for (int kb = 0; kb < Tr::kBoxes; ++kb)
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+        wgmma_e4m3_n32(acc, desc_add(dk, kb * Tr::kBoxBytes + ks * 32),
+                       desc_add(dq, kb * (2 * R * 64) + ks * 32), (kb | ks) != 0 ? 1 : 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(acc);
+    if (release_q && lane == 0) mbar_arrive(q_empty);
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+      // Register k (< NS) holds column cc's hi product, k + NS the same column's lo product.
+      const int cc = ((k >> 2) << 1) | (k & 1);
+      s[k] = fmaf(acc[k], qf[0][cc], acc[k + NS] * qf[1][cc]);
+    }
+  } else {
+    // S^T = K Q^T: per box, two 16-byte loads give the A fragments of its 4 k-steps.
+#pragma unroll
+    for (int k = 0; k < NS; ++k) s[k] = 0.0f;
+    fence_regs(s);
+    uint32_t a[2][16];
+#pragma unroll
+    for (int kb = 0; kb < Tr::kBoxes; ++kb) {
+      const uint8_t* box = stage + kb * Tr::kBoxBytes;
+      const uint4 x0 = lds128(box + f.k_off0), x1 = lds128(box + f.k_off1);
+      uint32_t(&A)[16] = a[kb & 1];
+      if (kb >= 2) {
+        wgmma_wait<1>();  // box kb - 2's products have read this register set
+        fence_regs(A);
+      }
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
+      fence_regs(A);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        const uint64_t db = sw128_desc(f.q_addr + kb * Tr::kQBoxBytes + ks * 32, 16, 1024);
+        wgmma_rs<R, true>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
+      }
+      wgmma_commit();
       fence_regs(A);
     }
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) k_step_fragment(&A[4 * ks], word(x0, ks), word(x1, ks));
-    fence_regs(A);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-      const uint64_t db = sw128_desc(f.q_addr + kb * Tr::kQBoxBytes + ks * 32, 16, 1024);
-      wgmma_rs<R, true>(s, &A[4 * ks], db, (kb | ks) != 0 ? 1 : 0);
-    }
-    wgmma_commit();
-    fence_regs(A);
+    wgmma_wait<0>();
+    fence_regs(s);
+    fence_regs(a[0]);
+    fence_regs(a[1]);
+    if (release_q && lane == 0) mbar_arrive(q_empty);
   }
-  wgmma_wait<0>();
-  fence_regs(s);
-  fence_regs(a[0]);
-  fence_regs(a[1]);
-  if (release_q && lane == 0) mbar_arrive(q_empty);
 
   tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, f.red_max, w, g);
   named_sync(f.bar, 128);
@@ -270,8 +397,9 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
         named_sync(1, 128);
       }
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
+      const float no_qf[2][NC] = {};  // (the column factors of the kQ8 form)
       fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, t == pc.t_end - 1,
-                   sm.q_empty());
+                   sm.q_empty(), no_qf);
       if (f.lane == 0) mbar_arrive(sm.empty(st));  // every load from the stage is done
     }
     if (pc.t_end > pc.t_begin) ++nq;
@@ -292,7 +420,10 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
 /// warpgroups' 8 warps once each has finished the piece's tiles; empty[s] one warpgroup's 4.
 constexpr int kBarBoth = 3;
 
-template <class Tr, class Epi>
+/// kQ8: the QK on E4M3 products (fp8_tile), Q split by prepare_q_hilo at a piece's start, its
+/// row factors through consumer 0's red(1) (read by both before either can reach the piece's
+/// merge barrier; consumer 0 writes its column sums there only after it).
+template <class Tr, class Epi, bool kQ8 = false>
 __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part,
                                  int c) {
   const DecodeParams& p = tp.p;
@@ -314,21 +445,33 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     // producer loads no Q for it.
     const bool any = pc.t_end > pc.t_begin;
     float piece_scale_log2 = 0.0f;
+    float qf[2][NC] = {};
     if (any) {
       mbar_wait(sm.q_full(), nq & 1);
-      // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
-      // piece's softmax) precede the previous piece's merge barriers.
-      const int k =
-          prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
-      piece_scale_log2 = scale_log2 * exp2i(8 - k);
-      fence_proxy_async_shared();
-      named_sync(kBarBoth, 256);
+      if constexpr (kQ8) {
+        prepare_q_hilo<Tr, 256, kBarBoth>(sm.q(), tid2, red_sum);
+#pragma unroll
+        for (int cc = 0; cc < NC; ++cc) {
+          qf[0][cc] = red_sum[cm.cols[cc]] * scale_log2;
+          qf[1][cc] = red_sum[R + cm.cols[cc]] * scale_log2;
+        }
+        piece_scale_log2 = 1.0f;
+      } else {
+        // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
+        // piece's softmax) precede the previous piece's merge barriers.
+        const int k =
+            prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
+        piece_scale_log2 = scale_log2 * exp2i(8 - k);
+        fence_proxy_async_shared();
+        named_sync(kBarBoth, 256);
+      }
     }
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       if ((n & 1) != c) continue;
       const int st = n % Tr::kStages;
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
-      fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty());
+      fp8_tile<Tr, kQ8>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty(),
+                        qf);
       if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
     if (any) {

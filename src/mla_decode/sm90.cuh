@@ -46,6 +46,25 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 2], const uint32_t* a, 
     gmma_rs<gmma::MMA_64x32x16_F32BF16BF16_RS<kK, kK>>(d, a, db, scale_d);
 }
 
+/// Matrix descriptor of a 64-byte-swizzled K-major operand at shared address `addr` (rows of 64
+/// bytes, 16-byte chunk c of row r at c ^ ((r >> 1) & 3): TMA's CU_TENSOR_MAP_SWIZZLE_64B), 8-row
+/// groups `sbo` bytes apart; 512-byte aligned atoms.
+__device__ __forceinline__ uint64_t sw64_desc(uint32_t addr, uint32_t sbo) {
+  uint64_t d = 0;
+  d |= static_cast<uint64_t>((addr & 0x3FFFF) >> 4);
+  d |= static_cast<uint64_t>(1) << 16;  // LBO: unused for swizzled K-major layouts
+  d |= static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32;
+  d |= static_cast<uint64_t>(2) << 62;  // swizzle mode 2: 64 bytes
+  return d;
+}
+
+/// D[64 x 32] (+)= A[64 x 32] * B[32 x 32], E4M3 operands, both K-major in shared memory, fp32
+/// accumulate (the FP8 cache's QK with Q split into two E4M3 halves: mainloop_fp8.cuh).
+__device__ __forceinline__ void wgmma_e4m3_n32(float (&d)[16], uint64_t da, uint64_t db,
+                                               int scale_d) {
+  gmma_ss<gmma::MMA_64x32x32_F32E4M3E4M3_SS_TN<>>(d, da, db, scale_d);
+}
+
 /// D[64 x 64] (+)= A[64 x 16] * B[16 x 64], both operands K-major in shared memory (descriptors),
 /// fp32 accumulate. Fragment: register 4 j + e holds row 16 * warp + g + 8 * (e >> 1), column
 /// 8 j + 2 qd + (e & 1) (g = lane / 4, qd = lane % 4).

@@ -4,6 +4,6 @@
 
 namespace qfuse::mla {
 
-template Status launch_tc_fp8alt<EpilogueKind::kOutput>(const TcParams&, dim3, cudaStream_t);
+template Status launch_tc_fp8alt<EpilogueKind::kOutput, false>(const TcParams&, dim3, cudaStream_t);
 
 }  // namespace qfuse::mla

@@ -4,6 +4,7 @@
 
 namespace qfuse::mla {
 
-template Status launch_tc_fp8alt<EpilogueKind::kPartial>(const TcParams&, dim3, cudaStream_t);
+template Status launch_tc_fp8alt<EpilogueKind::kPartial, false>(const TcParams&, dim3,
+                                                                cudaStream_t);
 
 }  // namespace qfuse::mla
