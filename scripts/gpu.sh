@@ -196,19 +196,19 @@ if [ "$suites" != none ]; then
     [ "$rc" = 0 ] || status=1
     [ "$rc" = 124 ] && echo "suite $suite: stopped after ${QFUSE_SUITE_TIMEOUT_S:-300} s (QFUSE_SUITE_TIMEOUT_S)" |
       tee -a "$out/bench_$suite.txt"
-    # NOTE: the FP8-cache decode at 16 rows has two kernel forms (two consumer warpgroups taking
-    # alternate tiles, the default, or one: bench/NOTES.md M14): the suite again with the other.
+    # NOTE: the FP8-cache decode at 16 rows has three kernel forms (the default, form 3, with its
+    # QK on E4M3 products: bench/NOTES.md M26, M29): the suite again with form 2, its QK on fp16
+    # products of converted K (M14), the same-run reference of form 3's gain.
     if [ "$suite" = mla_decode ]; then
-      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=1"
-      QFUSE_MLA_FP8_FORM=1 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=2"
+      QFUSE_MLA_FP8_FORM=2 timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_alt.json" \
         >"$out/bench_mla_decode_alt.txt" 2>&1 || status=1
       grep -E "^mla_decode.*/fp8 " "$out/bench_mla_decode_alt.txt" | head -20
-      # NOTE: and with the other forms: at 16 rows the FP8 cache's QK on E4M3 products (M26); at
-      # 64+ rows an FP8 cache through the swapped form at 32 rows a block (bench/NOTES.md M15), a
-      # bf16 cache through the wide form's pair schedule (M17).
-      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_FORM=3 QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2"
-      QFUSE_MLA_FP8_FORM=3 QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2 \
+      # NOTE: and with the other forms: at 64+ rows an FP8 cache through the swapped form at 32
+      # rows a block (bench/NOTES.md M15), a bf16 cache through the wide form's pair schedule (M17).
+      echo "== qfuse bench --suite mla_decode, QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2"
+      QFUSE_MLA_FP8_WIDE=0 QFUSE_MLA_WIDE_FORM=2 \
         timeout -k 10 "${QFUSE_SUITE_TIMEOUT_S:-300}" "$bin/qfuse" bench \
         --suite mla_decode --no-unfused --json "$out/bench_mla_decode_wide.json" \
         >"$out/bench_mla_decode_wide.txt" 2>&1 || status=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short device call for a session with little device time left: the candidate build's
 # (.devbin.tgz) MLA test binary, the wgmma rates, the mla_decode suite of candidate (default forms,
-# then FP8 form 3) and baseline (.devbin_main.tgz), the small suite of both, then the row-wise
+# then FP8 form 2) and baseline (.devbin_main.tgz), the small suite of both, then the row-wise
 # family's test binaries, in that order of priority, each under its own timeout and the whole
 # under GPU_QUICK_S (default 360) seconds; a table of medians, candidate / baseline, last.
 set -u
@@ -20,8 +20,8 @@ steps() {
   for r in 1 2; do
     timeout 60 $cand/qfuse bench --suite mla_decode --no-unfused --json "$o/mla_cand_$r.json" >/dev/null 2>&1
     timeout 60 $base/qfuse bench --suite mla_decode --no-unfused --json "$o/mla_base_$r.json" >/dev/null 2>&1
-    [ "$r" = 1 ] && QFUSE_MLA_FP8_FORM=3 timeout 60 $cand/qfuse bench --suite mla_decode \
-      --no-unfused --json "$o/mla_form3_1.json" >/dev/null 2>&1
+    [ "$r" = 1 ] && QFUSE_MLA_FP8_FORM=2 timeout 60 $cand/qfuse bench --suite mla_decode \
+      --no-unfused --json "$o/mla_form2_1.json" >/dev/null 2>&1
   done
   for v in cand base; do
     b=$cand
@@ -41,4 +41,4 @@ timeout -k 5 "${GPU_QUICK_S:-360}" bash -c steps
 echo "steps: exit $?"
 grep -hE '^\[  FAILED  \] [A-Za-z]' "$o"/test_*.log | head -20
 tar czf "$out/q.tgz" -C "$o" .
-python3 scripts/ab_medians.py "$o" base cand form3 base
+python3 scripts/ab_medians.py "$o" base cand form2 base

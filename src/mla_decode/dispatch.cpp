@@ -35,7 +35,7 @@ int env_form(const char* name, int fallback, int other) {
 
 std::atomic<int>& fp8_form_state() {
   static std::atomic<int> state{
-      env_form("QFUSE_MLA_FP8_FORM", env_form("QFUSE_MLA_FP8_FORM", 2, 3), 1)};
+      env_form("QFUSE_MLA_FP8_FORM", env_form("QFUSE_MLA_FP8_FORM", 3, 2), 1)};
   return state;
 }
 
@@ -94,7 +94,7 @@ bool fp8_wide() {
 }
 
 void set_fp8_form(int form) {
-  fp8_form_state().store(form == 1 || form == 3 ? form : 2);
+  fp8_form_state().store(form == 1 || form == 2 ? form : 3);
 }
 int fp8_form() {
   return fp8_form_state().load();

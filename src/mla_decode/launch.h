@@ -27,11 +27,11 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 template <EpilogueKind kEpi, bool kQ8>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// The FP8-cache kernel form at 16 rows per block: 2, two consumer warpgroups taking alternate
-/// tiles (the default: 1.15x faster at the memory-bound bar shapes, 1.07x slower on a batch of
-/// log-spread lengths, bench/NOTES.md M14); 1, one consumer warpgroup; 3, form 2 with the QK on
-/// E4M3 products (M26, not yet measured). Process-wide; QFUSE_MLA_FP8_FORM=1 or 3 sets it at
-/// start-up (same-binary A/B runs); tests switch it here.
+/// The FP8-cache kernel form at 16 rows per block: 3, the default, form 2 with the QK on E4M3
+/// products of the split query (bench/NOTES.md M26, M29: 1.14-1.27x faster than form 2 on the
+/// H200's N 16 rows, mixed lengths included); 2, two consumer warpgroups taking alternate tiles
+/// with the QK on converted fp16 products (M14); 1, one consumer warpgroup. Process-wide;
+/// QFUSE_MLA_FP8_FORM=1 or 2 sets it at start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_form(int form);
 int fp8_form();
 
