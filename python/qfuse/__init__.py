@@ -18,6 +18,7 @@ See docs/python.md.
 
 from ._qfuse import (  # noqa: F401
     MAX_MERGE_STATES,
+    MLA_SCHEDULE_WORDS,
     all_specs,
     canonical_spec,
     dynamic_per_tensor_quant,
@@ -25,6 +26,7 @@ from ._qfuse import (  # noqa: F401
     merge_states_stacked,
     mla_decode,
     mla_decode_check,
+    mla_decode_schedule,
     mla_workspace_size,
     mla_write_cache,
     op_specs,
@@ -46,6 +48,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "MAX_MERGE_STATES",
+    "MLA_SCHEDULE_WORDS",
     "all_specs",
     "canonical_spec",
     "dynamic_per_tensor_quant",
@@ -53,6 +56,7 @@ __all__ = [
     "merge_states_stacked",
     "mla_decode",
     "mla_decode_check",
+    "mla_decode_schedule",
     "mla_workspace_size",
     "mla_write_cache",
     "op_specs",

@@ -4,6 +4,7 @@
 // as its exception types (so both raise the same messages: python/tests test_torch.CppOps).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,54 @@ inline Status mla_options(std::string_view split, std::string_view kernel, MlaDe
     opt->kernel = MlaKernel::kSimple;
   else
     return Status::InvalidArgument("kernel", "auto|tensor_core|simple", std::string(kernel));
+  return Status::Ok();
+}
+
+/// An MlaSchedule as the Python package carries it: a host int64 vector of kMlaScheduleWords words
+/// that mla_decode_schedule writes and mla_decode(schedule=...) reads (the schedule's arrays stay
+/// in the workspace; the C++ library checks the words against the call). Word 0 is a tag, so a
+/// vector never written by mla_decode_schedule is refused rather than compared.
+inline constexpr int64_t kMlaScheduleWords = 16;
+inline constexpr int64_t kMlaScheduleTag = 0x3164656863736c6d;  // "mlsched1", little-endian
+
+inline void pack_schedule(const MlaSchedule& s, int64_t* w) {
+  for (int64_t i = 0; i < kMlaScheduleWords; ++i) w[i] = 0;
+  w[0] = kMlaScheduleTag;
+  w[1] = static_cast<int64_t>(reinterpret_cast<uintptr_t>(s.ws));
+  w[2] = s.device;
+  w[3] = s.batch;
+  w[4] = s.heads;
+  w[5] = s.capacity;
+  w[6] = s.s_q;
+  w[7] = s.cache_bytes;
+  w[8] = s.rows_per_block;
+  w[9] = s.parts;
+  w[10] = s.overhead;
+  w[11] = s.split ? 1 : 0;
+  w[12] = s.tensor_core ? 1 : 0;
+}
+
+inline Status unpack_schedule(const int64_t* w, MlaSchedule* s) {
+  if (w[0] != kMlaScheduleTag)
+    return Status::InvalidArgument("schedule", "a vector written by mla_decode_schedule",
+                                   "word 0 = " + std::to_string(w[0]));
+  for (int i : {2, 6, 7, 8, 9, 10, 11, 12})
+    if (w[i] < INT32_MIN || w[i] > INT32_MAX)
+      return Status::InvalidArgument("schedule[" + std::to_string(i) + "]",
+                                     "a value mla_decode_schedule wrote", std::to_string(w[i]));
+  *s = MlaSchedule{};
+  s->ws = reinterpret_cast<const void*>(static_cast<uintptr_t>(w[1]));
+  s->device = static_cast<int>(w[2]);
+  s->batch = w[3];
+  s->heads = w[4];
+  s->capacity = w[5];
+  s->s_q = static_cast<int>(w[6]);
+  s->cache_bytes = static_cast<int>(w[7]);
+  s->rows_per_block = static_cast<int>(w[8]);
+  s->parts = static_cast<int>(w[9]);
+  s->overhead = static_cast<int>(w[10]);
+  s->split = w[11] != 0;
+  s->tensor_core = w[12] != 0;
   return Status::Ok();
 }
 

@@ -335,11 +335,26 @@ qfuse::MlaWorkspace mla_workspace(const Array& ws) {
   return {t.data, static_cast<size_t>(t.numel())};
 }
 
-void mla_decode(const Array& q, const Array& cache, const Array& block_table, const Array& seq_lens,
-                const Array& out, const Array& workspace, int s_q, float softmax_scale,
-                const std::string& spec, const OptArray& scales, const OptArray& scale,
-                const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
-                const std::string& split, const std::string& kernel, uintptr_t stream) {
+/// The words of a schedule argument: a contiguous host int64 vector of kMlaScheduleWords.
+int64_t* schedule_words(const Array& a) {
+  if (a.dtype() != nb::dtype<int64_t>())
+    invalid("schedule.dtype", "int64", dlpack_dtype_name(a.dtype()));
+  if (a.device_type() != nb::device::cpu::value)
+    invalid("schedule.device", "cpu", device_name(a.device_type(), a.device_id()));
+  if (a.ndim() != 1 || static_cast<int64_t>(a.shape(0)) != qfuse::binding::kMlaScheduleWords ||
+      a.stride(0) != 1)
+    invalid("schedule",
+            "a contiguous [" + std::to_string(qfuse::binding::kMlaScheduleWords) + "] vector",
+            "rank " + std::to_string(a.ndim()) +
+                (a.ndim() == 1 ? " size " + std::to_string(a.shape(0)) : std::string()));
+  return static_cast<int64_t*>(a.data());
+}
+
+qfuse::MlaDecodeArgs mla_args(const Array& q, const Array& cache, const Array& block_table,
+                              const Array& seq_lens, const Array& out, int s_q, float softmax_scale,
+                              const std::string& spec, const OptArray& scales,
+                              const OptArray& scale, const OptArray& scale_ub,
+                              const OptArray& k_scale, const OptArray& lse) {
   qfuse::MlaDecodeArgs a;
   a.q = to_ref(q, "q");
   a.cache = to_ref(cache, "cache", DType::kE4M3);
@@ -350,8 +365,41 @@ void mla_decode(const Array& q, const Array& cache, const Array& block_table, co
   a.softmax_scale = softmax_scale;
   a.out = quant_output(spec, out, scales, scale, scale_ub);
   if (lse) a.lse = to_ref(*lse, "lse");
-  check(qfuse::mla_decode(a, mla_workspace(workspace), mla_options(split, kernel),
-                          as_stream(stream)));
+  return a;
+}
+
+void mla_decode(const Array& q, const Array& cache, const Array& block_table, const Array& seq_lens,
+                const Array& out, const Array& workspace, int s_q, float softmax_scale,
+                const std::string& spec, const OptArray& scales, const OptArray& scale,
+                const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
+                const std::string& split, const std::string& kernel, const OptArray& schedule,
+                uintptr_t stream) {
+  const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
+                                          spec, scales, scale, scale_ub, k_scale, lse);
+  qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
+  qfuse::MlaSchedule sched;
+  if (schedule) {
+    check(qfuse::binding::unpack_schedule(schedule_words(*schedule), &sched));
+    opt.schedule = &sched;
+  }
+  check(qfuse::mla_decode(a, mla_workspace(workspace), opt, as_stream(stream)));
+}
+
+/// The split schedule of a decode step into `workspace`, described in `schedule` (host int64
+/// [16]) for the step's mla_decode calls (schedule=...): they then launch no scheduler.
+void mla_decode_schedule(const Array& q, const Array& cache, const Array& block_table,
+                         const Array& seq_lens, const Array& out, const Array& workspace,
+                         const Array& schedule, int s_q, float softmax_scale,
+                         const std::string& spec, const OptArray& scales, const OptArray& scale,
+                         const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
+                         const std::string& split, const std::string& kernel, uintptr_t stream) {
+  const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
+                                          spec, scales, scale, scale_ub, k_scale, lse);
+  int64_t* words = schedule_words(schedule);
+  qfuse::MlaSchedule sched;
+  check(qfuse::mla_decode_schedule(a, mla_workspace(workspace), mla_options(split, kernel), &sched,
+                                   as_stream(stream)));
+  qfuse::binding::pack_schedule(sched, words);
 }
 
 /// Device-side errors of the last mla_decode on `workspace` (synchronises the stream).
@@ -568,7 +616,14 @@ NB_MODULE(_qfuse, m) {
         nb::arg("softmax_scale"), nb::arg("spec") = "none", nb::arg("scales") = none,
         nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("k_scale") = none,
         nb::arg("lse") = none, nb::arg("split") = "auto", nb::arg("kernel") = "auto",
-        nb::arg("stream") = 0);
+        nb::arg("schedule") = none, nb::arg("stream") = 0);
+  m.def("mla_decode_schedule", &mla_decode_schedule, nb::arg("q"), nb::arg("cache"),
+        nb::arg("block_table"), nb::arg("seq_lens"), nb::arg("out"), nb::arg("workspace"),
+        nb::arg("schedule"), nb::arg("s_q"), nb::arg("softmax_scale"), nb::arg("spec") = "none",
+        nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
+        nb::arg("k_scale") = none, nb::arg("lse") = none, nb::arg("split") = "auto",
+        nb::arg("kernel") = "auto", nb::arg("stream") = 0);
+  m.attr("MLA_SCHEDULE_WORDS") = qfuse::binding::kMlaScheduleWords;
   m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
   m.def("vit_quantize_qkv", &vit_quantize_qkv, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("q_out"), nb::arg("k_out"), nb::arg("v_out"), nb::arg("q_scale"),

@@ -578,12 +578,11 @@ qfuse::MlaWorkspace mla_workspace(const Tensor& ws) {
   return {t.data, static_cast<size_t>(t.numel())};
 }
 
-void mla_decode_kernel(const Tensor& q, const Tensor& cache, const Tensor& block_table,
-                       const Tensor& seq_lens, const Tensor& out, const Tensor& workspace,
-                       int64_t s_q, double softmax_scale, c10::string_view spec,
-                       const OptTensor& scales, const OptTensor& scale, const OptTensor& scale_ub,
-                       const OptTensor& k_scale, const OptTensor& lse, c10::string_view split,
-                       c10::string_view kernel) {
+qfuse::MlaDecodeArgs mla_args(const Tensor& q, const Tensor& cache, const Tensor& block_table,
+                              const Tensor& seq_lens, const Tensor& out, int64_t s_q,
+                              double softmax_scale, c10::string_view spec, const OptTensor& scales,
+                              const OptTensor& scale, const OptTensor& scale_ub,
+                              const OptTensor& k_scale, const OptTensor& lse) {
   qfuse::MlaDecodeArgs a;
   a.q = to_ref(q, "q");
   a.cache = to_ref(cache, "cache", Slot::kE4M3, DType::kE4M3);
@@ -594,9 +593,56 @@ void mla_decode_kernel(const Tensor& q, const Tensor& cache, const Tensor& block
   a.softmax_scale = static_cast<float>(softmax_scale);
   a.out = quant_output(spec, out, scales, scale, scale_ub);
   if (lse) a.lse = to_ref(*lse, "lse");
+  return a;
+}
+
+/// The words of a schedule argument: a contiguous host int64 vector of kMlaScheduleWords.
+int64_t* schedule_words(const Tensor& t) {
+  const c10::ScalarType st = seen_dtype(t, "schedule", Slot::kAny);
+  if (st != c10::ScalarType::Long)
+    invalid("schedule.dtype", "int64", dlpack_name(st).value_or(torch_name(st)));
+  if (!t.is_cpu()) invalid("schedule.device", "cpu", device_name(t.device()));
+  if (t.dim() != 1 || t.size(0) != qfuse::binding::kMlaScheduleWords || t.stride(0) != 1)
+    invalid("schedule",
+            "a contiguous [" + std::to_string(qfuse::binding::kMlaScheduleWords) + "] vector",
+            "rank " + std::to_string(t.dim()) +
+                (t.dim() == 1 ? " size " + std::to_string(t.size(0)) : std::string()));
+  return static_cast<int64_t*>(t.mutable_data_ptr());
+}
+
+void mla_decode_kernel(const Tensor& q, const Tensor& cache, const Tensor& block_table,
+                       const Tensor& seq_lens, const Tensor& out, const Tensor& workspace,
+                       int64_t s_q, double softmax_scale, c10::string_view spec,
+                       const OptTensor& scales, const OptTensor& scale, const OptTensor& scale_ub,
+                       const OptTensor& k_scale, const OptTensor& lse, c10::string_view split,
+                       c10::string_view kernel, const OptTensor& schedule) {
+  const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
+                                          spec, scales, scale, scale_ub, k_scale, lse);
+  const qfuse::MlaWorkspace ws = mla_workspace(workspace);
+  qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
+  qfuse::MlaSchedule sched;
+  if (schedule) {
+    check(qfuse::binding::unpack_schedule(schedule_words(*schedule), &sched));
+    opt.schedule = &sched;
+  }
+  launch(q, [&](cudaStream_t s) { return qfuse::mla_decode(a, ws, opt, s); });
+}
+
+void mla_decode_schedule_kernel(const Tensor& q, const Tensor& cache, const Tensor& block_table,
+                                const Tensor& seq_lens, const Tensor& out, const Tensor& workspace,
+                                const Tensor& schedule, int64_t s_q, double softmax_scale,
+                                c10::string_view spec, const OptTensor& scales,
+                                const OptTensor& scale, const OptTensor& scale_ub,
+                                const OptTensor& k_scale, const OptTensor& lse,
+                                c10::string_view split, c10::string_view kernel) {
+  const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
+                                          spec, scales, scale, scale_ub, k_scale, lse);
   const qfuse::MlaWorkspace ws = mla_workspace(workspace);
   const qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
-  launch(q, [&](cudaStream_t s) { return qfuse::mla_decode(a, ws, opt, s); });
+  int64_t* words = schedule_words(schedule);
+  qfuse::MlaSchedule sched;
+  launch(q, [&](cudaStream_t s) { return qfuse::mla_decode_schedule(a, ws, opt, &sched, s); });
+  qfuse::binding::pack_schedule(sched, words);
 }
 
 using qfuse::binding::v_layout;
@@ -905,8 +951,15 @@ const OpEntry kOps[] = {
      "mla_decode(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, Tensor(a!) out, "
      "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
      "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
-     "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()",
+     "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\", "
+     "Tensor? schedule=None) -> ()",
      QFUSE_KERNEL(mla_decode_kernel)},
+    {"mla_decode_schedule",
+     "mla_decode_schedule(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, "
+     "Tensor out, Tensor(a!) workspace, Tensor(b!) schedule, int s_q, float softmax_scale, "
+     "str spec=\"none\", Tensor? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
+     "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()",
+     QFUSE_KERNEL(mla_decode_schedule_kernel)},
     {"vit_quantize_qkv",
      "vit_quantize_qkv(Tensor q, Tensor k, Tensor v, Tensor(a!) q_out, Tensor(b!) k_out, "
      "Tensor(c!) v_out, Tensor q_scale, Tensor k_scale, Tensor v_scale, "

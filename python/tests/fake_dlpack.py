@@ -113,3 +113,12 @@ class HostInts(FakeTensor):
         self.buffer = (ctypes.c_int32 * max(len(values), 1))(*values)
         super().__init__((len(values),), "i32", data=ctypes.addressof(self.buffer),
                          device=(CPU, 0))
+
+
+class HostInt64s(FakeTensor):
+    """A real host int64 vector (ctypes memory) exported over DLPack."""
+
+    def __init__(self, values):
+        self.buffer = (ctypes.c_int64 * max(len(values), 1))(*values)
+        super().__init__((len(values),), "i64", data=ctypes.addressof(self.buffer),
+                         device=(CPU, 0))

@@ -400,6 +400,43 @@ class Mla(unittest.TestCase):
                         torch.full((B, N * 512), s, dtype=torch.float64),
                         ref_o.reshape(B, N * 512).cpu(), "mla fp8", atol=2e-3, rtol=1e-2)
 
+    def test_schedule_once_a_step(self):
+        # Two layers of one decode step (same seq_lens and shapes, other queries and caches)
+        # reusing one schedule: byte for byte the calls that compute their own, bf16 and FP8.
+        q, cache, table, seq_lens = mla_problem(seq=(1, 200, 90))
+        B, N = q.shape[0], q.shape[1]
+        sm, s = 192 ** -0.5, 0.0093
+        ws, ws2 = qt.mla_workspace(B, 1, N), qt.mla_workspace(B, 1, N)
+        sched = qt.mla_schedule()
+        out = poisoned((B, N * 512), BF16)
+        qt.mla_decode_schedule(q, cache, table, seq_lens, out, ws, sched, 1, sm)
+        self.assertEqual(int(sched[3]), B)  # written: the batch it covers
+        self.assertTrue(bool((as_bytes(out) == 0x7F).all()), "mla_decode_schedule wrote out")
+        for layer in range(2):
+            ql, cl = randn(B, N, 576, sigma=0.5), randn(*cache.shape, sigma=0.5)
+            for spec, dt, sc in (("none", BF16, None), ("fp8_per_tensor", FP8, scalar(s))):
+                got, want = poisoned((B, N * 512), dt), poisoned((B, N * 512), dt)
+                lse_g, lse_w = poisoned((B, N), F32), poisoned((B, N), F32)
+                qt.mla_decode(ql, cl, table, seq_lens, got, ws, 1, sm, spec, None, sc, None, None,
+                              lse_g, schedule=sched)
+                qt.mla_decode(ql, cl, table, seq_lens, want, ws2, 1, sm, spec, None, sc, None,
+                              None, lse_w)
+                self.assertEqual(mismatch(as_bytes(got), as_bytes(want)), 0, (layer, spec))
+                self.assertEqual(mismatch(lse_g.view(torch.int32), lse_w.view(torch.int32)), 0)
+        qfuse.mla_decode_check(ws, torch.cuda.current_stream().cuda_stream)
+        # Refused: a schedule for other shapes, a vector never written, one on the GPU.
+        q2, cache2, table2, seq2 = mla_problem(B=2, seq=(5, 7))
+        out2 = poisoned((2, N * 512), BF16)
+        with self.assertRaises(ValueError) as e:
+            qt.mla_decode(q2, cache2, table2, seq2, out2, ws, 1, sm, schedule=sched)
+        self.assertIn("schedule", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qt.mla_decode(q, cache, table, seq_lens, out, ws, 1, sm, schedule=qt.mla_schedule())
+        self.assertIn("mla_decode_schedule", str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qt.mla_decode(q, cache, table, seq_lens, out, ws, 1, sm, schedule=sched.to(DEV))
+        self.assertIn("schedule.device", str(e.exception))
+
     def test_write_cache(self):
         NB, BS, T = 6, 64, 40
         cache = poisoned((NB, BS, 576), BF16)
@@ -492,6 +529,9 @@ def opcheck_cases():
         "mla_decode": mla_problem()[:4] + (e(3, 16 * 512, dtype=BF16), qt.mla_workspace(3, 1, 16),
                                            1, 0.07, "none", None, None, None, None,
                                            e(3, 16, dtype=F32), "auto", "auto"),
+        "mla_decode_schedule": mla_problem()[:4] + (
+            e(3, 16 * 512, dtype=BF16), qt.mla_workspace(3, 1, 16), qt.mla_schedule(), 1, 0.07,
+            "none", None, None, None, None, e(3, 16, dtype=F32), "auto", "auto"),
         "vit_quantize_qkv": vit_quant_case(e, s),
         "vit_attention": vit_attention_case(e, s),
     }

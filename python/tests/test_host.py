@@ -14,7 +14,7 @@ import unittest
 import qfuse
 import struct
 
-from fake_dlpack import HostFloats, HostInts, cpu, cuda
+from fake_dlpack import HostFloats, HostInt64s, HostInts, cpu, cuda
 
 RNG = random.Random(20261204)
 
@@ -479,6 +479,53 @@ class MlaDecode(unittest.TestCase):
                 with self.assertRaises(exc) as e:
                     self.call(**kw)
                 self.assertIn(arg, str(e.exception))
+
+    def test_schedule_argument(self):
+        # The schedule's words are checked before the call reaches the library (or the device);
+        # a vector mla_decode_schedule never wrote is refused by its tag.
+        W = qfuse.MLA_SCHEDULE_WORDS
+        self.schedule_call(HostInt64s([0] * W))  # valid: reaches the device check
+        tag = HostInt64s([0] * W)
+        bad_field = [0x3164656863736C6D] + [0] * (W - 1)  # the tag (binding_common.h)
+        bad_field[6] = 1 << 40
+        for sched, exc, arg in [
+            (tag, ValueError, "mla_decode_schedule"),
+            (HostInt64s(bad_field), ValueError, "'schedule[6]'"),
+            (cpu((W,), "i32"), TypeError, "'schedule.dtype'"),
+            (t((W,), "i64"), ValueError, "'schedule.device'"),
+            (HostInt64s([0] * (W - 1)), ValueError, "'schedule'"),
+            (cpu((W,), "i64", strides=(2,)), ValueError, "'schedule'"),
+        ]:
+            with self.subTest(arg=arg):
+                with self.assertRaises(exc) as e:
+                    self.call(schedule=sched)
+                self.assertIn(arg, str(e.exception))
+        for sched, exc, arg in [
+            (cpu((W,), "i32"), TypeError, "'schedule.dtype'"),
+            (t((W,), "i64"), ValueError, "'schedule.device'"),
+            (HostInt64s([0] * (W + 1)), ValueError, "'schedule'"),
+        ]:
+            with self.subTest(schedule_call=arg):
+                with self.assertRaises(exc) as e:
+                    self.schedule_call(sched)
+                self.assertIn(arg, str(e.exception))
+
+    def schedule_call(self, schedule, **kw):
+        """mla_decode_schedule on the call's tensors; returns the words, or raises."""
+        T = self.B
+        a = dict(q=t((T, self.N, 576), "bf16"), cache=t((self.NB, self.BS, 576), "bf16"),
+                 block_table=t((self.B, self.MB), "i32"), seq_lens=t((self.B,), "i32"),
+                 out=t((T, self.N * 512), "bf16"), workspace=t((1 << 20,), "u8"),
+                 schedule=schedule, s_q=1, softmax_scale=192 ** -0.5)
+        a.update(kw)
+        try:
+            qfuse.mla_decode_schedule(**a)
+        except (RuntimeError, ValueError) as e:
+            # A valid call reaches the device check, and nothing is written on error.
+            if "'schedule" in str(e) or not isinstance(schedule, HostInt64s):
+                raise
+            self.assertEqual(list(schedule.buffer), [0] * len(schedule.buffer))
+        return list(schedule.buffer)
 
     def test_workspace_size_arguments(self):
         with self.assertRaises(ValueError) as e:

@@ -34,6 +34,7 @@ WRITES = {
     "merge_attn_states": {"output", "output_lse"},
     "mla_write_cache": {"cache"},
     "mla_decode": {"out", "workspace", "scales", "lse"},
+    "mla_decode_schedule": {"workspace", "schedule"},
     "vit_quantize_qkv": {"q_out", "k_out", "v_out"},
     "vit_attention": {"out", "scales"},
 }

@@ -31,7 +31,9 @@ __all__ = [
     "dynamic_per_tensor_quant",
     "mla_write_cache",
     "mla_decode",
+    "mla_decode_schedule",
     "mla_workspace",
+    "mla_schedule",
     "vit_quantize_qkv",
     "vit_attention",
     "quantize_alloc",
@@ -293,21 +295,49 @@ mla_write_cache = _define(
 
 def _mla_decode_impl(q, cache, block_table, seq_lens, out, workspace, s_q, softmax_scale,
                      spec="none", scales=None, scale=None, scale_ub=None, k_scale=None, lse=None,
-                     split="auto", kernel="auto"):
+                     split="auto", kernel="auto", schedule=None):
     _q.mla_decode(_dl(q, "q"), _dl(cache, "cache", "e4m3"), _dl(block_table, "block_table"),
                   _dl(seq_lens, "seq_lens"), _dl(out, "out", _out_fmt(spec)),
                   _dl(workspace, "workspace"), s_q, softmax_scale, spec,
                   scales=_opt(scales, "out.scales", _scale_fmt(spec)),
                   scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
                   k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
-                  kernel=kernel, stream=_stream(q))
+                  kernel=kernel, schedule=_opt(schedule, "schedule"), stream=_stream(q))
 
 
+# NOTE: schedule (a host int64 [qfuse.MLA_SCHEDULE_WORDS] tensor from mla_decode_schedule): the
+# call reuses the split schedule computed once for the decode step and launches no scheduler.
 mla_decode = _define(
     "mla_decode(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, Tensor(a!) out, "
     "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
     "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
-    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()", _mla_decode_impl)
+    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\", Tensor? schedule=None) -> ()",
+    _mla_decode_impl)
+
+
+def _mla_decode_schedule_impl(q, cache, block_table, seq_lens, out, workspace, schedule, s_q,
+                              softmax_scale, spec="none", scales=None, scale=None, scale_ub=None,
+                              k_scale=None, lse=None, split="auto", kernel="auto"):
+    _q.mla_decode_schedule(_dl(q, "q"), _dl(cache, "cache", "e4m3"),
+                           _dl(block_table, "block_table"), _dl(seq_lens, "seq_lens"),
+                           _dl(out, "out", _out_fmt(spec)), _dl(workspace, "workspace"),
+                           _dl(schedule, "schedule"), s_q, softmax_scale, spec,
+                           scales=_opt(scales, "out.scales", _scale_fmt(spec)),
+                           scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
+                           k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
+                           kernel=kernel, stream=_stream(q))
+
+
+# NOTE: the split schedule of a decode step (every layer's call shares seq_lens and the shapes)
+# into `workspace`, described in `schedule`, a host int64 tensor of qfuse.MLA_SCHEDULE_WORDS
+# (mla_schedule() allocates it): the step's mla_decode calls take it as schedule=. It takes the
+# arguments of those calls (the same checks); it writes none of out, scales or lse.
+mla_decode_schedule = _define(
+    "mla_decode_schedule(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, "
+    "Tensor out, Tensor(a!) workspace, Tensor(b!) schedule, int s_q, float softmax_scale, "
+    "str spec=\"none\", Tensor? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
+    "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()",
+    _mla_decode_schedule_impl)
 
 
 def _vit_quantize_qkv_impl(q, k, v, q_out, k_out, v_out, q_scale, k_scale, v_scale,
@@ -353,6 +383,11 @@ def mla_workspace(batch, s_q, num_heads, device=None, split="auto", kernel="auto
     """A uint8 workspace of the size mla_decode needs on the current device."""
     n = _q.mla_workspace_size(batch, s_q, num_heads, split, kernel)
     return torch.empty(n, dtype=torch.uint8, device=device or "cuda")
+
+
+def mla_schedule():
+    """A host int64 tensor for mla_decode_schedule to describe a decode step's schedule in."""
+    return torch.zeros(_q.MLA_SCHEDULE_WORDS, dtype=torch.int64)
 
 
 # ---- allocating wrappers -------------------------------------------------------------------
