@@ -31,6 +31,7 @@ devbin: build
 	@rm -rf .devbin .devbin.tgz && mkdir -p .devbin
 	@cp $(BUILD)/qfuse $$(find $(BUILD)/tests -maxdepth 2 -type f -name "test_*" -perm -u+x) .devbin/
 	@strip .devbin/*
+	@echo "$$(git rev-parse --short HEAD) $$(git rev-parse --abbrev-ref HEAD)$$(git diff --quiet || echo ' (dirty)')" >.devbin/MANIFEST
 	@tar czf .devbin.tgz .devbin
 	@ls -la .devbin .devbin.tgz
 

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# The experiments prepared without a device (bench/NOTES.md, "Prepared for the next device
-# calls"), in one device call. Binaries, each a tarball of .devbin/ with a MANIFEST line naming the
-# commit it was built from (`bash scripts/ab_pending.sh pack NAME` here packs build/'s):
-#   .devbin_main.tgz  main                              qfuse
-#   .devbin_sr1.tgz   wip/mla-stage-release, 1st commit  qfuse          (M23, NOTES 47)
-#   .devbin_sr.tgz    wip/mla-stage-release, tip         qfuse + tests  (+ M24, M27, NOTES 48)
-#   .devbin_q8.tgz    wip/mla-fp8-q8, tip                qfuse + test_mla_decode (M26: form 3)
+# Same-run A/B of several builds in one device call. Each build is a tarball .devbin_<name>.tgz of
+# .devbin/ with a MANIFEST line naming the commit it was built from (`bash scripts/ab_pending.sh
+# pack NAME [with-tests|with-mla-test]` here packs build/'s qfuse, and its test binaries).
 # On the device:  bash scripts/ab_pending.sh [parts]   parts: any of tests rates mla small
-# (default: all four; the tests take up to ~2 minutes a binary, the mla part ~30 s per suite run,
-# 8 of them with AB_ROUNDS=2, the default: within one 10-minute call only if the tests are quick,
-# so "tests rates" and "mla small" as two calls is the safe split; AB_ROUNDS=1 halves the mla and
-# small parts). Logs and JSON in $OUT; a table of medians per row, each binary against main, last.
+# (default: all four). The builds: AB_VARIANTS (default: main, then every other .devbin_<name>.tgz
+# present, .devbin.tgz aside); AB_ENV_<name>="VAR=value ..." sets a build's environment (e.g.
+# AB_ENV_main2="QFUSE_MLA_FP8_FORM=2" over a copy of main). tests: each build's MLA and row-wise
+# test binaries, where packed (up to ~2 minutes each); rates: the wgmma rates of main; mla / small:
+# the mla_decode / small suite (+ the engine-rule SiLU T 16 rows) of every build, AB_ROUNDS rounds
+# (default 2; ~30 s a suite run). Logs and JSON in $OUT; a table of medians per row, each build
+# against main, last (scripts/ab_medians.py).
 set -u
 cd "$(dirname "$0")/.."
 source scripts/ab_lib.sh
@@ -38,27 +37,26 @@ bins=${AB_BINS:-/tmp/qfuse-ab-bins}  # where the tarballs are unpacked (outside 
 mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 vars=""
-for v in main sr1 sr q8; do
+default_vars="main $(ls .devbin_*.tgz 2>/dev/null | sed -E 's/^\.devbin_(.*)\.tgz$/\1/' | grep -vx main | tr '\n' ' ')"
+for v in ${AB_VARIANTS:-$default_vars}; do
   if [ -f ".devbin_$v.tgz" ]; then
     rm -rf "${bins:?}/$v" && mkdir -p "$bins/$v" && tar xzf ".devbin_$v.tgz" -C "$bins/$v"
-    echo "$v: $(cat "$bins/$v/.devbin/MANIFEST")"
+    echo "$v: $(cat "$bins/$v/.devbin/MANIFEST" 2>/dev/null)"
     vars="$vars $v"
   fi
 done
+envs_of() { local n="AB_ENV_$1"; echo "${!n:-}"; }
 has() { case " $vars " in *" $1 "*) return 0 ;; esac; return 1; }
 has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 
 if has_part tests; then
-  for t in test_mla_decode test_act_quant test_merge_states test_quantize; do
-    [ -x "$bins/sr/.devbin/$t" ] || continue
-    timeout 120 "$bins/sr/.devbin/$t" --gtest_brief=1 >"$out/sr_$t.log" 2>&1
-    echo "sr $t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/sr_$t.log") failed)"
+  for v in $vars; do
+    for t in test_mla_decode test_act_quant test_merge_states test_quantize; do
+      [ -x "$bins/$v/.devbin/$t" ] || continue
+      env $(envs_of $v) timeout 150 "$bins/$v/.devbin/$t" --gtest_brief=1 >"$out/${v}_$t.log" 2>&1
+      echo "$v $t: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/${v}_$t.log") failed)"
+    done
   done
-  if [ -x "$bins/q8/.devbin/test_mla_decode" ]; then
-    timeout 120 "$bins/q8/.devbin/test_mla_decode" --gtest_brief=1 >"$out/q8_test_mla_decode.log" 2>&1
-    echo "q8 test_mla_decode: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' \
-      "$out/q8_test_mla_decode.log") failed)"
-  fi
 fi
 
 if has_part rates && has main; then
@@ -77,17 +75,15 @@ run() {  # tag variant envs -- bench arguments
 
 if has_part mla; then
   for r in $(seq 1 "$rounds"); do
-    for v in main sr1 sr; do has $v && run "mla_${v}_$r" $v "" -- --suite mla_decode; done
-    has q8 && run "mla_q8_$r" q8 "QFUSE_MLA_FP8_FORM=3" -- --suite mla_decode
+    for v in $vars; do run "mla_${v}_$r" $v "$(envs_of $v)" -- --suite mla_decode; done
   done
 fi
 
 if has_part small; then
   for r in $(seq 1 "$rounds"); do
-    for v in main sr1 sr; do
-      has $v || continue
-      run "small_${v}_$r" $v "" -- --suite small
-      engine_rows "$bins/$v/.devbin/qfuse" "$out" "${v}_$r"
+    for v in $vars; do
+      run "small_${v}_$r" $v "$(envs_of $v)" -- --suite small
+      env $(envs_of $v) bash -c "source scripts/ab_lib.sh; engine_rows $bins/$v/.devbin/qfuse $out ${v}_$r"
     done
   done
 fi
