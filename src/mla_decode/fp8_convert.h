@@ -125,4 +125,14 @@ QFUSE_HD int q_f16_exponent(uint32_t amax_bits) {
   return k < 127 ? k : 127;
 }
 
+/// Form 3's query split (mainloop_fp8.cuh: prepare_q_hilo; bench/NOTES.md M29): the exponent e of
+/// a query row's factor s_hi = 2^e from the bits of its largest finite |q| (a bf16 magnitude,
+/// 0..0x7F7F): the smallest e with amax <= 448 * 2^e (amax = 1.f * 2^E with E = (bits >> 7) - 127
+/// and 448 = 1.75 * 2^8: E - 8, plus 1 where 1.f > 1.75), at least -122 so that s_lo = 2^(e - 4)
+/// is a normal fp32 (a row of zeros or of values below 2^-118 scales by 2^122 at most).
+QFUSE_HD int q_hilo_exponent(uint32_t amax_bits) {
+  const int e = static_cast<int>(amax_bits >> 7) - 135 + ((amax_bits & 0x7Fu) > 0x60u ? 1 : 0);
+  return e > -122 ? e : -122;
+}
+
 }  // namespace qfuse::mla

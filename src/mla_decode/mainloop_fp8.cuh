@@ -165,11 +165,7 @@ __device__ __forceinline__ void prepare_q_hilo(uint8_t* q, int tid, float* qs) {
 #pragma unroll
   for (int off = 1; off < 8; off <<= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, off));
   named_sync(kBar, kThreads);  // every read of the bf16 Q is done: the buffer may be rewritten
-  // e: the smallest with a <= 448 * 2^e, a = 1.f * 2^E (bf16 bits: E = (amax >> 7) - 127, f the
-  // 7 fraction bits; 448 = 1.75 * 2^8): E - 8, plus 1 where 1.f > 1.75. Clamped so that
-  // s_lo = 2^(e-4) stays a normal fp32 (a row of zeros or of values below 2^-118 then scales by
-  // 2^122 at most).
-  const int e = max(static_cast<int>(amax >> 7) - 135 + ((amax & 0x7Fu) > 0x60u ? 1 : 0), -122);
+  const int e = q_hilo_exponent(amax);
   const float s_hi = exp2i(e), inv_hi = exp2i(-e), s_lo = exp2i(e - 4), inv_lo = exp2i(4 - e);
   uint32_t hw[Tr::kBoxes][2];
   if (worker) {

@@ -285,6 +285,51 @@ TEST(MlaSchedule, Fp8NarrowPiecesCostMoreSoFewerShareAPart) {
   EXPECT_LE((fp8.W - 1) / fp8.target + 1, 132);
 }
 
+TEST(MlaFp8Convert, QuerySplitFactorIsTheSmallestPowerOfTwoAbove) {
+  // Form 3's s_hi = 2^e for every finite bf16 magnitude as the row's amax: amax <= 448 s_hi (the
+  // codes never saturate), and the smallest such (amax > 224 s_hi) unless e is clamped at -122.
+  for (uint32_t bits = 0; bits < 0x7F80; ++bits) {
+    const int e = mla::q_hilo_exponent(bits);
+    const double amax = ref::bf16_value(static_cast<uint16_t>(bits));
+    ASSERT_LE(amax, std::ldexp(448.0, e)) << "amax bits 0x" << std::hex << bits;
+    if (e > -122) {
+      ASSERT_GT(amax, std::ldexp(448.0, e - 1)) << "amax bits 0x" << std::hex << bits;
+    }
+  }
+}
+
+TEST(MlaFp8Convert, QuerySplitHoldsEveryBf16Exactly) {
+  // hi = e4m3(q / s_hi), lo = e4m3((q - hi s_hi) / s_lo), s_lo = s_hi / 16, in fp32 as the kernel
+  // computes them (the host E4M3 rounding is the hardware's: test_quant), for amax values across
+  // the range and every bf16 q of either sign up to amax: hi s_hi + lo s_lo == q wherever
+  // |q| / s_hi >= 2^-6, else within 2^-14 s_hi (docs/tolerances.md).
+  int exact = 0, small = 0;
+  for (uint32_t abits = 0x0001; abits < 0x7F80; abits += 0x4F) {
+    const int e = mla::q_hilo_exponent(abits);
+    const float s_hi = std::ldexp(1.0f, e), inv_hi = std::ldexp(1.0f, -e);
+    const float s_lo = std::ldexp(1.0f, e - 4), inv_lo = std::ldexp(1.0f, 4 - e);
+    for (uint32_t qb = 0; qb <= abits; qb += 1 + (abits >> 12)) {
+      for (const uint32_t sign : {0u, 0x8000u}) {
+        const float q = ref::bf16_value(static_cast<uint16_t>(qb | sign));
+        const float hi = rules::e4m3_value(ref::e4m3_encode(q * inv_hi));
+        const float lo = rules::e4m3_value(ref::e4m3_encode((q - hi * s_hi) * inv_lo));
+        const double back = static_cast<double>(hi) * s_hi + static_cast<double>(lo) * s_lo;
+        if (std::fabs(q) * inv_hi >= std::ldexp(1.0f, -6)) {
+          ASSERT_EQ(back, static_cast<double>(q))
+              << "amax 0x" << std::hex << abits << " q 0x" << qb;
+          ++exact;
+        } else {
+          ASSERT_LE(std::fabs(back - q), std::ldexp(static_cast<double>(s_hi), -14))
+              << "amax 0x" << std::hex << abits << " q 0x" << qb;
+          ++small;
+        }
+      }
+    }
+  }
+  EXPECT_GT(exact, 100000);
+  EXPECT_GT(small, 1000);
+}
+
 TEST(MlaFp8Convert, QueryExponentKeepsTheBlockInsideFp16) {
   // Every finite bf16 magnitude as the block's amax: scaled by 2^k it stays below 2^15 (fp16's
   // largest finite is 65504, and rounding to fp16 cannot cross 2^15) and reaches 2^14 unless k
