@@ -69,7 +69,11 @@ int piece_overhead_override() {
 }  // namespace
 
 int scheduler_piece_overhead(int rows, CacheKind cache) {
-  return piece_overhead_override() > 0 ? piece_overhead_override() : piece_overhead(rows, cache);
+  if (piece_overhead_override() > 0) return piece_overhead_override();
+  // NOTE: the FP8 16-row forms 1 and 2 (QK on converted fp16 products) were measured best at 6
+  // (bench/NOTES.md M19); schedule_rules.h's figure is form 3's (M30).
+  if (rows < 32 && cache == CacheKind::kFp8 && fp8_form() != 3) return 6;
+  return piece_overhead(rows, cache);
 }
 
 void set_direct_output(bool direct) {

@@ -28,7 +28,7 @@ constexpr int kTileTokens = 64;  // tokens per KV tile (the wgmma M of the swapp
 /// Cache element types of the kernels.
 enum class CacheKind { kBf16, kFp8 };
 constexpr int kOverheadTiles = 2;  // scheduler cost of a piece beyond its tiles at 16 rows a block
-constexpr int kMaxOverheadTiles = 10;  // the largest (schedule_rules.h, dispatch.cpp)
+constexpr int kMaxOverheadTiles = 16;  // the largest (schedule_rules.h, dispatch.cpp)
 constexpr int kHeaderInts = 64;
 constexpr int kHdrOnePiece = 4;
 

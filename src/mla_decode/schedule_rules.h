@@ -19,11 +19,14 @@ QFUSE_HD int tiles_of(int len) {
 /// its equal-length twin with 2 here; FlashMLA's scheduler counts 5 for its 64-row blocks). An
 /// FP8 cache at 16 rows: a tile reads half the bytes, and a piece also converts its query
 /// (prepare_q_f16) and merges two consumers' states: the mixed batch of 128 log-spread lengths
-/// took 2.16x / 1.54x / 1.19x its equal-length twin with 2 / 4 / 6 here (M19).
+/// took 2.16x / 1.54x / 1.19x its equal-length twin with 2 / 4 / 6 here (M19). Form 3 (the QK on
+/// E4M3 products, the default) makes a tile cheaper still and splits the query per piece: the
+/// same batch took 142.8 / 129.3 / 122.0 µs with 6 / 8 / 10 on the H100, its twin 105 throughout
+/// (M30), so it counts 10; form 2 keeps 6 (dispatch.cpp).
 QFUSE_HD int piece_overhead(int rows, CacheKind cache = CacheKind::kBf16) {
   if (rows >= 64) return 6;
   if (rows >= 32) return 3;
-  return cache == CacheKind::kFp8 ? 6 : kOverheadTiles;
+  return cache == CacheKind::kFp8 ? 10 : kOverheadTiles;
 }
 
 /// The cost of request b: its tiles and the overhead of a piece.
