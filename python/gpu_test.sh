@@ -72,12 +72,14 @@ if grep -q "qfuse: PyTorch op library for torch" "$out/configure.log"; then
 else
   grep "PyTorch op library not built" "$out/configure.log" | sed 's/^-- /   /'
 fi
-PYTHONPATH="$PWD/$build/python" "$py" -c "from qfuse.torch import ops
-print('   torch ops:', len(ops.CPP_OPS), 'of', len(ops.OPS), 'in C++:',
-      ops.CPP_LIBRARY or ops.CPP_UNUSED)"
-
 status=0
 summary=()
+# A fresh interpreter, nothing touching CUDA first (an engine's import; NOTES P1).
+if ! PYTHONPATH="$PWD/$build/python" "$py" -X faulthandler -c "from qfuse.torch import ops
+print('   torch ops:', len(ops.CPP_OPS), 'of', len(ops.OPS), 'in C++:',
+      ops.CPP_LIBRARY or ops.CPP_UNUSED)"; then
+  summary+=("import qfuse.torch in a fresh interpreter: FAILED"); status=1
+fi
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(host torch gpu)
 kargs=()

@@ -16,7 +16,18 @@ and the torch.compile fusion pass) is the optional module :mod:`qfuse.torch`.
 See docs/python.md.
 """
 
-from ._qfuse import (  # noqa: F401
+import importlib.util as _util
+import sys as _sys
+
+# PyTorch first where it is installed and not yet imported: on the device (torch 2.11, CUDA 13),
+# `import torch` after this package's extension was loaded ends in a segmentation fault inside
+# torch's own import, while the other order is fine (bench/NOTES.md P1). An engine imports torch
+# first anyway; this makes every order safe at the cost of torch's import for a DLPack-only user
+# who has it installed.
+if "torch" not in _sys.modules and _util.find_spec("torch") is not None:
+    import torch  # noqa: F401
+
+from ._qfuse import (  # noqa: E402,F401
     MAX_MERGE_STATES,
     MLA_SCHEDULE_WORDS,
     all_specs,

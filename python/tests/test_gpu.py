@@ -603,6 +603,38 @@ class CppParity(unittest.TestCase):
                     self.assertEqual(mismatch(as_bytes(a), as_bytes(c)), 0, f"argument {i}")
 
 
+class FreshImport(unittest.TestCase):
+    """qfuse.torch imported by a new interpreter in the states an engine imports it from: before
+    anything touched CUDA (the fifteenth session found a segmentation fault there on the device,
+    bench/NOTES.md P1), after torch.cuda.init(), and the package's own import alone; each must
+    exit 0 and then run an op."""
+
+    def run_fresh(self, prelude):
+        import os
+        import subprocess
+        import sys
+
+        code = (prelude + "\nfrom qfuse.torch import ops\nimport torch\n"
+                "x = torch.ones(4, 256, dtype=torch.bfloat16, device='cuda')\n"
+                "o = torch.empty(4, 128, dtype=torch.bfloat16, device='cuda')\n"
+                "ops.silu_and_mul(x, o)\ntorch.cuda.synchronize()\n"
+                "assert o.float().sub(torch.nn.functional.silu(torch.ones(1)).item()).abs()"
+                ".max().item() < 1e-2\nprint('ok', len(ops.CPP_OPS))\n")
+        p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        self.assertEqual(p.returncode, 0, f"{prelude!r}: rc {p.returncode}\n{p.stderr[-4000:]}")
+        self.assertIn("ok", p.stdout)
+
+    def test_before_cuda(self):
+        self.run_fresh("")
+
+    def test_after_cuda_init(self):
+        self.run_fresh("import torch; torch.cuda.init()")
+
+    def test_core_first(self):
+        self.run_fresh("import qfuse")
+
+
 class CudaGraphs(unittest.TestCase):
     def test_capture_and_replay(self):
         T, H = 64, 1024
