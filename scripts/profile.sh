@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Nsight Compute summary of the main kernels (GPU machine): speed of light, memory, warp stalls.
 #   bash scripts/profile.sh [bin-dir]      writes $OUT/ncu_*.txt (or /tmp/qfuse-gpu)
+# QFUSE_PROFILE_TAR=1 packs them (and the source pages) into $OUT/profile.tgz instead: a device
+# call returns only a few files.
 # QFUSE_PROFILE_CASES picks the cases (names below); "mla" stands for every MLA decode case: each
 # kernel form at issue 13's bar shapes, with every warp stall reason per issued instruction and
 # the pipes' utilisation (the tensor pipe among them), largest first (bench/NOTES.md M13-M15).
@@ -50,6 +52,9 @@ run_mla() {  # name kernel-regex env routine dims
 cases=
 for c in ${QFUSE_PROFILE_CASES:-silu_g128 silu_nvfp4 quant_tensor quant_token}; do
   [ "$c" = mla ] && c="mla_fp8_alt_mem mla_fp8_one_mem mla_bf16_mem mla_fp8_wide_compute mla_fp8_r32_compute mla_bf16_wide_compute mla_bf16_pair_compute"
+  # The default forms only: form 3 (the alt kernel with kQ8) and the bf16 16-row kernel at the
+  # memory-bound shape, the wide forms at the compute-bound one.
+  [ "$c" = mla_defaults ] && c="mla_fp8_alt_mem mla_bf16_mem mla_bf16_wide_compute mla_fp8_wide_compute"
   cases="$cases $c"
 done
 for c in $cases; do
@@ -75,3 +80,6 @@ for c in $cases; do
     mla_bf16_pair_compute) run_mla $c mla_pair_kernel QFUSE_MLA_WIDE_FORM=2 mla_decode/bf16 "$mla_compute" ;;
   esac
 done
+if [ "${QFUSE_PROFILE_TAR:-0}" = 1 ]; then
+  (cd "$out" && tar czf profile.tgz ncu_*.txt $(ls src_*.csv.gz 2>/dev/null) && rm -f ncu_*.txt src_*.csv.gz)
+fi
