@@ -710,3 +710,41 @@ class VitAttention(unittest.TestCase):
                 with self.assertRaises(exc) as e:
                     self.attention(**kw)
                 self.assertIn(frag, str(e.exception))
+
+
+class ImportOrder(unittest.TestCase):
+    """`import qfuse` imports PyTorch before its extension where PyTorch is installed (bench/
+    NOTES.md P1: on the device, torch's own import crashed after the extension). A stand-in
+    `torch` package on the path records the modules loaded before it; the extension must not be
+    among them, and without a `torch` on the path none is imported."""
+
+    def run_import(self, with_torch):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            if with_torch:
+                os.makedirs(os.path.join(d, "torch"))
+                with open(os.path.join(d, "torch", "__init__.py"), "w") as f:
+                    f.write("import sys\nEXTENSION_BEFORE = 'qfuse._qfuse' in sys.modules\n")
+            code = ("import sys, qfuse\nt = sys.modules.get('torch')\n"
+                    "print('torch' if t else 'no-torch', getattr(t, 'EXTENSION_BEFORE', None),"
+                    " 'qfuse._qfuse' in sys.modules)\n")
+            path = os.pathsep.join([d] + [p for p in sys.path if p])
+            env = dict(os.environ, PYTHONPATH=path)
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=env, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        return p.stdout.split()
+
+    def test_torch_first(self):
+        self.assertEqual(self.run_import(True), ["torch", "False", "True"])
+
+    def test_no_torch_none_imported(self):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            self.skipTest("PyTorch is installed here")
+        self.assertEqual(self.run_import(False), ["no-torch", "None", "True"])
