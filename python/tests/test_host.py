@@ -718,7 +718,7 @@ class ImportOrder(unittest.TestCase):
     `torch` package on the path records the modules loaded before it; the extension must not be
     among them, and without a `torch` on the path none is imported."""
 
-    def run_import(self, with_torch):
+    def run_import(self, with_torch, body=None):
         import os
         import subprocess
         import sys
@@ -728,7 +728,7 @@ class ImportOrder(unittest.TestCase):
             if with_torch:
                 os.makedirs(os.path.join(d, "torch"))
                 with open(os.path.join(d, "torch", "__init__.py"), "w") as f:
-                    f.write("import sys\nEXTENSION_BEFORE = 'qfuse._qfuse' in sys.modules\n")
+                    f.write(body or "import sys\nEXTENSION_BEFORE = 'qfuse._qfuse' in sys.modules\n")
             code = ("import sys, qfuse\nt = sys.modules.get('torch')\n"
                     "print('torch' if t else 'no-torch', getattr(t, 'EXTENSION_BEFORE', None),"
                     " 'qfuse._qfuse' in sys.modules)\n")
@@ -741,6 +741,10 @@ class ImportOrder(unittest.TestCase):
 
     def test_torch_first(self):
         self.assertEqual(self.run_import(True), ["torch", "False", "True"])
+
+    def test_broken_torch_leaves_the_core(self):
+        self.assertEqual(self.run_import(True, body="raise ImportError('broken')\n"),
+                         ["no-torch", "None", "True"])
 
     def test_no_torch_none_imported(self):
         import importlib.util
