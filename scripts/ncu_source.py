@@ -11,6 +11,9 @@ prints where a kernel's warps spend their time:
 
   python3 scripts/ncu_source.py src_mla_bf16_pair_compute.csv.gz [--top N]
   python3 scripts/ncu_source.py FILE --around 0x1b040 [--lines N]   (the SASS around an offset)
+  python3 scripts/ncu_source.py FILE --split 0x5600,0x5810,0x61a0,0x7500,0x9840 [--per 131072]
+      (segments between offsets, e.g. a tile loop's wait / QK / softmax / PV: instructions,
+      executions per iteration (--per: the loop's execution count), samples, reasons, opcodes)
 
 Offsets are from the kernel's first instruction. A TRYWAIT + branch loop's samples are an
 mbarrier wait (long scoreboard: its TMA data had not landed); BAR.SYNC's are named-barrier
@@ -55,14 +58,40 @@ def fmt(c, n=3):
     return " ".join(f"{k}={v}" for k, v in c.most_common(n) if v)
 
 
+def opcode(sass):
+    words = sass.split()
+    return words[1] if words and words[0].startswith("@") and len(words) > 1 else words[0]
+
+
+def split(ins, bounds, per):
+    """Per segment [bounds[i], bounds[i + 1]): instructions executed, executions per iteration
+    (sum of executions / per), share of all samples, top reasons and opcodes."""
+    total = sum(x["samples"] for x in ins) or 1
+    for lo, hi in zip(bounds, bounds[1:]):
+        xs = [x for x in ins if lo <= x["off"] < hi and x["executed"] > 0]
+        rs, ops = collections.Counter(), collections.Counter()
+        for x in xs:
+            rs.update(x["reasons"])
+            ops[opcode(x["sass"])] += 1
+        n_per = f" per-iteration {sum(x['executed'] for x in xs) / per:6.0f}" if per else ""
+        print(f"{lo:6x}-{hi:6x} instructions {len(xs):5d}{n_per} "
+              f"samples {100 * sum(x['samples'] for x in xs) / total:5.1f} %  {fmt(rs, 4)}")
+        print("    " + ", ".join(f"{k}:{v}" for k, v in ops.most_common(8)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--around", type=lambda s: int(s, 16))
     ap.add_argument("--lines", type=int, default=12)
+    ap.add_argument("--split", type=lambda s: [int(v, 16) for v in s.split(",")])
+    ap.add_argument("--per", type=int, default=0)
     a = ap.parse_args()
     ins = load(a.file)
+    if a.split:
+        split(ins, a.split, a.per)
+        return
     if a.around is not None:
         k = min(range(len(ins)), key=lambda i: abs(ins[i]["off"] - a.around))
         for x in ins[max(0, k - a.lines):k + 4]:
