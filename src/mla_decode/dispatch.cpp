@@ -49,6 +49,12 @@ std::atomic<int>& wide_form_state() {
   return state;
 }
 
+std::atomic<int>& release_state() {
+  static std::atomic<int> state{
+      env_form("QFUSE_MLA_RELEASE", env_form("QFUSE_MLA_RELEASE", 0, 2), 1)};
+  return state;
+}
+
 std::atomic<int>& direct_state() {
   static std::atomic<int> state{env_form("QFUSE_MLA_DIRECT", 1, 0)};
   return state;
@@ -95,6 +101,13 @@ void set_fp8_wide(bool wide) {
 }
 bool fp8_wide() {
   return fp8_wide_state().load() != 0;
+}
+
+void set_bf16_release(int mode) {
+  release_state().store(mode == 1 || mode == 2 ? mode : 0);
+}
+int bf16_release() {
+  return release_state().load();
 }
 
 void set_fp8_form(int form) {
@@ -368,6 +381,7 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
   const bool fp8 = P.cache == CacheKind::kFp8;
   tp.box_rows = static_cast<int>(std::min<int64_t>(P.block_size, 64));
   tp.q_box_h = static_cast<int>(std::min<int64_t>(P.N, P.rpb));
+  tp.release = mla::bf16_release();
   {
     const cuuint64_t dims[3] = {static_cast<cuuint64_t>(kMlaHeadDim), static_cast<cuuint64_t>(P.N),
                                 static_cast<cuuint64_t>(P.T)};

@@ -59,6 +59,16 @@ int wide_form();
 void set_fp8_wide(bool wide);
 bool fp8_wide();
 
+/// When the 16 / 32-row bf16 consumer releases the previous tile's stage (mainloop.cuh): 0, after
+/// the next tile has landed and its QK is issued (the default: the PV overlaps that QK); 1,
+/// adaptive: where the next tile has not landed when the consumer reaches it, the previous PV is
+/// waited for and the stage released before the wait for the tile, so the producer refills it
+/// while the consumer waits (bench/NOTES.md M32); 2, always before the wait (M23's order, which
+/// measured slower; the tests' way to run that path on every tile). Process-wide;
+/// QFUSE_MLA_RELEASE=1 or 2 sets it at start-up (same-binary A/B runs); tests switch it here.
+void set_bf16_release(int mode);
+int bf16_release();
+
 /// Whether split mode with a plain bf16 output lets the decode kernel write the output where the
 /// schedule leaves every request in one piece (the combine then skips: DecodeParams::direct; 1,
 /// the default) or always goes through the partials and the combine (0). Process-wide;

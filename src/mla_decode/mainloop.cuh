@@ -171,6 +171,23 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       const int st = n & 1;
       const uint32_t kv = kv0 + st * Tr::kTileBytes;
       if (t == pc.t_begin) mbar_wait(sm.q_full(qs), (nq / Tr::kQStages) & 1);
+      // Adaptive release (tp.release == 1, bench/NOTES.md M32): where this tile has not landed,
+      // the previous tile's PV is waited for and its stage released now, so that the producer
+      // refills it while this warp waits (two tiles in flight); where it has landed, the release
+      // stays after this tile's QK issue below (the PV overlaps the QK). Decided per warp, from
+      // lane 0's test: each warp arrives on the empty barrier once a tile either way. 2: always
+      // now (M23's order; the tests' way to run this path on every tile).
+      bool released = false;
+      if (tp.release != 0 && t > pc.t_begin) {
+        const bool landed =
+            tp.release == 1 && __shfl_sync(0xffffffffu, mbar_test(sm.full(st), (n >> 1) & 1), 0);
+        if (!landed) {
+          wgmma_wait<0>();  // the previous tile's PV product: its stage is free
+          fence_regs(o);
+          if (lane == 0) mbar_arrive(sm.empty(st ^ 1));
+          released = true;
+        }
+      }
       mbar_wait(sm.full(st), (n >> 1) & 1);
       float s[NS];
 #pragma unroll
@@ -189,7 +206,7 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       // here so that the PV overlaps this tile's QK. Releasing it before this tile's full-barrier
       // wait (two tiles in flight from DRAM, PV latency exposed) measured 2.6-4.3 % slower on the
       // memory-bound N 16 rows of the H200 (bench/NOTES.md M23).
-      if (t > pc.t_begin) {
+      if (t > pc.t_begin && !released) {
         wgmma_wait<1>();  // the previous tile's PV product: its stage is free
         fence_regs(o);
         if (lane == 0) mbar_arrive(sm.empty(st ^ 1));

@@ -81,6 +81,7 @@ struct TcParams {
   DecodeParams p;
   int box_rows;  // min(block_size, rows per TMA box of the cache)
   int q_box_h;   // heads per Q box
+  int release;   // the bf16 16 / 32-row consumer's stage release (mla::bf16_release())
 };
 
 }  // namespace qfuse::mla

@@ -185,11 +185,21 @@ std::vector<int> wide_forms() {
 }
 
 /// Runs f once with each form of the tensor-core kernel that serves the problem: an FP8 cache's
-/// (each_fp8_form); a bf16 cache with 64 rows or more, the wide forms (wide_forms()); else once.
+/// (each_fp8_form); a bf16 cache with 64 rows or more, the wide forms (wide_forms()); else with
+/// each stage release of the 16 / 32-row consumer (0, the default; 1, adaptive; 2, always early).
 template <class F>
 void each_form(const MlaProblem& p, F&& f) {
   if (p.c.cache == DType::kE4M3) return each_fp8_form(f);
-  if (p.c.heads * p.c.s_q < 64) return f();
+  if (p.c.heads * p.c.s_q < 64) {
+    const int saved = mla::bf16_release();
+    for (const int mode : {0, 1, 2}) {
+      mla::set_bf16_release(mode);
+      SCOPED_TRACE("bf16 stage release " + std::to_string(mode));
+      f();
+    }
+    mla::set_bf16_release(saved);
+    return;
+  }
   const int saved = mla::wide_form();
   for (const int form : wide_forms()) {
     mla::set_wide_form(form);
