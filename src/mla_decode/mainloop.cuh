@@ -12,7 +12,8 @@
 //                     (column maxima across the 4 warps through shared memory), P^T to shared
 //                     memory as bf16, O^T += V^T P^T (8 m-tiles x 4 k-steps). The stage is
 //                     released when the PV product that reads it has completed (it overlaps the
-//                     next tile's QK product).
+//                     next tile's QK product; where that tile has not landed, before the wait
+//                     for it: tp.release, launch.h set_bf16_release).
 //
 // Barrier protocol (counts): full[s] (1 + TMA bytes), empty[s] (4 consumer warps), q_full[i]
 // (1 + TMA bytes), q_empty[i] (4), i the Q buffer (Tr::kQStages: piece k uses buffer k % kQStages).

@@ -154,7 +154,8 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
 }
 
 /// Runs f once with each form of the FP8-cache tensor-core kernel (16 rows per block: one
-/// consumer warpgroup, two taking alternate tiles, or those two with the QK on E4M3 products;
+/// consumer warpgroup, two taking alternate tiles, those two with the QK on E4M3 products, or
+/// three such consumers;
 /// 64 rows or more: the swapped form at 32 rows per block, or the wide form converting tiles to
 /// bf16), then restores the process's settings.
 template <class F>
@@ -164,7 +165,7 @@ void each_fp8_form(F&& f) {
   const struct {
     int form;
     bool wide;
-  } forms[] = {{1, false}, {2, false}, {3, false}, {2, true}};
+  } forms[] = {{1, false}, {2, false}, {3, false}, {4, false}, {2, true}};
   for (const auto& fm : forms) {
     mla::set_fp8_form(fm.form);
     mla::set_fp8_wide(fm.wide);
@@ -186,7 +187,8 @@ std::vector<int> wide_forms() {
 
 /// Runs f once with each form of the tensor-core kernel that serves the problem: an FP8 cache's
 /// (each_fp8_form); a bf16 cache with 64 rows or more, the wide forms (wide_forms()); else with
-/// each stage release of the 16 / 32-row consumer (0, the default; 1, adaptive; 2, always early).
+/// each stage release of the 16 / 32-row consumer (0, after the QK; 1, adaptive, the default; 2,
+/// always early).
 template <class F>
 void each_form(const MlaProblem& p, F&& f) {
   if (p.c.cache == DType::kE4M3) return each_fp8_form(f);
