@@ -96,21 +96,18 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
 #endif
 }
 
-/// The roles of the kernels with a TMA producer and several consumer warpgroups: warpgroup 0
-/// keeps kProducerRegs registers and one thread issues the loads (producer_tma), the others take
-/// kConsumerRegs each and run consumer(wg). 384 threads: 56 and 224 (128 * 56 + 256 * 224 <=
-/// 65536); 512 threads: 24 and 160 (128 * 24 + 384 * 160 <= 65536).
-template <class Tr, int kProducerRegs = 56, int kConsumerRegs = 224, class F>
+/// The roles of the 384-thread kernels with a TMA producer: warpgroup 0 keeps 56 registers and
+/// one thread issues the loads (producer_tma), warpgroups 1 and 2 take 224 each and run
+/// consumer(wg) (128 * 56 + 256 * 224 <= 65536).
+template <class Tr, class F>
 __device__ __forceinline__ void tma_producer_and_consumers(const TcParams& tp, const TcSmem<Tr>& sm,
                                                            int rb, int part, F&& consumer) {
-  static_assert(128 * kProducerRegs + (Tr::kThreads - 128) * kConsumerRegs <= 65536,
-                "setmaxnreg moves registers within the block's launch allocation");
   const int wg = threadIdx.x >> 7;
   if (wg == 0) {
-    regs_dec<kProducerRegs>();
+    regs_dec<56>();
     if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
   } else {
-    regs_inc<kConsumerRegs>();
+    regs_inc<224>();
     consumer(wg);
   }
 }
@@ -132,32 +129,28 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
                                                               Tr::kSmemBytes, grid, stream, tp);
 }
 
-/// The FP8 cache with kC consumer warpgroups taking tiles in turn (consumer_fp8_alt), 16 rows;
-/// kQ8: the QK on E4M3 products (bench/NOTES.md M26). NOTE: registers: two consumers (384
-/// threads): the producer warpgroup keeps 56, each consumer takes 224; three (512 threads, form
-/// 4): 24 and 160, FlashAttention 3's split for four warpgroups.
-template <EpilogueKind kEpi, bool kQ8, int kC>
-__global__ void __launch_bounds__(128 * (1 + kC), 1)
+/// The FP8 cache with two consumer warpgroups taking alternate tiles (consumer_fp8_alt), 16 rows,
+/// 384 threads; kQ8: the QK on E4M3 products (bench/NOTES.md M26). NOTE: registers: the producer
+/// warpgroup keeps 56, each consumer takes 224: 128 * 56 + 256 * 224 <= 65536.
+template <EpilogueKind kEpi, bool kQ8>
+__global__ void __launch_bounds__(384, 1)
     mla_tc_fp8alt_kernel(const __grid_constant__ TcParams tp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = TcFp8AltTraits<16, kC>;
+  using Tr = TcFp8AltTraits<16>;
   using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
   extern __shared__ uint8_t smem_raw[];
-  const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 4, 4 * kC);
+  const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 4, 8);
   const int rb = blockIdx.x, part = blockIdx.y;
-  const auto consumer = [&](int wg) { consumer_fp8_alt<Tr, Epi, kQ8>(tp, sm, rb, part, wg - 1); };
-  if constexpr (kC == 2)
-    tma_producer_and_consumers<Tr>(tp, sm, rb, part, consumer);
-  else
-    tma_producer_and_consumers<Tr, 24, 160>(tp, sm, rb, part, consumer);
+  tma_producer_and_consumers<Tr>(
+      tp, sm, rb, part, [&](int wg) { consumer_fp8_alt<Tr, Epi, kQ8>(tp, sm, rb, part, wg - 1); });
 #endif
 }
 
-template <EpilogueKind kEpi, bool kQ8, int kC>
+template <EpilogueKind kEpi, bool kQ8>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  using Tr = TcFp8AltTraits<16, kC>;
-  return launch_tc_kernel<mla_tc_fp8alt_kernel<kEpi, kQ8, kC>>("mla_tc_fp8alt_kernel", Tr::kThreads,
-                                                               Tr::kSmemBytes, grid, stream, tp);
+  using Tr = TcFp8AltTraits<16>;
+  return launch_tc_kernel<mla_tc_fp8alt_kernel<kEpi, kQ8>>("mla_tc_fp8alt_kernel", Tr::kThreads,
+                                                           Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The wide form (mainloop_wide.cuh): 64 query rows per block, 384 threads. NOTE: registers: a

@@ -21,18 +21,17 @@ Status launch_schedule(const int* seq_lens, int batch, int capacity, const Sched
 template <int kRows, CacheKind kCache, EpilogueKind kEpi>
 Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// The FP8-cache tensor-core kernel with kC (2 or 3) consumer warpgroups taking tiles in turn
+/// The FP8-cache tensor-core kernel with two consumer warpgroups taking alternate tiles
 /// (mainloop_fp8.cuh: consumer_fp8_alt), 16 query rows per block; the same grid as launch_tc.
 /// kQ8: the QK on E4M3 products, Q split into two E4M3 halves (bench/NOTES.md M26).
-template <EpilogueKind kEpi, bool kQ8, int kC = 2>
+template <EpilogueKind kEpi, bool kQ8>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
 /// The FP8-cache kernel form at 16 rows per block: 3, the default, form 2 with the QK on E4M3
 /// products of the split query (bench/NOTES.md M26, M29: 1.14-1.27x faster than form 2 on the
 /// H200's N 16 rows, mixed lengths included); 2, two consumer warpgroups taking alternate tiles
-/// with the QK on converted fp16 products (M14); 1, one consumer warpgroup; 4, form 3 with three
-/// consumer warpgroups (512 threads, bench/NOTES.md M34). Process-wide; QFUSE_MLA_FP8_FORM=1, 2
-/// or 4 sets it at start-up (same-binary A/B runs); tests switch it here.
+/// with the QK on converted fp16 products (M14); 1, one consumer warpgroup. Process-wide;
+/// QFUSE_MLA_FP8_FORM=1 or 2 sets it at start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_form(int form);
 int fp8_form();
 

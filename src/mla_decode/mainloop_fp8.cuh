@@ -248,9 +248,7 @@ __device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, flo
 /// kQ8 (16 rows): S^T = K Q^T on E4M3 products instead, K straight from the stage and Q as the
 /// two E4M3 halves of prepare_q_hilo (2R columns: hi, then lo), the halves joined with the
 /// columns' factors qf (s_hi, s_lo times the softmax scale; scale_log2 is then 1).
-/// kPvBufs: A register sets of the PV product (2: a group's conversion overlaps the previous
-/// group's products; 1, for three consumers' 160 registers: it waits for them).
-template <class Tr, bool kQ8 = false, int kPvBufs = 2>
+template <class Tr, bool kQ8 = false>
 __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage, int t,
                                          const ColumnMap<Tr::kRows>& cm,
                                          const int (&limit)[Tr::kRows / 4], float scale_log2,
@@ -332,7 +330,7 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
   // m-tiles. Two commit groups per k-step (m-tiles 0-3, 4-7), each with its own 16 A registers,
   // so the conversion of one group overlaps the products of the previous one in half the
   // registers of a k-step-wide buffer.
-  uint32_t av[kPvBufs][16];
+  uint32_t av[2][16];
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     uint4 y[4];
@@ -344,12 +342,9 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
     const uint64_t db = sw128_desc(f.p_addr + kk * 32, 16, 1024);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      uint32_t(&A)[16] = av[h % kPvBufs];
-      if (kPvBufs == 2 && kk >= 1) {
+      uint32_t(&A)[16] = av[h];
+      if (kk >= 1) {
         wgmma_wait<1>();  // the previous group that used these registers has completed
-        fence_regs(A);
-      } else if (kPvBufs == 1 && (kk | h) != 0) {
-        wgmma_wait<0>();
         fence_regs(A);
       }
 #pragma unroll
@@ -369,8 +364,8 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
   }
   wgmma_wait<0>();
   fence_regs(o);
-#pragma unroll
-  for (int i = 0; i < kPvBufs; ++i) fence_regs(av[i]);
+  fence_regs(av[0]);
+  fence_regs(av[1]);
 }
 
 template <class Tr, class Epi>
@@ -411,34 +406,32 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
   });
 }
 
-/// The FP8 consumer as Tr::kConsumers (kC) warpgroups taking tiles in turn (traits.cuh:
-/// TcFp8AltTraits; kernel.cuh: mla_tc_fp8alt_kernel): consumer c runs fp8_tile on the tiles n
-/// (counted over the block's pieces) with n % kC == c, with its own O, m, l, P buffer, column-max
-/// scratch and barrier (1 + c), so they walk their tiles independently and each scheduler has kC
-/// consumer warps whose latencies overlap (the one-consumer form is bound by the latency of its
-/// own chain: bench/NOTES.md M13). At a piece's end consumers 1 .. kC - 1 in turn leave their O,
-/// m, l in shared memory (Tr::kMergeTiles m-tiles a round), consumer 0 merges them into its own
-/// (two barriers of all consumers a round, barrier 1 + kC) and writes the output. Q is prepared
-/// by all (prepare_q_f16 over 128 kC threads); q_empty takes all consumers' warps once each has
-/// finished the piece's tiles; empty[s] one warpgroup's 4.
-///
+/// The FP8 consumer as two warpgroups taking alternate tiles (traits.cuh: TcFp8AltTraits;
+/// kernel.cuh: mla_tc_fp8alt_kernel): consumer c runs fp8_tile on the tiles n (counted over the
+/// block's pieces) with n % 2 == c, with its own O, m, l, P buffer, column-max scratch and
+/// barrier (1 + c), so the two walk their tiles independently and each scheduler has two
+/// consumer warps whose latencies overlap (the one-consumer form is bound by the latency of
+/// its own chain: bench/NOTES.md M13). At a piece's end consumer 1 leaves its O, m, l in shared
+/// memory, consumer 0 merges them into its own (two barriers of both, kBarBoth) and writes the
+/// output. Q is prepared by both (prepare_q_f16 over 256 threads); q_empty takes both
+/// warpgroups' 8 warps once each has finished the piece's tiles; empty[s] one warpgroup's 4.
+constexpr int kBarBoth = 3;
+
 /// kQ8: the QK on E4M3 products (fp8_tile), Q split by prepare_q_hilo at a piece's start, its
-/// row factors through consumer 0's red(1) (read by all before any can reach the piece's merge
-/// barrier; consumer 0 writes its column sums there only after it).
+/// row factors through consumer 0's red(1) (read by both before either can reach the piece's
+/// merge barrier; consumer 0 writes its column sums there only after it).
 template <class Tr, class Epi, bool kQ8 = false>
 __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part,
                                  int c) {
   const DecodeParams& p = tp.p;
   constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
-  constexpr int kC = Tr::kConsumers, kAll = 128 * kC, kBarAll = 1 + kC;
-  constexpr int kMT = Tr::kMergeTiles, kRounds = 8 / kMT;
-  const int tidc = threadIdx.x - 128;  // 0 .. kAll - 1 over the consumers
-  const int tid = tidc & 127;
+  const int tid2 = threadIdx.x - 128;  // 0 .. 255 over both consumers
+  const int tid = tid2 & 127;
   const float k_scale = __ldg(p.k_scale);
   const float scale_log2 = p.scale_log2 * k_scale;
   const Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p() + c * Tr::kPBytes, sm.red(2 * c), 1 + c);
   float* red_sum = sm.red(1);  // consumer 0's, at the piece end
-  float* xo = sm.combine();    // another consumer's O (kMT m-tiles), m, l: [value][tid]
+  float* xo = sm.combine();    // consumer 1's O, m, l: [value][tid]
   const ColumnMap<R> cm(f.qd);
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
@@ -453,7 +446,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     if (any) {
       mbar_wait(sm.q_full(), nq & 1);
       if constexpr (kQ8) {
-        prepare_q_hilo<Tr, kAll, kBarAll>(sm.q(), tidc, red_sum);
+        prepare_q_hilo<Tr, 256, kBarBoth>(sm.q(), tid2, red_sum);
 #pragma unroll
         for (int cc = 0; cc < NC; ++cc) {
           qf[0][cc] = red_sum[cm.cols[cc]] * scale_log2;
@@ -461,74 +454,62 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
         }
         piece_scale_log2 = 1.0f;
       } else {
-        // NOTE: scratch in consumer 0's red(0): all warpgroups' last reads of it (the previous
+        // NOTE: scratch in consumer 0's red(0): both warpgroups' last reads of it (the previous
         // piece's softmax) precede the previous piece's merge barriers.
         const int k =
-            prepare_q_f16<Tr, kAll, kBarAll>(sm.q(), tidc, reinterpret_cast<uint32_t*>(sm.red(0)));
+            prepare_q_f16<Tr, 256, kBarBoth>(sm.q(), tid2, reinterpret_cast<uint32_t*>(sm.red(0)));
         piece_scale_log2 = scale_log2 * exp2i(8 - k);
         fence_proxy_async_shared();
-        named_sync(kBarAll, kAll);
+        named_sync(kBarBoth, 256);
       }
     }
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
-      if ((kC == 2 ? (n & 1) : n % kC) != c) continue;  // (n >= 0)
+      if ((n & 1) != c) continue;
       const int st = n % Tr::kStages;
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
-      fp8_tile<Tr, kQ8, kC == 2 ? 2 : 1>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l,
-                                         false, sm.q_empty(), qf);
+      fp8_tile<Tr, kQ8>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty(),
+                        qf);
       if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
     if (any) {
       if (f.lane == 0) mbar_arrive(sm.q_empty());  // this warpgroup's QK products are done
       ++nq;
     }
-    // Merge: each other consumer's state through shared memory into consumer 0's (the same
-    // thread holds the same columns in all), kMT m-tiles a round.
-#pragma unroll 1
-    for (int src = 1; src < kC; ++src) {
-      float f0[NC], f1[NC];
+    // Merge: consumer 1's state through shared memory into consumer 0's (the same thread holds
+    // the same columns in both).
+    if (c == 1) {
 #pragma unroll
-      for (int r = 0; r < kRounds; ++r) {
-        if (c == src) {
+      for (int j = 0; j < 8; ++j)
 #pragma unroll
-          for (int j = 0; j < kMT; ++j)
+        for (int k = 0; k < NS; ++k) xo[(j * NS + k) * 128 + tid] = o[j][k];
 #pragma unroll
-            for (int k = 0; k < NS; ++k) xo[(j * NS + k) * 128 + tid] = o[kMT * r + j][k];
-          if (r == 0) {
-#pragma unroll
-            for (int cc = 0; cc < NC; ++cc) {
-              xo[(kMT * NS + cc) * 128 + tid] = m[cc];
-              xo[(kMT * NS + NC + cc) * 128 + tid] = l[cc];
-            }
-          }
-        }
-        named_sync(kBarAll, kAll);
-        if (c == 0) {
-          if (r == 0) {
-#pragma unroll
-            for (int cc = 0; cc < NC; ++cc) {
-              const float m1 = xo[(kMT * NS + cc) * 128 + tid];
-              const float l1 = xo[(kMT * NS + NC + cc) * 128 + tid];
-              const float mm = fmaxf(m[cc], m1);
-              const bool none = mm == -INFINITY;
-              f0[cc] = none ? 0.0f : fast_exp2(m[cc] - mm);
-              f1[cc] = none ? 0.0f : fast_exp2(m1 - mm);
-              l[cc] = l[cc] * f0[cc] + l1 * f1[cc];
-              m[cc] = mm;
-            }
-          }
-#pragma unroll
-          for (int j = 0; j < kMT; ++j)
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-              const int cc = ((k >> 2) << 1) | (k & 1);
-              o[kMT * r + j][k] =
-                  o[kMT * r + j][k] * f0[cc] + xo[(j * NS + k) * 128 + tid] * f1[cc];
-            }
-        }
-        named_sync(kBarAll, kAll);  // xo is rewritten by the next round (or piece end)
+      for (int cc = 0; cc < NC; ++cc) {
+        xo[(8 * NS + cc) * 128 + tid] = m[cc];
+        xo[(8 * NS + NC + cc) * 128 + tid] = l[cc];
       }
     }
+    named_sync(kBarBoth, 256);
+    if (c == 0) {
+      float f0[NC], f1[NC];
+#pragma unroll
+      for (int cc = 0; cc < NC; ++cc) {
+        const float m1 = xo[(8 * NS + cc) * 128 + tid], l1 = xo[(8 * NS + NC + cc) * 128 + tid];
+        const float mm = fmaxf(m[cc], m1);
+        const bool none = mm == -INFINITY;
+        f0[cc] = none ? 0.0f : fast_exp2(m[cc] - mm);
+        f1[cc] = none ? 0.0f : fast_exp2(m1 - mm);
+        l[cc] = l[cc] * f0[cc] + l1 * f1[cc];
+        m[cc] = mm;
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+          const int cc = ((k >> 2) << 1) | (k & 1);
+          o[j][k] = o[j][k] * f0[cc] + xo[(j * NS + k) * 128 + tid] * f1[cc];
+        }
+    }
+    named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end
     if (c == 0) {
       float scale[NC], lse[NC];
       piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);

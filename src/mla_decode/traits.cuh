@@ -66,25 +66,20 @@ struct TcFp8Traits : TcLayout<kRows, 5, 64> {
   static constexpr bool kFp8 = true;
 };
 
-/// The FP8 cache with kC consumer warpgroups taking tiles in turn (mainloop_fp8.cuh:
+/// The FP8 cache with two consumer warpgroups taking alternate tiles (mainloop_fp8.cuh:
 /// consumer_fp8_alt), 16 query rows: TcFp8Traits' buffers with a P buffer and two column
-/// reduction arrays per consumer, and the merge buffer (another consumer's O, m, l at a piece's
-/// end, kMergeTiles of O's 8 m-tiles at a time: 128 threads x (kMergeTiles x 8 + 2 x 4) floats).
-/// Two consumers (form 3): 4 stages beside a whole O's merge buffer. Three (form 4, 512 threads):
-/// the merge goes in four rounds of 2 m-tiles, so 5 stages fit (three are held by consumers).
-template <int kRows_, int kC = 2>
-struct TcFp8AltTraits : TcLayout<kRows_, kC == 2 ? 4 : 5, 64> {
-  using Base = TcLayout<kRows_, kC == 2 ? 4 : 5, 64>;
+/// reduction arrays per consumer, and the merge buffer (consumer 1's O, m, l at a piece's end:
+/// 128 threads x (8 x 8 + 2 x 4) floats); 4 stages fit beside them.
+template <int kRows_>
+struct TcFp8AltTraits : TcLayout<kRows_, 4, 64> {
+  using Base = TcLayout<kRows_, 4, 64>;
   static_assert(kRows_ == 16, "the alternate-tile form is built for 16 rows per block");
-  static_assert(kC == 2 || kC == 3, "two or three consumer warpgroups");
   static constexpr bool kFp8 = true;
-  static constexpr int kConsumers = kC;
-  static constexpr int kThreads = 128 * (1 + kC);
-  static constexpr int kMergeTiles = kC == 2 ? 8 : 2;         // O's m-tiles per merge round
-  static constexpr int kOffP = Base::kOffQ + Base::kQBytes;   // kC P buffers
-  static constexpr int kOffRed = kOffP + kC * Base::kPBytes;  // red(2c), red(2c + 1): consumer c's
-  static constexpr int kOffCombine = kOffRed + 2 * kC * Base::kRedFloats * 4;
-  static constexpr int kCombineFloats = 128 * (kMergeTiles * (kRows_ / 2) + 2 * (kRows_ / 4));
+  static constexpr int kThreads = 384;
+  static constexpr int kOffP = Base::kOffQ + Base::kQBytes;  // two P buffers
+  static constexpr int kOffRed = kOffP + 2 * Base::kPBytes;  // red(0..3): consumer c's 2c, 2c + 1
+  static constexpr int kOffCombine = kOffRed + 4 * Base::kRedFloats * 4;
+  static constexpr int kCombineFloats = 128 * (8 * (kRows_ / 2) + 2 * (kRows_ / 4));
   static constexpr int kOffBar = kOffCombine + kCombineFloats * 4;
   static constexpr int kSmemBytes = kOffBar + Base::kBars * 8 + 1024;
   static_assert(kOffP % 1024 == 0 && Base::kPBytes % 1024 == 0, "P: 1024-byte aligned");
