@@ -36,6 +36,13 @@ try "import ctypes, os; ctypes.CDLL('$w/k_shared.so'); import torch"
 try "import ctypes, os; ctypes.CDLL('$ext', mode=os.RTLD_LOCAL); import torch._C; print('_C')"
 try "import qfuse; import torch"
 python3 -c "import torch, sys; print(torch.__version__, torch.__file__, sys.version)"
+echo "the extension's dynamic section and dependencies (here it NEEDs libstdc++.so.6; the loader's"
+echo "init list on the device did not show libstdc++: bench/NOTES.md P1):"
+readelf -d "$ext" | grep -E "NEEDED|RPATH|RUNPATH" | sed 's/^/  /'
+ldd "$ext" | sed 's/^/  /'
+echo "  GNU_UNIQUE symbols: $(readelf -sW --dyn-syms "$ext" | awk '$5 == "UNIQUE"' | wc -l)," \
+  "std:: symbols defined: $(nm -DC --defined-only "$ext" 2>/dev/null | grep -c ' std::')"
+python3 -c "import sys; print('  interpreter:', sys.executable, sys.version.split()[0])"
 echo "libraries initialised by loading the extension:"
 LD_DEBUG=libs python3 -c "import ctypes, os; ctypes.CDLL('$ext', mode=os.RTLD_LOCAL)" 2>&1 |
   grep "calling init" | awk '{print "  " $NF}'
