@@ -9,7 +9,7 @@
 # test binaries, where packed (up to ~2 minutes each); rates: the wgmma rates of main; mla / small:
 # the mla_decode / small suite (+ the engine-rule SiLU T 16 rows) of every build, AB_ROUNDS rounds
 # (default 2; ~30 s a suite run). Logs and JSON in $OUT; a table of medians per row, each build
-# against main, last (scripts/ab_medians.py).
+# against main (AB_BASE: another build of the list), last (scripts/ab_medians.py).
 set -u
 cd "$(dirname "$0")/.."
 source scripts/ab_lib.sh
@@ -88,4 +88,4 @@ if has_part small; then
   done
 fi
 
-python3 scripts/ab_medians.py "$out" main $vars
+python3 scripts/ab_medians.py "$out" "${AB_BASE:-main}" $vars
