@@ -44,11 +44,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "binding_common.h"
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/core/dtype.h"
+#include "qfuse/core/pointer_checks.h"
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
 #include "qfuse/merge_states/merge_states.h"
@@ -330,6 +332,28 @@ c10::ScalarType seen_dtype(const Tensor& t, std::string_view name, Slot slot) {
 /// slot as (fixed by the spec); `need_device`: false for host tensors.
 /// NOTE: on the per-call path (issue 17's overhead bar): `name` is a view (the argument names are
 /// literals; strings are built for an error only), sizes and strides are read once.
+/// The devices of the CUDA tensors an op call has handed to the C++ API so far (to_ref,
+/// i64_vector: every device pointer a kernel function passes goes through one of them), read
+/// and reset by launch(): where they are all on the device the op runs on, the API's per-pointer
+/// driver queries are redundant (qfuse/core/pointer_checks.h). A call that fails before launch()
+/// leaves its entries for the next call, which can only make that call check its pointers.
+struct CallDevices {
+  int device = -1;     // the device of the first CUDA tensor seen (-1: none yet)
+  bool mixed = false;  // a CUDA tensor on another device
+};
+thread_local CallDevices t_call_devices;
+std::atomic<int64_t> g_trusted_calls{0};  // calls that skipped the driver queries (tests)
+
+void note_device(const Tensor& t) {
+  if (!t.is_cuda()) return;
+  const int d = t.device().index();
+  CallDevices& c = t_call_devices;
+  if (c.device < 0)
+    c.device = d;
+  else if (c.device != d)
+    c.mixed = true;
+}
+
 TensorRef to_ref(const Tensor& t, std::string_view name, Slot slot = Slot::kAny,
                  std::optional<DType> byte_as = {}, bool need_device = true) {
   const c10::ScalarType st = seen_dtype(t, name, slot);
@@ -344,6 +368,7 @@ TensorRef to_ref(const Tensor& t, std::string_view name, Slot slot = Slot::kAny,
     invalid(std::string(name) + ".rank", "<= " + std::to_string(TensorRef::kMaxRank),
             std::to_string(rank));
   TensorRef r;
+  note_device(t);
   // NOTE: mutable_data_ptr, as to_dlpack's: a copy-on-write tensor gets its own storage first.
   r.data = t.mutable_data_ptr();
   r.dtype = *dt == DType::kU8 && byte_as ? *byte_as : *dt;
@@ -418,14 +443,23 @@ std::atomic<int64_t> g_bench_ns{0};  // host time of the last repeated launch, a
 /// Runs `api(stream)` (a qfuse API call) on the current CUDA stream of `t`'s device, with that
 /// device current, as the Python path does (ops.py: _stream). A tensor off the GPU gets stream 0;
 /// so does a process without a device (only tensors that describe memory without owning it get
-/// here then; the library's device checks refuse them).
+/// here then; the library's device checks refuse them). Where every CUDA tensor of the call is
+/// on `t`'s device (t_call_devices), the API skips its driver queries of the pointers
+/// (TrustedDevicePointers: a PyTorch CUDA tensor's memory is its device's, which is then the
+/// current one; bench/NOTES.md P2); anything else is checked by the API as before.
 template <class Api>
 void launch(const Tensor& t, Api&& api) {
+  const CallDevices seen = std::exchange(t_call_devices, CallDevices{});
   c10::cuda::OptionalCUDAGuard guard;
   cudaStream_t stream = nullptr;
+  std::optional<qfuse::TrustedDevicePointers> trusted;
   if (t.is_cuda() && c10::cuda::device_count() > 0) {
     guard.set_device(t.device());
     stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+    if (!seen.mixed && (seen.device < 0 || seen.device == t.device().index())) {
+      trusted.emplace();
+      g_trusted_calls.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   const int n = g_bench_calls.load(std::memory_order_relaxed);
   if (n <= 0) {
@@ -551,6 +585,7 @@ const int64_t* i64_vector(const Tensor& a, std::string_view name, int64_t n) {
     invalid(std::string(name), "a contiguous [" + std::to_string(n) + "] vector",
             "rank " + std::to_string(a.dim()) +
                 (a.dim() == 1 ? " size " + std::to_string(a.size(0)) : std::string()));
+  note_device(a);
   return static_cast<const int64_t*>(a.mutable_data_ptr());
 }
 
@@ -1101,6 +1136,12 @@ QFUSE_EXPORT int qfuse_torch_register_floor(const char* ns, const char* name, ch
 /// Benchmark hook (python/bench_overhead.py): with n > 0, every following op call repeats its
 /// qfuse API call (validation and launch, after the argument conversion) n times back to back and
 /// records the host time; n = 0 turns it off. qfuse_torch_bench_ns: that time of the last call.
+/// How many op calls vouched for their tensors' devices (launch(): the API's driver queries of
+/// the pointers skipped) so far (tests).
+QFUSE_EXPORT int64_t qfuse_torch_trusted_calls() {
+  return g_trusted_calls.load(std::memory_order_relaxed);
+}
+
 QFUSE_EXPORT void qfuse_torch_bench_calls(int n) {
   g_bench_calls.store(n < 0 ? 0 : n);
 }

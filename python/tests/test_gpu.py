@@ -591,7 +591,11 @@ class CppParity(unittest.TestCase):
             with self.subTest(op=name):
                 # bytes left unwritten are equal too
                 cpp, py, fast = copy(args), copy(args), copy(args)
+                trusted = ops.trusted_calls()
                 getattr(torch.ops.qfuse, name)(*cpp)
+                # every CUDA tensor on the op's device: the API's driver queries are skipped
+                # (the Python path below still makes them: same bytes either way)
+                self.assertEqual(ops.trusted_calls() - trusted, 1)
                 ops._IMPLS[name](*py)
                 taken = ops.fast_calls_taken()
                 ops.CALL[name](*fast)  # qfuse.torch's function: the eager fast path
@@ -601,6 +605,29 @@ class CppParity(unittest.TestCase):
                 for i, (a, b, c) in enumerate(zip(flat(cpp), flat(py), flat(fast))):
                     self.assertEqual(mismatch(as_bytes(a), as_bytes(b)), 0, f"argument {i}")
                     self.assertEqual(mismatch(as_bytes(a), as_bytes(c)), 0, f"argument {i}")
+
+
+class TrustedPointers(unittest.TestCase):
+    """The op library vouches for a call's pointers only where every CUDA tensor is on the op's
+    device; a tensor on another device leaves the API's driver check in place, which refuses it
+    (two GPUs needed)."""
+
+    def test_a_tensor_on_another_device_is_refused(self):
+        from qfuse.torch import ops
+
+        if ops._CPP is None:
+            self.skipTest(f"no C++ op library ({ops.CPP_UNUSED})")
+        if torch.cuda.device_count() < 2:
+            self.skipTest("needs two GPUs")
+        x = randn(16, 256)
+        s = scalar(0.0917)
+        out = torch.empty(16, 256, dtype=FP8, device="cuda:1")
+        out.fill_(0)
+        trusted = ops.trusted_calls()
+        with self.assertRaisesRegex(ValueError, "out.data"):
+            torch.ops.qfuse.static_scaled_fp8_quant(out, x, s)
+        self.assertEqual(ops.trusted_calls(), trusted)
+        self.assertEqual(out.view(torch.uint8).count_nonzero().item(), 0, "nothing written")
 
 
 class FreshImport(unittest.TestCase):

@@ -1,15 +1,19 @@
-// Tests of the core vocabulary: DType names and sizes, TensorRef views, Status messages.
+// Tests of the core vocabulary: DType names and sizes, TensorRef views, Status messages, the
+// device-pointer checks and the scope that vouches for them.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/fast_div.h"
 #include "qfuse/core/dtype.h"
+#include "qfuse/core/pointer_checks.h"
 #include "qfuse/core/status.h"
 #include "qfuse/core/tensor.h"
+#include "quant/validate.h"
 
 namespace qfuse {
 namespace {
@@ -185,6 +189,44 @@ TEST(Status, ReturnIfErrorStopsAtTheFirstError) {
   EXPECT_EQ(bad.message(), "argument 'a': expected b, got c");
   EXPECT_TRUE(fails_at(0, &reached).ok());
   EXPECT_EQ(reached, 2);
+}
+
+// A host stack address is never device memory of the current device: without a GPU the check
+// fails on the device query, with one on the pointer's memory type; either way it is refused,
+// unless a TrustedDevicePointers lives on this thread (the caller vouched for its pointers).
+TEST(TrustedDevicePointers, SkipsTheDriverQueriesOnlyWhileItLivesOnThisThread) {
+  int host_value = 0;
+  const auto check = [&] { return detail::check_device_pointers({{&host_value, "x.data"}}); };
+  EXPECT_FALSE(device_pointers_trusted());
+  const Status untrusted = check();
+  EXPECT_FALSE(untrusted.ok());
+  {
+    const TrustedDevicePointers outer;
+    EXPECT_TRUE(device_pointers_trusted());
+    EXPECT_TRUE(check().ok()) << check().to_string();
+    {
+      const TrustedDevicePointers inner;  // scopes nest
+      EXPECT_TRUE(check().ok());
+    }
+    EXPECT_TRUE(device_pointers_trusted()) << "the inner scope's end restored the outer's state";
+    bool other_thread_trusted = true;
+    Status other_thread = Status::Ok();
+    std::thread([&] {
+      other_thread_trusted = device_pointers_trusted();
+      other_thread = check();
+    }).join();
+    EXPECT_FALSE(other_thread_trusted) << "the scope is this thread's";
+    EXPECT_FALSE(other_thread.ok());
+  }
+  EXPECT_FALSE(device_pointers_trusted());
+  EXPECT_EQ(check().to_string(), untrusted.to_string());
+}
+
+// Null pointers are skipped either way, and an all-null list needs no device.
+TEST(TrustedDevicePointers, NullPointersNeedNoDevice) {
+  EXPECT_TRUE(detail::check_device_pointers({{nullptr, "a"}, {nullptr, "b"}}).ok());
+  const TrustedDevicePointers trusted;
+  EXPECT_TRUE(detail::check_device_pointers({{nullptr, "a"}}).ok());
 }
 
 }  // namespace

@@ -135,6 +135,7 @@ def _load_cpp():
     lib.qfuse_torch_schema.argtypes = [ctypes.c_char_p]
     lib.qfuse_torch_bench_calls.argtypes = [ctypes.c_int]
     lib.qfuse_torch_bench_ns.restype = ctypes.c_int64
+    lib.qfuse_torch_trusted_calls.restype = ctypes.c_int64
     return lib, path
 
 
@@ -156,6 +157,13 @@ def _load_fast(path):
 def fast_calls_taken():
     """How many calls took the eager fast path so far (0 without it)."""
     return 0 if _FAST is None else _FAST.qfuse_torch_fast_taken()
+
+
+def trusted_calls():
+    """How many calls of the C++ op library vouched for their tensors' devices so far, so that
+    the C++ API skipped its driver queries of their pointers (qfuse/core/pointer_checks.h);
+    0 without the library."""
+    return 0 if _CPP is None else _CPP.qfuse_torch_trusted_calls()
 
 
 _CPP, _where = _load_cpp()
