@@ -8,6 +8,8 @@ Per op (static_scaled_fp8_quant on [16, 7168], then every op on test_gpu.opcheck
   fast     the function qfuse.torch offers for the op (ops.CALL[op]: the op library's eager
            fast path, torch_fast.cpp: Python -> the op's CUDA kernel, without PyTorch's argument
            parser), eagerly; f_over = fast - api: issue 17's overhead
+  chk      the same with the API's driver queries of every pointer (the op library no longer
+           vouching for its tensors' devices: qfuse_torch_trust_pointers(0); bench/NOTES.md P2)
   torch    torch.ops.qfuse.<op>(...) eagerly: Python -> dispatcher -> the C++ kernel
   floor    the same call of the same schema with a C++ kernel that does nothing (registered again
            as torch.ops.qfuse_floor.*: qfuse_torch_register_floor): what PyTorch alone costs for
@@ -151,6 +153,12 @@ def run_gpu(args, torch, ops):
             sync()
             row["torch"] = host_us(op, a, args.calls, args.repeats, sync)
             row["fast"] = host_us(ops.CALL[name], a, args.calls, args.repeats, sync)
+            if ops._CPP is not None and hasattr(ops._CPP, "qfuse_torch_trust_pointers"):
+                ops._CPP.qfuse_torch_trust_pointers(0)
+                try:
+                    row["chk"] = host_us(ops.CALL[name], a, args.calls, args.repeats, sync)
+                finally:
+                    ops._CPP.qfuse_torch_trust_pointers(1)
             row["python"] = host_us(getattr(torch.ops.qfuse_py, name), a, args.calls,
                                     args.repeats, sync)
             row["core"] = host_us(ops._IMPLS[name], a, args.calls, args.repeats, sync)
@@ -187,15 +195,15 @@ def run_gpu(args, torch, ops):
         except Exception as e:  # noqa: BLE001
             row["error"] = f"graph: {type(e).__name__}: {str(e)[:300]}"
 
-    print(f"{'op':46s} {'inputs':10s} {'api':>7s} {'fast':>7s} {'f_over':>6s} {'torch':>7s} "
-          f"{'over':>6s} {'floor':>6s} {'ours':>6s} {'python':>7s} {'core':>7s} {'graph':>7s} "
-          f"{'g_api':>7s}   (us per call)")
+    print(f"{'op':46s} {'inputs':10s} {'api':>7s} {'fast':>7s} {'f_over':>6s} {'chk':>7s} "
+          f"{'torch':>7s} {'over':>6s} {'floor':>6s} {'ours':>6s} {'python':>7s} {'core':>7s} "
+          f"{'graph':>7s} {'g_api':>7s}   (us per call)")
     for row in rows:
         f = lambda k: f"{row[k]:7.2f}" if k in row else f"{'-':>7s}"  # noqa: E731
         g = lambda k: f"{row[k]:6.2f}" if k in row else f"{'-':>6s}"  # noqa: E731
         print(f"{row['op']:46s} {row['inputs']:10s} {f('api')} {f('fast')} {g('f_over')} "
-              f"{f('torch')} {g('overhead')} {g('floor')} {g('ours')} {f('python')} {f('core')} "
-              f"{f('graph')} {f('graph_api')}"
+              f"{f('chk')} {f('torch')} {g('overhead')} {g('floor')} {g('ours')} "
+              f"{f('python')} {f('core')} {f('graph')} {f('graph_api')}"
               + (f"  {row['error']}" if "error" in row else ""), flush=True)
     timed = [r for r in rows if "f_over" in r]
     if timed:

@@ -343,6 +343,7 @@ struct CallDevices {
 };
 thread_local CallDevices t_call_devices;
 std::atomic<int64_t> g_trusted_calls{0};  // calls that skipped the driver queries (tests)
+std::atomic<bool> g_trust{true};  // off: the API checks every call's pointers (bench_overhead)
 
 void note_device(const Tensor& t) {
   if (!t.is_cuda()) return;
@@ -456,7 +457,8 @@ void launch(const Tensor& t, Api&& api) {
   if (t.is_cuda() && c10::cuda::device_count() > 0) {
     guard.set_device(t.device());
     stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-    if (!seen.mixed && (seen.device < 0 || seen.device == t.device().index())) {
+    if (!seen.mixed && (seen.device < 0 || seen.device == t.device().index()) &&
+        g_trust.load(std::memory_order_relaxed)) {
       trusted.emplace();
       g_trusted_calls.fetch_add(1, std::memory_order_relaxed);
     }
@@ -1140,6 +1142,12 @@ QFUSE_EXPORT int qfuse_torch_register_floor(const char* ns, const char* name, ch
 /// the pointers skipped) so far (tests).
 QFUSE_EXPORT int64_t qfuse_torch_trusted_calls() {
   return g_trusted_calls.load(std::memory_order_relaxed);
+}
+
+/// Whether launch() may vouch for a call's pointers (1, the default) or always lets the API
+/// query the driver (0): bench_overhead times both in one run.
+QFUSE_EXPORT void qfuse_torch_trust_pointers(int on) {
+  g_trust.store(on != 0);
 }
 
 QFUSE_EXPORT void qfuse_torch_bench_calls(int n) {

@@ -136,6 +136,7 @@ def _load_cpp():
     lib.qfuse_torch_bench_calls.argtypes = [ctypes.c_int]
     lib.qfuse_torch_bench_ns.restype = ctypes.c_int64
     lib.qfuse_torch_trusted_calls.restype = ctypes.c_int64
+    lib.qfuse_torch_trust_pointers.argtypes = [ctypes.c_int]
     return lib, path
 
 
