@@ -444,8 +444,9 @@ std::atomic<int64_t> g_bench_ns{0};  // host time of the last repeated launch, a
 /// Runs `api(stream)` (a qfuse API call) on the current CUDA stream of `t`'s device, with that
 /// device current, as the Python path does (ops.py: _stream). A tensor off the GPU gets stream 0;
 /// so does a process without a device (only tensors that describe memory without owning it get
-/// here then; the library's device checks refuse them). Where every CUDA tensor of the call is
-/// on `t`'s device (t_call_devices), the API skips its driver queries of the pointers
+/// here then; the library's device checks refuse them). Where the call's CUDA tensors are all on
+/// `t`'s device (t_call_devices: at least one, none elsewhere), the API skips its driver queries
+/// of the pointers
 /// (TrustedDevicePointers: a PyTorch CUDA tensor's memory is its device's, which is then the
 /// current one; bench/NOTES.md P2); anything else is checked by the API as before.
 template <class Api>
@@ -457,7 +458,9 @@ void launch(const Tensor& t, Api&& api) {
   if (t.is_cuda() && c10::cuda::device_count() > 0) {
     guard.set_device(t.device());
     stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-    if (!seen.mixed && (seen.device < 0 || seen.device == t.device().index()) &&
+    // NOTE: a call that noted no CUDA tensor (none reached to_ref since the last launch) is
+    // not vouched for: the API checks whatever it was given.
+    if (!seen.mixed && seen.device == t.device().index() &&
         g_trust.load(std::memory_order_relaxed)) {
       trusted.emplace();
       g_trusted_calls.fetch_add(1, std::memory_order_relaxed);
