@@ -43,6 +43,12 @@ ldd "$ext" | sed 's/^/  /'
 echo "  GNU_UNIQUE symbols: $(readelf -sW --dyn-syms "$ext" | awk '$5 == "UNIQUE"' | wc -l)," \
   "std:: symbols defined: $(nm -DC --defined-only "$ext" 2>/dev/null | grep -c ' std::')"
 python3 -c "import sys; print('  interpreter:', sys.executable, sys.version.split()[0])"
+echo "  compiler and linker flags from the environment and build-py's cache (a -static-libstdc++"
+echo "  there would put a second libstdc++ into the extension):"
+env | grep -E "^(LDFLAGS|CXXFLAGS|CFLAGS|CPPFLAGS|LD_PRELOAD|LD_LIBRARY_PATH)=" | sed 's/^/    /'
+grep -E "^CMAKE_(MODULE|SHARED)_LINKER_FLAGS|^CMAKE_CXX_FLAGS:|^CMAKE_CXX_COMPILER:" \
+  build-py/CMakeCache.txt 2>/dev/null | sed 's/^/    /'
+echo "    $(c++ --version | head -1); static libstdc++ default: $(c++ -v 2>&1 | grep -o 'enable-static-libstdcxx' || echo no)"
 echo "libraries initialised by loading the extension:"
 LD_DEBUG=libs python3 -c "import ctypes, os; ctypes.CDLL('$ext', mode=os.RTLD_LOCAL)" 2>&1 |
   grep "calling init" | awk '{print "  " $NF}'
