@@ -712,6 +712,38 @@ class VitAttention(unittest.TestCase):
                 self.assertIn(frag, str(e.exception))
 
 
+class SharedRuntime(unittest.TestCase):
+    """The extensions link the shared libstdc++ (bench/NOTES.md P1: the device's build of
+    _qfuse carried a static copy, its NEEDED list without libstdc++.so, and PyTorch's import
+    crashed after it had loaded): each built .so of the package NEEDs libstdc++.so.6."""
+
+    def test_extensions_need_the_shared_libstdcxx(self):
+        import glob
+        import os
+        import shutil
+        import subprocess
+        import sys
+
+        if not sys.platform.startswith("linux"):
+            self.skipTest("ELF only")
+        readelf = shutil.which("readelf")
+        if readelf is None:
+            self.skipTest("no readelf")
+        import qfuse
+
+        here = os.path.dirname(os.path.abspath(qfuse.__file__))
+        libs = sorted(glob.glob(os.path.join(here, "_qfuse*.so")) +
+                      glob.glob(os.path.join(here, "_torch_ops.so")))
+        self.assertTrue(libs, f"no extension in {here}")
+        for lib in libs:
+            with self.subTest(lib=os.path.basename(lib)):
+                out = subprocess.run([readelf, "-d", lib], capture_output=True, text=True,
+                                     check=True).stdout
+                needed = [line.split("[")[-1].rstrip("]") for line in out.splitlines()
+                          if "(NEEDED)" in line]
+                self.assertTrue(any(n.startswith("libstdc++.so") for n in needed), needed)
+
+
 class ImportOrder(unittest.TestCase):
     """`import qfuse` imports PyTorch before its extension where PyTorch is installed (bench/
     NOTES.md P1: on the device, torch's own import crashed after the extension). A stand-in
