@@ -327,11 +327,6 @@ c10::ScalarType seen_dtype(const Tensor& t, std::string_view name, Slot slot) {
   return st;
 }
 
-/// A TensorRef over `t` (module.cpp: to_ref). `slot`: the format ops.py's _dl is given (which
-/// one-byte torch dtypes pass as uint8); `byte_as`: what the binding reads a uint8 tensor in this
-/// slot as (fixed by the spec); `need_device`: false for host tensors.
-/// NOTE: on the per-call path (issue 17's overhead bar): `name` is a view (the argument names are
-/// literals; strings are built for an error only), sizes and strides are read once.
 /// The devices of the CUDA tensors an op call has handed to the C++ API so far (to_ref,
 /// i64_vector: every device pointer a kernel function passes goes through one of them), read
 /// and reset by launch(): where they are all on the device the op runs on, the API's per-pointer
@@ -355,6 +350,11 @@ void note_device(const Tensor& t) {
     c.mixed = true;
 }
 
+/// A TensorRef over `t` (module.cpp: to_ref). `slot`: the format ops.py's _dl is given (which
+/// one-byte torch dtypes pass as uint8); `byte_as`: what the binding reads a uint8 tensor in this
+/// slot as (fixed by the spec); `need_device`: false for host tensors.
+/// NOTE: on the per-call path (issue 17's overhead bar): `name` is a view (the argument names are
+/// literals; strings are built for an error only), sizes and strides are read once.
 TensorRef to_ref(const Tensor& t, std::string_view name, Slot slot = Slot::kAny,
                  std::optional<DType> byte_as = {}, bool need_device = true) {
   const c10::ScalarType st = seen_dtype(t, name, slot);
@@ -446,9 +446,8 @@ std::atomic<int64_t> g_bench_ns{0};  // host time of the last repeated launch, a
 /// so does a process without a device (only tensors that describe memory without owning it get
 /// here then; the library's device checks refuse them). Where the call's CUDA tensors are all on
 /// `t`'s device (t_call_devices: at least one, none elsewhere), the API skips its driver queries
-/// of the pointers
-/// (TrustedDevicePointers: a PyTorch CUDA tensor's memory is its device's, which is then the
-/// current one; bench/NOTES.md P2); anything else is checked by the API as before.
+/// of the pointers (TrustedDevicePointers: a PyTorch CUDA tensor's memory is its device's, which
+/// is then the current one; bench/NOTES.md P2); anything else is checked by the API as before.
 template <class Api>
 void launch(const Tensor& t, Api&& api) {
   const CallDevices seen = std::exchange(t_call_devices, CallDevices{});
@@ -1141,6 +1140,13 @@ QFUSE_EXPORT int qfuse_torch_register_floor(const char* ns, const char* name, ch
 /// Benchmark hook (python/bench_overhead.py): with n > 0, every following op call repeats its
 /// qfuse API call (validation and launch, after the argument conversion) n times back to back and
 /// records the host time; n = 0 turns it off. qfuse_torch_bench_ns: that time of the last call.
+QFUSE_EXPORT void qfuse_torch_bench_calls(int n) {
+  g_bench_calls.store(n < 0 ? 0 : n);
+}
+QFUSE_EXPORT int64_t qfuse_torch_bench_ns() {
+  return g_bench_ns.load();
+}
+
 /// How many op calls vouched for their tensors' devices (launch(): the API's driver queries of
 /// the pointers skipped) so far (tests).
 QFUSE_EXPORT int64_t qfuse_torch_trusted_calls() {
@@ -1151,11 +1157,4 @@ QFUSE_EXPORT int64_t qfuse_torch_trusted_calls() {
 /// query the driver (0): bench_overhead times both in one run.
 QFUSE_EXPORT void qfuse_torch_trust_pointers(int on) {
   g_trust.store(on != 0);
-}
-
-QFUSE_EXPORT void qfuse_torch_bench_calls(int n) {
-  g_bench_calls.store(n < 0 ? 0 : n);
-}
-QFUSE_EXPORT int64_t qfuse_torch_bench_ns() {
-  return g_bench_ns.load();
 }

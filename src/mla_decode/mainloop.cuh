@@ -204,9 +204,10 @@ __device__ void consumer(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int p
       }
       wgmma_commit();
       // NOTE: the previous tile's stage goes back once its PV product has completed, waited for
-      // here so that the PV overlaps this tile's QK. Releasing it before this tile's full-barrier
-      // wait (two tiles in flight from DRAM, PV latency exposed) measured 2.6-4.3 % slower on the
-      // memory-bound N 16 rows of the H200 (bench/NOTES.md M23).
+      // here so that the PV overlaps this tile's QK (unless the adaptive release above already
+      // did it). Releasing it before this tile's full-barrier wait on every tile (two tiles in
+      // flight from DRAM, PV latency exposed) measured 2.6-4.3 % slower on the memory-bound N 16
+      // rows (bench/NOTES.md M23); only where the tile has not landed, 2-5 % faster at 16k (M32).
       if (t > pc.t_begin && !released) {
         wgmma_wait<1>();  // the previous tile's PV product: its stage is free
         fence_regs(o);
