@@ -2,7 +2,7 @@
 # Same-run A/B of several builds in one device call. Each build is a tarball .devbin_<name>.tgz of
 # .devbin/ with a MANIFEST line naming the commit it was built from (`bash scripts/ab_pending.sh
 # pack NAME [with-tests|with-mla-test]` here packs build/'s qfuse, and its test binaries).
-# On the device:  bash scripts/ab_pending.sh [parts]   parts: any of tests rates mla small
+# On the device:  bash scripts/ab_pending.sh [parts]   parts: any of tests rates mla chain small
 # (default: all four). The builds: AB_VARIANTS (default: main, then every other .devbin_<name>.tgz
 # present, .devbin.tgz aside); AB_ENV_<name>="VAR=value ..." sets a build's environment (e.g.
 # AB_ENV_main2="QFUSE_MLA_FP8_FORM=2" over a copy of main). tests: each build's MLA and row-wise
@@ -76,6 +76,12 @@ run() {  # tag variant envs -- bench arguments
 if has_part mla; then
   for r in $(seq 1 "$rounds"); do
     for v in $vars; do run "mla_${v}_$r" $v "$(envs_of $v)" -- --suite mla_decode; done
+  done
+fi
+
+if has_part chain; then  # MLA decode's own rate (L2-resident pages) beside DRAM (bench/NOTES.md M39)
+  for r in $(seq 1 "$rounds"); do
+    for v in $vars; do run "chain_${v}_$r" $v "$(envs_of $v)" -- --suite mla_chain; done
   done
 fi
 

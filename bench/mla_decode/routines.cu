@@ -13,6 +13,12 @@
 //   mla_decode_even/<cache>              its perfectly balanced twin: the same total number of
 //                                        tokens in B equal requests (same-run reference for the
 //                                        scheduler's balance)
+//   mla_decode_l2/<cache>                mla_decode/<cache> with every request's pages drawn from
+//                                        a pool of kL2PoolBlocks physical blocks (4.7 / 9.4 MB:
+//                                        L2-resident on Hopper): the kernel's own rate with DRAM
+//                                        out of the way, the same on an H100 and an H200 where the
+//                                        consumer's chain is the bound (bench/NOTES.md M39); its
+//                                        GB/s count the bytes the kernel consumes, not DRAM's
 //   read_only                            the read-only ceiling: a kernel that reads BYTES once
 // Shape keys: B, S, N, SQ, BS (read_only: MB). Minimum bytes: the KV rows read once (576 x 2 or
 // 576 x 1 bytes a token), q read once, o_latent (bf16) written once. FLOPs (for TFLOPS in
@@ -51,10 +57,13 @@ __global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
 
 enum class Lens { kEqual, kMixed, kEven };
 
+/// Physical blocks of mla_decode_l2's pool (64-token blocks: 8192 tokens).
+constexpr int64_t kL2PoolBlocks = 128;
+
 class MlaInstance final : public Instance {
  public:
-  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, int64_t B,
-              int64_t S, int64_t N, int64_t SQ, int64_t BS)
+  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, bool pool,
+              int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS)
       : cache_(cache), reuse_(reuse), B_(B), N_(N), SQ_(SQ), BS_(BS) {
     opt_.split = split;
     opt_.kernel = kernel;
@@ -76,6 +85,7 @@ class MlaInstance final : public Instance {
       blocks_ += (l + BS - 1) / BS;
       max_blocks_ = std::max<int64_t>(max_blocks_, (l + BS - 1) / BS);
     }
+    physical_ = pool ? std::min(blocks_, kL2PoolBlocks * 64 / BS) : blocks_;
   }
 
   int64_t min_bytes() const override {
@@ -100,7 +110,7 @@ class MlaInstance final : public Instance {
     std::mt19937_64 rng(7);
     for (int s = 0; s < num_sets; ++s) {
       Set& set = sets_[s];
-      const int64_t cache_elems = blocks_ * BS_ * kMlaHeadDim;
+      const int64_t cache_elems = physical_ * BS_ * kMlaHeadDim;
       QFUSE_RETURN_IF_ERROR(set.cache.allocate(cache_elems * es));
       if (cache_ == DType::kE4M3) {
         fill_fp8_kernel<<<4096, 256, 0, stream>>>(set.cache.as<uint8_t>(), cache_elems, 11 + s);
@@ -114,15 +124,15 @@ class MlaInstance final : public Instance {
           fill_random(set.q.get(), DType::kBF16, T * N_ * kMlaHeadDim, 5 + s, stream));
       QFUSE_RETURN_IF_ERROR(set.out.allocate(T * N_ * kMlaLatentDim * 2));
       QFUSE_RETURN_IF_ERROR(set.ws.allocate(ws_bytes));
-      // A random permutation of the physical blocks over the requests.
-      std::vector<int32_t> ids(blocks_);
+      // A random permutation of the physical blocks over the requests (a pool: repeated).
+      std::vector<int32_t> ids(physical_);
       std::iota(ids.begin(), ids.end(), 0);
       std::shuffle(ids.begin(), ids.end(), rng);
       std::vector<int32_t> table(B_ * max_blocks_, 0);
       int64_t next = 0;
       for (int64_t b = 0; b < B_; ++b)
         for (int64_t k = 0; k < (lens_[b] + BS_ - 1) / BS_; ++k)
-          table[b * max_blocks_ + k] = ids[next++];
+          table[b * max_blocks_ + k] = ids[next++ % physical_];
       QFUSE_RETURN_IF_ERROR(set.table.allocate(table.size() * 4));
       QFUSE_CUDA_RETURN(
           cudaMemcpy(set.table.get(), table.data(), table.size() * 4, cudaMemcpyHostToDevice));
@@ -130,7 +140,7 @@ class MlaInstance final : public Instance {
       QFUSE_CUDA_RETURN(cudaMemcpy(set.lens.get(), lens_.data(), B_ * 4, cudaMemcpyHostToDevice));
       MlaDecodeArgs& a = set.args;
       a.q = TensorRef::contiguous(set.q.get(), DType::kBF16, {T, N_, kMlaHeadDim});
-      a.cache = TensorRef::contiguous(set.cache.get(), cache_, {blocks_, BS_, kMlaHeadDim});
+      a.cache = TensorRef::contiguous(set.cache.get(), cache_, {physical_, BS_, kMlaHeadDim});
       a.k_scale = cache_ == DType::kE4M3 ? k_scale_.as<float>() : nullptr;
       a.block_table = TensorRef::contiguous(set.table.get(), DType::kI32, {B_, max_blocks_});
       a.seq_lens = TensorRef::contiguous(set.lens.get(), DType::kI32, {B_});
@@ -163,6 +173,7 @@ class MlaInstance final : public Instance {
   int64_t B_, N_, SQ_, BS_;
   std::vector<int> lens_;
   int64_t tokens_ = 0, blocks_ = 0, max_blocks_ = 0;
+  int64_t physical_ = 0;  // blocks allocated: blocks_, or the L2 pool's
   DeviceBuffer k_scale_;
   std::vector<Set> sets_;
 };
@@ -213,14 +224,14 @@ Status get_shape(const Shape& s, int64_t* B, int64_t* S, int64_t* N, int64_t* SQ
 }
 
 Routine make_routine(const std::string& name, DType cache, MlaSplitMode split, MlaKernel kernel,
-                     Lens lens, const std::string& what, bool reuse = false) {
+                     Lens lens, const std::string& what, bool reuse = false, bool pool = false) {
   Routine r;
   r.name = name;
   r.description = what;
   r.make = [=](const Shape& s, std::unique_ptr<Instance>* out) {
     int64_t B, S, N, SQ, BS;
     QFUSE_RETURN_IF_ERROR(get_shape(s, &B, &S, &N, &SQ, &BS));
-    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, B, S, N, SQ, BS);
+    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, pool, B, S, N, SQ, BS);
     return Status::Ok();
   };
   return r;
@@ -257,6 +268,9 @@ void add_routines(ToolRegistrar& r) {
                      Lens::kMixed, "MLA decode, " + cd + ", lengths log-spread over [1, S]"));
     add(make_routine("mla_decode_even/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEven,
                      "MLA decode, " + cd + ", the mixed batch's tokens in equal requests"));
+    add(make_routine("mla_decode_l2/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEqual,
+                     "MLA decode, " + cd + ", pages from an L2-resident pool (the kernel's rate)",
+                     /*reuse=*/false, /*pool=*/true));
   }
   Routine ro;
   ro.name = "read_only";
@@ -302,9 +316,27 @@ void add_routines(ToolRegistrar& r) {
 
 void add_mla_decode_demo(ToolRegistrar& r);  // demo.cpp
 
+namespace {
+void add_chain_suite(ToolRegistrar& r) {
+  Suite s{"mla_chain", "", {}};
+  for (const char* c : {"fp8", "bf16"})
+    for (int64_t S : {4096, 16384}) {
+      const std::string cn = c;
+      s.cases.push_back({"L2-resident N16 SQ1 B128", "mla_decode_l2/" + cn, shape(128, S, 16, 1)});
+      s.cases.push_back({"from DRAM N16 SQ1 B128", "mla_decode/" + cn, shape(128, S, 16, 1)});
+    }
+  s.cases.push_back({"L2-resident N16 SQ1 B128", "mla_decode_l2/fp8", shape(128, 32768, 16, 1)});
+  r.add_suite_cases("mla_chain",
+                    "MLA decode's own rate: the memory-bound bar shapes with pages from an "
+                    "L2-resident pool beside the same shapes from DRAM (bench/NOTES.md M39)",
+                    std::move(s.cases));
+}
+}  // namespace
+
 }  // namespace qfuse::bench
 
 QFUSE_REGISTER_TOOL_FAMILY(mla_decode) {
   qfuse::bench::add_routines(r);
+  qfuse::bench::add_chain_suite(r);
   qfuse::bench::add_mla_decode_demo(r);
 }
