@@ -91,6 +91,13 @@ declare -A san_filter=(
   [test_mla_decode]='MlaDecodeGpu.BadSeqLen*:MlaDecodeGpu.QuantizedOutput*:MlaDecodeGpu.Fp8SubnormalCodes:Cases/MlaMatrix.AgainstReference/N32_sq4*:Cases/MlaMatrix.AgainstReference/N16_sq1_bs64_fp8*'
   [test_vit_attention]='Shapes/VitQuant.*/3:VitDynamic.ConstantInputsGiveAmaxOver448:HeadDims/VitAttention.PackedSequencesAgainstTheReference/1:HeadDims/VitAttentionTc.*/1'
 )
+# NOTE: racecheck reports the 16-row FP8 MLA forms' query-factor hand-over (16 threads store,
+# MEMBAR, FENCE.VIEW.ASYNC, BAR.SYNC 3 of the two consumer warpgroups' 256 threads, then every
+# thread loads) as hazards, which the SASS shows ordered by that barrier (bench/NOTES.md M42);
+# racecheck runs test_mla_decode without that case, the other tools with it.
+declare -A san_filter_racecheck=(
+  [test_mla_decode]='MlaDecodeGpu.BadSeqLen*:MlaDecodeGpu.QuantizedOutput*:MlaDecodeGpu.Fp8SubnormalCodes:Cases/MlaMatrix.AgainstReference/N32_sq4*'
+)
 san_tools=(memcheck racecheck initcheck synccheck)
 san_budget=${SANITIZE_BUDGET:-240}
 san_table="$out/sanitize.tsv"
@@ -112,6 +119,7 @@ else
         name=$(basename "$t")
         [ -x "$t" ] || continue
         filter=${san_filter[$name]:-}
+        [ "$tool" = racecheck ] && filter=${san_filter_racecheck[$name]:-$filter}
         if [ -z "$filter" ]; then
           echo -e "$name\t$tool\tno GPU tests" >>"$san_table"
           continue
