@@ -35,8 +35,7 @@ int env_form(const char* name, int fallback, int other) {
 
 std::atomic<int>& fp8_form_state() {
   static std::atomic<int> state{
-      env_form("QFUSE_MLA_FP8_FORM",
-               env_form("QFUSE_MLA_FP8_FORM", env_form("QFUSE_MLA_FP8_FORM", 3, 2), 1), 7)};
+      env_form("QFUSE_MLA_FP8_FORM", env_form("QFUSE_MLA_FP8_FORM", 3, 2), 1)};
   return state;
 }
 
@@ -79,7 +78,7 @@ int scheduler_piece_overhead(int rows, CacheKind cache) {
   if (piece_overhead_override() > 0) return piece_overhead_override();
   // NOTE: the FP8 16-row forms 1 and 2 (QK on converted fp16 products) were measured best at 6
   // (bench/NOTES.md M19); schedule_rules.h's figure is form 3's (M30).
-  if (rows < 32 && cache == CacheKind::kFp8 && (fp8_form() == 1 || fp8_form() == 2)) return 6;
+  if (rows < 32 && cache == CacheKind::kFp8 && fp8_form() != 3) return 6;
   return piece_overhead(rows, cache);
 }
 
@@ -112,7 +111,7 @@ int bf16_release() {
 }
 
 void set_fp8_form(int form) {
-  fp8_form_state().store(form == 1 || form == 2 || form == 7 ? form : 3);
+  fp8_form_state().store(form == 1 || form == 2 ? form : 3);
 }
 int fp8_form() {
   return fp8_form_state().load();
@@ -362,7 +361,6 @@ Status launch_tc_rows(int rpb, const mla::TcParams& tp, dim3 grid, cudaStream_t 
       return mla::launch_tc_fp8alt<kEpi, false>(tp, grid, stream);
     if (rpb == 16 && mla::fp8_form() == 3)
       return mla::launch_tc_fp8alt<kEpi, true>(tp, grid, stream);
-    if (rpb == 16 && mla::fp8_form() == 7) return mla::launch_tc_fp8alt5<kEpi>(tp, grid, stream);
   }
   if (rpb == 16) return mla::launch_tc<16, kCache, kEpi>(tp, grid, stream);
   return mla::launch_tc<32, kCache, kEpi>(tp, grid, stream);

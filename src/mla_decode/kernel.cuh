@@ -132,18 +132,17 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream) {
 /// The FP8 cache with two consumer warpgroups taking alternate tiles (consumer_fp8_alt), 16 rows,
 /// 384 threads; kQ8: the QK on E4M3 products (bench/NOTES.md M26). NOTE: registers: the producer
 /// warpgroup keeps 56, each consumer takes 224: 128 * 56 + 256 * 224 <= 65536.
-template <EpilogueKind kEpi, bool kQ8, bool kHold = false>
+template <EpilogueKind kEpi, bool kQ8>
 __global__ void __launch_bounds__(384, 1)
     mla_tc_fp8alt_kernel(const __grid_constant__ TcParams tp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = std::conditional_t<kHold, TcFp8Alt5Traits, TcFp8AltTraits<16>>;
+  using Tr = TcFp8AltTraits<16>;
   using Epi = std::conditional_t<kEpi == EpilogueKind::kPartial, PartialEpilogue, OutputEpilogue>;
   extern __shared__ uint8_t smem_raw[];
   const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 4, 8);
   const int rb = blockIdx.x, part = blockIdx.y;
-  tma_producer_and_consumers<Tr>(tp, sm, rb, part, [&](int wg) {
-    consumer_fp8_alt<Tr, Epi, kQ8, kHold>(tp, sm, rb, part, wg - 1);
-  });
+  tma_producer_and_consumers<Tr>(
+      tp, sm, rb, part, [&](int wg) { consumer_fp8_alt<Tr, Epi, kQ8>(tp, sm, rb, part, wg - 1); });
 #endif
 }
 
@@ -152,13 +151,6 @@ Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream) {
   using Tr = TcFp8AltTraits<16>;
   return launch_tc_kernel<mla_tc_fp8alt_kernel<kEpi, kQ8>>("mla_tc_fp8alt_kernel", Tr::kThreads,
                                                            Tr::kSmemBytes, grid, stream, tp);
-}
-
-template <EpilogueKind kEpi>
-Status launch_tc_fp8alt5(const TcParams& tp, dim3 grid, cudaStream_t stream) {
-  using Tr = TcFp8Alt5Traits;
-  return launch_tc_kernel<mla_tc_fp8alt_kernel<kEpi, true, true>>(
-      "mla_tc_fp8alt_kernel", Tr::kThreads, Tr::kSmemBytes, grid, stream, tp);
 }
 
 /// The wide form (mainloop_wide.cuh): 64 query rows per block, 384 threads. NOTE: registers: a

@@ -27,18 +27,11 @@ Status launch_tc(const TcParams& tp, dim3 grid, cudaStream_t stream);
 template <EpilogueKind kEpi, bool kQ8>
 Status launch_tc_fp8alt(const TcParams& tp, dim3 grid, cudaStream_t stream);
 
-/// Form 7 (bench/NOTES.md M38): form 3 with 5 stages, consumer 1's piece state merged through
-/// the stage of its last tile; the same grid as launch_tc.
-template <EpilogueKind kEpi>
-Status launch_tc_fp8alt5(const TcParams& tp, dim3 grid, cudaStream_t stream);
-
-/// The FP8-cache kernel form at 16 rows per block: 7, form 3 with 5 stages (M38; measured on an
-/// H100 only, where the FP8 rows sit at the read limit: not the default until an H200 reads it);
-/// 3, the default, form 2 with the QK on E4M3
+/// The FP8-cache kernel form at 16 rows per block: 3, the default, form 2 with the QK on E4M3
 /// products of the split query (bench/NOTES.md M26, M29: 1.14-1.27x faster than form 2 on the
 /// H200's N 16 rows, mixed lengths included); 2, two consumer warpgroups taking alternate tiles
 /// with the QK on converted fp16 products (M14); 1, one consumer warpgroup. Process-wide;
-/// QFUSE_MLA_FP8_FORM=1, 2 or 7 sets it at start-up (same-binary A/B runs); tests switch it here.
+/// QFUSE_MLA_FP8_FORM=1 or 2 sets it at start-up (same-binary A/B runs); tests switch it here.
 void set_fp8_form(int form);
 int fp8_form();
 

@@ -420,12 +420,7 @@ constexpr int kBarBoth = 3;
 /// kQ8: the QK on E4M3 products (fp8_tile), Q split by prepare_q_hilo at a piece's start, its
 /// row factors through consumer 0's red(1) (read by both before either can reach the piece's
 /// merge barrier; consumer 0 writes its column sums there only after it).
-/// kHold (form 7, TcFp8Alt5Traits; bench/NOTES.md M38): no merge buffer; consumer 1 keeps the
-/// stage of its last tile of the piece (no arrive on empty after it), writes its state there
-/// once both consumers have met at a barrier (consumer 0's earlier reads of that stage, a
-/// previous tile, are then ordered before the writes by the barrier itself, not only through the
-/// producer's mbarriers), and releases it after the merge.
-template <class Tr, class Epi, bool kQ8 = false, bool kHold = false>
+template <class Tr, class Epi, bool kQ8 = false>
 __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int rb, int part,
                                  int c) {
   const DecodeParams& p = tp.p;
@@ -436,6 +431,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
   const float scale_log2 = p.scale_log2 * k_scale;
   const Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p() + c * Tr::kPBytes, sm.red(2 * c), 1 + c);
   float* red_sum = sm.red(1);  // consumer 0's, at the piece end
+  float* xo = sm.combine();    // consumer 1's O, m, l: [value][tid]
   const ColumnMap<R> cm(f.qd);
   int n = 0, nq = 0;
   for_each_piece(p, part, [&](const Piece& pc, const Piece&) {
@@ -467,16 +463,13 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
         named_sync(kBarBoth, 256);
       }
     }
-    // kHold: the count of consumer 1's last tile of the piece (-1: it has none).
-    const int last = n + (pc.t_end - pc.t_begin) - 1;
-    const int hold = !kHold ? -1 : ((last & 1) != 0 ? last : (last - 1 >= n ? last - 1 : -1));
     for (int t = pc.t_begin; t < pc.t_end; ++t, ++n) {
       if ((n & 1) != c) continue;
       const int st = n % Tr::kStages;
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
       fp8_tile<Tr, kQ8>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty(),
                         qf);
-      if ((!kHold || n != hold) && f.lane == 0) mbar_arrive(sm.empty(st));
+      if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
     if (any) {
       if (f.lane == 0) mbar_arrive(sm.q_empty());  // this warpgroup's QK products are done
@@ -484,14 +477,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     }
     // Merge: consumer 1's state through shared memory into consumer 0's (the same thread holds
     // the same columns in both).
-    float* xo;  // consumer 1's O, m, l: [value][tid]
-    if constexpr (kHold) {
-      xo = reinterpret_cast<float*>(sm.kv((hold < 0 ? 0 : hold) % Tr::kStages));
-      named_sync(kBarBoth, 256);  // every read of the held stage before consumer 1's writes
-    } else {
-      xo = sm.combine();
-    }
-    if (c == 1 && (!kHold || hold >= 0)) {
+    if (c == 1) {
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -503,7 +489,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
       }
     }
     named_sync(kBarBoth, 256);
-    if (c == 0 && (!kHold || hold >= 0)) {
+    if (c == 0) {
       float f0[NC], f1[NC];
 #pragma unroll
       for (int cc = 0; cc < NC; ++cc) {
@@ -523,11 +509,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
           o[j][k] = o[j][k] * f0[cc] + xo[(j * NS + k) * 128 + tid] * f1[cc];
         }
     }
-    named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end (kHold: refilled)
-    if (kHold && c == 1 && hold >= 0) {
-      fence_proxy_async_shared();  // the merge's writes before the producer's TMA refill
-      if (f.lane == 0) mbar_arrive(sm.empty(hold % Tr::kStages));
-    }
+    named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end
     if (c == 0) {
       float scale[NC], lse[NC];
       piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);

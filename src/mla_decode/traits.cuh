@@ -86,24 +86,6 @@ struct TcFp8AltTraits : TcLayout<kRows_, 4, 64> {
   static_assert(kSmemBytes <= 232448, "shared memory per block");
 };
 
-/// Form 7 (bench/NOTES.md M38): TcFp8AltTraits' buffers with 5 stages and no merge buffer: at a
-/// piece's end consumer 1's O, m, l (128 threads x (8 x 8 + 2 x 4) floats: 36 KB, one raw stage
-/// exactly) go through the stage of its last tile of the piece, which it holds until consumer 0
-/// has merged them; 3 tiles in flight where TcFp8AltTraits has 2.
-struct TcFp8Alt5Traits : TcLayout<16, 5, 64> {
-  using Base = TcLayout<16, 5, 64>;
-  static constexpr bool kFp8 = true;
-  static constexpr int kThreads = 384;
-  static constexpr int kOffP = Base::kOffQ + Base::kQBytes;  // two P buffers
-  static constexpr int kOffRed = kOffP + 2 * Base::kPBytes;  // red(0..3): consumer c's 2c, 2c + 1
-  static constexpr int kMergeFloats = 128 * (8 * 8 + 2 * 4);
-  static constexpr int kOffBar = kOffRed + 4 * Base::kRedFloats * 4;
-  static constexpr int kSmemBytes = kOffBar + Base::kBars * 8 + 1024;
-  static_assert(kOffP % 1024 == 0 && Base::kPBytes % 1024 == 0, "P: 1024-byte aligned");
-  static_assert(kMergeFloats * 4 <= Base::kTileBytes, "the merge goes through one stage");
-  static_assert(kSmemBytes <= 232448, "shared memory per block");
-};
-
 /// The wide form (mainloop_wide.cuh), for 64 query rows per block: three warpgroups (producer,
 /// QK + softmax + PV of latent columns 0..255, PV of columns 256..511).
 ///   kv[2]  2 x 72 KB bf16 tiles as TcTraits; a tile's P (bf16 64 x 64, the second consumer's A

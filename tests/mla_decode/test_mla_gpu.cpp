@@ -154,8 +154,7 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
 }
 
 /// Runs f once with each form of the FP8-cache tensor-core kernel (16 rows per block: one
-/// consumer warpgroup, two taking alternate tiles, or those two with the QK on E4M3 products, with
-/// 4 stages and a merge buffer or 5 stages and the merge through a held stage;
+/// consumer warpgroup, two taking alternate tiles, or those two with the QK on E4M3 products;
 /// 64 rows or more: the swapped form at 32 rows per block, or the wide form converting tiles to
 /// bf16), then restores the process's settings.
 template <class F>
@@ -165,7 +164,7 @@ void each_fp8_form(F&& f) {
   const struct {
     int form;
     bool wide;
-  } forms[] = {{1, false}, {2, false}, {3, false}, {7, false}, {2, true}};
+  } forms[] = {{1, false}, {2, false}, {3, false}, {2, true}};
   for (const auto& fm : forms) {
     mla::set_fp8_form(fm.form);
     mla::set_fp8_wide(fm.wide);
