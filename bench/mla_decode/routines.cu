@@ -14,7 +14,7 @@
 //                                        tokens in B equal requests (same-run reference for the
 //                                        scheduler's balance)
 //   mla_decode_l2/<cache>                mla_decode/<cache> with every request's pages drawn from
-//                                        a pool of kL2PoolBlocks physical blocks (4.7 / 9.4 MB:
+//                                        a pool of kL2PoolTokens tokens' blocks (4.7 / 9.4 MB:
 //                                        L2-resident on Hopper): the kernel's own rate with DRAM
 //                                        out of the way, the same on an H100 and an H200 where the
 //                                        consumer's chain is the bound (bench/NOTES.md M39); its
@@ -57,8 +57,8 @@ __global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
 
 enum class Lens { kEqual, kMixed, kEven };
 
-/// Physical blocks of mla_decode_l2's pool (64-token blocks: 8192 tokens).
-constexpr int64_t kL2PoolBlocks = 128;
+/// Tokens of mla_decode_l2's pool of physical blocks (128 blocks of 64).
+constexpr int64_t kL2PoolTokens = 8192;
 
 class MlaInstance final : public Instance {
  public:
@@ -85,7 +85,7 @@ class MlaInstance final : public Instance {
       blocks_ += (l + BS - 1) / BS;
       max_blocks_ = std::max<int64_t>(max_blocks_, (l + BS - 1) / BS);
     }
-    physical_ = pool ? std::min(blocks_, kL2PoolBlocks * 64 / BS) : blocks_;
+    physical_ = pool ? std::min(blocks_, kL2PoolTokens / BS) : blocks_;
   }
 
   int64_t min_bytes() const override {

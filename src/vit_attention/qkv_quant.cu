@@ -47,9 +47,9 @@ using Form2 = Form<4, 2, 2, 4, 4, true>;
 using Form3 = Form<4, 2, 2, 4, 4, false>;
 using Form4 = Form<2, 2, 1, 6, 6, false>;
 using Form5 = Form<1, 2, 1, 8, 24, false>;
-// NOTE: form 1 (form 0's shape with read-only-path loads): 13-19 % faster than form 0 on the
-// transposed-V rows and the dynamic requantization, the row-major rows within +-4 %, on an H100
-// in one run (bench/NOTES.md V11).
+// NOTE: form 1 (form 0's shape with read-only-path loads): 11-21 % faster than form 0 on the
+// transposed-V rows and the dynamic requantization, the row-major rows -5 to +4 %, on an H100
+// in one run (bench/NOTES.md V11; not yet read on an H200).
 constexpr int kDefaultForm = 1;
 
 /// Chunk c (row r = c / cpr of the output, columns [8 j, 8 j + 8)): 8 bf16 as raw bits, zeros
