@@ -19,6 +19,10 @@
 //                                        out of the way, the same on an H100 and an H200 where the
 //                                        consumer's chain is the bound (bench/NOTES.md M39); its
 //                                        GB/s count the bytes the kernel consumes, not DRAM's
+//   mla_decode_seq/<cache>               mla_decode/<cache> with each request's pages contiguous
+//                                        in the cache, in order (FlashMLA's benchmark's table):
+//                                        beside the scattered row, what page scatter costs
+//                                        (address translation, DRAM locality; NOTES M43)
 //   read_only                            the read-only ceiling: a kernel that reads BYTES once
 // Shape keys: B, S, N, SQ, BS (read_only: MB). Minimum bytes: the KV rows read once (576 x 2 or
 // 576 x 1 bytes a token), q read once, o_latent (bf16) written once. FLOPs (for TFLOPS in
@@ -56,15 +60,18 @@ __global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
 }
 
 enum class Lens { kEqual, kMixed, kEven };
+/// Where a request's pages lie: a random permutation of the physical blocks, the same order as
+/// the requests' tokens, or a random permutation of an L2-resident pool's blocks.
+enum class Pages { kScattered, kContiguous, kL2Pool };
 
 /// Tokens of mla_decode_l2's pool of physical blocks (128 blocks of 64).
 constexpr int64_t kL2PoolTokens = 8192;
 
 class MlaInstance final : public Instance {
  public:
-  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, bool pool,
+  MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, Pages pages,
               int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS)
-      : cache_(cache), reuse_(reuse), B_(B), N_(N), SQ_(SQ), BS_(BS) {
+      : cache_(cache), reuse_(reuse), pages_(pages), B_(B), N_(N), SQ_(SQ), BS_(BS) {
     opt_.split = split;
     opt_.kernel = kernel;
     lens_.resize(B);
@@ -85,7 +92,7 @@ class MlaInstance final : public Instance {
       blocks_ += (l + BS - 1) / BS;
       max_blocks_ = std::max<int64_t>(max_blocks_, (l + BS - 1) / BS);
     }
-    physical_ = pool ? std::min(blocks_, kL2PoolTokens / BS) : blocks_;
+    physical_ = pages == Pages::kL2Pool ? std::min(blocks_, kL2PoolTokens / BS) : blocks_;
   }
 
   int64_t min_bytes() const override {
@@ -124,10 +131,11 @@ class MlaInstance final : public Instance {
           fill_random(set.q.get(), DType::kBF16, T * N_ * kMlaHeadDim, 5 + s, stream));
       QFUSE_RETURN_IF_ERROR(set.out.allocate(T * N_ * kMlaLatentDim * 2));
       QFUSE_RETURN_IF_ERROR(set.ws.allocate(ws_bytes));
-      // A random permutation of the physical blocks over the requests (a pool: repeated).
+      // A random permutation of the physical blocks over the requests (a pool: repeated), or
+      // the blocks in order.
       std::vector<int32_t> ids(physical_);
       std::iota(ids.begin(), ids.end(), 0);
-      std::shuffle(ids.begin(), ids.end(), rng);
+      if (pages_ != Pages::kContiguous) std::shuffle(ids.begin(), ids.end(), rng);
       std::vector<int32_t> table(B_ * max_blocks_, 0);
       int64_t next = 0;
       for (int64_t b = 0; b < B_; ++b)
@@ -169,6 +177,7 @@ class MlaInstance final : public Instance {
   };
   DType cache_;
   bool reuse_;
+  Pages pages_;
   MlaDecodeOptions opt_;
   int64_t B_, N_, SQ_, BS_;
   std::vector<int> lens_;
@@ -224,14 +233,15 @@ Status get_shape(const Shape& s, int64_t* B, int64_t* S, int64_t* N, int64_t* SQ
 }
 
 Routine make_routine(const std::string& name, DType cache, MlaSplitMode split, MlaKernel kernel,
-                     Lens lens, const std::string& what, bool reuse = false, bool pool = false) {
+                     Lens lens, const std::string& what, bool reuse = false,
+                     Pages pages = Pages::kScattered) {
   Routine r;
   r.name = name;
   r.description = what;
   r.make = [=](const Shape& s, std::unique_ptr<Instance>* out) {
     int64_t B, S, N, SQ, BS;
     QFUSE_RETURN_IF_ERROR(get_shape(s, &B, &S, &N, &SQ, &BS));
-    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, pool, B, S, N, SQ, BS);
+    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, pages, B, S, N, SQ, BS);
     return Status::Ok();
   };
   return r;
@@ -270,7 +280,10 @@ void add_routines(ToolRegistrar& r) {
                      "MLA decode, " + cd + ", the mixed batch's tokens in equal requests"));
     add(make_routine("mla_decode_l2/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEqual,
                      "MLA decode, " + cd + ", pages from an L2-resident pool (the kernel's rate)",
-                     /*reuse=*/false, /*pool=*/true));
+                     /*reuse=*/false, Pages::kL2Pool));
+    add(make_routine("mla_decode_seq/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEqual,
+                     "MLA decode, " + cd + ", each request's pages contiguous and in order",
+                     /*reuse=*/false, Pages::kContiguous));
   }
   Routine ro;
   ro.name = "read_only";
@@ -324,6 +337,8 @@ void add_chain_suite(ToolRegistrar& r) {
       const std::string cn = c;
       s.cases.push_back({"L2-resident N16 SQ1 B128", "mla_decode_l2/" + cn, shape(128, S, 16, 1)});
       s.cases.push_back({"from DRAM N16 SQ1 B128", "mla_decode/" + cn, shape(128, S, 16, 1)});
+      s.cases.push_back({"from DRAM, pages in order, N16 SQ1 B128", "mla_decode_seq/" + cn,
+                         shape(128, S, 16, 1)});
     }
   s.cases.push_back({"L2-resident N16 SQ1 B128", "mla_decode_l2/fp8", shape(128, 32768, 16, 1)});
   r.add_suite_cases("mla_chain",
