@@ -221,7 +221,8 @@ struct Fp8Lane {
   uint32_t q_addr, p_addr;
   uint8_t* p_gen;
   float* red_max;
-  int bar;  // named barrier of the warpgroup's 128 threads
+  int* flags;  // the one-barrier softmax's [2][4] (parity, warp); nullptr where unused
+  int bar;     // named barrier of the warpgroup's 128 threads
 };
 
 template <class Tr>
@@ -237,8 +238,35 @@ __device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, flo
   f.p_addr = smem_addr(p);
   f.p_gen = p;
   f.red_max = red_max;
+  f.flags = nullptr;
   f.bar = bar;
   return f;
+}
+
+/// Which PV m-tiles take V through the hardware conversion (v_tile_fragment_cvt; bit j: m-tile j)
+/// instead of the bit moves (v_tile_fragment): a build-time choice while it is measured
+/// (bench/NOTES.md M43). Their O rows then hold the values, not times 2^-8: v_cvt_rescale.
+#ifndef QFUSE_MLA_V_CVT
+#define QFUSE_MLA_V_CVT 0
+#endif
+constexpr int kVCvt = QFUSE_MLA_V_CVT;
+
+/// O rows of the m-tiles in kVCvt to the others' scale (V times 2^-8), exact.
+template <int NS>
+__device__ __forceinline__ void v_cvt_rescale(float (&o)[8][NS]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+    if ((kVCvt >> j) & 1)
+#pragma unroll
+      for (int k = 0; k < NS; ++k) o[j][k] *= 0.00390625f;
+}
+
+/// NaN lanes of an fp16 pair to 448 (min.f16x2 returns the other operand), the rest unchanged
+/// (E4M3 values are at most 448 in magnitude).
+__device__ __forceinline__ uint32_t f16x2_clamp_nan(uint32_t x) {
+  uint32_t r;
+  asm("min.f16x2 %0, %1, %2;" : "=r"(r) : "r"(x), "r"(0x5F005F00u));
+  return r;
 }
 
 /// One 64-token tile t of the FP8 consumer: S^T = K Q^T from the stage, the mask and online
@@ -247,14 +275,19 @@ __device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, flo
 /// (the last reads of Q in this piece) are done.
 /// kQ8 (16 rows): S^T = K Q^T on E4M3 products instead, K straight from the stage and Q as the
 /// two E4M3 halves of prepare_q_hilo (2R columns: hi, then lo), the halves joined with the
-/// columns' factors qf (s_hi, s_lo times the softmax scale; scale_log2 is then 1).
+/// columns' factors qf (s_hi, s_lo times the softmax scale; scale_log2 is then 1), and the
+/// softmax tries the one-barrier form first (tile_softmax_fast, flags f.flags of the tile's
+/// parity, `n` the tile's count over the block's pieces).
+/// `tail`: the tile holds rows past the sequence (NaN codes there are clamped where V takes the
+/// hardware conversion).
 template <class Tr, bool kQ8 = false>
 __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage, int t,
                                          const ColumnMap<Tr::kRows>& cm,
                                          const int (&limit)[Tr::kRows / 4], float scale_log2,
                                          float (&o)[8][Tr::kRows / 2], float (&m)[Tr::kRows / 4],
                                          float (&l)[Tr::kRows / 4], bool release_q,
-                                         uint64_t* q_empty, const float (&qf)[2][Tr::kRows / 4]) {
+                                         uint64_t* q_empty, const float (&qf)[2][Tr::kRows / 4],
+                                         bool tail, int n) {
   constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
   const int w = f.w, lane = f.lane, g = f.g, qd = f.qd;
 
@@ -317,13 +350,29 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
     if (release_q && lane == 0) mbar_arrive(q_empty);
   }
 
-  tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, f.red_max, w, g);
-  named_sync(f.bar, 128);
-  float alpha[NC];
-  tile_softmax<R, true>(s, m, l, alpha, cm, f.red_max, scale_log2, f.p_gen, w, g);
-  rescale<R>(o, alpha);
-  fence_proxy_async_shared();
-  named_sync(f.bar, 128);
+  // kQ8: the one-barrier softmax first (its sums restored where it hands the tile to the
+  // two-barrier path below: a column's first tile, or a score 2^8 above its running maximum).
+  bool slow = true;
+  if constexpr (kQ8) {
+    float l_old[NC];
+#pragma unroll
+    for (int cc = 0; cc < NC; ++cc) l_old[cc] = l[cc];
+    slow = tile_softmax_fast<R>(s, t * kTileTokens + 16 * w + g, limit, cm, m, l, scale_log2,
+                                f.p_gen, f.flags + 4 * ((n >> 1) & 1), n, f.bar, w, g, lane);
+    if (slow) {
+#pragma unroll
+      for (int cc = 0; cc < NC; ++cc) l[cc] = l_old[cc];
+    }
+  }
+  if (slow) {
+    tile_max<R>(s, t * kTileTokens + 16 * w + g, limit, cm, f.red_max, w, g);
+    named_sync(f.bar, 128);
+    float alpha[NC];
+    tile_softmax<R, true>(s, m, l, alpha, cm, f.red_max, scale_log2, f.p_gen, w, g);
+    rescale<R>(o, alpha);
+    fence_proxy_async_shared();
+    named_sync(f.bar, 128);
+  }
   fence_regs(o);
 
   // O^T += V^T P^T: per k-step, four 16-byte loads (one per token) give the A fragments of all 8
@@ -351,8 +400,17 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
       for (int jj = 0; jj < 4; ++jj) {
         // m-tile j: bytes 2 (j & 1), + 1 of word j / 2 (its latent columns 2 j, 2 j + 1).
         const int j = 4 * h + jj;
-        v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
-                        word(y[3], j >> 1), 2 * (j & 1));
+        if ((kVCvt >> j) & 1) {
+          v_tile_fragment_cvt(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1),
+                              word(y[2], j >> 1), word(y[3], j >> 1), 2 * (j & 1));
+          // NaN codes in the rows past the sequence would give NaN through P = 0.
+          if (tail)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) A[4 * jj + i] = f16x2_clamp_nan(A[4 * jj + i]);
+        } else {
+          v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
+                          word(y[3], j >> 1), 2 * (j & 1));
+        }
       }
       fence_regs(A);
       wgmma_fence();
@@ -396,11 +454,12 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
       const float no_qf[2][NC] = {};  // (the column factors of the kQ8 form)
       fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, t == pc.t_end - 1,
-                   sm.q_empty(), no_qf);
+                   sm.q_empty(), no_qf, (t + 1) * kTileTokens > pc.len, n);
       if (f.lane == 0) mbar_arrive(sm.empty(st));  // every load from the stage is done
     }
     if (pc.t_end > pc.t_begin) ++nq;
     float scale[NC], lse[NC];
+    v_cvt_rescale(o);
     piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);  // V is 2^-8 v
     store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
   });
@@ -429,7 +488,13 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
   const int tid = tid2 & 127;
   const float k_scale = __ldg(p.k_scale);
   const float scale_log2 = p.scale_log2 * k_scale;
-  const Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p() + c * Tr::kPBytes, sm.red(2 * c), 1 + c);
+  Fp8Lane f = fp8_lane<Tr>(tid, sm.q(), sm.p() + c * Tr::kPBytes, sm.red(2 * c), 1 + c);
+  if constexpr (kQ8) {
+    // consumer c's flags in red(3) (unused by this form otherwise); no tile count is negative, and
+    // the first piece's barriers order these writes before any read.
+    f.flags = reinterpret_cast<int*>(sm.red(3)) + 8 * c;
+    if (tid < 8) f.flags[tid] = -1;
+  }
   float* red_sum = sm.red(1);  // consumer 0's, at the piece end
   float* xo = sm.combine();    // consumer 1's O, m, l: [value][tid]
   const ColumnMap<R> cm(f.qd);
@@ -468,7 +533,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
       const int st = n % Tr::kStages;
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
       fp8_tile<Tr, kQ8>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty(),
-                        qf);
+                        qf, (t + 1) * kTileTokens > pc.len, n);
       if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
     if (any) {
@@ -512,6 +577,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end
     if (c == 0) {
       float scale[NC], lse[NC];
+      v_cvt_rescale(o);
       piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);
       store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
     }

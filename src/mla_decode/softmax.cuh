@@ -107,6 +107,42 @@ __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)
   }
 }
 
+/// The one-barrier softmax's fast path (bench/NOTES.md M46): P = 2^(s - m) against the running
+/// maxima as they stand, written to P^T (fp16) with the sums, no exchange of the tile's maxima.
+/// A thread that sees a score above its column's maximum plus 8 (P > 2^8), or a column with no
+/// maximum yet, has its warp write `n` (the tile's count) to flags[w]; then the warpgroup's
+/// barrier (bar). Returns whether any warp flagged the tile: the caller then restores the sums
+/// and runs tile_max / tile_softmax instead (the same decision in every thread: all read flags
+/// after the barrier). flags: 4 ints of this tile's parity (a warp's next write to them follows
+/// a barrier that every warp passes only after this tile's reads).
+template <int R>
+__device__ __forceinline__ bool tile_softmax_fast(float (&s)[R / 2], int tok,
+                                                  const int (&limit)[R / 4], const ColumnMap<R>& cm,
+                                                  const float (&m)[R / 4], float (&l)[R / 4],
+                                                  float scale_log2, uint8_t* p_gen, int* flags,
+                                                  int n, int bar, int w, int g, int lane) {
+  bool over = false;
+#pragma unroll
+  for (int cc = 0; cc < R / 4; ++cc) {
+    const int k0 = 4 * (cc >> 1) + (cc & 1);
+    s[k0] = tok < limit[cc] ? s[k0] : -INFINITY;
+    s[k0 + 2] = tok + 8 < limit[cc] ? s[k0 + 2] : -INFINITY;
+    const float x0 = fmaf(s[k0], scale_log2, -m[cc]), x1 = fmaf(s[k0 + 2], scale_log2, -m[cc]);
+    over |= m[cc] == -INFINITY || fmaxf(x0, x1) > 8.0f;
+    const float p0 = fast_exp2(x0), p1 = fast_exp2(x1);
+    l[cc] += p0 + p1;
+    const int c = cm.cols[cc];
+    uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
+    *reinterpret_cast<__half*>(prow + (((2 * w) ^ (c & 7)) << 4)) = __float2half_rn(p0);
+    *reinterpret_cast<__half*>(prow + (((2 * w + 1) ^ (c & 7)) << 4)) = __float2half_rn(p1);
+  }
+  if (__any_sync(0xffffffffu, over) && lane == 0) flags[w] = n;
+  fence_proxy_async_shared();
+  named_sync(bar, 128);
+  const int4 fl = *reinterpret_cast<const int4*>(flags);
+  return fl.x == n || fl.y == n || fl.z == n || fl.w == n;
+}
+
 template <int R>
 __device__ __forceinline__ void rescale(float (&o)[8][R / 2], const float (&alpha)[R / 4]) {
 #pragma unroll
