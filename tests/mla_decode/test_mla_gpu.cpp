@@ -518,6 +518,44 @@ TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {
   }
 }
 
+TEST(MlaDecodeGpu, Fp8ScoresJumpMidSequence) {
+  QFUSE_REQUIRE_GPU();
+  // Form 3's one-barrier softmax writes P against the running maxima as they stand and falls back
+  // to the exchange of the tile's maxima (and O's rescale) only where a score exceeds its
+  // column's maximum by 2^8 (bench/NOTES.md M46). A few keys late in each sequence (tiles 4, 10,
+  // 18, 62) scaled up 16x (saturating at 448): scores ~6x the running maximum's distance jump
+  // above it in the middle of pieces, on some heads' columns and not others, and the tiles after
+  // them run the fast path against the new maxima. Every FP8 form, split and whole, s_q 1 and 2.
+  for (const int s_q : {1, 2}) {
+    MlaCase c;
+    c.cache = DType::kE4M3;
+    c.s_q = s_q;
+    c.lens = {700, 1500, 323, 4097};
+    c.seed = 21 + s_q;
+    MlaProblem p = make_problem(c);
+    const int64_t bs = c.block_size;
+    int64_t changed = 0;
+    for (int64_t b = 0; b < p.B; ++b)
+      for (const int64_t j : {300, 301, 650, 1200, 4000}) {
+        if (j >= p.lens[b]) continue;
+        const int64_t blk = p.block_table[b * p.max_blocks + j / bs];
+        const int64_t base = p.c_off + blk * p.c_sb + (j % bs) * p.c_st;
+        for (int e = 0; e < kMlaHeadDim; ++e) {
+          uint8_t& code = p.cache_bytes[base + e];
+          code = ref::e4m3_encode(16.0f * rules::e4m3_value(code));
+        }
+        ++changed;
+      }
+    ASSERT_EQ(changed, 14);
+    p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
+    p.compute_reference();
+    SCOPED_TRACE("s_q " + std::to_string(s_q));
+    each_fp8_form([&] {
+      for (const Variant& v : {kTcSplit, kTcWhole}) check_run(p, run(p, v), v);
+    });
+  }
+}
+
 TEST(MlaDecodeGpu, QuantizedOutputThroughTheCombine) {
   QFUSE_REQUIRE_GPU();
   MlaCase c;
