@@ -518,6 +518,38 @@ TEST(MlaDecodeGpu, Fp8QueryMagnitudesOutsideFp16) {
   }
 }
 
+/// How many (query row, head) columns meet, past their first tile, a tile whose largest score
+/// exceeds the largest of every earlier tile by more than 8 (log2 units): tiles on which form 3's
+/// one-barrier softmax must fall back (at least these: a consumer's running maximum covers only
+/// its own tiles of its piece, never more than the whole prefix).
+int64_t score_jumps(const MlaProblem& p) {
+  const double f = static_cast<double>(p.softmax_scale) * p.c.k_scale * 1.4426950408889634;
+  const int64_t bs = p.c.block_size;
+  int64_t jumps = 0;
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t i = 0; i < p.c.s_q; ++i) {
+      const int64_t t = b * p.c.s_q + i, limit = p.lens[b] - p.c.s_q + i + 1;
+      for (int64_t h = 0; h < p.N; ++h) {
+        const uint16_t* q = &p.q[(t * p.N + h) * kMlaHeadDim];
+        double run = -INFINITY;
+        for (int64_t t0 = 0; t0 < limit; t0 += 64) {
+          double mx = -INFINITY;
+          for (int64_t j = t0; j < std::min(t0 + 64, limit); ++j) {
+            const int64_t blk = p.block_table[b * p.max_blocks + j / bs];
+            const uint8_t* k = &p.cache_bytes[p.c_off + blk * p.c_sb + (j % bs) * p.c_st];
+            double s = 0.0;
+            for (int d = 0; d < kMlaHeadDim; ++d)
+              s += ref::bf16_value(q[d]) * rules::e4m3_value(k[d]);
+            mx = std::max(mx, s * f);
+          }
+          if (t0 > 0 && mx > run + 8.0) ++jumps;
+          run = std::max(run, mx);
+        }
+      }
+    }
+  return jumps;
+}
+
 TEST(MlaDecodeGpu, Fp8ScoresJumpMidSequence) {
   QFUSE_REQUIRE_GPU();
   // Form 3's one-barrier softmax writes P against the running maxima as they stand and falls back
@@ -547,6 +579,9 @@ TEST(MlaDecodeGpu, Fp8ScoresJumpMidSequence) {
         ++changed;
       }
     ASSERT_EQ(changed, 14);
+    // The data itself has no such tile (0 before the change); after it, 56 of 64 columns at s_q 1,
+    // 100 of 128 at s_q 2 (counted on the host when the test was written).
+    EXPECT_GE(score_jumps(p), p.T * p.N / 2) << "too few mid-piece jumps to test the fallback";
     p.d_cache.upload(p.cache_bytes.data(), p.cache_bytes.size());
     p.compute_reference();
     SCOPED_TRACE("s_q " + std::to_string(s_q));
