@@ -115,24 +115,6 @@ QFUSE_HD void v_tile_fragment(uint32_t* a, uint32_t t0, uint32_t t1, uint32_t t8
   a[3] = e4m3_lanes_f16x2(prmt(t8, t9, sel1));
 }
 
-#if defined(__CUDACC__)
-/// The A registers of one PV m-tile as v_tile_fragment's, by the hardware conversion (cvt
-/// e4m3x2 -> f16x2, one F2FP a register, after one byte permute per token pair): the values
-/// themselves, not times 2^-8, and NaN codes stay NaN (the caller clamps them where a tile holds
-/// rows past the sequence: bench/NOTES.md M43).
-__device__ __forceinline__ void v_tile_fragment_cvt(uint32_t* a, uint32_t t0, uint32_t t1,
-                                                    uint32_t t8, uint32_t t9, uint32_t b) {
-  // bytes (t0.b, t1.b, t0.b+1, t1.b+1): the low half is a[0]'s pair, the high half a[1]'s.
-  const uint32_t sel = b | ((4 + b) << 4) | ((b + 1) << 8) | ((5 + b) << 12);
-  const uint32_t p0 = prmt(t0, t1, sel), p1 = prmt(t8, t9, sel);
-  asm("{\n .reg .b16 l0, h0, l1, h1;\n mov.b32 {l0, h0}, %4;\n mov.b32 {l1, h1}, %5;\n"
-      " cvt.rn.f16x2.e4m3x2 %0, l0;\n cvt.rn.f16x2.e4m3x2 %1, h0;\n"
-      " cvt.rn.f16x2.e4m3x2 %2, l1;\n cvt.rn.f16x2.e4m3x2 %3, h1;\n}"
-      : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-      : "r"(p0), "r"(p1));
-}
-#endif
-
 /// The exponent k by which the FP8 consumer scales a block's q before rounding it to fp16, from
 /// the bits of its largest finite |q| as a bf16 magnitude (0..0x7F7F): 2^k |q| < 2^15 for every
 /// q of the block (fp16's largest finite is 65504), and 2^k amax >= 2^14 unless k is capped at 127

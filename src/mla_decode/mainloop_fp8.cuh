@@ -243,32 +243,6 @@ __device__ __forceinline__ Fp8Lane fp8_lane(int tid, uint8_t* q, uint8_t* p, flo
   return f;
 }
 
-/// Which PV m-tiles take V through the hardware conversion (v_tile_fragment_cvt; bit j: m-tile j)
-/// instead of the bit moves (v_tile_fragment): a build-time choice while it is measured
-/// (bench/NOTES.md M43). Their O rows then hold the values, not times 2^-8: v_cvt_rescale.
-#ifndef QFUSE_MLA_V_CVT
-#define QFUSE_MLA_V_CVT 0
-#endif
-constexpr int kVCvt = QFUSE_MLA_V_CVT;
-
-/// O rows of the m-tiles in kVCvt to the others' scale (V times 2^-8), exact.
-template <int NS>
-__device__ __forceinline__ void v_cvt_rescale(float (&o)[8][NS]) {
-#pragma unroll
-  for (int j = 0; j < 8; ++j)
-    if ((kVCvt >> j) & 1)
-#pragma unroll
-      for (int k = 0; k < NS; ++k) o[j][k] *= 0.00390625f;
-}
-
-/// NaN lanes of an fp16 pair to 448 (min.f16x2 returns the other operand), the rest unchanged
-/// (E4M3 values are at most 448 in magnitude).
-__device__ __forceinline__ uint32_t f16x2_clamp_nan(uint32_t x) {
-  uint32_t r;
-  asm("min.f16x2 %0, %1, %2;" : "=r"(r) : "r"(x), "r"(0x5F005F00u));
-  return r;
-}
-
 /// One 64-token tile t of the FP8 consumer: S^T = K Q^T from the stage, the mask and online
 /// softmax (column maxima across the 4 warps through red_max, the warpgroup's barrier), P to
 /// shared memory as fp16, O^T += V^T P^T. `release_q`: arrive on q_empty once the QK products
@@ -278,8 +252,6 @@ __device__ __forceinline__ uint32_t f16x2_clamp_nan(uint32_t x) {
 /// columns' factors qf (s_hi, s_lo times the softmax scale; scale_log2 is then 1), and the
 /// softmax tries the one-barrier form first (tile_softmax_fast, flags f.flags of the tile's
 /// parity, `n` the tile's count over the block's pieces).
-/// `tail`: the tile holds rows past the sequence (NaN codes there are clamped where V takes the
-/// hardware conversion).
 template <class Tr, bool kQ8 = false>
 __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage, int t,
                                          const ColumnMap<Tr::kRows>& cm,
@@ -287,7 +259,7 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
                                          float (&o)[8][Tr::kRows / 2], float (&m)[Tr::kRows / 4],
                                          float (&l)[Tr::kRows / 4], bool release_q,
                                          uint64_t* q_empty, const float (&qf)[2][Tr::kRows / 4],
-                                         bool tail, int n) {
+                                         int n) {
   constexpr int R = Tr::kRows, NC = R / 4, NS = R / 2;
   const int w = f.w, lane = f.lane, g = f.g, qd = f.qd;
 
@@ -400,17 +372,8 @@ __device__ __forceinline__ void fp8_tile(const Fp8Lane& f, const uint8_t* stage,
       for (int jj = 0; jj < 4; ++jj) {
         // m-tile j: bytes 2 (j & 1), + 1 of word j / 2 (its latent columns 2 j, 2 j + 1).
         const int j = 4 * h + jj;
-        if ((kVCvt >> j) & 1) {
-          v_tile_fragment_cvt(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1),
-                              word(y[2], j >> 1), word(y[3], j >> 1), 2 * (j & 1));
-          // NaN codes in the rows past the sequence would give NaN through P = 0.
-          if (tail)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) A[4 * jj + i] = f16x2_clamp_nan(A[4 * jj + i]);
-        } else {
-          v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
-                          word(y[3], j >> 1), 2 * (j & 1));
-        }
+        v_tile_fragment(&A[4 * jj], word(y[0], j >> 1), word(y[1], j >> 1), word(y[2], j >> 1),
+                        word(y[3], j >> 1), 2 * (j & 1));
       }
       fence_regs(A);
       wgmma_fence();
@@ -454,12 +417,11 @@ __device__ void consumer_fp8(const TcParams& tp, const TcSmem<Tr>& sm, int rb, i
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
       const float no_qf[2][NC] = {};  // (the column factors of the kQ8 form)
       fp8_tile<Tr>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, t == pc.t_end - 1,
-                   sm.q_empty(), no_qf, (t + 1) * kTileTokens > pc.len, n);
+                   sm.q_empty(), no_qf, n);
       if (f.lane == 0) mbar_arrive(sm.empty(st));  // every load from the stage is done
     }
     if (pc.t_end > pc.t_begin) ++nq;
     float scale[NC], lse[NC];
-    v_cvt_rescale(o);
     piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);  // V is 2^-8 v
     store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
   });
@@ -533,7 +495,7 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
       const int st = n % Tr::kStages;
       mbar_wait(sm.full(st), (n / Tr::kStages) & 1);
       fp8_tile<Tr, kQ8>(f, sm.kv(st), t, cm, limit, piece_scale_log2, o, m, l, false, sm.q_empty(),
-                        qf, (t + 1) * kTileTokens > pc.len, n);
+                        qf, n);
       if (f.lane == 0) mbar_arrive(sm.empty(st));
     }
     if (any) {
@@ -577,7 +539,6 @@ __device__ void consumer_fp8_alt(const TcParams& tp, const TcSmem<Tr>& sm, int r
     named_sync(kBarBoth, 256);  // xo is rewritten at the next piece's end
     if (c == 0) {
       float scale[NC], lse[NC];
-      v_cvt_rescale(o);
       piece_stats<R>(l, m, cm, red_sum, f.w, f.g, k_scale * 256.0f, scale, lse);
       store_fragment<Epi, R, DMapRS>(p, EpiCtx{pc.b, pc.slot}, rb * R, o, scale, lse);
     }
