@@ -47,6 +47,35 @@ __device__ __forceinline__ void piece_begin(const DecodeParams& p, const Piece& 
   }
 }
 
+/// Column cc's two scores of this thread (tokens tok, tok + 8) at or past its key limit to -inf;
+/// returns the index of the first (the second is 2 above).
+template <int R>
+__device__ __forceinline__ int mask_column(float (&s)[R / 2], int cc, int tok,
+                                           const int (&limit)[R / 4]) {
+  const int k0 = 4 * (cc >> 1) + (cc & 1);
+  s[k0] = tok < limit[cc] ? s[k0] : -INFINITY;
+  s[k0 + 2] = tok + 8 < limit[cc] ? s[k0 + 2] : -INFINITY;
+  return k0;
+}
+
+/// This thread's two probabilities of column c (warp w's tokens 16 w + g, + 8) into the K-major
+/// P^T operand (bf16, or fp16 with kF16P; 128-byte swizzle: row = column, 64 tokens per 128-byte
+/// row).
+template <bool kF16P>
+__device__ __forceinline__ void store_p_pair(uint8_t* p_gen, int c, int w, int g, float p0,
+                                             float p1) {
+  uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
+  uint8_t* p0_at = prow + (((2 * w) ^ (c & 7)) << 4);
+  uint8_t* p1_at = prow + (((2 * w + 1) ^ (c & 7)) << 4);
+  if constexpr (kF16P) {
+    *reinterpret_cast<__half*>(p0_at) = __float2half_rn(p0);
+    *reinterpret_cast<__half*>(p1_at) = __float2half_rn(p1);
+  } else {
+    *reinterpret_cast<__nv_bfloat16*>(p0_at) = __float2bfloat16_rn(p0);
+    *reinterpret_cast<__nv_bfloat16*>(p1_at) = __float2bfloat16_rn(p1);
+  }
+}
+
 /// Masks keys at or past each column's limit to -inf and writes the warp's column maxima to
 /// red_max[warp][column] (lanes with g == 0). The caller synchronises the warpgroup next.
 template <int R>
@@ -55,9 +84,7 @@ __device__ __forceinline__ void tile_max(float (&s)[R / 2], int tok, const int (
   float mx[R / 4];
 #pragma unroll
   for (int cc = 0; cc < R / 4; ++cc) {
-    const int k0 = 4 * (cc >> 1) + (cc & 1);
-    s[k0] = tok < limit[cc] ? s[k0] : -INFINITY;
-    s[k0 + 2] = tok + 8 < limit[cc] ? s[k0 + 2] : -INFINITY;
+    const int k0 = mask_column<R>(s, cc, tok, limit);
     mx[cc] = fmaxf(s[k0], s[k0 + 2]);
   }
 #pragma unroll
@@ -93,17 +120,7 @@ __device__ __forceinline__ void tile_softmax(const float (&s)[R / 2], float (&m)
     const float p0 = fast_exp2(fmaf(s[k0], scale_log2, -m_use));
     const float p1 = fast_exp2(fmaf(s[k0 + 2], scale_log2, -m_use));
     l[cc] = fmaf(l[cc], alpha[cc], p0 + p1);
-    const int c = cm.cols[cc];
-    uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
-    uint8_t* p0_at = prow + (((2 * w) ^ (c & 7)) << 4);
-    uint8_t* p1_at = prow + (((2 * w + 1) ^ (c & 7)) << 4);
-    if constexpr (kF16P) {
-      *reinterpret_cast<__half*>(p0_at) = __float2half_rn(p0);
-      *reinterpret_cast<__half*>(p1_at) = __float2half_rn(p1);
-    } else {
-      *reinterpret_cast<__nv_bfloat16*>(p0_at) = __float2bfloat16_rn(p0);
-      *reinterpret_cast<__nv_bfloat16*>(p1_at) = __float2bfloat16_rn(p1);
-    }
+    store_p_pair<kF16P>(p_gen, cm.cols[cc], w, g, p0, p1);
   }
 }
 
@@ -124,17 +141,12 @@ __device__ __forceinline__ bool tile_softmax_fast(float (&s)[R / 2], int tok,
   bool over = false;
 #pragma unroll
   for (int cc = 0; cc < R / 4; ++cc) {
-    const int k0 = 4 * (cc >> 1) + (cc & 1);
-    s[k0] = tok < limit[cc] ? s[k0] : -INFINITY;
-    s[k0 + 2] = tok + 8 < limit[cc] ? s[k0 + 2] : -INFINITY;
+    const int k0 = mask_column<R>(s, cc, tok, limit);
     const float x0 = fmaf(s[k0], scale_log2, -m[cc]), x1 = fmaf(s[k0 + 2], scale_log2, -m[cc]);
     over |= m[cc] == -INFINITY || fmaxf(x0, x1) > 8.0f;
     const float p0 = fast_exp2(x0), p1 = fast_exp2(x1);
     l[cc] += p0 + p1;
-    const int c = cm.cols[cc];
-    uint8_t* prow = p_gen + (c >> 3) * 1024 + (c & 7) * 128 + (g << 1);
-    *reinterpret_cast<__half*>(prow + (((2 * w) ^ (c & 7)) << 4)) = __float2half_rn(p0);
-    *reinterpret_cast<__half*>(prow + (((2 * w + 1) ^ (c & 7)) << 4)) = __float2half_rn(p1);
+    store_p_pair<true>(p_gen, cm.cols[cc], w, g, p0, p1);
   }
   if (__any_sync(0xffffffffu, over) && lane == 0) flags[w] = n;
   fence_proxy_async_shared();
