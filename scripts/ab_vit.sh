@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The ViT experiments waiting for a device (bench/NOTES.md V8, V10), in one device call:
+# The ViT experiments waiting for a device (bench/NOTES.md V8, V12), in one device call:
 #   1. the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..5): the quantization tests under each, then
 #      `qfuse bench --suite issue15_quant` under each (S 16384 / 65536 rows printed);
-#   2. the attention's polynomial exp2 (QFUSE_VIT_TC_POLY 0, 2, 4): the D 72 tensor-core tests
-#      under each, then two interleaved rounds of vit_attention/fp8:tc at S 4096 and 16384;
+#   2. the FP8 attention's consumer count (QFUSE_VIT_TC_CONSUMERS 2, 3: 128 or 192 query rows a
+#      block): the tensor-core tests under each, then two interleaved rounds of
+#      vit_attention/fp8:tc at D 72 S 4096 and 16384 and D 64 at S 16384;
 #   3. with .devbin_b.tgz carried too (another `make devbin`, e.g. of branch
 #      wip/vit-quant-interleave, copied aside), its quantization tests and issue15_quant;
 #   4. ncu (speed of light, memory) of the static quantizer at S 16384: DRAM bytes against the
@@ -30,17 +31,19 @@ for f in 0 1 2 3 4 5; do
   grep -E '^vit_quant' "$out/quant_form$f.txt" | grep -E 'S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
 done
 
-for p in 2 4; do
-  QFUSE_VIT_TC_POLY=$p timeout 60 $bin/test_vit_attention --gtest_brief=1 \
-    --gtest_filter='HeadDims/VitAttentionTc.*/1:HeadDims/VitAttention.*/1' >"$out/tests_poly$p.log" 2>&1
-  echo "poly $p: D 72 attention tests exit $? ($(grep -c '\[  FAILED' "$out/tests_poly$p.log") failed lines)"
+for c in 2 3; do
+  QFUSE_VIT_TC_CONSUMERS=$c timeout 90 $bin/test_vit_attention --gtest_brief=1 \
+    --gtest_filter='HeadDims/VitAttentionTc.*:HeadDims/VitAttention.*:VitLayer*' \
+    >"$out/tests_consumers$c.log" 2>&1
+  echo "consumers $c: attention tests exit $? ($(grep -c '\[  FAILED' "$out/tests_consumers$c.log") failed lines)"
 done
 for r in 1 2; do
-  for p in 0 2 4; do
-    for S in 4096 16384; do
-      QFUSE_VIT_TC_POLY=$p timeout 30 $bin/qfuse bench --op vit_attention/fp8:tc --dim S=$S \
-        --dim H=16 --dim D=72 --dim NIMG=1 2>&1 | grep -E '^vit_attention' |
-        awk -v p=$p -v r=$r '{print "round " r " poly " p ": " $0}'
+  for c in 2 3; do
+    for shape in "72 4096" "72 16384" "64 16384"; do
+      set -- $shape
+      QFUSE_VIT_TC_CONSUMERS=$c timeout 30 $bin/qfuse bench --op vit_attention/fp8:tc --dim S=$2 \
+        --dim H=16 --dim D=$1 --dim NIMG=1 2>&1 | grep -E '^vit_attention' |
+        awk -v c=$c -v r=$r '{print "round " r " consumers " c ": " $0}'
     done
   done
 done

@@ -1,11 +1,12 @@
 // The Hopper tensor-core ViT attention (vit_attention.h, VitKernel::kTensorCore): FP8 Q/K/V on
 // FP8 wgmma, fp32 accumulation, warp-specialized with TMA.
 //
-// Work: a block takes 128 query rows of one sequence and one head (blockIdx.x: the query tile,
-// counted over the sequences' ceil(len / 128) tiles; blockIdx.y: the head). Three warpgroups:
+// Work: a block takes kM = 64 kC query rows of one sequence and one head (blockIdx.x: the query
+// tile, counted over the sequences' ceil(len / kM) tiles; blockIdx.y: the head); kC = 2 or 3
+// consumer warpgroups (TcTraits). kC + 1 warpgroups:
 //   - warpgroup 0, the producer (one thread): Q once, then per key tile K [128 keys x 128 bytes]
 //     and V^T [D rows x 128 keys] by TMA into a 3-stage ring (full / empty mbarriers);
-//   - warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
+//   - warpgroups 1 .. kC, the consumers: 64 query rows each. Per key tile:
 //       S = Q K^T            wgmma m64n128k32 e4m3, both operands from shared memory,
 //                            ceil(Dp / 32) k steps (columns past Dp are TMA zero fill);
 //       online softmax       in base 2 with the dequantization scales folded into the
@@ -17,19 +18,18 @@
 //                            order vit_vt_position() gives, which is how the quantizer wrote V^T.
 //   Key tiles start at the sequence's first key rounded down to 32 (so the permutation lines up)
 //   and run to its end; the epilogue scales O by v_scale / l, stages it in shared memory and
-//   writes rows [q0, min(q0 + 128, end)) of the head's D columns through the quantizer protocol
+//   writes rows [q0, min(q0 + kM, end)) of the head's D columns through the quantizer protocol
 //   (shared-memory-tile adapter).
 // Each consumer overlaps its softmax of tile n with its PV GEMM of tile n - 1 (the steps are in
-// the consumer loop), and the two consumers take turns issuing their GEMMs (ping-pong, named
-// barriers 2 and 3), so one's softmax overlaps the other's GEMMs.
+// the consumer loop); two consumers take turns issuing their GEMMs (ping-pong, named barriers 2
+// and 3), so one's softmax overlaps the other's GEMMs; three run free (kPingPong).
 #pragma once
 
 #include <cuda.h>
 #include <cuda_fp8.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <type_traits>
+#include <string>
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
@@ -43,12 +43,19 @@
 
 namespace qfuse::vit {
 
-template <int kD>
+/// kC consumer warpgroups of 64 query rows each (2 or 3; bench/NOTES.md V12).
+template <int kD, int kC>
 struct TcTraits {
-  static constexpr int kM = 128;  // query rows per block
-  static constexpr int kN = 128;  // keys per tile
+  static constexpr int kM = 64 * kC;  // query rows per block
+  static constexpr int kN = 128;      // keys per tile
   static constexpr int kStages = 3;
-  static constexpr int kThreads = 384;  // producer + 2 consumer warpgroups
+  static constexpr int kThreads = 128 * (kC + 1);  // producer + kC consumer warpgroups
+  // setmaxnreg budgets: 128 * (producer + kC * consumer) <= 65536.
+  static constexpr int kProducerRegs = kC == 2 ? 40 : 24;
+  static constexpr int kConsumerRegs = kC == 2 ? 232 : 160;
+  // FlashAttention-3's choice for FP8 at these head sizes: the consumers take turns issuing their
+  // GEMMs with two of them (measured 1.7 % faster, NOTES V6), not with three.
+  static constexpr bool kPingPong = kC == 2;
   static constexpr int kDp = (kD + 15) / 16 * 16;
   static constexpr int kKSteps = (kDp + 31) / 32;  // QK^T k32 steps over 128-byte rows
   static constexpr int kQBytes = kM * 128;
@@ -64,6 +71,8 @@ struct TcTraits {
   static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD <= 128, "head sizes 64..128, multiples of 8");
+  static_assert(kC == 2 || kC == 3, "2 or 3 consumer warpgroups");
+  static_assert(128 * (kProducerRegs + kC * kConsumerRegs) <= 65536, "register file");
   static_assert(kVBytes % 1024 == 0 && kOOff % 1024 == 0, "1024-byte atoms");
 };
 
@@ -104,12 +113,12 @@ __device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)
     WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
 }
 
-template <int kD, class Core, int kPolyMod>
-__global__ void __launch_bounds__(384, 1)
+template <int kD, int kC, class Core>
+__global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
                   int pad_blocks) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = TcTraits<kD>;
+  using Tr = TcTraits<kD, kC>;
   using namespace ::qfuse::sm90;
   extern __shared__ uint8_t smem_raw[];
   const uintptr_t raw = reinterpret_cast<uintptr_t>(smem_raw);
@@ -133,7 +142,7 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
-      mbar_init(empty + s, 8);  // the consumers' 8 warps
+      mbar_init(empty + s, 4 * kC);  // the consumers' warps
     }
     mbar_fence_init();
   }
@@ -147,13 +156,16 @@ __global__ void __launch_bounds__(384, 1)
   const int wg = threadIdx.x >> 7;
 
   if (wg == 0) {
-    regs_dec<40>();
+    regs_dec<Tr::kProducerRegs>();
     if (threadIdx.x == 0 && tiles > 0) {
       prefetch_tensormap(&p.q_map);
       prefetch_tensormap(&p.k_map);
       prefetch_tensormap(&p.vt_map);
       mbar_arrive_expect_tx(q_full, Tr::kQBytes);
-      tma_load_3d(sm + Tr::kQOff, &p.q_map, q_full, 0, h, static_cast<int>(q0));
+#pragma unroll
+      for (int r = 0; r < kC; ++r)  // boxes of 64 rows
+        tma_load_3d(sm + Tr::kQOff + r * 64 * 128, &p.q_map, q_full, 0, h,
+                    static_cast<int>(q0) + 64 * r);
       for (int n = 0; n < tiles; ++n) {
         const int st = n % Tr::kStages;
         if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
@@ -165,9 +177,9 @@ __global__ void __launch_bounds__(384, 1)
     }
     return;
   }
-  regs_inc<232>();
+  regs_inc<Tr::kConsumerRegs>();
   const int c = wg - 1;                     // consumer: rows [64 c, 64 c + 64) of the tile
-  const int tid = threadIdx.x - 128;        // [0, 256)
+  const int tid = threadIdx.x - 128;        // [0, 128 kC)
   const int warp = (threadIdx.x >> 5) & 3;  // warp of the warpgroup
   const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   constexpr float kLog2e = 1.4426950408889634f;
@@ -200,9 +212,12 @@ __global__ void __launch_bounds__(384, 1)
   // that one's softmax runs while the other's GEMMs do instead of both contending for the MUFU
   // and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the steps, the last
   // PV); consumer 1 opens consumer 0's first turn and skips the arrival after its last.
-  auto turn_begin = [&]() { named_sync_roles(2 + c, 256); };
+  auto turn_begin = [&]() {
+    if constexpr (Tr::kPingPong) named_sync_roles(2 + c, 256);
+  };
   auto turn_end = [&](bool last) {
-    if (!last || c == 0) named_arrive(3 - c, 256);
+    if constexpr (Tr::kPingPong)
+      if (!last || c == 0) named_arrive(3 - c, 256);
   };
   auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
     constexpr int b = decltype(buf)::value;
@@ -220,14 +235,14 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
     fence_regs(s);
-    softmax_tile<kPolyMod>(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
+    softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
   };
   using B0 = std::integral_constant<int, 0>;
   using B1 = std::integral_constant<int, 1>;
   if (tiles > 0) {
-    if (c == 1) named_arrive(2, 256);  // consumer 0 takes the first turn
+    if (Tr::kPingPong && c == 1) named_arrive(2, 256);  // consumer 0 takes the first turn
     mbar_wait(q_full, 0);
     mbar_wait(full, 0);
     turn_begin();
@@ -236,7 +251,7 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<0>();
     fence_regs(s);
-    softmax_tile<kPolyMod>(s, kv0, beg, end, qd, scale2, m, l, corr);
+    softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
     for (int n = 1; n < tiles; n += 2) {
@@ -273,11 +288,11 @@ __global__ void __launch_bounds__(384, 1)
 
 /// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
 /// padding to zero).
-template <int kD, class Core, int kPolyMod = 0>
+template <int kD, int kC, class Core>
 Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
-  using Tr = TcTraits<kD>;
-  const auto kernel = vit_tc_kernel<kD, Core, kPolyMod>;
+  using Tr = TcTraits<kD, kC>;
+  const auto kernel = vit_tc_kernel<kD, kC, Core>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
@@ -288,29 +303,18 @@ Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_
                        Tr::kSmemBytes, stream, p, qp, pad_blocks);
 }
 
-/// QFUSE_VIT_TC_POLY (2 or 4; 0 when unset or anything else), read once.
-inline int tc_poly_mod() {
-  static const int mod = [] {
-    const char* e = std::getenv("QFUSE_VIT_TC_POLY");
-    return e != nullptr && (e[0] == '2' || e[0] == '4') && e[1] == '\0' ? e[0] - '0' : 0;
-  }();
-  return mod;
-}
-
 /// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or
-/// fp8_per_tensor: the kinds the tensor-core path instantiates).
+/// fp8_per_tensor: the kinds the tensor-core path instantiates), with p.q_rows / 64 consumer
+/// warpgroups (tc_query_rows: 192 only where kTcThreeConsumers(kD)).
 template <int kD>
 Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
   return with_tc_output(out, "vit_tc", [&](auto tag, const auto& cp) -> Status {
     using C = typename decltype(tag)::type;
-    // An A/B experiment at the bar's head size: QFUSE_VIT_TC_POLY=2|4 computes every 2nd / 4th
-    // column's exponential on the FMA pipe (exp2_poly).
-    if constexpr (kD == 72 && std::is_same_v<C, quant::PlainCore<__nv_bfloat16>>) {
-      const int poly = tc_poly_mod();
-      if (poly == 2) return launch_tc_core<kD, C, 2>(p, cp, 0, stream);
-      if (poly == 4) return launch_tc_core<kD, C, 4>(p, cp, 0, stream);
-    }
-    return launch_tc_core<kD, C>(p, cp, 0, stream);
+    if constexpr (tc_three_consumers(kD))
+      if (p.q_rows == 192) return launch_tc_core<kD, 3, C>(p, cp, 0, stream);
+    if (p.q_rows == 128) return launch_tc_core<kD, 2, C>(p, cp, 0, stream);
+    return Status(StatusCode::kInternal, "vit_tc: no kernel for " + std::to_string(p.q_rows) +
+                                             " query rows at D " + std::to_string(kD));
   });
 }
 

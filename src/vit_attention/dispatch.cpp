@@ -1,6 +1,8 @@
 // ViT attention dispatch (vit_attention.h, SPEC §5, §7): validate every argument (nothing is
 // launched on error), then launch the kernel for the input type.
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 #include <string>
 #include <type_traits>
@@ -258,15 +260,15 @@ Status pick_kernel(const VitAttentionArgs& a, const Plan& plan, const VitAttenti
   return Status::Ok();
 }
 
-/// Query tiles of 128 rows over every sequence.
-int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan) {
+/// Query tiles of `rows` rows over every sequence.
+int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan, int rows) {
   int64_t tiles = 0;
   if (a.cu_seqlens_host == nullptr) {
     const int64_t S = plan.p.S, B = S > 0 ? plan.p.S_total / S : 0;
-    return B * ((S + 127) / 128);
+    return B * ((S + rows - 1) / rows);
   }
   for (int64_t b = 0; b < a.num_seqs; ++b)
-    tiles += (int64_t{a.cu_seqlens_host[b + 1]} - a.cu_seqlens_host[b] + 127) / 128;
+    tiles += (int64_t{a.cu_seqlens_host[b + 1]} - a.cu_seqlens_host[b] + rows - 1) / rows;
   return tiles;
 }
 
@@ -281,9 +283,9 @@ Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t strea
   const cuuint64_t qk_dims[3] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H),
                                  static_cast<cuuint64_t>(p.S_total)};
   const cuuint64_t qk_strides[2] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H * Dp)};
-  const cuuint32_t qk_box[3] = {128, 1, 128};
+  const cuuint32_t q_box[3] = {128, 1, 64}, qk_box[3] = {128, 1, 128};  // Q: 64-row boxes
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q.data,
-                                              qk_dims, qk_strides, qk_box,
+                                              qk_dims, qk_strides, q_box,
                                               CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.k_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.k.data,
                                               qk_dims, qk_strides, qk_box,
@@ -330,7 +332,8 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
   tp.S = p.S;
   tp.S_total = p.S_total;
   tp.H = p.H;
-  const int64_t tiles = query_tiles(a, plan);
+  tp.q_rows = plan.fp8 ? vit::tc_query_rows(p.D) : 128;
+  const int64_t tiles = query_tiles(a, plan, tp.q_rows);
   if (tiles > INT32_MAX / 2)
     return Status::InvalidArgument("q.sizes", "fewer than 2^30 query tiles", str(tiles));
   tp.tiles = static_cast<int>(tiles);
@@ -371,4 +374,31 @@ Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& op
                   : vit::launch_simple_bf16(plan.p, plan.out, stream);
 }
 
+namespace vit {
+namespace {
+
+/// The FP8 tensor-core kernel's consumer warpgroups where no setting forces them (NOTES V12).
+constexpr int kTcDefaultConsumers = 2;
+
+std::atomic<int>& tc_consumers_state() {
+  static std::atomic<int> state{[] {
+    const char* e = std::getenv("QFUSE_VIT_TC_CONSUMERS");
+    return e != nullptr && (e[0] == '2' || e[0] == '3') && e[1] == '\0' ? e[0] - '0' : 0;
+  }()};
+  return state;
+}
+
+}  // namespace
+
+void set_tc_consumers(int consumers) {
+  tc_consumers_state().store(consumers == 2 || consumers == 3 ? consumers : 0);
+}
+
+int tc_query_rows(int D) {
+  const int forced = tc_consumers_state().load();
+  const int consumers = forced != 0 ? forced : kTcDefaultConsumers;
+  return consumers == 3 && tc_three_consumers(D) ? 192 : 128;
+}
+
+}  // namespace vit
 }  // namespace qfuse

@@ -37,23 +37,39 @@ struct AttnParams {
 };
 
 /// What the tensor-core kernel reads (attention_tc.cuh): TMA maps of q and k ([S_total, H, Dp]
-/// e4m3, box 128 bytes x 1 head x 128 rows, 128-byte swizzle) and of the transposed V ([H, Dp,
-/// S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
+/// e4m3, box 128 bytes x 1 head x 64 (q) or 128 (k) rows, 128-byte swizzle) and of the transposed V
+/// ([H, Dp, S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
 struct TcParams {
   CUtensorMap q_map, k_map, vt_map;
   const int32_t* cu_seqlens;  // device [num_seqs + 1], or null: sequences of S tokens
   int num_seqs;
   int64_t S, S_total;
   int H;
-  int tiles;  // query tiles of 128 rows over every sequence (the grid's x without padding blocks)
+  int q_rows;  // query rows per block: 128, or 192 (the FP8 kernel's three-consumer form)
+  int tiles;   // query tiles of q_rows rows over every sequence (the grid's x without padding)
   const float* q_scale;
   const float* k_scale;
   const float* v_scale;
   float softmax_scale;
 };
 
+/// Head sizes whose FP8 tensor-core kernel has the three-consumer form (192 query rows a block,
+/// FlashAttention-3's FP8 tile up to D 96; bench/NOTES.md V12): those whose consumer fits 160
+/// registers without spilling (O is D / 2 floats a thread; ptxas: D 80 spills 32 bytes, D 96 96).
+constexpr bool tc_three_consumers(int D) {
+  return D <= 72;
+}
+
+/// The FP8 tensor-core kernel's query rows per block at head size D: 64 x the consumer count,
+/// QFUSE_VIT_TC_CONSUMERS=2|3 at start-up or set_tc_consumers (tests, same-binary A/B), else the
+/// default (2); 3 where tc_three_consumers(D) only. Process-wide.
+int tc_query_rows(int D);
+/// 2 or 3 forces that many consumers (where the head size has the form), anything else restores
+/// the default.
+void set_tc_consumers(int consumers);
+
 /// The tensor-core kernel for head size kD (one of QFUSE_VIT_HEAD_DIMS), output kinds none bf16
-/// and fp8_per_tensor.
+/// and fp8_per_tensor; tp.q_rows from tc_query_rows.
 template <int kD>
 Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream);
 #define QFUSE_VIT_EXTERN_TC(kD) \

@@ -11,17 +11,16 @@
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/dispatch.cuh"
-#include "vit_attention/exp2_poly.h"
 #include "vit_attention/launch.h"
 
 namespace qfuse::vit {
 
-/// Where the block's query tile is: rows [q0, q0 + 128) of the sequence [beg, end).
+/// Where the block's query tile is: rows [q0, q0 + kM) of the sequence [beg, end).
 struct TileSpan {
   int64_t beg, end, q0;
 };
 
-/// Finds the sequence of query tile `tile` (tiles of 128 rows counted sequence by sequence):
+/// Finds the sequence of query tile `tile` (tiles of kM rows counted sequence by sequence):
 /// warp 0 scans cu_seqlens 32 sequences at a time; the result goes through shared memory.
 template <int kM>
 __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan* out) {
@@ -73,9 +72,7 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
 /// scale2 > 0; keys outside [beg, end) do not count): s becomes P * 256, m (scaled) and l (the
 /// thread's part of the row sums) are updated, corr is what O must be multiplied by.
 /// NOTE: the max is taken over the raw scores (scale2 > 0 keeps the order) and each P is one FFMA
-/// and one ex2 (kPolyMod > 0: the columns j % kPolyMod == kPolyMod - 1 by exp2_poly instead);
-/// only a tile that straddles the sequence's ends is masked.
-template <int kPolyMod = 0>
+/// and one ex2; only a tile that straddles the sequence's ends is masked.
 __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t beg, int64_t end,
                                              int qd, float scale2, float (&m)[2], float (&l)[2],
                                              float (&corr)[2]) {
@@ -123,8 +120,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float x = fmaf(s[4 * j + e], scale2, bias[e >> 1]);
-      constexpr int kMod = kPolyMod > 0 ? kPolyMod : 1;  // (no % 0 in the dead branch)
-      const float pv = kPolyMod > 0 && j % kMod == kMod - 1 ? exp2_poly(x) : fast_exp2(x);
+      const float pv = fast_exp2(x);
       s[4 * j + e] = pv;
       l4[e >> 1][2 * (j & 1) + (e & 1)] += pv;
     }
@@ -135,8 +131,9 @@ __device__ __forceinline__ void softmax_tile(float (&s)[64], int64_t j0, int64_t
 /// The epilogue of a consumer warpgroup (c: rows [64 c, 64 c + 64) of the block's kM): the row
 /// sums reduced over the quad, O * scale / l (0 for an empty row) into the fp32 shared tile `ot`
 /// [kM][kD], then rows [q0, min(q0 + kM, end)) of head h through the quantizer (row stride
-/// `ld_out` elements). kSyncFirst: the 256 consumer threads meet first, for a tile over buffers
-/// the other consumer may still be reading.
+/// `ld_out` elements). The block's kM / 64 consumer warpgroups (2 kM threads) meet at named
+/// barrier 1; kSyncFirst: they meet first too, for a tile over buffers another consumer may
+/// still be reading.
 template <int kD, int kM, bool kSyncFirst, class Core>
 __device__ __forceinline__ void store_output(Core& core, const float (&o)[kD / 2], float (&l)[2],
                                              float scale, float* ot, int c, int warp, int g, int qd,
@@ -149,7 +146,8 @@ __device__ __forceinline__ void store_output(Core& core, const float (&o)[kD / 2
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     inv[r] = l[r] > 0.0f ? scale / l[r] : 0.0f;
   }
-  if constexpr (kSyncFirst) named_sync(1, 256);
+  constexpr int kThreads = 2 * kM;  // kM / 64 warpgroups
+  if constexpr (kSyncFirst) named_sync(1, kThreads);
   const int row = 64 * c + 16 * warp + g;
 #pragma unroll
   for (int i = 0; i < kD / 8; ++i)
@@ -157,10 +155,10 @@ __device__ __forceinline__ void store_output(Core& core, const float (&o)[kD / 2
     for (int r = 0; r < 2; ++r)
       *reinterpret_cast<float2*>(ot + (row + 8 * r) * kD + 8 * i + 2 * qd) =
           make_float2(o[4 * i + 2 * r] * inv[r], o[4 * i + 2 * r + 1] * inv[r]);
-  named_sync(1, 256);
+  named_sync(1, kThreads);
   core.begin();
   quant::store_tile(core, quant::SmemTile<float>{ot, kD, kM, kD, q0, h * kD, end, ld_out}, tid,
-                    256);
+                    kThreads);
 }
 
 /// A core type for with_tc_output's callback.

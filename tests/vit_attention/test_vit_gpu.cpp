@@ -20,6 +20,7 @@
 #include <numeric>
 #include <ostream>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "common/gpu.h"
@@ -27,6 +28,7 @@
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"
 #include "qfuse/vit_attention/vit_attention.h"
+#include "vit_attention/launch.h"
 
 namespace qfuse::test {
 namespace {
@@ -571,11 +573,23 @@ void expect_tc_fp8_output(VitAttentionArgs a, int64_t T, int64_t cols,
   EXPECT_TRUE(check_quant_output(q8, bf16, opt));
 }
 
-class VitAttentionTc : public ::testing::TestWithParam<int> {};
+/// The FP8 tensor-core kernel's consumer count forced for one test (vit::set_tc_consumers),
+/// the default restored after.
+struct ForceTcConsumers {
+  explicit ForceTcConsumers(int consumers) { vit::set_tc_consumers(consumers); }
+  ~ForceTcConsumers() { vit::set_tc_consumers(0); }
+  ForceTcConsumers(const ForceTcConsumers&) = delete;
+  ForceTcConsumers& operator=(const ForceTcConsumers&) = delete;
+};
+
+/// (head size, consumer warpgroups of the FP8 tensor-core kernel: 2, or 3 = 192 query rows).
+class VitAttentionTc : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   QFUSE_REQUIRE_GPU();
-  const int64_t D = GetParam(), H = 2, cols = H * D;
+  const int64_t D = std::get<0>(GetParam()), H = 2, cols = H * D;
+  const ForceTcConsumers force(std::get<1>(GetParam()));
+  ASSERT_EQ(vit::tc_query_rows(static_cast<int>(D)), 64 * std::get<1>(GetParam()));
   const std::vector<int32_t> cu{0, 1, 38, 102, 232, 532, 1532};  // 1, 37, 64, 130, 300, 1000
   const int64_t T = cu.back(), Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(T);
   Qkv x = Qkv::make(1, T, H, D, 3, 0, 300 + D);
@@ -630,7 +644,10 @@ TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   expect_tc_fp8_output(a, T, cols, got);
 }
 
-INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc, ::testing::Values(64, 72, 80, 96, 128));
+INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc,
+                         ::testing::Values(std::tuple{64, 2}, std::tuple{72, 2}, std::tuple{80, 2},
+                                           std::tuple{96, 2}, std::tuple{128, 2}, std::tuple{64, 3},
+                                           std::tuple{72, 3}));
 
 // ---- the BF16 tensor-core kernel ------------------------------------------------------------
 

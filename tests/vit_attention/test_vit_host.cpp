@@ -10,7 +10,6 @@
 
 #include "qfuse/quant/reference.h"
 #include "qfuse/vit_attention/vit_attention.h"
-#include "vit_attention/exp2_poly.h"
 #include "vit_attention/fragment.h"
 
 namespace qfuse::test {
@@ -312,29 +311,6 @@ TEST(VitReference, AttentionOfOneKeyIsItsValue) {
   std::vector<double> out;
   ref::vit_attention(q, k, v, 1, 2, {0, 1}, 0.5, &out);
   EXPECT_EQ(out, (std::vector<double>{5, -6}));
-}
-
-// The softmax's polynomial 2^x (QFUSE_VIT_TC_POLY): relative error below 2e-4 over the range a
-// probability's exponent takes (P * 256 = 2^(s - m + 8): x <= 8), powers of two at the integers,
-// and a tiny non-negative number (not NaN) for -inf (the masked keys) and far below the range.
-TEST(VitReference, PolynomialExp2IsCloseEnoughForE4M3) {
-  double worst = 0;
-  for (int i = -120 * 64; i <= 8 * 64; ++i) {
-    const float x = static_cast<float>(i) / 64.0f + 0.0037f;
-    const double want = std::exp2(static_cast<double>(x));
-    worst = std::max(worst, std::abs(vit::exp2_poly(x) / want - 1.0));
-  }
-  EXPECT_LT(worst, 2e-4);
-  for (int n = -100; n <= 8; ++n)
-    EXPECT_NEAR(vit::exp2_poly(static_cast<float>(n)), std::ldexp(1.0, n),
-                std::ldexp(1.0, n) * 1e-4)
-        << n;
-  for (const float x : {-INFINITY, -1e30f, -300.0f, -127.0f, -125.7f}) {
-    const float tiny = vit::exp2_poly(x);
-    EXPECT_FALSE(std::isnan(tiny)) << x;
-    EXPECT_LT(tiny, 1e-37f) << x;
-    EXPECT_GE(tiny, 0.0f) << x;
-  }
 }
 
 }  // namespace
