@@ -208,16 +208,17 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
   };
   // Ping-pong (FlashAttention-3's warpgroup scheduling): the consumers issue their GEMMs in turns,
-  // consumer c waiting at named barrier 2 + c for the other's arrival after its own issues, so
-  // that one's softmax runs while the other's GEMMs do instead of both contending for the MUFU
-  // and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the steps, the last
-  // PV); consumer 1 opens consumer 0's first turn and skips the arrival after its last.
+  // round robin, consumer c waiting at named barrier 2 + c for the previous one's arrival after
+  // its issues, so that one's softmax runs while another's GEMMs do instead of all contending
+  // for the MUFU and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the
+  // steps, the last PV); the last consumer opens consumer 0's first turn and skips the arrival
+  // after its own last.
   auto turn_begin = [&]() {
     if constexpr (Tr::kPingPong) named_sync_roles(2 + c, 256);
   };
   auto turn_end = [&](bool last) {
     if constexpr (Tr::kPingPong)
-      if (!last || c == 0) named_arrive(3 - c, 256);
+      if (!last || c != kC - 1) named_arrive(2 + (c + 1 == kC ? 0 : c + 1), 256);
   };
   auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
     constexpr int b = decltype(buf)::value;
@@ -242,7 +243,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   using B0 = std::integral_constant<int, 0>;
   using B1 = std::integral_constant<int, 1>;
   if (tiles > 0) {
-    if (Tr::kPingPong && c == 1) named_arrive(2, 256);  // consumer 0 takes the first turn
+    if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
     mbar_wait(q_full, 0);
     mbar_wait(full, 0);
     turn_begin();
