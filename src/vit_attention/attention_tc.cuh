@@ -56,6 +56,7 @@ struct TcTraits {
   // FlashAttention-3's choice for FP8 at these head sizes: the consumers take turns issuing their
   // GEMMs with two of them (measured 1.7 % faster, NOTES V6), not with three.
   static constexpr bool kPingPong = kC == 2;
+  static constexpr int kQBoxRows = kC == 2 ? 128 : 64;  // Q's TMA box (the host's q_map)
   static constexpr int kDp = (kD + 15) / 16 * 16;
   static constexpr int kKSteps = (kDp + 31) / 32;  // QK^T k32 steps over 128-byte rows
   static constexpr int kQBytes = kM * 128;
@@ -163,9 +164,9 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       prefetch_tensormap(&p.vt_map);
       mbar_arrive_expect_tx(q_full, Tr::kQBytes);
 #pragma unroll
-      for (int r = 0; r < kC; ++r)  // boxes of 64 rows
-        tma_load_3d(sm + Tr::kQOff + r * 64 * 128, &p.q_map, q_full, 0, h,
-                    static_cast<int>(q0) + 64 * r);
+      for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
+        tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, h,
+                    static_cast<int>(q0) + Tr::kQBoxRows * r);
       for (int n = 0; n < tiles; ++n) {
         const int st = n % Tr::kStages;
         if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
@@ -218,7 +219,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   };
   auto turn_end = [&](bool last) {
     if constexpr (Tr::kPingPong)
-      if (!last || c != kC - 1) named_arrive(2 + (c + 1 == kC ? 0 : c + 1), 256);
+      if (!last || c != kC - 1) named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
   };
   auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
     constexpr int b = decltype(buf)::value;

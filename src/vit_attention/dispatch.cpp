@@ -283,7 +283,9 @@ Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t strea
   const cuuint64_t qk_dims[3] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H),
                                  static_cast<cuuint64_t>(p.S_total)};
   const cuuint64_t qk_strides[2] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H * Dp)};
-  const cuuint32_t q_box[3] = {128, 1, 64}, qk_box[3] = {128, 1, 128};  // Q: 64-row boxes
+  // Q in boxes of 64 rows for the three-consumer form (TcTraits::kQBoxRows), else of 128.
+  tp.q_rows = vit::tc_query_rows(static_cast<int>(p.D));
+  const cuuint32_t q_box[3] = {128, 1, tp.q_rows == 192 ? 64u : 128u}, qk_box[3] = {128, 1, 128};
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q.data,
                                               qk_dims, qk_strides, q_box,
                                               CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
@@ -310,6 +312,7 @@ Status launch_tc_bf16(const VitAttentionArgs& a, const Plan& plan, cudaStream_t 
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(p.D), static_cast<cuuint64_t>(p.H),
                               static_cast<cuuint64_t>(p.S_total)};
   const cuuint32_t box[3] = {64, 1, 128};
+  tp.q_rows = 128;
   for (int i = 0; i < 3; ++i) {
     // A dimension of size 1 may come with any stride: give it one TMA accepts.
     const int64_t sh = p.H > 1 ? p.sh[i] : 64, ss = p.S_total > 1 ? p.ss[i] : 64 * p.H;
@@ -322,7 +325,8 @@ Status launch_tc_bf16(const VitAttentionArgs& a, const Plan& plan, cudaStream_t 
   return launch_tc_maps(a, plan, &tp, stream);
 }
 
-/// The rest of the tensor-core parameters (maps set) and the launch for the input type.
+/// The rest of the tensor-core parameters (maps and q_rows set) and the launch for the input
+/// type.
 Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tpp,
                       cudaStream_t stream) {
   const vit::AttnParams& p = plan.p;
@@ -332,7 +336,6 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
   tp.S = p.S;
   tp.S_total = p.S_total;
   tp.H = p.H;
-  tp.q_rows = plan.fp8 ? vit::tc_query_rows(p.D) : 128;
   const int64_t tiles = query_tiles(a, plan, tp.q_rows);
   if (tiles > INT32_MAX / 2)
     return Status::InvalidArgument("q.sizes", "fewer than 2^30 query tiles", str(tiles));
