@@ -46,12 +46,12 @@ struct TcParams {
   int num_seqs;
   int64_t S, S_total;
   int H;
-  int q_rows;  // query rows per block: 128, or 192 (the FP8 kernel's three-consumer form)
-  int tiles;   // query tiles of q_rows rows over every sequence (the grid's x without padding)
+  int tiles;  // query tiles of q_rows rows over every sequence (the grid's x without padding)
   const float* q_scale;
   const float* k_scale;
   const float* v_scale;
   float softmax_scale;
+  int q_rows;  // query rows per block: 128, or 192 (the FP8 kernel's three-consumer form)
 };
 
 /// Head sizes whose FP8 tensor-core kernel has the three-consumer form (192 query rows a block,
