@@ -219,7 +219,8 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   };
   auto turn_end = [&](bool last) {
     if constexpr (Tr::kPingPong)
-      if (!last || c != kC - 1) named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
+      if (!last || (kC == 2 ? c == 0 : c != kC - 1))
+        named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
   };
   auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
     constexpr int b = decltype(buf)::value;
