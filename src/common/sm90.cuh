@@ -15,6 +15,7 @@
 
 #include <cuda.h>
 #include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
 
 #include <cstdint>
 
@@ -166,6 +167,15 @@ __device__ __forceinline__ void named_sync_roles(int id, int count) {
 /// wait; the bar.sync side of the same barrier waits for `count` threads in all).
 __device__ __forceinline__ void named_arrive(int id, int count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+/// The executing warpgroup's index (threadIdx.x / 128) through CUTLASS's canonical_warp_group_idx,
+/// a __shfl_sync from lane 0: ptxas then knows it is warp-uniform, so the role branches on it are
+/// uniform (no collective fallbacks for the shuffles inside, descriptors and barrier ids derived
+/// from it stay in uniform registers) and a wgmma left in flight across such a branch does not
+/// serialize every wgmma of the kernel (C7518). NOTES M47.
+__device__ __forceinline__ int warpgroup_index() {
+  return cutlass::canonical_warp_group_idx();
 }
 
 /// Register budget of the executing warpgroup (setmaxnreg): the producer gives registers back,

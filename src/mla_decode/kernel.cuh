@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(256, 1) mla_tc_kernel(const __grid_constant__ 
 template <class Tr, class F>
 __device__ __forceinline__ void tma_producer_and_consumers(const TcParams& tp, const TcSmem<Tr>& sm,
                                                            int rb, int part, F&& consumer) {
-  const int wg = threadIdx.x >> 7;
+  const int wg = warpgroup_index();
   if (wg == 0) {
     regs_dec<56>();
     if (threadIdx.x == 0) producer_tma<Tr>(tp, sm, rb, part);
@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(384, 1) mla_wide_kernel(const __grid_constant_
   if constexpr (Tr::kFp8) {
     const TcSmem<Tr> sm = kernel_prologue<Tr>(smem_raw, 8, 4, 128);
     const int rb = blockIdx.x, part = blockIdx.y;
-    const int wg = threadIdx.x >> 7;
+    const int wg = warpgroup_index();
     if (wg == 0) {
       regs_dec<kFp8Regs[0]>();
       producer_fp8_wide<Tr>(tp, sm, rb, part);

@@ -237,7 +237,7 @@ __device__ __forceinline__ void pair_mainloop(const TcParams& tp, const PairSmem
                                               int part) {
   using Tr = PairTraits;
   const DecodeParams& p = tp.p;
-  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  const int wg = warpgroup_index(), tid = threadIdx.x & 127;
   const int w = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
   const float scale_log2 = p.scale_log2;
   const int row0 = rb * Tr::kRows;

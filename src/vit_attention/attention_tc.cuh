@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   const int64_t beg = span.beg, end = span.end, q0 = span.q0;
   const int64_t kv0 = beg & ~int64_t{31};
   const int tiles = end > beg ? static_cast<int>((end - kv0 + Tr::kN - 1) / Tr::kN) : 0;
-  const int wg = threadIdx.x >> 7;
+  const int wg = warpgroup_index();
 
   if (wg == 0) {
     regs_dec<Tr::kProducerRegs>();

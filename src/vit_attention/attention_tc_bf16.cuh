@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(384, 1)
   const int h = blockIdx.y;
   const int64_t beg = span.beg, end = span.end, q0 = span.q0;
   const int tiles = end > beg ? static_cast<int>((end - beg + Tr::kN - 1) / Tr::kN) : 0;
-  const int wg = threadIdx.x >> 7;
+  const int wg = warpgroup_index();
 
   if (wg == 0) {
     regs_dec<40>();
