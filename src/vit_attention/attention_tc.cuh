@@ -308,7 +308,7 @@ Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_
 
 /// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or
 /// fp8_per_tensor: the kinds the tensor-core path instantiates), with p.q_rows / 64 consumer
-/// warpgroups (tc_query_rows: 192 only where kTcThreeConsumers(kD)).
+/// warpgroups (tc_query_rows: 192 only where tc_three_consumers(kD)).
 template <int kD>
 Status launch_tc_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
   return with_tc_output(out, "vit_tc", [&](auto tag, const auto& cp) -> Status {
