@@ -63,7 +63,7 @@ constexpr bool tc_three_consumers(int D) {
 
 /// The FP8 tensor-core kernel's query rows per block at head size D: 64 x the consumer count,
 /// QFUSE_VIT_TC_CONSUMERS=2|3 at start-up or set_tc_consumers (tests, same-binary A/B), else the
-/// default (3); 3 where tc_three_consumers(D) only. Process-wide.
+/// default (2); 3 where tc_three_consumers(D) only. Process-wide.
 int tc_query_rows(int D);
 /// 2 or 3 forces that many consumers (where the head size has the form), anything else restores
 /// the default.
