@@ -380,11 +380,10 @@ Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& op
 namespace vit {
 namespace {
 
-/// The FP8 tensor-core kernel's consumer warpgroups where no setting forces them. Three (where the
-/// head size has the form) ran D 72 S 16384 in 0.866x the time of two on an H100 (NOTES V12);
-/// they become the default once the full GPU script has run with them as the default (the
-/// nineteenth session's ran with two, its tests of three under QFUSE_VIT_TC_CONSUMERS=3).
-constexpr int kTcDefaultConsumers = 2;
+/// The FP8 tensor-core kernel's consumer warpgroups where no setting forces them: three where the
+/// head size has the form (D <= 72), which ran D 72 S 16384 in 0.866x the time of two on an H100
+/// (NOTES V12); QFUSE_VIT_TC_CONSUMERS=2 or vit::set_tc_consumers(2) keeps two.
+constexpr int kTcDefaultConsumers = 3;
 
 std::atomic<int>& tc_consumers_state() {
   static std::atomic<int> state{[] {

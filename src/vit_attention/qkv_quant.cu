@@ -47,6 +47,8 @@ using Form2 = Form<4, 2, 2, 4, 4, true>;
 using Form3 = Form<4, 2, 2, 4, 4, false>;
 using Form4 = Form<2, 2, 1, 6, 6, false>;
 using Form5 = Form<1, 2, 1, 8, 24, false>;
+using Form6 = Form<1, 2, 1, 8, 8, false>;  // form 5 in one wave: a third of its blocks' atomics
+using Form7 = Form<2, 2, 1, 8, 8, false>;  // the same with two chunks a thread in flight
 // NOTE: form 1 (form 0's shape with read-only-path loads): 11-21 % faster than form 0 on the
 // transposed-V rows and the dynamic requantization, the row-major rows -5 to +4 %, on an H100
 // in one run (bench/NOTES.md V11; not yet read on an H200).
@@ -413,11 +415,11 @@ Status grid_of(const QkvGeometry& g, dim3* grid) {
   return Status::Ok();
 }
 
-/// QFUSE_VIT_QUANT_FORM (0..5) when set, for A/B runs of the forms; else kDefaultForm.
+/// QFUSE_VIT_QUANT_FORM (0..7) when set, for A/B runs of the forms; else kDefaultForm.
 int form_index() {
   static const int form = [] {
     const char* e = std::getenv("QFUSE_VIT_QUANT_FORM");
-    return e != nullptr && e[0] >= '0' && e[0] <= '5' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
+    return e != nullptr && e[0] >= '0' && e[0] <= '7' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
   }();
   return form;
 }
@@ -436,8 +438,12 @@ Status with_form(Fn&& fn) {
       return fn(Form3{});
     case 4:
       return fn(Form4{});
-    default:
+    case 5:
       return fn(Form5{});
+    case 6:
+      return fn(Form6{});
+    default:
+      return fn(Form7{});
   }
 }
 
