@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ViT experiments waiting for a device (bench/NOTES.md V8, V12), in one device call:
 #   bash scripts/ab_vit.sh [parts]   parts: any of quant consumers b ncu (default: all four)
-#   quant: the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..7; AB_VIT_FORMS picks): the quantization tests under each,
+#   quant: the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..9; AB_VIT_FORMS picks): the quantization tests under each,
 #      then `qfuse bench --suite issue15_quant` under each (S 16384 / 65536 rows printed);
 #   consumers: the FP8 attention's consumer count (QFUSE_VIT_TC_CONSUMERS 2, 3: 128 or 192 query
 #      rows a block): the attention tests under each, then two interleaved rounds of
@@ -9,6 +9,10 @@
 #      (another build), its tests and rows with 3 consumers in the same rounds;
 #   b: with .devbin_b.tgz carried (another `make devbin`, e.g. of branch
 #      wip/vit-quant-interleave, copied aside), its quantization tests and issue15_quant;
+#   persist: the FP8 attention's persistent form (QFUSE_VIT_TC_PERSISTENT 0 / 1): its tests, then
+#      two rounds of the kernel and the layer at D 72 S 4096 / 16384 / 8192 x 4 images, D 64 and
+#      80 at S 16384 (AB_VIT_SHAPES "D,S,NIMG ...", AB_VIT_ROUNDS), under 0 and 1 and with
+#      main's binary (.devbin_main.tgz) where carried;
 #   ncu: speed of light and memory of the static quantizer at S 16384: DRAM bytes against the
 #      176 MB minimum.
 #   device: bash scripts/ab_vit.sh   (carry .devbin.tgz [and .devbin_b.tgz]); logs in $OUT
@@ -19,18 +23,18 @@ mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 [ -x .devbin/qfuse ] || tar xzf .devbin.tgz
 bin=.devbin
-parts=${1:-quant consumers b ncu}
+parts=${1:-quant consumers b ncu}  # persist: named only
 has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 [ ! -f .devbin_b.tgz ] || [ -x B/.devbin/qfuse ] || { mkdir -p B && tar xzf .devbin_b.tgz -C B; }
 quant_tests='Shapes/VitQuant*:VLayouts/*:VitDynamic*'
 
 if has_part quant; then
-  for f in ${AB_VIT_FORMS:-0 1 2 3 4 5 6 7}; do
+  for f in ${AB_VIT_FORMS:-0 1 2 3 4 5 6 7 8 9}; do
     QFUSE_VIT_QUANT_FORM=$f timeout 60 $bin/test_vit_attention --gtest_brief=1 \
       --gtest_filter="$quant_tests" >"$out/tests_form$f.log" 2>&1
     echo "form $f: quantization tests exit $? ($(grep -c '\[  FAILED' "$out/tests_form$f.log") failed lines)"
   done
-  for f in ${AB_VIT_FORMS:-0 1 2 3 4 5 6 7}; do
+  for f in ${AB_VIT_FORMS:-0 1 2 3 4 5 6 7 8 9}; do
     QFUSE_VIT_QUANT_FORM=$f timeout 60 $bin/qfuse bench --suite issue15_quant \
       --json "$out/quant_form$f.json" >"$out/quant_form$f.txt" 2>&1
     echo "== form $f (routine shape us_median %copy)"
@@ -56,6 +60,32 @@ if has_part consumers; then
         QFUSE_VIT_TC_CONSUMERS=$c timeout 30 $b/qfuse bench --op vit_attention/fp8:tc --dim S=$2 \
           --dim H=16 --dim D=$1 --dim NIMG=1 2>&1 | grep -E '^vit_attention' |
           awk -v b=$b -v c=$c -v r=$r '{print "round " r " " b " consumers " c ": " $0}'
+      done
+    done
+  done
+fi
+
+if has_part persist; then
+  # The persistent form (QFUSE_VIT_TC_PERSISTENT, NOTES V14): the tensor-core tests under it, then
+  # rounds of the kernel and the layer at the bar shapes under 0 / 1, and main's binary
+  # (.devbin_main.tgz, one unit a block) beside them where carried.
+  QFUSE_VIT_TC_PERSISTENT=1 timeout 120 $bin/test_vit_attention --gtest_brief=1 \
+    --gtest_filter='HeadDims/VitAttentionTc.*:VitLayer*' >"$out/tests_persist.log" 2>&1
+  echo "persistent: attention tests exit $? ($(grep -c '\[  FAILED' "$out/tests_persist.log") failed lines)"
+  [ ! -f .devbin_main.tgz ] || [ -x M/.devbin/qfuse ] || { mkdir -p M && tar xzf .devbin_main.tgz -C M; }
+  runs="$bin:0 $bin:1"
+  [ -x M/.devbin/qfuse ] && runs="M/.devbin:0 $runs"
+  for r in $(seq "${AB_VIT_ROUNDS:-2}"); do
+    for bp in $runs; do
+      b=${bp%:*} pm=${bp#*:}
+      for op in vit_attention/fp8:tc vit_layer/fp8_static:tc; do
+        for shape in ${AB_VIT_SHAPES:-"72,4096,1" "72,16384,1" "72,8192,4" "64,16384,1" "80,16384,1"}; do
+          shape=${shape//,/ }
+          set -- $shape
+          QFUSE_VIT_TC_PERSISTENT=$pm timeout 30 $b/qfuse bench --op $op --dim S=$2 --dim H=16 \
+            --dim D=$1 --dim NIMG=$3 --no-unfused 2>&1 | grep -E '^vit_' |
+            awk -v b=$b -v pm=$pm -v r=$r '{print "round " r " " b " persistent " pm ": " $1, $2, $3, $4, $5, $6, $7, $8}'
+        done
       done
     done
   done

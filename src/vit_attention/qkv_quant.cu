@@ -49,6 +49,12 @@ using Form4 = Form<2, 2, 1, 6, 6, false>;
 using Form5 = Form<1, 2, 1, 8, 24, false>;
 using Form6 = Form<1, 2, 1, 8, 8, false>;  // form 5 in one wave: a third of its blocks' atomics
 using Form7 = Form<2, 2, 1, 8, 8, false>;  // the same with two chunks a thread in flight
+// Forms 8 / 9: form 5 with a transposed-V warp over 128 keys of one chunk column (kLanesJ 1), so
+// each store instruction writes one whole 128-byte row segment; 9 with two columns a lane (a
+// lane's loads then cover a whole 32-byte sector of each key row; 4 blocks an SM: 64 registers, no
+// spill).
+using Form8 = Form<1, 1, 1, 8, 24, false>;
+using Form9 = Form<1, 1, 2, 4, 12, false>;
 // NOTE: form 1 (form 0's shape with read-only-path loads): 11-21 % faster than form 0 on the
 // transposed-V rows and the dynamic requantization, the row-major rows -5 to +4 %, on an H100
 // in one run (bench/NOTES.md V11; not yet read on an H200).
@@ -415,11 +421,11 @@ Status grid_of(const QkvGeometry& g, dim3* grid) {
   return Status::Ok();
 }
 
-/// QFUSE_VIT_QUANT_FORM (0..7) when set, for A/B runs of the forms; else kDefaultForm.
+/// QFUSE_VIT_QUANT_FORM (0..9) when set, for A/B runs of the forms; else kDefaultForm.
 int form_index() {
   static const int form = [] {
     const char* e = std::getenv("QFUSE_VIT_QUANT_FORM");
-    return e != nullptr && e[0] >= '0' && e[0] <= '7' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
+    return e != nullptr && e[0] >= '0' && e[0] <= '9' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
   }();
   return form;
 }
@@ -442,8 +448,12 @@ Status with_form(Fn&& fn) {
       return fn(Form5{});
     case 6:
       return fn(Form6{});
-    default:
+    case 7:
       return fn(Form7{});
+    case 8:
+      return fn(Form8{});
+    default:
+      return fn(Form9{});
   }
 }
 
