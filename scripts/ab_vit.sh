@@ -9,10 +9,6 @@
 #      (another build), its tests and rows with 3 consumers in the same rounds;
 #   b: with .devbin_b.tgz carried (another `make devbin`, e.g. of branch
 #      wip/vit-quant-interleave, copied aside), its quantization tests and issue15_quant;
-#   persist: the FP8 attention's persistent form (QFUSE_VIT_TC_PERSISTENT 0 / 1): its tests, then
-#      two rounds of the kernel and the layer at D 72 S 4096 / 16384 / 8192 x 4 images, D 64 and
-#      80 at S 16384 (AB_VIT_SHAPES "D,S,NIMG ...", AB_VIT_ROUNDS), under 0 and 1 and with
-#      main's binary (.devbin_main.tgz) where carried;
 #   ncu: speed of light and memory of the static quantizer at S 16384: DRAM bytes against the
 #      176 MB minimum.
 #   device: bash scripts/ab_vit.sh   (carry .devbin.tgz [and .devbin_b.tgz]); logs in $OUT
@@ -23,7 +19,7 @@ mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 [ -x .devbin/qfuse ] || tar xzf .devbin.tgz
 bin=.devbin
-parts=${1:-quant consumers b ncu}  # persist: named only
+parts=${1:-quant consumers b ncu}
 has_part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 [ ! -f .devbin_b.tgz ] || [ -x B/.devbin/qfuse ] || { mkdir -p B && tar xzf .devbin_b.tgz -C B; }
 quant_tests='Shapes/VitQuant*:VLayouts/*:VitDynamic*'
@@ -60,32 +56,6 @@ if has_part consumers; then
         QFUSE_VIT_TC_CONSUMERS=$c timeout 30 $b/qfuse bench --op vit_attention/fp8:tc --dim S=$2 \
           --dim H=16 --dim D=$1 --dim NIMG=1 2>&1 | grep -E '^vit_attention' |
           awk -v b=$b -v c=$c -v r=$r '{print "round " r " " b " consumers " c ": " $0}'
-      done
-    done
-  done
-fi
-
-if has_part persist; then
-  # The persistent form (QFUSE_VIT_TC_PERSISTENT, NOTES V14): the tensor-core tests under it, then
-  # rounds of the kernel and the layer at the bar shapes under 0 / 1, and main's binary
-  # (.devbin_main.tgz, one unit a block) beside them where carried.
-  QFUSE_VIT_TC_PERSISTENT=1 timeout 120 $bin/test_vit_attention --gtest_brief=1 \
-    --gtest_filter='HeadDims/VitAttentionTc.*:VitLayer*' >"$out/tests_persist.log" 2>&1
-  echo "persistent: attention tests exit $? ($(grep -c '\[  FAILED' "$out/tests_persist.log") failed lines)"
-  [ ! -f .devbin_main.tgz ] || [ -x M/.devbin/qfuse ] || { mkdir -p M && tar xzf .devbin_main.tgz -C M; }
-  runs="$bin:0 $bin:1"
-  [ -x M/.devbin/qfuse ] && runs="M/.devbin:0 $runs"
-  for r in $(seq "${AB_VIT_ROUNDS:-2}"); do
-    for bp in $runs; do
-      b=${bp%:*} pm=${bp#*:}
-      for op in vit_attention/fp8:tc vit_layer/fp8_static:tc; do
-        for shape in ${AB_VIT_SHAPES:-"72,4096,1" "72,16384,1" "72,8192,4" "64,16384,1" "80,16384,1"}; do
-          shape=${shape//,/ }
-          set -- $shape
-          QFUSE_VIT_TC_PERSISTENT=$pm timeout 30 $b/qfuse bench --op $op --dim S=$2 --dim H=16 \
-            --dim D=$1 --dim NIMG=$3 --no-unfused 2>&1 | grep -E '^vit_' |
-            awk -v b=$b -v pm=$pm -v r=$r '{print "round " r " " b " persistent " pm ": " $1, $2, $3, $4, $5, $6, $7, $8}'
-        done
       done
     done
   done

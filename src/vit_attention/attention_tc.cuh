@@ -1,14 +1,11 @@
 // The Hopper tensor-core ViT attention (vit_attention.h, VitKernel::kTensorCore): FP8 Q/K/V on
 // FP8 wgmma, fp32 accumulation, warp-specialized with TMA.
 //
-// Work: a unit is kM = 64 kC query rows of one sequence and one head (unit u: query tile u %
-// tiles, counted over the sequences' ceil(len / kM) tiles, of head u / tiles); a block takes
-// unit blockIdx.x, or (persistent, tc_unit_blocks: a block an SM) every unit_blocks-th from it,
-// the next unit's loads running during the last one's epilogue; kC = 2 or 3 consumer
-// warpgroups (TcTraits). kC + 1 warpgroups:
-//   - warpgroup 0, the producer (one thread): a unit's Q once the consumers are done with the
-//     last one's (q_full / q_empty), then per key tile K [128 keys x 128 bytes] and V^T [D rows
-//     x 128 keys] by TMA into a 3-stage ring (full / empty mbarriers) that runs on over units;
+// Work: a block takes kM = 64 kC query rows of one sequence and one head (blockIdx.x: the query
+// tile, counted over the sequences' ceil(len / kM) tiles; blockIdx.y: the head); kC = 2 or 3
+// consumer warpgroups (TcTraits). kC + 1 warpgroups:
+//   - warpgroup 0, the producer (one thread): Q once, then per key tile K [128 keys x 128 bytes]
+//     and V^T [D rows x 128 keys] by TMA into a 3-stage ring (full / empty mbarriers);
 //   - warpgroups 1 .. kC, the consumers: 64 query rows each. Per key tile:
 //       S = Q K^T            wgmma m64n128k32 e4m3, both operands from shared memory,
 //                            ceil(Dp / 32) k steps (columns past Dp are TMA zero fill);
@@ -36,7 +33,6 @@
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
-#include "qfuse/core/arch.h"
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/dispatch.cuh"
@@ -73,7 +69,7 @@ struct TcTraits {
   static constexpr int kVOff = kKOff + kStages * kKBytes;
   static constexpr int kOOff = kVOff + kStages * kVBytes;
   static constexpr int kBarOff = kOOff + kOBytes;
-  static constexpr int kBars = 2 + 2 * kStages;                  // q_full, q_empty, full[], empty[]
+  static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD <= 128, "head sizes 64..128, multiples of 8");
   static_assert(kC == 2 || kC == 3, "2 or 3 consumer warpgroups");
@@ -130,22 +126,20 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   uint8_t* sm = smem_raw + ((1024 - (raw & 1023)) & 1023);
   uint64_t* bars = reinterpret_cast<uint64_t*>(sm + Tr::kBarOff);
   uint64_t* q_full = bars;
-  uint64_t* q_empty = bars + 1;
-  uint64_t* full = bars + 2;
-  uint64_t* empty = bars + 2 + Tr::kStages;
+  uint64_t* full = bars + 1;
+  uint64_t* empty = bars + 1 + Tr::kStages;
+  __shared__ TileSpan span;
 
   Core core(qp);
-  const int units = p.tiles * p.H;
-  if (static_cast<int>(blockIdx.x) >= p.unit_blocks) {  // scale-buffer padding
-    if (threadIdx.x < 128) {
+  if (blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
+    if (blockIdx.y == 0 && threadIdx.x < 128) {
       pdl_begin();
-      core.zero_padding((blockIdx.x - p.unit_blocks) * 128 + threadIdx.x, pad_blocks * 128);
+      core.zero_padding((blockIdx.x - p.tiles) * 128 + threadIdx.x, pad_blocks * 128);
     }
     return;
   }
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
-    mbar_init(q_empty, 4 * kC);  // the consumers' warps, after a unit's last Q K^T
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
@@ -154,51 +148,33 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     mbar_fence_init();
   }
   pdl_begin();
+  find_tile<Tr::kM>(p, blockIdx.x, &span);
   __syncthreads();
+  const int h = blockIdx.y;
+  const int64_t beg = span.beg, end = span.end, q0 = span.q0;
+  const int64_t kv0 = beg & ~int64_t{31};
+  const int tiles = end > beg ? static_cast<int>((end - kv0 + Tr::kN - 1) / Tr::kN) : 0;
   const int wg = warpgroup_index();
-  // The block's units u = blockIdx.x, + unit_blocks, ...: tile u % tiles of head u / tiles. Each
-  // role's warp finds a unit's span itself; ring slot `it` (stage it % kStages, phase
-  // (it / kStages) & 1) and the unit count k (Q's phase k & 1) run on over the units.
-  auto unit_span = [&](int u, int* h, int64_t* kv0, int* tiles) {
-    const int tile = u % p.tiles;
-    *h = u / p.tiles;
-    const TileSpan sp = find_tile_warp<Tr::kM>(p, tile);
-    *kv0 = sp.beg & ~int64_t{31};
-    *tiles = sp.end > sp.beg ? static_cast<int>((sp.end - *kv0 + Tr::kN - 1) / Tr::kN) : 0;
-    return sp;
-  };
 
   if (wg == 0) {
     regs_dec<Tr::kProducerRegs>();
-    if (threadIdx.x >= 32) return;
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && tiles > 0) {
       prefetch_tensormap(&p.q_map);
       prefetch_tensormap(&p.k_map);
       prefetch_tensormap(&p.vt_map);
-    }
-    int it = 0, k = 0;
-    for (int u = blockIdx.x; u < units; u += p.unit_blocks) {
-      int h, tiles;
-      int64_t kv0;
-      const TileSpan sp = unit_span(u, &h, &kv0, &tiles);
-      if (tiles == 0) continue;
-      if (threadIdx.x == 0) {
-        if (k > 0) mbar_wait(q_empty, (k - 1) & 1);
-        mbar_arrive_expect_tx(q_full, Tr::kQBytes);
+      mbar_arrive_expect_tx(q_full, Tr::kQBytes);
 #pragma unroll
-        for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
-          tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, h,
-                      static_cast<int>(sp.q0) + Tr::kQBoxRows * r);
-        for (int n = 0; n < tiles; ++n, ++it) {
-          const int st = it % Tr::kStages;
-          if (it >= Tr::kStages) mbar_wait(empty + st, ((it / Tr::kStages) - 1) & 1);
-          const int j0 = static_cast<int>(kv0 + int64_t{n} * Tr::kN);
-          mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
-          tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, h, j0);
-          tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, h);
-        }
+      for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
+        tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, h,
+                    static_cast<int>(q0) + Tr::kQBoxRows * r);
+      for (int n = 0; n < tiles; ++n) {
+        const int st = n % Tr::kStages;
+        if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
+        const int j0 = static_cast<int>(kv0 + int64_t{n} * Tr::kN);
+        mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
+        tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, h, j0);
+        tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, h);
       }
-      ++k;
     }
     return;
   }
@@ -209,13 +185,33 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   constexpr float kLog2e = 1.4426950408889634f;
   const float scale2 = p.softmax_scale * *p.q_scale * *p.k_scale * kLog2e;
+
+  float o[kD / 2];
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
   const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
+  // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
+  // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
+  // PV(n - 1) is in flight, then packs P(n). P is double-buffered (pa[n & 1], the loop unrolled
+  // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
+  // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
+  float s[64];
+  uint32_t pa[2][4][4];
+  float corr[2];
+  auto rescale_o = [&]() {
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
+  };
   // Ping-pong (FlashAttention-3's warpgroup scheduling): the consumers issue their GEMMs in turns,
   // round robin, consumer c waiting at named barrier 2 + c for the previous one's arrival after
   // its issues, so that one's softmax runs while another's GEMMs do instead of all contending
-  // for the MUFU and then for the tensor cores. A consumer has tiles + 1 turns a unit (QK(0), the
+  // for the MUFU and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the
   // steps, the last PV); the last consumer opens consumer 0's first turn and skips the arrival
   // after its own last.
   auto turn_begin = [&]() {
@@ -226,60 +222,34 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       if (!last || (kC == 2 ? c == 0 : c != kC - 1))
         named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
   };
+  auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
+    constexpr int b = decltype(buf)::value;
+    const int st = n % Tr::kStages;
+    wgmma_wait<0>();  // PV(n - 2) done
+    fence_regs(o);
+    if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
+    rescale_o();
+    mbar_wait(full + st, (n / Tr::kStages) & 1);
+    turn_begin();
+    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
+    wgmma_commit();
+    issue_pv<kD>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
+    wgmma_commit();
+    turn_end(false);
+    wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
+    fence_regs(s);
+    softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
+  };
   using B0 = std::integral_constant<int, 0>;
   using B1 = std::integral_constant<int, 1>;
-
-  int it0 = 0, k = 0;  // the unit's first ring slot; units done
-  for (int u = blockIdx.x; u < units; u += p.unit_blocks) {
-    int h, tiles;
-    int64_t kv0;
-    const TileSpan sp = unit_span(u, &h, &kv0, &tiles);
-    if (tiles == 0) continue;
-    const int64_t beg = sp.beg, end = sp.end, q0 = sp.q0;
-    float o[kD / 2];
-#pragma unroll
-    for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
-    // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
-    // PV(n - 1) is in flight, then packs P(n). P is double-buffered (pa[n & 1], the loop unrolled
-    // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
-    // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
-    float s[64];
-    uint32_t pa[2][4][4];
-    float corr[2];
-    auto rescale_o = [&]() {
-#pragma unroll
-      for (int i = 0; i < kD / 8; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
-    };
-    auto stage = [&](int n) { return (it0 + n) % Tr::kStages; };
-    auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
-      constexpr int b = decltype(buf)::value;
-      const int st = stage(n);
-      wgmma_wait<0>();  // PV(n - 2) done
-      fence_regs(o);
-      if (n >= 2 && lane == 0) mbar_arrive(empty + stage(n - 2));
-      rescale_o();
-      mbar_wait(full + st, ((it0 + n) / Tr::kStages) & 1);
-      turn_begin();
-      issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
-      wgmma_commit();
-      issue_pv<kD>(o, pa[b ^ 1], v_addr(stage(n - 1)));
-      wgmma_commit();
-      turn_end(false);
-      wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
-      fence_regs(s);
-      softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
-    };
+  if (tiles > 0) {
     if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
-    mbar_wait(q_full, k & 1);
-    mbar_wait(full + stage(0), (it0 / Tr::kStages) & 1);
+    mbar_wait(q_full, 0);
+    mbar_wait(full, 0);
     turn_begin();
-    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(stage(0)));
+    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(0));
     wgmma_commit();
     turn_end(false);
     wgmma_wait<0>();
@@ -291,14 +261,12 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       step(n, B1{});
       if (n + 1 < tiles) step(n + 1, B0{});
     }
-    // Every Q K^T of the unit is done: Q's buffer may take the next unit's.
-    if (lane == 0) mbar_arrive(q_empty);
     // The last PV: P(tiles - 1) is in pa[(tiles - 1) & 1].
     wgmma_wait<0>();
     fence_regs(o);
-    if (tiles >= 2 && lane == 0) mbar_arrive(empty + stage(tiles - 2));
+    if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
     rescale_o();
-    const int last = stage(tiles - 1);
+    const int last = (tiles - 1) % Tr::kStages;
     // NOTE: a select, not a branch between two issues (ptxas then injected a warpgroup.arrive).
     const bool odd = ((tiles - 1) & 1) != 0;
     uint32_t fin[4][4];
@@ -313,14 +281,11 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     wgmma_wait<0>();
     fence_regs(o);
     if (lane == 0) mbar_arrive(empty + last);
-
-    // Epilogue: O * v_scale / l into the shared tile, then through the quantizer (the consumers
-    // meet first: one may still be reading the previous unit's tile).
-    store_output<kD, Tr::kM, true>(core, o, l, *p.v_scale, reinterpret_cast<float*>(sm + Tr::kOOff),
-                                   c, warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
-    it0 += tiles;
-    ++k;
   }
+
+  // Epilogue: O * v_scale / l into the shared tile, then through the quantizer.
+  store_output<kD, Tr::kM, false>(core, o, l, *p.v_scale, reinterpret_cast<float*>(sm + Tr::kOOff),
+                                  c, warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
 #endif
 }
 
@@ -337,16 +302,8 @@ Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_
   const int pad_blocks =
       padding_units > 0 ? static_cast<int>(std::min<int64_t>((padding_units + 127) / 128, 1024))
                         : 0;
-  TcParams q = p;
-  const int64_t units = int64_t{p.tiles} * p.H;
-  if (units + pad_blocks > INT32_MAX)
-    return Status::InvalidArgument("q.sizes", "fewer than 2^31 (query tile, head) units",
-                                   std::to_string(units));
-  DeviceInfo dev;
-  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-  q.unit_blocks = static_cast<int>(tc_unit_blocks(units, dev.sm_count));
-  return launch_kernel("vit_tc_kernel", kernel, dim3(q.unit_blocks + pad_blocks),
-                       dim3(Tr::kThreads), Tr::kSmemBytes, stream, q, qp, pad_blocks);
+  return launch_kernel("vit_tc_kernel", kernel, dim3(p.tiles + pad_blocks, p.H), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p, qp, pad_blocks);
 }
 
 /// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or

@@ -384,8 +384,6 @@ namespace {
 /// head size has the form (D <= 72), which ran D 72 S 16384 in 0.866x the time of two on an H100
 /// (NOTES V12); QFUSE_VIT_TC_CONSUMERS=2 or vit::set_tc_consumers(2) keeps two.
 constexpr int kTcDefaultConsumers = 3;
-/// The persistent form (tc_persistent) is opt-in until measured (bench/NOTES.md V14).
-constexpr bool kTcDefaultPersistent = false;
 
 std::atomic<int>& tc_consumers_state() {
   static std::atomic<int> state{[] {
@@ -399,29 +397,6 @@ std::atomic<int>& tc_consumers_state() {
 
 void set_tc_consumers(int consumers) {
   tc_consumers_state().store(consumers == 2 || consumers == 3 ? consumers : 0);
-}
-
-namespace {
-
-std::atomic<int>& tc_persistent_state() {  // set_tc_persistent's mode; -1: the default
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_TC_PERSISTENT");
-    return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
-  }()};
-  return state;
-}
-
-}  // namespace
-
-int64_t tc_unit_blocks(int64_t units, int sm_count) {
-  const int mode = tc_persistent_state().load();
-  const int m = mode >= 0 ? mode : (kTcDefaultPersistent ? 1 : 0);
-  if (m == 0) return units;
-  return std::min<int64_t>(units, m == 1 ? std::max(sm_count, 1) : m);
-}
-
-void set_tc_persistent(int mode) {
-  tc_persistent_state().store(mode >= 0 ? mode : -1);
 }
 
 int tc_query_rows(int D) {

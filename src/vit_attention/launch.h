@@ -52,9 +52,6 @@ struct TcParams {
   const float* v_scale;
   float softmax_scale;
   int q_rows;  // query rows per block: 128, or 192 (the FP8 kernel's three-consumer form)
-  // The FP8 kernel's blocks that take (tile, head) units, unit u = tile + tiles * head: block b
-  // those with u % blocks == b, in order; tiles * H (one unit a block) or fewer (persistent).
-  int unit_blocks;
 };
 
 /// Head sizes whose FP8 tensor-core kernel has the three-consumer form (192 query rows a block,
@@ -71,15 +68,6 @@ int tc_query_rows(int D);
 /// 2 or 3 forces that many consumers (where the head size has the form), anything else restores
 /// the default.
 void set_tc_consumers(int consumers);
-/// The FP8 tensor-core kernel's blocks for `units` (query tile, head) units on `sm_count` SMs:
-/// `units` (a block a unit), or persistent, min(units, sm_count) blocks looping over the units
-/// (the next unit's Q and K / V loading during the last one's epilogue; bench/NOTES.md V14).
-/// QFUSE_VIT_TC_PERSISTENT=0|1 at start-up or set_tc_persistent, else the default (off).
-/// Process-wide.
-int64_t tc_unit_blocks(int64_t units, int sm_count);
-/// 0: a block a unit; 1: persistent; n > 1: persistent on at most n blocks (tests: several units
-/// a block at small shapes); negative: the default again.
-void set_tc_persistent(int mode);
 
 /// The tensor-core kernel for head size kD (one of QFUSE_VIT_HEAD_DIMS), output kinds none bf16
 /// and fp8_per_tensor; tp.q_rows from tc_query_rows.

@@ -20,20 +20,22 @@ struct TileSpan {
   int64_t beg, end, q0;
 };
 
-/// The span of query tile `tile` (tiles of kM rows counted sequence by sequence) for the calling
-/// warp, every lane: the warp scans cu_seqlens 32 sequences at a time.
+/// Finds the sequence of query tile `tile` (tiles of kM rows counted sequence by sequence):
+/// warp 0 scans cu_seqlens 32 sequences at a time; the result goes through shared memory.
 template <int kM>
-__device__ __forceinline__ TileSpan find_tile_warp(const TcParams& p, int tile) {
-  TileSpan sp{0, 0, 0};
-  if (p.cu_seqlens == nullptr) {
-    const int64_t per = (p.S + kM - 1) / kM;
-    const int64_t b = tile / per;
-    sp.beg = b * p.S;
-    sp.end = sp.beg + p.S;
-    sp.q0 = sp.beg + (tile - b * per) * kM;
-    return sp;
-  }
+__device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan* out) {
   const int lane = threadIdx.x & 31;
+  if (p.cu_seqlens == nullptr) {
+    if (threadIdx.x == 0) {
+      const int64_t per = (p.S + kM - 1) / kM;
+      const int64_t b = tile / per;
+      out->beg = b * p.S;
+      out->end = out->beg + p.S;
+      out->q0 = out->beg + (tile - b * per) * kM;
+    }
+    return;
+  }
+  if (threadIdx.x >= 32) return;
   int64_t before = 0;  // tiles of the sequences already passed
   for (int b0 = 0; b0 < p.num_seqs; b0 += 32) {
     const int b = b0 + lane;
@@ -52,23 +54,18 @@ __device__ __forceinline__ TileSpan find_tile_warp(const TcParams& p, int tile) 
     const bool here = tile < before + incl && tile >= before + incl - tiles && tiles > 0;
     const unsigned mask = __ballot_sync(0xffffffffu, here);
     if (mask != 0) {
-      const int src = __ffs(mask) - 1;
-      sp.beg = __shfl_sync(0xffffffffu, beg, src);
-      sp.end = __shfl_sync(0xffffffffu, end, src);
-      sp.q0 = sp.beg + (tile - __shfl_sync(0xffffffffu, before + incl - tiles, src)) * kM;
-      return sp;
+      if (here) {
+        out->beg = beg;
+        out->end = end;
+        out->q0 = beg + (tile - (before + incl - tiles)) * kM;
+      }
+      return;
     }
     before += __shfl_sync(0xffffffffu, incl, 31);
   }
-  return sp;  // past the last tile (cannot happen with the host's count): an empty span
-}
-
-/// find_tile_warp by warp 0 into shared memory (`out`, for the block after a barrier).
-template <int kM>
-__device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan* out) {
-  if (threadIdx.x >= 32) return;
-  const TileSpan sp = find_tile_warp<kM>(p, tile);
-  if (threadIdx.x == 0) *out = sp;
+  if (lane == 0) {  // past the last tile (cannot happen with the host's count): an empty span
+    out->beg = out->end = out->q0 = 0;
+  }
 }
 
 /// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by

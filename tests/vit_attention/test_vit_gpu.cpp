@@ -582,26 +582,13 @@ struct ForceTcConsumers {
   ForceTcConsumers& operator=(const ForceTcConsumers&) = delete;
 };
 
-/// The FP8 tensor-core kernel's persistent mode forced for one test (vit::set_tc_persistent),
-/// the default restored after.
-struct ForceTcPersistent {
-  explicit ForceTcPersistent(int mode) { vit::set_tc_persistent(mode); }
-  ~ForceTcPersistent() { vit::set_tc_persistent(-1); }
-  ForceTcPersistent(const ForceTcPersistent&) = delete;
-  ForceTcPersistent& operator=(const ForceTcPersistent&) = delete;
-};
-
-/// (head size, consumer warpgroups of the FP8 tensor-core kernel: 2, or 3 = 192 query rows,
-/// persistent mode: 0 a block a unit, 5 persistent on 5 blocks: each block several (tile, head)
-/// units of different sequences, the ring and Q's barriers running on over them).
-class VitAttentionTc : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+/// (head size, consumer warpgroups of the FP8 tensor-core kernel: 2, or 3 = 192 query rows).
+class VitAttentionTc : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   QFUSE_REQUIRE_GPU();
   const int64_t D = std::get<0>(GetParam()), H = 2, cols = H * D;
   const ForceTcConsumers force(std::get<1>(GetParam()));
-  const ForceTcPersistent persistent(std::get<2>(GetParam()));
-  ASSERT_EQ(vit::tc_unit_blocks(100, 132), std::get<2>(GetParam()) == 0 ? 100 : 5);
   ASSERT_EQ(vit::tc_query_rows(static_cast<int>(D)), 64 * std::get<1>(GetParam()));
   const std::vector<int32_t> cu{0, 1, 38, 102, 232, 532, 1532};  // 1, 37, 64, 130, 300, 1000
   const int64_t T = cu.back(), Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(T);
@@ -658,11 +645,9 @@ TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc,
-                         ::testing::Values(std::tuple{64, 2, 0}, std::tuple{72, 2, 0},
-                                           std::tuple{80, 2, 0}, std::tuple{96, 2, 0},
-                                           std::tuple{128, 2, 0}, std::tuple{64, 3, 0},
-                                           std::tuple{72, 3, 0}, std::tuple{72, 3, 5},
-                                           std::tuple{80, 2, 5}, std::tuple{64, 3, 5}));
+                         ::testing::Values(std::tuple{64, 2}, std::tuple{72, 2}, std::tuple{80, 2},
+                                           std::tuple{96, 2}, std::tuple{128, 2}, std::tuple{64, 3},
+                                           std::tuple{72, 3}));
 
 // ---- the BF16 tensor-core kernel ------------------------------------------------------------
 
