@@ -31,8 +31,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-/// A form of the kernels (QFUSE_VIT_QUANT_FORM picks one for A/B runs; the path's default
-/// otherwise):
+/// A form of the kernels (QFUSE_VIT_QUANT_FORM picks one for A/B runs; kDefaultForm otherwise):
 /// kU row-major chunks a thread has in flight; a transposed-V warp unit spreads kLanesJ chunk
 /// columns over its lanes and gives each lane kJPerLane of them (4 keys each); kMinBlocks blocks
 /// an SM for the launch bounds; kGridPerSm blocks an SM in the grid (the rest grid-strides).
@@ -50,20 +49,10 @@ using Form4 = Form<2, 2, 1, 6, 6, false>;
 using Form5 = Form<1, 2, 1, 8, 24, false>;
 using Form6 = Form<1, 2, 1, 8, 8, false>;  // form 5 in one wave: a third of its blocks' atomics
 using Form7 = Form<2, 2, 1, 8, 8, false>;  // the same with two chunks a thread in flight
-// Forms 8 / 9: form 5 with a transposed-V warp over 128 keys of one chunk column (kLanesJ 1), so
-// each store instruction writes one whole 128-byte row segment; 9 with two columns a lane (a
-// lane's loads then cover a whole 32-byte sector of each key row; 4 blocks an SM: 64 registers, no
-// spill).
-using Form8 = Form<1, 1, 1, 8, 24, false>;
-using Form9 = Form<1, 1, 2, 4, 12, false>;
-// NOTE: the defaults by path (bench/NOTES.md V11, V13; H100, same runs). Form 8 is the fastest
-// with static scales (S 16384: static:vt 67.3 against form 1's 72.6 µs, 87.7 % of copy;
-// row-major 93.2 %) and becomes that path's default once the GPU script has run with it (the
-// twentieth session had no device time left); with dynamic scaling form 1, whose 528 blocks keep
-// the per-block amax and ticket atomics cheap (form 8's 3168 take ~10 µs of them: dynamic:vt
-// 33.0 against 21.6 µs at S 4096, 80.2 against 70.6 at S 16384).
-constexpr int kDefaultStaticForm = 1;
-constexpr int kDefaultDynamicForm = 1;
+// NOTE: form 1 (form 0's shape with read-only-path loads): 11-21 % faster than form 0 on the
+// transposed-V rows and the dynamic requantization, the row-major rows -5 to +4 %, on an H100
+// in one run (bench/NOTES.md V11; not yet read on an H200).
+constexpr int kDefaultForm = 1;
 
 /// Chunk c (row r = c / cpr of the output, columns [8 j, 8 j + 8)): 8 bf16 as raw bits, zeros
 /// beyond D. One 16-byte streaming load on the vector path.
@@ -426,19 +415,19 @@ Status grid_of(const QkvGeometry& g, dim3* grid) {
   return Status::Ok();
 }
 
-/// QFUSE_VIT_QUANT_FORM (0..9) when set, for A/B runs of the forms; else the path's default.
-int form_index(bool dynamic) {
-  static const int forced = [] {
+/// QFUSE_VIT_QUANT_FORM (0..7) when set, for A/B runs of the forms; else kDefaultForm.
+int form_index() {
+  static const int form = [] {
     const char* e = std::getenv("QFUSE_VIT_QUANT_FORM");
-    return e != nullptr && e[0] >= '0' && e[0] <= '9' && e[1] == '\0' ? e[0] - '0' : -1;
+    return e != nullptr && e[0] >= '0' && e[0] <= '7' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
   }();
-  return forced >= 0 ? forced : dynamic ? kDefaultDynamicForm : kDefaultStaticForm;
+  return form;
 }
 
-/// Calls fn(F{}) with the form form_index(dynamic) picks.
+/// Calls fn(F{}) with the form form_index() picks.
 template <class Fn>
-Status with_form(bool dynamic, Fn&& fn) {
-  switch (form_index(dynamic)) {
+Status with_form(Fn&& fn) {
+  switch (form_index()) {
     case 0:
       return fn(Form0{});
     case 1:
@@ -453,12 +442,8 @@ Status with_form(bool dynamic, Fn&& fn) {
       return fn(Form5{});
     case 6:
       return fn(Form6{});
-    case 7:
-      return fn(Form7{});
-    case 8:
-      return fn(Form8{});
     default:
-      return fn(Form9{});
+      return fn(Form7{});
   }
 }
 
@@ -490,7 +475,7 @@ Status vit_quantize_qkv(const VitQkvQuantArgs& a, cudaStream_t stream) {
   vit::QkvGeometry g{};
   QFUSE_RETURN_IF_ERROR(vit::validate(a, false, &g));
   if (g.chunks == 0) return Status::Ok();
-  return vit::with_form(false, [&](auto form) -> Status {
+  return vit::with_form([&](auto form) -> Status {
     using F = decltype(form);
     dim3 grid;
     QFUSE_RETURN_IF_ERROR(vit::grid_of<F>(g, &grid));
@@ -529,7 +514,7 @@ Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& a, const VitScaleState& s
   uint32_t* words = vit::layer_words(st, layer);
   uint8_t* out[3] = {static_cast<uint8_t*>(a.q_out.data), static_cast<uint8_t*>(a.k_out.data),
                      static_cast<uint8_t*>(a.v_out.data)};
-  return vit::with_form(true, [&](auto form) -> Status {
+  return vit::with_form([&](auto form) -> Status {
     using F = decltype(form);
     dim3 grid;
     QFUSE_RETURN_IF_ERROR(vit::grid_of<F>(g, &grid));
