@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The ViT experiments waiting for a device (bench/NOTES.md V8, V12), in one device call:
 #   bash scripts/ab_vit.sh [parts]   parts: any of quant consumers b ncu (default: all four)
-#   quant: the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..7; AB_VIT_FORMS picks): the quantization tests under each,
-#      then `qfuse bench --suite issue15_quant` under each (S 16384 / 65536 rows printed);
+#   quant: the quantizer's forms (QFUSE_VIT_QUANT_FORM 0..7; AB_VIT_FORMS picks): the
+#      quantization tests under each, then `qfuse bench --suite issue15_quant` under each (S 16384 / 65536 rows printed);
 #   consumers: the FP8 attention's consumer count (QFUSE_VIT_TC_CONSUMERS 2, 3: 128 or 192 query
 #      rows a block): the attention tests under each, then two interleaved rounds of
 #      vit_attention/fp8:tc at D 72 S 4096 and 16384 and D 64 at S 16384; with .devbin_b.tgz

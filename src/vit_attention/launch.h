@@ -38,8 +38,7 @@ struct AttnParams {
 
 /// What the tensor-core kernel reads (attention_tc.cuh): TMA maps of q and k ([S_total, H, Dp]
 /// e4m3, box 128 bytes x 1 head x 128 rows (q: 64 where q_rows is 192), 128-byte swizzle) and of
-/// the transposed V
-/// ([H, Dp, S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
+/// the transposed V ([H, Dp, S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
 struct TcParams {
   CUtensorMap q_map, k_map, vt_map;
   const int32_t* cu_seqlens;  // device [num_seqs + 1], or null: sequences of S tokens
