@@ -7,7 +7,8 @@ Per op (static_scaled_fp8_quant on [16, 7168], then every op on test_gpu.opcheck
            op call (the op library's benchmark hook, qfuse_torch_bench_calls)
   fast     the function qfuse.torch offers for the op (ops.CALL[op]: the op library's eager
            fast path, torch_fast.cpp: Python -> the op's CUDA kernel, without PyTorch's argument
-           parser), eagerly; f_over = fast - api: issue 17's overhead
+           parser), eagerly; f_over = fast - api: issue 17's overhead (on the device, batches
+           of fast and api alternate and f_over is the median of the pairs' differences)
   chk      the same with the API's driver queries of every pointer (the op library no longer
            vouching for its tensors' devices: qfuse_torch_trust_pointers(0); bench/NOTES.md P2)
   torch    torch.ops.qfuse.<op>(...) eagerly: Python -> dispatcher -> the C++ kernel
@@ -100,6 +101,20 @@ def api_us(cpp, fn, args, calls, repeats, sync):
     return statistics.median(times)
 
 
+def paired_us(cpp, fast, op, args, calls, repeats, sync):
+    """(fast, api, fast - api): batches of `fast` and of the API alone (api_us) alternating, so
+    that the host's drift over the run falls on both alike; medians of the batches and of the
+    batch pairs' differences."""
+    fasts, apis, diffs = [], [], []
+    for _ in range(repeats):
+        f = host_us(fast, args, calls, 1, sync)
+        a = api_us(cpp, op, args, calls, 1, sync)
+        fasts.append(f)
+        apis.append(a)
+        diffs.append(f - a)
+    return statistics.median(fasts), statistics.median(apis), statistics.median(diffs)
+
+
 def graph_us(torch, capture, per_graph=100, replays=20, repeats=5):
     """CUDA-event time per call of a graph holding `per_graph` calls (`capture()` records them)."""
     s = torch.cuda.Stream()
@@ -163,9 +178,9 @@ def run_gpu(args, torch, ops):
                                     args.repeats, sync)
             row["core"] = host_us(ops._IMPLS[name], a, args.calls, args.repeats, sync)
             if ops._CPP is not None and name in ops.CPP_OPS:
-                row["api"] = api_us(ops._CPP, op, a, args.calls, args.repeats, sync)
+                row["fast"], row["api"], row["f_over"] = paired_us(
+                    ops._CPP, ops.CALL[name], op, a, args.calls, args.repeats, sync)
                 row["overhead"] = row["torch"] - row["api"]
-                row["f_over"] = row["fast"] - row["api"]
                 if floor is not None:
                     row["floor"] = host_us(getattr(torch.ops.qfuse_floor, name), a, args.calls,
                                            args.repeats, sync)

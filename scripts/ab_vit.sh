@@ -34,7 +34,7 @@ if has_part quant; then
     QFUSE_VIT_QUANT_FORM=$f timeout 60 $bin/qfuse bench --suite issue15_quant \
       --json "$out/quant_form$f.json" >"$out/quant_form$f.txt" 2>&1
     echo "== form $f (routine shape us_median %copy)"
-    grep -E '^vit_quant' "$out/quant_form$f.txt" | grep -E 'S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
+    grep -E '^vit_quant' "$out/quant_form$f.txt" | grep -E 'S=4096|S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
   done
 fi
 
@@ -67,7 +67,7 @@ if has_part b && [ -x B/.devbin/qfuse ]; then
   echo "build B: quantization tests exit $?"
   timeout 60 B/.devbin/qfuse bench --suite issue15_quant >"$out/quant_b.txt" 2>&1
   echo "== build B"
-  grep -E '^vit_quant' "$out/quant_b.txt" | grep -E 'S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
+  grep -E '^vit_quant' "$out/quant_b.txt" | grep -E 'S=4096|S=16384|S=65536' | awk '{print "  " $1, $2, $5, $8}'
 fi
 
 if has_part ncu && command -v ncu >/dev/null; then
