@@ -51,7 +51,8 @@ using Form6 = Form<1, 2, 1, 8, 8, false>;  // form 5 in one wave: a third of its
 using Form7 = Form<2, 2, 1, 8, 8, false>;  // the same with two chunks a thread in flight
 // NOTE: form 1 (form 0's shape with read-only-path loads): 11-21 % faster than form 0 on the
 // transposed-V rows and the dynamic requantization, the row-major rows -5 to +4 %, on an H100
-// in one run (bench/NOTES.md V11; not yet read on an H200).
+// in one run (bench/NOTES.md V11); on an H200 faster than the H100's best static form, form 8
+// (V16).
 constexpr int kDefaultForm = 1;
 
 /// Chunk c (row r = c / cpr of the output, columns [8 j, 8 j + 8)): 8 bf16 as raw bits, zeros
