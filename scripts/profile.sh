@@ -5,7 +5,8 @@
 # call returns only a few files.
 # QFUSE_PROFILE_CASES picks the cases (names below); "mla" stands for every MLA decode case: each
 # kernel form at issue 13's bar shapes, with every warp stall reason per issued instruction and
-# the pipes' utilisation (the tensor pipe among them), largest first (bench/NOTES.md M13-M15).
+# the pipes' utilisation (the tensor pipe among them), largest first (bench/NOTES.md M13-M15);
+# "vit_wave" / "vit_4k" the ViT FP8 kernel the same way (V17).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.devbin}
@@ -24,7 +25,9 @@ run() {  # name op quant T H [extra bench options]
   echo "== $1 ($2 $3 T=$4 H=$5)"
   grep -E "DRAM Throughput|Memory Throughput|Duration|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit Rate|Mem Busy|Max Bandwidth|Stall|Executed Ipc" "$out/ncu_$1.txt" | sed 's/^ */  /'
 }
-mla_metrics="--section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active"
+# The global stores' L2 sectors beside their instructions (32 a store: every lane its own
+# sector; bench/NOTES.md M51).
+mla_metrics="--section ComputeWorkloadAnalysis --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum,smsp__sass_inst_executed_op_global_st.sum"
 mla_memory="--dim B=128 --dim N=16 --dim SQ=1 --dim S=16384"
 mla_compute="--dim B=64 --dim N=128 --dim SQ=2 --dim S=4096"
 # QFUSE_PROFILE_SOURCE=1: the MLA cases also sample warp stalls per SASS instruction (section
@@ -42,7 +45,7 @@ run_mla() {  # name kernel-regex env routine dims
     "$ncu" -i "$rep.ncu-rep" --page source --csv --print-source sass 2>&1 | gzip >"$out/src_$name.csv.gz"
   fi
   echo "== $name: $kernel, $routine $dims${env:+ ($env)}"
-  grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued" \
+  grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Hit Rate|Compute \(SM\) Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|global_op_st|op_global_st" \
     "$out/ncu_$name.txt" | sed 's/^ */  /'
   grep -E "smsp__average_warps_issue_stalled_.*ratio|sm__pipe_.*pct_of_peak|sm__inst_executed_pipe_.*pct_of_peak" \
     "$out/ncu_$name.txt" | awk '{v=$NF; gsub(",", "", v); if (v + 0 >= 0.2) print "  " $1, v}' |
@@ -78,6 +81,10 @@ for c in $cases; do
     mla_fp8_r32_compute) run_mla $c mla_tc_kernel QFUSE_MLA_FP8_WIDE=0 mla_decode/fp8 "$mla_compute" ;;
     mla_bf16_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/bf16 "$mla_compute" ;;
     mla_bf16_pair_compute) run_mla $c mla_pair_kernel QFUSE_MLA_WIDE_FORM=2 mla_decode/bf16 "$mla_compute" ;;
+    # The ViT FP8 kernel at one wave (S 1536: 128 blocks of 12 key tiles) and at S 4096 (2.67
+    # waves): where the cost per wave goes (bench/NOTES.md V17).
+    vit_wave) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=1536" ;;
+    vit_4k) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=4096" ;;
   esac
 done
 if [ "${QFUSE_PROFILE_TAR:-0}" = 1 ]; then
