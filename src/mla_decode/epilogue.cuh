@@ -14,7 +14,9 @@
 // store_pairs<n>(p, ctx, i, h, d0, pair) the n value pairs pair(j) = (value d0 + 8 j, value d0 +
 // 8 j + 1) of one row (d0 even), one 4- or 8-byte store a pair; store_values<n>(p, ctx, i, h, d0,
 // f) the n values f(k) = {offset, value} at columns d0 + offset (offsets constant after
-// unrolling); store_lse(p, ctx, i, h, lse). store_fragment() writes the tensor-core consumer's O^T
+// unrolling); store_run<n>(p, ctx, i, h, d0, f) the n consecutive values f(k) at columns d0 + k
+// (d0 a multiple of n, n a multiple of 8: 16-byte stores where the row allows, bench/NOTES.md
+// M51); store_lse(p, ctx, i, h, lse). store_fragment() writes the tensor-core consumer's O^T
 // accumulator fragment (traits.cuh): the thread's values of every m-tile and column, so an
 // epilogue that needs the whole row (a per-token scale) can override it and reduce across the
 // warpgroup.
@@ -88,6 +90,33 @@ struct OutputEpilogue {
       }
     }
   }
+  template <int kN, class F>
+  __device__ static void store_run(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                   F&& f) {
+    static_assert(kN % 8 == 0, "a run is whole 16-byte chunks");
+    uint16_t* dst = row(p, c, i, h) + d0;
+    // Rounded and packed first: one copy of that work whichever way the row is aligned.
+    uint32_t w[kN / 2];
+#pragma unroll
+    for (int k = 0; k < kN / 2; ++k) {
+      const __nv_bfloat162 x = __floats2bfloat162_rn(f(2 * k), f(2 * k + 1));
+      w[k] = *reinterpret_cast<const uint32_t*>(&x);
+    }
+    // NOTE: the row stride may be odd (validation asks 2-byte alignment only); d0 is a multiple
+    // of 8 values, so the row's alignment decides, tested once.
+    if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+#pragma unroll
+      for (int k = 0; k < kN / 8; ++k)
+        reinterpret_cast<uint4*>(dst)[k] =
+            make_uint4(w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kN / 2; ++k) {
+        dst[2 * k] = static_cast<uint16_t>(w[k] & 0xffffu);
+        dst[2 * k + 1] = static_cast<uint16_t>(w[k] >> 16);
+      }
+    }
+  }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     if (p.lse != nullptr) p.lse[(static_cast<int64_t>(c.b) * p.s_q + i) * p.lse_st + h] = l;
   }
@@ -124,6 +153,17 @@ struct PartialEpilogue {
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) *reinterpret_cast<float2*>(dst + 8 * j) = pair(j);
   }
+  template <int kN, class F>
+  __device__ static void store_run(const DecodeParams& p, const EpiCtx& c, int i, int h, int d0,
+                                   F&& f) {
+    if (c.slot < 0) return OutputEpilogue::store_run<kN>(p, c, i, h, d0, f);
+    static_assert(kN % 4 == 0, "a run is whole float4s");
+    // The workspace's rows are 2 KB apart from a 256-byte aligned base, d0 a multiple of 4.
+    float4* dst = reinterpret_cast<float4*>(row(p, c, i, h) + d0);
+#pragma unroll
+    for (int k = 0; k < kN / 4; ++k)
+      dst[k] = make_float4(f(4 * k), f(4 * k + 1), f(4 * k + 2), f(4 * k + 3));
+  }
   __device__ static void store_lse(const DecodeParams& p, const EpiCtx& c, int i, int h, float l) {
     if (c.slot < 0) return OutputEpilogue::store_lse(p, c, i, h, l);
     p.sched.lse_part[(static_cast<int64_t>(c.slot) * p.s_q + i) * p.heads + h] = l;
@@ -134,11 +174,14 @@ struct PartialEpilogue {
 /// 512 latent columns: the bf16 mainloop's natural order, and the FP8 mainloop's (its V^T A
 /// fragments give a thread 16 consecutive columns, mainloop_fp8.cuh).
 /// d(j, w, g, hi) = base(w, g) + off(j, hi).
+/// kRun: a thread's 16 values of a row are consecutive columns (store_run), else 8 apart.
 struct DMapSS {
+  static constexpr bool kRun = false;
   __device__ static int base(int w, int g) { return 16 * w + g; }
   __device__ static constexpr int off(int j, int hi) { return 64 * j + 8 * hi; }
 };
 struct DMapRS {
+  static constexpr bool kRun = true;
   __device__ static int base(int w, int g) { return 128 * w + 16 * g; }
   __device__ static constexpr int off(int j, int hi) { return 2 * j + hi; }
 };
@@ -158,10 +201,18 @@ __device__ __forceinline__ void store_fragment(const DecodeParams& p, const EpiC
     const int col = 8 * (cc >> 1) + 2 * qd + (cc & 1);
     const int gr = row0 + col;
     const int i = gr / p.heads, h = gr - i * p.heads;
-    E::template store_values<16>(p, c, i, h, DMap::base(w, g), [&](int k) {
+    auto value = [&](int k) {  // k = 2 j + hi: m-tile j, the fragment's row half hi
       const int j = k >> 1, hi = k & 1;
-      return ColVal{DMap::off(j, hi), o[j][4 * (cc >> 1) + 2 * hi + (cc & 1)] * scale[cc]};
-    });
+      return o[j][4 * (cc >> 1) + 2 * hi + (cc & 1)] * scale[cc];
+    };
+    if constexpr (DMap::kRun) {
+      static_assert(DMap::off(7, 1) == 15, "DMapRS: off(j, hi) = 2 j + hi");
+      E::template store_run<16>(p, c, i, h, DMap::base(w, g), value);
+    } else {
+      E::template store_values<16>(p, c, i, h, DMap::base(w, g), [&](int k) {
+        return ColVal{DMap::off(k >> 1, k & 1), value(k)};
+      });
+    }
     if (w == 0 && g == 0) E::store_lse(p, c, i, h, lse[cc]);
   }
 }
