@@ -297,10 +297,11 @@ TEST(MlaDecodeGpu, SimpleWholeRequests) {
 
 TEST(MlaDecodeGpu, OddOutputRowStrideGivesTheSameBytes) {
   // The epilogues store a row's value pairs with 4-byte stores where the row is 4-byte aligned
-  // and with 2-byte stores where it is not (validation asks 2-byte alignment only): an output
-  // whose token stride is odd (every other row misaligned) gets the same bytes as the aligned
-  // one, through every tensor-core form (16 rows; 64 rows: both bf16 wide forms, the FP8 forms)
-  // and both split modes.
+  // (the FP8 forms' 16-value runs with 16-byte stores where it is 16-byte aligned) and with
+  // 2-byte stores where it is not (validation asks 2-byte alignment only): an output whose
+  // token stride is odd (every other row misaligned, 7 of 8 for the runs) gets the same bytes as
+  // the aligned one, through every tensor-core form (16 rows; 64 rows: both bf16 wide forms, the
+  // FP8 forms) and both split modes.
   QFUSE_REQUIRE_GPU();
   for (const int heads : {16, 128})
     for (const DType cache : {DType::kBF16, DType::kE4M3}) {
