@@ -215,9 +215,15 @@ class VitAttentionInstance final : public Instance {
     }
     sets_.clear();
     sets_.resize(num_sets);
+    // NOTE: one stream-K workspace for every set (the calls run one after another on the
+    // stream), as an engine would hold one.
+    const size_t ws_bytes = vit_attention_workspace_bytes(S_, H_, static_cast<int>(D_));
+    if (ws_bytes > 0) QFUSE_RETURN_IF_ERROR(ws_.allocate(ws_bytes));
     for (int s = 0; s < num_sets; ++s) {
       Set& set = sets_[s];
       VitAttentionArgs& a = set.args;
+      a.workspace = ws_bytes > 0 ? ws_.get() : nullptr;
+      a.workspace_bytes = ws_bytes;
       if (fp8_) {
         QFUSE_RETURN_IF_ERROR(staging.fill(41 + s, stream));
         QFUSE_RETURN_IF_ERROR(set.fp8.allocate(S_, H_, D_, vt()));
@@ -267,7 +273,7 @@ class VitAttentionInstance final : public Instance {
   VitAttentionOptions opt_;
   int64_t S_, H_, D_;
   std::vector<int32_t> lens_, cu_;
-  DeviceBuffer cu_dev_, scales_;
+  DeviceBuffer cu_dev_, scales_, ws_;
   std::vector<Set> sets_;
 };
 

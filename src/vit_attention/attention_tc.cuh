@@ -69,7 +69,7 @@ struct TcTraits {
   static constexpr int kVOff = kKOff + kStages * kKBytes;
   static constexpr int kOOff = kVOff + kStages * kVBytes;
   static constexpr int kBarOff = kOOff + kOBytes;
-  static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
+  static constexpr int kBars = 2 + 2 * kStages;                  // q_full, full[], empty[], q_empty
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD <= 128, "head sizes 64..128, multiples of 8");
   static_assert(kC == 2 || kC == 3, "2 or 3 consumer warpgroups");
@@ -114,7 +114,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)
     WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
 }
 
-template <int kD, int kC, class Core>
+template <int kD, int kC, class Core, bool kStreamK>
 __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
                   int pad_blocks) {
@@ -128,10 +128,14 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   uint64_t* q_full = bars;
   uint64_t* full = bars + 1;
   uint64_t* empty = bars + 1 + Tr::kStages;
+  uint64_t* q_empty = bars + 1 + 2 * Tr::kStages;  // (stream-K: Q's buffer free for the next)
+  // The block's work: one query tile whole (span), or stream-K segments (build_segments).
   __shared__ TileSpan span;
+  __shared__ Segment segs[kStreamK ? kStreamKMaxSegments : 1];
+  __shared__ int nseg, merge_flag;
 
   Core core(qp);
-  if (blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
+  if (!kStreamK && blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
     if (blockIdx.y == 0 && threadIdx.x < 128) {
       pdl_begin();
       core.zero_padding((blockIdx.x - p.tiles) * 128 + threadIdx.x, pad_blocks * 128);
@@ -140,6 +144,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   }
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
+    mbar_init(q_empty, 4 * kC);  // the consumers' warps
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
@@ -148,32 +153,59 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     mbar_fence_init();
   }
   pdl_begin();
-  find_tile<Tr::kM>(p, blockIdx.x, &span);
+  if constexpr (kStreamK) {
+    if (threadIdx.x < 32) build_segments<Tr::kM>(p, blockIdx.x, segs, &nseg, &span);
+  } else {
+    find_tile<Tr::kM>(p, blockIdx.x, &span);
+  }
   __syncthreads();
-  const int h = blockIdx.y;
-  const int64_t beg = span.beg, end = span.end, q0 = span.q0;
-  const int64_t kv0 = beg & ~int64_t{31};
-  const int tiles = end > beg ? static_cast<int>((end - kv0 + Tr::kN - 1) / Tr::kN) : 0;
+  const int segments = kStreamK ? nseg : 1;
+  // Segment i: key tiles [t0, t1) of the query tile at q0 of head h in the sequence [beg, end).
+  auto segment = [&](int i) {
+    if constexpr (kStreamK) {
+      return segs[i];
+    } else {
+      const int tiles = static_cast<int>(tc_key_tiles(span.beg, span.end));
+      return Segment{static_cast<int>(blockIdx.y),
+                     static_cast<int>(span.q0),
+                     static_cast<int>(span.beg),
+                     static_cast<int>(span.end),
+                     0,
+                     tiles,
+                     0,
+                     0};
+    }
+  };
   const int wg = warpgroup_index();
 
   if (wg == 0) {
     regs_dec<Tr::kProducerRegs>();
-    if (threadIdx.x == 0 && tiles > 0) {
+    if (threadIdx.x == 0) {
       prefetch_tensormap(&p.q_map);
       prefetch_tensormap(&p.k_map);
       prefetch_tensormap(&p.vt_map);
-      mbar_arrive_expect_tx(q_full, Tr::kQBytes);
+      int g = 0, nq = 0;  // the ring's tile count and the Q loads over the segments
+      for (int i = 0; i < segments; ++i) {
+        const Segment sg = segment(i);
+        if (sg.t1 <= sg.t0) continue;
+        // NOTE: the q_full / q_empty phases count the segments with tiles (every role skips
+        // the others alike).
+        if (kStreamK && nq > 0) mbar_wait(q_empty, (nq - 1) & 1);
+        ++nq;
+        mbar_arrive_expect_tx(q_full, Tr::kQBytes);
 #pragma unroll
-      for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
-        tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, h,
-                    static_cast<int>(q0) + Tr::kQBoxRows * r);
-      for (int n = 0; n < tiles; ++n) {
-        const int st = n % Tr::kStages;
-        if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
-        const int j0 = static_cast<int>(kv0 + int64_t{n} * Tr::kN);
-        mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
-        tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, h, j0);
-        tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, h);
+        for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
+          tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, sg.h,
+                      sg.q0 + Tr::kQBoxRows * r);
+        const int64_t kv0 = sg.beg & ~31;
+        for (int t = sg.t0; t < sg.t1; ++t, ++g) {
+          const int st = g % Tr::kStages;
+          if (g >= Tr::kStages) mbar_wait(empty + st, ((g / Tr::kStages) - 1) & 1);
+          const int j0 = static_cast<int>(kv0 + int64_t{t} * Tr::kN);
+          mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
+          tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, sg.h, j0);
+          tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, sg.h);
+        }
       }
     }
     return;
@@ -185,125 +217,155 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   constexpr float kLog2e = 1.4426950408889634f;
   const float scale2 = p.softmax_scale * *p.q_scale * *p.k_scale * kLog2e;
-
-  float o[kD / 2];
-#pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-
   const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
-  // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
-  // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
-  // PV(n - 1) is in flight, then packs P(n). P is double-buffered (pa[n & 1], the loop unrolled
-  // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
-  // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
-  float s[64];
-  uint32_t pa[2][4][4];
-  float corr[2];
-  auto rescale_o = [&]() {
-#pragma unroll
-    for (int i = 0; i < kD / 8; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[4 * i + e] *= corr[e >> 1];
-  };
-  // Ping-pong (FlashAttention-3's warpgroup scheduling): the consumers issue their GEMMs in turns,
-  // round robin, consumer c waiting at named barrier 2 + c for the previous one's arrival after
-  // its issues, so that one's softmax runs while another's GEMMs do instead of all contending
-  // for the MUFU and then for the tensor cores. A consumer has tiles + 1 turns (QK(0), the
-  // steps, the last PV); the last consumer opens consumer 0's first turn and skips the arrival
-  // after its own last.
-  auto turn_begin = [&]() {
-    if constexpr (Tr::kPingPong) named_sync_roles(2 + c, 256);
-  };
-  auto turn_end = [&](bool last) {
-    if constexpr (Tr::kPingPong)
-      if (!last || (kC == 2 ? c == 0 : c != kC - 1))
-        named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
-  };
-  auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
-    constexpr int b = decltype(buf)::value;
-    const int st = n % Tr::kStages;
-    wgmma_wait<0>();  // PV(n - 2) done
-    fence_regs(o);
-    if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
-    rescale_o();
-    mbar_wait(full + st, (n / Tr::kStages) & 1);
-    turn_begin();
-    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
-    wgmma_commit();
-    issue_pv<kD>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
-    wgmma_commit();
-    turn_end(false);
-    wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
-    fence_regs(s);
-    softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
-  };
-  using B0 = std::integral_constant<int, 0>;
-  using B1 = std::integral_constant<int, 1>;
-  if (tiles > 0) {
-    if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
-    mbar_wait(q_full, 0);
-    mbar_wait(full, 0);
-    turn_begin();
-    issue_qk<Tr::kKSteps>(s, q_addr, k_addr(0));
-    wgmma_commit();
-    turn_end(false);
-    wgmma_wait<0>();
-    fence_regs(s);
-    softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
-    for (int n = 1; n < tiles; n += 2) {
-      step(n, B1{});
-      if (n + 1 < tiles) step(n + 1, B0{});
-    }
-    // The last PV: P(tiles - 1) is in pa[(tiles - 1) & 1].
-    wgmma_wait<0>();
-    fence_regs(o);
-    if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
-    rescale_o();
-    const int last = (tiles - 1) % Tr::kStages;
-    // NOTE: a select, not a branch between two issues (ptxas then injected a warpgroup.arrive).
-    const bool odd = ((tiles - 1) & 1) != 0;
-    uint32_t fin[4][4];
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) fin[ks][r] = odd ? pa[1][ks][r] : pa[0][ks][r];
-    turn_begin();
-    issue_pv<kD>(o, fin, v_addr(last));
-    wgmma_commit();
-    turn_end(true);
-    wgmma_wait<0>();
-    fence_regs(o);
-    if (lane == 0) mbar_arrive(empty + last);
-  }
+  int g0 = 0, nq = 0;  // the ring's tile count and the Q loads before this segment
 
-  // Epilogue: O * v_scale / l into the shared tile, then through the quantizer.
-  store_output<kD, Tr::kM, false>(core, o, l, *p.v_scale, reinterpret_cast<float*>(sm + Tr::kOOff),
-                                  c, warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
+  for (int i = 0; i < segments; ++i) {
+    const Segment sg = segment(i);
+    const int tiles = sg.t1 - sg.t0;
+    const int64_t beg = sg.beg, end = sg.end;
+    const int64_t kv0 = (beg & ~int64_t{31}) + int64_t{sg.t0} * Tr::kN;  // the segment's first key
+    float o[kD / 2];
+#pragma unroll
+    for (int k = 0; k < kD / 2; ++k) o[k] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
+    // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
+    // PV(n - 1) is in flight, then packs P(n). P is double-buffered (pa[n & 1], the loop unrolled
+    // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
+    // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
+    // Ring stage of the segment's tile n: (g0 + n) % kStages.
+    float s[64];
+    uint32_t pa[2][4][4];
+    float corr[2];
+    auto rescale_o = [&]() {
+#pragma unroll
+      for (int k = 0; k < kD / 8; ++k)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[4 * k + e] *= corr[e >> 1];
+    };
+    // Ping-pong (FlashAttention-3's warpgroup scheduling): the consumers issue their GEMMs in
+    // turns, round robin, consumer c waiting at named barrier 2 + c for the previous one's arrival
+    // after its issues, so that one's softmax runs while another's GEMMs do instead of all
+    // contending for the MUFU and then for the tensor cores. A consumer has tiles + 1 turns a
+    // segment (QK(0), the steps, the last PV); the last consumer opens consumer 0's first turn
+    // and skips the arrival after its own last.
+    auto turn_begin = [&]() {
+      if constexpr (Tr::kPingPong) named_sync_roles(2 + c, 256);
+    };
+    auto turn_end = [&](bool last) {
+      if constexpr (Tr::kPingPong)
+        if (!last || (kC == 2 ? c == 0 : c != kC - 1))
+          named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
+    };
+    auto stage = [&](int n) { return (g0 + n) % Tr::kStages; };
+    auto step = [&](int n, auto buf) {  // buf: n & 1, as a constant
+      constexpr int b = decltype(buf)::value;
+      const int st = stage(n);
+      wgmma_wait<0>();  // PV(n - 2) done
+      fence_regs(o);
+      if (n >= 2 && lane == 0) mbar_arrive(empty + stage(n - 2));
+      rescale_o();
+      mbar_wait(full + st, ((g0 + n) / Tr::kStages) & 1);
+      turn_begin();
+      issue_qk<Tr::kKSteps>(s, q_addr, k_addr(st));
+      wgmma_commit();
+      issue_pv<kD>(o, pa[b ^ 1], v_addr(stage(n - 1)));
+      wgmma_commit();
+      turn_end(false);
+      wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
+      fence_regs(s);
+      softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
+    };
+    using B0 = std::integral_constant<int, 0>;
+    using B1 = std::integral_constant<int, 1>;
+    if (tiles > 0) {
+      if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
+      mbar_wait(q_full, nq & 1);
+      mbar_wait(full + stage(0), (g0 / Tr::kStages) & 1);
+      turn_begin();
+      issue_qk<Tr::kKSteps>(s, q_addr, k_addr(stage(0)));
+      wgmma_commit();
+      turn_end(false);
+      wgmma_wait<0>();
+      fence_regs(s);
+      softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
+      for (int n = 1; n < tiles; n += 2) {
+        step(n, B1{});
+        if (n + 1 < tiles) step(n + 1, B0{});
+      }
+      // The last PV: P(tiles - 1) is in pa[(tiles - 1) & 1].
+      wgmma_wait<0>();
+      fence_regs(o);
+      if (tiles >= 2 && lane == 0) mbar_arrive(empty + stage(tiles - 2));
+      rescale_o();
+      const int last = stage(tiles - 1);
+      // NOTE: a select, not a branch between two issues (ptxas then injected a warpgroup.arrive).
+      const bool odd = ((tiles - 1) & 1) != 0;
+      uint32_t fin[4][4];
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fin[ks][r] = odd ? pa[1][ks][r] : pa[0][ks][r];
+      turn_begin();
+      issue_pv<kD>(o, fin, v_addr(last));
+      wgmma_commit();
+      turn_end(true);
+      wgmma_wait<0>();
+      fence_regs(o);
+      if (lane == 0) {
+        mbar_arrive(empty + last);
+        if constexpr (kStreamK) mbar_arrive(q_empty);  // every Q K^T of the segment is done
+      }
+      g0 += tiles;
+      ++nq;
+    }
+
+    // Epilogue: O * v_scale / l into the shared tile, then through the quantizer; a query tile
+    // split between blocks first through stream_k_merge (the last of its blocks writes).
+    if constexpr (kStreamK) {
+      if (sg.first != sg.last &&
+          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, &merge_flag))
+        continue;
+    }
+    store_output<kD, Tr::kM, kStreamK>(core, o, l, *p.v_scale,
+                                       reinterpret_cast<float*>(sm + Tr::kOOff), c, warp, g, qd,
+                                       sg.q0, sg.h, end, static_cast<int>(p.H * kD), tid);
+  }
 #endif
 }
 
 /// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
-/// padding to zero).
-template <int kD, int kC, class Core>
-Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
+/// padding to zero): the stream-K grid where p.sk_blocks > 0 (no padding then), else a block a
+/// query tile and head.
+template <int kD, int kC, class Core, bool kStreamK>
+Status launch_tc_grid(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
   using Tr = TcTraits<kD, kC>;
-  const auto kernel = vit_tc_kernel<kD, kC, Core>;
+  const auto kernel = vit_tc_kernel<kD, kC, Core, kStreamK>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
   const int pad_blocks =
       padding_units > 0 ? static_cast<int>(std::min<int64_t>((padding_units + 127) / 128, 1024))
                         : 0;
-  return launch_kernel("vit_tc_kernel", kernel, dim3(p.tiles + pad_blocks, p.H), dim3(Tr::kThreads),
-                       Tr::kSmemBytes, stream, p, qp, pad_blocks);
+  const dim3 grid = kStreamK ? dim3(p.sk_blocks) : dim3(p.tiles + pad_blocks, p.H);
+  return launch_kernel("vit_tc_kernel", kernel, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p,
+                       qp, pad_blocks);
+}
+
+template <int kD, int kC, class Core>
+Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
+                      cudaStream_t stream) {
+  if (p.sk_blocks > 0) return launch_tc_grid<kD, kC, Core, true>(p, qp, 0, stream);
+  return launch_tc_grid<kD, kC, Core, false>(p, qp, padding_units, stream);
 }
 
 /// The TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none bf16 or

@@ -6,10 +6,12 @@
 #include <iterator>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "core/tma.h"
 #include "qfuse/core/arch.h"
 #include "qfuse/core/checked.h"
+#include "qfuse/core/cuda_check.h"
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
 #include "vit_attention/launch.h"
@@ -148,6 +150,20 @@ Status validate(const VitAttentionArgs& a, Plan* plan) {
   } else if (a.num_seqs != 0) {
     return Status::InvalidArgument("num_seqs", "0 without cu_seqlens", str(a.num_seqs));
   }
+  if ((a.workspace == nullptr) != (a.workspace_bytes == 0))
+    return Status::InvalidArgument(
+        "workspace / workspace_bytes", "both given, or neither",
+        a.workspace == nullptr ? "bytes without a pointer" : "a pointer without bytes");
+  if (a.workspace != nullptr) {
+    const size_t need = vit_attention_workspace_bytes(S_total, H, a.head_dim);
+    if (a.workspace_bytes < need)
+      return Status::InvalidArgument(
+          "workspace_bytes",
+          ">= " + str(static_cast<int64_t>(need)) + " (vit_attention_workspace_bytes)",
+          str(static_cast<int64_t>(a.workspace_bytes)));
+    if (reinterpret_cast<uintptr_t>(a.workspace) % 16 != 0)
+      return Status::InvalidArgument("workspace", "16-byte aligned", "misaligned");
+  }
   if (H * a.head_dim > 32768)
     return Status::InvalidArgument("q.sizes", "H * head_dim <= 32768", q.shape_string());
   if (S_total >= (int64_t{1} << 31))
@@ -275,6 +291,95 @@ int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan, int rows) {
 Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp,
                       cudaStream_t stream);
 
+/// Slots of the stream-K workspace: the tickets (a word a block, 256-byte aligned), then two
+/// partial slots a block of (D / 2 + 4) floats a consumer thread (three consumers where the head
+/// size has the form, so that either form fits).
+int64_t stream_k_ticket_bytes(int64_t blocks) {
+  return (blocks * 4 + 255) / 256 * 256;
+}
+int64_t stream_k_slot_floats(int D) {
+  return (D / 2 + 4) * 128 * (vit::tc_three_consumers(D) ? 3 : 2);
+}
+
+/// The stream-K schedule of an FP8 tensor-core call (tp's q_rows, tiles set) into tp, and its
+/// tickets zeroed on `stream`; tp->sk_blocks stays 0 (a block a query tile) without a workspace,
+/// where the setting turns it off, or where a block could meet more than kStreamKMaxSegments
+/// query tiles (many short sequences: that grid balances them).
+Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp,
+                     cudaStream_t stream) {
+  if (a.workspace == nullptr || !vit::tc_streamk_on()) return Status::Ok();
+  const int mode = vit::tc_streamk_mode();
+  DeviceInfo info;
+  QFUSE_RETURN_IF_ERROR(current_device_info(&info));
+  const vit::AttnParams& p = plan.p;
+  const int64_t kM = tp->q_rows;
+  // The sequences with tokens: their first step in head 0, query tiles and key tiles.
+  struct Seq {
+    int64_t start, tiles, nk;
+  };
+  std::vector<Seq> seqs;
+  int64_t per_head = 0;
+  auto add = [&](int64_t beg, int64_t end) {
+    const int64_t nk = vit::tc_key_tiles(beg, end);
+    if (nk == 0) return;
+    seqs.push_back(Seq{per_head, (end - beg + kM - 1) / kM, nk});
+    per_head += seqs.back().tiles * nk;
+  };
+  if (a.cu_seqlens_host != nullptr) {
+    for (int64_t b = 0; b < a.num_seqs; ++b) add(a.cu_seqlens_host[b], a.cu_seqlens_host[b + 1]);
+  } else {
+    for (int64_t b = 0; p.S > 0 && b < p.S_total / p.S; ++b) add(b * p.S, (b + 1) * p.S);
+  }
+  const int64_t total = per_head * p.H;
+  if (total == 0) return Status::Ok();
+  int64_t blocks =
+      std::min<int64_t>(mode > 0 ? std::min(mode, info.sm_count) : info.sm_count, total);
+  // Where every query tile has as many key tiles (one image, or images of one length), the
+  // one-unit grid's full waves stay as they are (a block a query tile each wave, in that grid's
+  // order: the blocks of a wave share a head's K / V in L2) and only the last, partial wave's
+  // steps are spread evenly; otherwise every step is (the waves would not balance).
+  const int64_t units = int64_t{tp->tiles} * p.H;
+  bool uniform = true;
+  for (const Seq& q : seqs) uniform = uniform && q.nk == seqs[0].nk;
+  const int64_t waves = uniform ? units / blocks : 0;
+  const int64_t base = waves * blocks * seqs[0].nk;
+  if (total == base) return Status::Ok();  // whole waves: the one-unit grid balances them
+  const int64_t per = (total - base + blocks - 1) / blocks;
+  if (waves == 0) blocks = (total + per - 1) / per;
+  // Segments of each block: its whole query tiles, then the query tiles its steps [s, e) meet,
+  // sequence by sequence (sequence k of head h starts at h * per_head + seqs[k].start), as
+  // build_segments lists them.
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  auto start_of = [&](int64_t k) { return (k / n) * per_head + seqs[k % n].start; };
+  auto len = [&](int64_t k) { return seqs[k % n].tiles * seqs[k % n].nk; };
+  int64_t first = 0;  // the first sequence (over heads) ending after the block's first step
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t s = base + blk * per, e = std::min(s + per, total);
+    if (s >= e) continue;
+    while (start_of(first) + len(first) <= s) ++first;
+    int64_t segments = waves;
+    for (int64_t k = first; k < n * p.H && start_of(k) < e; ++k) {
+      const int64_t nk = seqs[k % n].nk, lo = std::max<int64_t>(s - start_of(k), 0) / nk;
+      const int64_t hi = std::min((e - start_of(k) + nk - 1) / nk, seqs[k % n].tiles);
+      segments += hi - lo;
+      if (segments > vit::kStreamKMaxSegments) return Status::Ok();
+    }
+  }
+  tp->sk_blocks = static_cast<int>(blocks);
+  tp->sk_waves = static_cast<int>(waves);
+  tp->sk_base = base;
+  tp->sk_per = per;
+  tp->steps_per_head = per_head;
+  tp->sk_tickets = static_cast<int*>(a.workspace);
+  tp->sk_ws = reinterpret_cast<float*>(static_cast<char*>(a.workspace) +
+                                       stream_k_ticket_bytes(info.sm_count));
+  // NOTE: the last block of each split query tile also zeroes its ticket; the memset covers a
+  // workspace never used before (or used for something else in between) unless the caller
+  // vouches for it.
+  if (!a.workspace_zeroed) QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, blocks * 4, stream));
+  return Status::Ok();
+}
+
 /// The FP8 tensor-core kernel: maps of q, k [S_total, H, Dp] and V^T [H, Dp, S_pad] e4m3.
 Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
   const vit::AttnParams& p = plan.p;
@@ -345,6 +450,7 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
   tp.v_scale = p.v_scale;
   tp.softmax_scale = p.softmax_scale;
   if (tiles == 0) return Status::Ok();
+  if (plan.fp8) QFUSE_RETURN_IF_ERROR(plan_stream_k(a, plan, &tp, stream));
   return with_head_dim(p.D, [&](auto d) {  // p.D validated: one of QFUSE_VIT_HEAD_DIMS
     constexpr int kD = decltype(d)::value;
     return plan.fp8 ? vit::launch_tc_for<kD>(tp, plan.out, stream)
@@ -353,6 +459,21 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
 }
 
 }  // namespace
+
+size_t vit_attention_workspace_bytes(int64_t S_total, int64_t H, int head_dim) {
+  if (S_total <= 0 || H <= 0 || !supported_head_dim(head_dim)) return 0;
+  DeviceInfo info;
+  if (!current_device_info(&info).ok() || info.sm_count <= 0) return 0;
+  const int64_t sms = info.sm_count;
+  return static_cast<size_t>(stream_k_ticket_bytes(sms) +
+                             2 * sms * stream_k_slot_floats(head_dim) * 4);
+}
+
+size_t vit_attention_ticket_bytes() {
+  DeviceInfo info;
+  if (!current_device_info(&info).ok() || info.sm_count <= 0) return 0;
+  return static_cast<size_t>(stream_k_ticket_bytes(info.sm_count));
+}
 
 Status vit_attention_can_implement(const VitAttentionArgs& args, const VitAttentionOptions& opt) {
   Plan plan;
@@ -393,7 +514,23 @@ std::atomic<int>& tc_consumers_state() {
   return state;
 }
 
+std::atomic<int>& tc_streamk_state() {
+  static std::atomic<int> state{[] {
+    const char* e = std::getenv("QFUSE_VIT_TC_STREAMK");
+    return e != nullptr ? std::atoi(e) : 0;
+  }()};
+  return state;
+}
+
 }  // namespace
+
+void set_tc_streamk(int mode) {
+  tc_streamk_state().store(mode);
+}
+
+int tc_streamk_mode() {
+  return tc_streamk_state().load();
+}
 
 void set_tc_consumers(int consumers) {
   tc_consumers_state().store(consumers == 2 || consumers == 3 ? consumers : 0);

@@ -16,7 +16,19 @@
 /// translation unit each, listed in family.cmake), or the link fails.
 #define QFUSE_VIT_HEAD_DIMS(X) X(64) X(72) X(80) X(96) X(128)
 
+#if defined(__CUDACC__)
+#define QFUSE_VIT_HD __host__ __device__ __forceinline__
+#else
+#define QFUSE_VIT_HD inline
+#endif
+
 namespace qfuse::vit {
+
+/// The tensor-core kernels' key tiles of a sequence [beg, end): 128 keys each from its first key
+/// rounded down to 32 (where the transposed V's key permutation lines up) to its end.
+QFUSE_VIT_HD int64_t tc_key_tiles(int64_t beg, int64_t end) {
+  return end > beg ? (end - (beg & ~int64_t{31}) + 127) / 128 : 0;
+}
 
 /// Validated attention arguments. Element (t, h, d) of input `which` (q, k, v) sits at
 /// in[which] + (t' / S) * sb + (t' % S) * ss + h * sh + d * sd (elements of the input type), t' = t
@@ -51,7 +63,26 @@ struct TcParams {
   const float* v_scale;
   float softmax_scale;
   int q_rows;  // query rows per block: 128, or 192 (the FP8 kernel's three-consumer form)
+  // Stream-K (tc_common.cuh: build_segments), where sk_blocks > 0: the grid is sk_blocks blocks.
+  // Block b first runs the whole query tiles u = b + k * sk_blocks, k < sk_waves (units counted
+  // head by head, `tiles` a head: the one-unit grid's waves, in its order), then the key-tile
+  // steps [sk_base + b * sk_per, sk_base + (b + 1) * sk_per) of the (head, sequence, query tile,
+  // key tile) order, each head steps_per_head of them (sk_base: the steps of the first sk_waves *
+  // sk_blocks units). A query tile split between blocks leaves fp32 partials in sk_ws (2 slots a
+  // block) and the last of its blocks to finish (sk_tickets, one a block, zero at the launch)
+  // merges them and writes the output.
+  int sk_blocks;
+  int sk_waves;
+  int64_t sk_base;
+  int64_t sk_per;
+  int64_t steps_per_head;
+  float* sk_ws;
+  int* sk_tickets;
 };
+
+/// Most segments (query tiles or parts of one) a stream-K block runs: the host takes the one-unit
+/// grid where a block could meet more (many short sequences, where that grid balances anyway).
+constexpr int kStreamKMaxSegments = 32;
 
 /// Head sizes whose FP8 tensor-core kernel has the three-consumer form (192 query rows a block,
 /// FlashAttention-3's FP8 tile up to D 96; bench/NOTES.md V12): those whose consumer fits 160
@@ -67,6 +98,23 @@ int tc_query_rows(int D);
 /// 2 or 3 forces that many consumers (where the head size has the form), anything else restores
 /// the default.
 void set_tc_consumers(int consumers);
+
+/// Whether the FP8 tensor-core kernel takes the stream-K grid by default where the call has a
+/// workspace: yes. The hybrid order (the full waves whole, bench/NOTES.md V19) measured 0.942x at
+/// S 4096, 0.929x at S 16384 and 0.991x on four images against the one-unit grid on an H100.
+constexpr bool kTcStreamKDefault = true;
+
+/// The stream-K setting of the FP8 tensor-core kernel: QFUSE_VIT_TC_STREAMK at start-up or
+/// set_tc_streamk (tests, same-binary A/B): 0 the default (kTcStreamKDefault), -1 off, n > 0
+/// stream-K with a grid of at most n blocks (at most the SM count) where the call has a
+/// workspace. Process-wide.
+int tc_streamk_mode();
+void set_tc_streamk(int mode);
+/// Whether the setting asks for the stream-K grid (where the call has a workspace).
+inline bool tc_streamk_on() {
+  const int mode = tc_streamk_mode();
+  return mode > 0 || (mode == 0 && kTcStreamKDefault);
+}
 
 /// The tensor-core kernel for head size kD (one of QFUSE_VIT_HEAD_DIMS), output kinds none bf16
 /// and fp8_per_tensor; tp.q_rows from tc_query_rows.

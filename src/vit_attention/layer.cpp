@@ -7,6 +7,7 @@
 #include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/core/quote.h"
+#include "vit_attention/launch.h"
 
 namespace qfuse::vit {
 namespace {
@@ -34,7 +35,9 @@ void geometry(const TensorRef& q, int64_t* S_total, int64_t* H, int64_t* D) {
 
 size_t layer_workspace_bytes(const std::string& attn_dtype, int64_t S_total, int64_t H, int64_t D) {
   if (attn_dtype != "fp8" || S_total <= 0 || H <= 0 || D <= 0) return 0;
-  return 3 * fp8_tensor_bytes(S_total, H, D);
+  // The FP8 Q, K, V^T, then the attention's stream-K scratch.
+  return 3 * fp8_tensor_bytes(S_total, H, D) +
+         vit_attention_workspace_bytes(S_total, H, static_cast<int>(D));
 }
 
 EncoderAttention::~EncoderAttention() {
@@ -113,7 +116,9 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   if (need > 0 && workspace == nullptr)
     return Status::InvalidArgument("workspace", "device memory", "null");
   const int64_t Dp = vit_padded_head_dim(D);
-  const size_t part = need / 3;
+  const size_t part = fp8_tensor_bytes(S_total, H, D);
+  a.workspace_bytes = need - 3 * part;
+  a.workspace = a.workspace_bytes > 0 ? static_cast<char*>(workspace) + 3 * part : nullptr;
   TensorRef fp8[3];
   for (int i = 0; i < 3; ++i)
     fp8[i] = TensorRef::contiguous(static_cast<char*>(workspace) + i * part, DType::kE4M3,
@@ -151,6 +156,12 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   a.q_scale = scales, a.k_scale = scales + 1, a.v_scale = scales + 2;
   // Everything the attention checks, before the quantization writes anything.
   QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a, opt));
+  // The stream-K tickets zeroed ahead of the quantizer, so that nothing stands between it and
+  // the attention kernel (programmatic dependent launch overlaps the two).
+  if (vt && a.workspace != nullptr && tc_streamk_on()) {
+    QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, vit_attention_ticket_bytes(), stream));
+    a.workspace_zeroed = true;
+  }
   QFUSE_RETURN_IF_ERROR(static_scales_ ? vit_quantize_qkv(qa, stream)
                                        : vit_quantize_qkv_dynamic(qa, st, layer, stream));
   QFUSE_RETURN_IF_ERROR(vit_attention(a, opt, stream));

@@ -68,6 +68,187 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
   }
 }
 
+/// Sequence b's tokens [beg, end) (cu_seqlens clamped as find_tile does; without it, S each).
+__device__ __forceinline__ void seq_bounds(const TcParams& p, int64_t b, int64_t* beg,
+                                           int64_t* end) {
+  if (p.cu_seqlens == nullptr) {
+    *beg = b * p.S;
+    *end = *beg + p.S;
+    return;
+  }
+  *beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
+  *end = min(max(int64_t{p.cu_seqlens[b + 1]}, *beg), p.S_total);
+}
+
+/// One stretch of a stream-K block's work: key tiles [t0, t1) of the query tile at rows [q0, q0 +
+/// kM) of head h in the sequence [beg, end), whose key-tile steps start in block `first` and end in
+/// block `last` (first == last: the block runs the whole query tile).
+struct Segment {
+  int h, q0, beg, end, t0, t1, first, last;
+};
+
+/// Warp 0 (all lanes) lists block `blk`'s segments into segs (at most kStreamKMaxSegments: the
+/// host counts them, plan_stream_k) and their count into *count (span: shared scratch): its
+/// whole query tiles (TcParams: sk_waves), then its share of the steps after sk_base. Steps run
+/// head by head; within a head, sequence by sequence, query tile by query tile, key tile by key
+/// tile. The share's first step is found by a scan over the sequences (32 a round), the rest by
+/// walking on.
+template <int kM>
+__device__ __forceinline__ void build_segments(const TcParams& p, int blk, Segment* segs,
+                                               int* count, TileSpan* span) {
+  const int lane = threadIdx.x & 31;
+  // The whole query tiles first (find_tile: warp 0; its span through shared memory).
+  int n = 0;
+  for (int k = 0; k < p.sk_waves; ++k) {
+    const int u = blk + k * p.sk_blocks, uh = u / p.tiles;
+    find_tile<kM>(p, u - uh * p.tiles, span);
+    __syncwarp();
+    if (lane == 0)
+      segs[n] = Segment{uh,
+                        static_cast<int>(span->q0),
+                        static_cast<int>(span->beg),
+                        static_cast<int>(span->end),
+                        0,
+                        static_cast<int>(tc_key_tiles(span->beg, span->end)),
+                        0,
+                        0};
+    ++n;
+    __syncwarp();
+  }
+  const int64_t total = p.steps_per_head * p.H;
+  int64_t s = p.sk_base + blk * p.sk_per;
+  const int64_t e = min(s + p.sk_per, total);
+  const int64_t num = p.cu_seqlens != nullptr ? p.num_seqs : (p.S > 0 ? p.S_total / p.S : 0);
+  if (s >= e) {
+    if (lane == 0) *count = n;
+    return;
+  }
+  int64_t h = s / p.steps_per_head;
+  const int64_t r = s - h * p.steps_per_head;
+  // The sequence holding step r of head h: a scan of its tiles x key tiles.
+  int64_t before = 0, b = -1, off = 0;
+  for (int64_t b0 = 0; b0 < num && b < 0; b0 += 32) {
+    const int64_t bl = b0 + lane;
+    int64_t w = 0;
+    if (bl < num) {
+      int64_t bb, be;
+      seq_bounds(p, bl, &bb, &be);
+      w = (be - bb + kM - 1) / kM * tc_key_tiles(bb, be);
+    }
+    int64_t incl = w;
+#pragma unroll
+    for (int o = 1; o < 32; o *= 2) {
+      const int64_t v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    const unsigned mask = __ballot_sync(0xffffffffu, w > 0 && r < before + incl);
+    if (mask != 0) {
+      const int src = __ffs(mask) - 1;
+      b = b0 + src;
+      off = r - (before + __shfl_sync(0xffffffffu, incl - w, src));
+    }
+    before += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  if (lane != 0) return;
+  if (b >= 0) {
+    int64_t beg, end;
+    seq_bounds(p, b, &beg, &end);
+    int64_t nk = tc_key_tiles(beg, end);
+    int64_t qi = off / nk, t = off - qi * nk;
+    while (n < kStreamKMaxSegments) {
+      const int64_t t1 = min(nk, t + (e - s));
+      const int64_t start = s - t;  // the query tile's first step
+      segs[n++] = Segment{static_cast<int>(h),
+                          static_cast<int>(beg + qi * kM),
+                          static_cast<int>(beg),
+                          static_cast<int>(end),
+                          static_cast<int>(t),
+                          static_cast<int>(t1),
+                          static_cast<int>((start - p.sk_base) / p.sk_per),
+                          static_cast<int>((start - p.sk_base + nk - 1) / p.sk_per)};
+      s += t1 - t;
+      if (s >= e) break;
+      // The next query tile: of this sequence, of the next one with tokens, or of the next head.
+      t = 0;
+      if (beg + ++qi * kM >= end) {
+        qi = 0;
+        do {
+          if (++b == num) b = 0, ++h;
+          seq_bounds(p, b, &beg, &end);
+        } while (end <= beg);
+        nk = tc_key_tiles(beg, end);
+      }
+    }
+  }
+  *count = n;
+}
+
+/// The stream-K epilogue of a consumer thread (tid of kThreads) whose block ran only part of a
+/// query tile (segment sg, block blk): its O (kD / 2 floats), m and thread-partial l go to the
+/// block's slot (2 blk + 1 where the query tile starts in this block, else 2 blk; a slot is
+/// [kD / 2 + 4][kThreads] floats), the block takes the query tile's ticket, and the last of its
+/// blocks to arrive merges every slot in block order (the same sums whichever block is last:
+/// bit-identical results from run to run) into o and l and returns true; the others return
+/// false. Named barrier 1 among the kThreads consumer threads; *flag a shared word.
+template <int kD, int kThreads>
+__device__ __forceinline__ bool stream_k_merge(const TcParams& p, const Segment& sg, int blk,
+                                               int tid, float (&o)[kD / 2], float (&m)[2],
+                                               float (&l)[2], int* flag) {
+  constexpr int kSlot = (kD / 2 + 4) * kThreads;
+  auto slot_of = [&](int b) { return 2 * b + (b == sg.first ? 1 : 0); };
+  float* mine = p.sk_ws + int64_t{slot_of(blk)} * kSlot + tid;
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) __stcg(mine + i * kThreads, o[i]);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    __stcg(mine + (kD / 2 + r) * kThreads, m[r]);
+    __stcg(mine + (kD / 2 + 2 + r) * kThreads, l[r]);
+  }
+  sm90::named_sync(1, kThreads);
+  if (tid == 0) {
+    __threadfence();  // the block's slot before its ticket (the barrier orders the others' stores)
+    const int old = atomicAdd(p.sk_tickets + sg.first, 1);
+    const bool last = old == sg.last - sg.first;
+    if (last) {
+      __threadfence();             // the other blocks' slots after their tickets
+      p.sk_tickets[sg.first] = 0;  // ready for the next call
+    }
+    *flag = last ? 1 : 0;
+  }
+  sm90::named_sync(1, kThreads);
+  if (*flag == 0) return false;
+  float mx[2] = {-INFINITY, -INFINITY};
+  for (int b = sg.first; b <= sg.last; ++b) {
+    const float* src = p.sk_ws + int64_t{slot_of(b)} * kSlot + tid;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __ldcg(src + (kD / 2 + r) * kThreads));
+  }
+  float acc[kD / 2], la[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) acc[i] = 0.0f;
+  for (int b = sg.first; b <= sg.last; ++b) {
+    const float* src = p.sk_ws + int64_t{slot_of(b)} * kSlot + tid;
+    float f[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float mb = __ldcg(src + (kD / 2 + r) * kThreads);
+      f[r] = mx[r] == -INFINITY ? 0.0f : sm90::fast_exp2(mb - mx[r]);
+      la[r] = fmaf(__ldcg(src + (kD / 2 + 2 + r) * kThreads), f[r], la[r]);
+    }
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i)
+      acc[i] = fmaf(__ldcg(src + i * kThreads), f[(i >> 1) & 1], acc[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o[i] = acc[i];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    m[r] = mx[r];
+    l[r] = la[r];
+  }
+  return true;
+}
+
 /// Online softmax of one 64 x 128 tile of raw scores whose first key is j0 (base 2, scaled by
 /// scale2 > 0; keys outside [beg, end) do not count): s becomes P * 256, m (scaled) and l (the
 /// thread's part of the row sums) are updated, corr is what O must be multiplied by.

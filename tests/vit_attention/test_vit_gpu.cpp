@@ -29,6 +29,7 @@
 #include "qfuse/quant/rules.h"
 #include "qfuse/vit_attention/vit_attention.h"
 #include "vit_attention/launch.h"
+#include "vit_attention/settings.h"
 
 namespace qfuse::test {
 namespace {
@@ -573,13 +574,59 @@ void expect_tc_fp8_output(VitAttentionArgs a, int64_t T, int64_t cols,
   EXPECT_TRUE(check_quant_output(q8, bf16, opt));
 }
 
-/// The FP8 tensor-core kernel's consumer count forced for one test (vit::set_tc_consumers),
-/// the default restored after.
-struct ForceTcConsumers {
-  explicit ForceTcConsumers(int consumers) { vit::set_tc_consumers(consumers); }
-  ~ForceTcConsumers() { vit::set_tc_consumers(0); }
-  ForceTcConsumers(const ForceTcConsumers&) = delete;
-  ForceTcConsumers& operator=(const ForceTcConsumers&) = delete;
+/// An FP8 tensor-core call over packed sequences `cu` of H heads of size D: the inputs quantized
+/// with their amax scales (V transposed, as the kernel reads it), the fp64 references over the
+/// dequantized and the bf16 inputs, and the call's arguments (output not set).
+struct TcCall {
+  std::vector<int32_t> cu;
+  int64_t D, H, T, cols;
+  Qkv x;
+  DeviceBuffer cu_dev, s, vt;
+  Fp8Qkv f;
+  std::vector<double> want_fp8, want_bf16;
+  VitAttentionArgs a;
+
+  TcCall(int64_t D_, int64_t H_, std::vector<int32_t> cu_, uint64_t seed)
+      : cu(std::move(cu_)), D(D_), H(H_), T(cu.back()), cols(H_ * D_) {
+    const int64_t Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(T);
+    x = Qkv::make(1, T, H, D, 3, 0, seed);
+    cu_dev = DeviceBuffer(cu.size() * 4);
+    cu_dev.upload(cu.data(), cu.size() * 4);
+    const std::array<float, 3> scales = amax_scales(x);
+    s = device_floats({scales[0], scales[1], scales[2]});
+    f = Fp8Qkv::make(T, H, D);
+    vt = DeviceBuffer(H * Dp * Sp);
+    vt.fill(kPoison);
+    VitQkvQuantArgs qa = quant_args(x, f);
+    qa.q_scale = s.as<float>(), qa.k_scale = s.as<float>() + 1, qa.v_scale = s.as<float>() + 2;
+    qa.v_layout = VitVLayout::kTransposed;
+    qa.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {H, Dp, Sp});
+    EXPECT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
+    // Row-major V of the same codes, for the fp64 reference.
+    VitQkvQuantArgs qr = quant_args(x, f);
+    qr.q_scale = qa.q_scale, qr.k_scale = qa.k_scale, qr.v_scale = qa.v_scale;
+    EXPECT_TRUE(vit_quantize_qkv(qr, nullptr).ok());
+    const double softmax_scale = 1.0 / std::sqrt(double(D));
+    references(x, f, scales, cu, softmax_scale, &want_fp8, &want_bf16);
+    a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
+    a.v_layout = VitVLayout::kTransposed;
+    a.head_dim = static_cast<int>(D);
+    a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
+    a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
+    a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
+    a.softmax_scale = static_cast<float>(softmax_scale);
+  }
+
+  /// The call on the tensor cores into a fresh poisoned bf16 output, every element written.
+  std::vector<double> run_bf16() {
+    DeviceQuantOutput o = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
+    a.out = o.view();
+    const Status st = vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr);
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(changed_elements(o.out, 2), T * cols);
+    return bf16_output(o);
+  }
 };
 
 /// (head size, consumer warpgroups of the FP8 tensor-core kernel: 2, or 3 = 192 query rows).
@@ -587,47 +634,15 @@ class VitAttentionTc : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(VitAttentionTc, AgainstTheReferenceAndTheSimpleKernel) {
   QFUSE_REQUIRE_GPU();
-  const int64_t D = std::get<0>(GetParam()), H = 2, cols = H * D;
+  const int64_t D = std::get<0>(GetParam()), H = 2;
   const ForceTcConsumers force(std::get<1>(GetParam()));
   ASSERT_EQ(vit::tc_query_rows(static_cast<int>(D)), 64 * std::get<1>(GetParam()));
-  const std::vector<int32_t> cu{0, 1, 38, 102, 232, 532, 1532};  // 1, 37, 64, 130, 300, 1000
-  const int64_t T = cu.back(), Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(T);
-  Qkv x = Qkv::make(1, T, H, D, 3, 0, 300 + D);
-  DeviceBuffer cu_dev(cu.size() * 4);
-  cu_dev.upload(cu.data(), cu.size() * 4);
-  const std::array<float, 3> scales = amax_scales(x);
-  DeviceBuffer s = device_floats({scales[0], scales[1], scales[2]});
-  Fp8Qkv f = Fp8Qkv::make(T, H, D);
-  DeviceBuffer vt(H * Dp * Sp);
-  vt.fill(kPoison);
-  VitQkvQuantArgs qa = quant_args(x, f);
-  qa.q_scale = s.as<float>(), qa.k_scale = s.as<float>() + 1, qa.v_scale = s.as<float>() + 2;
-  qa.v_layout = VitVLayout::kTransposed;
-  qa.v_out = TensorRef::contiguous(vt.get(), DType::kE4M3, {H, Dp, Sp});
-  ASSERT_TRUE(vit_quantize_qkv(qa, nullptr).ok());
-  // Row-major V of the same codes, for the fp64 reference.
-  VitQkvQuantArgs qr = quant_args(x, f);
-  qr.q_scale = qa.q_scale, qr.k_scale = qa.k_scale, qr.v_scale = qa.v_scale;
-  ASSERT_TRUE(vit_quantize_qkv(qr, nullptr).ok());
-  const double softmax_scale = 1.0 / std::sqrt(double(D));
-  std::vector<double> want_fp8, want_bf16;
-  references(x, f, scales, cu, softmax_scale, &want_fp8, &want_bf16);
-
-  VitAttentionArgs a;
-  a.q = qa.q_out, a.k = qa.k_out, a.v = qa.v_out;
-  a.v_layout = VitVLayout::kTransposed;
-  a.head_dim = static_cast<int>(D);
-  a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
-  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
-  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
-  a.softmax_scale = static_cast<float>(softmax_scale);
-  DeviceQuantOutput tc = DeviceQuantOutput::make(QuantSpec::none(), T, cols, DType::kBF16, 1.0f);
-  a.out = tc.view();
-  const Status st = vit_attention(a, VitAttentionOptions{VitKernel::kTensorCore}, nullptr);
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  QFUSE_CUDA_OK(cudaDeviceSynchronize());
-  EXPECT_EQ(changed_elements(tc.out, 2), T * cols);
-  const std::vector<double> got = bf16_output(tc);
+  // 1, 37, 64, 130, 300, 1000 tokens
+  TcCall call(D, H, {0, 1, 38, 102, 232, 532, 1532}, 300 + D);
+  VitAttentionArgs& a = call.a;
+  const int64_t T = call.T, cols = call.cols;
+  const std::vector<double>&want_fp8 = call.want_fp8, &want_bf16 = call.want_bf16;
+  const std::vector<double> got = call.run_bf16();
   EXPECT_GT(cosine(got, want_fp8), 0.999);
   EXPECT_GT(cosine(got, want_bf16), kFp8VsBf16Cosine);
   DeviceQuantOutput simple =
@@ -648,6 +663,83 @@ INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc,
                          ::testing::Values(std::tuple{64, 2}, std::tuple{72, 2}, std::tuple{80, 2},
                                            std::tuple{96, 2}, std::tuple{128, 2}, std::tuple{64, 3},
                                            std::tuple{72, 3}));
+
+/// (head size, consumer warpgroups, stream-K blocks: a grid of at most that many, 1024 the
+/// device's SM count; equal lengths: three images of 700 tokens, where the full waves of whole
+/// query tiles stay and only the last wave's steps are spread, else six of 1 to 2000 tokens, every
+/// step spread).
+class VitAttentionStreamK : public ::testing::TestWithParam<std::tuple<int, int, int, bool>> {};
+
+/// With a workspace the FP8 tensor-core kernel splits query tiles between blocks and merges
+/// their fp32 partials: the result matches the one-unit grid's up to P's rounding (and the fp64
+/// reference as closely), every element written, the same bytes in a second call and
+/// in a CUDA graph's replays, and its FP8 output within a step of its bf16 output.
+TEST_P(VitAttentionStreamK, SplitQueryTilesMergeToTheOneUnitResult) {
+  QFUSE_REQUIRE_GPU();
+  const auto [D, consumers, blocks, equal] = GetParam();
+  const ForceTcConsumers force(consumers);
+  // 1, 37, 700, 130, 2000, 64 tokens (query tiles of 1 to 16 key tiles) or 3 x 700; 3 heads
+  TcCall call(D, 3,
+              equal ? std::vector<int32_t>{0, 700, 1400, 2100}
+                    : std::vector<int32_t>{0, 1, 38, 738, 868, 2868, 2932},
+              700 + D + blocks);
+  const std::vector<double> one_unit = call.run_bf16();  // no workspace: a block a query tile
+  const size_t bytes = vit_attention_workspace_bytes(call.T, call.H, D);
+  ASSERT_GT(bytes, 0u);
+  // A workspace that is too small is refused before anything runs.
+  DeviceBuffer ws(bytes);
+  call.a.workspace = ws.get(), call.a.workspace_bytes = bytes - 4;
+  EXPECT_FALSE(vit_attention_can_implement(call.a).ok());
+  call.a.workspace_bytes = bytes;
+  ws.fill(0xA5);  // any content: the call zeroes its tickets
+  const ForceStreamK sk(blocks);
+  const std::vector<double> got = call.run_bf16();
+  EXPECT_GT(cosine(got, call.want_fp8), 0.999);
+  // A split query tile's parts round P to E4M3 against their own running maxima: the one-unit
+  // grid's P differ by that rounding (up to 1/16 a probability), as the CUDA-core kernel's do.
+  double max_rel = 0, mean_rel = 0;
+  relative_diffs(got, one_unit, &max_rel, &mean_rel);
+  EXPECT_LT(max_rel, 0.05);
+  EXPECT_LT(mean_rel, 0.005);
+  EXPECT_GT(mean_rel, 0.0) << "no query tile was split";
+  EXPECT_EQ(call.run_bf16(), got);
+  // Every call leaves its tickets zero: a caller that vouches for them skips the memset (a
+  // ticket left over would keep its query tile from being merged: poison in the output).
+  call.a.workspace_zeroed = true;
+  EXPECT_EQ(call.run_bf16(), got) << "workspace_zeroed";
+  call.a.workspace_zeroed = false;
+  // Captured in a CUDA graph (the tickets' memset a node of it) and replayed twice.
+  DeviceQuantOutput o =
+      DeviceQuantOutput::make(QuantSpec::none(), call.T, call.cols, DType::kBF16, 1.0f);
+  call.a.out = o.view();
+  cudaStream_t stream;
+  QFUSE_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  QFUSE_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status st = vit_attention(call.a, VitAttentionOptions{VitKernel::kTensorCore}, stream);
+  QFUSE_CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cudaGraphExec_t exec;
+  QFUSE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int r = 0; r < 2; ++r) {
+    o.poison();
+    QFUSE_CUDA_OK(cudaGraphLaunch(exec, stream));
+    QFUSE_CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT_EQ(bf16_output(o), got) << "replay " << r;
+  }
+  QFUSE_CUDA_OK(cudaGraphExecDestroy(exec));
+  QFUSE_CUDA_OK(cudaGraphDestroy(graph));
+  QFUSE_CUDA_OK(cudaStreamDestroy(stream));
+  expect_tc_fp8_output(call.a, call.T, call.cols, got);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Grids, VitAttentionStreamK,
+    ::testing::Values(std::tuple{72, 3, 1024, false}, std::tuple{72, 3, 5, false},
+                      std::tuple{72, 2, 7, false}, std::tuple{64, 3, 13, false},
+                      std::tuple{128, 2, 1024, false}, std::tuple{80, 2, 4, false},
+                      std::tuple{72, 3, 5, true}, std::tuple{72, 3, 1024, true},
+                      std::tuple{96, 2, 7, true}, std::tuple{72, 2, 12, true}));
 
 // ---- the BF16 tensor-core kernel ------------------------------------------------------------
 

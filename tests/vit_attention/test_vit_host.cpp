@@ -176,6 +176,18 @@ TEST(VitAttentionArgs, BadArgumentsNameTheArgument) {
           *t = TensorRef::strided(t->data, DType::kBF16, {17, 4, 72}, {3 * 4 * 72, 72, 1});
       },
       {"q_scale", "bf16"}));
+  // The stream-K workspace: a pointer and its size together, 16-byte aligned (its size against
+  // vit_attention_workspace_bytes needs a device: test_vit_gpu.cpp).
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.workspace = fake(10); },
+                    {"workspace", "both given, or neither", "a pointer without bytes"}));
+  EXPECT_TRUE(check([](AttnFixture& f) { f.a.workspace_bytes = 1 << 20; },
+                    {"workspace", "both given, or neither", "bytes without a pointer"}));
+  EXPECT_TRUE(check(
+      [](AttnFixture& f) {
+        f.a.workspace = static_cast<char*>(fake(10)) + 4;
+        f.a.workspace_bytes = size_t{1} << 30;
+      },
+      {"workspace", "16-byte aligned"}));
 }
 
 TEST(VitAttentionArgs, TheTensorCoreKernelSaysWhatItCannotRun) {

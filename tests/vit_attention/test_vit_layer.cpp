@@ -15,6 +15,7 @@
 #include "common/gpu.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/vit_attention/layer.h"
+#include "vit_attention/settings.h"
 
 namespace qfuse::test {
 namespace {
@@ -22,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 
 class VitLayer : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            ("qfuse_vit_layer_" + std::to_string(::getpid()) + "_" +
@@ -92,8 +93,13 @@ TEST_F(VitLayer, Bf16NeedsNoDeviceStateAndChecksTheLayerIndex) {
   const Status st = e->forward(2, io, nullptr, 0, nullptr);
   EXPECT_NE(st.message().find("layer"), std::string::npos) << st.to_string();
   EXPECT_EQ(vit::layer_workspace_bytes("bf16", 100, 16, 72), 0u);
-  // 128 keys (100 rounded up to 32, room for a transposed V) x 3 x 80 = 30720 bytes a tensor.
-  EXPECT_EQ(vit::layer_workspace_bytes("fp8", 100, 3, 72), 3u * 30720u);
+  // 128 keys (100 rounded up to 32, room for a transposed V) x 3 x 80 = 30720 bytes a tensor,
+  // then the attention's stream-K scratch (none without a device).
+  EXPECT_EQ(vit::layer_workspace_bytes("fp8", 100, 3, 72),
+            3u * 30720u + vit_attention_workspace_bytes(100, 3, 72));
+  if (!gpu_available()) {
+    EXPECT_EQ(vit_attention_workspace_bytes(100, 3, 72), 0u);
+  }
 }
 
 /// Interleaved QKV [S, 3, H, D] bf16 on the device.
@@ -161,31 +167,36 @@ TEST_F(VitLayer, DynamicScalesAreSavedOnceWhenAHistoryFirstWraps) {
   EXPECT_FALSE(fs::exists(c.vit_save_path));
 }
 
-TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
-  QFUSE_REQUIRE_GPU();
+/// The static FP8 layer (scales from a file) on packed sequences `cu` against its parts run by
+/// hand: quantize with the file's scales, then attention, both as kAuto does (V transposed for the
+/// tensor cores, which can run these calls on an sm_90 device), the attention with a workspace of
+/// its own where `stream_k` (the setting forced to that many blocks for both). The same bytes,
+/// and again in a second forward over the same (then stale) workspace.
+void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int64_t H, int64_t D,
+                               int stream_k) {
   graph::FusionConfig c = fp8_config();
-  c.vit_scale_path = write("s.json", R"({"enc.0": {"q": 0.011, "k": 0.017, "v": 0.0063}})");
+  c.vit_scale_path = t.write("s.json", R"({"enc.0": {"q": 0.011, "k": 0.017, "v": 0.0063}})");
   std::unique_ptr<vit::EncoderAttention> e;
   ASSERT_TRUE(vit::EncoderAttention::create(c, {"enc.0"}, &e).ok());
-  const int64_t S = 70, H = 2, D = 80;
+  const int64_t S = cu.back();
+  const int64_t n = static_cast<int64_t>(cu.size()) - 1;
+  const ForceStreamK sk(stream_k);
   Inputs x(S, H, D, 8);
-  const std::vector<int32_t> cu{0, 70};
-  DeviceBuffer cu_dev(8);
-  cu_dev.upload(cu.data(), 8);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
   DeviceBuffer ws(vit::layer_workspace_bytes("fp8", S, H, D));
+  ws.fill(0xA5);  // any content: the layer zeroes what the attention needs
   DeviceBuffer out(S * H * D * 2), by_hand(S * H * D * 2);
   out.fill(kPoison);
   vit::LayerIo io;
   io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
-  io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = 1;
+  io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = n;
   io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
   ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
-  // The same by hand: quantize with the file's scales, then attention, both as kAuto does (V
-  // transposed for the tensor cores, which can run this call on an sm_90 device).
   const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
   DeviceBuffer sd(12);
   sd.upload(scales.data(), 12);
-  const int64_t Dp = 80, Sp = vit_vt_keys(S);
+  const int64_t Dp = vit_padded_head_dim(D), Sp = vit_vt_keys(S);
   DeviceBuffer f8[3] = {DeviceBuffer(S * H * Dp), DeviceBuffer(S * H * Dp),
                         DeviceBuffer(H * Dp * Sp)};
   VitQkvQuantArgs qa;
@@ -201,11 +212,29 @@ TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
   a.v_layout = VitVLayout::kTransposed;
   a.head_dim = static_cast<int>(D);
   a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
-  a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = 1;
-  a.softmax_scale = static_cast<float>(1.0 / std::sqrt(80.0));
+  a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = n;
+  a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   a.out.out = TensorRef::contiguous(by_hand.get(), DType::kBF16, {S, H, D});
+  DeviceBuffer own(stream_k > 0 ? vit_attention_workspace_bytes(S, H, static_cast<int>(D)) : 0);
+  if (stream_k > 0) a.workspace = own.get(), a.workspace_bytes = own.bytes();
   ASSERT_TRUE(vit_attention(a, nullptr).ok());
-  EXPECT_EQ(out.download(), by_hand.download());
+  const std::vector<uint8_t> want = by_hand.download();
+  EXPECT_EQ(out.download(), want);
+  out.fill(kPoison);
+  ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
+  EXPECT_EQ(out.download(), want) << "second forward";
+}
+
+TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
+  QFUSE_REQUIRE_GPU();
+  expect_layer_equals_parts(*this, {0, 70}, 2, 80, -1);
+}
+
+/// Stream-K forced (a grid of 7 blocks: query tiles split between blocks) over a poisoned layer
+/// workspace: the layer zeroes the tickets before its quantizer and the attention trusts them.
+TEST_F(VitLayer, StreamKLayerEqualsItsParts) {
+  QFUSE_REQUIRE_GPU();
+  expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7);
 }
 
 TEST_F(VitLayer, TensorCoreLayerAgreesWithTheSimpleOne) {

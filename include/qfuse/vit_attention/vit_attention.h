@@ -142,7 +142,30 @@ struct VitAttentionArgs {
   int64_t num_seqs = 0;
   float softmax_scale = 0.0f;  // finite, > 0
   QuantOutput out;             // o [S_total, H, D] (heads contiguous) or [S_total, H * D]
+  // Optional device scratch of at least vit_attention_workspace_bytes() bytes (any content; the
+  // call zeroes what it needs, asynchronously, unless workspace_zeroed): with it the FP8
+  // tensor-core kernel can spread the key tiles of every (head, query tile) evenly over the SMs
+  // (stream-K: a query tile may be split between blocks, whose fp32 partials meet in the workspace
+  // and are merged by the last block; results are the same from run to run; on by default,
+  // QFUSE_VIT_TC_STREAMK=-1 turns it off: docs/vit_attention.md). Null (bytes 0): a block a query
+  // tile and head.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  // True: the caller promises the workspace's first vit_attention_ticket_bytes() bytes are zero
+  // on entry, and the call issues no memset (one kernel node, so that programmatic dependent
+  // launch can overlap it with the kernel before it). Every call leaves those bytes zero, so a
+  // workspace kept for this use (and nothing else) needs zeroing only once.
+  bool workspace_zeroed = false;
 };
+
+/// Bytes at the start of the workspace that VitAttentionArgs::workspace_zeroed speaks of (0
+/// without a device).
+size_t vit_attention_ticket_bytes();
+
+/// Bytes of the optional workspace (VitAttentionArgs::workspace) for S_total tokens of H heads of
+/// size head_dim on the current device: fp32 partials of two query tiles a streaming
+/// multiprocessor and a word a streaming multiprocessor; 0 without a device or for an empty call.
+size_t vit_attention_workspace_bytes(int64_t S_total, int64_t H, int head_dim);
 
 enum class VitKernel {
   // kTensorCore where it can run the call (e4m3 inputs with V transposed, or bf16 views with
