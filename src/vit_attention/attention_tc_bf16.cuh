@@ -36,6 +36,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
@@ -119,7 +120,10 @@ __device__ __forceinline__ void issue_pv_bf16(float (&o)[kN / 2], const uint32_t
     WgmmaBf16<kN>::rs_mn(o, a[kk], sw128_desc(v_addr + kk * 2048, kBoxBytes, 1024), 1);
 }
 
-template <int kD, class Core>
+/// kPBuf: P's register buffers. 1: P(n) packed once PV(n - 1) is done (FlashAttention-3's
+/// order); 2: P double-buffered as in the FP8 kernel (PV(n - 2) waited at the top of step n, so
+/// PV(n - 1) also overlaps the packing of P(n) and the next turn's waits; 32 registers more).
+template <int kD, class Core, int kPBuf>
 __global__ void __launch_bounds__(384, 1)
     vit_tc_bf16_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -196,11 +200,11 @@ __global__ void __launch_bounds__(384, 1)
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
   float s[64];
-  uint32_t pa[8][4];
+  uint32_t pa[kPBuf][8][4];
   float corr[2];
-  auto fence_p = [&]() {
+  auto fence_p = [&](uint32_t(&x)[8][4]) {
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) fence_regs(pa[kk]);
+    for (int kk = 0; kk < 8; ++kk) fence_regs(x[kk]);
   };
   auto rescale_o = [&]() {
 #pragma unroll
@@ -226,7 +230,9 @@ __global__ void __launch_bounds__(384, 1)
     wgmma_wait<0>();
     fence_regs(s);
     softmax_tile(s, beg, beg, end, qd, scale2, m, l, corr);
-    pack_p_bf16(s, pa);
+    pack_p_bf16(s, pa[0]);
+  }
+  if (kPBuf == 1 && tiles > 0) {
     // Step n: QK^T(n) and PV(n - 1) issued together; the softmax of tile n while PV(n - 1) runs;
     // then (PV(n - 1) done) stage n - 1 released, O rescaled and P(n) packed. O and P are touched
     // only while no wgmma is in flight.
@@ -236,7 +242,7 @@ __global__ void __launch_bounds__(384, 1)
       turn_begin();
       issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
       wgmma_commit();
-      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(prev));
+      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[0], v_addr(prev));
       wgmma_commit();
       turn_end(false);
       wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
@@ -244,20 +250,77 @@ __global__ void __launch_bounds__(384, 1)
       softmax_tile(s, beg + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
       wgmma_wait<0>();
       fence_regs(o);
-      fence_p();
+      fence_p(pa[0]);
       if (lane == 0) mbar_arrive(empty + prev);
       rescale_o();
-      pack_p_bf16(s, pa);
+      pack_p_bf16(s, pa[0]);
     }
     const int last = (tiles - 1) % Tr::kStages;
     turn_begin();
-    issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(last));
+    issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[0], v_addr(last));
     wgmma_commit();
     turn_end(true);
     wgmma_wait<0>();
     fence_regs(o);
-    fence_p();
+    fence_p(pa[0]);
     if (lane == 0) mbar_arrive(empty + last);
+  }
+  if constexpr (kPBuf == 2) {
+    // Step n (the FP8 kernel's order): PV(n - 2) waited, stage n - 2 released and O rescaled by
+    // tile n - 1's correction; QK^T(n) and PV(n - 1) (P(n - 1) in pa[b ^ 1]) issued together;
+    // the softmax of tile n and P(n)'s packing into pa[b] while PV(n - 1) runs. The loop is
+    // unrolled by two so that b is a constant.
+    auto step = [&](int n, auto buf) {
+      constexpr int b = decltype(buf)::value;
+      const int st = n % Tr::kStages;
+      wgmma_wait<0>();  // PV(n - 2) done
+      fence_regs(o);
+      fence_p(pa[b]);
+      if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
+      rescale_o();
+      mbar_wait(full + st, (n / Tr::kStages) & 1);
+      turn_begin();
+      issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
+      wgmma_commit();
+      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
+      wgmma_commit();
+      turn_end(false);
+      wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
+      fence_regs(s);
+      softmax_tile(s, beg + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
+      pack_p_bf16(s, pa[b]);
+    };
+    using B0 = std::integral_constant<int, 0>;
+    using B1 = std::integral_constant<int, 1>;
+    if (tiles > 0) {
+      for (int n = 1; n < tiles; n += 2) {
+        step(n, B1{});
+        if (n + 1 < tiles) step(n + 1, B0{});
+      }
+      // The last PV: P(tiles - 1) in pa[(tiles - 1) & 1], chosen by a select (not a branch
+      // between two issues).
+      wgmma_wait<0>();
+      fence_regs(o);
+      fence_p(pa[0]);
+      fence_p(pa[kPBuf - 1]);
+      if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
+      rescale_o();
+      const int last = (tiles - 1) % Tr::kStages;
+      const bool odd = ((tiles - 1) & 1) != 0;
+      uint32_t fin[8][4];
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fin[kk][r] = odd ? pa[kPBuf - 1][kk][r] : pa[0][kk][r];
+      turn_begin();
+      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, fin, v_addr(last));
+      wgmma_commit();
+      turn_end(true);
+      wgmma_wait<0>();
+      fence_regs(o);
+      fence_p(fin);
+      if (lane == 0) mbar_arrive(empty + last);
+    }
   }
 
   // Epilogue: O / l into the shared tile (over the K / V ring, once both consumers are done with
@@ -267,12 +330,12 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-/// Launches the kernel for head size kD with core Core (params qp).
-template <int kD, class Core>
+/// Launches the kernel for head size kD with core Core (params qp) and kPBuf P buffers.
+template <int kD, class Core, int kPBuf>
 Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
                            cudaStream_t stream) {
   using Tr = TcBf16Traits<kD>;
-  const auto kernel = vit_tc_bf16_kernel<kD, Core>;
+  const auto kernel = vit_tc_bf16_kernel<kD, Core, kPBuf>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_bf16_kernel)"));
@@ -285,7 +348,9 @@ Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
 template <int kD>
 Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
   return with_tc_output(out, "vit_tc_bf16", [&](auto tag, const auto& cp) -> Status {
-    return launch_tc_bf16_core<kD, typename decltype(tag)::type>(p, cp, stream);
+    using C = typename decltype(tag)::type;
+    return tc_bf16_pbuf() == 2 ? launch_tc_bf16_core<kD, C, 2>(p, cp, stream)
+                               : launch_tc_bf16_core<kD, C, 1>(p, cp, stream);
   });
 }
 

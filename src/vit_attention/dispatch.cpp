@@ -506,11 +506,19 @@ namespace {
 /// (NOTES V12); QFUSE_VIT_TC_CONSUMERS=2 or vit::set_tc_consumers(2) keeps two.
 constexpr int kTcDefaultConsumers = 3;
 
+/// A one-digit setting from the environment: its value where it is `a` or `b`, else 0.
+int env_digit(const char* name, char a, char b) {
+  const char* e = std::getenv(name);
+  return e != nullptr && (e[0] == a || e[0] == b) && e[1] == '\0' ? e[0] - '0' : 0;
+}
+
 std::atomic<int>& tc_consumers_state() {
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_TC_CONSUMERS");
-    return e != nullptr && (e[0] == '2' || e[0] == '3') && e[1] == '\0' ? e[0] - '0' : 0;
-  }()};
+  static std::atomic<int> state{env_digit("QFUSE_VIT_TC_CONSUMERS", '2', '3')};
+  return state;
+}
+
+std::atomic<int>& tc_bf16_pbuf_state() {
+  static std::atomic<int> state{env_digit("QFUSE_VIT_BF16_PBUF", '1', '2')};
   return state;
 }
 
@@ -530,6 +538,15 @@ void set_tc_streamk(int mode) {
 
 int tc_streamk_mode() {
   return tc_streamk_state().load();
+}
+
+int tc_bf16_pbuf() {
+  const int forced = tc_bf16_pbuf_state().load();
+  return forced != 0 ? forced : 1;
+}
+
+void set_tc_bf16_pbuf(int buffers) {
+  tc_bf16_pbuf_state().store(buffers == 1 || buffers == 2 ? buffers : 0);
 }
 
 void set_tc_consumers(int consumers) {

@@ -110,6 +110,13 @@ constexpr bool kTcStreamKDefault = true;
 /// workspace. Process-wide.
 int tc_streamk_mode();
 void set_tc_streamk(int mode);
+/// P's register buffers in the BF16 tensor-core kernel (attention_tc_bf16.cuh, kPBuf):
+/// QFUSE_VIT_BF16_PBUF=1|2 at start-up or set_tc_bf16_pbuf (tests, same-binary A/B), else 1 (the
+/// double-buffered form is not measured yet). Process-wide.
+int tc_bf16_pbuf();
+/// 1 or 2 forces that form, anything else restores the default.
+void set_tc_bf16_pbuf(int buffers);
+
 /// Whether the setting asks for the stream-K grid (where the call has a workspace).
 inline bool tc_streamk_on() {
   const int mode = tc_streamk_mode();

@@ -22,4 +22,12 @@ struct ForceStreamK {
   ForceStreamK& operator=(const ForceStreamK&) = delete;
 };
 
+/// The BF16 tensor-core kernel's P buffers (vit::set_tc_bf16_pbuf): 1 or 2.
+struct ForceBf16PBuf {
+  explicit ForceBf16PBuf(int buffers) { vit::set_tc_bf16_pbuf(buffers); }
+  ~ForceBf16PBuf() { vit::set_tc_bf16_pbuf(0); }
+  ForceBf16PBuf(const ForceBf16PBuf&) = delete;
+  ForceBf16PBuf& operator=(const ForceBf16PBuf&) = delete;
+};
+
 }  // namespace qfuse::test

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A process-wide setting's two values against each other in one binary, in one device call over
+# one build (.devbin/ or .devbin.tgz, `make devbin`):
+#   bash scripts/ab_env.sh [rounds]   (default 2)
+# Environment (defaults: ViT stream-K, bench/NOTES.md V19 / V20):
+#   AB_VAR     the variable (QFUSE_VIT_TC_STREAMK)
+#   AB_VALUES  "off on": the two values, the first the baseline ("-1 1024")
+#   AB_ROWS    rows separated by ';', each "routine dim dim ..." (the FP8 tensor-core attention and
+#              static layer at D 72, 16 heads: S 4096 / 16384 and four images)
+#   AB_TESTS   0 skips test_vit_attention, run first (once, under the default setting)
+# Then `rounds` interleaved rounds of every row under each value and a table of medians (µs):
+# the first value, the second, second / first. Logs in $OUT (or /tmp/qfuse-ab-env).
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/qfuse-ab-env}
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+[ -x .devbin/qfuse ] || tar xzf .devbin.tgz
+bin=.devbin
+rounds=${1:-2}
+var=${AB_VAR:-QFUSE_VIT_TC_STREAMK}
+read -r -a values <<<"${AB_VALUES:--1 1024}"
+IFS=';' read -r -a rows <<<"${AB_ROWS:-vit_attention/fp8:tc S=4096 NIMG=1;vit_attention/fp8:tc \
+S=16384 NIMG=1;vit_attention/fp8:tc S=8192 NIMG=4;vit_layer/fp8_static:tc S=4096 NIMG=1;\
+vit_layer/fp8_static:tc S=16384 NIMG=1;vit_layer/fp8_static:tc S=8192 NIMG=4}"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+if [ "${AB_TESTS:-1}" != 0 ]; then
+  timeout 200 $bin/test_vit_attention --gtest_brief=1 >"$out/test_vit_attention.log" 2>&1
+  echo "test_vit_attention: exit $? ($(grep -cE '^\[  FAILED  \] [A-Za-z]' "$out/test_vit_attention.log") failed)"
+  grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$out/test_vit_attention.log" | head -12
+fi
+for r in $(seq 1 "$rounds"); do
+  for v in 0 1; do
+    for i in "${!rows[@]}"; do
+      read -r -a row <<<"${rows[$i]}"
+      dims=()
+      for d in "${row[@]:1}"; do dims+=(--dim "$d"); done
+      env "$var=${values[$v]}" timeout 60 $bin/qfuse bench --op "${row[0]}" "${dims[@]}" \
+        --budget-s 1 --json "$out/r${r}_v${v}_$i.json" >"$out/r${r}_v${v}_$i.txt" 2>&1 ||
+        echo "  failed: ${rows[$i]} ($var=${values[$v]}): $(tail -1 "$out/r${r}_v${v}_$i.txt")"
+    done
+  done
+done
+python3 - "$out" "$rounds" "$var" "${values[0]}" "${values[1]}" "${rows[@]}" <<'EOF'
+import json, statistics, sys
+out, rounds, var, a, b, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+def median_us(path):
+    try:
+        res = json.load(open(path)).get("results", [])
+    except Exception:
+        return None
+    res = [x for x in res if "timing" in x and "read_only" not in x["routine"]]
+    return res[0]["timing"]["median_us"] if res else None
+print(f"== {var}: {a} against {b} (µs, median of rounds) | ratio {b} / {a}")
+for i, row in enumerate(rows):
+    got = []
+    for v in (0, 1):
+        xs = [median_us(f"{out}/r{r}_v{v}_{i}.json") for r in range(1, rounds + 1)]
+        xs = [x for x in xs if x is not None]
+        got.append(statistics.median(xs) if xs else None)
+    ratio = f"{got[1] / got[0]:.3f}" if all(got) else "-"
+    cells = [f"{x:10.2f}" if x else f"{'-':>10}" for x in got]
+    print(f"{row:44s} {cells[0]} {cells[1]} {ratio:>7}")
+EOF
