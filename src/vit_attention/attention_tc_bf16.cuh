@@ -11,7 +11,8 @@
 // Work: a block takes 128 query rows of one sequence and one head (blockIdx.x: the query tile,
 // counted over the sequences' ceil(len / 128) tiles; blockIdx.y: the head). Three warpgroups:
 //   - warpgroup 0, the producer (one thread): Q once, then per key tile K and V [128 keys x
-//     kAtoms boxes] by TMA into a stage ring (full / empty mbarriers);
+//     kAtoms boxes] by TMA into a stage ring (full / empty mbarriers; kSplitKv: K and V each on
+//     their own, V(n) loaded after K(n + 1));
 //   - warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
 //       S = Q K^T            wgmma m64n128k16 bf16, both operands K-major from shared memory,
 //                            ceil(D / 16) k steps (the columns past D are zero);
@@ -36,7 +37,6 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
@@ -73,7 +73,7 @@ struct TcBf16Traits {
   static constexpr int kVOff = kKOff + kStages * kKBytes;
   static constexpr int kOOff = kKOff;
   static constexpr int kBarOff = kVOff + kStages * kVBytes;
-  static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
+  static constexpr int kBars = 1 + 4 * kStages;  // q_full, full[], empty[], v_full[], v_empty[]
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD >= 64 && kD <= 128, "head sizes 64..128, multiples of 8");
   static_assert(kPvN >= kD && kPvN <= 64 * kAtoms && kPvN % 8 == 0, "P V covers the head");
@@ -120,10 +120,11 @@ __device__ __forceinline__ void issue_pv_bf16(float (&o)[kN / 2], const uint32_t
     WgmmaBf16<kN>::rs_mn(o, a[kk], sw128_desc(v_addr + kk * 2048, kBoxBytes, 1024), 1);
 }
 
-/// kPBuf: P's register buffers. 1: P(n) packed once PV(n - 1) is done (FlashAttention-3's
-/// order); 2: P double-buffered as in the FP8 kernel (PV(n - 2) waited at the top of step n, so
-/// PV(n - 1) also overlaps the packing of P(n) and the next turn's waits; 32 registers more).
-template <int kD, class Core, int kPBuf>
+/// kSplitKv: K and V of a stage on barriers of their own (FlashAttention-3's two pipelines): the
+/// consumers wait for K(n) alone before Q K^T(n) and for V(n - 1) before P V(n - 1), and release
+/// K(n) as soon as Q K^T(n) is done, so the producer's K loads run further ahead (the producer
+/// issues K(n), then V(n - 1)). Otherwise one barrier pair a stage covers both.
+template <int kD, class Core, bool kSplitKv>
 __global__ void __launch_bounds__(384, 1)
     vit_tc_bf16_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -136,6 +137,8 @@ __global__ void __launch_bounds__(384, 1)
   uint64_t* q_full = bars;
   uint64_t* full = bars + 1;
   uint64_t* empty = bars + 1 + Tr::kStages;
+  uint64_t* v_full = bars + 1 + 2 * Tr::kStages;   // (kSplitKv)
+  uint64_t* v_empty = bars + 1 + 3 * Tr::kStages;  // (kSplitKv)
   __shared__ TileSpan span;
 
   Core core(qp);
@@ -145,6 +148,8 @@ __global__ void __launch_bounds__(384, 1)
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
       mbar_init(empty + s, 8);  // the consumers' 8 warps
+      mbar_init(v_full + s, 1);
+      mbar_init(v_empty + s, 8);
     }
     mbar_fence_init();
   }
@@ -167,19 +172,30 @@ __global__ void __launch_bounds__(384, 1)
       for (int a = 0; a < Tr::kAtoms; ++a)
         tma_load_3d(sm + Tr::kQOff + a * Tr::kBoxBytes, &p.q_map, q_full, 64 * a, h,
                     static_cast<int>(q0));
-      for (int n = 0; n < tiles; ++n) {
+      // K (and V where !kSplitKv) of tile n into stage n % kStages once its last user is done.
+      auto load = [&](int n, bool v) {
         const int st = n % Tr::kStages;
-        if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
+        uint64_t* const bar = (v ? v_full : full) + st;
+        if (n >= Tr::kStages) mbar_wait((v ? v_empty : empty) + st, ((n / Tr::kStages) - 1) & 1);
         const int j0 = static_cast<int>(beg + int64_t{n} * Tr::kN);
-        mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
+        mbar_arrive_expect_tx(bar, !kSplitKv ? Tr::kKBytes + Tr::kVBytes
+                                   : v       ? Tr::kVBytes
+                                             : Tr::kKBytes);
 #pragma unroll
         for (int a = 0; a < Tr::kAtoms; ++a) {
-          tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes, &p.k_map, full + st,
-                      64 * a, h, j0);
-          tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes, &p.vt_map, full + st,
-                      64 * a, h, j0);
+          if (!v)
+            tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes, &p.k_map, bar,
+                        64 * a, h, j0);
+          if (v || !kSplitKv)
+            tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes, &p.vt_map, bar,
+                        64 * a, h, j0);
         }
+      };
+      for (int n = 0; n < tiles; ++n) {
+        load(n, false);
+        if (kSplitKv && n > 0) load(n - 1, true);
       }
+      if (kSplitKv) load(tiles - 1, true);
     }
     return;
   }
@@ -200,11 +216,11 @@ __global__ void __launch_bounds__(384, 1)
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
   float s[64];
-  uint32_t pa[kPBuf][8][4];
+  uint32_t pa[8][4];
   float corr[2];
-  auto fence_p = [&](uint32_t(&x)[8][4]) {
+  auto fence_p = [&]() {
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) fence_regs(x[kk]);
+    for (int kk = 0; kk < 8; ++kk) fence_regs(pa[kk]);
   };
   auto rescale_o = [&]() {
 #pragma unroll
@@ -229,98 +245,43 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<0>();
     fence_regs(s);
+    if (kSplitKv && lane == 0) mbar_arrive(empty);  // K(0) read
     softmax_tile(s, beg, beg, end, qd, scale2, m, l, corr);
-    pack_p_bf16(s, pa[0]);
-  }
-  if (kPBuf == 1 && tiles > 0) {
+    pack_p_bf16(s, pa);
     // Step n: QK^T(n) and PV(n - 1) issued together; the softmax of tile n while PV(n - 1) runs;
     // then (PV(n - 1) done) stage n - 1 released, O rescaled and P(n) packed. O and P are touched
     // only while no wgmma is in flight.
     for (int n = 1; n < tiles; ++n) {
       const int st = n % Tr::kStages, prev = (n - 1) % Tr::kStages;
       mbar_wait(full + st, (n / Tr::kStages) & 1);
+      if (kSplitKv) mbar_wait(v_full + prev, ((n - 1) / Tr::kStages) & 1);
       turn_begin();
       issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
       wgmma_commit();
-      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[0], v_addr(prev));
+      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(prev));
       wgmma_commit();
       turn_end(false);
       wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
       fence_regs(s);
+      if (kSplitKv && lane == 0) mbar_arrive(empty + st);  // K(n) read
       softmax_tile(s, beg + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
       wgmma_wait<0>();
       fence_regs(o);
-      fence_p(pa[0]);
-      if (lane == 0) mbar_arrive(empty + prev);
+      fence_p();
+      if (lane == 0) mbar_arrive((kSplitKv ? v_empty : empty) + prev);
       rescale_o();
-      pack_p_bf16(s, pa[0]);
+      pack_p_bf16(s, pa);
     }
     const int last = (tiles - 1) % Tr::kStages;
+    if (kSplitKv) mbar_wait(v_full + last, ((tiles - 1) / Tr::kStages) & 1);
     turn_begin();
-    issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[0], v_addr(last));
+    issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(last));
     wgmma_commit();
     turn_end(true);
     wgmma_wait<0>();
     fence_regs(o);
-    fence_p(pa[0]);
-    if (lane == 0) mbar_arrive(empty + last);
-  }
-  if constexpr (kPBuf == 2) {
-    // Step n (the FP8 kernel's order): PV(n - 2) waited, stage n - 2 released and O rescaled by
-    // tile n - 1's correction; QK^T(n) and PV(n - 1) (P(n - 1) in pa[b ^ 1]) issued together;
-    // the softmax of tile n and P(n)'s packing into pa[b] while PV(n - 1) runs. The loop is
-    // unrolled by two so that b is a constant.
-    auto step = [&](int n, auto buf) {
-      constexpr int b = decltype(buf)::value;
-      const int st = n % Tr::kStages;
-      wgmma_wait<0>();  // PV(n - 2) done
-      fence_regs(o);
-      fence_p(pa[b]);
-      if (n >= 2 && lane == 0) mbar_arrive(empty + (n - 2) % Tr::kStages);
-      rescale_o();
-      mbar_wait(full + st, (n / Tr::kStages) & 1);
-      turn_begin();
-      issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
-      wgmma_commit();
-      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa[b ^ 1], v_addr((n - 1) % Tr::kStages));
-      wgmma_commit();
-      turn_end(false);
-      wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
-      fence_regs(s);
-      softmax_tile(s, beg + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
-      pack_p_bf16(s, pa[b]);
-    };
-    using B0 = std::integral_constant<int, 0>;
-    using B1 = std::integral_constant<int, 1>;
-    if (tiles > 0) {
-      for (int n = 1; n < tiles; n += 2) {
-        step(n, B1{});
-        if (n + 1 < tiles) step(n + 1, B0{});
-      }
-      // The last PV: P(tiles - 1) in pa[(tiles - 1) & 1], chosen by a select (not a branch
-      // between two issues).
-      wgmma_wait<0>();
-      fence_regs(o);
-      fence_p(pa[0]);
-      fence_p(pa[kPBuf - 1]);
-      if (tiles >= 2 && lane == 0) mbar_arrive(empty + (tiles - 2) % Tr::kStages);
-      rescale_o();
-      const int last = (tiles - 1) % Tr::kStages;
-      const bool odd = ((tiles - 1) & 1) != 0;
-      uint32_t fin[8][4];
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) fin[kk][r] = odd ? pa[kPBuf - 1][kk][r] : pa[0][kk][r];
-      turn_begin();
-      issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, fin, v_addr(last));
-      wgmma_commit();
-      turn_end(true);
-      wgmma_wait<0>();
-      fence_regs(o);
-      fence_p(fin);
-      if (lane == 0) mbar_arrive(empty + last);
-    }
+    fence_p();
+    if (lane == 0) mbar_arrive((kSplitKv ? v_empty : empty) + last);
   }
 
   // Epilogue: O / l into the shared tile (over the K / V ring, once both consumers are done with
@@ -330,12 +291,13 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-/// Launches the kernel for head size kD with core Core (params qp) and kPBuf P buffers.
-template <int kD, class Core, int kPBuf>
+/// Launches the kernel for head size kD with core Core (params qp), K and V on barriers of their
+/// own where kSplitKv.
+template <int kD, class Core, bool kSplitKv>
 Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
                            cudaStream_t stream) {
   using Tr = TcBf16Traits<kD>;
-  const auto kernel = vit_tc_bf16_kernel<kD, Core, kPBuf>;
+  const auto kernel = vit_tc_bf16_kernel<kD, Core, kSplitKv>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_bf16_kernel)"));
@@ -349,8 +311,8 @@ template <int kD>
 Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
   return with_tc_output(out, "vit_tc_bf16", [&](auto tag, const auto& cp) -> Status {
     using C = typename decltype(tag)::type;
-    return tc_bf16_pbuf() == 2 ? launch_tc_bf16_core<kD, C, 2>(p, cp, stream)
-                               : launch_tc_bf16_core<kD, C, 1>(p, cp, stream);
+    return tc_bf16_split_kv() ? launch_tc_bf16_core<kD, C, true>(p, cp, stream)
+                              : launch_tc_bf16_core<kD, C, false>(p, cp, stream);
   });
 }
 

@@ -110,12 +110,12 @@ constexpr bool kTcStreamKDefault = true;
 /// workspace. Process-wide.
 int tc_streamk_mode();
 void set_tc_streamk(int mode);
-/// P's register buffers in the BF16 tensor-core kernel (attention_tc_bf16.cuh, kPBuf):
-/// QFUSE_VIT_BF16_PBUF=1|2 at start-up or set_tc_bf16_pbuf (tests, same-binary A/B), else 1 (the
-/// double-buffered form is not measured yet). Process-wide.
-int tc_bf16_pbuf();
-/// 1 or 2 forces that form, anything else restores the default.
-void set_tc_bf16_pbuf(int buffers);
+/// Whether the BF16 tensor-core kernel puts K and V on barriers of their own
+/// (attention_tc_bf16.cuh, kSplitKv): QFUSE_VIT_BF16_SPLIT_KV=0|1 at start-up or
+/// set_tc_bf16_split_kv (tests, same-binary A/B), else no (not measured yet). Process-wide.
+bool tc_bf16_split_kv();
+/// 0 or 1 forces that form, anything else restores the default.
+void set_tc_bf16_split_kv(int split);
 
 /// Whether the setting asks for the stream-K grid (where the call has a workspace).
 inline bool tc_streamk_on() {

@@ -22,12 +22,12 @@ struct ForceStreamK {
   ForceStreamK& operator=(const ForceStreamK&) = delete;
 };
 
-/// The BF16 tensor-core kernel's P buffers (vit::set_tc_bf16_pbuf): 1 or 2.
-struct ForceBf16PBuf {
-  explicit ForceBf16PBuf(int buffers) { vit::set_tc_bf16_pbuf(buffers); }
-  ~ForceBf16PBuf() { vit::set_tc_bf16_pbuf(0); }
-  ForceBf16PBuf(const ForceBf16PBuf&) = delete;
-  ForceBf16PBuf& operator=(const ForceBf16PBuf&) = delete;
+/// The BF16 tensor-core kernel's K / V barriers (vit::set_tc_bf16_split_kv): 0 joint, 1 split.
+struct ForceBf16SplitKv {
+  explicit ForceBf16SplitKv(int split) { vit::set_tc_bf16_split_kv(split); }
+  ~ForceBf16SplitKv() { vit::set_tc_bf16_split_kv(-1); }
+  ForceBf16SplitKv(const ForceBf16SplitKv&) = delete;
+  ForceBf16SplitKv& operator=(const ForceBf16SplitKv&) = delete;
 };
 
 }  // namespace qfuse::test
