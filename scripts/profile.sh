@@ -85,10 +85,8 @@ for c in $cases; do
     # waves): where the cost per wave goes (bench/NOTES.md V17).
     vit_wave) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=1536" ;;
     vit_4k) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=4096" ;;
-    # The ViT BF16 kernel at S 4096 (issue 15's bf16 bar against cuDNN), K / V on one barrier a
-    # stage or (QFUSE_VIT_BF16_SPLIT_KV=1) on barriers of their own.
+    # The ViT BF16 kernel at S 4096 (issue 15's bf16 bar against cuDNN).
     vit_bf16_4k) run_mla $c vit_tc_bf16_kernel "" vit_attention/bf16:tc "--dim S=4096" ;;
-    vit_bf16_4k_split) run_mla $c vit_tc_bf16_kernel QFUSE_VIT_BF16_SPLIT_KV=1 vit_attention/bf16:tc "--dim S=4096" ;;
   esac
 done
 if [ "${QFUSE_PROFILE_TAR:-0}" = 1 ]; then

@@ -11,8 +11,7 @@
 // Work: a block takes 128 query rows of one sequence and one head (blockIdx.x: the query tile,
 // counted over the sequences' ceil(len / 128) tiles; blockIdx.y: the head). Three warpgroups:
 //   - warpgroup 0, the producer (one thread): Q once, then per key tile K and V [128 keys x
-//     kAtoms boxes] by TMA into a stage ring (full / empty mbarriers; kSplitKv: K and V each on
-//     their own, V(n) loaded after K(n + 1));
+//     kAtoms boxes] by TMA into a stage ring (full / empty mbarriers);
 //   - warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
 //       S = Q K^T            wgmma m64n128k16 bf16, both operands K-major from shared memory,
 //                            ceil(D / 16) k steps (the columns past D are zero);
@@ -73,7 +72,7 @@ struct TcBf16Traits {
   static constexpr int kVOff = kKOff + kStages * kKBytes;
   static constexpr int kOOff = kKOff;
   static constexpr int kBarOff = kVOff + kStages * kVBytes;
-  static constexpr int kBars = 1 + 4 * kStages;  // q_full, full[], empty[], v_full[], v_empty[]
+  static constexpr int kBars = 1 + 2 * kStages;                  // q_full, full[], empty[]
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD >= 64 && kD <= 128, "head sizes 64..128, multiples of 8");
   static_assert(kPvN >= kD && kPvN <= 64 * kAtoms && kPvN % 8 == 0, "P V covers the head");
@@ -120,11 +119,7 @@ __device__ __forceinline__ void issue_pv_bf16(float (&o)[kN / 2], const uint32_t
     WgmmaBf16<kN>::rs_mn(o, a[kk], sw128_desc(v_addr + kk * 2048, kBoxBytes, 1024), 1);
 }
 
-/// kSplitKv: K and V of a stage on barriers of their own (FlashAttention-3's two pipelines): the
-/// consumers wait for K(n) alone before Q K^T(n) and for V(n - 1) before P V(n - 1), and release
-/// K(n) as soon as Q K^T(n) is done, so the producer's K loads run further ahead (the producer
-/// issues K(n), then V(n - 1)). Otherwise one barrier pair a stage covers both.
-template <int kD, class Core, bool kSplitKv>
+template <int kD, class Core>
 __global__ void __launch_bounds__(384, 1)
     vit_tc_bf16_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -137,8 +132,6 @@ __global__ void __launch_bounds__(384, 1)
   uint64_t* q_full = bars;
   uint64_t* full = bars + 1;
   uint64_t* empty = bars + 1 + Tr::kStages;
-  uint64_t* v_full = bars + 1 + 2 * Tr::kStages;   // (kSplitKv)
-  uint64_t* v_empty = bars + 1 + 3 * Tr::kStages;  // (kSplitKv)
   __shared__ TileSpan span;
 
   Core core(qp);
@@ -148,8 +141,6 @@ __global__ void __launch_bounds__(384, 1)
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
       mbar_init(empty + s, 8);  // the consumers' 8 warps
-      mbar_init(v_full + s, 1);
-      mbar_init(v_empty + s, 8);
     }
     mbar_fence_init();
   }
@@ -172,30 +163,19 @@ __global__ void __launch_bounds__(384, 1)
       for (int a = 0; a < Tr::kAtoms; ++a)
         tma_load_3d(sm + Tr::kQOff + a * Tr::kBoxBytes, &p.q_map, q_full, 64 * a, h,
                     static_cast<int>(q0));
-      // K (and V where !kSplitKv) of tile n into stage n % kStages once its last user is done.
-      auto load = [&](int n, bool v) {
+      for (int n = 0; n < tiles; ++n) {
         const int st = n % Tr::kStages;
-        uint64_t* const bar = (v ? v_full : full) + st;
-        if (n >= Tr::kStages) mbar_wait((v ? v_empty : empty) + st, ((n / Tr::kStages) - 1) & 1);
+        if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
         const int j0 = static_cast<int>(beg + int64_t{n} * Tr::kN);
-        mbar_arrive_expect_tx(bar, !kSplitKv ? Tr::kKBytes + Tr::kVBytes
-                                   : v       ? Tr::kVBytes
-                                             : Tr::kKBytes);
+        mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
 #pragma unroll
         for (int a = 0; a < Tr::kAtoms; ++a) {
-          if (!v)
-            tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes, &p.k_map, bar,
-                        64 * a, h, j0);
-          if (v || !kSplitKv)
-            tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes, &p.vt_map, bar,
-                        64 * a, h, j0);
+          tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes, &p.k_map, full + st,
+                      64 * a, h, j0);
+          tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes, &p.vt_map, full + st,
+                      64 * a, h, j0);
         }
-      };
-      for (int n = 0; n < tiles; ++n) {
-        load(n, false);
-        if (kSplitKv && n > 0) load(n - 1, true);
       }
-      if (kSplitKv) load(tiles - 1, true);
     }
     return;
   }
@@ -245,7 +225,6 @@ __global__ void __launch_bounds__(384, 1)
     turn_end(false);
     wgmma_wait<0>();
     fence_regs(s);
-    if (kSplitKv && lane == 0) mbar_arrive(empty);  // K(0) read
     softmax_tile(s, beg, beg, end, qd, scale2, m, l, corr);
     pack_p_bf16(s, pa);
     // Step n: QK^T(n) and PV(n - 1) issued together; the softmax of tile n while PV(n - 1) runs;
@@ -254,7 +233,6 @@ __global__ void __launch_bounds__(384, 1)
     for (int n = 1; n < tiles; ++n) {
       const int st = n % Tr::kStages, prev = (n - 1) % Tr::kStages;
       mbar_wait(full + st, (n / Tr::kStages) & 1);
-      if (kSplitKv) mbar_wait(v_full + prev, ((n - 1) / Tr::kStages) & 1);
       turn_begin();
       issue_qk_bf16<Tr::kKSteps, Tr::kBoxBytes>(s, q_addr, k_addr(st));
       wgmma_commit();
@@ -263,17 +241,15 @@ __global__ void __launch_bounds__(384, 1)
       turn_end(false);
       wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
       fence_regs(s);
-      if (kSplitKv && lane == 0) mbar_arrive(empty + st);  // K(n) read
       softmax_tile(s, beg + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
       wgmma_wait<0>();
       fence_regs(o);
       fence_p();
-      if (lane == 0) mbar_arrive((kSplitKv ? v_empty : empty) + prev);
+      if (lane == 0) mbar_arrive(empty + prev);
       rescale_o();
       pack_p_bf16(s, pa);
     }
     const int last = (tiles - 1) % Tr::kStages;
-    if (kSplitKv) mbar_wait(v_full + last, ((tiles - 1) / Tr::kStages) & 1);
     turn_begin();
     issue_pv_bf16<Tr::kPvN, Tr::kBoxBytes>(o, pa, v_addr(last));
     wgmma_commit();
@@ -281,7 +257,7 @@ __global__ void __launch_bounds__(384, 1)
     wgmma_wait<0>();
     fence_regs(o);
     fence_p();
-    if (lane == 0) mbar_arrive((kSplitKv ? v_empty : empty) + last);
+    if (lane == 0) mbar_arrive(empty + last);
   }
 
   // Epilogue: O / l into the shared tile (over the K / V ring, once both consumers are done with
@@ -291,13 +267,12 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-/// Launches the kernel for head size kD with core Core (params qp), K and V on barriers of their
-/// own where kSplitKv.
-template <int kD, class Core, bool kSplitKv>
+/// Launches the kernel for head size kD with core Core (params qp).
+template <int kD, class Core>
 Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
                            cudaStream_t stream) {
   using Tr = TcBf16Traits<kD>;
-  const auto kernel = vit_tc_bf16_kernel<kD, Core, kSplitKv>;
+  const auto kernel = vit_tc_bf16_kernel<kD, Core>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_bf16_kernel)"));
@@ -310,9 +285,7 @@ Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
 template <int kD>
 Status launch_tc_bf16_for(const TcParams& p, const QuantOutput& out, cudaStream_t stream) {
   return with_tc_output(out, "vit_tc_bf16", [&](auto tag, const auto& cp) -> Status {
-    using C = typename decltype(tag)::type;
-    return tc_bf16_split_kv() ? launch_tc_bf16_core<kD, C, true>(p, cp, stream)
-                              : launch_tc_bf16_core<kD, C, false>(p, cp, stream);
+    return launch_tc_bf16_core<kD, typename decltype(tag)::type>(p, cp, stream);
   });
 }
 

@@ -506,19 +506,11 @@ namespace {
 /// (NOTES V12); QFUSE_VIT_TC_CONSUMERS=2 or vit::set_tc_consumers(2) keeps two.
 constexpr int kTcDefaultConsumers = 3;
 
-/// A one-digit setting from the environment: its value where it is `a` or `b`, else -1.
-int env_digit(const char* name, char a, char b) {
-  const char* e = std::getenv(name);
-  return e != nullptr && (e[0] == a || e[0] == b) && e[1] == '\0' ? e[0] - '0' : -1;
-}
-
 std::atomic<int>& tc_consumers_state() {
-  static std::atomic<int> state{env_digit("QFUSE_VIT_TC_CONSUMERS", '2', '3')};
-  return state;
-}
-
-std::atomic<int>& tc_bf16_split_kv_state() {
-  static std::atomic<int> state{env_digit("QFUSE_VIT_BF16_SPLIT_KV", '0', '1')};
+  static std::atomic<int> state{[] {
+    const char* e = std::getenv("QFUSE_VIT_TC_CONSUMERS");
+    return e != nullptr && (e[0] == '2' || e[0] == '3') && e[1] == '\0' ? e[0] - '0' : 0;
+  }()};
   return state;
 }
 
@@ -540,21 +532,13 @@ int tc_streamk_mode() {
   return tc_streamk_state().load();
 }
 
-bool tc_bf16_split_kv() {
-  return tc_bf16_split_kv_state().load() == 1;
-}
-
-void set_tc_bf16_split_kv(int split) {
-  tc_bf16_split_kv_state().store(split == 0 || split == 1 ? split : -1);
-}
-
 void set_tc_consumers(int consumers) {
-  tc_consumers_state().store(consumers == 2 || consumers == 3 ? consumers : -1);
+  tc_consumers_state().store(consumers == 2 || consumers == 3 ? consumers : 0);
 }
 
 int tc_query_rows(int D) {
   const int forced = tc_consumers_state().load();
-  const int consumers = forced > 0 ? forced : kTcDefaultConsumers;
+  const int consumers = forced != 0 ? forced : kTcDefaultConsumers;
   return consumers == 3 && tc_three_consumers(D) ? 192 : 128;
 }
 

@@ -110,13 +110,6 @@ constexpr bool kTcStreamKDefault = true;
 /// workspace. Process-wide.
 int tc_streamk_mode();
 void set_tc_streamk(int mode);
-/// Whether the BF16 tensor-core kernel puts K and V on barriers of their own
-/// (attention_tc_bf16.cuh, kSplitKv): QFUSE_VIT_BF16_SPLIT_KV=0|1 at start-up or
-/// set_tc_bf16_split_kv (tests, same-binary A/B), else no (not measured yet). Process-wide.
-bool tc_bf16_split_kv();
-/// 0 or 1 forces that form, anything else restores the default.
-void set_tc_bf16_split_kv(int split);
-
 /// Whether the setting asks for the stream-K grid (where the call has a workspace).
 inline bool tc_streamk_on() {
   const int mode = tc_streamk_mode();

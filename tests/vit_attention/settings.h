@@ -22,12 +22,4 @@ struct ForceStreamK {
   ForceStreamK& operator=(const ForceStreamK&) = delete;
 };
 
-/// The BF16 tensor-core kernel's K / V barriers (vit::set_tc_bf16_split_kv): 0 joint, 1 split.
-struct ForceBf16SplitKv {
-  explicit ForceBf16SplitKv(int split) { vit::set_tc_bf16_split_kv(split); }
-  ~ForceBf16SplitKv() { vit::set_tc_bf16_split_kv(-1); }
-  ForceBf16SplitKv(const ForceBf16SplitKv&) = delete;
-  ForceBf16SplitKv& operator=(const ForceBf16SplitKv&) = delete;
-};
-
 }  // namespace qfuse::test
