@@ -151,6 +151,15 @@ inline Status cu_seqlens_args(const TensorRef& d, const TensorRef& h, VitAttenti
   return Status::Ok();
 }
 
+/// A workspace argument (`name`): a contiguous uint8 tensor, as its pointer and size in bytes.
+inline Status byte_buffer(const TensorRef& t, std::string_view name, void** data, size_t* bytes) {
+  if (t.dtype != DType::kU8 || !t.is_contiguous())
+    return Status::InvalidArgument(std::string(name), "a contiguous uint8 tensor", t.describe());
+  *data = t.data;
+  *bytes = static_cast<size_t>(t.numel());
+  return Status::Ok();
+}
+
 /// The device pointer of a one-element fp32 tensor (a scale a kernel reads); `t` is its view.
 inline Status scalar_ptr(const TensorRef& t, std::string_view name, const float** out) {
   if (t.dtype != DType::kF32)

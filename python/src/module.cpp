@@ -329,10 +329,10 @@ size_t mla_workspace_size(int64_t batch, int s_q, int num_heads, const std::stri
 }
 
 qfuse::MlaWorkspace mla_workspace(const Array& ws) {
-  const TensorRef t = to_ref(ws, "workspace", DType::kU8);
-  if (t.dtype != DType::kU8 || !t.is_contiguous())
-    invalid("workspace", "a contiguous uint8 tensor", t.describe());
-  return {t.data, static_cast<size_t>(t.numel())};
+  qfuse::MlaWorkspace w;
+  check(qfuse::binding::byte_buffer(to_ref(ws, "workspace", DType::kU8), "workspace", &w.data,
+                                    &w.bytes));
+  return w;
 }
 
 /// The words of a schedule argument: a contiguous host int64 vector of kMlaScheduleWords.
@@ -470,7 +470,7 @@ void vit_attention(const Array& q, const Array& k, const Array& v, const Array& 
                    const std::string& spec, const OptArray& scales, const OptArray& scale,
                    const OptArray& scale_ub, const OptArray& q_scale, const OptArray& k_scale,
                    const OptArray& v_scale, bool v_transposed, const std::string& kernel,
-                   uintptr_t stream) {
+                   const OptArray& workspace, uintptr_t stream) {
   qfuse::VitAttentionArgs a;
   a.q = to_ref(q, "q", DType::kE4M3);
   a.k = to_ref(k, "k", DType::kE4M3);
@@ -491,7 +491,15 @@ void vit_attention(const Array& q, const Array& k, const Array& v, const Array& 
   }
   a.softmax_scale = softmax_scale;
   a.out = quant_output(spec, out, scales, scale, scale_ub);
+  if (workspace)
+    check(qfuse::binding::byte_buffer(to_ref(*workspace, "workspace", DType::kU8), "workspace",
+                                      &a.workspace, &a.workspace_bytes));
   check(qfuse::vit_attention(a, qfuse::VitAttentionOptions{vit_kernel(kernel)}, as_stream(stream)));
+}
+
+/// Bytes of vit_attention's optional workspace on the current device (0 without one).
+size_t vit_attention_workspace_size(int64_t s_total, int64_t num_heads, int head_dim) {
+  return qfuse::vit_attention_workspace_bytes(s_total, num_heads, head_dim);
 }
 
 // ---- the vocabulary, for allocating wrappers and tests ---------------------------------------
@@ -641,7 +649,9 @@ NB_MODULE(_qfuse, m) {
         nb::arg("cu_seqlens_host") = none, nb::arg("spec") = "none", nb::arg("scales") = none,
         nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("q_scale") = none,
         nb::arg("k_scale") = none, nb::arg("v_scale") = none, nb::arg("v_transposed") = false,
-        nb::arg("kernel") = "auto", nb::arg("stream") = 0);
+        nb::arg("kernel") = "auto", nb::arg("workspace") = none, nb::arg("stream") = 0);
+  m.def("vit_attention_workspace_size", &vit_attention_workspace_size, nb::arg("s_total"),
+        nb::arg("num_heads"), nb::arg("head_dim"));
   m.def("canonical_spec", &canonical_spec, nb::arg("spec"));
   m.def("scale_shape", &scale_shape, nb::arg("spec"), nb::arg("rows"), nb::arg("cols"));
   m.def("out_dtype", &out_dtype, nb::arg("spec"));

@@ -611,10 +611,10 @@ void mla_write_cache_kernel(const Tensor& kv_c, const Tensor& k_pe, const Tensor
 }
 
 qfuse::MlaWorkspace mla_workspace(const Tensor& ws) {
-  const TensorRef t = to_ref(ws, "workspace", Slot::kAny, DType::kU8);
-  if (t.dtype != DType::kU8 || !t.is_contiguous())
-    invalid("workspace", "a contiguous uint8 tensor", t.describe());
-  return {t.data, static_cast<size_t>(t.numel())};
+  qfuse::MlaWorkspace w;
+  check(qfuse::binding::byte_buffer(to_ref(ws, "workspace", Slot::kAny, DType::kU8), "workspace",
+                                    &w.data, &w.bytes));
+  return w;
 }
 
 qfuse::MlaDecodeArgs mla_args(const Tensor& q, const Tensor& cache, const Tensor& block_table,
@@ -715,7 +715,7 @@ void vit_attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, con
                           const OptTensor& scales, const OptTensor& scale,
                           const OptTensor& scale_ub, const OptTensor& q_scale,
                           const OptTensor& k_scale, const OptTensor& v_scale, bool v_transposed,
-                          c10::string_view kernel) {
+                          c10::string_view kernel, const OptTensor& workspace) {
   qfuse::VitAttentionArgs a;
   a.q = to_ref(q, "q", Slot::kE4M3, DType::kE4M3);
   a.k = to_ref(k, "k", Slot::kE4M3, DType::kE4M3);
@@ -735,6 +735,9 @@ void vit_attention_kernel(const Tensor& q, const Tensor& k, const Tensor& v, con
   }
   a.softmax_scale = static_cast<float>(softmax_scale);
   a.out = quant_output(spec, out, scales, scale, scale_ub);
+  if (workspace)
+    check(qfuse::binding::byte_buffer(to_ref(*workspace, "workspace", Slot::kAny, DType::kU8),
+                                      "workspace", &a.workspace, &a.workspace_bytes));
   const qfuse::VitAttentionOptions opt{vit_kernel(kernel)};
   launch(q, [&](cudaStream_t s) { return qfuse::vit_attention(a, opt, s); });
 }
@@ -1009,7 +1012,7 @@ const OpEntry kOps[] = {
      "float softmax_scale, Tensor? cu_seqlens=None, Tensor? cu_seqlens_cpu=None, "
      "str spec=\"none\", Tensor(b!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
      "Tensor? q_scale=None, Tensor? k_scale=None, Tensor? v_scale=None, "
-     "bool v_transposed=False, str kernel=\"auto\") -> ()",
+     "bool v_transposed=False, str kernel=\"auto\", Tensor(c!)? workspace=None) -> ()",
      QFUSE_KERNEL(vit_attention_kernel)},
     {"static_scaled_fp8_quant", QFUSE_STATIC_FP8,
      QFUSE_KERNEL(static_scaled_fp8_quant_kernel<false>)},

@@ -492,6 +492,44 @@ class Vit(unittest.TestCase):
         self.assertTrue(torch.isfinite(got).all())
         torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
 
+    def test_attention_with_a_workspace(self):
+        """One image of 2000 patches, 2 heads, V transposed (the tensor cores): 22 query tiles of
+        16 key tiles, which the stream-K grid a workspace allows splits between blocks. Against
+        float64 as the call without one, not byte-equal to it (a split tile rounds P against its
+        parts' maxima), the same bytes in a second call over the same (stale) workspace."""
+        S, H, D, DP, SP = 2000, 2, 72, 80, 2016
+        qkv = randn(S, 3, H, D)
+        outs = [poisoned((S, H, DP), FP8), poisoned((S, H, DP), FP8), poisoned((H, DP, SP), FP8)]
+        scales = (0.011, 0.023, 0.0057)
+        sc = [scalar(v) for v in scales]
+        qt.vit_quantize_qkv(qkv[:, 0], qkv[:, 1], qkv[:, 2], *outs, *sc, v_transposed=True)
+        ws = qt.vit_workspace(S, H, D)
+        self.assertIsNotNone(ws)
+        ws.fill_(0xA5)  # any content
+        cu = torch.tensor([0, S], dtype=torch.int32)
+        sm = D ** -0.5
+
+        def run(workspace):
+            out = poisoned((S, H, D), BF16)
+            qt.vit_attention(*outs, out, D, sm, cu.to(DEV), cu, q_scale=sc[0], k_scale=sc[1],
+                             v_scale=sc[2], v_transposed=True, kernel="tensor_core",
+                             workspace=workspace)
+            return out
+
+        plain, split = run(None), run(ws)
+        self.assertTrue(torch.equal(run(ws), split))
+        self.assertFalse(torch.equal(split, plain), "no query tile was split")
+        # The reference from the row-major codes (a transposed V's keys are permuted in groups).
+        rows = [poisoned((S, H, DP), FP8) for _ in range(3)]
+        qt.vit_quantize_qkv(qkv[:, 0], qkv[:, 1], qkv[:, 2], *rows, *sc)
+        q, k, v = (rows[i].float()[..., :D].double().transpose(0, 1) * scales[i] for i in range(3))
+        p = torch.softmax(q @ k.transpose(1, 2) * sm, dim=-1)  # [H, S, S]
+        want = (p @ v).transpose(0, 1)  # [S, H, D]
+        for name, got in (("without", plain), ("with", split)):
+            with self.subTest(workspace=name):
+                self.assertTrue(torch.isfinite(got).all())
+                torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=1e-2)
+
 
 def opcheck_cases():
     T, H = 16, 256

@@ -686,9 +686,20 @@ class VitAttention(unittest.TestCase):
         qfuse.vit_attention(**a)
 
     def test_attention_valid_call_reaches_the_device(self):
-        with self.assertRaises((RuntimeError, ValueError)) as e:
-            self.attention()
-        self.assertNotIn("cu_seqlens", str(e.exception))
+        ws = max(qfuse.vit_attention_workspace_size(self.S, self.H, self.D), 16)
+        for kw in ({}, dict(workspace=t((ws,), "u8"))):
+            with self.subTest(workspace="workspace" in kw):
+                with self.assertRaises((RuntimeError, ValueError)) as e:
+                    self.attention(**kw)
+                self.assertNotIn("cu_seqlens", str(e.exception))
+                self.assertNotIn("workspace", str(e.exception))
+
+    def test_attention_workspace_size(self):
+        # None for an empty call or a head size the kernels do not take (and none without a
+        # device: the stream-K slots are a few per SM).
+        self.assertEqual(qfuse.vit_attention_workspace_size(0, 16, 72), 0)
+        self.assertEqual(qfuse.vit_attention_workspace_size(4096, 16, 48), 0)
+        self.assertGreaterEqual(qfuse.vit_attention_workspace_size(4096, 16, 72), 0)
 
     def test_attention_validation(self):
         for kw, exc, frag in [
@@ -702,6 +713,7 @@ class VitAttention(unittest.TestCase):
             (dict(v_scale=None), ValueError, "'v_scale'"),
             (dict(softmax_scale=0.0), ValueError, "'softmax_scale'"),
             (dict(kernel="fastest"), ValueError, "'kernel'"),
+            (dict(workspace=t((64,), "fp32")), ValueError, "'workspace'"),
             (dict(kernel="tensor_core"), NotImplementedError, "transposed"),
             (dict(spec="fp8_per_tensor", out=t((self.S, self.H * self.D), "e4m3")), ValueError,
              "'out.scale'"),

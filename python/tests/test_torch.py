@@ -36,7 +36,7 @@ WRITES = {
     "mla_decode": {"out", "workspace", "scales", "lse"},
     "mla_decode_schedule": {"workspace", "schedule"},
     "vit_quantize_qkv": {"q_out", "k_out", "v_out"},
-    "vit_attention": {"out", "scales"},
+    "vit_attention": {"out", "scales", "workspace"},
 }
 for _n in ("static_scaled_fp8_quant", "dynamic_per_token_scaled_fp8_quant",
            "per_token_group_fp8_quant", "scaled_fp4_quant"):

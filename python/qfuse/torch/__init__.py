@@ -6,7 +6,9 @@ implementations, so they trace under ``torch.compile`` and capture in CUDA graph
 * destination-passing ops mirroring the C++ API: ``quantize``, ``silu_and_mul``,
   ``silu_mul_quant``, ``merge_states``, ``dynamic_per_tensor_quant``, ``mla_write_cache``,
   ``mla_decode`` (``mla_workspace`` allocates its workspace), ``mla_decode_schedule`` (the split
-  schedule once a decode step; ``mla_schedule`` allocates its host descriptor);
+  schedule once a decode step; ``mla_schedule`` allocates its host descriptor),
+  ``vit_quantize_qkv``, ``vit_attention`` (``vit_workspace`` allocates its optional stream-K
+  workspace);
 * the reference engine's drop-in surface (SPEC §9, docs/python.md): ``scaled_fp8_quant``,
   ``per_token_group_fp8_quant``, ``scaled_fp4_quant``, ``silu_and_mul_per_block_quant``,
   ``merge_attn_states`` with the same names, argument order, dtypes and shapes;

@@ -36,6 +36,7 @@ __all__ = [
     "mla_schedule",
     "vit_quantize_qkv",
     "vit_attention",
+    "vit_workspace",
     "quantize_alloc",
     "silu_mul_quant_alloc",
     "merge_states_alloc",
@@ -366,7 +367,7 @@ vit_quantize_qkv = _define(
 def _vit_attention_impl(q, k, v, out, head_dim, softmax_scale, cu_seqlens=None,
                         cu_seqlens_cpu=None, spec="none", scales=None, scale=None, scale_ub=None,
                         q_scale=None, k_scale=None, v_scale=None, v_transposed=False,
-                        kernel="auto"):
+                        kernel="auto", workspace=None):
     _q.vit_attention(_dl(q, "q", "e4m3"), _dl(k, "k", "e4m3"), _dl(v, "v", "e4m3"),
                      _dl(out, "out", _out_fmt(spec)), head_dim, softmax_scale,
                      cu_seqlens=_opt(cu_seqlens, "cu_seqlens"),
@@ -375,17 +376,28 @@ def _vit_attention_impl(q, k, v, out, head_dim, softmax_scale, cu_seqlens=None,
                      scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
                      q_scale=_opt(q_scale, "q_scale"), k_scale=_opt(k_scale, "k_scale"),
                      v_scale=_opt(v_scale, "v_scale"), v_transposed=v_transposed, kernel=kernel,
-                     stream=_stream(q))
+                     workspace=_opt(workspace, "workspace"), stream=_stream(q))
 
 
 # NOTE: cu_seqlens_cpu is the host copy of cu_seqlens (the library checks the lengths there and
-# sizes its grid from them without reading the device).
+# sizes its grid from them without reading the device). workspace: optional scratch of
+# vit_workspace()'s size, any content; with it the FP8 tensor-core kernel spreads the last wave's
+# key tiles over every SM (stream-K, docs/vit_attention.md). Not shared by calls in flight at
+# the same time.
 vit_attention = _define(
     "vit_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) out, int head_dim, "
     "float softmax_scale, Tensor? cu_seqlens=None, Tensor? cu_seqlens_cpu=None, "
     "str spec=\"none\", Tensor(b!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
     "Tensor? q_scale=None, Tensor? k_scale=None, Tensor? v_scale=None, "
-    "bool v_transposed=False, str kernel=\"auto\") -> ()", _vit_attention_impl)
+    "bool v_transposed=False, str kernel=\"auto\", Tensor(c!)? workspace=None) -> ()",
+    _vit_attention_impl)
+
+
+def vit_workspace(s_total, num_heads, head_dim, device=None):
+    """A uint8 workspace of the size vit_attention's stream-K grid needs on the current device
+    (None where it needs none: no device, or an empty call)."""
+    n = _q.vit_attention_workspace_size(s_total, num_heads, head_dim)
+    return torch.empty(n, dtype=torch.uint8, device=device or "cuda") if n > 0 else None
 
 
 def mla_workspace(batch, s_q, num_heads, device=None, split="auto", kernel="auto"):
