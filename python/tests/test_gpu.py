@@ -525,10 +525,17 @@ class Vit(unittest.TestCase):
         q, k, v = (rows[i].float()[..., :D].double().transpose(0, 1) * scales[i] for i in range(3))
         p = torch.softmax(q @ k.transpose(1, 2) * sm, dim=-1)  # [H, S, S]
         want = (p @ v).transpose(0, 1)  # [S, H, D]
+        # The tensor cores take P as E4M3 (up to 1/16 a probability): the C++ tests' bounds,
+        # relative to the largest output.
+        top = want.abs().max()
         for name, got in (("without", plain), ("with", split)):
             with self.subTest(workspace=name):
                 self.assertTrue(torch.isfinite(got).all())
-                torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=1e-2)
+                err = (got.double() - want).abs() / top
+                self.assertLess(float(err.max()), 0.05)
+                self.assertLess(float(err.mean()), 0.005)
+                cos = F.cosine_similarity(got.double().flatten(), want.flatten(), dim=0)
+                self.assertGreater(float(cos), 0.999)
 
 
 def opcheck_cases():
