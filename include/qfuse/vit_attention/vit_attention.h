@@ -148,7 +148,8 @@ struct VitAttentionArgs {
   // (stream-K: a query tile may be split between blocks, whose fp32 partials meet in the workspace
   // and are merged by the last block; results are the same from run to run; on by default,
   // QFUSE_VIT_TC_STREAMK=-1 turns it off: docs/vit_attention.md). Null (bytes 0): a block a query
-  // tile and head.
+  // tile and head. One workspace a stream of calls: calls that may run at the same time (other
+  // streams) need their own.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   // True: the caller promises the workspace's first vit_attention_ticket_bytes() bytes are zero
