@@ -172,9 +172,10 @@ TEST_F(VitLayer, DynamicScalesAreSavedOnceWhenAHistoryFirstWraps) {
 /// tensor cores, which can run these calls on an sm_90 device), the attention with a workspace of
 /// its own where `stream_k` (the setting forced to that many blocks for both). The same bytes,
 /// and again in a second forward over the same (then stale) workspace. fused_q: the layer
-/// quantizes Q in the attention kernel (checked to take that path), its parts as ever.
+/// quantizes Q in the attention kernel (checked to take that path), its parts as ever. fp8_out:
+/// the output static fp8_per_tensor (scale 0.02) instead of bf16.
 void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int64_t H, int64_t D,
-                               int stream_k, bool fused_q = false) {
+                               int stream_k, bool fused_q = false, bool fp8_out = false) {
   graph::FusionConfig c = fp8_config();
   c.vit_scale_path = t.write("s.json", R"({"enc.0": {"q": 0.011, "k": 0.017, "v": 0.0063}})");
   std::unique_ptr<vit::EncoderAttention> e;
@@ -190,10 +191,20 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   ws.fill(0xA5);  // any content: the layer zeroes what the attention needs
   DeviceBuffer out(S * H * D * 2), by_hand(S * H * D * 2);
   out.fill(kPoison);
+  by_hand.fill(kPoison);  // an FP8 output fills half of the buffer: the rest compares as poison
+  const float out_scale = 0.02f;
+  DeviceBuffer os(4);
+  os.upload(&out_scale, 4);
+  auto output = [&](DeviceBuffer& buf) {
+    QuantOutput o;
+    o.out = TensorRef::contiguous(buf.get(), fp8_out ? DType::kE4M3 : DType::kBF16, {S, H, D});
+    if (fp8_out) o.spec = QuantSpec::fp8_per_tensor(), o.scale = os.as<float>();
+    return o;
+  };
   vit::LayerIo io;
   io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
   io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = n;
-  io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+  io.out = output(out);
   ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
   const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
   DeviceBuffer sd(12);
@@ -216,7 +227,7 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
   a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = n;
   a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  a.out.out = TensorRef::contiguous(by_hand.get(), DType::kBF16, {S, H, D});
+  a.out = output(by_hand);
   DeviceBuffer own(stream_k > 0 ? vit_attention_workspace_bytes(S, H, static_cast<int>(D)) : 0);
   if (stream_k > 0) a.workspace = own.get(), a.workspace_bytes = own.bytes();
   if (fused_q) {
@@ -251,6 +262,7 @@ TEST_F(VitLayer, FusedQLayerEqualsItsParts) {
   expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7, true);
   expect_layer_equals_parts(*this, {0, 300, 301, 1000}, 2, 80, 5, true);
   expect_layer_equals_parts(*this, {0, 900, 1333}, 2, 128, 1024, true);
+  expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7, true, true);  // FP8 output
 }
 
 /// vit::attention_fused_q takes only calls its kernel form can run, each refusal NotSupported
