@@ -36,15 +36,18 @@
 #include "qfuse/quant/adapters/smem_tile.cuh"
 #include "qfuse/quant/chunk.cuh"
 #include "qfuse/quant/dispatch.cuh"
+#include "qfuse/quant/rules.h"
 #include "vit_attention/fragment.h"
 #include "vit_attention/launch.h"
+#include "vit_attention/qkv.cuh"
 #include "vit_attention/tc_common.cuh"
 #include "vit_attention/wgmma_fp8.cuh"
 
 namespace qfuse::vit {
 
-/// kC consumer warpgroups of 64 query rows each (2 or 3; bench/NOTES.md V12).
-template <int kD, int kC>
+/// kC consumer warpgroups of 64 query rows each (2 or 3; bench/NOTES.md V12); kFusedQ: Q comes
+/// in bf16 (TcParams::fused_q) through a staging tile of its own.
+template <int kD, int kC, bool kFusedQ = false>
 struct TcTraits {
   static constexpr int kM = 64 * kC;  // query rows per block
   static constexpr int kN = 128;      // keys per tile
@@ -68,14 +71,40 @@ struct TcTraits {
   static constexpr int kKOff = kQOff + kQBytes;
   static constexpr int kVOff = kKOff + kStages * kKBytes;
   static constexpr int kOOff = kVOff + kStages * kVBytes;
-  static constexpr int kBarOff = kOOff + kOBytes;
+  static constexpr int kQsBytes = kFusedQ ? kM * kD * 2 : 0;  // bf16 Q rows of kD columns
+  static constexpr int kQsOff = kOOff + kOBytes;
+  static constexpr int kBarOff = kQsOff + (kQsBytes + 1023) / 1024 * 1024;
   static constexpr int kBars = 2 + 2 * kStages;                  // q_full, full[], empty[], q_empty
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024;  // + alignment slack
   static_assert(kD % 8 == 0 && kD <= 128, "head sizes 64..128, multiples of 8");
   static_assert(kC == 2 || kC == 3, "2 or 3 consumer warpgroups");
   static_assert(128 * (kProducerRegs + kC * kConsumerRegs) <= 65536, "register file");
   static_assert(kVBytes % 1024 == 0 && kOOff % 1024 == 0, "1024-byte atoms");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory");
 };
+
+/// The fused-Q form's turn of bf16 Q into the e4m3 tile (kFusedQ): consumer warpgroup c (thread
+/// ct of 128) converts its 64 rows of the staging tile (row r: kD bf16 at qs + r * kD * 2) into
+/// the 128-byte-swizzled rows the Q K^T descriptors read (chunk j of 16 codes of row r at byte
+/// 16 (j ^ (r & 7))), with the codes vit_quantize_qkv writes (encode_chunk, 1 / q_scale; columns
+/// from kD to 128 zero), then makes them visible to the tensor cores (the async proxy) and meets
+/// its warpgroup at named barrier 8 + c. Thread ct takes chunk column ct % 8 of rows ct / 8 + 16 k.
+template <int kD>
+__device__ __forceinline__ void convert_q(const uint8_t* qs, uint8_t* q, int c, int ct, float inv) {
+  const int j = ct & 7;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int r = 64 * c + (ct >> 3) + 16 * k;
+    const uint8_t* src = qs + r * (kD * 2) + 32 * j;
+    uint2 lo = make_uint2(0, 0), hi = make_uint2(0, 0);
+    if (16 * j < kD) lo = encode_chunk(*reinterpret_cast<const uint4*>(src), inv, 8);
+    if (16 * j + 8 < kD) hi = encode_chunk(*reinterpret_cast<const uint4*>(src + 16), inv, 8);
+    *reinterpret_cast<uint4*>(q + r * 128 + ((j ^ (r & 7)) << 4)) =
+        make_uint4(lo.x, lo.y, hi.x, hi.y);
+  }
+  sm90::fence_proxy_async_shared();
+  sm90::named_sync(8 + c, 128);
+}
 
 /// Packs P values (fp32, already scaled) of the k32 step `ks` of a 64 x 128 score fragment into
 /// the e4m3 A fragment (fragment.h: p_source_index; the host tests check that the keys land where
@@ -114,12 +143,12 @@ __device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)
     WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
 }
 
-template <int kD, int kC, class Core, bool kStreamK>
+template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ>
 __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
                   int pad_blocks) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using Tr = TcTraits<kD, kC>;
+  using Tr = TcTraits<kD, kC, kFusedQ>;
   using namespace ::qfuse::sm90;
   extern __shared__ uint8_t smem_raw[];
   const uintptr_t raw = reinterpret_cast<uintptr_t>(smem_raw);
@@ -192,11 +221,14 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
         // the others alike).
         if (kStreamK && nq > 0) mbar_wait(q_empty, (nq - 1) & 1);
         ++nq;
-        mbar_arrive_expect_tx(q_full, Tr::kQBytes);
+        // Q: e4m3 straight into its 128-byte-swizzled tile, or (kFusedQ) bf16 rows of kD
+        // columns into the staging tile, which the consumers convert (convert_q).
+        mbar_arrive_expect_tx(q_full, kFusedQ ? Tr::kQsBytes : Tr::kQBytes);
 #pragma unroll
         for (int r = 0; r < Tr::kM / Tr::kQBoxRows; ++r)
-          tma_load_3d(sm + Tr::kQOff + r * Tr::kQBoxRows * 128, &p.q_map, q_full, 0, sg.h,
-                      sg.q0 + Tr::kQBoxRows * r);
+          tma_load_3d(sm + (kFusedQ ? Tr::kQsOff + r * Tr::kQBoxRows * kD * 2
+                                    : Tr::kQOff + r * Tr::kQBoxRows * 128),
+                      &p.q_map, q_full, 0, sg.h, sg.q0 + Tr::kQBoxRows * r);
         const int64_t kv0 = sg.beg & ~31;
         for (int t = sg.t0; t < sg.t1; ++t, ++g) {
           const int st = g % Tr::kStages;
@@ -217,6 +249,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
   constexpr float kLog2e = 1.4426950408889634f;
   const float scale2 = p.softmax_scale * *p.q_scale * *p.k_scale * kLog2e;
+  const float q_inv = kFusedQ ? rules::fp8_inv_scale(*p.q_scale) : 0.0f;
   const uint32_t q_addr = smem_addr(sm + Tr::kQOff + c * 64 * 128);
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
@@ -287,6 +320,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     if (tiles > 0) {
       if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
       mbar_wait(q_full, nq & 1);
+      if constexpr (kFusedQ) convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
       mbar_wait(full + stage(0), (g0 / Tr::kStages) & 1);
       turn_begin();
       issue_qk<Tr::kKSteps>(s, q_addr, k_addr(stage(0)));
@@ -345,11 +379,11 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
 /// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
 /// padding to zero): the stream-K grid where p.sk_blocks > 0 (no padding then), else a block a
 /// query tile and head.
-template <int kD, int kC, class Core, bool kStreamK>
+template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ = false>
 Status launch_tc_grid(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
-  using Tr = TcTraits<kD, kC>;
-  const auto kernel = vit_tc_kernel<kD, kC, Core, kStreamK>;
+  using Tr = TcTraits<kD, kC, kFusedQ>;
+  const auto kernel = vit_tc_kernel<kD, kC, Core, kStreamK, kFusedQ>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
@@ -364,6 +398,9 @@ Status launch_tc_grid(const TcParams& p, const typename Core::Params& qp, int64_
 template <int kD, int kC, class Core>
 Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
+  // NOTE: the fused-Q form only with the stream-K grid (attention_fused_q refuses the others).
+  if (p.sk_blocks > 0 && p.fused_q)
+    return launch_tc_grid<kD, kC, Core, true, true>(p, qp, 0, stream);
   if (p.sk_blocks > 0) return launch_tc_grid<kD, kC, Core, true>(p, qp, 0, stream);
   return launch_tc_grid<kD, kC, Core, false>(p, qp, padding_units, stream);
 }

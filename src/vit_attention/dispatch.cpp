@@ -288,8 +288,7 @@ int64_t query_tiles(const VitAttentionArgs& a, const Plan& plan, int rows) {
   return tiles;
 }
 
-Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp,
-                      cudaStream_t stream);
+Status prepare_tc_rest(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp);
 
 /// Slots of the stream-K workspace: the tickets (a word a block, 256-byte aligned), then two
 /// partial slots a block of (D / 2 + 4) floats a consumer thread (three consumers where the head
@@ -301,12 +300,11 @@ int64_t stream_k_slot_floats(int D) {
   return (D / 2 + 4) * 128 * (vit::tc_three_consumers(D) ? 3 : 2);
 }
 
-/// The stream-K schedule of an FP8 tensor-core call (tp's q_rows, tiles set) into tp, and its
-/// tickets zeroed on `stream`; tp->sk_blocks stays 0 (a block a query tile) without a workspace,
+/// The stream-K schedule of an FP8 tensor-core call (tp's q_rows, tiles set) into tp (its tickets
+/// are the launch's to zero); tp->sk_blocks stays 0 (a block a query tile) without a workspace,
 /// where the setting turns it off, or where a block could meet more than kStreamKMaxSegments
 /// query tiles (many short sequences: that grid balances them).
-Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp,
-                     cudaStream_t stream) {
+Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tp) {
   if (a.workspace == nullptr || !vit::tc_streamk_on()) return Status::Ok();
   const int mode = vit::tc_streamk_mode();
   DeviceInfo info;
@@ -373,27 +371,45 @@ Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams*
   tp->sk_tickets = static_cast<int*>(a.workspace);
   tp->sk_ws = reinterpret_cast<float*>(static_cast<char*>(a.workspace) +
                                        stream_k_ticket_bytes(info.sm_count));
-  // NOTE: the last block of each split query tile also zeroes its ticket; the memset covers a
-  // workspace never used before (or used for something else in between) unless the caller
-  // vouches for it.
-  if (!a.workspace_zeroed) QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, blocks * 4, stream));
   return Status::Ok();
 }
 
-/// The FP8 tensor-core kernel: maps of q, k [S_total, H, Dp] and V^T [H, Dp, S_pad] e4m3.
-Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
+/// The FP8 tensor-core kernel's parameters (no launch): maps of q (or, where q_bf16, of that bf16
+/// view: the fused-Q form), k [S_total, H, Dp] and V^T [H, Dp, S_pad] e4m3, then the rest
+/// (prepare_tc_rest) and the stream-K schedule.
+Status prepare_tc(const VitAttentionArgs& a, const Plan& plan, const TensorRef* q_bf16,
+                  vit::TcParams* tpp) {
   const vit::AttnParams& p = plan.p;
-  vit::TcParams tp{};
+  vit::TcParams& tp = *tpp;
   const int64_t Dp = vit_padded_head_dim(p.D), Sp = vit_vt_keys(p.S_total);
   const cuuint64_t qk_dims[3] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H),
                                  static_cast<cuuint64_t>(p.S_total)};
   const cuuint64_t qk_strides[2] = {static_cast<cuuint64_t>(Dp), static_cast<cuuint64_t>(p.H * Dp)};
   // Q in boxes of 64 rows for the three-consumer form (TcTraits::kQBoxRows), else of 128.
   tp.q_rows = vit::tc_query_rows(static_cast<int>(p.D));
-  const cuuint32_t q_box[3] = {128, 1, tp.q_rows == 192 ? 64u : 128u}, qk_box[3] = {128, 1, 128};
-  QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q.data,
-                                              qk_dims, qk_strides, q_box,
-                                              CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
+  const cuuint32_t q_rows_box = tp.q_rows == 192 ? 64u : 128u;
+  const cuuint32_t q_box[3] = {128, 1, q_rows_box}, qk_box[3] = {128, 1, 128};
+  if (q_bf16 == nullptr) {
+    QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.q.data,
+                                                qk_dims, qk_strides, q_box,
+                                                CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
+  } else {
+    // [S_total, H, D] bf16 over the view's strides (a 4-D view flattened: fused_q_view checked
+    // its batches are evenly spaced), rows of D columns, no swizzle: the consumers read it.
+    const TensorRef& q = *q_bf16;
+    const int r = q.rank;
+    const int64_t sh = p.H > 1 ? q.strides[r - 2] : p.D;
+    const int64_t ss = p.S_total > 1 ? q.strides[r - 3] : p.D * p.H;
+    const cuuint64_t dims[3] = {static_cast<cuuint64_t>(p.D), static_cast<cuuint64_t>(p.H),
+                                static_cast<cuuint64_t>(p.S_total)};
+    const cuuint64_t strides[2] = {static_cast<cuuint64_t>(sh * 2),
+                                   static_cast<cuuint64_t>(ss * 2)};
+    const cuuint32_t box[3] = {static_cast<cuuint32_t>(p.D), 1, q_rows_box};
+    QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.q_map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q.data,
+                                                dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                                "vit q (bf16, fused)"));
+    tp.fused_q = true;
+  }
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.k_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.k.data,
                                               qk_dims, qk_strides, qk_box,
                                               CU_TENSOR_MAP_SWIZZLE_128B, "vit k"));
@@ -404,7 +420,27 @@ Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t strea
   QFUSE_RETURN_IF_ERROR(detail::encode_tma_3d(&tp.vt_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.v.data,
                                               v_dims, v_strides, v_box, CU_TENSOR_MAP_SWIZZLE_128B,
                                               "vit v (transposed)"));
-  return launch_tc_maps(a, plan, &tp, stream);
+  QFUSE_RETURN_IF_ERROR(prepare_tc_rest(a, plan, &tp));
+  return tp.tiles > 0 ? plan_stream_k(a, plan, &tp) : Status::Ok();
+}
+
+/// The FP8 tensor-core kernel's launch: the stream-K tickets zeroed first unless the caller
+/// vouches for them (the last block of each split query tile leaves its ticket at 0; the memset
+/// covers a workspace never used before, or used for something else in between).
+Status launch_tc_prepared(const VitAttentionArgs& a, const vit::TcParams& tp, const Plan& plan,
+                          cudaStream_t stream) {
+  if (tp.tiles == 0) return Status::Ok();
+  if (tp.sk_blocks > 0 && !a.workspace_zeroed)
+    QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, size_t{4} * tp.sk_blocks, stream));
+  return with_head_dim(plan.p.D, [&](auto d) {  // validated: one of QFUSE_VIT_HEAD_DIMS
+    return vit::launch_tc_for<decltype(d)::value>(tp, plan.out, stream);
+  });
+}
+
+Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
+  vit::TcParams tp{};
+  QFUSE_RETURN_IF_ERROR(prepare_tc(a, plan, nullptr, &tp));
+  return launch_tc_prepared(a, tp, plan, stream);
 }
 
 /// The BF16 tensor-core kernel: maps [S_total, H, D] bf16 over each view's strides (dimension 0
@@ -427,13 +463,15 @@ Status launch_tc_bf16(const VitAttentionArgs& a, const Plan& plan, cudaStream_t 
                                                 const_cast<void*>(p.in[i]), dims, strides, box,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, what[i]));
   }
-  return launch_tc_maps(a, plan, &tp, stream);
+  QFUSE_RETURN_IF_ERROR(prepare_tc_rest(a, plan, &tp));
+  if (tp.tiles == 0) return Status::Ok();
+  return with_head_dim(plan.p.D, [&](auto d) {  // validated: one of QFUSE_VIT_HEAD_DIMS
+    return vit::launch_tc_bf16_for<decltype(d)::value>(tp, plan.out, stream);
+  });
 }
 
-/// The rest of the tensor-core parameters (maps and q_rows set) and the launch for the input
-/// type.
-Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tpp,
-                      cudaStream_t stream) {
+/// The rest of the tensor-core parameters (maps and q_rows set).
+Status prepare_tc_rest(const VitAttentionArgs& a, const Plan& plan, vit::TcParams* tpp) {
   const vit::AttnParams& p = plan.p;
   vit::TcParams& tp = *tpp;
   tp.cu_seqlens = p.cu_seqlens;
@@ -449,13 +487,7 @@ Status launch_tc_maps(const VitAttentionArgs& a, const Plan& plan, vit::TcParams
   tp.k_scale = p.k_scale;
   tp.v_scale = p.v_scale;
   tp.softmax_scale = p.softmax_scale;
-  if (tiles == 0) return Status::Ok();
-  if (plan.fp8) QFUSE_RETURN_IF_ERROR(plan_stream_k(a, plan, &tp, stream));
-  return with_head_dim(p.D, [&](auto d) {  // p.D validated: one of QFUSE_VIT_HEAD_DIMS
-    constexpr int kD = decltype(d)::value;
-    return plan.fp8 ? vit::launch_tc_for<kD>(tp, plan.out, stream)
-                    : vit::launch_tc_bf16_for<kD>(tp, plan.out, stream);
-  });
+  return Status::Ok();
 }
 
 }  // namespace
@@ -530,6 +562,77 @@ void set_tc_streamk(int mode) {
 
 int tc_streamk_mode() {
   return tc_streamk_state().load();
+}
+
+namespace {
+
+std::atomic<int>& fused_q_state() {
+  static std::atomic<int> state{[] {
+    const char* e = std::getenv("QFUSE_VIT_FUSED_Q");
+    return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
+  }()};
+  return state;
+}
+
+/// The fused-Q form's checks of q (bf16, the call's geometry, a view the TMA can describe) and
+/// of the call (FP8 K / V, V transposed, the tensor cores, the stream-K grid), into plan and tp.
+Status prepare_fused_q(const VitAttentionArgs& a, const TensorRef& q, Plan* plan, TcParams* tp) {
+  auto unsupported = [](const std::string& why) {
+    return Status::NotSupported("vit attention_fused_q: " + why);
+  };
+  QFUSE_RETURN_IF_ERROR(validate(a, plan));
+  if (!plan->fp8 || a.v_layout != VitVLayout::kTransposed)
+    return unsupported("needs e4m3 K and a transposed e4m3 V");
+  VitKernel kernel;
+  QFUSE_RETURN_IF_ERROR(
+      pick_kernel(a, *plan, VitAttentionOptions{VitKernel::kTensorCore}, &kernel));
+  const AttnParams& p = plan->p;
+  if (p.S_total == 0 || p.H == 0) return unsupported("an empty call");
+  const int r = q.rank;
+  if (q.dtype != DType::kBF16 || (r != 3 && r != 4))
+    return unsupported("q_bf16 must be bf16 [S, H, D] or [B, S, H, D], not " + q.describe());
+  const int64_t S_total = r == 4 ? q.sizes[0] * q.sizes[1] : q.sizes[0];
+  if (S_total != p.S_total || q.sizes[r - 2] != p.H || q.sizes[r - 1] != p.D ||
+      q.strides[r - 1] != 1 || (r == 4 && q.strides[0] != q.sizes[1] * q.strides[1]))
+    return unsupported("q_bf16 " + q.describe() + " is not [S_total = " + str(p.S_total) +
+                       ", H = " + str(p.H) + ", D = " + str(p.D) +
+                       "] with contiguous rows and evenly spaced batches");
+  for (int d = r - 3; d < r - 1; ++d)
+    if (q.strides[d] * 2 % 16 != 0 || q.strides[d] < 0)
+      return unsupported("q_bf16's strides must be multiples of 16 bytes");
+  if (q.data == nullptr || reinterpret_cast<uintptr_t>(q.data) % 16 != 0)
+    return unsupported("q_bf16 must be 16-byte aligned");
+  QFUSE_RETURN_IF_ERROR(check_pointers(a, plan));
+  *tp = TcParams{};
+  QFUSE_RETURN_IF_ERROR(prepare_tc(a, *plan, &q, tp));
+  if (tp->sk_blocks == 0)
+    return unsupported(
+        "the call takes the one-unit grid (no workspace, stream-K off, whole "
+        "waves or many short sequences)");
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool fused_q_on() {
+  return fused_q_state().load() == 1;
+}
+
+void set_fused_q(int on) {
+  fused_q_state().store(on == 0 || on == 1 ? on : -1);
+}
+
+Status fused_q_check(const VitAttentionArgs& a, const TensorRef& q_bf16) {
+  Plan plan;
+  TcParams tp;
+  return prepare_fused_q(a, q_bf16, &plan, &tp);
+}
+
+Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cudaStream_t stream) {
+  Plan plan;
+  TcParams tp;
+  QFUSE_RETURN_IF_ERROR(prepare_fused_q(a, q_bf16, &plan, &tp));
+  return launch_tc_prepared(a, tp, plan, stream);
 }
 
 void set_tc_consumers(int consumers) {

@@ -9,6 +9,7 @@
 
 #include "qfuse/core/status.h"
 #include "qfuse/quant/quantize.h"
+#include "qfuse/vit_attention/vit_attention.h"
 
 /// The head sizes vit_attention takes, the one list: X(D) for each, ascending. The dispatch
 /// (supported_head_dim, with_head_dim in dispatch.cpp) and the extern templates below expand it;
@@ -78,7 +79,32 @@ struct TcParams {
   int64_t steps_per_head;
   float* sk_ws;
   int* sk_tickets;
+  // Q quantized by the kernel (attention_fused_q): q_map then describes the bf16 Q ([S_total, H,
+  // D], box D columns x 1 head x the Q box's rows, no swizzle), staged in shared memory and
+  // turned into the e4m3 tile by its consumers with 1 / *q_scale, as vit_quantize_qkv would.
+  bool fused_q;
 };
+
+/// The static Q/K/V quantization (vit_quantize_qkv); skip_q: K and V only (q_out is checked but
+/// not written: attention_fused_q quantizes Q in the attention kernel).
+Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t stream);
+
+/// vit_attention over FP8 K / V (the tensor-core kernel, V transposed) with Q given in bf16 as
+/// `q_bf16` ([S, H, D] or [B, S, H, D] with evenly spaced batches, as the layer's input) and
+/// quantized inside the kernel with the static a.q_scale: the codes vit_quantize_qkv would write
+/// (a.q: the e4m3 tensor they would go to, checked as vit_attention checks it, not read).
+/// NotSupported where the call does not take that path (another kernel or output kind, a Q view
+/// the TMA cannot describe): the caller then quantizes Q itself.
+Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cudaStream_t stream);
+/// Whether attention_fused_q would take the call (its checks, no launch).
+Status fused_q_check(const VitAttentionArgs& a, const TensorRef& q_bf16);
+
+/// Whether the layer quantizes Q in the attention kernel where it can (static scales, the tensor
+/// cores): QFUSE_VIT_FUSED_Q=0|1 at start-up or set_fused_q (tests, same-binary A/B), else no (not
+/// measured yet). Process-wide.
+bool fused_q_on();
+/// 0 or 1 forces it, anything else restores the default.
+void set_fused_q(int on);
 
 /// Most segments (query tiles or parts of one) a stream-K block runs: the host takes the one-unit
 /// grid where a block could meet more (many short sequences, where that grid balances anyway).

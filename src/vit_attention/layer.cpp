@@ -162,9 +162,13 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
     QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, vit_attention_ticket_bytes(), stream));
     a.workspace_zeroed = true;
   }
-  QFUSE_RETURN_IF_ERROR(static_scales_ ? vit_quantize_qkv(qa, stream)
+  // Static scales on the tensor cores: where the setting asks and the call takes it, the
+  // attention kernel quantizes Q itself from the bf16 input (the quantizer then writes K and V).
+  const bool fused_q = static_scales_ && vt && fused_q_on() && fused_q_check(a, io.q).ok();
+  QFUSE_RETURN_IF_ERROR(static_scales_ ? quantize_static(qa, fused_q, stream)
                                        : vit_quantize_qkv_dynamic(qa, st, layer, stream));
-  QFUSE_RETURN_IF_ERROR(vit_attention(a, opt, stream));
+  QFUSE_RETURN_IF_ERROR(fused_q ? attention_fused_q(a, io.q, stream)
+                                : vit_attention(a, opt, stream));
   if (!dynamic() || cfg_.vit_save_path.empty() || saved_ || S_total == 0) return Status::Ok();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   QFUSE_CUDA_RETURN(cudaStreamIsCapturing(stream, &capture));

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/fast_div.h"
+#include "qfuse/quant/chunk.cuh"
 
 namespace qfuse::vit {
 
@@ -36,6 +37,25 @@ __device__ __forceinline__ const __nv_bfloat16* row_ptr(const QkvGeometry& g, co
   const uint32_t b = g.div_s.div(t);
   const uint32_t s = t - b * static_cast<uint32_t>(g.S);
   return v.p + b * v.sb + s * v.ss + static_cast<int64_t>(h) * v.sh;
+}
+
+/// 8 codes of x * inv in two words (byte i = column i); columns >= `real` zero codes (whatever
+/// the scale: 0 * inv is NaN for a NaN scale).
+__device__ __forceinline__ uint2 encode_chunk(uint4 raw, float inv, int real) {
+  const uint32_t in[4] = {raw.x, raw.y, raw.z, raw.w};
+  uint32_t w[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h]));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h + 1]));
+    w[h] = quant::e4m3x2(a.x * inv, a.y * inv) | (quant::e4m3x2(b.x * inv, b.y * inv) << 16);
+  }
+  if (real < 8) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
+  }
+  return make_uint2(w[0], w[1]);
 }
 
 /// Layout of one layer's dynamic-scaling state: 64 32-bit words.

@@ -22,6 +22,7 @@
 #include "qfuse/quant/rules.h"
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
+#include "vit_attention/launch.h"
 #include "vit_attention/qkv.cuh"
 #include "vit_attention/validate.h"
 
@@ -93,25 +94,6 @@ __device__ __forceinline__ uint32_t amax2(uint32_t m2, uint4 raw) {
 /// The fp32 bits of the larger lane of amax2's result (bf16 -> fp32 is a 16-bit shift).
 __device__ __forceinline__ uint32_t amax_bits(uint32_t m2) {
   return max(m2 & 0xffffu, m2 >> 16) << 16;
-}
-
-/// 8 codes of x * inv in two words (byte i = column i); columns >= `real` zero codes (whatever
-/// the scale: 0 * inv is NaN for a NaN scale).
-__device__ __forceinline__ uint2 encode_chunk(uint4 raw, float inv, int real) {
-  const uint32_t in[4] = {raw.x, raw.y, raw.z, raw.w};
-  uint32_t w[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h]));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * h + 1]));
-    w[h] = quant::e4m3x2(a.x * inv, a.y * inv) | (quant::e4m3x2(b.x * inv, b.y * inv) << 16);
-  }
-  if (real < 8) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (i >= real) w[i / 4] &= ~(0xffu << (8 * (i % 4)));
-  }
-  return make_uint2(w[0], w[1]);
 }
 
 /// Row-major output [S_total, H, Dp]: chunk c's 8 codes sit at byte 8 c (Dp = 8 cpr). A thread
@@ -220,10 +202,10 @@ __device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which, fl
   return s > FLT_MAX ? FLT_MAX : s;
 }
 
-/// Quantizes tensor blockIdx.y with `inv` (row-major or transposed V); returns the amax bits.
+/// Quantizes tensor `which` with `inv` (row-major or transposed V); returns the amax bits.
 template <bool kAmax, class F>
-__device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, uint8_t* out, float inv) {
-  const int which = blockIdx.y;
+__device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, int which, uint8_t* out,
+                                                 float inv) {
   const uint32_t m2 =
       which == 2 && g.vt
           ? quant_vt<kAmax, F::kLanesJ, F::kJPerLane, F::kCs>(g, g.in[which], out, inv)
@@ -240,9 +222,9 @@ __device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, uint8_t* 
 template <bool kDynamic, class F>
 __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
     quant_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2, const float* scale0,
-                 const float* scale1, const float* scale2, uint32_t* layer_state) {
+                 const float* scale1, const float* scale2, uint32_t* layer_state, int first) {
   pdl_begin();
-  const int which = blockIdx.y;
+  const int which = first + static_cast<int>(blockIdx.y);  // first 1: K and V only
   uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
   float scale;
   if constexpr (kDynamic) {
@@ -250,7 +232,7 @@ __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
   } else {
     scale = __ldg(which == 0 ? scale0 : which == 1 ? scale1 : scale2);
   }
-  const uint32_t m = quant_tensor<kDynamic, F>(g, out, rules::fp8_inv_scale(scale));
+  const uint32_t m = quant_tensor<kDynamic, F>(g, which, out, rules::fp8_inv_scale(scale));
   if constexpr (kDynamic) {
     block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
     // The last block to finish records this forward: every block has read the history by now.
@@ -293,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
   if (layer_state[state::kRedo + which] == 0) return;
   uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
   const float scale = __uint_as_float(layer_state[state::kScales + which]);
-  quant_tensor<false, F>(g, out, rules::fp8_inv_scale(scale));
+  quant_tensor<false, F>(g, which, out, rules::fp8_inv_scale(scale));
 }
 
 std::string str(int64_t v) {
@@ -404,15 +386,15 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
   return Status::Ok();
 }
 
-/// blockIdx.y the tensor; per tensor enough blocks for every chunk in one tile, at most a third
-/// of F::kGridPerSm per SM (the rest grid-strides).
+/// blockIdx.y the tensor (of `tensors`); per tensor enough blocks for every chunk in one tile, at
+/// most a third of F::kGridPerSm per SM (the rest grid-strides).
 template <class F>
-Status grid_of(const QkvGeometry& g, dim3* grid) {
+Status grid_of(const QkvGeometry& g, dim3* grid, unsigned tensors = 3) {
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
   const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / 3, 1);
   const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
-  *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), 3);
+  *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), tensors);
   return Status::Ok();
 }
 
@@ -472,19 +454,28 @@ Status check_state(const VitScaleState& st, int layer) {
 }  // namespace
 }  // namespace vit
 
-Status vit_quantize_qkv(const VitQkvQuantArgs& a, cudaStream_t stream) {
-  vit::QkvGeometry g{};
-  QFUSE_RETURN_IF_ERROR(vit::validate(a, false, &g));
+namespace vit {
+
+Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t stream) {
+  QkvGeometry g{};
+  QFUSE_RETURN_IF_ERROR(validate(a, false, &g));
   if (g.chunks == 0) return Status::Ok();
-  return vit::with_form([&](auto form) -> Status {
+  return with_form([&](auto form) -> Status {
     using F = decltype(form);
     dim3 grid;
-    QFUSE_RETURN_IF_ERROR(vit::grid_of<F>(g, &grid));
-    return launch_kernel("vit quant_kernel", vit::quant_kernel<false, F>, grid, dim3(vit::kThreads),
-                         0, stream, g, static_cast<uint8_t*>(a.q_out.data),
+    QFUSE_RETURN_IF_ERROR(grid_of<F>(g, &grid, skip_q ? 2 : 3));
+    return launch_kernel("vit quant_kernel", quant_kernel<false, F>, grid, dim3(kThreads), 0,
+                         stream, g, static_cast<uint8_t*>(a.q_out.data),
                          static_cast<uint8_t*>(a.k_out.data), static_cast<uint8_t*>(a.v_out.data),
-                         a.q_scale, a.k_scale, a.v_scale, static_cast<uint32_t*>(nullptr));
+                         a.q_scale, a.k_scale, a.v_scale, static_cast<uint32_t*>(nullptr),
+                         skip_q ? 1 : 0);
   });
+}
+
+}  // namespace vit
+
+Status vit_quantize_qkv(const VitQkvQuantArgs& a, cudaStream_t stream) {
+  return vit::quantize_static(a, false, stream);
 }
 
 size_t vit_scale_state_bytes(int num_layers) {
@@ -522,7 +513,7 @@ Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& a, const VitScaleState& s
     QFUSE_RETURN_IF_ERROR(launch_kernel(
         "vit quant_kernel", vit::quant_kernel<true, F>, grid, dim3(vit::kThreads), 0, stream, g,
         out[0], out[1], out[2], static_cast<const float*>(nullptr),
-        static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words));
+        static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words, 0));
     return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, grid, dim3(vit::kThreads), 0,
                          stream, g, out[0], out[1], out[2], static_cast<const uint32_t*>(words));
   });

@@ -22,4 +22,12 @@ struct ForceStreamK {
   ForceStreamK& operator=(const ForceStreamK&) = delete;
 };
 
+/// The layer's Q quantization in the attention kernel (vit::set_fused_q): 0 off, 1 on.
+struct ForceFusedQ {
+  explicit ForceFusedQ(int on) { vit::set_fused_q(on); }
+  ~ForceFusedQ() { vit::set_fused_q(-1); }
+  ForceFusedQ(const ForceFusedQ&) = delete;
+  ForceFusedQ& operator=(const ForceFusedQ&) = delete;
+};
+
 }  // namespace qfuse::test

@@ -171,9 +171,11 @@ TEST_F(VitLayer, DynamicScalesAreSavedOnceWhenAHistoryFirstWraps) {
 /// hand: quantize with the file's scales, then attention, both as kAuto does (V transposed for the
 /// tensor cores, which can run these calls on an sm_90 device), the attention with a workspace of
 /// its own where `stream_k` (the setting forced to that many blocks for both). The same bytes,
-/// and again in a second forward over the same (then stale) workspace.
+/// and again in a second forward over the same (then stale) workspace. fused_q: the layer
+/// quantizes Q in the attention kernel (checked to take that path), its parts as ever. fp8_out:
+/// the output static fp8_per_tensor (scale 0.02) instead of bf16.
 void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int64_t H, int64_t D,
-                               int stream_k) {
+                               int stream_k, bool fused_q = false, bool fp8_out = false) {
   graph::FusionConfig c = fp8_config();
   c.vit_scale_path = t.write("s.json", R"({"enc.0": {"q": 0.011, "k": 0.017, "v": 0.0063}})");
   std::unique_ptr<vit::EncoderAttention> e;
@@ -181,6 +183,7 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   const int64_t S = cu.back();
   const int64_t n = static_cast<int64_t>(cu.size()) - 1;
   const ForceStreamK sk(stream_k);
+  const ForceFusedQ fq(fused_q ? 1 : 0);
   Inputs x(S, H, D, 8);
   DeviceBuffer cu_dev(cu.size() * 4);
   cu_dev.upload(cu.data(), cu.size() * 4);
@@ -188,10 +191,20 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   ws.fill(0xA5);  // any content: the layer zeroes what the attention needs
   DeviceBuffer out(S * H * D * 2), by_hand(S * H * D * 2);
   out.fill(kPoison);
+  by_hand.fill(kPoison);  // an FP8 output fills half of the buffer: the rest compares as poison
+  const float out_scale = 0.02f;
+  DeviceBuffer os(4);
+  os.upload(&out_scale, 4);
+  auto output = [&](DeviceBuffer& buf) {
+    QuantOutput o;
+    o.out = TensorRef::contiguous(buf.get(), fp8_out ? DType::kE4M3 : DType::kBF16, {S, H, D});
+    if (fp8_out) o.spec = QuantSpec::fp8_per_tensor(), o.scale = os.as<float>();
+    return o;
+  };
   vit::LayerIo io;
   io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
   io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = n;
-  io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+  io.out = output(out);
   ASSERT_TRUE(e->forward(0, io, ws.get(), ws.bytes(), nullptr).ok());
   const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
   DeviceBuffer sd(12);
@@ -214,9 +227,13 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   a.q_scale = qa.q_scale, a.k_scale = qa.k_scale, a.v_scale = qa.v_scale;
   a.cu_seqlens = io.cu_seqlens, a.cu_seqlens_host = cu.data(), a.num_seqs = n;
   a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  a.out.out = TensorRef::contiguous(by_hand.get(), DType::kBF16, {S, H, D});
+  a.out = output(by_hand);
   DeviceBuffer own(stream_k > 0 ? vit_attention_workspace_bytes(S, H, static_cast<int>(D)) : 0);
   if (stream_k > 0) a.workspace = own.get(), a.workspace_bytes = own.bytes();
+  if (fused_q) {
+    const Status fusable = vit::fused_q_check(a, x.view(0));
+    EXPECT_TRUE(fusable.ok()) << fusable.to_string();
+  }
   ASSERT_TRUE(vit_attention(a, nullptr).ok());
   const std::vector<uint8_t> want = by_hand.download();
   EXPECT_EQ(out.download(), want);
@@ -235,6 +252,70 @@ TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
 TEST_F(VitLayer, StreamKLayerEqualsItsParts) {
   QFUSE_REQUIRE_GPU();
   expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7);
+}
+
+/// Q quantized in the attention kernel (static scales, stream-K): the layer writes the bytes of
+/// quantize-then-attention, so the kernel's codes are the quantizer's; three consumers at D 72,
+/// two at D 80 and 128, packed sequences with partial query tiles.
+TEST_F(VitLayer, FusedQLayerEqualsItsParts) {
+  QFUSE_REQUIRE_GPU();
+  expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7, true);
+  expect_layer_equals_parts(*this, {0, 300, 301, 1000}, 2, 80, 5, true);
+  expect_layer_equals_parts(*this, {0, 900, 1333}, 2, 128, 1024, true);
+  expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7, true, true);  // FP8 output
+}
+
+/// vit::attention_fused_q takes only calls its kernel form can run, each refusal NotSupported
+/// (the layer then quantizes Q itself): no workspace or stream-K off (the one-unit grid has no
+/// fused form), V row-major, a Q that is not bf16 of the call's geometry, a token stride TMA
+/// cannot take.
+TEST_F(VitLayer, FusedQRefusesWhatItCannotTake) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t S = 1500, H = 3, D = 72, Dp = 80, Sp = vit_vt_keys(S);
+  const ForceStreamK sk(7);
+  Inputs x(S, H, D, 5);
+  const std::vector<int32_t> cu{0, 37, 1100, 1500};
+  DeviceBuffer cu_dev(cu.size() * 4), q8(S * H * Dp), k8(S * H * Dp), vt(H * Dp * Sp),
+      v8(S * H * Dp);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  const std::vector<float> scales{0.011f, 0.017f, 0.0063f};
+  DeviceBuffer sd(12), out(S * H * D * 2);
+  sd.upload(scales.data(), 12);
+  DeviceBuffer ws(vit_attention_workspace_bytes(S, H, static_cast<int>(D)));
+  VitAttentionArgs a;
+  a.q = TensorRef::contiguous(q8.get(), DType::kE4M3, {S, H, Dp});
+  a.k = TensorRef::contiguous(k8.get(), DType::kE4M3, {S, H, Dp});
+  a.v = TensorRef::contiguous(vt.get(), DType::kE4M3, {H, Dp, Sp});
+  a.v_layout = VitVLayout::kTransposed;
+  a.head_dim = static_cast<int>(D);
+  a.q_scale = sd.as<float>(), a.k_scale = sd.as<float>() + 1, a.v_scale = sd.as<float>() + 2;
+  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data(), a.num_seqs = 3;
+  a.softmax_scale = 0.1f;
+  a.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+  a.workspace = ws.get(), a.workspace_bytes = ws.bytes();
+  const TensorRef q = x.view(0);
+  const Status ok = vit::fused_q_check(a, q);
+  ASSERT_TRUE(ok.ok()) << ok.to_string();
+  auto refused = [&](const VitAttentionArgs& b, const TensorRef& qb, const char* what) {
+    const Status st = vit::fused_q_check(b, qb);
+    EXPECT_EQ(st.code(), StatusCode::kNotSupported) << what << ": " << st.to_string();
+  };
+  VitAttentionArgs b = a;
+  b.workspace = nullptr, b.workspace_bytes = 0;
+  refused(b, q, "no workspace");
+  {
+    const ForceStreamK off(-1);
+    refused(a, q, "stream-K off");
+  }
+  b = a;
+  b.v = TensorRef::contiguous(v8.get(), DType::kE4M3, {S, H, Dp});
+  b.v_layout = VitVLayout::kRowMajor;
+  refused(b, q, "V row-major");
+  refused(a, a.q, "Q in e4m3");
+  refused(a, TensorRef::strided(q.data, DType::kBF16, {S - 1, H, D}, {3 * H * D, D, 1}),
+          "one token short");
+  refused(a, TensorRef::strided(q.data, DType::kBF16, {S, H, D}, {3 * H * D + 4, D, 1}),
+          "a token stride of 8 bytes past a multiple of 16");
 }
 
 TEST_F(VitLayer, TensorCoreLayerAgreesWithTheSimpleOne) {
