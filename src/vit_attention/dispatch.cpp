@@ -427,20 +427,20 @@ Status prepare_tc(const VitAttentionArgs& a, const Plan& plan, const TensorRef* 
 /// The FP8 tensor-core kernel's launch: the stream-K tickets zeroed first unless the caller
 /// vouches for them (the last block of each split query tile leaves its ticket at 0; the memset
 /// covers a workspace never used before, or used for something else in between).
-Status launch_tc_prepared(const VitAttentionArgs& a, const vit::TcParams& tp, const Plan& plan,
-                          cudaStream_t stream) {
+Status launch_tc_params(const VitAttentionArgs& a, const vit::TcParams& tp, int64_t head_dim,
+                        const QuantOutput& out, cudaStream_t stream) {
   if (tp.tiles == 0) return Status::Ok();
   if (tp.sk_blocks > 0 && !a.workspace_zeroed)
     QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, size_t{4} * tp.sk_blocks, stream));
-  return with_head_dim(plan.p.D, [&](auto d) {  // validated: one of QFUSE_VIT_HEAD_DIMS
-    return vit::launch_tc_for<decltype(d)::value>(tp, plan.out, stream);
+  return with_head_dim(static_cast<int>(head_dim), [&](auto d) {  // validated: QFUSE_VIT_HEAD_DIMS
+    return vit::launch_tc_for<decltype(d)::value>(tp, out, stream);
   });
 }
 
 Status launch_tc(const VitAttentionArgs& a, const Plan& plan, cudaStream_t stream) {
   vit::TcParams tp{};
   QFUSE_RETURN_IF_ERROR(prepare_tc(a, plan, nullptr, &tp));
-  return launch_tc_prepared(a, tp, plan, stream);
+  return launch_tc_params(a, tp, plan.p.D, plan.out, stream);
 }
 
 /// The BF16 tensor-core kernel: maps [S_total, H, D] bf16 over each view's strides (dimension 0
@@ -615,24 +615,30 @@ Status prepare_fused_q(const VitAttentionArgs& a, const TensorRef& q, Plan* plan
 }  // namespace
 
 bool fused_q_on() {
-  return fused_q_state().load() == 1;
+  return fused_q_state().load() != 0;
 }
 
 void set_fused_q(int on) {
   fused_q_state().store(on == 0 || on == 1 ? on : -1);
 }
 
-Status fused_q_check(const VitAttentionArgs& a, const TensorRef& q_bf16) {
+Status fused_q_prepare(const VitAttentionArgs& a, const TensorRef& q_bf16, FusedQCall* call) {
   Plan plan;
-  TcParams tp;
-  return prepare_fused_q(a, q_bf16, &plan, &tp);
+  *call = FusedQCall{};
+  QFUSE_RETURN_IF_ERROR(prepare_fused_q(a, q_bf16, &plan, &call->tp));
+  call->out = plan.out;
+  call->head_dim = static_cast<int>(plan.p.D);
+  return Status::Ok();
+}
+
+Status fused_q_launch(const VitAttentionArgs& a, const FusedQCall& call, cudaStream_t stream) {
+  return launch_tc_params(a, call.tp, call.head_dim, call.out, stream);
 }
 
 Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cudaStream_t stream) {
-  Plan plan;
-  TcParams tp;
-  QFUSE_RETURN_IF_ERROR(prepare_fused_q(a, q_bf16, &plan, &tp));
-  return launch_tc_prepared(a, tp, plan, stream);
+  FusedQCall call;
+  QFUSE_RETURN_IF_ERROR(fused_q_prepare(a, q_bf16, &call));
+  return fused_q_launch(a, call, stream);
 }
 
 void set_tc_consumers(int consumers) {

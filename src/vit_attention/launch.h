@@ -89,19 +89,30 @@ struct TcParams {
 /// not written: attention_fused_q quantizes Q in the attention kernel).
 Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t stream);
 
+/// A fused-Q call checked and prepared (fused_q_prepare): the kernel's parameters, its output
+/// and head size, everything fused_q_launch needs.
+struct FusedQCall {
+  TcParams tp{};
+  QuantOutput out;
+  int head_dim = 0;
+};
+
 /// vit_attention over FP8 K / V (the tensor-core kernel, V transposed) with Q given in bf16 as
 /// `q_bf16` ([S, H, D] or [B, S, H, D] with evenly spaced batches, as the layer's input) and
 /// quantized inside the kernel with the static a.q_scale: the codes vit_quantize_qkv would write
 /// (a.q: the e4m3 tensor they would go to, checked as vit_attention checks it, not read).
-/// NotSupported where the call does not take that path (another kernel or output kind, a Q view
-/// the TMA cannot describe): the caller then quantizes Q itself.
+/// fused_q_prepare checks the call and fills `call` (no launch); NotSupported where the call does
+/// not take that path (another kernel or output kind, a Q view the TMA cannot describe): the
+/// caller then quantizes Q itself. fused_q_launch launches a prepared call; attention_fused_q
+/// does both.
+Status fused_q_prepare(const VitAttentionArgs& a, const TensorRef& q_bf16, FusedQCall* call);
+Status fused_q_launch(const VitAttentionArgs& a, const FusedQCall& call, cudaStream_t stream);
 Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cudaStream_t stream);
-/// Whether attention_fused_q would take the call (its checks, no launch).
-Status fused_q_check(const VitAttentionArgs& a, const TensorRef& q_bf16);
 
 /// Whether the layer quantizes Q in the attention kernel where it can (static scales, the tensor
-/// cores): QFUSE_VIT_FUSED_Q=0|1 at start-up or set_fused_q (tests, same-binary A/B), else no (not
-/// measured yet). Process-wide.
+/// cores, the stream-K grid): QFUSE_VIT_FUSED_Q=0|1 at start-up or set_fused_q (tests, same-binary
+/// A/B), else yes (H100, bench/NOTES.md V23: the static layer 0.973-0.996x of the quantizer
+/// writing Q). Process-wide.
 bool fused_q_on();
 /// 0 or 1 forces it, anything else restores the default.
 void set_fused_q(int on);

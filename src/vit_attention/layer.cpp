@@ -164,10 +164,11 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   }
   // Static scales on the tensor cores: where the setting asks and the call takes it, the
   // attention kernel quantizes Q itself from the bf16 input (the quantizer then writes K and V).
-  const bool fused_q = static_scales_ && vt && fused_q_on() && fused_q_check(a, io.q).ok();
+  FusedQCall fq;
+  const bool fused_q = static_scales_ && vt && fused_q_on() && fused_q_prepare(a, io.q, &fq).ok();
   QFUSE_RETURN_IF_ERROR(static_scales_ ? quantize_static(qa, fused_q, stream)
                                        : vit_quantize_qkv_dynamic(qa, st, layer, stream));
-  QFUSE_RETURN_IF_ERROR(fused_q ? attention_fused_q(a, io.q, stream)
+  QFUSE_RETURN_IF_ERROR(fused_q ? fused_q_launch(a, fq, stream)
                                 : vit_attention(a, opt, stream));
   if (!dynamic() || cfg_.vit_save_path.empty() || saved_ || S_total == 0) return Status::Ok();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;

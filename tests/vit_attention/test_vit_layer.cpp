@@ -231,7 +231,8 @@ void expect_layer_equals_parts(VitLayer& t, const std::vector<int32_t>& cu, int6
   DeviceBuffer own(stream_k > 0 ? vit_attention_workspace_bytes(S, H, static_cast<int>(D)) : 0);
   if (stream_k > 0) a.workspace = own.get(), a.workspace_bytes = own.bytes();
   if (fused_q) {
-    const Status fusable = vit::fused_q_check(a, x.view(0));
+    vit::FusedQCall call;
+    const Status fusable = vit::fused_q_prepare(a, x.view(0), &call);
     EXPECT_TRUE(fusable.ok()) << fusable.to_string();
   }
   ASSERT_TRUE(vit_attention(a, nullptr).ok());
@@ -265,10 +266,10 @@ TEST_F(VitLayer, FusedQLayerEqualsItsParts) {
   expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7, true, true);  // FP8 output
 }
 
-/// vit::attention_fused_q takes only calls its kernel form can run, each refusal NotSupported
-/// (the layer then quantizes Q itself): no workspace or stream-K off (the one-unit grid has no
-/// fused form), V row-major, a Q that is not bf16 of the call's geometry, a token stride TMA
-/// cannot take.
+/// vit::fused_q_prepare and attention_fused_q take only calls the kernel form can run, each
+/// refusal NotSupported with nothing written (the layer then quantizes Q itself): no workspace or
+/// stream-K off (the one-unit grid has no fused form), V row-major, a Q that is not bf16 of the
+/// call's geometry, a token stride TMA cannot take.
 TEST_F(VitLayer, FusedQRefusesWhatItCannotTake) {
   QFUSE_REQUIRE_GPU();
   const int64_t S = 1500, H = 3, D = 72, Dp = 80, Sp = vit_vt_keys(S);
@@ -294,11 +295,15 @@ TEST_F(VitLayer, FusedQRefusesWhatItCannotTake) {
   a.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
   a.workspace = ws.get(), a.workspace_bytes = ws.bytes();
   const TensorRef q = x.view(0);
-  const Status ok = vit::fused_q_check(a, q);
+  out.fill(kPoison);
+  vit::FusedQCall call;
+  const Status ok = vit::fused_q_prepare(a, q, &call);
   ASSERT_TRUE(ok.ok()) << ok.to_string();
   auto refused = [&](const VitAttentionArgs& b, const TensorRef& qb, const char* what) {
-    const Status st = vit::fused_q_check(b, qb);
+    const Status st = vit::fused_q_prepare(b, qb, &call);
     EXPECT_EQ(st.code(), StatusCode::kNotSupported) << what << ": " << st.to_string();
+    const Status run = vit::attention_fused_q(b, qb, nullptr);
+    EXPECT_EQ(run.code(), StatusCode::kNotSupported) << what << ": " << run.to_string();
   };
   VitAttentionArgs b = a;
   b.workspace = nullptr, b.workspace_bytes = 0;
@@ -316,6 +321,8 @@ TEST_F(VitLayer, FusedQRefusesWhatItCannotTake) {
           "one token short");
   refused(a, TensorRef::strided(q.data, DType::kBF16, {S, H, D}, {3 * H * D + 4, D, 1}),
           "a token stride of 8 bytes past a multiple of 16");
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (uint8_t byte : out.download()) ASSERT_EQ(byte, kPoison) << "a refused call wrote";
 }
 
 TEST_F(VitLayer, TensorCoreLayerAgreesWithTheSimpleOne) {
