@@ -143,7 +143,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[kD / 2], const uint32_t (&a)
     WgmmaFp8<kD>::rs(o, a[ks], sw128_desc(v_addr + 32 * ks, 16, 1024), 1);
 }
 
-template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ, bool kPrefetch>
+template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ>
 __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     vit_tc_kernel(const __grid_constant__ TcParams p, const typename Core::Params qp,
                   int pad_blocks) {
@@ -254,55 +254,15 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
   int g0 = 0, nq = 0;  // the ring's tile count and the Q loads before this segment
-  float s_acc[64];     // S = Q K^T of the current tile (the next segment's first, where pre)
-  // The hand-over between stream-K segments (TcParams::overlap; not with ping-pong, whose turns
-  // count each segment's issues): early, Q's buffer is released as soon as it is read (which
-  // kPrefetch needs: it waits for the next Q before this segment's end).
-  static_assert(!kPrefetch || (kStreamK && !Tr::kPingPong), "prefetch: stream-K, no ping-pong");
-  const bool early = kPrefetch || (kStreamK && !Tr::kPingPong && p.overlap >= 1);
-  auto q_read = [&]() {  // this consumer's warps are done with Q's buffer (early hand-over)
-    if (kStreamK && early && lane == 0) mbar_arrive(q_empty);
+  // Stream-K: Q's buffer goes back to the producer (q_empty) as soon as this consumer's warps
+  // are done with it -- after the segment's last Q K^T, or the fused form's conversion -- so
+  // that the next segment's Q and first K / V load under this one's last steps and epilogue
+  // (bench/NOTES.md V24: S 4096 0.988x against the release after the last P V, H100). Three
+  // consumers only (measured there); with ping-pong, after the last P V as before.
+  constexpr bool kEarly = kStreamK && !Tr::kPingPong;
+  auto q_read = [&]() {
+    if (kEarly && lane == 0) mbar_arrive(q_empty);
   };
-  // Waits for segment nseg's Q (the nq_seg-th load), turns it into e4m3 where fused, and issues
-  // its Q K^T(0) on ring stage st0 (g_seg: that tile's ring count).
-  auto start_qk0 = [&](int nq_seg, int g_seg) {
-    if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
-    mbar_wait(q_full, nq_seg & 1);
-    if constexpr (kFusedQ) {
-      convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
-      q_read();  // the staging tile is read; the e4m3 tile is this consumer's own
-    }
-    const int st0 = g_seg % Tr::kStages;
-    mbar_wait(full + st0, (g_seg / Tr::kStages) & 1);
-    if constexpr (Tr::kPingPong) named_sync_roles(2 + c, 256);
-    issue_qk<Tr::kKSteps>(s_acc, q_addr, k_addr(st0));
-    wgmma_commit();
-    if constexpr (Tr::kPingPong) named_arrive(kC == 2 ? 3 - c : 2 + (c + 1 == kC ? 0 : c + 1), 256);
-  };
-
-  // kPrefetch: a segment's Q K^T(0) is issued at the end of the previous segment with tiles,
-  // before its epilogue, so that it runs under the epilogue. Every such point issues exactly one
-  // group on s_acc -- that Q K^T(0), or where no later segment has tiles a stand-in over the Q
-  // tile whose result is never read -- so that the wgmma groups in flight are the same on every
-  // path (a wait count chosen at run time, or an empty group, made ptxas serialise every wgmma
-  // or inject waits: C7515 / C7517).
-  auto next_with_tiles = [&](int from) {
-    for (int j = from; j < segments; ++j) {
-      const Segment x = segment(j);
-      if (x.t1 > x.t0) return true;
-    }
-    return false;
-  };
-  auto start_next = [&](int from, int nq_seg, int g_seg) {
-    if (next_with_tiles(from)) {
-      start_qk0(nq_seg, g_seg);
-    } else {
-      const uint32_t q_tile = smem_addr(sm + Tr::kQOff);
-      issue_qk<Tr::kKSteps>(s_acc, q_addr, q_tile);  // the stand-in: no Q load is coming
-      wgmma_commit();
-    }
-  };
-  if constexpr (kPrefetch) start_next(0, 0, 0);
 
   for (int i = 0; i < segments; ++i) {
     const Segment sg = segment(i);
@@ -320,7 +280,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     // by two) and O is touched only while no wgmma is in flight: a non-wgmma access to an
     // accumulator inside a wgmma's pipeline stage makes ptxas serialise every wgmma (C7514).
     // Ring stage of the segment's tile n: (g0 + n) % kStages.
-    float(&s)[64] = s_acc;
+    float s[64];
     uint32_t pa[2][4][4];
     float corr[2];
     auto rescale_o = [&]() {
@@ -368,7 +328,17 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     using B0 = std::integral_constant<int, 0>;
     using B1 = std::integral_constant<int, 1>;
     if (tiles > 0) {
-      if constexpr (!kPrefetch) start_qk0(nq, g0);
+      if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
+      mbar_wait(q_full, nq & 1);
+      if constexpr (kFusedQ) {
+        convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
+        q_read();  // the staging tile is read; the e4m3 tile is this consumer's own
+      }
+      mbar_wait(full + stage(0), (g0 / Tr::kStages) & 1);
+      turn_begin();
+      issue_qk<Tr::kKSteps>(s, q_addr, k_addr(stage(0)));
+      wgmma_commit();
+      turn_end(false);
       wgmma_wait<0>();
       fence_regs(s);
       if (!kFusedQ && tiles == 1) q_read();
@@ -396,17 +366,11 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       issue_pv<kD>(o, fin, v_addr(last));
       wgmma_commit();
       turn_end(true);
-      if constexpr (kPrefetch) {
-        start_next(i + 1, nq + 1, g0 + tiles);
-        wgmma_wait<1>();  // the last P V done; the next Q K^T(0) (or the stand-in) in flight
-      } else {
-        wgmma_wait<0>();
-      }
+      wgmma_wait<0>();
       fence_regs(o);
       if (lane == 0) {
         mbar_arrive(empty + last);
-        // every Q K^T of the segment is done (the late hand-over)
-        if (kStreamK && !early) mbar_arrive(q_empty);
+        if (kStreamK && !kEarly) mbar_arrive(q_empty);  // every Q K^T of the segment is done
       }
       g0 += tiles;
       ++nq;
@@ -423,18 +387,17 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
                                        reinterpret_cast<float*>(sm + Tr::kOOff), c, warp, g, qd,
                                        sg.q0, sg.h, end, static_cast<int>(p.H * kD), tid);
   }
-  if constexpr (kPrefetch) wgmma_wait<0>();  // the stand-in
 #endif
 }
 
 /// Launches the kernel for head size kD with core Core (params qp, `padding_units` of scale
 /// padding to zero): the stream-K grid where p.sk_blocks > 0 (no padding then), else a block a
 /// query tile and head.
-template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ = false, bool kPrefetch = false>
+template <int kD, int kC, class Core, bool kStreamK, bool kFusedQ = false>
 Status launch_tc_grid(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
   using Tr = TcTraits<kD, kC, kFusedQ>;
-  const auto kernel = vit_tc_kernel<kD, kC, Core, kStreamK, kFusedQ, kPrefetch>;
+  const auto kernel = vit_tc_kernel<kD, kC, Core, kStreamK, kFusedQ>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_kernel)"));
@@ -449,13 +412,7 @@ Status launch_tc_grid(const TcParams& p, const typename Core::Params& qp, int64_
 template <int kD, int kC, class Core>
 Status launch_tc_core(const TcParams& p, const typename Core::Params& qp, int64_t padding_units,
                       cudaStream_t stream) {
-  // NOTE: the fused-Q form only with the stream-K grid (attention_fused_q refuses the others);
-  // the prefetching form (overlap 2) only with three consumers.
-  if constexpr (kC == 3) {
-    if (p.sk_blocks > 0 && p.overlap == 2)
-      return p.fused_q ? launch_tc_grid<kD, kC, Core, true, true, true>(p, qp, 0, stream)
-                       : launch_tc_grid<kD, kC, Core, true, false, true>(p, qp, 0, stream);
-  }
+  // NOTE: the fused-Q form only with the stream-K grid (attention_fused_q refuses the others).
   if (p.sk_blocks > 0 && p.fused_q)
     return launch_tc_grid<kD, kC, Core, true, true>(p, qp, 0, stream);
   if (p.sk_blocks > 0) return launch_tc_grid<kD, kC, Core, true>(p, qp, 0, stream);

@@ -368,7 +368,6 @@ Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams*
   tp->sk_base = base;
   tp->sk_per = per;
   tp->steps_per_head = per_head;
-  tp->overlap = vit::tc_overlap_mode();
   tp->sk_tickets = static_cast<int*>(a.workspace);
   tp->sk_ws = reinterpret_cast<float*>(static_cast<char*>(a.workspace) +
                                        stream_k_ticket_bytes(info.sm_count));
@@ -640,27 +639,6 @@ Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cud
   FusedQCall call;
   QFUSE_RETURN_IF_ERROR(fused_q_prepare(a, q_bf16, &call));
   return fused_q_launch(a, call, stream);
-}
-
-namespace {
-
-std::atomic<int>& tc_overlap_state() {
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_TC_OVERLAP");
-    return e != nullptr && e[0] >= '0' && e[0] <= '2' && e[1] == '\0' ? e[0] - '0' : -1;
-  }()};
-  return state;
-}
-
-}  // namespace
-
-int tc_overlap_mode() {
-  const int forced = tc_overlap_state().load();
-  return forced >= 0 ? forced : kTcOverlapDefault;
-}
-
-void set_tc_overlap(int mode) {
-  tc_overlap_state().store(mode >= 0 && mode <= 2 ? mode : -1);
 }
 
 void set_tc_consumers(int consumers) {

@@ -83,11 +83,6 @@ struct TcParams {
   // D], box D columns x 1 head x the Q box's rows, no swizzle), staged in shared memory and
   // turned into the e4m3 tile by its consumers with 1 / *q_scale, as vit_quantize_qkv would.
   bool fused_q;
-  // The stream-K consumers' hand-over between segments (tc_overlap_mode; the three-consumer
-  // form only): 0 Q's buffer released after the segment's last P V; 1 as soon as it is read (the
-  // last Q K^T, or the fused form's conversion), so the producer loads the next Q and its first
-  // K / V early; 2 as 1, and the next segment's Q K^T(0) issued before this one's epilogue.
-  int overlap;
 };
 
 /// The static Q/K/V quantization (vit_quantize_qkv); skip_q: K and V only (q_out is checked but
@@ -157,14 +152,6 @@ inline bool tc_streamk_on() {
   const int mode = tc_streamk_mode();
   return mode > 0 || (mode == 0 && kTcStreamKDefault);
 }
-
-/// The stream-K segments' overlap (TcParams::overlap) where no setting forces it.
-constexpr int kTcOverlapDefault = 0;
-/// QFUSE_VIT_TC_OVERLAP=0|1|2 at start-up or set_tc_overlap (tests, same-binary A/B), else
-/// kTcOverlapDefault. Process-wide.
-int tc_overlap_mode();
-/// 0, 1 or 2 forces that mode, anything else restores the default.
-void set_tc_overlap(int mode);
 
 /// The tensor-core kernel for head size kD (one of QFUSE_VIT_HEAD_DIMS), output kinds none bf16
 /// and fp8_per_tensor; tp.q_rows from tc_query_rows.

@@ -22,14 +22,6 @@ struct ForceStreamK {
   ForceStreamK& operator=(const ForceStreamK&) = delete;
 };
 
-/// The stream-K segments' overlap (vit::set_tc_overlap): 0, 1 or 2.
-struct ForceTcOverlap {
-  explicit ForceTcOverlap(int mode) { vit::set_tc_overlap(mode); }
-  ~ForceTcOverlap() { vit::set_tc_overlap(-1); }
-  ForceTcOverlap(const ForceTcOverlap&) = delete;
-  ForceTcOverlap& operator=(const ForceTcOverlap&) = delete;
-};
-
 /// The layer's Q quantization in the attention kernel (vit::set_fused_q): 0 off, 1 on.
 struct ForceFusedQ {
   explicit ForceFusedQ(int on) { vit::set_fused_q(on); }
