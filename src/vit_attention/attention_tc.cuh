@@ -254,6 +254,15 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   auto k_addr = [&](int st) { return smem_addr(sm + Tr::kKOff + st * Tr::kKBytes); };
   auto v_addr = [&](int st) { return smem_addr(sm + Tr::kVOff + st * Tr::kVBytes); };
   int g0 = 0, nq = 0;  // the ring's tile count and the Q loads before this segment
+  // Stream-K: Q's buffer goes back to the producer (q_empty) as soon as this consumer's warps
+  // are done with it -- after the segment's last Q K^T, or the fused form's conversion -- so
+  // that the next segment's Q and first K / V load under this one's last steps and epilogue
+  // (bench/NOTES.md V24: S 4096 0.988x against the release after the last P V, H100). Three
+  // consumers only (measured there); with ping-pong, after the last P V as before.
+  constexpr bool kEarly = kStreamK && !Tr::kPingPong;
+  auto q_read = [&]() {
+    if (kEarly && lane == 0) mbar_arrive(q_empty);
+  };
 
   for (int i = 0; i < segments; ++i) {
     const Segment sg = segment(i);
@@ -311,6 +320,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       turn_end(false);
       wgmma_wait<1>();  // QK^T(n) done; PV(n - 1) in flight
       fence_regs(s);
+      if (!kFusedQ && n == tiles - 1) q_read();  // the segment's last Q K^T
       softmax_tile(s, kv0 + int64_t{n} * Tr::kN, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[b][ks]);
@@ -320,7 +330,10 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     if (tiles > 0) {
       if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
       mbar_wait(q_full, nq & 1);
-      if constexpr (kFusedQ) convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
+      if constexpr (kFusedQ) {
+        convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
+        q_read();  // the staging tile is read; the e4m3 tile is this consumer's own
+      }
       mbar_wait(full + stage(0), (g0 / Tr::kStages) & 1);
       turn_begin();
       issue_qk<Tr::kKSteps>(s, q_addr, k_addr(stage(0)));
@@ -328,6 +341,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       turn_end(false);
       wgmma_wait<0>();
       fence_regs(s);
+      if (!kFusedQ && tiles == 1) q_read();
       softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
@@ -356,7 +370,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       fence_regs(o);
       if (lane == 0) {
         mbar_arrive(empty + last);
-        if constexpr (kStreamK) mbar_arrive(q_empty);  // every Q K^T of the segment is done
+        if (kStreamK && !kEarly) mbar_arrive(q_empty);  // every Q K^T of the segment is done
       }
       g0 += tiles;
       ++nq;
