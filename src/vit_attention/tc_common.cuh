@@ -20,6 +20,19 @@ struct TileSpan {
   int64_t beg, end, q0;
 };
 
+/// Sequence b's tokens [beg, end) (cu_seqlens clamped into [0, S_total], non-decreasing; without
+/// it, S each).
+__device__ __forceinline__ void seq_bounds(const TcParams& p, int64_t b, int64_t* beg,
+                                           int64_t* end) {
+  if (p.cu_seqlens == nullptr) {
+    *beg = b * p.S;
+    *end = *beg + p.S;
+    return;
+  }
+  *beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
+  *end = min(max(int64_t{p.cu_seqlens[b + 1]}, *beg), p.S_total);
+}
+
 /// Finds the sequence of query tile `tile` (tiles of kM rows counted sequence by sequence):
 /// warp 0 scans cu_seqlens 32 sequences at a time; the result goes through shared memory.
 template <int kM>
@@ -41,8 +54,7 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
     const int b = b0 + lane;
     int64_t beg = 0, end = 0, tiles = 0;
     if (b < p.num_seqs) {
-      beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
-      end = min(max(int64_t{p.cu_seqlens[b + 1]}, beg), p.S_total);
+      seq_bounds(p, b, &beg, &end);
       tiles = (end - beg + kM - 1) / kM;
     }
     int64_t incl = tiles;  // inclusive scan over the lanes
@@ -66,18 +78,6 @@ __device__ __forceinline__ void find_tile(const TcParams& p, int tile, TileSpan*
   if (lane == 0) {  // past the last tile (cannot happen with the host's count): an empty span
     out->beg = out->end = out->q0 = 0;
   }
-}
-
-/// Sequence b's tokens [beg, end) (cu_seqlens clamped as find_tile does; without it, S each).
-__device__ __forceinline__ void seq_bounds(const TcParams& p, int64_t b, int64_t* beg,
-                                           int64_t* end) {
-  if (p.cu_seqlens == nullptr) {
-    *beg = b * p.S;
-    *end = *beg + p.S;
-    return;
-  }
-  *beg = min(max(int64_t{p.cu_seqlens[b]}, int64_t{0}), p.S_total);
-  *end = min(max(int64_t{p.cu_seqlens[b + 1]}, *beg), p.S_total);
 }
 
 /// One stretch of a stream-K block's work: key tiles [t0, t1) of the query tile at rows [q0, q0 +
