@@ -8,6 +8,9 @@
 #   AB_ROWS    rows separated by ';', each "routine dim dim ..." (the FP8 tensor-core attention and
 #              static layer at D 72, 16 heads: S 4096 / 16384 and four images)
 #   AB_TESTS   0 skips test_vit_attention, run first (once, under the default setting)
+#   AB_BINS    "dirA dirB": two builds instead (their qfuse; e.g. .devbin and B/.devbin from
+#              .devbin_main.tgz), each under its value of AB_VAR (AB_VAR=QFUSE_AB AB_VALUES="main
+#              new" labels them)
 # Then `rounds` interleaved rounds of every row under each value and a table of medians (µs):
 # the first value, the second, second / first. Logs in $OUT (or /tmp/qfuse-ab-env).
 set -u
@@ -17,6 +20,7 @@ mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 [ -x .devbin/qfuse ] || tar xzf .devbin.tgz
 bin=.devbin
+read -r -a bins <<<"${AB_BINS:-$bin $bin}"
 rounds=${1:-2}
 var=${AB_VAR:-QFUSE_VIT_TC_STREAMK}
 read -r -a values <<<"${AB_VALUES:--1 1024}"
@@ -35,7 +39,7 @@ for r in $(seq 1 "$rounds"); do
       read -r -a row <<<"${rows[$i]}"
       dims=()
       for d in "${row[@]:1}"; do dims+=(--dim "$d"); done
-      env "$var=${values[$v]}" timeout 60 $bin/qfuse bench --op "${row[0]}" "${dims[@]}" \
+      env "$var=${values[$v]}" timeout 60 "${bins[$v]}/qfuse" bench --op "${row[0]}" "${dims[@]}" \
         --budget-s 1 --json "$out/r${r}_v${v}_$i.json" >"$out/r${r}_v${v}_$i.txt" 2>&1 ||
         echo "  failed: ${rows[$i]} ($var=${values[$v]}): $(tail -1 "$out/r${r}_v${v}_$i.txt")"
     done
