@@ -168,8 +168,7 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   const bool fused_q = static_scales_ && vt && fused_q_on() && fused_q_prepare(a, io.q, &fq).ok();
   QFUSE_RETURN_IF_ERROR(static_scales_ ? quantize_static(qa, fused_q, stream)
                                        : vit_quantize_qkv_dynamic(qa, st, layer, stream));
-  QFUSE_RETURN_IF_ERROR(fused_q ? fused_q_launch(a, fq, stream)
-                                : vit_attention(a, opt, stream));
+  QFUSE_RETURN_IF_ERROR(fused_q ? fused_q_launch(a, fq, stream) : vit_attention(a, opt, stream));
   if (!dynamic() || cfg_.vit_save_path.empty() || saved_ || S_total == 0) return Status::Ok();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   QFUSE_CUDA_RETURN(cudaStreamIsCapturing(stream, &capture));
