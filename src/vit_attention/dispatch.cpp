@@ -394,7 +394,7 @@ Status prepare_tc(const VitAttentionArgs& a, const Plan& plan, const TensorRef* 
                                                 qk_dims, qk_strides, q_box,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "vit q"));
   } else {
-    // [S_total, H, D] bf16 over the view's strides (a 4-D view flattened: fused_q_view checked
+    // [S_total, H, D] bf16 over the view's strides (a 4-D view flattened: prepare_fused_q checked
     // its batches are evenly spaced), rows of D columns, no swizzle: the consumers read it.
     const TensorRef& q = *q_bf16;
     const int r = q.rank;
