@@ -161,7 +161,10 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   // The block's work: one query tile whole (span), or stream-K segments (build_segments).
   __shared__ TileSpan span;
   __shared__ Segment segs[kStreamK ? kStreamKMaxSegments : 1];
-  __shared__ int nseg, merge_flag;
+  // merge_flag: stream_k_merge's shared word, two used in turn (the next merge's first write, made
+  // before any barrier of its own, must not meet a slow thread's read of the last one's).
+  __shared__ int nseg, merge_flag[2];
+  int merges = 0;  // stream_k_merge calls so far (uniform over the consumers)
 
   Core core(qp);
   if (!kStreamK && blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
@@ -384,7 +387,8 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     // split between blocks first through stream_k_merge (the last of its blocks writes).
     if constexpr (kStreamK) {
       if (sg.first != sg.last &&
-          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, handed, &merge_flag))
+          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, handed,
+                                         &merge_flag[merges++ & 1]))
         continue;
     }
     store_output<kD, Tr::kM, kStreamK>(core, o, l, *p.v_scale,
