@@ -161,10 +161,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   // The block's work: one query tile whole (span), or stream-K segments (build_segments).
   __shared__ TileSpan span;
   __shared__ Segment segs[kStreamK ? kStreamKMaxSegments : 1];
-  // merge_flag: stream_k_merge's shared word, two used in turn (the next merge's first write, made
-  // before any barrier of its own, must not meet a slow thread's read of the last one's).
-  __shared__ int nseg, merge_flag[2];
-  int merges = 0;  // stream_k_merge calls so far (uniform over the consumers)
+  __shared__ int nseg, merge_flag;
 
   Core core(qp);
   if (!kStreamK && blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
@@ -276,7 +273,6 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
 #pragma unroll
     for (int k = 0; k < kD / 2; ++k) o[k] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    int handed = -1;  // (stream-K, split tile; thread 0) the ticket as read early
 
     // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
     // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
@@ -370,9 +366,6 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       issue_pv<kD>(o, fin, v_addr(last));
       wgmma_commit();
       turn_end(true);
-      // A split query tile: the ticket read now, under the last P V (stream_k_merge).
-      if (kStreamK && sg.first != sg.last && tid == 0)
-        handed = ld_acquire_gpu(p.sk_tickets + sg.first);
       wgmma_wait<0>();
       fence_regs(o);
       if (lane == 0) {
@@ -387,8 +380,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     // split between blocks first through stream_k_merge (the last of its blocks writes).
     if constexpr (kStreamK) {
       if (sg.first != sg.last &&
-          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, handed,
-                                         &merge_flag[merges++ & 1]))
+          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, &merge_flag))
         continue;
     }
     store_output<kD, Tr::kM, kStreamK>(core, o, l, *p.v_scale,
