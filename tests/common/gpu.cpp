@@ -15,7 +15,12 @@ DeviceBuffer::~DeviceBuffer() {
 }
 
 void DeviceBuffer::fill(uint8_t value) {
-  if (cudaMemset(ptr_, value, bytes_) != cudaSuccess) throw std::runtime_error("cudaMemset");
+  // NOTE: cudaMemset of device memory may return before it is done, and the legacy stream it
+  // runs on does not order work on a non-blocking stream: a test that poisons, then launches on
+  // one, could have its output poisoned after the kernel wrote it (QuantizeGpu.
+  // CapturedInCudaGraph read NaN scales so once, twenty-seventh session). Done before it returns.
+  if (cudaMemset(ptr_, value, bytes_) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
+    throw std::runtime_error("cudaMemset");
 }
 
 void DeviceBuffer::upload(const void* src, size_t bytes) {
