@@ -18,13 +18,16 @@ void DeviceBuffer::fill(uint8_t value) {
   // NOTE: cudaMemset of device memory may return before it is done, and the legacy stream it
   // runs on does not order work on a non-blocking stream: a test that poisons, then launches on
   // one, could have its output poisoned after the kernel wrote it (QuantizeGpu.
-  // CapturedInCudaGraph read NaN scales so once, twenty-seventh session). Done before it returns.
+  // CapturedInCudaGraph read NaN scales once, twenty-seventh session). Done before it returns.
   if (cudaMemset(ptr_, value, bytes_) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess)
     throw std::runtime_error("cudaMemset");
 }
 
 void DeviceBuffer::upload(const void* src, size_t bytes) {
-  if (cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+  // NOTE: from pageable memory cudaMemcpy may return before the DMA into ptr_ is done (CUDA's
+  // API synchronization notes), unordered with a non-blocking stream as fill() is: waited for.
+  if (cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+      cudaDeviceSynchronize() != cudaSuccess)
     throw std::runtime_error("cudaMemcpy H2D");
 }
 
