@@ -310,7 +310,7 @@ int64_t stream_k_slot_floats(int D) {
 struct SkCost {
   bool on = true;
   double seg = 2.75;
-  double w[4] = {0.0, 0.55, 0.8, 1.0};
+  double w[4] = {0.0, 0.75, 0.9, 1.0};  // H100, V30: S 4096 135.1 µs against 142.2 at 0.55 / 0.8
 };
 
 const SkCost& sk_cost() {

@@ -347,7 +347,7 @@ std::vector<double> share_costs(const std::vector<vit::SkRun>& runs,
 /// The shares of S 4096, 16 heads, D 72 on 132 SMs: 22 query tiles a head (the last of 64 rows:
 /// one consumer busy), 32 key tiles each; two full waves whole, the last 88 query tiles spread.
 TEST(VitStreamKPlan, SharesCoverTheStepsAndBeatUniformOnes) {
-  const double seg = 2.75, w1 = 0.55;
+  const double seg = 2.75, w1 = 0.75;
   const int blocks = 132, tiles = 22, nk = 32;
   std::vector<double> base(blocks, 0.0);
   for (int b = 0; b < blocks; ++b)
