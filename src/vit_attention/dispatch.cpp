@@ -494,6 +494,11 @@ Status prepare_tc(const VitAttentionArgs& a, const Plan& plan, const TensorRef* 
                                               v_dims, v_strides, v_box, CU_TENSOR_MAP_SWIZZLE_128B,
                                               "vit v (transposed)"));
   QFUSE_RETURN_IF_ERROR(prepare_tc_rest(a, plan, &tp));
+  static const bool skip_idle = [] {
+    const char* e = std::getenv("QFUSE_VIT_TC_IDLE");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  tp.skip_idle = skip_idle;
   return tp.tiles > 0 ? plan_stream_k(a, plan, &tp) : Status::Ok();
 }
 

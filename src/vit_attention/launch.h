@@ -86,6 +86,9 @@ struct TcParams {
   int64_t sk_per;
   int64_t steps_per_head;
   bool sk_table;
+  // Consumers whose rows all lie past the sequence's end skip the work (attention_tc.cuh):
+  // QFUSE_VIT_TC_IDLE=0 at start-up keeps them computing (A/B and sanitizer runs).
+  bool skip_idle;
   int32_t sk_start[kStreamKTableBlocks + 1];
   float* sk_ws;
   int* sk_tickets;
