@@ -331,7 +331,8 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     // sequence whose length is not a multiple of kM) only keeps the barriers' phases: it waits
     // for each stage and hands it back (Q's buffer too: q_read), and ends with O = 0, l = 0
     // (rows never stored). Without ping-pong only (there every consumer takes its turns; and
-    // so q_read is the early release). plan_stream_k counts such steps as cheaper (V28).
+    // so q_read is the early release). plan_stream_k counts such steps as cheaper (bench/NOTES.md
+    // V30).
     const bool idle = !Tr::kPingPong && p.skip_idle && sg.q0 + 64 * c >= end;
     if (tiles > 0 && idle) {
       mbar_wait(q_full, nq & 1);
