@@ -336,6 +336,10 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     const bool idle = !Tr::kPingPong && p.skip_idle && sg.q0 + 64 * c >= end;
     if (tiles > 0 && idle) {
       mbar_wait(q_full, nq & 1);
+      // The fused form's conversion barrier too (its warpgroup's own): every consumer then runs
+      // the same sequence of named barriers (V30's racecheck report came with idle consumers
+      // skipping it in the fused-Q forms only; bench/NOTES.md V31).
+      if constexpr (kFusedQ) sm90::named_sync(8 + c, 128);
       q_read();
       for (int n = 0; n < tiles; ++n) {
         mbar_wait(full + stage(n), ((g0 + n) / Tr::kStages) & 1);
