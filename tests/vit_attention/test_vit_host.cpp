@@ -383,6 +383,24 @@ TEST(VitStreamKPlan, SharesCoverTheStepsAndBeatUniformOnes) {
 
 /// Fewer steps than blocks: one step each, the rest of the blocks empty at the end; too many runs
 /// or none are not planned.
+// balance_shares keeps its last plan (a thread's): a repeated call must give the same shares, and
+// a call with other runs or other base costs its own.
+TEST(VitStreamKPlan, RepeatedAndChangedCallsGetTheirOwnShares) {
+  const std::vector<vit::SkRun> a = {{3, 5, 1.0}, {1, 5, 0.75}}, b = {{3, 5, 1.0}, {1, 6, 0.75}};
+  const std::vector<double> base(4, 1.0), other = {9.0, 1.0, 1.0, 1.0};
+  std::vector<int32_t> first(5, -1), again(5, -1), changed(5, -1), dear(5, -1), last(5, -1);
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, first.data()));
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, again.data()));
+  EXPECT_EQ(again, first);
+  ASSERT_TRUE(vit::balance_shares(b, base, 2.0, changed.data()));
+  EXPECT_EQ(changed[4], 21);  // b's steps, not a's 20
+  EXPECT_EQ(first[4], 20);
+  ASSERT_TRUE(vit::balance_shares(a, other, 2.0, dear.data()));
+  EXPECT_LT(dear[1] - dear[0], first[1] - first[0]);  // the dearer first block takes less
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, last.data()));
+  EXPECT_EQ(last, first);
+}
+
 TEST(VitStreamKPlan, SmallAndOversizedPlans) {
   std::vector<int32_t> start(11, -1);
   ASSERT_TRUE(vit::balance_shares({{1, 3, 1.0}}, std::vector<double>(10, 0.0), 2.0, start.data()));
