@@ -327,7 +327,28 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     };
     using B0 = std::integral_constant<int, 0>;
     using B1 = std::integral_constant<int, 1>;
-    if (tiles > 0) {
+    // A consumer whose 64 rows all lie past the sequence's end (the last query tile of a
+    // sequence whose length is not a multiple of kM) only keeps the barriers' phases: it waits
+    // for each stage and hands it back (Q's buffer too: q_read), and ends with O = 0, l = 0
+    // (rows never stored). Without ping-pong only (there every consumer takes its turns; and
+    // so q_read is the early release). plan_stream_k counts such steps as cheaper (bench/NOTES.md
+    // V30).
+    const bool idle = !Tr::kPingPong && p.skip_idle && sg.q0 + 64 * c >= end;
+    if (tiles > 0 && idle) {
+      mbar_wait(q_full, nq & 1);
+      // The fused form's conversion barrier too (its warpgroup's own): every consumer then runs
+      // the same sequence of named barriers (V30's racecheck report came with idle consumers
+      // skipping it in the fused-Q forms only; bench/NOTES.md V31).
+      if constexpr (kFusedQ) sm90::named_sync(8 + c, 128);
+      q_read();
+      for (int n = 0; n < tiles; ++n) {
+        mbar_wait(full + stage(n), ((g0 + n) / Tr::kStages) & 1);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty + stage(n));
+      }
+      g0 += tiles;
+      ++nq;
+    } else if (tiles > 0) {
       if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
       mbar_wait(q_full, nq & 1);
       if constexpr (kFusedQ) {

@@ -1,7 +1,9 @@
 // ViT attention dispatch (vit_attention.h, SPEC §5, §7): validate every argument (nothing is
 // launched on error), then launch the kernel for the input type.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iterator>
 #include <string>
@@ -300,6 +302,34 @@ int64_t stream_k_slot_floats(int D) {
   return (D / 2 + 4) * 128 * (vit::tc_three_consumers(D) ? 3 : 2);
 }
 
+/// The stream-K planner's cost model, in key-tile steps of a query tile whose consumers all work
+/// (bench/NOTES.md V25, V28): a segment's start and end (seg: its first tile with nothing under
+/// it, its last P V, its epilogue), and a step of a query tile that keeps a of its three
+/// consumers busy (w[a]; attention_tc.cuh: the others idle). QFUSE_VIT_SK_COST="seg,w1,w2"
+/// at start-up sets it (A/B runs), "off" takes uniform shares.
+struct SkCost {
+  bool on = true;
+  double seg = 2.75;
+  double w[4] = {0.0, 0.75, 0.9, 1.0};  // H100, V30: S 4096 135.1 µs against 142.2 at 0.55 / 0.8
+};
+
+const SkCost& sk_cost() {
+  static const SkCost cost = [] {
+    SkCost c;
+    const char* e = std::getenv("QFUSE_VIT_SK_COST");
+    if (e == nullptr) return c;
+    if (std::string(e) == "off") {
+      c.on = false;
+      return c;
+    }
+    double seg = 0, w1 = 0, w2 = 0;
+    if (std::sscanf(e, "%lf,%lf,%lf", &seg, &w1, &w2) == 3 && seg >= 0 && w1 > 0 && w2 > 0)
+      c.seg = seg, c.w[1] = w1, c.w[2] = w2;
+    return c;
+  }();
+  return cost;
+}
+
 /// The stream-K schedule of an FP8 tensor-core call (tp's q_rows, tiles set) into tp (its tickets
 /// are the launch's to zero); tp->sk_blocks stays 0 (a block a query tile) without a workspace,
 /// where the setting turns it off, or where a block could meet more than kStreamKMaxSegments
@@ -313,15 +343,16 @@ Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams*
   const int64_t kM = tp->q_rows;
   // The sequences with tokens: their first step in head 0, query tiles and key tiles.
   struct Seq {
-    int64_t start, tiles, nk;
+    int64_t start, tiles, nk, last_rows;  // last_rows: the rows of its last query tile
   };
   std::vector<Seq> seqs;
   int64_t per_head = 0;
   auto add = [&](int64_t beg, int64_t end) {
     const int64_t nk = vit::tc_key_tiles(beg, end);
     if (nk == 0) return;
-    seqs.push_back(Seq{per_head, (end - beg + kM - 1) / kM, nk});
-    per_head += seqs.back().tiles * nk;
+    const int64_t tiles = (end - beg + kM - 1) / kM;
+    seqs.push_back(Seq{per_head, tiles, nk, end - beg - (tiles - 1) * kM});
+    per_head += tiles * nk;
   };
   if (a.cu_seqlens_host != nullptr) {
     for (int64_t b = 0; b < a.num_seqs; ++b) add(a.cu_seqlens_host[b], a.cu_seqlens_host[b + 1]);
@@ -344,15 +375,57 @@ Status plan_stream_k(const VitAttentionArgs& a, const Plan& plan, vit::TcParams*
   if (total == base) return Status::Ok();  // whole waves: the one-unit grid balances them
   const int64_t per = (total - base + blocks - 1) / blocks;
   if (waves == 0) blocks = (total + per - 1) / per;
+  const int64_t n = static_cast<int64_t>(seqs.size());
+  // Cost-balanced shares where the grid fits the table: what a block runs in its whole query
+  // tiles and its share, counted as SkCost has it, evened out (the uniform shares give every
+  // block as many steps, whatever its segments and idle consumers).
+  const SkCost cost = sk_cost();
+  tp->sk_table = false;
+  if (cost.on && blocks <= vit::kStreamKTableBlocks && total - base < (int64_t{1} << 31)) {
+    // The weight of a step of a query tile with `rows` rows: its busy consumers' (three-consumer
+    // form only: the two-consumer one has no idle consumers).
+    auto weight = [&](int64_t rows) {
+      return kM == 192 ? cost.w[std::min<int64_t>((rows + 63) / 64, 3)] : 1.0;
+    };
+    // Whole query tile u (of waves x blocks, block u % blocks) is tile u % (a head's tiles) of
+    // its head: one walk over them in order, the sequence cursor moving with it.
+    std::vector<double> base_cost(static_cast<size_t>(blocks), 0.0);
+    size_t i = 0;
+    int64_t t = 0;  // query tile t of sequence i
+    for (int64_t u = 0; u < waves * blocks; ++u) {
+      base_cost[static_cast<size_t>(u % blocks)] +=
+          cost.seg + seqs[i].nk * weight(t + 1 == seqs[i].tiles ? seqs[i].last_rows : kM);
+      if (++t == seqs[i].tiles) t = 0, i = i + 1 == seqs.size() ? 0 : i + 1;
+    }
+    // The steps after base (a query tile's first step) as runs of query tiles alike.
+    std::vector<vit::SkRun> runs;
+    auto push = [&](int64_t count, int64_t nk, double w) {
+      if (count <= 0) return;
+      if (!runs.empty() && runs.back().nk == nk && runs.back().w == w) {
+        runs.back().count += count;
+      } else {
+        runs.push_back(vit::SkRun{count, nk, w});
+      }
+    };
+    for (int64_t k = 0; k < n * p.H; ++k) {
+      const Seq& q = seqs[k % n];
+      const int64_t st = (k / n) * per_head + q.start;
+      if (st + q.tiles * q.nk <= base) continue;
+      const int64_t skip = std::max<int64_t>(base - st, 0) / q.nk;
+      push(q.tiles - 1 - skip, q.nk, weight(kM));
+      push(1, q.nk, weight(q.last_rows));
+    }
+    tp->sk_table = vit::balance_shares(runs, base_cost, cost.seg, tp->sk_start);
+  }
   // Segments of each block: its whole query tiles, then the query tiles its steps [s, e) meet,
   // sequence by sequence (sequence k of head h starts at h * per_head + seqs[k].start), as
   // build_segments lists them.
-  const int64_t n = static_cast<int64_t>(seqs.size());
   auto start_of = [&](int64_t k) { return (k / n) * per_head + seqs[k % n].start; };
   auto len = [&](int64_t k) { return seqs[k % n].tiles * seqs[k % n].nk; };
   int64_t first = 0;  // the first sequence (over heads) ending after the block's first step
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t s = base + blk * per, e = std::min(s + per, total);
+    const int64_t s = tp->sk_table ? base + tp->sk_start[blk] : base + blk * per;
+    const int64_t e = tp->sk_table ? base + tp->sk_start[blk + 1] : std::min(s + per, total);
     if (s >= e) continue;
     while (start_of(first) + len(first) <= s) ++first;
     int64_t segments = waves;
@@ -421,6 +494,11 @@ Status prepare_tc(const VitAttentionArgs& a, const Plan& plan, const TensorRef* 
                                               v_dims, v_strides, v_box, CU_TENSOR_MAP_SWIZZLE_128B,
                                               "vit v (transposed)"));
   QFUSE_RETURN_IF_ERROR(prepare_tc_rest(a, plan, &tp));
+  static const bool skip_idle = [] {
+    const char* e = std::getenv("QFUSE_VIT_TC_IDLE");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  tp.skip_idle = skip_idle;
   return tp.tiles > 0 ? plan_stream_k(a, plan, &tp) : Status::Ok();
 }
 
@@ -529,6 +607,108 @@ Status vit_attention(const VitAttentionArgs& args, const VitAttentionOptions& op
   return plan.fp8 ? vit::launch_simple_fp8(plan.p, plan.out, stream)
                   : vit::launch_simple_bf16(plan.p, plan.out, stream);
 }
+
+namespace vit {
+
+namespace {
+bool balance_shares_search(const std::vector<SkRun>& runs, const std::vector<double>& base_cost,
+                           double seg, int32_t* start);
+}  // namespace
+
+bool balance_shares(const std::vector<SkRun>& runs, const std::vector<double>& base_cost,
+                    double seg, int32_t* start) {
+  const int64_t blocks = static_cast<int64_t>(base_cost.size());
+  if (runs.empty() || runs.size() > 4096) return false;
+  // The last plan of this thread: an engine calls each layer with the same batch, and the search
+  // below takes ~10 us for one image and ~0.6 ms for 4096 runs (on a build machine's CPU).
+  struct Last {
+    std::vector<SkRun> runs;
+    std::vector<double> base_cost;
+    double seg = -1;
+    bool ok = false;
+    std::vector<int32_t> start;
+  };
+  thread_local Last last;
+  auto same_runs = [&]() {
+    return std::equal(runs.begin(), runs.end(), last.runs.begin(), last.runs.end(),
+                      [](const SkRun& x, const SkRun& y) {
+                        return x.count == y.count && x.nk == y.nk && x.w == y.w;
+                      });
+  };
+  if (seg == last.seg && base_cost == last.base_cost && same_runs()) {
+    std::copy(last.start.begin(), last.start.end(), start);
+    return last.ok;
+  }
+  const bool ok = balance_shares_search(runs, base_cost, seg, start);
+  last.runs = runs, last.base_cost = base_cost, last.seg = seg, last.ok = ok;
+  last.start.assign(start, start + blocks + 1);
+  return ok;
+}
+
+namespace {
+
+bool balance_shares_search(const std::vector<SkRun>& runs, const std::vector<double>& base_cost,
+                           double seg, int32_t* start) {
+  const int64_t blocks = static_cast<int64_t>(base_cost.size());
+  double sum = 0, top = 0;
+  for (double b : base_cost) sum += b, top = std::max(top, b);
+  for (const SkRun& r : runs) sum += r.count * (seg + r.nk * r.w);
+  // fill(C): whether C leaves no step over; the shares into start.
+  auto fill = [&](double C) {
+    size_t r = 0;
+    int64_t unit = 0, off = 0, pos = 0;  // the cursor: run, query tile in it, step in that
+    auto next_unit = [&]() {
+      off = 0;
+      if (++unit == runs[r].count) ++r, unit = 0;
+    };
+    for (int64_t b = 0; b < blocks; ++b) {
+      start[b] = static_cast<int32_t>(pos);
+      double c = base_cost[b];
+      bool took = false;
+      while (r < runs.size()) {
+        const SkRun& R = runs[r];
+        if (off == 0) {  // whole query tiles at once
+          const double whole = seg + R.nk * R.w;
+          const int64_t fit = std::min<int64_t>(
+              R.count - unit, static_cast<int64_t>(std::max((C - c) / whole, 0.0)));
+          if (fit > 0) {
+            c += fit * whole, pos += fit * R.nk, took = true;
+            unit += fit;
+            if (unit == R.count) ++r, unit = 0;
+            continue;
+          }
+        }
+        const int64_t rest = R.nk - off;
+        if (c + seg + rest * R.w <= C) {  // the rest of a split query tile
+          c += seg + rest * R.w, pos += rest, took = true;
+          next_unit();
+          continue;
+        }
+        int64_t k = static_cast<int64_t>(std::max((C - c - seg) / R.w, 0.0));
+        if (k == 0 && !took) k = 1;
+        k = std::min(k, rest);
+        if (k > 0) {
+          pos += k, off += k;
+          if (off == R.nk) next_unit();
+        }
+        break;
+      }
+    }
+    start[blocks] = static_cast<int32_t>(pos);
+    return r == runs.size();
+  };
+  double lo = std::max(top, sum / static_cast<double>(blocks)), hi = lo + 1.0;
+  for (int i = 0; i < 40 && !fill(hi); ++i) hi = lo + 2.0 * (hi - lo);
+  if (!fill(hi)) return false;
+  while (hi - lo > 1.0 / 64) {
+    const double mid = 0.5 * (lo + hi);
+    (fill(mid) ? hi : lo) = mid;
+  }
+  return fill(hi);
+}
+
+}  // namespace
+}  // namespace vit
 
 namespace vit {
 namespace {

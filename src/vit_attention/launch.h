@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "qfuse/core/status.h"
 #include "qfuse/quant/quantize.h"
@@ -49,6 +50,10 @@ struct AttnParams {
   float softmax_scale;
 };
 
+/// Most blocks of a stream-K grid whose shares TcParams lists (sk_table); larger grids take
+/// uniform shares.
+constexpr int kStreamKTableBlocks = 160;
+
 /// What the tensor-core kernel reads (attention_tc.cuh): TMA maps of q and k ([S_total, H, Dp]
 /// e4m3, box 128 bytes x 1 head x 128 rows (q: 64 where q_rows is 192), 128-byte swizzle) and of
 /// the transposed V ([H, Dp, S_pad] e4m3, box 128 keys x D rows x 1 head, 128-byte swizzle).
@@ -72,11 +77,19 @@ struct TcParams {
   // sk_blocks units). A query tile split between blocks leaves fp32 partials in sk_ws (2 slots a
   // block) and the last of its blocks to finish (sk_tickets, one a block, zero at the launch)
   // merges them and writes the output.
+  // Where sk_table: block b's steps are [sk_base + sk_start[b], sk_base + sk_start[b + 1])
+  // instead (plan_stream_k's shares balanced by cost: segments and idle consumers counted; no
+  // empty share before a non-empty one).
   int sk_blocks;
   int sk_waves;
   int64_t sk_base;
   int64_t sk_per;
   int64_t steps_per_head;
+  bool sk_table;
+  // Consumers whose rows all lie past the sequence's end skip the work (attention_tc.cuh):
+  // QFUSE_VIT_TC_IDLE=0 at start-up keeps them computing (A/B and sanitizer runs).
+  bool skip_idle;
+  int32_t sk_start[kStreamKTableBlocks + 1];
   float* sk_ws;
   int* sk_tickets;
   // Q quantized by the kernel (attention_fused_q): q_map then describes the bf16 Q ([S_total, H,
@@ -84,6 +97,22 @@ struct TcParams {
   // turned into the e4m3 tile by its consumers with 1 / *q_scale, as vit_quantize_qkv would.
   bool fused_q;
 };
+
+/// `count` query tiles in a row of `nk` key tiles each, a step of them weighing `w` (the
+/// stream-K planner's cost model, dispatch.cpp: SkCost).
+struct SkRun {
+  int64_t count, nk;
+  double w;
+};
+
+/// Shares of the steps `runs` lists for base_cost.size() blocks, block b starting with
+/// base_cost[b] (its whole query tiles): each takes the steps in order while its cost (`seg` for
+/// each query tile it meets, w a step) stays within C, and at least one while any are left, for
+/// the least C (to 1/64 of a step) that leaves none; into start[0..blocks] (step offsets,
+/// nondecreasing; only trailing shares empty). False (start unspecified) where the runs are too
+/// many to plan on each call, or none.
+bool balance_shares(const std::vector<SkRun>& runs, const std::vector<double>& base_cost,
+                    double seg, int32_t* start);
 
 /// The static Q/K/V quantization (vit_quantize_qkv); skip_q: K and V only (q_out is checked but
 /// not written: attention_fused_q quantizes Q in the attention kernel).

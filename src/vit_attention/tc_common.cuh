@@ -116,8 +116,22 @@ __device__ __forceinline__ void build_segments(const TcParams& p, int blk, Segme
     __syncwarp();
   }
   const int64_t total = p.steps_per_head * p.H;
-  int64_t s = p.sk_base + blk * p.sk_per;
-  const int64_t e = min(s + p.sk_per, total);
+  int64_t s = p.sk_base + (p.sk_table ? int64_t{p.sk_start[blk]} : blk * p.sk_per);
+  const int64_t e = p.sk_table ? p.sk_base + p.sk_start[blk + 1] : min(s + p.sk_per, total);
+  // The block whose share holds step x (counted from sk_base): with the table, the last block
+  // whose share starts at or before x (only trailing shares are empty).
+  auto owner = [&](int64_t x) -> int {
+    if (!p.sk_table) return static_cast<int>(x / p.sk_per);
+    int lo = 0, hi = p.sk_blocks - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.sk_start[mid] <= x)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    return lo;
+  };
   const int64_t num = p.cu_seqlens != nullptr ? p.num_seqs : (p.S > 0 ? p.S_total / p.S : 0);
   if (s >= e) {
     if (lane == 0) *count = n;
@@ -158,14 +172,10 @@ __device__ __forceinline__ void build_segments(const TcParams& p, int blk, Segme
     while (n < kStreamKMaxSegments) {
       const int64_t t1 = min(nk, t + (e - s));
       const int64_t start = s - t;  // the query tile's first step
-      segs[n++] = Segment{static_cast<int>(h),
-                          static_cast<int>(beg + qi * kM),
-                          static_cast<int>(beg),
-                          static_cast<int>(end),
-                          static_cast<int>(t),
-                          static_cast<int>(t1),
-                          static_cast<int>((start - p.sk_base) / p.sk_per),
-                          static_cast<int>((start - p.sk_base + nk - 1) / p.sk_per)};
+      segs[n++] = Segment{static_cast<int>(h),      static_cast<int>(beg + qi * kM),
+                          static_cast<int>(beg),    static_cast<int>(end),
+                          static_cast<int>(t),      static_cast<int>(t1),
+                          owner(start - p.sk_base), owner(start - p.sk_base + nk - 1)};
       s += t1 - t;
       if (s >= e) break;
       // The next query tile: of this sequence, of the next one with tokens, or of the next head.

@@ -667,7 +667,8 @@ INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTc,
 /// (head size, consumer warpgroups, stream-K blocks: a grid of at most that many, 1024 the
 /// device's SM count; equal lengths: three images of 700 tokens, where the full waves of whole
 /// query tiles stay and only the last wave's steps are spread, else six of 1 to 2000 tokens, every
-/// step spread).
+/// step spread). Each grid must split a query tile (the test says so where none was): D 96 takes
+/// 10 blocks, since on 7 the cost-balanced shares keep every tile whole (bench/NOTES.md V30).
 class VitAttentionStreamK : public ::testing::TestWithParam<std::tuple<int, int, int, bool>> {};
 
 /// With a workspace the FP8 tensor-core kernel splits query tiles between blocks and merges
@@ -739,7 +740,7 @@ INSTANTIATE_TEST_SUITE_P(
                       std::tuple{72, 2, 7, false}, std::tuple{64, 3, 13, false},
                       std::tuple{128, 2, 1024, false}, std::tuple{80, 2, 4, false},
                       std::tuple{72, 3, 5, true}, std::tuple{72, 3, 1024, true},
-                      std::tuple{96, 2, 7, true}, std::tuple{72, 2, 12, true}));
+                      std::tuple{96, 2, 10, true}, std::tuple{72, 2, 12, true}));
 
 // ---- the BF16 tensor-core kernel ------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 #include "qfuse/quant/reference.h"
 #include "qfuse/vit_attention/vit_attention.h"
 #include "vit_attention/fragment.h"
+#include "vit_attention/launch.h"
 
 namespace qfuse::test {
 namespace {
@@ -323,6 +324,97 @@ TEST(VitReference, AttentionOfOneKeyIsItsValue) {
   std::vector<double> out;
   ref::vit_attention(q, k, v, 1, 2, {0, 1}, 0.5, &out);
   EXPECT_EQ(out, (std::vector<double>{5, -6}));
+}
+
+// ---- the stream-K planner's shares (vit::balance_shares) ----------------------------------------
+
+/// Each block's cost under shares `start` (its base, then seg a query tile it meets and w a step).
+std::vector<double> share_costs(const std::vector<vit::SkRun>& runs,
+                                const std::vector<double>& base, double seg,
+                                const std::vector<int32_t>& start) {
+  std::vector<double> cost = base;
+  int64_t pos = 0;  // the first step of the current query tile
+  for (const vit::SkRun& r : runs)
+    for (int64_t u = 0; u < r.count; ++u, pos += r.nk)
+      for (size_t b = 0; b < base.size(); ++b) {
+        const int64_t s = std::max<int64_t>(start[b], pos),
+                      e = std::min(start[b + 1], int32_t(pos + r.nk));
+        if (s < e) cost[b] += seg + (e - s) * r.w;
+      }
+  return cost;
+}
+
+/// The shares of S 4096, 16 heads, D 72 on 132 SMs: 22 query tiles a head (the last of 64 rows:
+/// one consumer busy), 32 key tiles each; two full waves whole, the last 88 query tiles spread.
+TEST(VitStreamKPlan, SharesCoverTheStepsAndBeatUniformOnes) {
+  const double seg = 2.75, w1 = 0.75;
+  const int blocks = 132, tiles = 22, nk = 32;
+  std::vector<double> base(blocks, 0.0);
+  for (int b = 0; b < blocks; ++b)
+    for (int k = 0; k < 2; ++k)
+      base[b] += seg + nk * ((b + k * blocks) % tiles == tiles - 1 ? w1 : 1.0);
+  std::vector<vit::SkRun> runs;
+  for (int h = 12; h < 16; ++h) runs.push_back({tiles - 1, nk, 1.0}), runs.push_back({1, nk, w1});
+  const int64_t steps = 88 * nk;
+  std::vector<int32_t> start(blocks + 1, -7);
+  ASSERT_TRUE(vit::balance_shares(runs, base, seg, start.data()));
+  EXPECT_EQ(start[0], 0);
+  EXPECT_EQ(start[blocks], steps);
+  bool empty_seen = false;
+  for (int b = 0; b < blocks; ++b) {
+    ASSERT_LE(start[b], start[b + 1]) << b;
+    if (start[b] == start[b + 1])
+      empty_seen = true;
+    else
+      EXPECT_FALSE(empty_seen) << "an empty share before block " << b;
+  }
+  const std::vector<double> got = share_costs(runs, base, seg, start);
+  // The uniform shares (ceil(steps / blocks) each) against the balanced ones.
+  std::vector<int32_t> uniform(blocks + 1);
+  const int64_t per = (steps + blocks - 1) / blocks;
+  for (int b = 0; b <= blocks; ++b) uniform[b] = static_cast<int32_t>(std::min(b * per, steps));
+  const std::vector<double> was = share_costs(runs, base, seg, uniform);
+  double total = 0;
+  for (double c : got) total += c;
+  const double top = *std::max_element(got.begin(), got.end());
+  EXPECT_LT(top, *std::max_element(was.begin(), was.end()) - 1.0);
+  EXPECT_LT(top, total / blocks + seg + 1.0);  // within a segment and a step of the mean
+}
+
+/// Fewer steps than blocks: one step each, the rest of the blocks empty at the end; too many runs
+/// or none are not planned.
+// balance_shares keeps its last plan (a thread's): a repeated call must give the same shares, and
+// a call with other runs or other base costs its own.
+TEST(VitStreamKPlan, RepeatedAndChangedCallsGetTheirOwnShares) {
+  const std::vector<vit::SkRun> a = {{3, 5, 1.0}, {1, 5, 0.75}}, b = {{3, 5, 1.0}, {1, 6, 0.75}};
+  const std::vector<double> base(4, 1.0), other = {9.0, 1.0, 1.0, 1.0};
+  std::vector<int32_t> first(5, -1), again(5, -1), changed(5, -1), dear(5, -1), last(5, -1);
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, first.data()));
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, again.data()));
+  EXPECT_EQ(again, first);
+  ASSERT_TRUE(vit::balance_shares(b, base, 2.0, changed.data()));
+  EXPECT_EQ(changed[4], 21);  // b's steps, not a's 20
+  EXPECT_EQ(first[4], 20);
+  ASSERT_TRUE(vit::balance_shares(a, other, 2.0, dear.data()));
+  EXPECT_LT(dear[1] - dear[0], first[1] - first[0]);  // the dearer first block takes less
+  ASSERT_TRUE(vit::balance_shares(a, base, 2.0, last.data()));
+  EXPECT_EQ(last, first);
+}
+
+TEST(VitStreamKPlan, SmallAndOversizedPlans) {
+  std::vector<int32_t> start(11, -1);
+  ASSERT_TRUE(vit::balance_shares({{1, 3, 1.0}}, std::vector<double>(10, 0.0), 2.0, start.data()));
+  EXPECT_EQ(start, (std::vector<int32_t>{0, 1, 2, 3, 3, 3, 3, 3, 3, 3, 3}));
+  // Whole query tiles stay whole where the costs allow: two blocks, two tiles of 4 steps.
+  std::vector<int32_t> two(3);
+  ASSERT_TRUE(vit::balance_shares({{2, 4, 1.0}}, {0.0, 0.0}, 3.0, two.data()));
+  EXPECT_EQ(two, (std::vector<int32_t>{0, 4, 8}));
+  // A block that starts dearer takes less.
+  ASSERT_TRUE(vit::balance_shares({{1, 20, 1.0}}, {10.0, 0.0}, 0.0, two.data()));
+  EXPECT_EQ(two, (std::vector<int32_t>{0, 5, 20}));
+  EXPECT_FALSE(vit::balance_shares({}, {0.0}, 1.0, two.data()));
+  EXPECT_FALSE(
+      vit::balance_shares(std::vector<vit::SkRun>(5000, {1, 2, 1.0}), {0.0}, 1.0, two.data()));
 }
 
 }  // namespace
