@@ -114,9 +114,19 @@ struct SkRun {
 bool balance_shares(const std::vector<SkRun>& runs, const std::vector<double>& base_cost,
                     double seg, int32_t* start);
 
+/// Words of device memory a quantizer zeroes for the kernel after it (the layer's stream-K
+/// tickets, VitAttentionArgs::workspace_zeroed): none by default.
+struct ZeroWords {
+  uint32_t* words = nullptr;
+  int count = 0;
+};
+
 /// The static Q/K/V quantization (vit_quantize_qkv); skip_q: K and V only (q_out is checked but
-/// not written: attention_fused_q quantizes Q in the attention kernel).
-Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t stream);
+/// not written: attention_fused_q quantizes Q in the attention kernel); `zero` zeroed too.
+Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, ZeroWords zero, cudaStream_t stream);
+/// vit_quantize_qkv_dynamic, with `zero` zeroed too.
+Status quantize_dynamic(const VitQkvQuantArgs& a, const VitScaleState& st, int layer,
+                        ZeroWords zero, cudaStream_t stream);
 
 /// A fused-Q call checked and prepared (fused_q_prepare): the kernel's parameters, its output
 /// and head size, everything fused_q_launch needs.

@@ -156,18 +156,21 @@ Status EncoderAttention::forward(int layer, const LayerIo& io, void* workspace,
   a.q_scale = scales, a.k_scale = scales + 1, a.v_scale = scales + 2;
   // Everything the attention checks, before the quantization writes anything.
   QFUSE_RETURN_IF_ERROR(vit_attention_can_implement(a, opt));
-  // The stream-K tickets zeroed ahead of the quantizer, so that nothing stands between it and
-  // the attention kernel (programmatic dependent launch overlaps the two).
+  // The stream-K tickets zeroed by the quantizer: no memset before it or between it and the
+  // attention kernel, so the layer is two kernels with programmatic dependent launch between
+  // them and before them (bench/NOTES.md V32).
+  ZeroWords zero;
   if (vt && a.workspace != nullptr && tc_streamk_on()) {
-    QFUSE_CUDA_RETURN(cudaMemsetAsync(a.workspace, 0, vit_attention_ticket_bytes(), stream));
+    zero.words = static_cast<uint32_t*>(a.workspace);
+    zero.count = static_cast<int>(vit_attention_ticket_bytes() / 4);
     a.workspace_zeroed = true;
   }
   // Static scales on the tensor cores: where the setting asks and the call takes it, the
   // attention kernel quantizes Q itself from the bf16 input (the quantizer then writes K and V).
   FusedQCall fq;
   const bool fused_q = static_scales_ && vt && fused_q_on() && fused_q_prepare(a, io.q, &fq).ok();
-  QFUSE_RETURN_IF_ERROR(static_scales_ ? quantize_static(qa, fused_q, stream)
-                                       : vit_quantize_qkv_dynamic(qa, st, layer, stream));
+  QFUSE_RETURN_IF_ERROR(static_scales_ ? quantize_static(qa, fused_q, zero, stream)
+                                       : quantize_dynamic(qa, st, layer, zero, stream));
   QFUSE_RETURN_IF_ERROR(fused_q ? fused_q_launch(a, fq, stream) : vit_attention(a, opt, stream));
   if (!dynamic() || cfg_.vit_save_path.empty() || saved_ || S_total == 0) return Status::Ok();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;

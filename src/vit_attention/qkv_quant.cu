@@ -222,8 +222,13 @@ __device__ __forceinline__ uint32_t quant_tensor(const QkvGeometry& g, int which
 template <bool kDynamic, class F>
 __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
     quant_kernel(QkvGeometry g, uint8_t* out0, uint8_t* out1, uint8_t* out2, const float* scale0,
-                 const float* scale1, const float* scale2, uint32_t* layer_state, int first) {
+                 const float* scale1, const float* scale2, uint32_t* layer_state, int first,
+                 ZeroWords zero) {
   pdl_begin();
+  // The layer's stream-K tickets (the next kernel's), zeroed here instead of by a memset between
+  // the two kernels (bench/NOTES.md V32).
+  if (blockIdx.x == 0 && blockIdx.y == 0)
+    for (int i = static_cast<int>(threadIdx.x); i < zero.count; i += kThreads) zero.words[i] = 0;
   const int which = first + static_cast<int>(blockIdx.y);  // first 1: K and V only
   uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
   float scale;
@@ -456,7 +461,7 @@ Status check_state(const VitScaleState& st, int layer) {
 
 namespace vit {
 
-Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t stream) {
+Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, ZeroWords zero, cudaStream_t stream) {
   QkvGeometry g{};
   QFUSE_RETURN_IF_ERROR(validate(a, false, &g));
   if (g.chunks == 0) return Status::Ok();
@@ -468,14 +473,14 @@ Status quantize_static(const VitQkvQuantArgs& a, bool skip_q, cudaStream_t strea
                          stream, g, static_cast<uint8_t*>(a.q_out.data),
                          static_cast<uint8_t*>(a.k_out.data), static_cast<uint8_t*>(a.v_out.data),
                          a.q_scale, a.k_scale, a.v_scale, static_cast<uint32_t*>(nullptr),
-                         skip_q ? 1 : 0);
+                         skip_q ? 1 : 0, zero);
   });
 }
 
 }  // namespace vit
 
 Status vit_quantize_qkv(const VitQkvQuantArgs& a, cudaStream_t stream) {
-  return vit::quantize_static(a, false, stream);
+  return vit::quantize_static(a, false, vit::ZeroWords{}, stream);
 }
 
 size_t vit_scale_state_bytes(int num_layers) {
@@ -498,6 +503,13 @@ const float* vit_dynamic_scales(const VitScaleState& st, int layer) {
 
 Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& a, const VitScaleState& st, int layer,
                                 cudaStream_t stream) {
+  return vit::quantize_dynamic(a, st, layer, vit::ZeroWords{}, stream);
+}
+
+namespace vit {
+
+Status quantize_dynamic(const VitQkvQuantArgs& a, const VitScaleState& st, int layer,
+                        ZeroWords zero, cudaStream_t stream) {
   vit::QkvGeometry g{};
   QFUSE_RETURN_IF_ERROR(vit::check_state(st, layer));
   QFUSE_RETURN_IF_ERROR(vit::validate(a, true, &g));
@@ -513,11 +525,13 @@ Status vit_quantize_qkv_dynamic(const VitQkvQuantArgs& a, const VitScaleState& s
     QFUSE_RETURN_IF_ERROR(launch_kernel(
         "vit quant_kernel", vit::quant_kernel<true, F>, grid, dim3(vit::kThreads), 0, stream, g,
         out[0], out[1], out[2], static_cast<const float*>(nullptr),
-        static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words, 0));
+        static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words, 0, zero));
     return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, grid, dim3(vit::kThreads), 0,
                          stream, g, out[0], out[1], out[2], static_cast<const uint32_t*>(words));
   });
 }
+
+}  // namespace vit
 
 Status vit_scale_state_read(const VitScaleState& st, cudaStream_t stream,
                             std::vector<VitLayerScaleState>* out) {

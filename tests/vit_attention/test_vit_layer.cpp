@@ -249,10 +249,43 @@ TEST_F(VitLayer, StaticFp8LayerEqualsItsParts) {
 }
 
 /// Stream-K forced (a grid of 7 blocks: query tiles split between blocks) over a poisoned layer
-/// workspace: the layer zeroes the tickets before its quantizer and the attention trusts them.
+/// workspace: the layer's quantizer zeroes the tickets and the attention trusts them.
 TEST_F(VitLayer, StreamKLayerEqualsItsParts) {
   QFUSE_REQUIRE_GPU();
   expect_layer_equals_parts(*this, {0, 37, 1100, 1500}, 3, 72, 7);
+}
+
+/// Dynamic scaling with stream-K forced (7 blocks: split query tiles, so the tickets decide who
+/// merges): over a poisoned workspace the layer writes every element, and the bytes of the same
+/// first forward over a zeroed one (its quantizer zeroes the tickets; the attention trusts them).
+TEST_F(VitLayer, DynamicStreamKLayerZeroesItsTickets) {
+  QFUSE_REQUIRE_GPU();
+  const ForceStreamK sk(7);
+  const int64_t H = 3, D = 72;
+  const std::vector<int32_t> cu{0, 37, 1100, 1500};
+  const int64_t S = cu.back();
+  Inputs x(S, H, D, 21);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  std::vector<uint8_t> got[2];
+  for (int poisoned = 0; poisoned < 2; ++poisoned) {
+    std::unique_ptr<vit::EncoderAttention> e;
+    ASSERT_TRUE(vit::EncoderAttention::create(fp8_config(), {"enc.0"}, &e).ok());
+    ASSERT_TRUE(e->dynamic());
+    DeviceBuffer ws(vit::layer_workspace_bytes("fp8", S, H, D));
+    ws.fill(poisoned ? 0xA5 : 0x00);
+    DeviceBuffer out(S * H * D * 2);
+    out.fill(kPoison);
+    vit::LayerIo io;
+    io.q = x.view(0), io.k = x.view(1), io.v = x.view(2);
+    io.cu_seqlens = cu_dev.as<int32_t>(), io.cu_seqlens_host = cu.data(), io.num_seqs = 3;
+    io.out.out = TensorRef::contiguous(out.get(), DType::kBF16, {S, H, D});
+    const Status st = e->forward(0, io, ws.get(), ws.bytes(), nullptr);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    EXPECT_EQ(changed_elements(out, 2), S * H * D);
+    got[poisoned] = out.download();
+  }
+  EXPECT_EQ(got[1], got[0]);
 }
 
 /// Q quantized in the attention kernel (static scales, stream-K): the layer writes the bytes of
