@@ -85,6 +85,10 @@ for c in $cases; do
     # waves): where the cost per wave goes (bench/NOTES.md V17).
     vit_wave) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=1536" ;;
     vit_4k) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=4096" ;;
+    # The ViT Q / K / V quantizer at S 16384 (issue 15's 90 % of copy), V row-major and
+    # transposed.
+    vit_quant_16k) run_mla $c quant_kernel "" vit_quant/static "--dim S=16384" ;;
+    vit_quant_vt_16k) run_mla $c quant_kernel "" vit_quant/static:vt "--dim S=16384" ;;
     # The ViT BF16 kernel at S 4096 (issue 15's bf16 bar against cuDNN).
     vit_bf16_4k) run_mla $c vit_tc_bf16_kernel "" vit_attention/bf16:tc "--dim S=4096" ;;
   esac
