@@ -8,11 +8,12 @@
 #   AB_ROWS    rows separated by ';', each "routine dim dim ..." (the FP8 tensor-core attention and
 #              static layer at D 72, 16 heads: S 4096 / 16384 and four images)
 #   AB_TESTS   0 skips test_vit_attention, run first (once, under the default setting)
-#   AB_BINS    "dirA dirB": two builds instead (their qfuse; e.g. .devbin and B/.devbin from
+#   AB_BINS    "dirA dirB ...": builds instead (their qfuse; e.g. .devbin and B/.devbin from
 #              .devbin_main.tgz), each under its value of AB_VAR (AB_VAR=QFUSE_AB AB_VALUES="main
-#              new" labels them)
+#              new" labels them); as many values as builds, two or more
 # Then `rounds` interleaved rounds of every row under each value and a table of medians (µs):
-# the first value, the second, second / first. Logs in $OUT (or /tmp/qfuse-ab-env).
+# each value, and each one after the first over the first. Logs in $OUT (or
+# /tmp/qfuse-ab-env).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/qfuse-ab-env}
@@ -20,10 +21,10 @@ mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
 [ -x .devbin/qfuse ] || tar xzf .devbin.tgz
 bin=.devbin
-read -r -a bins <<<"${AB_BINS:-$bin $bin}"
 rounds=${1:-2}
 var=${AB_VAR:-QFUSE_VIT_TC_STREAMK}
 read -r -a values <<<"${AB_VALUES:--1 1024}"
+read -r -a bins <<<"${AB_BINS:-$(for _ in "${values[@]}"; do printf '%s ' "$bin"; done)}"
 IFS=';' read -r -a rows <<<"${AB_ROWS:-vit_attention/fp8:tc S=4096 NIMG=1;vit_attention/fp8:tc \
 S=16384 NIMG=1;vit_attention/fp8:tc S=8192 NIMG=4;vit_layer/fp8_static:tc S=4096 NIMG=1;\
 vit_layer/fp8_static:tc S=16384 NIMG=1;vit_layer/fp8_static:tc S=8192 NIMG=4}"
@@ -34,7 +35,7 @@ if [ "${AB_TESTS:-1}" != 0 ]; then
   grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$out/test_vit_attention.log" | head -12
 fi
 for r in $(seq 1 "$rounds"); do
-  for v in 0 1; do
+  for v in "${!values[@]}"; do
     for i in "${!rows[@]}"; do
       read -r -a row <<<"${rows[$i]}"
       dims=()
@@ -45,9 +46,9 @@ for r in $(seq 1 "$rounds"); do
     done
   done
 done
-python3 - "$out" "$rounds" "$var" "${values[0]}" "${values[1]}" "${rows[@]}" <<'EOF'
+python3 - "$out" "$rounds" "$var" "${values[*]}" "${rows[@]}" <<'EOF'
 import json, statistics, sys
-out, rounds, var, a, b, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+out, rounds, var, vals, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(), sys.argv[5:]
 def median_us(path):
     try:
         res = json.load(open(path)).get("results", [])
@@ -55,14 +56,15 @@ def median_us(path):
         return None
     res = [x for x in res if "timing" in x and "read_only" not in x["routine"]]
     return res[0]["timing"]["median_us"] if res else None
-print(f"== {var}: {a} against {b} (µs, median of rounds) | ratio {b} / {a}")
+print(f"== {var}: {' / '.join(vals)} (µs, median of rounds) | ratios over {vals[0]}: "
+      + " ".join(vals[1:]))
 for i, row in enumerate(rows):
     got = []
-    for v in (0, 1):
+    for v in range(len(vals)):
         xs = [median_us(f"{out}/r{r}_v{v}_{i}.json") for r in range(1, rounds + 1)]
         xs = [x for x in xs if x is not None]
         got.append(statistics.median(xs) if xs else None)
-    ratio = f"{got[1] / got[0]:.3f}" if all(got) else "-"
+    ratios = [f"{x / got[0]:.3f}" if x and got[0] else "-" for x in got[1:]]
     cells = [f"{x:10.2f}" if x else f"{'-':>10}" for x in got]
-    print(f"{row:44s} {cells[0]} {cells[1]} {ratio:>7}")
+    print(f"{row:44s} {' '.join(cells)} {' '.join(f'{r:>7}' for r in ratios)}")
 EOF
