@@ -48,7 +48,8 @@ for r in $(seq 1 "$rounds"); do
 done
 python3 - "$out" "$rounds" "$var" "${values[*]}" "${rows[@]}" <<'EOF'
 import json, statistics, sys
-out, rounds, var, vals, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(), sys.argv[5:]
+out, rounds, var = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+vals, rows = sys.argv[4].split(), sys.argv[5:]
 def median_us(path):
     try:
         res = json.load(open(path)).get("results", [])
