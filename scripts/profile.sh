@@ -91,6 +91,10 @@ for c in $cases; do
     vit_quant_vt_16k) run_mla $c quant_kernel "" vit_quant/static:vt "--dim S=16384" ;;
     # The ViT BF16 kernel at S 4096 (issue 15's bf16 bar against cuDNN).
     vit_bf16_4k) run_mla $c vit_tc_bf16_kernel "" vit_attention/bf16:tc "--dim S=4096" ;;
+    # The same without clusters (bench/NOTES.md V35: the pairs' multicast should halve its L2
+    # reads; a build without them ignores the setting).
+    vit_bf16_4k_single)
+      run_mla $c vit_tc_bf16_kernel QFUSE_VIT_BF16_CLUSTER=0 vit_attention/bf16:tc "--dim S=4096" ;;
   esac
 done
 if [ "${QFUSE_PROFILE_TAR:-0}" = 1 ]; then
