@@ -392,12 +392,13 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
 }
 
 /// blockIdx.y the tensor (of `tensors`); per tensor enough blocks for every chunk in one tile, at
-/// most a third of F::kGridPerSm per SM (the rest grid-strides).
+/// most F::kGridPerSm / tensors per SM (the rest grid-strides): the layer's K / V-only grid
+/// (skip_q) fills the SMs as the three tensors' does (it had two thirds of them; NOTES V33).
 template <class F>
 Status grid_of(const QkvGeometry& g, dim3* grid, unsigned tensors = 3) {
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / 3, 1);
+  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / tensors, 1);
   const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
   *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), tensors);
   return Status::Ok();
