@@ -29,7 +29,9 @@
 // Each consumer issues QK^T(n) and PV(n - 1) back to back and runs the softmax of tile n while
 // PV(n - 1) is in flight (FlashAttention-3's intra-warpgroup overlap; P single-buffered: it is
 // repacked after PV(n - 1) completes), and the two consumers take turns issuing their GEMMs
-// (ping-pong, named barriers 2 and 3).
+// (ping-pong, named barriers 2 and 3). Blocks run in clusters of two that share each K / V tile
+// where their query tiles are of one sequence (one 64-token half each, multicast; the kernel's
+// first lines and docs/vit_attention.md).
 #pragma once
 
 #include <cuda.h>
