@@ -221,6 +221,7 @@ __global__ void __launch_bounds__(384, 1)
     }
     // A pair's blocks leave together: none exits while the other may still multicast into its
     // shared memory or arrive on its barriers.
+    __syncwarp();  // the cluster barrier is .aligned: the warp converged
     if (pair) cute::cluster_sync();
     return;
   }
@@ -320,6 +321,7 @@ __global__ void __launch_bounds__(384, 1)
   // it: every load has landed and every wgmma has completed), then through the quantizer.
   store_output<kD, Tr::kM, true>(core, o, l, 1.0f, reinterpret_cast<float*>(sm + Tr::kOOff), c,
                                  warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
+  __syncwarp();
   if (pair) cute::cluster_sync();
 #endif
 }
