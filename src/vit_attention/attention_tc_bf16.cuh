@@ -172,8 +172,12 @@ __global__ void __launch_bounds__(384, 1)
     mbar_fence_init();
   }
   __syncthreads();
-  // The peer's multicasts and arrivals reach this block's barriers only once they are set up.
-  if (pair) cute::cluster_sync();
+  // The peer's multicasts and arrivals reach this block's barriers only once they are set up
+  // (the init fence releases them at cluster scope; CUTLASS's order).
+  if (pair) {
+    cute::cluster_arrive_relaxed();
+    cute::cluster_wait();
+  }
   const int h = blockIdx.y;
   const int64_t beg = span.beg, end = span.end, q0 = span.q0;
   const int tiles = end > beg ? static_cast<int>((end - beg + Tr::kN - 1) / Tr::kN) : 0;
@@ -218,11 +222,13 @@ __global__ void __launch_bounds__(384, 1)
           }
         }
       }
+      // A block of a pair exits only after the peer's last arrivals on its barriers (and so
+      // after the peer has its last tiles, multicasts included): the producer waits for the
+      // final release of every stage it used (CUTLASS's producer tail).
+      if (pair)
+        for (int n = tiles > Tr::kStages ? tiles - Tr::kStages : 0; n < tiles; ++n)
+          mbar_wait(empty + n % Tr::kStages, (n / Tr::kStages) & 1);
     }
-    // A pair's blocks leave together: none exits while the other may still multicast into its
-    // shared memory or arrive on its barriers.
-    __syncwarp();  // the cluster barrier is .aligned: the warp converged
-    if (pair) cute::cluster_sync();
     return;
   }
   regs_inc<232>();
@@ -321,8 +327,6 @@ __global__ void __launch_bounds__(384, 1)
   // it: every load has landed and every wgmma has completed), then through the quantizer.
   store_output<kD, Tr::kM, true>(core, o, l, 1.0f, reinterpret_cast<float*>(sm + Tr::kOOff), c,
                                  warp, g, qd, q0, h, end, static_cast<int>(p.H * kD), tid);
-  __syncwarp();
-  if (pair) cute::cluster_sync();
 #endif
 }
 
