@@ -339,8 +339,28 @@ Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_bf16_kernel)"));
-  // Clusters of two along x: the grid rounded up to whole pairs (a padding block has no work).
-  const unsigned cluster = bf16_cluster_on() ? 2u : 1u;
+  // Clusters of two along x: the grid rounded up to whole pairs (a padding block has no work);
+  // single blocks where the device cannot hold such a cluster (asked once per kernel: e.g. a
+  // partition without two SMs of one GPC).
+  static const bool pairs_fit = [&] {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(2, 1);
+    cfg.blockDim = dim3(Tr::kThreads);
+    cfg.dynamicSmemBytes = Tr::kSmemBytes;
+    cudaLaunchAttribute a{};
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = 2;
+    a.val.clusterDim.y = a.val.clusterDim.z = 1;
+    cfg.attrs = &a;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    const cudaError_t pending = cudaPeekAtLastError();
+    const bool ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess;
+    // The query's own error is not the caller's: cleared, unless one was pending before it.
+    if (!ok && pending == cudaSuccess) (void)cudaGetLastError();
+    return ok && clusters > 0;
+  }();
+  const unsigned cluster = bf16_cluster_on() && pairs_fit ? 2u : 1u;
   const unsigned x = (static_cast<unsigned>(p.tiles) + cluster - 1) / cluster * cluster;
   return launch_kernel_clustered("vit_tc_bf16_kernel", kernel, dim3(x, p.H), dim3(Tr::kThreads),
                                  Tr::kSmemBytes, stream, cluster, p, qp);
