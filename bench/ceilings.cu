@@ -58,6 +58,18 @@ __device__ __forceinline__ uint4 xor16(const uint4& a, const uint4& b) {
   return make_uint4(a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w);
 }
 
+/// Step s of a warp's copy: kU x 512 bytes, every load issued before the first store.
+template <int kU, bool kStreaming>
+__device__ __forceinline__ void copy_step(const uint4* __restrict__ src, uint4* __restrict__ dst,
+                                          int64_t s, int lane) {
+  const int64_t base = s * kStepVectors(kU) + lane;
+  uint4 v[kU];
+#pragma unroll
+  for (int j = 0; j < kU; ++j) v[j] = load16<kStreaming>(src + base + j * kLanes);
+#pragma unroll
+  for (int j = 0; j < kU; ++j) store16<kStreaming>(dst + base + j * kLanes, v[j]);
+}
+
 /// dst = src over `steps` steps of kU x 512 bytes.
 template <int kU, bool kStreaming>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
@@ -65,14 +77,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int lane = threadIdx.x % kLanes;
   const int64_t warps = int64_t{gridDim.x} * kWarpsPerBlock;
   for (int64_t s = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kLanes; s < steps;
-       s += warps) {
-    const int64_t base = s * kStepVectors(kU) + lane;
-    uint4 v[kU];
-#pragma unroll
-    for (int j = 0; j < kU; ++j) v[j] = load16<kStreaming>(src + base + j * kLanes);
-#pragma unroll
-    for (int j = 0; j < kU; ++j) store16<kStreaming>(dst + base + j * kLanes, v[j]);
-  }
+       s += warps)
+    copy_step<kU, kStreaming>(src, dst, s, lane);
 }
 
 /// copy_kernel's steps, each warp taking one contiguous run of them (warp w: steps
@@ -85,14 +91,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int64_t warps = int64_t{gridDim.x} * kWarpsPerBlock;
   const int64_t w = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kLanes;
   const int64_t end = (w + 1) * steps / warps;
-  for (int64_t s = w * steps / warps; s < end; ++s) {
-    const int64_t base = s * kStepVectors(kU) + lane;
-    uint4 v[kU];
-#pragma unroll
-    for (int j = 0; j < kU; ++j) v[j] = load16<false>(src + base + j * kLanes);
-#pragma unroll
-    for (int j = 0; j < kU; ++j) store16<false>(dst + base + j * kLanes, v[j]);
-  }
+  for (int64_t s = w * steps / warps; s < end; ++s) copy_step<kU, false>(src, dst, s, lane);
 }
 
 /// The bulk-copy form: one thread a block moves kBulkChunk-byte chunks (blockIdx.x,

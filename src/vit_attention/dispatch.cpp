@@ -749,11 +749,15 @@ int tc_streamk_mode() {
 
 namespace {
 
+/// A process-wide on / off setting read at start-up: 0 or 1 from the variable `name`, else -1
+/// (the default).
+int env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
+}
+
 std::atomic<int>& fused_q_state() {
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_FUSED_Q");
-    return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
-  }()};
+  static std::atomic<int> state{env_switch("QFUSE_VIT_FUSED_Q")};
   return state;
 }
 
@@ -827,10 +831,7 @@ Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cud
 namespace {
 
 std::atomic<int>& bf16_cluster_state() {
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_BF16_CLUSTER");
-    return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
-  }()};
+  static std::atomic<int> state{env_switch("QFUSE_VIT_BF16_CLUSTER")};
   return state;
 }
 
