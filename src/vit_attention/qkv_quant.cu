@@ -421,6 +421,19 @@ int form_index() {
   return form;
 }
 
+/// QFUSE_VIT_FIXUP_GRID=n (1 .. 4096) when set, for A/B runs: the dynamic fix-up pass's blocks a
+/// tensor, at most n (it grid-strides; in steady state every block only reads its redo flag and
+/// returns, so a smaller grid is scheduled sooner once the quantizing pass frees the SMs, and a
+/// requantizing forward runs on fewer blocks; bench/NOTES.md V36). 0: the quantizing grid.
+int fixup_grid_cap() {
+  static const int cap = [] {
+    const char* e = std::getenv("QFUSE_VIT_FIXUP_GRID");
+    const int n = e != nullptr ? std::atoi(e) : 0;
+    return n >= 1 && n <= 4096 ? n : 0;
+  }();
+  return cap;
+}
+
 /// Calls fn(F{}) with the form form_index() picks.
 template <class Fn>
 Status with_form(Fn&& fn) {
@@ -535,7 +548,9 @@ Status quantize_dynamic(const VitQkvQuantArgs& a, const VitScaleState& st, int l
         "vit quant_kernel", vit::quant_kernel<true, F>, grid, dim3(vit::kThreads), 0, stream, g,
         out[0], out[1], out[2], static_cast<const float*>(nullptr),
         static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words, 0, zero));
-    return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, grid, dim3(vit::kThreads), 0,
+    dim3 fix = grid;
+    if (vit::fixup_grid_cap() > 0) fix.x = std::min<unsigned>(fix.x, vit::fixup_grid_cap());
+    return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, fix, dim3(vit::kThreads), 0,
                          stream, g, out[0], out[1], out[2], static_cast<const uint32_t*>(words));
   });
 }
