@@ -5,7 +5,9 @@
 // 16 bytes at l, l + 32, ... of it (every load instruction of a warp covers 512 contiguous
 // bytes), all kU loads issued before the first use. Warps take steps s = warp, warp + warps, ...
 // over a grid of (SM count) x (blocks per SM the kernel's occupancy allows), so consecutive warps
-// stream consecutive memory.
+// stream consecutive memory. Two more copy forms ask how cudaMemcpyAsync beats these (bench/
+// NOTES.md V34): each warp streaming its own contiguous run, and TMA bulk copies through shared
+// memory.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "bench/harness.h"
+#include "common/sm90.cuh"
 #include "qfuse/core/cuda_check.h"
 
 namespace qfuse::bench {
@@ -55,6 +58,18 @@ __device__ __forceinline__ uint4 xor16(const uint4& a, const uint4& b) {
   return make_uint4(a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w);
 }
 
+/// Step s of a warp's copy: kU x 512 bytes, every load issued before the first store.
+template <int kU, bool kStreaming>
+__device__ __forceinline__ void copy_step(const uint4* __restrict__ src, uint4* __restrict__ dst,
+                                          int64_t s, int lane) {
+  const int64_t base = s * kStepVectors(kU) + lane;
+  uint4 v[kU];
+#pragma unroll
+  for (int j = 0; j < kU; ++j) v[j] = load16<kStreaming>(src + base + j * kLanes);
+#pragma unroll
+  for (int j = 0; j < kU; ++j) store16<kStreaming>(dst + base + j * kLanes, v[j]);
+}
+
 /// dst = src over `steps` steps of kU x 512 bytes.
 template <int kU, bool kStreaming>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
@@ -62,14 +77,66 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int lane = threadIdx.x % kLanes;
   const int64_t warps = int64_t{gridDim.x} * kWarpsPerBlock;
   for (int64_t s = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kLanes; s < steps;
-       s += warps) {
-    const int64_t base = s * kStepVectors(kU) + lane;
-    uint4 v[kU];
-#pragma unroll
-    for (int j = 0; j < kU; ++j) v[j] = load16<kStreaming>(src + base + j * kLanes);
-#pragma unroll
-    for (int j = 0; j < kU; ++j) store16<kStreaming>(dst + base + j * kLanes, v[j]);
+       s += warps)
+    copy_step<kU, kStreaming>(src, dst, s, lane);
+}
+
+/// copy_kernel's steps, each warp taking one contiguous run of them (warp w: steps
+/// [w steps / warps, (w + 1) steps / warps)) instead of striding over the grid: whether DRAM
+/// prefers each warp streaming its own region to all warps streaming one window.
+template <int kU>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    copy_span_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, int64_t steps) {
+  const int lane = threadIdx.x % kLanes;
+  const int64_t warps = int64_t{gridDim.x} * kWarpsPerBlock;
+  const int64_t w = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kLanes;
+  const int64_t end = (w + 1) * steps / warps;
+  for (int64_t s = w * steps / warps; s < end; ++s) copy_step<kU, false>(src, dst, s, lane);
+}
+
+/// The bulk-copy form: one thread a block moves kBulkChunk-byte chunks (blockIdx.x,
+/// + gridDim.x, ...) through a ring of kBulkStages shared-memory buffers with the TMA unit's 1-D
+/// bulk copies (cp.async.bulk global -> shared on an mbarrier, shared -> global in bulk groups),
+/// no registers in the path: what the copy engine inside the SM reaches.
+constexpr int kBulkChunk = 16384, kBulkStages = 12;
+constexpr int kBulkSmem = kBulkChunk * kBulkStages;
+
+__global__ void __launch_bounds__(32, 1)
+    copy_bulk_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, int64_t chunks) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) uint8_t ring[];
+  __shared__ uint64_t full[kBulkStages];
+  if (threadIdx.x != 0) return;
+  for (int s = 0; s < kBulkStages; ++s) sm90::mbar_init(full + s, 1);
+  sm90::mbar_fence_init();
+  const int64_t n = chunks > blockIdx.x ? (chunks - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const char* in = reinterpret_cast<const char*>(src);
+  char* out = reinterpret_cast<char*>(dst);
+  const auto at = [&](int64_t i) { return (blockIdx.x + i * gridDim.x) * kBulkChunk; };
+  const auto load = [&](int64_t i) {
+    uint64_t* bar = full + i % kBulkStages;
+    sm90::mbar_arrive_expect_tx(bar, kBulkChunk);
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
+        "[%3];\n" ::"r"(sm90::smem_addr(ring + (i % kBulkStages) * kBulkChunk)),
+        "l"(in + at(i)), "r"(kBulkChunk), "r"(sm90::smem_addr(bar))
+        : "memory");
+  };
+  for (int64_t i = 0; i < n && i < kBulkStages; ++i) load(i);
+  for (int64_t i = 0; i < n; ++i) {
+    sm90::mbar_wait(full + i % kBulkStages, static_cast<uint32_t>((i / kBulkStages) & 1));
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(out + at(i)),
+                 "r"(sm90::smem_addr(ring + (i % kBulkStages) * kBulkChunk)), "r"(kBulkChunk)
+                 : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+    // Chunk i - 1's buffer takes chunk i - 1 + stages once its store has read it.
+    if (i >= 1 && i - 1 + kBulkStages < n) {
+      asm volatile("cp.async.bulk.wait_group.read 1;\n" ::: "memory");
+      load(i - 1 + kBulkStages);
+    }
   }
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
 }
 
 /// Reads `steps` steps of kU x 512 bytes; after step s, writes the 512-byte blocks
@@ -140,16 +207,41 @@ Status device_count(cudaStream_t stream, Launch launch, unsigned long long* coun
 }
 
 /// A kernel form: vectors a lane loads per step, and the cache hints.
+/// layout: kStride (warps stride over the grid's steps), kSpan (copy_span_kernel: a warp's own
+/// contiguous run), kBulk (copy_bulk_kernel: TMA bulk copies; u and streaming unused). The
+/// read-mostly kernel has the kStride forms only.
+enum class Layout { kStride, kSpan, kBulk };
 struct KernelForm {
   int u;
   bool streaming;
+  Layout layout = Layout::kStride;
 };
 constexpr KernelForm kForms[] = {{4, false}, {8, false}, {4, true}, {8, true}};
+constexpr KernelForm kCopyForms[] = {{4, false},
+                                     {8, false},
+                                     {4, true},
+                                     {8, true},
+                                     {8, false, Layout::kSpan},
+                                     {0, false, Layout::kBulk}};
+
+int threads_of(const KernelForm& f) {
+  return f.layout == Layout::kBulk ? 32 : kThreads;
+}
+int smem_of(const KernelForm& f) {
+  return f.layout == Layout::kBulk ? kBulkSmem : 0;
+}
+/// Bytes a step (a warp's kU x 512, or a bulk chunk).
+int64_t step_bytes(const KernelForm& f) {
+  return f.layout == Layout::kBulk ? kBulkChunk : kStepVectors(f.u) * 16;
+}
 
 template <class Fn>
-Status blocks_for(Fn kernel, int sm_count, int* blocks) {
+Status blocks_for(Fn kernel, int sm_count, int* blocks, int threads = kThreads, int smem = 0) {
+  if (smem > 48 * 1024)
+    QFUSE_CUDA_RETURN(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int per_sm = 0;
-  QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  QFUSE_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
   *blocks = sm_count * std::max(per_sm, 1);
   return Status::Ok();
 }
@@ -158,6 +250,8 @@ using CopyFn = void (*)(const uint4*, uint4*, int64_t);
 using ReadMostlyFn = void (*)(const uint4*, uint4*, int64_t, uint64_t, uint4*);
 
 CopyFn copy_fn(const KernelForm& f) {
+  if (f.layout == Layout::kBulk) return copy_bulk_kernel;
+  if (f.layout == Layout::kSpan) return f.u == 4 ? copy_span_kernel<4> : copy_span_kernel<8>;
   if (f.u == 4) return f.streaming ? copy_kernel<4, true> : copy_kernel<4, false>;
   return f.streaming ? copy_kernel<8, true> : copy_kernel<8, false>;
 }
@@ -168,9 +262,14 @@ ReadMostlyFn read_mostly_fn(const KernelForm& f) {
 }
 
 std::string form_name(const char* what, const KernelForm& f, int blocks, int sm_count) {
+  const std::string per_sm =
+      std::to_string(blocks / sm_count) + " blocks/SM x " + std::to_string(threads_of(f));
+  if (f.layout == Layout::kBulk)
+    return std::string(what) + ", TMA bulk copies of " + std::to_string(kBulkChunk / 1024) +
+           " KiB through " + std::to_string(kBulkStages) + " shared buffers, " + per_sm;
   return std::string(what) + ", " + std::to_string(f.u) + " x 16 B loads a lane in flight, " +
-         (f.streaming ? "streaming (.cs) hints" : "default caching") + ", " +
-         std::to_string(blocks / sm_count) + " blocks/SM x " + std::to_string(kThreads);
+         (f.streaming ? "streaming (.cs) hints" : "default caching") +
+         (f.layout == Layout::kSpan ? ", a contiguous run a warp" : "") + ", " + per_sm;
 }
 
 /// The memcpy form: one cudaMemcpyAsync device to device per call.
@@ -209,7 +308,7 @@ class CopyKernelInstance final : public Instance {
   int64_t min_bytes() const override { return 2 * bytes_; }
   int64_t read_bytes() const override { return bytes_; }
   Status setup(int num_sets, cudaStream_t stream) override {
-    if (bytes_ % (kStepVectors(form_.u) * 16) != 0)
+    if (bytes_ % step_bytes(form_) != 0)
       return Status::InvalidArgument("copy bytes", "a multiple of the kernel's step",
                                      std::to_string(bytes_));
     src_.resize(num_sets);
@@ -223,9 +322,9 @@ class CopyKernelInstance final : public Instance {
     return Status::Ok();
   }
   Status launch(int set, cudaStream_t stream) override {
-    const int64_t steps = bytes_ / (kStepVectors(form_.u) * 16);
-    copy_fn(form_)<<<blocks_, kThreads, 0, stream>>>(src_[set].as<uint4>(), dst_[set].as<uint4>(),
-                                                     steps);
+    const int64_t steps = bytes_ / step_bytes(form_);
+    copy_fn(form_)<<<blocks_, threads_of(form_), smem_of(form_), stream>>>(
+        src_[set].as<uint4>(), dst_[set].as<uint4>(), steps);
     QFUSE_CHECK_LAUNCH("copy_kernel");
     return Status::Ok();
   }
@@ -382,9 +481,9 @@ Status measure_copy_ceiling(const TimingOptions& opt, cudaStream_t stream, CopyC
     c.memcpy.form = "cudaMemcpyAsync device to device, eager";
     QFUSE_RETURN_IF_ERROR(measure_eager(memcpy, opt, stream, &c.memcpy.timing));
   }
-  for (const KernelForm& f : kForms) {
+  for (const KernelForm& f : kCopyForms) {
     int blocks = 0;
-    QFUSE_RETURN_IF_ERROR(blocks_for(copy_fn(f), dev.sm_count, &blocks));
+    QFUSE_RETURN_IF_ERROR(blocks_for(copy_fn(f), dev.sm_count, &blocks, threads_of(f), smem_of(f)));
     CopyKernelInstance kernel(kCeilingCopyBytes, f, blocks);
     CeilingForm form{form_name("copy kernel", f, blocks, dev.sm_count), {}};
     QFUSE_RETURN_IF_ERROR(measure(kernel, opt, stream, &form.timing));

@@ -104,6 +104,14 @@ __device__ __forceinline__ void named_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+/// A 32-bit load with acquire semantics at GPU scope (pairs with a release, or a fence before a
+/// relaxed atomic, of another block).
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 /// Matrix descriptor of a 128-byte-swizzled operand starting at shared address `addr`.
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   uint64_t d = 0;

@@ -37,23 +37,42 @@ struct NoWait {
   __device__ void operator()() const {}
 };
 
-/// Launches `kernel` with PDL when enabled; returns the launch's own error.
+/// Launches `kernel` with PDL when enabled and, where cluster_x > 1, in thread block clusters of
+/// cluster_x blocks along x (grid.x a multiple of it); returns the launch's own error.
 /// NOTE: not cudaGetLastError() afterwards: that would clear an error the caller left pending (and
 /// report it as this launch's); cudaLaunchKernelEx returns what went wrong with this launch.
 template <class... Params, class... Args>
-Status launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
-                     size_t smem, cudaStream_t stream, Args&&... args) {
+Status launch_kernel_clustered(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                               size_t smem, cudaStream_t stream, unsigned cluster_x,
+                               Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = n;
   return cuda_status(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name);
+}
+
+/// launch_kernel_clustered without clusters: PDL when enabled.
+template <class... Params, class... Args>
+Status launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                     size_t smem, cudaStream_t stream, Args&&... args) {
+  return launch_kernel_clustered(name, kernel, grid, block, smem, stream, 1u,
+                                 std::forward<Args>(args)...);
 }
 
 }  // namespace qfuse

@@ -161,7 +161,10 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   // The block's work: one query tile whole (span), or stream-K segments (build_segments).
   __shared__ TileSpan span;
   __shared__ Segment segs[kStreamK ? kStreamKMaxSegments : 1];
-  __shared__ int nseg, merge_flag;
+  // merge_flag: stream_k_merge's shared word, two used in turn (the next merge's first write, made
+  // before any barrier of its own, must not meet a slow thread's read of the last one's).
+  __shared__ int nseg, merge_flag[2];
+  int merges = 0;  // stream_k_merge calls so far (uniform over the consumers)
 
   Core core(qp);
   if (!kStreamK && blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
@@ -182,8 +185,9 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     mbar_fence_init();
   }
   // The fused-Q form (the layer's, after the K / V quantizer) reads nothing that kernel writes
-  // before its K / V loads and its epilogue, which wait for it (pdl_wait below): its segments
-  // and first Q (the layer's bf16 input; static scales) overlap the quantizer's tail
+  // before its K / V loads, its consumers' first Q K^T and its epilogue, which wait for it
+  // (pdl_wait below): its segments and first Q (the layer's bf16 input, loaded and converted;
+  // static scales) overlap the quantizer's tail
   // (bench/NOTES.md V32). Every kernel before the quantizer is done by then: the quantizer
   // lets this one launch only after its own wait.
   if constexpr (kFusedQ) {
@@ -283,6 +287,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
 #pragma unroll
     for (int k = 0; k < kD / 2; ++k) o[k] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    int handed = -1;  // (stream-K, split tile; thread 0) the ticket as read early
 
     // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
     // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
@@ -364,6 +369,9 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       if constexpr (kFusedQ) {
         convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
         q_read();  // the staging tile is read; the e4m3 tile is this consumer's own
+        // Before the ticket's early read under the last P V (the quantizer zeroes the tickets);
+        // costs nothing: stage 0's K / V come only after the producer's wait.
+        pdl_wait();
       }
       mbar_wait(full + stage(0), (g0 / Tr::kStages) & 1);
       turn_begin();
@@ -397,6 +405,9 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       issue_pv<kD>(o, fin, v_addr(last));
       wgmma_commit();
       turn_end(true);
+      // A split query tile: the ticket read now, under the last P V (stream_k_merge).
+      if (kStreamK && sg.first != sg.last && tid == 0)
+        handed = ld_acquire_gpu(p.sk_tickets + sg.first);
       wgmma_wait<0>();
       fence_regs(o);
       if (lane == 0) {
@@ -411,8 +422,8 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     // split between blocks first through stream_k_merge (the last of its blocks writes).
     if constexpr (kFusedQ) pdl_wait();  // the tickets and slots (the quantizer zeroes tickets)
     if constexpr (kStreamK) {
-      if (sg.first != sg.last &&
-          !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l, &merge_flag))
+      if (sg.first != sg.last && !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l,
+                                                               handed, &merge_flag[merges++ & 1]))
         continue;
     }
     store_output<kD, Tr::kM, kStreamK>(core, o, l, *p.v_scale,

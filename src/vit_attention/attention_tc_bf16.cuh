@@ -29,13 +29,18 @@
 // Each consumer issues QK^T(n) and PV(n - 1) back to back and runs the softmax of tile n while
 // PV(n - 1) is in flight (FlashAttention-3's intra-warpgroup overlap; P single-buffered: it is
 // repacked after PV(n - 1) completes), and the two consumers take turns issuing their GEMMs
-// (ping-pong, named barriers 2 and 3).
+// (ping-pong, named barriers 2 and 3). Blocks run in clusters of two that share each K / V tile
+// where their query tiles are of one sequence (one 64-token half each, multicast; the kernel's
+// first lines and docs/vit_attention.md).
 #pragma once
 
 #include <cuda.h>
 #include <cuda_bf16.h>
 
+#include <cutlass/arch/barrier.h>
 #include <cstdint>
+#include <cute/arch/cluster_sm90.hpp>
+#include <cute/arch/copy_sm90_tma.hpp>
 
 #include "common/sm90.cuh"
 #include "core/launch.cuh"
@@ -62,6 +67,10 @@ struct TcBf16Traits {
   // whole-atom alternative, at up to 1.8x the P V tensor work and 64 - D / 2 more registers.
   static constexpr int kPvN = kD;
   static constexpr int kBoxBytes = 128 * 128;  // 128 tokens x 64 bf16
+  // K and V come in boxes of 64 tokens (the host's k_map / vt_map): a pair of blocks sharing a
+  // sequence loads one half each, multicast to both.
+  static constexpr int kHalfRows = 64;
+  static constexpr int kHalfBytes = kHalfRows * 128;
   static constexpr int kQBytes = kAtoms * kBoxBytes;
   static constexpr int kKBytes = kAtoms * kBoxBytes;
   static constexpr int kVBytes = kAtoms * kBoxBytes;
@@ -132,21 +141,43 @@ __global__ void __launch_bounds__(384, 1)
   uint64_t* q_full = bars;
   uint64_t* full = bars + 1;
   uint64_t* empty = bars + 1 + Tr::kStages;
-  __shared__ TileSpan span;
+  __shared__ TileSpan span, peer_span;
 
   Core core(qp);
+  pdl_begin();
+  // Launched in clusters of two (launch_tc_bf16_core): blocks 2 i and 2 i + 1 are a pair. Where
+  // both hold a query tile of the same sequence (and, by the grid's y, head), they read the same
+  // K / V tiles: each block's producer loads one 64-token half of every box and multicasts it to
+  // both, so a pair reads its keys from L2 once (bench/NOTES.md V35). Otherwise (a pair across
+  // two sequences, the grid's padding block, a launch without clusters) each block loads both
+  // halves alone. A block past the last tile (grid.x rounded up to the pair) has no work.
+  const bool clustered = cute::cluster_shape().x == 2;
+  const int rank = clustered ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+  const int peer = static_cast<int>(blockIdx.x) ^ 1;
+  if (threadIdx.x == 0) span = peer_span = TileSpan{0, 0, 0};
+  __syncwarp();
+  if (static_cast<int>(blockIdx.x) < p.tiles) find_tile<Tr::kM>(p, blockIdx.x, &span);
+  __syncwarp();
+  if (clustered && peer < p.tiles) find_tile<Tr::kM>(p, peer, &peer_span);
+  __syncthreads();
+  const bool pair =
+      clustered && span.end > span.beg && peer_span.beg == span.beg && peer_span.end == span.end;
   if (threadIdx.x == 0) {
     mbar_init(q_full, 1);
 #pragma unroll
     for (int s = 0; s < Tr::kStages; ++s) {
       mbar_init(full + s, 1);
-      mbar_init(empty + s, 8);  // the consumers' 8 warps
+      mbar_init(empty + s, pair ? 16 : 8);  // the consumers' 8 warps (of both blocks: pair)
     }
     mbar_fence_init();
   }
-  pdl_begin();
-  find_tile<Tr::kM>(p, blockIdx.x, &span);
   __syncthreads();
+  // The peer's multicasts and arrivals reach this block's barriers only once they are set up
+  // (the init fence releases them at cluster scope; CUTLASS's order).
+  if (pair) {
+    cute::cluster_arrive_relaxed();
+    cute::cluster_wait();
+  }
   const int h = blockIdx.y;
   const int64_t beg = span.beg, end = span.end, q0 = span.q0;
   const int tiles = end > beg ? static_cast<int>((end - beg + Tr::kN - 1) / Tr::kN) : 0;
@@ -167,15 +198,36 @@ __global__ void __launch_bounds__(384, 1)
         const int st = n % Tr::kStages;
         if (n >= Tr::kStages) mbar_wait(empty + st, ((n / Tr::kStages) - 1) & 1);
         const int j0 = static_cast<int>(beg + int64_t{n} * Tr::kN);
+        // The whole tile lands in this block's stage either way (half of it from the peer).
         mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
 #pragma unroll
         for (int a = 0; a < Tr::kAtoms; ++a) {
-          tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes, &p.k_map, full + st,
-                      64 * a, h, j0);
-          tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes, &p.vt_map, full + st,
-                      64 * a, h, j0);
+          uint8_t* kb = sm + Tr::kKOff + st * Tr::kKBytes + a * Tr::kBoxBytes;
+          uint8_t* vb = sm + Tr::kVOff + st * Tr::kVBytes + a * Tr::kBoxBytes;
+          if (pair) {
+            const int r0 = j0 + Tr::kHalfRows * rank;
+            constexpr uint64_t kHint =
+                static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+            cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.k_map, full + st, uint16_t{3}, kHint,
+                                                   kb + Tr::kHalfBytes * rank, 64 * a, h, r0);
+            cute::SM90_TMA_LOAD_MULTICAST_3D::copy(&p.vt_map, full + st, uint16_t{3}, kHint,
+                                                   vb + Tr::kHalfBytes * rank, 64 * a, h, r0);
+          } else {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const int r0 = j0 + Tr::kHalfRows * half;
+              tma_load_3d(kb + Tr::kHalfBytes * half, &p.k_map, full + st, 64 * a, h, r0);
+              tma_load_3d(vb + Tr::kHalfBytes * half, &p.vt_map, full + st, 64 * a, h, r0);
+            }
+          }
         }
       }
+      // A block of a pair exits only after the peer's last arrivals on its barriers (and so
+      // after the peer has its last tiles, multicasts included): the producer waits for the
+      // final release of every stage it used (CUTLASS's producer tail).
+      if (pair)
+        for (int n = tiles > Tr::kStages ? tiles - Tr::kStages : 0; n < tiles; ++n)
+          mbar_wait(empty + n % Tr::kStages, (n / Tr::kStages) & 1);
     }
     return;
   }
@@ -198,6 +250,17 @@ __global__ void __launch_bounds__(384, 1)
   float s[64];
   uint32_t pa[8][4];
   float corr[2];
+  // Stage st read (its last wgmma done): one arrival a warp on the empty barrier of every block
+  // whose producer writes the stage (this one's, and the peer's in a pair).
+  auto release = [&](int st) {
+    if (lane != 0) return;
+    if (pair) {
+      cutlass::arch::ClusterBarrier::arrive(empty + st, 0u, 1u);
+      cutlass::arch::ClusterBarrier::arrive(empty + st, 1u, 1u);
+    } else {
+      mbar_arrive(empty + st);
+    }
+  };
   auto fence_p = [&]() {
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) fence_regs(pa[kk]);
@@ -245,7 +308,7 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_wait<0>();
       fence_regs(o);
       fence_p();
-      if (lane == 0) mbar_arrive(empty + prev);
+      release(prev);
       rescale_o();
       pack_p_bf16(s, pa);
     }
@@ -257,7 +320,7 @@ __global__ void __launch_bounds__(384, 1)
     wgmma_wait<0>();
     fence_regs(o);
     fence_p();
-    if (lane == 0) mbar_arrive(empty + last);
+    release(last);
   }
 
   // Epilogue: O / l into the shared tile (over the K / V ring, once both consumers are done with
@@ -276,8 +339,31 @@ Status launch_tc_bf16_core(const TcParams& p, const typename Core::Params& qp,
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   QFUSE_RETURN_IF_ERROR(cuda_status(attr, "cudaFuncSetAttribute(vit_tc_bf16_kernel)"));
-  return launch_kernel("vit_tc_bf16_kernel", kernel, dim3(p.tiles, p.H), dim3(Tr::kThreads),
-                       Tr::kSmemBytes, stream, p, qp);
+  // Clusters of two along x: the grid rounded up to whole pairs (a padding block has no work);
+  // single blocks where the device cannot hold such a cluster (asked once per kernel: e.g. a
+  // partition without two SMs of one GPC).
+  static const bool pairs_fit = [&] {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(2, 1);
+    cfg.blockDim = dim3(Tr::kThreads);
+    cfg.dynamicSmemBytes = Tr::kSmemBytes;
+    cudaLaunchAttribute a{};
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = 2;
+    a.val.clusterDim.y = a.val.clusterDim.z = 1;
+    cfg.attrs = &a;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    const cudaError_t pending = cudaPeekAtLastError();
+    const bool ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess;
+    // The query's own error is not the caller's: cleared, unless one was pending before it.
+    if (!ok && pending == cudaSuccess) (void)cudaGetLastError();
+    return ok && clusters > 0;
+  }();
+  const unsigned cluster = bf16_cluster_on() && pairs_fit ? 2u : 1u;
+  const unsigned x = (static_cast<unsigned>(p.tiles) + cluster - 1) / cluster * cluster;
+  return launch_kernel_clustered("vit_tc_bf16_kernel", kernel, dim3(x, p.H), dim3(Tr::kThreads),
+                                 Tr::kSmemBytes, stream, cluster, p, qp);
 }
 
 /// The BF16 TC kernel for head size kD writing `out` ([S_total, H * kD], validated; spec none

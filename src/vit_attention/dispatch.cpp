@@ -530,9 +530,12 @@ Status launch_tc_bf16(const VitAttentionArgs& a, const Plan& plan, cudaStream_t 
   const char* what[3] = {"vit q (bf16)", "vit k (bf16)", "vit v (bf16)"};
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(p.D), static_cast<cuuint64_t>(p.H),
                               static_cast<cuuint64_t>(p.S_total)};
-  const cuuint32_t box[3] = {64, 1, 128};
+  // Q in boxes of the block's 128 query rows, K and V of 64 tokens (a pair of blocks loads one
+  // half each: attention_tc_bf16.cuh).
+  const cuuint32_t boxes[2][3] = {{64, 1, 128}, {64, 1, 64}};
   tp.q_rows = 128;
   for (int i = 0; i < 3; ++i) {
+    const cuuint32_t(&box)[3] = boxes[i == 0 ? 0 : 1];
     // A dimension of size 1 may come with any stride: give it one TMA accepts.
     const int64_t sh = p.H > 1 ? p.sh[i] : 64, ss = p.S_total > 1 ? p.ss[i] : 64 * p.H;
     const cuuint64_t strides[2] = {static_cast<cuuint64_t>(sh * 2),
@@ -746,11 +749,15 @@ int tc_streamk_mode() {
 
 namespace {
 
+/// A process-wide on / off setting read at start-up: 0 or 1 from the variable `name`, else -1
+/// (the default).
+int env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
+}
+
 std::atomic<int>& fused_q_state() {
-  static std::atomic<int> state{[] {
-    const char* e = std::getenv("QFUSE_VIT_FUSED_Q");
-    return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] - '0' : -1;
-  }()};
+  static std::atomic<int> state{env_switch("QFUSE_VIT_FUSED_Q")};
   return state;
 }
 
@@ -819,6 +826,23 @@ Status attention_fused_q(const VitAttentionArgs& a, const TensorRef& q_bf16, cud
   FusedQCall call;
   QFUSE_RETURN_IF_ERROR(fused_q_prepare(a, q_bf16, &call));
   return fused_q_launch(a, call, stream);
+}
+
+namespace {
+
+std::atomic<int>& bf16_cluster_state() {
+  static std::atomic<int> state{env_switch("QFUSE_VIT_BF16_CLUSTER")};
+  return state;
+}
+
+}  // namespace
+
+bool bf16_cluster_on() {
+  return bf16_cluster_state().load() != 0;
+}
+
+void set_bf16_cluster(int on) {
+  bf16_cluster_state().store(on == 0 || on == 1 ? on : -1);
 }
 
 void set_tc_consumers(int consumers) {

@@ -156,6 +156,14 @@ bool fused_q_on();
 /// 0 or 1 forces it, anything else restores the default.
 void set_fused_q(int on);
 
+/// Whether the BF16 tensor-core kernel runs in clusters of two blocks that share each K / V tile
+/// (one half each, multicast; attention_tc_bf16.cuh, bench/NOTES.md V35):
+/// QFUSE_VIT_BF16_CLUSTER=0|1 at start-up or set_bf16_cluster (tests, same-binary A/B), else yes.
+/// Process-wide.
+bool bf16_cluster_on();
+/// 0 or 1 forces it, anything else restores the default.
+void set_bf16_cluster(int on);
+
 /// Most segments (query tiles or parts of one) a stream-K block runs: the host takes the one-unit
 /// grid where a block could meet more (many short sequences, where that grid balances anyway).
 constexpr int kStreamKMaxSegments = 32;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cstdlib>
+#include <cuda/atomic>
 
 #include "common/block_reduce.cuh"
 #include "core/launch.cuh"
@@ -190,11 +191,10 @@ __device__ __forceinline__ uint32_t quant_vt(const QkvGeometry& g, const InView&
   return m2;
 }
 
-/// scale = max(`m` and the history but its oldest slot) / 448 (ref::vit_dynamic_scale): `m` the
-/// current amax for this forward's scale, 0 for the provisional one (the history alone).
-__device__ __forceinline__ float dynamic_scale(const uint32_t* st, int which, float m) {
-  const uint32_t pos = st[state::kCount] % kVitHistory;
-  const float* hist = reinterpret_cast<const float*>(st + state::kHistory) + which * kVitHistory;
+/// scale = max(`m` and the tensor's history `hist` but its oldest slot, `pos`) / 448
+/// (ref::vit_dynamic_scale): `m` the current amax for this forward's scale, 0 for the
+/// provisional one (the history alone).
+__device__ __forceinline__ float dynamic_scale(const float* hist, uint32_t pos, float m) {
   for (int i = 0; i < kVitHistory; ++i)
     if (i != static_cast<int>(pos)) m = rules::nan_max(m, hist[i]);
   float s = m / rules::kFp8Max;
@@ -232,39 +232,47 @@ __global__ void __launch_bounds__(kThreads, F::kMinBlocks)
   const int which = first + static_cast<int>(blockIdx.y);  // first 1: K and V only
   uint8_t* out = which == 0 ? out0 : which == 1 ? out1 : out2;
   float scale;
+  // Dynamic: the layer's history and forward count, read once by the block's threads side by
+  // side into shared memory: every block's provisional scale, and the last block's record,
+  // come from them (bench/NOTES.md V36).
+  __shared__ float hist[3 * kVitHistory];
+  __shared__ uint32_t forwards;
   if constexpr (kDynamic) {
-    scale = dynamic_scale(layer_state, which, 0.0f);
+    if (threadIdx.x < 3 * kVitHistory)
+      hist[threadIdx.x] = __uint_as_float(layer_state[state::kHistory + threadIdx.x]);
+    if (threadIdx.x == 3 * kVitHistory) forwards = layer_state[state::kCount];
+    __syncthreads();
+    scale = dynamic_scale(hist + which * kVitHistory, forwards % kVitHistory, 0.0f);
   } else {
     scale = __ldg(which == 0 ? scale0 : which == 1 ? scale1 : scale2);
   }
   const uint32_t m = quant_tensor<kDynamic, F>(g, which, out, rules::fp8_inv_scale(scale));
   if constexpr (kDynamic) {
+    // Thread 0 takes the block's amax to the layer's word, then the ticket: the last block to
+    // finish (every block has read the history by then) records this forward. The ticket's
+    // acquire-release increment orders the amax before it and, in the last block, every block's
+    // amax before the reads after it (one round trip; the history is already here).
     block_atomic_max_u32<kThreads>(m, layer_state + state::kCurrent + which);
-    // The last block to finish records this forward: every block has read the history by now.
-    __shared__ bool last;
     if (threadIdx.x == 0) {
-      __threadfence();
-      const uint32_t done = atomicAdd(layer_state + state::kTicket, 1u);
-      last = done == gridDim.x * gridDim.y - 1;
-    }
-    __syncthreads();
-    if (last && threadIdx.x < 3) {
-      __threadfence();
-      volatile uint32_t* st = layer_state;
-      const int t = threadIdx.x;
-      const uint32_t pos = st[state::kCount] % kVitHistory;
-      const uint32_t cur = st[state::kCurrent + t];
-      const float s = dynamic_scale(layer_state, t, __uint_as_float(cur));
-      const float s0 = dynamic_scale(layer_state, t, 0.0f);
-      st[state::kHistory + t * kVitHistory + pos] = cur;
-      st[state::kScales + t] = __float_as_uint(s);
-      st[state::kRedo + t] = __float_as_uint(s) != __float_as_uint(s0) ? 1u : 0u;
-      st[state::kCurrent + t] = 0;
-    }
-    __syncthreads();
-    if (last && threadIdx.x == 0) {
-      layer_state[state::kCount] += 1;
-      layer_state[state::kTicket] = 0;
+      using Ref = cuda::atomic_ref<uint32_t, cuda::thread_scope_device>;
+      const uint32_t done =
+          Ref(layer_state[state::kTicket]).fetch_add(1u, cuda::memory_order_acq_rel);
+      if (done == gridDim.x * gridDim.y - 1) {
+        const uint32_t pos = forwards % kVitHistory;
+        for (int t = 0; t < 3; ++t) {
+          const uint32_t cur =
+              Ref(layer_state[state::kCurrent + t]).load(cuda::memory_order_relaxed);
+          const float* h = hist + t * kVitHistory;
+          const float s = dynamic_scale(h, pos, __uint_as_float(cur));
+          const float s0 = dynamic_scale(h, pos, 0.0f);
+          layer_state[state::kHistory + t * kVitHistory + pos] = cur;
+          layer_state[state::kScales + t] = __float_as_uint(s);
+          layer_state[state::kRedo + t] = __float_as_uint(s) != __float_as_uint(s0) ? 1u : 0u;
+          layer_state[state::kCurrent + t] = 0;
+        }
+        layer_state[state::kCount] = forwards + 1;
+        layer_state[state::kTicket] = 0;
+      }
     }
   }
 }
@@ -392,12 +400,13 @@ Status validate(const VitQkvQuantArgs& a, bool dynamic, QkvGeometry* geo) {
 }
 
 /// blockIdx.y the tensor (of `tensors`); per tensor enough blocks for every chunk in one tile, at
-/// most a third of F::kGridPerSm per SM (the rest grid-strides).
+/// most F::kGridPerSm / tensors per SM (the rest grid-strides): the layer's K / V-only grid
+/// (skip_q) fills the SMs as the three tensors' does (it had two thirds of them; NOTES V33).
 template <class F>
 Status grid_of(const QkvGeometry& g, dim3* grid, unsigned tensors = 3) {
   DeviceInfo dev;
   QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
-  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / 3, 1);
+  const int64_t cap = std::max<int64_t>(int64_t{F::kGridPerSm} * dev.sm_count / tensors, 1);
   const int64_t blocks = ceil_div(int64_t{g.chunks}, int64_t{kThreads} * F::kU);
   *grid = dim3(static_cast<unsigned>(std::min(blocks, cap)), tensors);
   return Status::Ok();
@@ -410,6 +419,19 @@ int form_index() {
     return e != nullptr && e[0] >= '0' && e[0] <= '7' && e[1] == '\0' ? e[0] - '0' : kDefaultForm;
   }();
   return form;
+}
+
+/// QFUSE_VIT_FIXUP_GRID=n (1 .. 4096) when set, for A/B runs: the dynamic fix-up pass's blocks a
+/// tensor, at most n (it grid-strides; in steady state every block only reads its redo flag and
+/// returns, so a smaller grid is scheduled sooner once the quantizing pass frees the SMs, and a
+/// requantizing forward runs on fewer blocks; bench/NOTES.md V36). 0: the quantizing grid.
+int fixup_grid_cap() {
+  static const int cap = [] {
+    const char* e = std::getenv("QFUSE_VIT_FIXUP_GRID");
+    const int n = e != nullptr ? std::atoi(e) : 0;
+    return n >= 1 && n <= 4096 ? n : 0;
+  }();
+  return cap;
 }
 
 /// Calls fn(F{}) with the form form_index() picks.
@@ -526,7 +548,9 @@ Status quantize_dynamic(const VitQkvQuantArgs& a, const VitScaleState& st, int l
         "vit quant_kernel", vit::quant_kernel<true, F>, grid, dim3(vit::kThreads), 0, stream, g,
         out[0], out[1], out[2], static_cast<const float*>(nullptr),
         static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), words, 0, zero));
-    return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, grid, dim3(vit::kThreads), 0,
+    dim3 fix = grid;
+    if (vit::fixup_grid_cap() > 0) fix.x = std::min<unsigned>(fix.x, vit::fixup_grid_cap());
+    return launch_kernel("vit fixup_kernel", vit::fixup_kernel<F>, fix, dim3(vit::kThreads), 0,
                          stream, g, out[0], out[1], out[2], static_cast<const uint32_t*>(words));
   });
 }

@@ -199,39 +199,53 @@ __device__ __forceinline__ void build_segments(const TcParams& p, int blk, Segme
 /// [kD / 2 + 4][kThreads] floats), the block takes the query tile's ticket, and the last of its
 /// blocks to arrive merges every slot in block order (the same sums whichever block is last:
 /// bit-identical results from run to run) into o and l and returns true; the others return
-/// false. Named barrier 1 among the kThreads consumer threads; *flag a shared word.
+/// false. `handed` (thread 0's, or -1: read here): the ticket as read with acquire semantics
+/// before this point -- where every other part had been handed over by then, this block is the
+/// last and merges without writing its own slot or taking the ticket (its part, the values its
+/// slot would hold, from its registers). Named barrier 1 among the kThreads consumer threads;
+/// *flag a shared word.
 template <int kD, int kThreads>
 __device__ __forceinline__ bool stream_k_merge(const TcParams& p, const Segment& sg, int blk,
                                                int tid, float (&o)[kD / 2], float (&m)[2],
-                                               float (&l)[2], int* flag) {
+                                               float (&l)[2], int handed, int* flag) {
   constexpr int kSlot = (kD / 2 + 4) * kThreads;
   auto slot_of = [&](int b) { return 2 * b + (b == sg.first ? 1 : 0); };
-  float* mine = p.sk_ws + int64_t{slot_of(blk)} * kSlot + tid;
-#pragma unroll
-  for (int i = 0; i < kD / 2; ++i) __stcg(mine + i * kThreads, o[i]);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    __stcg(mine + (kD / 2 + r) * kThreads, m[r]);
-    __stcg(mine + (kD / 2 + 2 + r) * kThreads, l[r]);
-  }
-  sm90::named_sync(1, kThreads);
   if (tid == 0) {
-    __threadfence();  // the block's slot before its ticket (the barrier orders the others' stores)
-    const int old = atomicAdd(p.sk_tickets + sg.first, 1);
-    const bool last = old == sg.last - sg.first;
-    if (last) {
-      __threadfence();             // the other blocks' slots after their tickets
-      p.sk_tickets[sg.first] = 0;  // ready for the next call
-    }
-    *flag = last ? 1 : 0;
+    if (handed < 0) handed = sm90::ld_acquire_gpu(p.sk_tickets + sg.first);
+    const bool last = handed == sg.last - sg.first;  // every other part is in its slot
+    if (last) p.sk_tickets[sg.first] = 0;            // ready for the next call
+    *flag = last ? 2 : 0;
   }
   sm90::named_sync(1, kThreads);
-  if (*flag == 0) return false;
+  if (*flag == 0) {
+    float* mine = p.sk_ws + int64_t{slot_of(blk)} * kSlot + tid;
+#pragma unroll
+    for (int i = 0; i < kD / 2; ++i) __stcg(mine + i * kThreads, o[i]);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      __stcg(mine + (kD / 2 + r) * kThreads, m[r]);
+      __stcg(mine + (kD / 2 + 2 + r) * kThreads, l[r]);
+    }
+    sm90::named_sync(1, kThreads);
+    if (tid == 0) {
+      __threadfence();  // the slot before the ticket (the barrier orders the others' stores)
+      const int old = atomicAdd(p.sk_tickets + sg.first, 1);
+      const bool last = old == sg.last - sg.first;
+      if (last) {
+        __threadfence();             // the other blocks' slots after their tickets
+        p.sk_tickets[sg.first] = 0;  // ready for the next call
+      }
+      *flag = last ? 1 : 0;
+    }
+    sm90::named_sync(1, kThreads);
+    if (*flag == 0) return false;
+  }
   float mx[2] = {-INFINITY, -INFINITY};
   for (int b = sg.first; b <= sg.last; ++b) {
     const float* src = p.sk_ws + int64_t{slot_of(b)} * kSlot + tid;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __ldcg(src + (kD / 2 + r) * kThreads));
+    for (int r = 0; r < 2; ++r)
+      mx[r] = fmaxf(mx[r], b == blk ? m[r] : __ldcg(src + (kD / 2 + r) * kThreads));
   }
   float acc[kD / 2], la[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -241,13 +255,13 @@ __device__ __forceinline__ bool stream_k_merge(const TcParams& p, const Segment&
     float f[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float mb = __ldcg(src + (kD / 2 + r) * kThreads);
+      const float mb = b == blk ? m[r] : __ldcg(src + (kD / 2 + r) * kThreads);
       f[r] = mx[r] == -INFINITY ? 0.0f : sm90::fast_exp2(mb - mx[r]);
-      la[r] = fmaf(__ldcg(src + (kD / 2 + 2 + r) * kThreads), f[r], la[r]);
+      la[r] = fmaf(b == blk ? l[r] : __ldcg(src + (kD / 2 + 2 + r) * kThreads), f[r], la[r]);
     }
 #pragma unroll
     for (int i = 0; i < kD / 2; ++i)
-      acc[i] = fmaf(__ldcg(src + i * kThreads), f[(i >> 1) & 1], acc[i]);
+      acc[i] = fmaf(b == blk ? o[i] : __ldcg(src + i * kThreads), f[(i >> 1) & 1], acc[i]);
   }
 #pragma unroll
   for (int i = 0; i < kD / 2; ++i) o[i] = acc[i];

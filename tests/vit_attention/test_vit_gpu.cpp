@@ -760,6 +760,28 @@ DeviceQuantOutput run_bf16(VitAttentionArgs a, VitKernel kernel, int64_t T, int6
   return o;
 }
 
+/// The attention call over the q / k / v slices of `x`: packed sequences `cu` (on the device:
+/// cu_dev), head size D.
+VitAttentionArgs bf16_args(const Qkv& x, const DeviceBuffer& cu_dev, const std::vector<int32_t>& cu,
+                           int64_t D, double softmax_scale) {
+  VitAttentionArgs a;
+  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
+  a.head_dim = static_cast<int>(D);
+  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
+  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
+  a.softmax_scale = static_cast<float>(softmax_scale);
+  return a;
+}
+
+/// The BF16 tensor-core kernel's bounds against fp64 over the bf16 inputs.
+void expect_bf16_tc_near(const std::vector<double>& got, const std::vector<double>& want) {
+  double max_rel = 0, mean_rel = 0;
+  relative_diffs(got, want, &max_rel, &mean_rel);
+  EXPECT_LT(max_rel, kTcBf16MaxRel);
+  EXPECT_LT(mean_rel, kTcBf16MeanRel);
+  EXPECT_GT(cosine(got, want), kTcBf16Cosine);
+}
+
 /// The BF16 tensor-core kernel (bf16 wgmma, P rounded to bf16) on slices of one interleaved QKV
 /// buffer, packed sequences of many lengths (length 1, partial tiles, more key tiles than
 /// stages), every head size: explicitly and through kAuto (the same bytes), against fp64 over
@@ -778,25 +800,17 @@ TEST_P(VitAttentionTcBf16, AgainstTheReferenceAndTheSimpleKernel) {
   std::vector<double> want;
   ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
                      softmax_scale, &want);
-  VitAttentionArgs a;
-  a.q = x.view(0), a.k = x.view(1), a.v = x.view(2);
-  a.head_dim = static_cast<int>(D);
-  a.cu_seqlens = cu_dev.as<int32_t>(), a.cu_seqlens_host = cu.data();
-  a.num_seqs = static_cast<int64_t>(cu.size()) - 1;
-  a.softmax_scale = static_cast<float>(softmax_scale);
+  const VitAttentionArgs a = bf16_args(x, cu_dev, cu, D, softmax_scale);
 
   DeviceQuantOutput tc = run_bf16(a, VitKernel::kTensorCore, T, cols);
   EXPECT_EQ(changed_elements(tc.out, 2), T * cols);
   const std::vector<double> got = bf16_output(tc);
-  double max_rel = 0, mean_rel = 0;
-  relative_diffs(got, want, &max_rel, &mean_rel);
-  EXPECT_LT(max_rel, kTcBf16MaxRel);
-  EXPECT_LT(mean_rel, kTcBf16MeanRel);
-  EXPECT_GT(cosine(got, want), kTcBf16Cosine);
+  expect_bf16_tc_near(got, want);
   // kAuto picks the same kernel on an sm_90 device: the same bytes.
   EXPECT_EQ(bf16_output(run_bf16(a, VitKernel::kAuto, T, cols)), got);
   // The CUDA-core kernel (P in fp32).
   const std::vector<double> simple = bf16_output(run_bf16(a, VitKernel::kSimple, T, cols));
+  double max_rel = 0, mean_rel = 0;
   relative_diffs(got, simple, &max_rel, &mean_rel);
   EXPECT_LT(max_rel, kTcBf16MaxRel);
   EXPECT_LT(mean_rel, kTcBf16MeanRel);
@@ -805,6 +819,41 @@ TEST_P(VitAttentionTcBf16, AgainstTheReferenceAndTheSimpleKernel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTcBf16, ::testing::Values(64, 72, 80, 96, 128));
+
+/// Clusters of two blocks sharing each K / V tile (one 64-token half each, multicast) against
+/// blocks that load whole tiles alone (set_bf16_cluster): the same bytes, and the reference's
+/// values. The sequences make every kind of pair: two tiles of one sequence (shared), tiles of
+/// two sequences (each alone), and, with an odd tile count, the last tile with the grid's padding
+/// block; D 64 has one box a row, D 72 / 128 two.
+class VitAttentionTcBf16Cluster : public ::testing::TestWithParam<int> {};
+
+TEST_P(VitAttentionTcBf16Cluster, PairsGiveTheBytesOfSingleBlocks) {
+  QFUSE_REQUIRE_GPU();
+  const int64_t D = GetParam(), H = 3, cols = H * D;
+  // Tiles a sequence: 3, 1, 4, 3 (11: pairs 0-1, 4-5, 6-7, 8-9 shared; 2-3 across two sequences;
+  // 10 with the padding block).
+  const std::vector<int32_t> cu{0, 300, 301, 700, 1000};
+  const int64_t T = cu.back();
+  Qkv x = Qkv::make(1, T, H, D, 3, 0, 900 + D);
+  DeviceBuffer cu_dev(cu.size() * 4);
+  cu_dev.upload(cu.data(), cu.size() * 4);
+  const double softmax_scale = 1.0 / std::sqrt(double(D));
+  const VitAttentionArgs a = bf16_args(x, cu_dev, cu, D, softmax_scale);
+  vit::set_bf16_cluster(1);
+  const DeviceQuantOutput pairs = run_bf16(a, VitKernel::kTensorCore, T, cols);
+  vit::set_bf16_cluster(0);
+  const DeviceQuantOutput single = run_bf16(a, VitKernel::kTensorCore, T, cols);
+  vit::set_bf16_cluster(-1);
+  EXPECT_EQ(changed_elements(pairs.out, 2), T * cols);
+  const std::vector<double> got = bf16_output(pairs);
+  EXPECT_EQ(got, bf16_output(single));
+  std::vector<double> want;
+  ref::vit_attention(bf16_values(x, 0), bf16_values(x, 1), bf16_values(x, 2), H, D, cu,
+                     softmax_scale, &want);
+  expect_bf16_tc_near(got, want);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, VitAttentionTcBf16Cluster, ::testing::Values(64, 72, 128));
 
 /// 4-D [B, S, H, D] views (evenly spaced batches: one sequence per batch, no cu_seqlens), S not a
 /// multiple of 128; and a view the TMA maps cannot describe (token stride not a multiple of 16
@@ -823,11 +872,7 @@ TEST(VitAttentionTcBf16, FourDimensionalViewsAndTheFallback) {
   a.head_dim = static_cast<int>(D);
   a.softmax_scale = 0.09f;
   const std::vector<double> got = bf16_output(run_bf16(a, VitKernel::kTensorCore, B * S, cols));
-  double max_rel = 0, mean_rel = 0;
-  relative_diffs(got, want, &max_rel, &mean_rel);
-  EXPECT_LT(max_rel, kTcBf16MaxRel);
-  EXPECT_LT(mean_rel, kTcBf16MeanRel);
-  EXPECT_GT(cosine(got, want), kTcBf16Cosine);
+  expect_bf16_tc_near(got, want);
 
   Qkv odd = Qkv::make(1, 150, H, D, 3, 1, 42);  // token stride 3 H D + 1 elements
   VitAttentionArgs b = a;
