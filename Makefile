@@ -61,6 +61,19 @@ FUZZ_SECONDS ?= 45
 SAN_ENV = ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:abort_on_error=1:check_initialization_order=1 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
+# ---- diagnostics ----------------------------------------------------------------------------
+# `make trace-build`: the qfuse command with the FP8 ViT kernel's timeline (QFUSE_VIT_TRACE;
+# src/vit_attention/trace.h) in build-trace/, packed as .devbin_trace.tgz (.devtrace/qfuse) for
+# the GPU machine; scripts/vit_trace.sh runs it there.
+TRACE_BUILD ?= build-trace
+.PHONY: trace-build
+trace-build: deps
+	@cmake -S . -B $(TRACE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DQFUSE_VIT_TRACE=ON \
+	  -DQFUSE_BUILD_TESTS=OFF >/dev/null
+	@cmake --build $(TRACE_BUILD) -j $(JOBS) --target qfuse
+	@rm -rf .devtrace && mkdir -p .devtrace && cp $(TRACE_BUILD)/qfuse .devtrace/ && strip .devtrace/qfuse
+	@tar czf .devbin_trace.tgz .devtrace && ls -la .devbin_trace.tgz
+
 .PHONY: sanitize-build sanitize fuzz
 sanitize-build: deps
 	@cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -41,9 +41,43 @@
 #include "vit_attention/launch.h"
 #include "vit_attention/qkv.cuh"
 #include "vit_attention/tc_common.cuh"
+#include "vit_attention/trace.h"
 #include "vit_attention/wgmma_fp8.cuh"
 
 namespace qfuse::vit {
+
+// The opt-in timeline (trace.h): VIT_TRACE(word, value) writes one word of the block's record
+// (nothing without QFUSE_VIT_TRACE); VIT_TRACE_SEG(i, word, value) one of segment i's.
+#ifdef QFUSE_VIT_TRACE
+__device__ __forceinline__ uint64_t trace_gtime() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ uint64_t trace_smid() {
+  uint32_t id;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+  return id;
+}
+#define VIT_TRACE(word, value)                                                             \
+  do {                                                                                     \
+    const unsigned vt_blk_ = blockIdx.x + blockIdx.y * gridDim.x;                          \
+    if (p.trace != nullptr && vt_blk_ < trace::kBlocks)                                    \
+      p.trace[uint64_t{vt_blk_} * trace::kStride + (word)] = static_cast<uint64_t>(value); \
+  } while (0)
+#define VIT_TRACE_SEG(i, word, value)                                        \
+  do {                                                                       \
+    if ((i) < trace::kMaxSegments)                                           \
+      VIT_TRACE(trace::kHeadWords + (i)*trace::kSegWords + (word), (value)); \
+  } while (0)
+#else
+#define VIT_TRACE(word, value) \
+  do {                         \
+  } while (0)
+#define VIT_TRACE_SEG(i, word, value) \
+  do {                                \
+  } while (0)
+#endif
 
 /// kC consumer warpgroups of 64 query rows each (2 or 3; bench/NOTES.md V12); kFusedQ: Q comes
 /// in bf16 (TcParams::fused_q) through a staging tile of its own.
@@ -167,6 +201,11 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   int merges = 0;  // stream_k_merge calls so far (uniform over the consumers)
 
   Core core(qp);
+  const bool tracer = threadIdx.x == 128;  // consumer 0's first thread writes the timeline
+  if (tracer) {
+    VIT_TRACE(trace::kGtStart, trace_gtime());
+    VIT_TRACE(trace::kClkStart, clock64());
+  }
   if (!kStreamK && blockIdx.x >= p.tiles) {  // scale-buffer padding (the blocks of head 0)
     if (blockIdx.y == 0 && threadIdx.x < 128) {
       pdl_begin();
@@ -202,6 +241,11 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
   }
   __syncthreads();
   const int segments = kStreamK ? nseg : 1;
+  if (tracer) {
+    VIT_TRACE(trace::kClkSetup, clock64());
+    VIT_TRACE(trace::kSegCount, segments);
+    VIT_TRACE(trace::kSmId, trace_smid());
+  }
   // Segment i: key tiles [t0, t1) of the query tile at q0 of head h in the sequence [beg, end).
   auto segment = [&](int i) {
     if constexpr (kStreamK) {
@@ -233,6 +277,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
         // NOTE: the q_full / q_empty phases count the segments with tiles (every role skips
         // the others alike).
         if (kStreamK && nq > 0) mbar_wait(q_empty, (nq - 1) & 1);
+        VIT_TRACE_SEG(i, trace::kProdQ, clock64());
         ++nq;
         // Q: e4m3 straight into its 128-byte-swizzled tile, or (kFusedQ) bf16 rows of kD
         // columns into the staging tile, which the consumers convert (convert_q).
@@ -251,6 +296,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
           mbar_arrive_expect_tx(full + st, Tr::kKBytes + Tr::kVBytes);
           tma_load_3d(sm + Tr::kKOff + st * Tr::kKBytes, &p.k_map, full + st, 0, sg.h, j0);
           tma_load_3d(sm + Tr::kVOff + st * Tr::kVBytes, &p.vt_map, full + st, j0, 0, sg.h);
+          if (t == sg.t0) VIT_TRACE_SEG(i, trace::kProdKv, clock64());
         }
       }
     }
@@ -288,6 +334,10 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     for (int k = 0; k < kD / 2; ++k) o[k] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     int handed = -1;  // (stream-K, split tile; thread 0) the ticket as read early
+    if (tracer) {
+      VIT_TRACE_SEG(i, trace::kInfo, tiles | (sg.first != sg.last ? 1 << 16 : 0));
+      VIT_TRACE_SEG(i, trace::kBegin, clock64());
+    }
 
     // Intra-warpgroup overlap: step n waits for PV(n - 2), rescales O, issues QK^T(n) and
     // PV(n - 1) (with P(n - 1)), waits for QK^T(n) alone and runs the softmax of tile n while
@@ -366,6 +416,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     } else if (tiles > 0) {
       if (Tr::kPingPong && c == kC - 1) named_arrive(2, 256);  // consumer 0 takes the first turn
       mbar_wait(q_full, nq & 1);
+      if (tracer) VIT_TRACE_SEG(i, trace::kQReady, clock64());
       if constexpr (kFusedQ) {
         convert_q<kD>(sm + Tr::kQsOff, sm + Tr::kQOff, c, tid & 127, q_inv);
         q_read();  // the staging tile is read; the e4m3 tile is this consumer's own
@@ -384,6 +435,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
       softmax_tile(s, kv0, beg, end, qd, scale2, m, l, corr);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) pack_p(s, ks, pa[0][ks]);
+      if (tracer) VIT_TRACE_SEG(i, trace::kFirst, clock64());
       for (int n = 1; n < tiles; n += 2) {
         step(n, B1{});
         if (n + 1 < tiles) step(n + 1, B0{});
@@ -410,6 +462,7 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
         handed = ld_acquire_gpu(p.sk_tickets + sg.first);
       wgmma_wait<0>();
       fence_regs(o);
+      if (tracer) VIT_TRACE_SEG(i, trace::kLoopEnd, clock64());
       if (lane == 0) {
         mbar_arrive(empty + last);
         if (kStreamK && !kEarly) mbar_arrive(q_empty);  // every Q K^T of the segment is done
@@ -423,12 +476,23 @@ __global__ void __launch_bounds__(TcTraits<kD, kC>::kThreads, 1)
     if constexpr (kFusedQ) pdl_wait();  // the tickets and slots (the quantizer zeroes tickets)
     if constexpr (kStreamK) {
       if (sg.first != sg.last && !stream_k_merge<kD, 128 * kC>(p, sg, blockIdx.x, tid, o, m, l,
-                                                               handed, &merge_flag[merges++ & 1]))
+                                                               handed, &merge_flag[merges++ & 1])) {
+        if (tracer) {
+          VIT_TRACE_SEG(i, trace::kMergeEnd, clock64());
+          VIT_TRACE_SEG(i, trace::kStoreEnd, 0);  // handed over
+        }
         continue;
+      }
+      if (tracer) VIT_TRACE_SEG(i, trace::kMergeEnd, clock64());
     }
     store_output<kD, Tr::kM, kStreamK>(core, o, l, *p.v_scale,
                                        reinterpret_cast<float*>(sm + Tr::kOOff), c, warp, g, qd,
                                        sg.q0, sg.h, end, static_cast<int>(p.H * kD), tid);
+    if (tracer) VIT_TRACE_SEG(i, trace::kStoreEnd, clock64());
+  }
+  if (tracer) {
+    VIT_TRACE(trace::kClkEnd, clock64());
+    VIT_TRACE(trace::kGtEnd, trace_gtime());
   }
 #endif
 }

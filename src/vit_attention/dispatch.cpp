@@ -17,6 +17,7 @@
 #include "qfuse/vit_attention/vit_attention.h"
 #include "quant/validate.h"
 #include "vit_attention/launch.h"
+#include "vit_attention/trace.h"
 #include "vit_attention/validate.h"
 
 namespace qfuse {
@@ -560,6 +561,9 @@ Status prepare_tc_rest(const VitAttentionArgs& a, const Plan& plan, vit::TcParam
   tp.S = p.S;
   tp.S_total = p.S_total;
   tp.H = p.H;
+#ifdef QFUSE_VIT_TRACE
+  tp.trace = vit::trace::buffer();
+#endif
   const int64_t tiles = query_tiles(a, plan, tp.q_rows);
   if (tiles > INT32_MAX / 2)
     return Status::InvalidArgument("q.sizes", "fewer than 2^30 query tiles", str(tiles));

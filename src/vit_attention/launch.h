@@ -96,6 +96,9 @@ struct TcParams {
   // D], box D columns x 1 head x the Q box's rows, no swizzle), staged in shared memory and
   // turned into the e4m3 tile by its consumers with 1 / *q_scale, as vit_quantize_qkv would.
   bool fused_q;
+#ifdef QFUSE_VIT_TRACE
+  uint64_t* trace;  // trace.h: the timeline's device words (QFUSE_VIT_TRACE builds only)
+#endif
 };
 
 /// `count` query tiles in a row of `nk` key tiles each, a step of them weighing `w` (the
