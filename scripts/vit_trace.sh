@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/qfuse-vit-trace}
 mkdir -p "$out"
 [ -x .devtrace/qfuse ] || tar xzf .devbin_trace.tgz
-IFS=';' read -r -a rows <<<"${VIT_TRACE_ROWS:-vit_attention/fp8:tc S=4096 NIMG=1;vit_layer/fp8_static:tc \
-S=4096 NIMG=1;vit_attention/fp8:tc S=16384 NIMG=1}"
+default="vit_attention/fp8:tc S=4096 NIMG=1;vit_layer/fp8_static:tc S=4096 NIMG=1"
+default+=";vit_attention/fp8:tc S=16384 NIMG=1"
+IFS=';' read -r -a rows <<<"${VIT_TRACE_ROWS:-$default}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 for i in "${!rows[@]}"; do
   read -r -a row <<<"${rows[$i]}"
