@@ -286,6 +286,7 @@ fi
 
 echo
 echo "================ summary ================"
+{
 python3 - "$out" <<'PY'
 import glob, os, sys, xml.etree.ElementTree as ET
 out = sys.argv[1]
@@ -315,7 +316,9 @@ if os.path.exists(san):
         if len(r) == 3 and r[0] == "-":
             print(f"compute-sanitizer: {r[2]}")
 PY
-echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status"
+} | tee "$out/summary_tests.txt"
+echo "qfuse demo (fused and unfused vs the fp64 reference): $demo_status" |
+  tee -a "$out/summary_tests.txt"
 [ -n "$py_status" ] && echo "Python package: $py_status"
 [ -f "$out/python/bench_overhead.txt" ] && grep -E "^bar:" "$out/python/bench_overhead.txt" | cut -c1-200
 for f in "$out"/fuse_*.txt; do
@@ -361,4 +364,9 @@ elif [ -f "$out/peers.txt" ]; then
   echo
   tail -5 "$out/peers.txt"
 fi
+# The tests' and sanitizers' table once more: the benchmark tables above push it out of a device
+# call's returned tail (the thirty-first session's first call).
+echo
+echo "== tests and sanitizers (repeated from the summary's start)"
+cat "$out/summary_tests.txt"
 exit $status
