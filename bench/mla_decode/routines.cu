@@ -23,6 +23,12 @@
 //                                        in the cache, in order (FlashMLA's benchmark's table):
 //                                        beside the scattered row, what page scatter costs
 //                                        (address translation, DRAM locality; NOTES M43)
+//   mla_decode_up/<cache>:<out>          mla_decode/<cache> with W_UV [N, 512, 128] (issue 14): the
+//                                        up-projected o [T, N * 128] written by the combine with
+//                                        the fused up-projection as <out>: bf16, fp8 (static
+//                                        per-tensor), nvfp4 (swizzled), fp8_token (dynamic
+//                                        per-token: two launches), or unfused_fp8 / unfused_nvfp4
+//                                        (bf16, then the separate quantize op: the unfused path)
 //   read_only                            the read-only ceiling: a kernel that reads BYTES once
 // Shape keys: B, S, N, SQ, BS (read_only: MB). Minimum bytes: the KV rows read once (576 x 2 or
 // 576 x 1 bytes a token), q read once, o_latent (bf16) written once. FLOPs (for TFLOPS in
@@ -36,12 +42,14 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/family.h"
 #include "bench/routines.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/mla_decode/mla_decode.h"
+#include "qfuse/quant/quantize.h"
 
 namespace qfuse::bench {
 namespace {
@@ -60,6 +68,14 @@ __global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
 }
 
 enum class Lens { kEqual, kMixed, kEven };
+
+/// What a step writes: o_latent (bf16), or the up-projected o in `spec` (unfused: bf16, then the
+/// quantize op to `spec`).
+struct UpOut {
+  bool up = false;
+  QuantSpec spec;
+  bool unfused = false;
+};
 /// Where a request's pages lie: a random permutation of the physical blocks, the same order as
 /// the requests' tokens, or a random permutation of an L2-resident pool's blocks.
 enum class Pages { kScattered, kContiguous, kL2Pool };
@@ -70,8 +86,8 @@ constexpr int64_t kL2PoolTokens = 8192;
 class MlaInstance final : public Instance {
  public:
   MlaInstance(DType cache, MlaSplitMode split, MlaKernel kernel, Lens lens, bool reuse, Pages pages,
-              int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS)
-      : cache_(cache), reuse_(reuse), pages_(pages), B_(B), N_(N), SQ_(SQ), BS_(BS) {
+              UpOut up, int64_t B, int64_t S, int64_t N, int64_t SQ, int64_t BS)
+      : cache_(cache), reuse_(reuse), pages_(pages), up_(up), B_(B), N_(N), SQ_(SQ), BS_(BS) {
     opt_.split = split;
     opt_.kernel = kernel;
     lens_.resize(B);
@@ -97,6 +113,18 @@ class MlaInstance final : public Instance {
 
   int64_t min_bytes() const override {
     const int64_t es = cache_ == DType::kE4M3 ? 1 : 2;
+    if (up_.up) {
+      // KV rows, q, W_UV read once; o [T, N * 128] written once in its kind.
+      int64_t values = 0, scales = 0;
+      const int64_t T = B_ * SQ_, C = N_ * kMlaVHeadDim;
+      if (up_.spec.kind == QuantKind::kNone || up_.unfused) {
+        values = T * C * 2;
+      } else {
+        (void)quant_output_bytes(up_.spec, T, C, &values, &scales);
+      }
+      return tokens_ * kMlaHeadDim * es + T * N_ * kMlaHeadDim * 2 +
+             N_ * kMlaLatentDim * kMlaVHeadDim * 2 + values + scales;
+    }
     return tokens_ * kMlaHeadDim * es + B_ * SQ_ * N_ * (kMlaHeadDim + kMlaLatentDim) * 2;
   }
   /// The KV rows and q (the read-mostly ceiling of the row; o_latent is the written rest).
@@ -155,6 +183,26 @@ class MlaInstance final : public Instance {
       a.s_q = static_cast<int>(SQ_);
       a.softmax_scale = 1.0f / std::sqrt(192.0f);
       a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {T, N_, kMlaLatentDim});
+      if (up_.up) {
+        const int64_t wn = N_ * kMlaLatentDim * kMlaVHeadDim;
+        QFUSE_RETURN_IF_ERROR(set.w.allocate(wn * 2));
+        // NOTE: fill_random's bf16 values are O(1); W_UV's scale only moves the output's.
+        QFUSE_RETURN_IF_ERROR(fill_random(set.w.get(), DType::kBF16, wn, 31 + s, stream));
+        a.w_uv =
+            TensorRef::contiguous(set.w.get(), DType::kBF16, {N_, kMlaLatentDim, kMlaVHeadDim});
+        const int64_t C = N_ * kMlaVHeadDim;
+        a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {T, C});
+        if (up_.spec.kind != QuantKind::kNone) {
+          if (given_.get() == nullptr)
+            QFUSE_RETURN_IF_ERROR(device_scalar(bench_given_scale(up_.spec), &given_));
+          QFUSE_RETURN_IF_ERROR(make_quant_buffers(up_.spec, T, C, given_.as<float>(), &set.quant));
+          if (up_.unfused) {
+            set.x = a.out.out;
+          } else {
+            a.out = set.quant.q;
+          }
+        }
+      }
       set.mws = MlaWorkspace{set.ws.get(), ws_bytes};
       if (reuse_) QFUSE_RETURN_IF_ERROR(mla_decode_schedule(a, set.mws, opt_, &set.sched, stream));
     }
@@ -165,12 +213,16 @@ class MlaInstance final : public Instance {
   Status launch(int set, cudaStream_t stream) override {
     MlaDecodeOptions opt = opt_;
     if (reuse_) opt.schedule = &sets_[set].sched;
-    return mla_decode(sets_[set].args, sets_[set].mws, opt, stream);
+    QFUSE_RETURN_IF_ERROR(mla_decode(sets_[set].args, sets_[set].mws, opt, stream));
+    if (up_.unfused) return quantize(sets_[set].x, sets_[set].quant.q, stream);
+    return Status::Ok();
   }
 
  private:
   struct Set {
-    DeviceBuffer cache, q, out, ws, table, lens;
+    DeviceBuffer cache, q, out, ws, table, lens, w;
+    QuantBuffers quant;  // the up-projection's quantized output
+    TensorRef x;         // unfused: the bf16 o the quantize op reads
     MlaDecodeArgs args;
     MlaWorkspace mws;
     MlaSchedule sched;  // reuse_: computed once in setup
@@ -178,6 +230,8 @@ class MlaInstance final : public Instance {
   DType cache_;
   bool reuse_;
   Pages pages_;
+  UpOut up_;
+  DeviceBuffer given_;  // the up-projection's per-tensor / NVFP4 global scale
   MlaDecodeOptions opt_;
   int64_t B_, N_, SQ_, BS_;
   std::vector<int> lens_;
@@ -234,14 +288,15 @@ Status get_shape(const Shape& s, int64_t* B, int64_t* S, int64_t* N, int64_t* SQ
 
 Routine make_routine(const std::string& name, DType cache, MlaSplitMode split, MlaKernel kernel,
                      Lens lens, const std::string& what, bool reuse = false,
-                     Pages pages = Pages::kScattered) {
+                     Pages pages = Pages::kScattered, UpOut up = {}) {
   Routine r;
   r.name = name;
   r.description = what;
   r.make = [=](const Shape& s, std::unique_ptr<Instance>* out) {
     int64_t B, S, N, SQ, BS;
     QFUSE_RETURN_IF_ERROR(get_shape(s, &B, &S, &N, &SQ, &BS));
-    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, pages, B, S, N, SQ, BS);
+    *out = std::make_unique<MlaInstance>(cache, split, kernel, lens, reuse, pages, up, B, S, N, SQ,
+                                         BS);
     return Status::Ok();
   };
   return r;
@@ -284,6 +339,27 @@ void add_routines(ToolRegistrar& r) {
     add(make_routine("mla_decode_seq/" + cn, c, MlaSplitMode::kAuto, MlaKernel::kAuto, Lens::kEqual,
                      "MLA decode, " + cd + ", each request's pages contiguous and in order",
                      /*reuse=*/false, Pages::kContiguous));
+  }
+  for (DType c : {DType::kBF16, DType::kE4M3}) {
+    const std::string cn = c == DType::kBF16 ? "bf16" : "fp8";
+    const struct {
+      const char* name;
+      QuantSpec spec;
+      bool unfused;
+      const char* what;
+    } outs[] = {
+        {"bf16", QuantSpec::none(), false, "bf16"},
+        {"fp8", QuantSpec::fp8_per_tensor(), false, "FP8 per-tensor, fused"},
+        {"nvfp4", QuantSpec::nvfp4(), false, "NVFP4 (swizzled), fused"},
+        {"fp8_token", QuantSpec::fp8_per_token(), false, "FP8 per-token, fused (two launches)"},
+        {"unfused_fp8", QuantSpec::fp8_per_tensor(), true, "bf16 then quantize to FP8"},
+        {"unfused_nvfp4", QuantSpec::nvfp4(), true, "bf16 then quantize to NVFP4"},
+    };
+    for (const auto& o : outs)
+      add(make_routine("mla_decode_up/" + cn + ":" + o.name, c, MlaSplitMode::kAuto,
+                       MlaKernel::kAuto, Lens::kEqual,
+                       "MLA decode + up-projection, " + cn + " cache, o [T, N * 128] " + o.what,
+                       /*reuse=*/false, Pages::kScattered, UpOut{true, o.spec, o.unfused}));
   }
   Routine ro;
   ro.name = "read_only";
@@ -330,6 +406,23 @@ void add_routines(ToolRegistrar& r) {
 void add_mla_decode_demo(ToolRegistrar& r);  // demo.cpp
 
 namespace {
+void add_up_suite(ToolRegistrar& r) {
+  Suite s{"mla_up", "", {}};
+  for (const char* c : {"fp8", "bf16"})
+    for (const auto& [what, sh] :
+         {std::pair<const char*, Shape>{"memory-bound N16 SQ1 B128", shape(128, 4096, 16, 1)},
+          {"memory-bound N16 SQ1 B128", shape(128, 16384, 16, 1)},
+          {"compute-bound N128 SQ2 B64", shape(64, 4096, 128, 2)},
+          {"compute-bound N128 SQ2 B64", shape(64, 16384, 128, 2)}})
+      for (const char* o : {"bf16", "fp8", "nvfp4", "unfused_fp8", "unfused_nvfp4", "fp8_token"})
+        s.cases.push_back({what, std::string("mla_decode_up/") + c + ":" + o, sh});
+  r.add_suite_cases("mla_up",
+                    "issue 14's bars: the decode step with the fused up-projection writing bf16, "
+                    "FP8 per-tensor, NVFP4 and FP8 per-token against bf16 then the quantize op, at "
+                    "issue 13's memory-bound and compute-bound shapes",
+                    std::move(s.cases));
+}
+
 void add_chain_suite(ToolRegistrar& r) {
   Suite s{"mla_chain", "", {}};
   for (const char* c : {"fp8", "bf16"})
@@ -353,5 +446,6 @@ void add_chain_suite(ToolRegistrar& r) {
 QFUSE_REGISTER_TOOL_FAMILY(mla_decode) {
   qfuse::bench::add_routines(r);
   qfuse::bench::add_chain_suite(r);
+  qfuse::bench::add_up_suite(r);
   qfuse::bench::add_mla_decode_demo(r);
 }

@@ -17,6 +17,7 @@
 #include "mla_decode/launch.h"
 #include "mla_decode/schedule_rules.h"
 #include "mla_decode/traits.cuh"
+#include "mla_decode/up_proj.h"
 #include "qfuse/core/arch.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/mla_decode/mla_decode.h"
@@ -142,7 +143,7 @@ int max_parts(const DeviceInfo& dev) {
 }
 
 struct WsLayout {
-  int64_t len = 0, cost_pre = 0, first = 0, lse_part = 0, o_part = 0, bytes = 0;
+  int64_t len = 0, cost_pre = 0, first = 0, lse_part = 0, o_part = 0, amax = 0, bytes = 0;
 };
 
 WsLayout ws_layout(int64_t B, int s_q, int64_t N, int parts) {
@@ -159,6 +160,8 @@ WsLayout ws_layout(int64_t B, int s_q, int64_t N, int parts) {
   off = align256(off + slots * s_q * N * 4);
   l.o_part = off;
   off = align256(off + slots * s_q * N * mla::kLatent * 4);
+  l.amax = off;
+  off = align256(off + B * s_q * N * 4);
   l.bytes = off;
   return l;
 }
@@ -173,7 +176,8 @@ struct Plan {
   int rpb = 0;   // rows per block
   int row_blocks = 0;
   int parts = 0;    // split grid parts
-  QuantOutput out;  // flattened [T, N * 512]
+  bool up = false;  // w_uv given: the output is the up-projected o
+  QuantOutput out;  // flattened [T, N * 512] ([T, N * 128] with w_uv)
   WsLayout ws;
 };
 
@@ -288,16 +292,48 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
   if (!(a.softmax_scale > 0.0f) || !std::isfinite(a.softmax_scale))
     return Status::InvalidArgument("softmax_scale", "finite and > 0",
                                    std::to_string(a.softmax_scale));
+  // up-projection
+  P.up = !a.w_uv.empty_ref();
+  if (P.up) {
+    const TensorRef& w = a.w_uv;
+    if (w.rank != 3) return Status::InvalidArgument("w_uv.rank", "3 ([N, 512, 128])", str(w.rank));
+    if (w.dtype != DType::kBF16)
+      return Status::InvalidArgument("w_uv.dtype", "bf16", std::string(to_string(w.dtype)));
+    if (w.sizes[0] != P.N || w.sizes[1] != kMlaLatentDim || w.sizes[2] != kMlaVHeadDim)
+      return Status::InvalidArgument("w_uv.sizes", "[N, 512, 128] = [" + str(P.N) + ", 512, 128]",
+                                     w.shape_string());
+    if (w.strides[2] != 1)
+      return Status::InvalidArgument("w_uv.strides[2]", "1 (last dimension contiguous)",
+                                     str(w.strides[2]));
+    if (w.strides[1] < kMlaVHeadDim || w.strides[1] % 8 != 0)
+      return Status::InvalidArgument("w_uv.strides[1]", ">= 128 and a multiple of 8 (16-byte rows)",
+                                     str(w.strides[1]));
+    if (w.strides[0] < w.strides[1] * kMlaLatentDim || w.strides[0] % 8 != 0)
+      return Status::InvalidArgument(
+          "w_uv.strides[0]",
+          ">= 512 * strides[1] = " + str(w.strides[1] * kMlaLatentDim) + " and a multiple of 8",
+          str(w.strides[0]));
+    if (w.data == nullptr || !aligned16(w.data))
+      return Status::InvalidArgument("w_uv.data", "a 16-byte aligned device pointer",
+                                     w.data == nullptr ? "null" : "misaligned");
+  }
   // output
-  QFUSE_RETURN_IF_ERROR(detail::flatten_head_output(a.out, "o_latent is [T, N * 512]", &P.out));
+  QFUSE_RETURN_IF_ERROR(detail::flatten_head_output(
+      a.out, P.up ? "o is [T, N * 128]" : "o_latent is [T, N * 512]", &P.out));
   QFUSE_RETURN_IF_ERROR(P.out.spec.validate());
-  QFUSE_RETURN_IF_ERROR(validate_quant_output(P.out, P.T, P.N * kMlaLatentDim));
+  if (P.up) QFUSE_RETURN_IF_ERROR(detail::check_op_supports("mla_decode_up_proj", P.out.spec));
+  QFUSE_RETURN_IF_ERROR(
+      validate_quant_output(P.out, P.T, P.N * (P.up ? kMlaVHeadDim : kMlaLatentDim)));
   if (!a.lse.empty_ref())
     QFUSE_RETURN_IF_ERROR(detail::check_matrix(a.lse, "lse", {DType::kF32}, P.T, P.N));
   if (P.T > 0 && (q.data == nullptr || !aligned16(q.data)))
     return Status::InvalidArgument("q.data", "a 16-byte aligned device pointer",
                                    q.data == nullptr ? "null" : "misaligned");
   P.split = opt.split == MlaSplitMode::kAuto;
+  if (!P.split && P.up)
+    return Status::NotSupported(
+        "w_uv with MlaSplitMode::kNone: the up-projection is fused into the split-KV combine "
+        "(MlaSplitMode::kAuto)");
   if (!P.split) {
     if (P.out.spec.kind != QuantKind::kNone || P.out.out.dtype != DType::kBF16)
       return Status::NotSupported(
@@ -345,6 +381,7 @@ Status validate(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecodeO
                                         {P.out.scale, "out.scale"},
                                         {P.out.scale_ub, "out.scale_ub"},
                                         {a.lse.data, "lse.data"},
+                                        {a.w_uv.data, "w_uv.data"},
                                         {ws.data, "ws.data"}});
 }
 
@@ -553,11 +590,21 @@ Status mla_decode(const MlaDecodeArgs& a, const MlaWorkspace& ws, const MlaDecod
   dp.lse_st = a.lse.empty_ref() ? 0 : (P.T > 1 ? a.lse.strides[0] : P.N);
   // NOTE: split mode with a plain bf16 output: a batch the schedule leaves in one piece per
   // request (equal lengths on enough parts) is written by the decode kernel, the combine skips.
-  dp.direct = P.split && P.out.spec.kind == QuantKind::kNone && P.out.out.dtype == DType::kBF16 &&
-              mla::direct_output();
+  dp.direct = P.split && !P.up && P.out.spec.kind == QuantKind::kNone &&
+              P.out.out.dtype == DType::kBF16 && mla::direct_output();
   dp.sched = schedule_arrays(P, ws);
   if (opt.schedule == nullptr) QFUSE_RETURN_IF_ERROR(launch_schedule(a, P, dp.sched, stream));
   QFUSE_RETURN_IF_ERROR(launch_decode(a, P, dp, stream));
+  if (P.split && P.up) {
+    mla::UpProjParams u{};
+    u.w = static_cast<const uint16_t*>(a.w_uv.data);
+    u.w_sh = a.w_uv.strides[0];
+    u.w_sk = a.w_uv.strides[1];
+    u.amax = reinterpret_cast<float*>(static_cast<char*>(ws.data) + P.ws.amax);
+    u.T = P.T;
+    u.heads = static_cast<int>(P.N);
+    return mla::launch_up_proj(dp, u, P.out, stream);
+  }
   if (P.split) return mla::launch_combine(dp, P.out, stream);
   return Status::Ok();
 }

@@ -2,7 +2,7 @@
 # kernels (one explicit instantiation per translation unit), the split-KV combine.
 qfuse_family(NAME mla_decode
   SUMMARY "MLA decode attention (DeepSeek V2/V3) over bf16 / FP8 paged latent caches"
-  KERNELS dispatch.cpp reference.cpp schedule.cu combine.cu cache_write.cu register.cpp
+  KERNELS dispatch.cpp reference.cpp schedule.cu combine.cu up_proj.cu cache_write.cu register.cpp
           instantiations/simple_bf16.cu instantiations/simple_fp8.cu
           instantiations/tc_r16_bf16_partial.cu instantiations/tc_r16_bf16_output.cu
           instantiations/tc_r32_bf16_partial.cu instantiations/tc_r32_bf16_output.cu

@@ -82,6 +82,22 @@ void mla_decode(const uint16_t* q, int64_t B, int s_q, int64_t N, const MlaHostC
   }
 }
 
+void mla_up_proj(const std::vector<double>& o_latent, const uint16_t* w_uv, int64_t T, int64_t N,
+                 bool bf16_operand, std::vector<double>* out) {
+  out->assign(static_cast<size_t>(T * N * kMlaVHeadDim), 0.0);
+  std::vector<double> a(kMlaLatentDim);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      const double* o = o_latent.data() + (t * N + n) * kMlaLatentDim;
+      for (int d = 0; d < kMlaLatentDim; ++d)
+        a[d] = bf16_operand ? bf16_value(bf16_bits(static_cast<float>(o[d]))) : o[d];
+      double* y = out->data() + (t * N + n) * kMlaVHeadDim;
+      const uint16_t* w = w_uv + n * kMlaLatentDim * kMlaVHeadDim;
+      for (int d = 0; d < kMlaLatentDim; ++d)
+        for (int j = 0; j < kMlaVHeadDim; ++j) y[j] += a[d] * bf16_value(w[d * kMlaVHeadDim + j]);
+    }
+}
+
 void mla_write_cache(const uint16_t* kv_c, int64_t ld_c, const uint16_t* k_pe, int64_t ld_pe,
                      const int64_t* slot_mapping, int64_t T, const MlaHostCache& c, void* cache) {
   const int64_t slots = c.num_blocks * c.block_size;

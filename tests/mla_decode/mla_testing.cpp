@@ -168,4 +168,21 @@ MlaError compare_bf16(const std::vector<uint16_t>& out, int64_t ld, const MlaPro
   return e;
 }
 
+int64_t lse_mismatches(const std::vector<float>& lse, int64_t ld, const MlaProblem& p,
+                       std::string* first) {
+  int64_t bad = 0;
+  for (int64_t t = 0; t < p.T; ++t)
+    for (int64_t h = 0; h < p.N; ++h) {
+      const double ref = p.ref_lse[t * p.N + h];
+      const float got = lse[t * ld + h];
+      const bool ok = std::isinf(ref)
+                          ? (std::isinf(got) && got < 0)
+                          : std::fabs(got - ref) <= 1e-3 * std::max(1.0, std::fabs(ref));
+      if (!ok && bad++ == 0)
+        *first = "t=" + std::to_string(t) + " h=" + std::to_string(h) + " got " +
+                 std::to_string(got) + " want " + std::to_string(ref);
+    }
+  return bad;
+}
+
 }  // namespace qfuse::test

@@ -57,4 +57,9 @@ struct MlaError {
 };
 MlaError compare_bf16(const std::vector<uint16_t>& out, int64_t ld, const MlaProblem& p);
 
+/// lse values [T, N] (row stride ld) farther than 1e-3 (relative above 1) from the reference, or
+/// not -inf where it is; `first` describes the first.
+int64_t lse_mismatches(const std::vector<float>& lse, int64_t ld, const MlaProblem& p,
+                       std::string* first);
+
 }  // namespace qfuse::test

@@ -135,20 +135,9 @@ void check_run(const MlaProblem& p, const RunResult& r, const Variant& v,
   EXPECT_EQ(e.bad_zero_rows, 0) << "rows without a visible key must be zeros";
   EXPECT_LE(e.rel_l2, tol) << "relative L2 error";
   EXPECT_LE(e.worst_row, 3 * tol) << "worst row's relative L2 error";
-  int64_t lse_bad = 0;
   std::string first;
-  for (int64_t t = 0; t < p.T; ++t)
-    for (int64_t h = 0; h < p.N; ++h) {
-      const double ref = p.ref_lse[t * p.N + h];
-      const float got = r.lse[t * (p.N + kLsePad) + h];
-      const bool ok = std::isinf(ref)
-                          ? (std::isinf(got) && got < 0)
-                          : std::fabs(got - ref) <= 1e-3 * std::max(1.0, std::fabs(ref));
-      if (!ok && lse_bad++ == 0)
-        first = "t=" + std::to_string(t) + " h=" + std::to_string(h) + " got " +
-                std::to_string(got) + " want " + std::to_string(ref);
-    }
-  EXPECT_EQ(lse_bad, 0) << "lse mismatches, first: " << first;
+  EXPECT_EQ(lse_mismatches(r.lse, p.N + kLsePad, p, &first), 0)
+      << "lse mismatches, first: " << first;
   std::printf("[ mla      ] %-20s %-60s rel_l2 %.2e worst row %.2e\n", v.name,
               describe(p.c).c_str(), e.rel_l2, e.worst_row);
 }

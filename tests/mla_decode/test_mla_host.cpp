@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -15,6 +17,7 @@
 #include "common/compare.h"
 #include "mla_decode/fp8_convert.h"
 #include "mla_decode/schedule_rules.h"
+#include "mla_decode/up_proj.h"
 #include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/reference.h"
 #include "qfuse/quant/rules.h"
@@ -448,6 +451,117 @@ TEST(MlaReference, CacheWriterRules) {
   }
 }
 
+// ---- the up-projection kernel's layout, emulated ------------------------------------------
+
+/// The up-projection kernel's data movement and tensor-core fragments (up_proj.cu, through the lane
+/// maps of up_proj.h) executed on the host with ldmatrix, ldmatrix.trans and mma.sync.m16n8k16
+/// modelled from the PTX ISA: the 16 x 128 tile it assembles must be A . W for every row and
+/// column, every chunk written once, and each ldmatrix phase's 8 rows in 8 distinct bank groups.
+TEST(MlaUpProjLayout, EmulatedKernelProductEqualsTheReference) {
+  using namespace mla::up;
+  using mla::kLatent;
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<int> small(-8, 8);
+  // Distinct small integers: every product and sum is exact in double.
+  std::vector<double> A(kRows * kLatent), W(kLatent * mla::kVHead);
+  for (auto& x : A) x = small(rng);
+  for (auto& x : W) x = small(rng);
+  // A in shared memory as the merge writes it: chunk (r, ch) = A[r][8 ch .. 8 ch + 8).
+  std::vector<std::array<double, 8>> sa(kRows * kChunksA);
+  std::vector<int> written(sa.size(), 0);
+  for (int tid = 0; tid < kThreads; ++tid)
+    for (int i = 0; i < 8; ++i) {
+      const int r = merge_row(tid), ch = merge_chunk(tid, i);
+      for (int e = 0; e < 8; ++e) sa[a_slot(r, ch)][e] = A[r * kLatent + 8 * ch + e];
+      ++written[a_slot(r, ch)];
+    }
+  for (int x : written) ASSERT_EQ(x, 1) << "A chunks written once each";
+  // Every stage of W as the copy lays it out.
+  std::vector<std::vector<std::array<double, 8>>> sw(
+      kSteps, std::vector<std::array<double, 8>>(kK * kChunksW));
+  for (int st = 0; st < kSteps; ++st) {
+    std::vector<int> w_written(kK * kChunksW, 0);
+    for (int tid = 0; tid < kThreads; ++tid)
+      for (int i = 0; i < kK * kChunksW / kThreads; ++i) {
+        const int r = wcopy_row(tid, i), ch = wcopy_chunk(tid, i);
+        for (int e = 0; e < 8; ++e)
+          sw[st][w_slot(r, ch)][e] = W[(st * kK + r) * mla::kVHead + 8 * ch + e];
+        ++w_written[w_slot(r, ch)];
+      }
+    for (int x : w_written) ASSERT_EQ(x, 1) << "W chunks written once each";
+  }
+  // ldmatrix.x4: matrix m's row j is the chunk lane 8 m + j addresses; without .trans, thread t
+  // gets (row t / 4, columns 2 (t % 4) + {0, 1}) of matrix m in register m; with .trans, (rows
+  // 2 (t % 4) + {0, 1}, column t / 4). Bank group of a chunk: its index mod 8 (rows are
+  // multiples of 128 bytes).
+  using Reg = std::array<double, 2>;
+  auto ldsm = [](const std::vector<std::array<double, 8>>& mem, auto slot_of_lane, bool trans,
+                 std::array<std::array<Reg, 4>, 32>* out) {
+    for (int m = 0; m < 4; ++m) {
+      std::vector<int> groups;
+      for (int j = 0; j < 8; ++j) groups.push_back(slot_of_lane(8 * m + j) % 8);
+      std::sort(groups.begin(), groups.end());
+      EXPECT_EQ(std::unique(groups.begin(), groups.end()) - groups.begin(), 8)
+          << "ldmatrix phase " << m << " has a bank conflict";
+      for (int t = 0; t < 32; ++t)
+        for (int e = 0; e < 2; ++e) {
+          const int row = trans ? 2 * (t % 4) + e : t / 4;
+          const int col = trans ? t / 4 : 2 * (t % 4) + e;
+          (*out)[t][m][e] = mem[slot_of_lane(8 * m + row)][col];
+        }
+    }
+  };
+  // mma.m16n8k16 (row.col): a regs {a0a1, a2a3, a4a5, a6a7} hold (g, 2c + e), (g + 8, 2c + e),
+  // (g, 2c + 8 + e), (g + 8, 2c + 8 + e); b regs {b0b1, b2b3} hold (k 2c + e, n g), (k 2c + 8 +
+  // e, n g); d holds (g, 2c + e), (g + 8, 2c + e) (g = lane / 4, c = lane % 4).
+  std::vector<double> tile(kRows * mla::kVHead, std::nan(""));
+  for (int warp = 0; warp < kThreads / 32; ++warp) {
+    std::array<std::array<std::array<double, 4>, 4>, 32> acc{};
+    for (int st = 0; st < kSteps; ++st)
+      for (int ks = 0; ks < kK / 16; ++ks) {
+        std::array<std::array<Reg, 4>, 32> a{};
+        ldsm(
+            sa, [&](int lane) { return a_ldsm_slot(lane, st * (kK / 16) + ks); }, false, &a);
+        for (int p = 0; p < 2; ++p) {
+          std::array<std::array<Reg, 4>, 32> b{};
+          ldsm(
+              sw[st], [&](int lane) { return w_ldsm_slot(lane, ks, warp, p); }, true, &b);
+          for (int half = 0; half < 2; ++half) {  // n8 tiles 2 p (b regs 0, 1), 2 p + 1 (2, 3)
+            double Am[16][16], Bm[16][8];
+            for (int t = 0; t < 32; ++t) {
+              const int g = t / 4, c = t % 4;
+              for (int e = 0; e < 2; ++e) {
+                Am[g][2 * c + e] = a[t][0][e];
+                Am[g + 8][2 * c + e] = a[t][1][e];
+                Am[g][2 * c + 8 + e] = a[t][2][e];
+                Am[g + 8][2 * c + 8 + e] = a[t][3][e];
+                Bm[2 * c + e][g] = b[t][2 * half][e];
+                Bm[2 * c + 8 + e][g] = b[t][2 * half + 1][e];
+              }
+            }
+            for (int t = 0; t < 32; ++t)
+              for (int e = 0; e < 4; ++e) {
+                const int row = t / 4 + 8 * (e >> 1), col = 2 * (t % 4) + (e & 1);
+                for (int k = 0; k < 16; ++k) acc[t][2 * p + half][e] += Am[row][k] * Bm[k][col];
+              }
+          }
+        }
+      }
+    for (int lane = 0; lane < 32; ++lane)
+      for (int q = 0; q < 4; ++q)
+        for (int e = 0; e < 4; ++e)
+          tile[acc_row(lane, e) * mla::kVHead + acc_col(warp, lane, q, e)] = acc[lane][q][e];
+  }
+  int64_t bad = 0;
+  for (int r = 0; r < kRows; ++r)
+    for (int j = 0; j < mla::kVHead; ++j) {
+      double want = 0.0;
+      for (int d = 0; d < kLatent; ++d) want += A[r * kLatent + d] * W[d * mla::kVHead + j];
+      bad += tile[r * mla::kVHead + j] != want;  // NaN (never assembled) counts as wrong
+    }
+  EXPECT_EQ(bad, 0) << "tile values differ from A . W";
+}
+
 // ---- validation ---------------------------------------------------------------------------
 
 char* fake(uintptr_t a) {
@@ -641,6 +755,101 @@ TEST(MlaValidation, ScaleOutputLse) {
     c.a.out.scale = reinterpret_cast<const float*>(0x800000);
     EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
   }
+}
+
+/// The call of Call with W_UV: o [6, 16 * 128] bf16.
+Call up_call() {
+  Call c;
+  c.a.w_uv = TensorRef::contiguous(fake(0x900000), DType::kBF16, {16, 512, 128});
+  c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {6, 16, 128});
+  return c;
+}
+
+TEST(MlaValidation, UpProjection) {
+  {
+    Call c = up_call();
+    c.a.w_uv = TensorRef::contiguous(fake(0x900000), DType::kBF16, {16, 512 * 128});
+    expect_invalid_argument(c.run(), "w_uv.rank");
+  }
+  {
+    Call c = up_call();
+    c.a.w_uv.dtype = DType::kF16;
+    expect_invalid_argument(c.run(), "w_uv.dtype");
+  }
+  for (const auto& [n, d, j] :
+       {std::tuple<int64_t, int64_t, int64_t>{32, 512, 128}, {16, 576, 128}, {16, 512, 64}}) {
+    Call c = up_call();
+    c.a.w_uv = TensorRef::contiguous(fake(0x900000), DType::kBF16, {n, d, j});
+    expect_invalid_argument(c.run(), "w_uv.sizes", "[16, 512, 128]");
+  }
+  {
+    Call c = up_call();
+    c.a.w_uv.strides[2] = 2;
+    expect_invalid_argument(c.run(), "w_uv.strides[2]");
+  }
+  {
+    Call c = up_call();  // rows not 16-byte aligned
+    c.a.w_uv =
+        TensorRef::strided(fake(0x900000), DType::kBF16, {16, 512, 128}, {512 * 132, 132, 1});
+    expect_invalid_argument(c.run(), "w_uv.strides[1]");
+  }
+  {
+    Call c = up_call();  // heads overlapping
+    c.a.w_uv =
+        TensorRef::strided(fake(0x900000), DType::kBF16, {16, 512, 128}, {511 * 128, 128, 1});
+    expect_invalid_argument(c.run(), "w_uv.strides[0]");
+  }
+  {
+    Call c = up_call();
+    c.a.w_uv.data = fake(0x900008);
+    expect_invalid_argument(c.run(), "w_uv.data");
+  }
+  {
+    Call c = up_call();  // o_latent's shape where o [T, N, 128] is written
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kBF16, {6, 16, 512});
+    expect_invalid_argument(c.run(), "out.sizes[1]");
+  }
+  {
+    Call c = up_call();  // the engine's rule is not one of the fused op's kinds
+    c.a.out.spec = QuantSpec::fp8_per_token().with_rule(QuantRule::kEngine);
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kE4M3, {6, 16 * 128});
+    c.a.out.scales = TensorRef::contiguous(fake(0x800000), DType::kF32, {6});
+    const Status st = c.run();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("mla_decode_up_proj"), std::string::npos) << st.to_string();
+  }
+  {
+    Call c = up_call();  // the up-projection lives in the combine
+    c.opt.split = MlaSplitMode::kNone;
+    EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
+  }
+}
+
+TEST(MlaReference, UpProjectionIsThePerHeadProduct) {
+  // T = 2, N = 16: o_latent row (t, n) is e_d at d = (t + n) % 512 scaled by (t + 1); W_UV[n]
+  // row d is j + n (exact in bf16): o[t, n, j] = (t + 1) * (j + n); with the bf16 operand, a
+  // latent value 1 + 2^-10 rounds to 1.
+  const int64_t T = 2, N = 16;
+  std::vector<double> lat(T * N * 512, 0.0);
+  std::vector<uint16_t> w(N * 512 * 128);
+  for (int64_t n = 0; n < N; ++n)
+    for (int d = 0; d < 512; ++d)
+      for (int j = 0; j < 128; ++j)
+        w[(n * 512 + d) * 128 + j] = ref::bf16_bits(static_cast<float>(j + n));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n)
+      lat[(t * N + n) * 512 + (t + n) % 512] = (t + 1) * (1 + 0x1p-10);
+  std::vector<double> exact, rounded;
+  ref::mla_up_proj(lat, w.data(), T, N, false, &exact);
+  ref::mla_up_proj(lat, w.data(), T, N, true, &rounded);
+  ASSERT_EQ(exact.size(), static_cast<size_t>(T * N * 128));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n)
+      for (int j = 0; j < 128; ++j) {
+        const size_t i = (t * N + n) * 128 + j;
+        EXPECT_EQ(rounded[i], static_cast<double>((t + 1) * (j + n)));
+        EXPECT_EQ(exact[i], (t + 1) * (1 + 0x1p-10) * (j + n));
+      }
 }
 
 TEST(MlaValidation, EmptyBatchIsANoOp) {

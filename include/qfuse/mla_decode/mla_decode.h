@@ -20,6 +20,16 @@
 //   columns). lse [T, N] fp32 is optional. A request with no visible key (L = 0, or a query token
 //   that sees nothing) gives zeros and lse -inf.
 //
+// Up-projection (optional: `w_uv` set, issue 14): instead of o_latent the call writes the layer's
+//   o [T, N * 128], o[t, n * 128 + j] = sum_d o_latent[t, n, d] * W_UV[n, d, j] (W_UV [N, 512,
+//   128] bf16; o_latent rounded once to bf16 as the product's operand, fp32 accumulation), through
+//   the quantizer protocol: `out` [T, N, 128] or [T, N * 128] in plain bf16|fp16|fp32 or any
+//   quantization kind with qfuse's rules (FP8 per-tensor, per-token, per-group 64 / 128 in every
+//   scale layout, NVFP4; groups run along the N * 128 columns). It is fused into the split-KV
+//   combine (MlaSplitMode::kAuto only): o_latent is never written, and no separate quantization
+//   runs (per-token FP8, whose scale spans every head, takes two launches of the fused kernel:
+//   docs/mla_decode.md).
+//
 // Work: split-KV with a scheduler computed on the device from seq_lens (fixed grid, no host
 // synchronisation: CUDA-graph capturable); each split writes fp32 partials + lse into the
 // caller's workspace and a combine writes the output. MlaSplitMode::kNone runs one thread block
@@ -47,6 +57,7 @@ namespace qfuse {
 inline constexpr int kMlaLatentDim = 512;
 inline constexpr int kMlaRopeDim = 64;
 inline constexpr int kMlaHeadDim = kMlaLatentDim + kMlaRopeDim;  // 576
+inline constexpr int kMlaVHeadDim = 128;  // v_head_dim: W_UV's output columns per head
 
 // ---- cache writer ---------------------------------------------------------------------------
 
@@ -73,8 +84,11 @@ struct MlaDecodeArgs {
   TensorRef seq_lens;              // [B] i32, contiguous
   int s_q = 1;                     // query tokens per request: 1, 2 or 4
   float softmax_scale = 0.0f;      // finite, > 0
-  QuantOutput out;                 // o_latent [T, N, 512] (heads contiguous) or [T, N * 512]
+  QuantOutput out;                 // o_latent [T, N, 512] (heads contiguous) or [T, N * 512];
+                                   // with w_uv: o [T, N, 128] or [T, N * 128]
   TensorRef lse;                   // optional [T, N] fp32 (natural log), last dim contiguous
+  TensorRef w_uv;                  // optional [N, 512, 128] bf16 (last dim contiguous, 16-byte
+                                   // aligned rows): write the up-projected o (file comment)
 };
 
 enum class MlaSplitMode {
@@ -169,6 +183,12 @@ struct MlaHostCache {
 
 /// The dequantized value of element e of the row of (block, offset), as fp64.
 double mla_cache_value(const MlaHostCache& c, int64_t block, int64_t offset, int e);
+
+/// fp64 up-projection of o_latent [T, N, 512] by W_UV (bf16 bits [N, 512, 128] contiguous) into
+/// out [T, N * 128]. With `bf16_operand`, o_latent is first rounded to bf16 (what the kernel
+/// multiplies; the difference is the operand's rounding, docs/tolerances.md).
+void mla_up_proj(const std::vector<double>& o_latent, const uint16_t* w_uv, int64_t T, int64_t N,
+                 bool bf16_operand, std::vector<double>* out);
 
 /// fp64 reference of mla_decode over the dequantized cache. q: bf16 bits [T, N, 576] contiguous;
 /// block_table [B, max_blocks] contiguous; out [T, N, 512] row-major; lse [T, N] natural log.
