@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "graph/op_helpers.h"
 #include "graph/text.h"
@@ -80,11 +81,47 @@ Status make_random_inputs_impl(const Graph& g, uint64_t seed, HostTensors* out,
       if (node != nullptr) (void)node_quant_spec(*node, &q);
       const float base = q.kind == QuantKind::kNvfp4 ? 448.0f * 6.0f / 4.0f : 4.0f / 448.0f;
       for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, base * (1.0f + 0.2f * unif(rng)));
+    } else if (port == "block_table" && node->inputs.count("kv_cache")) {
+      // MLA: valid physical block ids of the cache the node reads.
+      const int64_t blocks = g.tensor(node->inputs.at("kv_cache"))->shape[0];
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t id = static_cast<int32_t>(rng() % static_cast<uint64_t>(blocks));
+        std::memcpy(t.data.data() + 4 * i, &id, 4);
+      }
+    } else if (port == "seq_lens" && node->inputs.count("block_table")) {
+      // MLA: lengths in [1, what the block table covers], spread out.
+      const int64_t cap = g.tensor(node->inputs.at("block_table"))->shape[1] *
+                          g.tensor(node->inputs.at("kv_cache"))->shape[1];
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t len = static_cast<int32_t>(1 + rng() % static_cast<uint64_t>(cap));
+        std::memcpy(t.data.data() + 4 * i, &len, 4);
+      }
+    } else if (port == "slot_mapping" && node->inputs.count("cache_in")) {
+      // MLA cache writer: distinct slots of the cache (two tokens never write one slot), about
+      // one in eight -1 (a padding token: skipped).
+      const TensorDesc* c = g.tensor(node->inputs.at("cache_in"));
+      const uint64_t slots = static_cast<uint64_t>(c->shape[0] * c->shape[1]);
+      std::set<int64_t> used;
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t slot = -1;
+        if (rng() % 8 != 0 && used.size() < slots) {
+          do {
+            slot = static_cast<int64_t>(rng() % slots);
+          } while (!used.insert(slot).second);
+        }
+        std::memcpy(t.data.data() + 8 * i, &slot, 8);
+      }
+    } else if (port == "k_scale") {
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 0.05f * (1.0f + 0.2f * unif(rng)));
+    } else if (port == "w_uv") {
+      const float s = 1.0f / std::sqrt(static_cast<float>(d->shape[1]));
+      for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, normal(rng) * s);
     } else if (port == "lse") {
       for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 2.0f * normal(rng));
     } else if (d->dtype == DType::kUE8M0) {
       for (int64_t i = 0; i < n; ++i) t.data[i] = static_cast<uint8_t>(118 + rng() % 6);
-    } else if (d->dtype == DType::kI32 || d->dtype == DType::kU8 || d->dtype == DType::kE2M1x2) {
+    } else if (d->dtype == DType::kI32 || d->dtype == DType::kI64 || d->dtype == DType::kU8 ||
+               d->dtype == DType::kE2M1x2) {
       for (size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<uint8_t>(rng());
     } else if (d->dtype == DType::kF32 && d->quant.kind == QuantKind::kNone && port == "a_scales") {
       for (int64_t i = 0; i < n; ++i) detail::host_store(&t, i, 0.01f * (0.5f + unif(rng)));

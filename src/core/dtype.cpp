@@ -5,7 +5,7 @@
 
 namespace qfuse {
 namespace {
-constexpr std::array<std::pair<DType, std::string_view>, 8> kNames = {{
+constexpr std::array<std::pair<DType, std::string_view>, 9> kNames = {{
     {DType::kBF16, "bf16"},
     {DType::kF16, "fp16"},
     {DType::kF32, "fp32"},
@@ -14,6 +14,7 @@ constexpr std::array<std::pair<DType, std::string_view>, 8> kNames = {{
     {DType::kUE8M0, "ue8m0"},
     {DType::kI32, "i32"},
     {DType::kU8, "u8"},
+    {DType::kI64, "i64"},
 }};
 }  // namespace
 
@@ -37,6 +38,8 @@ size_t dtype_size(DType t) {
     case DType::kF32:
     case DType::kI32:
       return 4;
+    case DType::kI64:
+      return 8;
     case DType::kE4M3:
     case DType::kE2M1x2:
     case DType::kUE8M0:

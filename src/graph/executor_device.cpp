@@ -264,6 +264,11 @@ Status DeviceExecutor::run(const std::map<std::string, const void*>& inputs, voi
     for (const auto& [p, t] : n.outputs) a.out[p] = view(t);
     Status st;
     if (def->cls != OpClass::kGemm) {
+      auto sc = plan_.scratch.find(n.name);
+      if (sc != plan_.scratch.end()) {
+        a.scratch = ws + sc->second.offset;
+        a.scratch_bytes = sc->second.bytes;
+      }
       st = def->device_run(a, stream);
     } else {
       GemmState& g = *gemms_.at(n.name);

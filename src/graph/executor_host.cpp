@@ -11,6 +11,7 @@
 #include "graph/gemm_block128.h"
 #include "graph/op_impls.h"
 #include "graph/text.h"
+#include "qfuse/core/arch.h"
 #include "qfuse/core/checked.h"
 #include "qfuse/core/quote.h"
 #include "qfuse/graph/executor.h"
@@ -234,8 +235,18 @@ Status plan_memory_with(const Graph& g, const OpRegistry& reg,
     p.tensors[name] = {take(t.bytes()), t.bytes()};
   }
   bool any_gemm = false;
+  int sm_count = 0;  // the current device's, where there is one (ScratchFn)
+  {
+    DeviceInfo dev;
+    if (current_device_info(&dev).ok()) sm_count = dev.sm_count;
+  }
   for (const Node& n : g.nodes) {
     const OpDef* def = reg.find(n.op);
+    if (def->cls != OpClass::kGemm && def->scratch_bytes) {
+      size_t bytes = 0;
+      QFUSE_RETURN_IF_ERROR(def->scratch_bytes(n, input_descs(g, n), sm_count, &bytes));
+      if (bytes > 0) p.scratch[n.name] = {take(bytes), bytes};
+    }
     if (def->cls != OpClass::kGemm) continue;
     any_gemm = true;
     detail::GemmInfo gi;

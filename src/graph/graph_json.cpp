@@ -114,7 +114,7 @@ Status read_tensor(const std::string& name, const json& t, const Dims& dims, Ten
   const auto dt = parse_dtype(dtype);
   if (!dt)
     return invalid(where + ": key 'dtype': unknown dtype " + quote_text(dtype) +
-                   " (bf16, fp16, fp32, e4m3, e2m1x2, ue8m0, i32, u8)");
+                   " (bf16, fp16, fp32, e4m3, e2m1x2, ue8m0, i32, u8, i64)");
   out->dtype = *dt;
   if (!t.contains("shape") || !t.at("shape").is_array())
     return invalid(where + ": key 'shape': expected a list of sizes, got " +

@@ -457,14 +457,19 @@ Status launch_decode(const MlaDecodeArgs& a, const Plan& P, const mla::DecodePar
 }  // namespace
 
 Status mla_decode_workspace_size(int64_t batch, int s_q, int num_heads, const MlaDecodeOptions&,
-                                 size_t* bytes) {
+                                 size_t* bytes, int sm_count) {
   if (batch < 0) return Status::InvalidArgument("batch", ">= 0", str(batch));
   if (s_q != 1 && s_q != 2 && s_q != 4)
     return Status::InvalidArgument("s_q", "1, 2 or 4", str(s_q));
   if (num_heads != 16 && num_heads != 32 && num_heads != 64 && num_heads != 128)
     return Status::InvalidArgument("num_heads", "{16, 32, 64, 128}", str(num_heads));
+  if (sm_count < 0) return Status::InvalidArgument("sm_count", ">= 0", str(sm_count));
   DeviceInfo dev;
-  QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  if (sm_count > 0) {
+    dev.sm_count = sm_count;
+  } else {
+    QFUSE_RETURN_IF_ERROR(current_device_info(&dev));
+  }
   *bytes = static_cast<size_t>(ws_layout(batch, s_q, num_heads, max_parts(dev)).bytes);
   return Status::Ok();
 }

@@ -12,4 +12,5 @@ qfuse_family(NAME mla_decode
           instantiations/tc_r16_fp8alt8_partial.cu instantiations/tc_r16_fp8alt8_output.cu
           instantiations/wide_bf16_partial.cu instantiations/wide_bf16_output.cu
           instantiations/wide_fp8_partial.cu instantiations/wide_fp8_output.cu
-          instantiations/pair_bf16_partial.cu instantiations/pair_bf16_output.cu)
+          instantiations/pair_bf16_partial.cu instantiations/pair_bf16_output.cu
+  GRAPH graph_ops.cpp)

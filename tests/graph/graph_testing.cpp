@@ -169,6 +169,62 @@ json attention_quant_graph(const std::string& spec) {
   return j;
 }
 
+json mla_quant_graph(const std::string& spec_text, int layers, const std::string& cache, bool up) {
+  QuantSpec spec;
+  EXPECT_TRUE(parse_quant_spec(spec_text, &spec).ok()) << spec_text;
+  json j;
+  j["name"] = "mla_quant";
+  j["dims"] = {{"B", 2}, {"SQ", 2}, {"N", 16}, {"NB", 8}, {"BS", 16}, {"MB", 4}};
+  j["inputs"] = {"cache", "block_table", "seq_lens"};
+  j["outputs"] = json::array();
+  j["tensors"] = {{"cache", {{"dtype", cache}, {"shape", {"NB", "BS", 576}}}},
+                  {"block_table", {{"dtype", "i32"}, {"shape", {"B", "MB"}}}},
+                  {"seq_lens", {{"dtype", "i32"}, {"shape", {"B"}}}}};
+  if (cache == "e4m3") {
+    j["inputs"].push_back("k_scale");
+    j["tensors"]["k_scale"] = {{"dtype", "fp32"}, {"shape", {1}}};
+  }
+  j["nodes"] = json::array();
+  for (int l = 0; l < layers; ++l) {
+    const std::string L = std::to_string(l);
+    j["inputs"].push_back("q" + L);
+    j["tensors"]["q" + L] = {{"dtype", "bf16"}, {"shape", {"B*SQ", "N", 576}}};
+    json in = {{"q", "q" + L},
+               {"kv_cache", "cache"},
+               {"block_table", "block_table"},
+               {"seq_lens", "seq_lens"}};
+    if (cache == "e4m3") in["k_scale"] = "k_scale";
+    if (up) {
+      j["inputs"].push_back("w" + L);
+      j["tensors"]["w" + L] = {{"dtype", "bf16"}, {"shape", {"N", 512, 128}}};
+      in["w_uv"] = "w" + L;
+    }
+    j["nodes"].push_back({{"name", "attn" + L},
+                          {"op", "mla_attention"},
+                          {"inputs", in},
+                          {"outputs", {{"out", "o" + L}}},
+                          {"attrs", {{"s_q", "2"}, {"softmax_scale", "0.0722"}}}});
+    json qin = {{"x", "o" + L}};
+    json qout = {{"out", "y" + L}};
+    if (spec.reads_scale()) {
+      qin["scale"] = "sc" + L;
+      j["inputs"].push_back("sc" + L);
+      j["tensors"]["sc" + L] = {{"dtype", "fp32"}, {"shape", {1}}};
+    }
+    j["outputs"].push_back("y" + L);
+    if (spec.writes_scales()) {
+      qout["scales"] = "s" + L;
+      j["outputs"].push_back("s" + L);
+    }
+    j["nodes"].push_back({{"name", "quant" + L},
+                          {"op", "quantize"},
+                          {"inputs", qin},
+                          {"outputs", qout},
+                          {"attrs", {{"quant", spec_text}}}});
+  }
+  return j;
+}
+
 // ---- the test-only attention op ----------------------------------------------------------------
 
 float scalar_of(const HostTensors& t, const char* name) {

@@ -37,6 +37,11 @@ json merge_quant_graph(const std::string& spec, int64_t N = 3, int64_t T = 8, in
                        int64_t D = 64);
 /// q, k, v -> test_attention -> quantize(spec) -> q (+ s).
 json attention_quant_graph(const std::string& spec);
+/// `layers` MLA decode layers over one paged cache (16 heads, B 2 requests of s_q 2, blocks of
+/// 16; `cache` bf16 or e4m3 with k_scale): layer l reads q<l> (and w<l>, W_UV, where `up`) and
+/// writes o<l> -> quantize(spec) -> y<l> (+ s<l>; given scale sc<l>).
+json mla_quant_graph(const std::string& spec, int layers, const std::string& cache = "bf16",
+                     bool up = true);
 
 /// The built-in ops plus "test_attention" (FusionFamily::kAttention; its quantized epilogue
 /// writes fp8_per_tensor and fp8_group128:row:f32 only; host path: fp64 softmax attention).

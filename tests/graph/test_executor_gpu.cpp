@@ -129,6 +129,11 @@ TEST(GpuExecutor, SplitKvOprojExampleMatchesTheHostPath) {
   check_example("examples/graphs/splitkv_oproj.json", {});
 }
 
+TEST(GpuExecutor, MlaDecodeExampleMatchesTheHostPath) {
+  QFUSE_REQUIRE_GPU();
+  check_example("examples/graphs/deepseek_v3_mla_decode.json", {});
+}
+
 TEST(GpuExecutor, RunIsCapturableInACudaGraph) {
   QFUSE_REQUIRE_GPU();
   Graph g;

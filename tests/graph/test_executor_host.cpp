@@ -10,6 +10,7 @@
 #include "qfuse/act_quant/silu_mul.h"
 #include "qfuse/graph/executor.h"
 #include "qfuse/graph/passes.h"
+#include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/capabilities.h"
 #include "qfuse/quant/rules.h"
 
@@ -177,9 +178,50 @@ TEST(HostExecutor, MlpFusedAndUnfusedAgreeAndMatchTheExactMlp) {
   EXPECT_EQ(r.u.count("h"), 1u);
 }
 
+TEST(HostExecutor, MlaAttentionFusedAndUnfusedWithinOneStep) {
+  // Per cache dtype and output kind: the fused node's codes within one step of the exact fp64
+  // output (the unfused graph's bf16 intermediate is that output rounded once), the unfused
+  // graph's within one step of its bf16 rounding; and the o_latent form (no W_UV) once.
+  struct Case {
+    const char* spec;
+    const char* cache;
+    bool up;
+  };
+  for (const Case& c :
+       {Case{"fp8_per_tensor", "e4m3", true}, Case{"fp8_per_token", "bf16", true},
+        Case{"fp8_group128:col_tma:ue8m0_packed", "e4m3", true},
+        Case{"fp8_group64:row:f32", "bf16", true}, Case{"nvfp4:swizzled", "e4m3", true},
+        Case{"fp8_group128:row:f32", "e4m3", false}}) {
+    SCOPED_TRACE(std::string(c.spec) + " " + c.cache + (c.up ? "" : " o_latent"));
+    QuantSpec spec;
+    ASSERT_TRUE(parse_quant_spec(c.spec, &spec).ok());
+    Runs r;
+    ASSERT_TRUE(run_both(test::mla_quant_graph(c.spec, 1, c.cache, c.up), &r));
+    ASSERT_EQ(r.fused.nodes.size(), 1u) << to_text(r.fused);
+    std::vector<double> y;
+    ASSERT_TRUE(host_values(r.u.at("o0"), &y).ok());
+    double amax = 0.0;
+    for (double v : y) amax = std::max(amax, std::fabs(v));
+    EXPECT_GT(amax, 0.0) << "random requests see keys";
+    const float given = test::scalar_of(r.u, "sc0");
+    for (const HostTensors* t : {&r.u, &r.f}) {
+      const bool unfused = t == &r.u;
+      std::vector<double> fac;
+      const HostTensor* s = t->count("s0") ? &t->at("s0") : nullptr;
+      const std::vector<double> d = test::dequantize(t->at("y0"), s, spec, given, &fac);
+      ASSERT_EQ(d.size(), y.size());
+      std::string report;
+      EXPECT_EQ(test::check_within_one_step(spec, d, fac, y, unfused ? 1e-6 : 0x1p-8, &report), 0)
+          << (unfused ? "unfused" : "fused") << "\n"
+          << report;
+    }
+  }
+}
+
 TEST(HostExecutor, ExampleGraphsRunOnHostDims) {
   for (const char* file :
-       {"examples/graphs/deepseek_v3_mlp.json", "examples/graphs/splitkv_oproj.json"}) {
+       {"examples/graphs/deepseek_v3_mlp.json", "examples/graphs/splitkv_oproj.json",
+        "examples/graphs/deepseek_v3_mla_decode.json"}) {
     Graph g;
     ParseOptions opt;
     opt.use_host_dims = true;
@@ -215,7 +257,7 @@ TEST(HostExecutor, MissingInputsAreNamed) {
 
 TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
   for (json j : {test::mlp_graph(), test::mlp_graph("fp8_group128:col_tma:f32"),
-                 test::act_quant_graph("nvfp4:swizzled")}) {
+                 test::act_quant_graph("nvfp4:swizzled"), test::mla_quant_graph("none", 2)}) {
     const Graph g = test::parse_or_fail(j);
     MemoryPlan p;
     ASSERT_TRUE(plan_memory(g, &p).ok());
@@ -240,6 +282,10 @@ TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
       if (s.b_scale_bytes)
         ranges.emplace_back(s.b_scale_offset, s.b_scale_offset + s.b_scale_bytes);
     }
+    for (const auto& [node, s] : p.scratch) {
+      EXPECT_EQ(s.offset % 256, 0u) << node;
+      ranges.emplace_back(s.offset, s.offset + s.bytes);
+    }
     if (p.cublas_bytes) ranges.emplace_back(p.cublas_offset, p.cublas_offset + p.cublas_bytes);
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 0; i < ranges.size(); ++i) {
@@ -257,6 +303,19 @@ TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
   EXPECT_EQ(p.gemm.at("down").a_bytes, 16u * 256 * 2);
   EXPECT_EQ(p.gemm.at("down").b_bytes, 256u * 256 * 2);
   EXPECT_GT(p.cublas_bytes, 0u);
+  // Each MLA attention node gets the decode's workspace (planned for 132 SMs without a device):
+  // 2 requests of 2 tokens, 16 heads.
+  MemoryPlan m;
+  ASSERT_TRUE(plan_memory(test::parse_or_fail(test::mla_quant_graph("none", 2)), &m).ok());
+  ASSERT_EQ(m.scratch.size(), 2u);
+  size_t want = 0;
+  if (!gpu_available())
+    ASSERT_TRUE(mla_decode_workspace_size(2, 2, 16, {}, &want, 132).ok());
+  else
+    ASSERT_TRUE(mla_decode_workspace_size(2, 2, 16, {}, &want).ok());
+  EXPECT_EQ(m.scratch.at("attn0").bytes, want);
+  EXPECT_EQ(m.scratch.at("attn1").bytes, want);
+  EXPECT_NE(m.scratch.at("attn0").offset, m.scratch.at("attn1").offset);
 }
 
 TEST(HostValues, CompareValues) {

@@ -18,7 +18,8 @@ void expect_error(const json& j, std::initializer_list<const char*> fragments) {
 
 TEST(GraphJson, ExamplesParseAndRoundTrip) {
   for (const char* file :
-       {"examples/graphs/deepseek_v3_mlp.json", "examples/graphs/splitkv_oproj.json"}) {
+       {"examples/graphs/deepseek_v3_mlp.json", "examples/graphs/splitkv_oproj.json",
+        "examples/graphs/deepseek_v3_mla_decode.json"}) {
     for (bool host : {false, true}) {
       Graph g;
       ParseOptions opt;
@@ -181,6 +182,79 @@ TEST(GraphValidation, PortsAttributesAndNames) {
   json g = test::mlp_graph();
   g["nodes"][3]["attrs"]["out_dtype"] = "fp64";
   expect_error(g, {"node 'down'", "attr 'out_dtype'", "unknown dtype 'fp64'"});
+}
+
+TEST(GraphValidation, MlaOpsNameWhatIsWrong) {
+  // Node 0 is attn0 (mla_attention), node 1 quant0; tensors as test::mla_quant_graph.
+  const auto mla = [](const char* cache = "bf16") {
+    return test::mla_quant_graph("fp8_per_tensor", 1, cache);
+  };
+  json a = mla();
+  a["tensors"]["q0"]["shape"] = {"B*SQ", "N", 512};
+  expect_error(a, {"node 'attn0'", "input 'q'", "[T, N, 576]"});
+  json b = mla();
+  b["dims"]["N"] = 24;
+  expect_error(b, {"node 'attn0'", "heads (dim 1) must be 16, 32, 64 or 128", "24"});
+  json c = mla();
+  c["nodes"][0]["attrs"]["s_q"] = "3";
+  expect_error(c, {"node 'attn0'", "attr 's_q'", "1, 2 or 4"});
+  json d = mla();
+  d["dims"]["B"] = 3;
+  d["nodes"][0]["attrs"]["s_q"] = "4";
+  expect_error(d, {"node 'attn0'", "not a multiple of attr s_q"});
+  json e = mla();
+  e["tensors"]["block_table"]["shape"] = {3, "MB"};
+  expect_error(e, {"node 'attn0'", "input 'block_table'", "B = T / s_q = 2"});
+  json f = mla();
+  f["tensors"]["seq_lens"]["shape"] = {3};
+  expect_error(f, {"node 'attn0'", "input 'seq_lens'", "[2]"});
+  json g = mla();
+  g["tensors"]["w0"]["shape"] = {"N", 512, 64};
+  expect_error(g, {"node 'attn0'", "input 'w_uv'", "[16, 512, 128]"});
+  json h = mla("e4m3");
+  h["nodes"][0]["inputs"].erase("k_scale");
+  expect_error(h, {"node 'attn0'", "k_scale"});
+  json i = mla("bf16");
+  i["inputs"].push_back("ks");
+  i["tensors"]["ks"] = {{"dtype", "fp32"}, {"shape", {1}}};
+  i["nodes"][0]["inputs"]["k_scale"] = "ks";
+  expect_error(i, {"node 'attn0'", "input 'k_scale'", "only for an e4m3 cache"});
+  json k = mla();
+  k["dims"]["BS"] = 8;
+  expect_error(k, {"node 'attn0'", "block size", "16, 32, 64 or 128"});
+  json l = mla();
+  l["nodes"][0]["attrs"]["softmax_scale"] = "-1";
+  expect_error(l, {"node 'attn0'", "attr 'softmax_scale'", "> 0"});
+  json m = mla();
+  m["nodes"][0]["attrs"]["quant"] = "fp8_per_token:engine";
+  m["nodes"][0]["inputs"]["scale"] = "sc0";
+  expect_error(m, {"node 'attn0'", "does not write fp8_per_token:engine"});
+  // The cache writer.
+  json w;
+  w["name"] = "write";
+  w["dims"] = {{"T", 4}};
+  w["inputs"] = {"kv_c", "k_pe", "slots", "cache_in"};
+  w["outputs"] = {"cache"};
+  w["tensors"] = {{"kv_c", {{"dtype", "bf16"}, {"shape", {"T", 512}}}},
+                  {"k_pe", {{"dtype", "bf16"}, {"shape", {"T", 64}}}},
+                  {"slots", {{"dtype", "i64"}, {"shape", {"T"}}}},
+                  {"cache_in", {{"dtype", "bf16"}, {"shape", {4, 16, 576}}}}};
+  w["nodes"] = {
+      {{"name", "write"},
+       {"op", "mla_write_cache"},
+       {"inputs",
+        {{"kv_c", "kv_c"}, {"k_pe", "k_pe"}, {"slot_mapping", "slots"}, {"cache_in", "cache_in"}}},
+       {"outputs", {{"cache", "cache"}}}}};
+  EXPECT_EQ(test::parse_error(w), "");
+  json w1 = w;
+  w1["tensors"]["slots"]["dtype"] = "i32";
+  expect_error(w1, {"node 'write'", "input 'slot_mapping'"});
+  json w2 = w;
+  w2["tensors"]["k_pe"]["shape"] = {"T", 32};
+  expect_error(w2, {"node 'write'", "input 'k_pe'", "[T, 64]"});
+  json w3 = w;
+  w3["tensors"]["cache_in"]["dtype"] = "e4m3";
+  expect_error(w3, {"node 'write'", "k_scale"});
 }
 
 TEST(GraphValidation, FileLevelErrors) {

@@ -261,6 +261,62 @@ TEST(FuseAttnQuant, FlagOffAndOtherPassesLeaveItAlone) {
   EXPECT_EQ(g, before);
 }
 
+TEST(FuseAttnQuant, MlaLayersFuseTheirEpilogues) {
+  for (int layers : {1, 3}) {
+    Graph g = test::parse_or_fail(test::mla_quant_graph("fp8_per_tensor", layers));
+    const Graph before = g;
+    const PassReport r = run("fuse_attn_quant", &g);
+    EXPECT_EQ(r.matched, layers) << r.to_string();
+    EXPECT_EQ(r.replaced, layers) << r.to_string();
+    EXPECT_TRUE(r.skipped.empty()) << r.to_string();
+    EXPECT_EQ(count_op(g, "quantize"), 0);
+    ASSERT_EQ(count_op(g, "mla_attention"), layers);
+    for (int l = 0; l < layers; ++l) {
+      const std::string L = std::to_string(l);
+      const Node* f = nullptr;
+      for (const Node& n : g.nodes)
+        if (n.name == "attn" + L + "+quant" + L) f = &n;
+      ASSERT_NE(f, nullptr) << to_text(g);
+      EXPECT_EQ(f->attr("quant"), "fp8_per_tensor");
+      EXPECT_EQ(f->attr("s_q"), "2") << "the attention's attributes are kept";
+      EXPECT_EQ(f->inputs.at("scale"), "sc" + L);
+      EXPECT_EQ(f->inputs.at("w_uv"), "w" + L);
+      EXPECT_EQ(f->outputs.at("out"), "y" + L);
+      EXPECT_EQ(g.tensor("o" + L), nullptr) << "the bf16 intermediate is gone";
+      EXPECT_EQ(*g.tensor("y" + L), *before.tensor("y" + L));
+    }
+    EXPECT_EQ(run("fuse_attn_quant", &g).matched, 0) << "nothing left to fuse";
+  }
+}
+
+TEST(FuseAttnQuant, MlaFollowsTheCapabilityTable) {
+  // Every kind with qfuse's rules fuses (with and without W_UV); the reference engine's rule,
+  // which the standalone quantize writes for the drop-in ops, is not one of the fused kernel's:
+  // the pair stays unfused, with the reason.
+  std::vector<QuantSpec> specs = all_quant_specs();
+  for (const QuantSpec& s : engine_quant_specs()) specs.push_back(s);
+  for (bool up : {true, false})
+    for (const QuantSpec& spec : specs) {
+      if (spec.kind == QuantKind::kNone) continue;
+      SCOPED_TRACE(to_string(spec) + (up ? " with w_uv" : " o_latent"));
+      Graph g = test::parse_or_fail(test::mla_quant_graph(to_string(spec), 1, "e4m3", up));
+      const Graph before = g;
+      const PassReport r = run("fuse_attn_quant", &g);
+      EXPECT_EQ(r.matched, 1);
+      const bool supported = spec.rule == QuantRule::kNative;
+      EXPECT_EQ(supported, fused_output_quant_supported("mla_decode_up_proj", spec));
+      EXPECT_EQ(r.replaced, supported ? 1 : 0) << r.to_string();
+      if (!supported) {
+        EXPECT_TRUE(has_reason(r, "attn0", "capability query")) << r.to_string();
+        EXPECT_EQ(g, before);
+      } else {
+        ASSERT_EQ(g.nodes.size(), 1u);
+        EXPECT_EQ(g.nodes[0].inputs.count("scales"), 0u);
+        EXPECT_EQ(g.nodes[0].outputs.count("scales"), spec.writes_scales() ? 1u : 0u);
+      }
+    }
+}
+
 TEST(Passes, OutputAlwaysValidates) {
   // Every kind x every flag combination x with / without an extra reader of the intermediate.
   const OpRegistry& reg = test::test_registry();

@@ -21,9 +21,11 @@ enum class DType : uint8_t {
   kUE8M0,   // unsigned power-of-two exponent byte, value 2^(b - 127); 0xFF is NaN
   kI32,
   kU8,
+  kI64,  // slot mappings (the MLA cache writer's)
 };
 
-/// Stable lower-case name ("bf16", "fp16", "fp32", "e4m3", "e2m1x2", "ue8m0", "i32", "u8").
+/// Stable lower-case name ("bf16", "fp16", "fp32", "e4m3", "e2m1x2", "ue8m0", "i32", "u8",
+/// "i64").
 std::string_view to_string(DType t);
 std::optional<DType> parse_dtype(std::string_view name);
 /// Bytes per storage unit.

@@ -80,6 +80,7 @@ struct MemoryPlan {
     size_t b_scale_offset = 0, b_scale_bytes = 0;  // b's block scales in cuBLASLt's order
   };
   std::map<std::string, GemmScratch> gemm;  // by node name
+  std::map<std::string, Slice> scratch;     // qfuse ops' scratch (OpDef::scratch_bytes), by node
   size_t cublas_offset = 0, cublas_bytes = 0;
   size_t total_bytes = 0;
 };

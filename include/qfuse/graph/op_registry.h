@@ -62,6 +62,8 @@ struct DeviceRunArgs {
   const Node* node = nullptr;
   std::map<std::string, TensorRef> in;   // connected input ports (contiguous views)
   std::map<std::string, TensorRef> out;  // connected output ports
+  void* scratch = nullptr;               // OpDef::scratch_bytes of the workspace (256-aligned)
+  size_t scratch_bytes = 0;
 };
 
 /// Given the connected inputs, checks them and the attributes and returns the expected type of
@@ -72,6 +74,11 @@ using InferFn =
                          std::map<std::string, TensorDesc>* out)>;
 using HostRunFn = std::function<Status(const HostRunArgs&)>;
 using DeviceRunFn = std::function<Status(const DeviceRunArgs&, cudaStream_t)>;
+/// Device scratch one run of the node needs, given its connected inputs and the multiprocessor
+/// count of the device it runs on (0 when planned without a device: the op assumes 132).
+using ScratchFn =
+    std::function<Status(const Node& node, const std::map<std::string, const TensorDesc*>& in,
+                         int sm_count, size_t* bytes)>;
 
 struct OpDef {
   std::string name;
@@ -93,8 +100,9 @@ struct OpDef {
   std::function<bool(const QuantSpec&)> fused_quant_supported;
 
   // ---- execution ----
-  HostRunFn host_run;      // the fp64/fp32 host reference (empty: no host path)
-  DeviceRunFn device_run;  // the GPU path for kQfuse ops (GEMMs are run by the executor)
+  HostRunFn host_run;       // the fp64/fp32 host reference (empty: no host path)
+  DeviceRunFn device_run;   // the GPU path for kQfuse ops (GEMMs are run by the executor)
+  ScratchFn scratch_bytes;  // device scratch of device_run, planned in the workspace (empty: none)
 
   /// True when this op takes the quantization of its output as a "quant" attribute.
   bool has_quant_attr() const;

@@ -130,9 +130,10 @@ struct MlaWorkspace {
 };
 
 /// Bytes of workspace mla_decode needs for `batch` requests of `s_q` tokens and `num_heads` heads
-/// on the current device (the partials depend on its multiprocessor count).
+/// on the current device (the partials depend on its multiprocessor count), or on a device of
+/// `sm_count` multiprocessors when it is > 0 (planning without a device).
 Status mla_decode_workspace_size(int64_t batch, int s_q, int num_heads, const MlaDecodeOptions& opt,
-                                 size_t* bytes);
+                                 size_t* bytes, int sm_count = 0);
 
 /// Whether mla_decode can run this call (shapes, dtypes, head count, block size, s_q, alignment,
 /// output kind, workspace size, device); the message names what is missing.
