@@ -825,6 +825,96 @@ TEST(MlaValidation, UpProjection) {
   }
 }
 
+/// A structurally valid mla_attention call: 8 token rows, 6 real, all decode (3 requests of 2).
+struct AttnCall {
+  MlaAttentionArgs a;
+  MlaAttentionMetadata m;
+  AttnCall() {
+    a.q = TensorRef::contiguous(fake(0x100000), DType::kBF16, {8, 16, 576});
+    a.kv_cache = TensorRef::contiguous(fake(0x200000), DType::kBF16, {10, 64, 576});
+    a.w_uv = TensorRef::contiguous(fake(0x900000), DType::kBF16, {16, 512, 128});
+    a.softmax_scale = 0.07f;
+    a.output.spec = QuantSpec::fp8_per_tensor();
+    a.output.out = TensorRef::contiguous(fake(0x500000), DType::kE4M3, {8, 16 * 128});
+    a.output.scale = reinterpret_cast<const float*>(0x800000);
+    m.num_actual_tokens = 6;
+    m.num_decode_tokens = 6;
+    m.decode_s_q = 2;
+    m.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {3, 8});
+    m.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {3});
+  }
+  Status run() const { return mla_attention(a, m, MlaWorkspace{fake(0x700000), 1}, nullptr); }
+};
+
+TEST(MlaValidation, AttentionOpContract) {
+  {
+    AttnCall c;
+    c.m.num_actual_tokens = 9;
+    expect_invalid_argument(c.run(), "metadata.num_actual_tokens", "num_tokens = 8");
+  }
+  {
+    AttnCall c;
+    c.m.num_decode_tokens = 7;
+    expect_invalid_argument(c.run(), "metadata.num_decode_tokens");
+  }
+  {
+    AttnCall c;  // prefill rows after the decode rows
+    c.m.num_decode_tokens = 4;
+    c.m.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {2, 8});
+    c.m.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {2});
+    const Status st = c.run();
+    EXPECT_EQ(st.code(), StatusCode::kNotSupported);
+    EXPECT_NE(st.message().find("prefill"), std::string::npos) << st.to_string();
+  }
+  {
+    AttnCall c;
+    c.a.w_uv = TensorRef{};
+    expect_invalid_argument(c.run(), "w_uv");
+  }
+  {
+    AttnCall c;  // the output must hold num_tokens rows
+    c.a.output.out = TensorRef::contiguous(fake(0x500000), DType::kE4M3, {6, 16 * 128});
+    expect_invalid_argument(c.run(), "out.sizes[0]");
+  }
+  {
+    AttnCall c;  // column-major scales over 8 rows: the 6 real rows' scales are not a prefix
+    c.a.output.spec = QuantSpec::fp8_per_group(128, ScaleLayout::kColMajor);
+    c.a.output.scale = nullptr;
+    c.a.output.scales = TensorRef::contiguous(fake(0x600000), DType::kF32, {16, 8});
+    EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
+    c.m.num_actual_tokens = c.m.num_decode_tokens = 8;  // every row real: fine up to the decode
+    c.m.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {4, 8});
+    c.m.seq_lens = TensorRef::contiguous(fake(0x400000), DType::kI32, {4});
+    EXPECT_NE(c.run().code(), StatusCode::kNotSupported);
+  }
+  {
+    AttnCall c;  // kv_c without k_pe
+    c.a.kv_c = TensorRef::contiguous(fake(0xA00000), DType::kBF16, {8, 512});
+    expect_invalid_argument(c.run(), "kv_c / k_pe");
+    c.a.k_pe = TensorRef::contiguous(fake(0xB00000), DType::kBF16, {8, 64});
+    expect_invalid_argument(c.run(), "metadata.slot_mapping");
+    c.a.k_pe = TensorRef::contiguous(fake(0xB00000), DType::kBF16, {6, 64});
+    expect_invalid_argument(c.run(), "k_pe.sizes");
+  }
+  {
+    AttnCall c;  // the decode's own checks run before anything (the cache write) is launched
+    c.m.block_table = TensorRef::contiguous(fake(0x300000), DType::kI32, {4, 8});
+    c.a.kv_c = TensorRef::contiguous(fake(0xA00000), DType::kBF16, {8, 512});
+    c.a.k_pe = TensorRef::contiguous(fake(0xB00000), DType::kBF16, {8, 64});
+    c.m.slot_mapping = reinterpret_cast<const int64_t*>(0xC00000);
+    expect_invalid_argument(c.run(), "block_table.sizes[0]");
+  }
+  {
+    AttnCall c;  // the engine's rule is not a kind of the fused op
+    c.a.output.spec = QuantSpec::nvfp4().with_rule(QuantRule::kEngine);
+    c.a.output.out = TensorRef::contiguous(fake(0x500000), DType::kE2M1x2, {8, 16 * 64});
+    c.a.output.scales = TensorRef::contiguous(fake(0x600000), DType::kE4M3, {128, 128});
+    const Status st = c.run();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("mla_decode_up_proj"), std::string::npos) << st.to_string();
+  }
+}
+
 TEST(MlaReference, UpProjectionIsThePerHeadProduct) {
   // T = 2, N = 16: o_latent row (t, n) is e_d at d = (t + n) % 512 scaled by (t + 1); W_UV[n]
   // row d is j + n (exact in bf16): o[t, n, j] = (t + 1) * (j + n); with the bf16 operand, a

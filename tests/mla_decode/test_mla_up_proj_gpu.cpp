@@ -5,12 +5,15 @@
 //   - every quantization kind with qfuse's rules (and bf16 / fp16) within one quantization step
 //     of the same kernel's fp32 values (the pre-quantization values: check_quant_output's fused
 //     mode), scale-buffer padding zero, bytes between rows untouched;
-// over heads {16, 128}, bf16 and FP8 caches, T {1, 7, 256}, a padded W_UV head stride; and a
-// CUDA-graph replay of the two-launch per-token form equal to eager.
+// over heads {16, 128}, bf16 and FP8 caches, T {1, 7, 256}, a padded W_UV head stride; a
+// CUDA-graph replay of the two-launch per-token form equal to eager; and mla_attention, the
+// engine-contract op: its real rows equal the cache write + decode it is made of, its padding rows
+// stay untouched, prefill rows are refused with nothing written.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
@@ -245,6 +248,124 @@ TEST(MlaUpProjGpu, PerTokenGraphReplayEqualsEager) {
   QFUSE_CUDA_OK(cudaGraphExecDestroy(exec));
   QFUSE_CUDA_OK(cudaGraphDestroy(graph));
   QFUSE_CUDA_OK(cudaStreamDestroy(stream));
+}
+
+/// mla_attention over a padded step (num_tokens = T + 5, the last rows padding): its real rows'
+/// bytes equal mla_write_cache then mla_decode with W_UV on a copy of the same cache, and every
+/// byte of the padding rows (values, per-token scales) stays as it was; prefill rows are refused
+/// with nothing written (neither the cache nor the output).
+TEST(MlaAttentionGpu, RealRowsEqualTheirPartsAndPaddingRowsStayUntouched) {
+  QFUSE_REQUIRE_GPU();
+  MlaCase c;
+  c.heads = 16;
+  c.s_q = 2;
+  c.cache = DType::kE4M3;
+  c.lens = {3, 700, 64, 129};
+  MlaProblem p = make_problem(c);
+  const Wuv w = make_wuv(p.N, 0, 9);
+  const int64_t pad = 5, NT = p.T + pad, C = p.N * kV;
+  // q with padding rows of NaN; this step's cache rows: kv_c / k_pe random, slots: each request's
+  // last s_q positions (its new tokens); the padding rows' slots would be past the cache.
+  std::vector<uint16_t> q(NT * p.N * kMlaHeadDim, 0x7FC0);
+  for (int64_t t = 0; t < p.T; ++t)
+    for (int64_t h = 0; h < p.N; ++h)
+      std::memcpy(&q[(t * p.N + h) * kMlaHeadDim], &p.q[(t * p.N + h) * kMlaHeadDim],
+                  kMlaHeadDim * 2);
+  DeviceBuffer d_q(q.size() * 2);
+  d_q.upload(q.data(), q.size() * 2);
+  std::vector<float> kvf = random_floats(NT * (kMlaLatentDim + kMlaRopeDim), 17);
+  std::vector<uint16_t> kv(kvf.size());
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = ref::bf16_bits(kvf[i]);
+  DeviceBuffer d_kv(kv.size() * 2);
+  d_kv.upload(kv.data(), kv.size() * 2);
+  std::vector<int64_t> slots(NT, int64_t{1} << 40);
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int i = 0; i < c.s_q; ++i) {
+      const int64_t pos = p.lens[b] - c.s_q + i;
+      slots[b * c.s_q + i] =
+          pos < 0 ? -1
+                  : p.block_table[b * p.max_blocks + pos / c.block_size] * c.block_size +
+                        pos % c.block_size;
+    }
+  DeviceBuffer d_slots(NT * 8);
+  d_slots.upload(slots.data(), NT * 8);
+  const int64_t cache_bytes = static_cast<int64_t>(p.d_cache.bytes());
+  const TensorRef kv_c = TensorRef::strided(d_kv.get(), DType::kBF16, {NT, kMlaLatentDim},
+                                            {kMlaLatentDim + kMlaRopeDim, 1});
+  const TensorRef k_pe =
+      TensorRef::strided(static_cast<char*>(d_kv.get()) + kMlaLatentDim * 2, DType::kBF16,
+                         {NT, kMlaRopeDim}, {kMlaLatentDim + kMlaRopeDim, 1});
+  size_t ws_bytes = 0;
+  ASSERT_TRUE(mla_decode_workspace_size(p.B, c.s_q, c.heads, {}, &ws_bytes).ok());
+  DeviceBuffer ws(ws_bytes);
+  for (const QuantSpec& spec : {QuantSpec::fp8_per_tensor(), QuantSpec::fp8_per_token(),
+                                QuantSpec::fp8_per_group(128), QuantSpec::none()}) {
+    SCOPED_TRACE(to_string(spec));
+    const float scale = 0.01f;
+    // The parts: cache write, then the decode with W_UV over the T real rows.
+    DeviceBuffer cache_a(cache_bytes), cache_b(cache_bytes);
+    QFUSE_CUDA_OK(cudaMemcpy(cache_a.get(), p.d_cache.get(), cache_bytes, cudaMemcpyDefault));
+    QFUSE_CUDA_OK(cudaMemcpy(cache_b.get(), p.d_cache.get(), cache_bytes, cudaMemcpyDefault));
+    MlaDecodeArgs a = p.args();
+    const int64_t off = static_cast<char*>(a.cache.data) - static_cast<char*>(p.d_cache.get());
+    a.cache.data = static_cast<char*>(cache_a.get()) + off;
+    MlaCacheWriteArgs wa;
+    wa.kv_c = TensorRef::strided(kv_c.data, DType::kBF16, {p.T, kMlaLatentDim},
+                                 {kMlaLatentDim + kMlaRopeDim, 1});
+    wa.k_pe = TensorRef::strided(k_pe.data, DType::kBF16, {p.T, kMlaRopeDim},
+                                 {kMlaLatentDim + kMlaRopeDim, 1});
+    wa.slot_mapping = d_slots.as<int64_t>();
+    wa.cache = a.cache;
+    wa.k_scale = a.k_scale;
+    ASSERT_TRUE(mla_write_cache(wa, nullptr).ok());
+    auto parts = DeviceQuantOutput::make(spec, p.T, C, DType::kBF16, scale);
+    a.w_uv = w.view();
+    a.out = parts.view();
+    ASSERT_TRUE(mla_decode(a, MlaWorkspace{ws.get(), ws_bytes}, {}, nullptr).ok());
+    // The op over the padded step.
+    auto whole = DeviceQuantOutput::make(spec, NT, C, DType::kBF16, scale);
+    MlaAttentionArgs o;
+    o.q = TensorRef::contiguous(d_q.get(), DType::kBF16, {NT, p.N, kMlaHeadDim});
+    o.kv_c = kv_c;
+    o.k_pe = k_pe;
+    o.kv_cache = a.cache;
+    o.kv_cache.data = static_cast<char*>(cache_b.get()) + off;
+    o.k_scale = a.k_scale;
+    o.w_uv = w.view();
+    o.softmax_scale = a.softmax_scale;
+    o.output = whole.view();
+    MlaAttentionMetadata m;
+    m.num_actual_tokens = m.num_decode_tokens = p.T;
+    m.decode_s_q = c.s_q;
+    m.slot_mapping = d_slots.as<int64_t>();
+    m.block_table = a.block_table;
+    m.seq_lens = a.seq_lens;
+    ASSERT_TRUE(mla_attention(o, m, MlaWorkspace{ws.get(), ws_bytes}, nullptr).ok());
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(cache_a.download(), cache_b.download()) << "the cache writes";
+    const std::vector<uint8_t> po = parts.out.download(), wo = whole.out.download();
+    const size_t real = po.size();
+    ASSERT_EQ(wo.size(), real * NT / p.T);
+    EXPECT_TRUE(std::equal(po.begin(), po.end(), wo.begin())) << "the real rows' values";
+    EXPECT_TRUE(std::all_of(wo.begin() + real, wo.end(), [](uint8_t b) { return b == kPoison; }))
+        << "padding rows' values untouched";
+    if (spec.writes_scales()) {
+      const std::vector<uint8_t> ps = parts.scales.download(), ws_ = whole.scales.download();
+      EXPECT_TRUE(std::equal(ps.begin(), ps.end(), ws_.begin())) << "the real rows' scales";
+      EXPECT_TRUE(std::all_of(ws_.begin() + ps.size(), ws_.end(), [](uint8_t b) {
+        return b == kPoison;
+      })) << "padding rows' scales untouched";
+    }
+    // Prefill rows: refused, nothing written.
+    whole.poison();
+    const std::vector<uint8_t> before = cache_b.download();
+    m.num_actual_tokens = p.T + 1;
+    EXPECT_EQ(mla_attention(o, m, MlaWorkspace{ws.get(), ws_bytes}, nullptr).code(),
+              StatusCode::kNotSupported);
+    QFUSE_CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(changed_bytes(whole.out), 0);
+    EXPECT_EQ(cache_b.download(), before);
+  }
 }
 
 }  // namespace

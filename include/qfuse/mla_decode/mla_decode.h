@@ -171,6 +171,55 @@ enum MlaDeviceError : int {
   kMlaErrSeqNegative = 4,  // seq_len < 0 (request treated as empty)
 };
 
+// ---- the attention op with the reference engine's contract (issue 14, SPEC §3) ----------------
+
+/// What the engine's attention metadata says about one forward's rows: rows [0,
+/// num_decode_tokens) are decode requests of decode_s_q query tokens each (B = num_decode_tokens /
+/// decode_s_q, over which block_table and seq_lens run); rows [num_decode_tokens,
+/// num_actual_tokens) are prefill tokens; rows past num_actual_tokens are CUDA-graph padding,
+/// neither read nor written.
+struct MlaAttentionMetadata {
+  int64_t num_actual_tokens = 0;
+  int64_t num_decode_tokens = 0;
+  int decode_s_q = 1;                     // 1, 2 or 4
+  const int64_t* slot_mapping = nullptr;  // device [num_actual_tokens]: where kv_c's rows go
+  TensorRef block_table;                  // [B, max_blocks] i32
+  TensorRef seq_lens;                     // [B] i32 (lengths include this step's tokens)
+};
+
+struct MlaAttentionArgs {
+  TensorRef q;                     // [num_tokens, N, 576] bf16: the absorbed query of every row
+  TensorRef kv_c, k_pe;            // optional [num_tokens, 512] / [num_tokens, 64] bf16: this
+                                   // step's latent / rope rows, written to the cache first
+  TensorRef kv_cache;              // [num_blocks, block_size, 576] bf16|e4m3
+  const float* k_scale = nullptr;  // device fp32 for an e4m3 cache
+  TensorRef w_uv;                  // [N, 512, 128] bf16
+  float softmax_scale = 0.0f;
+  /// The layer's output [num_tokens, N * 128] in the QuantOutput's kind: out.scale is the
+  /// engine's output_scale (FP8 per-tensor, NVFP4 global), out.scales its output_block_scale
+  /// (the kind's scale buffer, sized for num_tokens rows).
+  QuantOutput output;
+  TensorRef lse;  // optional [num_tokens, N] fp32
+};
+
+/// Workspace bytes of mla_attention for this call (the decode's, mla_decode_workspace_size).
+Status mla_attention_workspace_size(const MlaAttentionArgs& args, const MlaAttentionMetadata& m,
+                                    size_t* bytes);
+
+/// One MLA attention forward as the reference engine's backend does it (SPEC §3): writes kv_c /
+/// k_pe's first num_actual_tokens rows to the cache (when given), then the decode rows' attention
+/// with the up-projection, o = softmax(q K^T) V . W_UV per head, written straight in the output's
+/// kind (mla_decode with w_uv; its file comment). Only rows [0, num_actual_tokens) are read or
+/// written; rows past it are left as they are, with one exception that the layout itself makes:
+/// NVFP4 with swizzled scales zeroes the scale bytes of rows [num_actual_tokens,
+/// round_up(num_actual_tokens, 128)), the padding of its last 128-row tile, which block-scaled
+/// GEMMs read. Column-major per-group scale layouts index by the buffer's row count, so they need
+/// num_actual_tokens == num_tokens (else kNotSupported). Prefill rows (num_actual_tokens >
+/// num_decode_tokens) are kNotSupported until the prefill attention family exists. Every argument
+/// is validated before anything is launched: on error nothing is written.
+Status mla_attention(const MlaAttentionArgs& args, const MlaAttentionMetadata& m,
+                     const MlaWorkspace& ws, cudaStream_t stream);
+
 namespace ref {
 
 /// Host copy of a paged cache: raw elements (bf16 bits or e4m3 bytes) with element strides.
