@@ -354,7 +354,7 @@ qfuse::MlaDecodeArgs mla_args(const Array& q, const Array& cache, const Array& b
                               const Array& seq_lens, const Array& out, int s_q, float softmax_scale,
                               const std::string& spec, const OptArray& scales,
                               const OptArray& scale, const OptArray& scale_ub,
-                              const OptArray& k_scale, const OptArray& lse) {
+                              const OptArray& k_scale, const OptArray& lse, const OptArray& w_uv) {
   qfuse::MlaDecodeArgs a;
   a.q = to_ref(q, "q");
   a.cache = to_ref(cache, "cache", DType::kE4M3);
@@ -365,6 +365,7 @@ qfuse::MlaDecodeArgs mla_args(const Array& q, const Array& cache, const Array& b
   a.softmax_scale = softmax_scale;
   a.out = quant_output(spec, out, scales, scale, scale_ub);
   if (lse) a.lse = to_ref(*lse, "lse");
+  if (w_uv) a.w_uv = to_ref(*w_uv, "w_uv");
   return a;
 }
 
@@ -373,9 +374,9 @@ void mla_decode(const Array& q, const Array& cache, const Array& block_table, co
                 const std::string& spec, const OptArray& scales, const OptArray& scale,
                 const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
                 const std::string& split, const std::string& kernel, const OptArray& schedule,
-                uintptr_t stream) {
+                const OptArray& w_uv, uintptr_t stream) {
   const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
-                                          spec, scales, scale, scale_ub, k_scale, lse);
+                                          spec, scales, scale, scale_ub, k_scale, lse, w_uv);
   qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
   qfuse::MlaSchedule sched;
   if (schedule) {
@@ -392,9 +393,10 @@ void mla_decode_schedule(const Array& q, const Array& cache, const Array& block_
                          const Array& schedule, int s_q, float softmax_scale,
                          const std::string& spec, const OptArray& scales, const OptArray& scale,
                          const OptArray& scale_ub, const OptArray& k_scale, const OptArray& lse,
-                         const std::string& split, const std::string& kernel, uintptr_t stream) {
+                         const std::string& split, const std::string& kernel, const OptArray& w_uv,
+                         uintptr_t stream) {
   const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
-                                          spec, scales, scale, scale_ub, k_scale, lse);
+                                          spec, scales, scale, scale_ub, k_scale, lse, w_uv);
   int64_t* words = schedule_words(schedule);
   qfuse::MlaSchedule sched;
   check(qfuse::mla_decode_schedule(a, mla_workspace(workspace), mla_options(split, kernel), &sched,
@@ -624,13 +626,13 @@ NB_MODULE(_qfuse, m) {
         nb::arg("softmax_scale"), nb::arg("spec") = "none", nb::arg("scales") = none,
         nb::arg("scale") = none, nb::arg("scale_ub") = none, nb::arg("k_scale") = none,
         nb::arg("lse") = none, nb::arg("split") = "auto", nb::arg("kernel") = "auto",
-        nb::arg("schedule") = none, nb::arg("stream") = 0);
+        nb::arg("schedule") = none, nb::arg("w_uv") = none, nb::arg("stream") = 0);
   m.def("mla_decode_schedule", &mla_decode_schedule, nb::arg("q"), nb::arg("cache"),
         nb::arg("block_table"), nb::arg("seq_lens"), nb::arg("out"), nb::arg("workspace"),
         nb::arg("schedule"), nb::arg("s_q"), nb::arg("softmax_scale"), nb::arg("spec") = "none",
         nb::arg("scales") = none, nb::arg("scale") = none, nb::arg("scale_ub") = none,
         nb::arg("k_scale") = none, nb::arg("lse") = none, nb::arg("split") = "auto",
-        nb::arg("kernel") = "auto", nb::arg("stream") = 0);
+        nb::arg("kernel") = "auto", nb::arg("w_uv") = none, nb::arg("stream") = 0);
   m.attr("MLA_SCHEDULE_WORDS") = qfuse::binding::kMlaScheduleWords;
   m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
   m.def("vit_quantize_qkv", &vit_quantize_qkv, nb::arg("q"), nb::arg("k"), nb::arg("v"),

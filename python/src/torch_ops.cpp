@@ -621,7 +621,8 @@ qfuse::MlaDecodeArgs mla_args(const Tensor& q, const Tensor& cache, const Tensor
                               const Tensor& seq_lens, const Tensor& out, int64_t s_q,
                               double softmax_scale, c10::string_view spec, const OptTensor& scales,
                               const OptTensor& scale, const OptTensor& scale_ub,
-                              const OptTensor& k_scale, const OptTensor& lse) {
+                              const OptTensor& k_scale, const OptTensor& lse,
+                              const OptTensor& w_uv) {
   qfuse::MlaDecodeArgs a;
   a.q = to_ref(q, "q");
   a.cache = to_ref(cache, "cache", Slot::kE4M3, DType::kE4M3);
@@ -632,6 +633,7 @@ qfuse::MlaDecodeArgs mla_args(const Tensor& q, const Tensor& cache, const Tensor
   a.softmax_scale = static_cast<float>(softmax_scale);
   a.out = quant_output(spec, out, scales, scale, scale_ub);
   if (lse) a.lse = to_ref(*lse, "lse");
+  if (w_uv) a.w_uv = to_ref(*w_uv, "w_uv");
   return a;
 }
 
@@ -654,9 +656,9 @@ void mla_decode_kernel(const Tensor& q, const Tensor& cache, const Tensor& block
                        int64_t s_q, double softmax_scale, c10::string_view spec,
                        const OptTensor& scales, const OptTensor& scale, const OptTensor& scale_ub,
                        const OptTensor& k_scale, const OptTensor& lse, c10::string_view split,
-                       c10::string_view kernel, const OptTensor& schedule) {
+                       c10::string_view kernel, const OptTensor& schedule, const OptTensor& w_uv) {
   const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
-                                          spec, scales, scale, scale_ub, k_scale, lse);
+                                          spec, scales, scale, scale_ub, k_scale, lse, w_uv);
   const qfuse::MlaWorkspace ws = mla_workspace(workspace);
   qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
   qfuse::MlaSchedule sched;
@@ -673,9 +675,10 @@ void mla_decode_schedule_kernel(const Tensor& q, const Tensor& cache, const Tens
                                 c10::string_view spec, const OptTensor& scales,
                                 const OptTensor& scale, const OptTensor& scale_ub,
                                 const OptTensor& k_scale, const OptTensor& lse,
-                                c10::string_view split, c10::string_view kernel) {
+                                c10::string_view split, c10::string_view kernel,
+                                const OptTensor& w_uv) {
   const qfuse::MlaDecodeArgs a = mla_args(q, cache, block_table, seq_lens, out, s_q, softmax_scale,
-                                          spec, scales, scale, scale_ub, k_scale, lse);
+                                          spec, scales, scale, scale_ub, k_scale, lse, w_uv);
   const qfuse::MlaWorkspace ws = mla_workspace(workspace);
   const qfuse::MlaDecodeOptions opt = mla_options(split, kernel);
   int64_t* words = schedule_words(schedule);
@@ -994,13 +997,14 @@ const OpEntry kOps[] = {
      "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
      "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
      "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\", "
-     "Tensor? schedule=None) -> ()",
+     "Tensor? schedule=None, Tensor? w_uv=None) -> ()",
      QFUSE_KERNEL(mla_decode_kernel)},
     {"mla_decode_schedule",
      "mla_decode_schedule(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, "
      "Tensor out, Tensor(a!) workspace, Tensor(b!) schedule, int s_q, float softmax_scale, "
      "str spec=\"none\", Tensor? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
-     "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()",
+     "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\", "
+     "Tensor? w_uv=None) -> ()",
      QFUSE_KERNEL(mla_decode_schedule_kernel)},
     {"vit_quantize_qkv",
      "vit_quantize_qkv(Tensor q, Tensor k, Tensor v, Tensor(a!) q_out, Tensor(b!) k_out, "

@@ -400,6 +400,29 @@ class Mla(unittest.TestCase):
                         torch.full((B, N * 512), s, dtype=torch.float64),
                         ref_o.reshape(B, N * 512).cpu(), "mla fp8", atol=2e-3, rtol=1e-2)
 
+    def test_up_projection_against_fp64(self):
+        # w_uv: o [T, N * 128] = o_latent . W_UV per head, against PyTorch in fp64 (bf16 and
+        # FP8 per-tensor, the fused epilogue writing FP8 straight from the combine).
+        q, cache, table, seq_lens = mla_problem(seq=(3, 180, 64))
+        B, N = q.shape[0], q.shape[1]
+        sm = 192 ** -0.5
+        w_uv = randn(N, 512, 128, sigma=512 ** -0.5)
+        ws = qt.mla_workspace(B, 1, N)
+        lat = poisoned((B, N * 512), BF16)
+        qt.mla_decode(q, cache, table, seq_lens, lat, ws, 1, sm)
+        ref = torch.einsum("bnd,ndj->bnj", lat.view(B, N, 512).double(), w_uv.double())
+        o = poisoned((B, N * 128), BF16)
+        qt.mla_decode(q, cache, table, seq_lens, o, ws, 1, sm, w_uv=w_uv)
+        qfuse.mla_decode_check(ws, torch.cuda.current_stream().cuda_stream)
+        torch.testing.assert_close(o.view(B, N, 128).double(), ref, rtol=2e-2, atol=2e-3)
+        s = 0.0043
+        o8 = poisoned((B, N * 128), FP8)
+        qt.mla_decode(q, cache, table, seq_lens, o8, ws, 1, sm, "fp8_per_tensor", None,
+                      scalar(s), w_uv=w_uv)
+        assert_fp8_near(self, as_bytes(o8).view(B, N * 128),
+                        torch.full((B, N * 128), s, dtype=torch.float64),
+                        ref.reshape(B, N * 128).cpu(), "mla up fp8", atol=2e-3, rtol=2e-2)
+
     def test_schedule_once_a_step(self):
         # Two layers of one decode step (same seq_lens and shapes, other queries and caches)
         # reusing one schedule: byte for byte the calls that compute their own, bf16 and FP8.

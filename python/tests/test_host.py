@@ -462,6 +462,10 @@ class MlaDecode(unittest.TestCase):
             self.call()
         self.assertNotIn("'q", str(e.exception))
         self.assertNotIn("'cache", str(e.exception))
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # with W_UV: o [T, N * 128]
+            self.call(w_uv=t((self.N, 512, 128), "bf16"), out=t((self.B, self.N * 128), "bf16"))
+        self.assertNotIn("'w_uv", str(e.exception))
+        self.assertNotIn("'out", str(e.exception))
 
     def test_validation(self):
         for kw, exc, arg in [
@@ -474,6 +478,12 @@ class MlaDecode(unittest.TestCase):
             (dict(split="sometimes"), ValueError, "'split'"),
             (dict(kernel="fast"), ValueError, "'kernel'"),
             (dict(q=cpu((self.B, self.N, 576), "bf16")), ValueError, "'q.device'"),
+            # W_UV: the output is then o [T, N * 128], and W_UV must be [N, 512, 128] bf16.
+            (dict(w_uv=t((self.N, 512, 128), "bf16")), ValueError, "'out.sizes[1]'"),
+            (dict(w_uv=t((self.N, 512, 64), "bf16"), out=t((self.B, self.N * 128), "bf16")),
+             ValueError, "'w_uv.sizes'"),
+            (dict(w_uv=t((self.N, 512, 128), "fp32"), out=t((self.B, self.N * 128), "bf16")),
+             TypeError, "'w_uv.dtype'"),
         ]:
             with self.subTest(arg=arg):
                 with self.assertRaises(exc) as e:

@@ -305,29 +305,33 @@ mla_write_cache = _define(
 
 def _mla_decode_impl(q, cache, block_table, seq_lens, out, workspace, s_q, softmax_scale,
                      spec="none", scales=None, scale=None, scale_ub=None, k_scale=None, lse=None,
-                     split="auto", kernel="auto", schedule=None):
+                     split="auto", kernel="auto", schedule=None, w_uv=None):
     _q.mla_decode(_dl(q, "q"), _dl(cache, "cache", "e4m3"), _dl(block_table, "block_table"),
                   _dl(seq_lens, "seq_lens"), _dl(out, "out", _out_fmt(spec)),
                   _dl(workspace, "workspace"), s_q, softmax_scale, spec,
                   scales=_opt(scales, "out.scales", _scale_fmt(spec)),
                   scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
                   k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
-                  kernel=kernel, schedule=_opt(schedule, "schedule"), stream=_stream(q))
+                  kernel=kernel, schedule=_opt(schedule, "schedule"), w_uv=_opt(w_uv, "w_uv"),
+                  stream=_stream(q))
 
 
 # NOTE: schedule (a host int64 [qfuse.MLA_SCHEDULE_WORDS] tensor from mla_decode_schedule): the
 # call reuses the split schedule computed once for the decode step and launches no scheduler.
+# w_uv ([N, 512, 128] bf16, W_UV): out is the up-projected o [T, N * 128] in `spec`, the
+# up-projection fused into the split-KV combine (docs/mla_decode.md), instead of o_latent.
 mla_decode = _define(
     "mla_decode(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, Tensor(a!) out, "
     "Tensor(b!) workspace, int s_q, float softmax_scale, str spec=\"none\", "
     "Tensor(c!)? scales=None, Tensor? scale=None, Tensor? scale_ub=None, Tensor? k_scale=None, "
-    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\", Tensor? schedule=None) -> ()",
+    "Tensor(d!)? lse=None, str split=\"auto\", str kernel=\"auto\", Tensor? schedule=None, "
+    "Tensor? w_uv=None) -> ()",
     _mla_decode_impl)
 
 
 def _mla_decode_schedule_impl(q, cache, block_table, seq_lens, out, workspace, schedule, s_q,
                               softmax_scale, spec="none", scales=None, scale=None, scale_ub=None,
-                              k_scale=None, lse=None, split="auto", kernel="auto"):
+                              k_scale=None, lse=None, split="auto", kernel="auto", w_uv=None):
     _q.mla_decode_schedule(_dl(q, "q"), _dl(cache, "cache", "e4m3"),
                            _dl(block_table, "block_table"), _dl(seq_lens, "seq_lens"),
                            _dl(out, "out", _out_fmt(spec)), _dl(workspace, "workspace"),
@@ -335,7 +339,7 @@ def _mla_decode_schedule_impl(q, cache, block_table, seq_lens, out, workspace, s
                            scales=_opt(scales, "out.scales", _scale_fmt(spec)),
                            scale=_opt(scale, "out.scale"), scale_ub=_opt(scale_ub, "out.scale_ub"),
                            k_scale=_opt(k_scale, "k_scale"), lse=_opt(lse, "lse"), split=split,
-                           kernel=kernel, stream=_stream(q))
+                           kernel=kernel, w_uv=_opt(w_uv, "w_uv"), stream=_stream(q))
 
 
 # NOTE: the split schedule of a decode step (every layer's call shares seq_lens and the shapes)
@@ -346,7 +350,8 @@ mla_decode_schedule = _define(
     "mla_decode_schedule(Tensor q, Tensor cache, Tensor block_table, Tensor seq_lens, "
     "Tensor out, Tensor(a!) workspace, Tensor(b!) schedule, int s_q, float softmax_scale, "
     "str spec=\"none\", Tensor? scales=None, Tensor? scale=None, Tensor? scale_ub=None, "
-    "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\") -> ()",
+    "Tensor? k_scale=None, Tensor? lse=None, str split=\"auto\", str kernel=\"auto\", "
+    "Tensor? w_uv=None) -> ()",
     _mla_decode_schedule_impl)
 
 
