@@ -3,6 +3,7 @@
 #include <string>
 
 #include "qfuse/mla_decode/mla_decode.h"
+#include "quant/validate.h"
 
 namespace qfuse {
 namespace {
@@ -47,16 +48,9 @@ Status plan(const MlaAttentionArgs& a, const MlaAttentionMetadata& m, Plan* p) {
                                    "empty");
   const int64_t rows = m.num_actual_tokens;
   // The output: the whole buffer must fit [num_tokens, N * 128]; the kernels see its first rows.
-  QuantOutput out = a.output;
-  if (out.out.rank == 3) {
-    if (out.out.sizes[1] > 1 && out.out.strides[1] != out.out.sizes[2])
-      return Status::InvalidArgument("output.out.strides[1]",
-                                     str(out.out.sizes[2]) + " (heads contiguous)",
-                                     str(out.out.strides[1]));
-    out.out = TensorRef::strided(
-        out.out.data, out.out.dtype, {out.out.sizes[0], out.out.sizes[1] * out.out.sizes[2]},
-        {out.out.sizes[0] > 1 ? out.out.strides[0] : out.out.sizes[1] * out.out.sizes[2], 1});
-  }
+  QuantOutput out;
+  QFUSE_RETURN_IF_ERROR(
+      detail::flatten_head_output(a.output, "output is [num_tokens, N * 128]", &out));
   QFUSE_RETURN_IF_ERROR(out.spec.validate());
   QFUSE_RETURN_IF_ERROR(validate_quant_output(out, T, N * kMlaVHeadDim));
   if (rows < T) {

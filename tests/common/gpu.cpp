@@ -103,4 +103,32 @@ std::vector<uint8_t> encode(const std::vector<float>& v, DType dtype, std::vecto
   return out;
 }
 
+CapturedGraph::CapturedGraph(const std::function<Status(cudaStream_t)>& enqueue) {
+  cudaError_t e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    status_ = Status(StatusCode::kCudaError, cudaGetErrorString(e));
+    return;
+  }
+  status_ = enqueue(stream_);
+  e = cudaStreamEndCapture(stream_, &graph_);
+  if (status_.ok() && e != cudaSuccess)
+    status_ = Status(StatusCode::kCudaError, cudaGetErrorString(e));
+  if (status_.ok() && (e = cudaGraphInstantiate(&exec_, graph_, 0)) != cudaSuccess)
+    status_ = Status(StatusCode::kCudaError, cudaGetErrorString(e));
+}
+
+CapturedGraph::~CapturedGraph() {
+  if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+  if (graph_ != nullptr) cudaGraphDestroy(graph_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+cudaError_t CapturedGraph::replay(int times) const {
+  if (exec_ == nullptr) return cudaErrorInvalidValue;
+  for (int i = 0; i < times; ++i)
+    if (const cudaError_t e = cudaGraphLaunch(exec_, stream_); e != cudaSuccess) return e;
+  return cudaStreamSynchronize(stream_);
+}
+
 }  // namespace qfuse::test

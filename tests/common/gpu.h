@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <ostream>
 #include <random>
 #include <utility>
@@ -13,6 +14,7 @@
 
 #include "qfuse/core/arch.h"
 #include "qfuse/core/dtype.h"
+#include "qfuse/core/status.h"
 #include "qfuse/quant/kind.h"
 
 /// GPU tests skip (reported as skipped, never passed) on machines without a CUDA device.
@@ -66,6 +68,26 @@ int64_t changed_bytes(const DeviceBuffer& b, int64_t n = -1);
 /// outputs, where a written value's low or high byte is 0x7F about once in 256 (0x7F7F, bf16
 /// 3.4e38 or fp16 NaN, is no output value).
 int64_t changed_elements(const DeviceBuffer& b, int elem_bytes);
+
+/// `enqueue` captured into a CUDA graph on a non-blocking stream of its own (thread-local capture
+/// mode) and instantiated. `status`: the enqueue's Status, or the capture's CUDA error (then
+/// replay() does nothing and returns cudaErrorInvalidValue). replay() launches it `times` times
+/// and waits for the stream.
+class CapturedGraph {
+ public:
+  explicit CapturedGraph(const std::function<Status(cudaStream_t)>& enqueue);
+  ~CapturedGraph();
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  cudaError_t replay(int times = 1) const;
+  const Status& status() const { return status_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  Status status_ = Status::Ok();
+};
 
 /// Random fp32 values ~ N(0, sigma) with some larger outliers, never all zero.
 std::vector<float> random_floats(size_t n, uint64_t seed, float sigma = 1.0f);

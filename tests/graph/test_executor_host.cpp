@@ -41,20 +41,25 @@ bool run_both(const json& j, Runs* r, const OpRegistry* reg = nullptr, uint64_t 
   return a.ok() && b.ok();
 }
 
-/// Both runs' quantized output 'q' (+ 's') within one step of the exact values y.
-void expect_quantized_close(const QuantSpec& spec, const Runs& r, const std::vector<double>& y) {
-  const float given = test::scalar_of(r.u, "sc");
+/// Both runs' quantized output `q` (+ scales `s`; given scale `sc`) within one step of the values
+/// y, the unfused run's allowing y's relative difference `rel_unfused`, the fused run's
+/// `rel_fused`.
+void expect_quantized_close(const QuantSpec& spec, const Runs& r, const std::vector<double>& y,
+                            double rel_unfused = 0x1p-8, double rel_fused = 1e-6,
+                            const std::string& q = "q", const std::string& s_name = "s",
+                            const char* sc = "sc") {
+  const float given = test::scalar_of(r.u, sc);
   for (const HostTensors* t : {&r.u, &r.f}) {
     const bool unfused = t == &r.u;
     std::vector<double> fac;
-    const HostTensor* s = t->count("s") ? &t->at("s") : nullptr;
-    const std::vector<double> d = test::dequantize(t->at("q"), s, spec, given, &fac);
+    const HostTensor* s = t->count(s_name) ? &t->at(s_name) : nullptr;
+    const std::vector<double> d = test::dequantize(t->at(q), s, spec, given, &fac);
     ASSERT_EQ(d.size(), y.size());
     std::string report;
-    // NOTE: the unfused path quantizes bf16(y): its values may be off by bf16's half ulp (2^-9
-    // relative), and its dynamic scales by the same relative amount.
+    // NOTE: with y exact, the unfused path quantizes bf16(y): its values may be off by bf16's
+    // half ulp (2^-9 relative), and its dynamic scales by the same relative amount.
     const int64_t bad =
-        test::check_within_one_step(spec, d, fac, y, unfused ? 0x1p-8 : 1e-6, &report);
+        test::check_within_one_step(spec, d, fac, y, unfused ? rel_unfused : rel_fused, &report);
     EXPECT_EQ(bad, 0) << to_string(spec) << (unfused ? " unfused" : " fused") << "\n" << report;
   }
 }
@@ -203,18 +208,9 @@ TEST(HostExecutor, MlaAttentionFusedAndUnfusedWithinOneStep) {
     double amax = 0.0;
     for (double v : y) amax = std::max(amax, std::fabs(v));
     EXPECT_GT(amax, 0.0) << "random requests see keys";
-    const float given = test::scalar_of(r.u, "sc0");
-    for (const HostTensors* t : {&r.u, &r.f}) {
-      const bool unfused = t == &r.u;
-      std::vector<double> fac;
-      const HostTensor* s = t->count("s0") ? &t->at("s0") : nullptr;
-      const std::vector<double> d = test::dequantize(t->at("y0"), s, spec, given, &fac);
-      ASSERT_EQ(d.size(), y.size());
-      std::string report;
-      EXPECT_EQ(test::check_within_one_step(spec, d, fac, y, unfused ? 1e-6 : 0x1p-8, &report), 0)
-          << (unfused ? "unfused" : "fused") << "\n"
-          << report;
-    }
+    // y is the bf16 intermediate: the unfused run quantizes exactly it, the fused run the exact
+    // values (half a bf16 ulp away).
+    expect_quantized_close(spec, r, y, 1e-6, 0x1p-8, "y0", "s0", "sc0");
   }
 }
 

@@ -359,24 +359,14 @@ void graph_replay_equals_eager(int heads) {
     a.out.out = TensorRef::strided(out.get(), DType::kBF16, {p.T, p.N, kMlaLatentDim},
                                    {ld, kMlaLatentDim, 1});
     a.lse = TensorRef::strided(lse.get(), DType::kF32, {p.T, p.N}, {p.N + kLsePad, 1});
-    cudaStream_t s;
-    QFUSE_CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaGraph_t g;
-    QFUSE_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    const Status st = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, s);
-    QFUSE_CUDA_OK(cudaStreamEndCapture(s, &g));
-    ASSERT_TRUE(st.ok()) << st.to_string();
-    cudaGraphExec_t exec;
-    QFUSE_CUDA_OK(cudaGraphInstantiate(&exec, g, 0));
-    QFUSE_CUDA_OK(cudaGraphLaunch(exec, s));
-    QFUSE_CUDA_OK(cudaGraphLaunch(exec, s));
-    QFUSE_CUDA_OK(cudaStreamSynchronize(s));
+    const CapturedGraph g([&](cudaStream_t s) {
+      return mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, s);
+    });
+    ASSERT_TRUE(g.status().ok()) << g.status().to_string();
+    QFUSE_CUDA_OK(g.replay(2));
     const std::vector<uint8_t> ob = out.download(), lb = lse.download();
     EXPECT_EQ(std::memcmp(ob.data(), eager.out.data(), ob.size()), 0) << "graph output != eager";
     EXPECT_EQ(std::memcmp(lb.data(), eager.lse.data(), lb.size()), 0) << "graph lse != eager";
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(g);
-    cudaStreamDestroy(s);
   }
 }
 

@@ -229,25 +229,16 @@ TEST(MlaUpProjGpu, PerTokenGraphReplayEqualsEager) {
   MlaDecodeArgs a = p.args();
   a.w_uv = w.view();
   a.out = graphed.view();
-  cudaStream_t stream;
-  QFUSE_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaGraph_t graph;
-  QFUSE_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  const Status st = mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, stream);
-  QFUSE_CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  cudaGraphExec_t exec;
-  QFUSE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  const CapturedGraph g([&](cudaStream_t s) {
+    return mla_decode(a, MlaWorkspace{ws.get(), bytes}, opt, s);
+  });
+  ASSERT_TRUE(g.status().ok()) << g.status().to_string();
   for (int i = 0; i < 2; ++i) {
     graphed.poison();
-    QFUSE_CUDA_OK(cudaGraphLaunch(exec, stream));
-    QFUSE_CUDA_OK(cudaStreamSynchronize(stream));
+    QFUSE_CUDA_OK(g.replay());
     EXPECT_EQ(graphed.out.download(), eager.out.download()) << "codes, replay " << i;
     EXPECT_EQ(graphed.scales.download(), eager.scales.download()) << "scales, replay " << i;
   }
-  QFUSE_CUDA_OK(cudaGraphExecDestroy(exec));
-  QFUSE_CUDA_OK(cudaGraphDestroy(graph));
-  QFUSE_CUDA_OK(cudaStreamDestroy(stream));
 }
 
 /// mla_attention over a padded step (num_tokens = T + 5, the last rows padding): its real rows'
