@@ -823,6 +823,28 @@ TEST(MlaValidation, UpProjection) {
     c.opt.split = MlaSplitMode::kNone;
     EXPECT_EQ(c.run().code(), StatusCode::kNotSupported);
   }
+  // The output's kind (issue 14's bad input): values of the wrong dtype, NVFP4 without its
+  // global scale, a scale buffer too small.
+  {
+    Call c = up_call();
+    c.a.out.spec = QuantSpec::fp8_per_tensor();
+    c.a.out.scale = reinterpret_cast<const float*>(0x800000);  // bf16 values for an FP8 kind
+    expect_invalid_argument(c.run(), "out.dtype");
+  }
+  {
+    Call c = up_call();
+    c.a.out.spec = QuantSpec::nvfp4();
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kE2M1x2, {6, 16 * 64});
+    c.a.out.scales = TensorRef::contiguous(fake(0x600000), DType::kE4M3, {128, 128});
+    expect_invalid_argument(c.run(), "out.scale");
+  }
+  {
+    Call c = up_call();
+    c.a.out.spec = QuantSpec::fp8_per_group(128);
+    c.a.out.out = TensorRef::contiguous(fake(0x500000), DType::kE4M3, {6, 16 * 128});
+    c.a.out.scales = TensorRef::contiguous(fake(0x600000), DType::kF32, {6, 8});  // needs 16
+    expect_invalid_argument(c.run(), "out.scales");
+  }
 }
 
 /// A structurally valid mla_attention call: 8 token rows, 6 real, all decode (3 requests of 2).
