@@ -2,7 +2,9 @@
 // 16 as at TP 8; s_q 1, and 2 as with multi-token prediction; requests of mixed lengths in one
 // batch), the latent cache written by mla_write_cache (bf16, or FP8 with k_scale) into shuffled
 // pages whose unused rows hold NaN, the decode timed and checked against the fp64 host reference
-// (tolerances: docs/tolerances.md). Without a GPU: the host reference on a tiny batch.
+// (tolerances: docs/tolerances.md), then the layer's output o = o_latent . W_UV written as FP8 by
+// the combine with the fused up-projection (issue 14). Without a GPU: the host reference on a tiny
+// batch.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include "bench/family.h"
 #include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/reference.h"
+#include "qfuse/quant/rules.h"
 
 namespace qfuse::bench {
 namespace {
@@ -178,12 +181,63 @@ bool run_mla_shape(const MlaDemoShape& s, int reps) {
   }
   const double rel = den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
   const double tol = fp8 ? 4e-2 : 1e-2;
-  const bool ok = rel <= tol && lse_ok && lse_err <= 1e-2 && std::isfinite(rel);
+  bool ok = rel <= tol && lse_ok && lse_err <= 1e-2 && std::isfinite(rel);
   std::printf(
       "  %.1f us per step (%d calls), KV read %.0f GB/s; o_latent vs fp64 reference: rel L2 "
       "%.2e (tolerance %.0e), max |diff| %.3g; lse max |diff| %.2e -> %s\n",
       us, calls, kv_bytes / (us * 1e3), rel, tol, max_abs, lse_err, ok ? "ok" : "FAILED");
-  return ok;
+
+  // The layer's output: o = o_latent . W_UV per head, written as static per-tensor FP8 by the
+  // combine with the fused up-projection (issue 14), against the fp64 reference's o.
+  const std::vector<uint16_t> w_uv = random_bf16(N * kMlaLatentDim * kMlaVHeadDim, 24);
+  std::vector<double> o_ref;
+  ref::mla_up_proj(y, w_uv.data(), T, N, false, &o_ref);
+  double o_amax = 0.0;
+  for (double v : o_ref) o_amax = std::max(o_amax, std::fabs(v));
+  const float o_scale = static_cast<float>(std::max(o_amax, 1e-6) / 448.0 * 1.25);
+  const int64_t C = N * kMlaVHeadDim;
+  DeviceBuffer d_w, d_o8, d_oscale;
+  DEMO_CHECK(d_w.allocate(w_uv.size() * 2));
+  DEMO_CHECK(d_o8.allocate(T * C));
+  DEMO_CHECK(d_oscale.allocate(4));
+  DEMO_CUDA(cudaMemcpy(d_w.get(), w_uv.data(), w_uv.size() * 2, cudaMemcpyHostToDevice));
+  DEMO_CUDA(cudaMemcpy(d_oscale.get(), &o_scale, 4, cudaMemcpyHostToDevice));
+  MlaDecodeArgs up = a;
+  up.w_uv = TensorRef::contiguous(d_w.get(), DType::kBF16, {N, kMlaLatentDim, kMlaVHeadDim});
+  up.out = QuantOutput{};
+  up.out.spec = QuantSpec::fp8_per_tensor();
+  up.out.out = TensorRef::contiguous(d_o8.get(), DType::kE4M3, {T, C});
+  up.out.scale = d_oscale.as<float>();
+  up.lse = TensorRef{};
+  DEMO_CHECK(mla_decode(up, ws, opt, 0));
+  DEMO_CHECK(mla_decode_check(ws, 0));
+  DEMO_CUDA(cudaEventCreate(&e0));
+  DEMO_CUDA(cudaEventCreate(&e1));
+  DEMO_CUDA(cudaEventRecord(e0, 0));
+  for (int i = 0; i < calls; ++i) DEMO_CHECK(mla_decode(up, ws, opt, 0));
+  DEMO_CUDA(cudaEventRecord(e1, 0));
+  DEMO_CUDA(cudaEventSynchronize(e1));
+  DEMO_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+  DEMO_CUDA(cudaEventDestroy(e0));
+  DEMO_CUDA(cudaEventDestroy(e1));
+  const double up_us = 1000.0 * ms / calls;
+  std::vector<uint8_t> o8(static_cast<size_t>(T * C));
+  DEMO_CUDA(cudaMemcpy(o8.data(), d_o8.get(), o8.size(), cudaMemcpyDeviceToHost));
+  double onum = 0.0, oden = 0.0;
+  for (size_t i = 0; i < o8.size(); ++i) {
+    const double d = static_cast<double>(rules::e4m3_value(o8[i])) * o_scale - o_ref[i];
+    onum += d * d, oden += o_ref[i] * o_ref[i];
+  }
+  // One E4M3 rounding (3 mantissa bits: about 2^-4 / sqrt(3) relative, rms) on top of the
+  // decode's own error.
+  const double orel = oden > 0.0 ? std::sqrt(onum / oden) : std::sqrt(onum);
+  const double otol = tol + 0.05;
+  const bool up_ok = std::isfinite(orel) && orel <= otol;
+  std::printf(
+      "  with W_UV, o [T, N*128] written as FP8 (per-tensor) by the combine: %.1f us per step; "
+      "dequantized vs fp64 reference: rel L2 %.2e (tolerance %.0e) -> %s\n",
+      up_us, orel, otol, up_ok ? "ok" : "FAILED");
+  return ok && up_ok;
 }
 
 /// Without a GPU: the fp64 reference on a tiny batch (an empty request, one shorter than s_q, one
