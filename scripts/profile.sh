@@ -6,7 +6,8 @@
 # QFUSE_PROFILE_CASES picks the cases (names below); "mla" stands for every MLA decode case: each
 # kernel form at issue 13's bar shapes, with every warp stall reason per issued instruction and
 # the pipes' utilisation (the tensor pipe among them), largest first (bench/NOTES.md M13-M15);
-# "vit_wave" / "vit_4k" the ViT FP8 kernel the same way (V17).
+# "vit_wave" / "vit_4k" the ViT FP8 kernel the same way (V17); "mla_up_mem" / "mla_up_compute" /
+# "mla_up_token" the up-projection fused into the MLA combine (U1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.devbin}
@@ -81,6 +82,11 @@ for c in $cases; do
     mla_fp8_r32_compute) run_mla $c mla_tc_kernel QFUSE_MLA_FP8_WIDE=0 mla_decode/fp8 "$mla_compute" ;;
     mla_bf16_wide_compute) run_mla $c mla_wide_kernel "" mla_decode/bf16 "$mla_compute" ;;
     mla_bf16_pair_compute) run_mla $c mla_pair_kernel QFUSE_MLA_WIDE_FORM=2 mla_decode/bf16 "$mla_compute" ;;
+    # The up-projection fused into the combine (issue 14, bench/NOTES.md U1): FP8 out at the
+    # memory-bound and compute-bound shapes, and per-token's two passes.
+    mla_up_mem) run_mla $c up_proj_kernel "" mla_decode_up/fp8:fp8 "$mla_memory" ;;
+    mla_up_compute) run_mla $c up_proj_kernel "" mla_decode_up/fp8:fp8 "$mla_compute" ;;
+    mla_up_token) run_mla $c up_proj_kernel "" mla_decode_up/fp8:fp8_token "$mla_compute" ;;
     # The ViT FP8 kernel at one wave (S 1536: 128 blocks of 12 key tiles) and at S 4096 (2.67
     # waves): where the cost per wave goes (bench/NOTES.md V17).
     vit_wave) run_mla $c vit_tc_kernel "" vit_attention/fp8:tc "--dim S=1536" ;;
