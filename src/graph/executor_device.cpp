@@ -225,10 +225,20 @@ Status DeviceExecutor::create(const Graph& g, std::unique_ptr<DeviceExecutor>* o
   return Status::Ok();
 }
 
+namespace {
+/// The tensor whose storage `name` is (following in-place aliases).
+const std::string& storage_of(const MemoryPlan& p, const std::string& name) {
+  const std::string* t = &name;
+  for (auto a = p.aliases.find(*t); a != p.aliases.end(); a = p.aliases.find(*t)) t = &a->second;
+  return *t;
+}
+}  // namespace
+
 Status DeviceExecutor::tensor_view(const std::string& name, void* workspace, TensorRef* out) const {
-  auto it = plan_.tensors.find(name);
+  auto it = plan_.tensors.find(storage_of(plan_, name));
   if (it == plan_.tensors.end())
-    return invalid("tensor '" + name + "' is not in the workspace (unknown or a graph input)");
+    return invalid("tensor '" + name + "' is not in the workspace (unknown, a graph input, or " +
+                   "written in place over one)");
   *out = make_tensor_ref(*graph_.tensor(name), static_cast<char*>(workspace) + it->second.offset);
   return Status::Ok();
 }
@@ -244,10 +254,11 @@ Status DeviceExecutor::run(const std::map<std::string, const void*>& inputs, voi
     return Status::InvalidArgument("workspace", "256-byte aligned", "a misaligned pointer");
   char* ws = static_cast<char*>(workspace);
   auto view = [&](const std::string& t) -> TensorRef {
-    auto in = inputs.find(t);
+    const std::string& at = storage_of(plan_, t);  // an in-place output: its input's storage
+    auto in = inputs.find(at);
     if (in != inputs.end())
       return make_tensor_ref(*graph_.tensor(t), const_cast<void*>(in->second));
-    return make_tensor_ref(*graph_.tensor(t), ws + plan_.tensors.at(t).offset);
+    return make_tensor_ref(*graph_.tensor(t), ws + plan_.tensors.at(at).offset);
   };
   for (const std::string& in : graph_.inputs) {
     auto it = inputs.find(in);

@@ -230,8 +230,14 @@ Status plan_memory_with(const Graph& g, const OpRegistry& reg,
   };
   // NOTE: one slice per tensor, no reuse between tensors whose lifetimes do not overlap: simple
   // and always correct; the examples' intermediates are small next to their weights.
+  for (const Node& n : g.nodes)
+    for (const auto& [out_port, in_port] : reg.find(n.op)->in_place) {
+      auto o = n.outputs.find(out_port);
+      auto i = n.inputs.find(in_port);
+      if (o != n.outputs.end() && i != n.inputs.end()) p.aliases[o->second] = i->second;
+    }
   for (const auto& [name, t] : g.tensors) {
-    if (g.is_input(name)) continue;
+    if (g.is_input(name) || p.aliases.count(name)) continue;
     p.tensors[name] = {take(t.bytes()), t.bytes()};
   }
   bool any_gemm = false;

@@ -347,6 +347,24 @@ Status validate_graph(Graph* g, const OpRegistry* registry, const std::set<std::
     if (writer.count(out) == 0)
       return invalid("graph output '" + out + "' is written by no node and is not an input");
 
+  // In-place outputs (OpDef::in_place): the input they overwrite has no other reader and is
+  // not a graph output (both would see it changed).
+  for (const Node& n : g->nodes)
+    for (const auto& [out_port, in_port] : reg.find(n.op)->in_place) {
+      auto o = n.outputs.find(out_port);
+      auto i = n.inputs.find(in_port);
+      if (o == n.outputs.end() || i == n.inputs.end()) continue;
+      for (const auto& [reader, port] : g->consumers(i->second))
+        if (reader != &n || port != in_port)
+          return invalid("node '" + n.name + "': output '" + out_port +
+                         "' is written in place over input '" + in_port + "' (tensor '" +
+                         i->second + "'), which node '" + reader->name + "' also reads");
+      if (g->is_output(i->second))
+        return invalid("node '" + n.name + "': output '" + out_port +
+                       "' is written in place over input '" + in_port + "' (tensor '" + i->second +
+                       "'), which is a graph output");
+    }
+
   std::vector<size_t> order;
   QFUSE_RETURN_IF_ERROR(topological_order(*g, &order));
 

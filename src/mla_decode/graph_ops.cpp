@@ -2,9 +2,8 @@
 //
 //   mla_write_cache  kv_c [T, 512], k_pe [T, 64] bf16, slot_mapping [T] i64, cache_in [blocks,
 //                    block_size, 576] bf16|e4m3 (k_scale [1] fp32 for e4m3) -> cache: cache_in
-//                    with the slots written. NOTE: a copy of the cache and then the writes (a
-//                    graph tensor has one producer); the engine's call, mla_write_cache(), writes
-//                    in place.
+//                    with the slots written, in place (OpDef::in_place: on the device `cache`
+//                    is cache_in's storage, which nothing else may read; the host path copies).
 //   mla_attention    q [T, N, 576] bf16 (the absorbed query), kv_cache, k_scale, block_table
 //                    [B, max_blocks] i32, seq_lens [B] i32 (T = B * s_q), optional w_uv [N, 512,
 //                    128] bf16 -> out: o [T, N * 128] with w_uv (o_latent [T, N * 512] without)
@@ -128,8 +127,10 @@ Status host_write_cache(const HostRunArgs& a) {
 Status device_write_cache(const DeviceRunArgs& a, cudaStream_t stream) {
   const TensorRef& in = a.in.at("cache_in");
   const TensorRef& cache = a.out.at("cache");
+  // In place (the executor gives `cache` cache_in's storage); a copy only for a caller that
+  // does not.
   const size_t bytes = static_cast<size_t>(in.numel()) * dtype_size(in.dtype);
-  if (bytes > 0)
+  if (bytes > 0 && cache.data != in.data)
     QFUSE_CUDA_RETURN(
         cudaMemcpyAsync(cache.data, in.data, bytes, cudaMemcpyDeviceToDevice, stream));
   MlaCacheWriteArgs w;
@@ -146,10 +147,11 @@ OpDef write_cache_def() {
   OpDef d;
   d.name = "mla_write_cache";
   d.summary =
-      "kv_c [T, 512], k_pe [T, 64] bf16, slot_mapping [T] i64 into a copy of cache_in [blocks, "
-      "block_size, 576] bf16|e4m3 (k_scale for e4m3) -> cache";
+      "kv_c [T, 512], k_pe [T, 64] bf16, slot_mapping [T] i64 into cache_in [blocks, "
+      "block_size, 576] bf16|e4m3 (k_scale for e4m3), in place -> cache";
   d.inputs = {{"kv_c"}, {"k_pe"}, {"slot_mapping"}, {"cache_in"}, {"k_scale", true}};
   d.outputs = {{"cache"}};
+  d.in_place = {{"cache", "cache_in"}};
   d.infer = infer_write_cache;
   d.host_run = host_write_cache;
   d.device_run = device_write_cache;

@@ -312,6 +312,19 @@ TEST(MemoryPlan, SlicesAreAlignedDisjointAndCoverEveryNonInput) {
   EXPECT_EQ(m.scratch.at("attn0").bytes, want);
   EXPECT_EQ(m.scratch.at("attn1").bytes, want);
   EXPECT_NE(m.scratch.at("attn0").offset, m.scratch.at("attn1").offset);
+  // The example's cache writer works in place: its output is the input cache's storage.
+  Graph ex;
+  ParseOptions opt;
+  opt.use_host_dims = true;
+  ASSERT_TRUE(
+      load_graph_file(test::source_path("examples/graphs/deepseek_v3_mla_decode.json"), opt, &ex)
+          .ok());
+  MemoryPlan e;
+  ASSERT_TRUE(plan_memory(ex, &e).ok());
+  ASSERT_EQ(e.aliases.size(), 1u);
+  EXPECT_EQ(e.aliases.at("cache"), "cache_in");
+  EXPECT_EQ(e.tensors.count("cache"), 0u) << "no slice for the in-place output";
+  EXPECT_EQ(e.tensors.count("o"), 1u);
 }
 
 TEST(HostValues, CompareValues) {

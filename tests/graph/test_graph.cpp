@@ -255,6 +255,20 @@ TEST(GraphValidation, MlaOpsNameWhatIsWrong) {
   json w3 = w;
   w3["tensors"]["cache_in"]["dtype"] = "e4m3";
   expect_error(w3, {"node 'write'", "k_scale"});
+  // The writer works in place: nothing else may read the cache it overwrites.
+  json w4 = w;
+  w4["outputs"].push_back("cache_in");
+  expect_error(
+      w4, {"node 'write'", "written in place over input 'cache_in'", "which is a graph output"});
+  json w5 = w;
+  w5["outputs"].push_back("k2");
+  w5["nodes"].push_back({{"name", "peek"},
+                         {"op", "quantize"},
+                         {"inputs", {{"x", "cache_in"}}},
+                         {"outputs", {{"out", "k2"}}},
+                         {"attrs", {{"quant", "none"}}}});
+  expect_error(
+      w5, {"node 'write'", "written in place over input 'cache_in'", "node 'peek' also reads"});
 }
 
 TEST(GraphValidation, FileLevelErrors) {

@@ -81,6 +81,9 @@ struct MemoryPlan {
   };
   std::map<std::string, GemmScratch> gemm;  // by node name
   std::map<std::string, Slice> scratch;     // qfuse ops' scratch (OpDef::scratch_bytes), by node
+  /// Outputs written in place (OpDef::in_place): tensor -> the input tensor whose storage it is
+  /// (a graph input, or a tensor of `tensors`, or another alias). They have no slice.
+  std::map<std::string, std::string> aliases;
   size_t cublas_offset = 0, cublas_bytes = 0;
   size_t total_bytes = 0;
 };

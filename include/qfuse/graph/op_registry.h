@@ -100,6 +100,12 @@ struct OpDef {
   std::function<bool(const QuantSpec&)> fused_quant_supported;
 
   // ---- execution ----
+  /// Outputs written in place over an input (output port -> input port; the cache writer's
+  /// cache): on the device the output is the input's storage, so the op writes only what it
+  /// changes. The graph stays one writer per tensor (the output is a new name); validation
+  /// requires that nothing else reads the input, which the op overwrites. The host path runs the
+  /// op on a copy.
+  std::map<std::string, std::string> in_place;
   HostRunFn host_run;       // the fp64/fp32 host reference (empty: no host path)
   DeviceRunFn device_run;   // the GPU path for kQfuse ops (GEMMs are run by the executor)
   ScratchFn scratch_bytes;  // device scratch of device_run, planned in the workspace (empty: none)
