@@ -65,6 +65,25 @@ Status dtype_attr(const Node& n, const std::string& key, DType fallback,
   return Status::Ok();
 }
 
+Status infer_optional_quant_output(const Node& n,
+                                   const std::map<std::string, const TensorDesc*>& in,
+                                   const std::string& op_for_caps, int64_t rows, int64_t cols,
+                                   std::map<std::string, TensorDesc>* out) {
+  QuantSpec spec;
+  QFUSE_RETURN_IF_ERROR(node_quant_spec(n, &spec));
+  if (spec.kind != QuantKind::kNone && !fused_output_quant_supported(op_for_caps, spec))
+    return invalid("attr 'quant': op '" + n.op + "' does not write " + to_string(spec) +
+                   " (capability table" + (op_for_caps != n.op ? ", " + op_for_caps : "") + ")");
+  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
+    return invalid("attr 'out_dtype': only for quant none");
+  DType none_dtype = DType::kBF16;
+  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", DType::kBF16, kFloatDtypes, &none_dtype));
+  std::map<std::string, const TensorDesc*> q_in;  // the quantizer's own inputs
+  for (const auto& [p, d] : in)
+    if (p == "scale" || p == "scale_ub") q_in[p] = d;
+  return infer_quantized_output(n, q_in, spec, rows, cols, none_dtype, out);
+}
+
 Status require_quant(const Node& n, const std::string& op_for_caps, QuantSpec* spec) {
   if (n.attrs.count("quant") == 0) return invalid("attr 'quant' is required by op '" + n.op + "'");
   QFUSE_RETURN_IF_ERROR(node_quant_spec(n, spec));

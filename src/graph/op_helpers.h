@@ -32,6 +32,14 @@ Status dtype_attr(const Node& n, const std::string& key, DType fallback,
                   const std::vector<DType>& allowed, DType* out);
 /// The required "quant" attribute, a spec the capability row of `op_for_caps` lists.
 Status require_quant(const Node& n, const std::string& op_for_caps, QuantSpec* spec);
+/// The output of an op whose optional "quant" attribute (default none) picks the kind, which the
+/// capability row of `op_for_caps` must list, and whose "out_dtype" (default bf16, quant none
+/// only) the plain dtype: infer_quantized_output over [rows, cols] with the node's own 'scale' /
+/// 'scale_ub' inputs (the attention epilogues and the merge).
+Status infer_optional_quant_output(const Node& n,
+                                   const std::map<std::string, const TensorDesc*>& in,
+                                   const std::string& op_for_caps, int64_t rows, int64_t cols,
+                                   std::map<std::string, TensorDesc>* out);
 /// The input dtypes the capability row of `op` lists.
 std::vector<DType> cap_inputs(const char* op);
 /// The integer attribute `key` (default `fallback`); an error naming the key when not an integer.

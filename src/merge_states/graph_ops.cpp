@@ -13,7 +13,6 @@ namespace {
 
 using detail::cap_inputs;
 using detail::device_quant_output;
-using detail::dtype_attr;
 using detail::expect_input;
 using detail::expect_plain;
 using detail::host_element;
@@ -46,24 +45,12 @@ Status infer_merge_states(const Node& n, const std::map<std::string, const Tenso
   if (lse->shape != want_lse)
     return invalid(port_label(n, true, "lse") + ": expected shape " + shape_text(want_lse) +
                    " ([N, H, T] of o), got " + shape_text(lse->shape));
-  QuantSpec spec;
-  QFUSE_RETURN_IF_ERROR(node_quant_spec(n, &spec));
-  if (spec.kind != QuantKind::kNone && !fused_output_quant_supported("merge_states", spec))
-    return invalid("attr 'quant': op 'merge_states' does not write " + to_string(spec) +
-                   " (capability table)");
-  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
-    return invalid("attr 'out_dtype': only for quant none");
-  DType none_dtype = DType::kBF16;
-  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", DType::kBF16, kFloatDtypes, &none_dtype));
   int64_t copy_from = -1;
   QFUSE_RETURN_IF_ERROR(detail::int_attr(n, "copy_from", -1, &copy_from));
   if (copy_from < -1 || copy_from > T)
     return invalid("attr 'copy_from': expected -1 or 0.." + std::to_string(T) + ", got " +
                    std::to_string(copy_from));
-  std::map<std::string, const TensorDesc*> q_in;  // the quantizer's own inputs
-  for (const auto& [p, d] : in)
-    if (p == "scale" || p == "scale_ub") q_in[p] = d;
-  QFUSE_RETURN_IF_ERROR(infer_quantized_output(n, q_in, spec, T, H * D, none_dtype, out));
+  QFUSE_RETURN_IF_ERROR(detail::infer_optional_quant_output(n, in, "merge_states", T, H * D, out));
   if (n.outputs.count("out_lse")) (*out)["out_lse"] = make_desc(DType::kF32, {H, T});
   return Status::Ok();
 }

@@ -32,13 +32,10 @@ namespace qfuse::graph {
 namespace {
 
 using detail::device_quant_output;
-using detail::dtype_attr;
 using detail::expect_input;
-using detail::host_element;
 using detail::host_store;
 using detail::host_write_quantized;
 using detail::invalid;
-using detail::kFloatDtypes;
 using detail::make_desc;
 using detail::shape_text;
 
@@ -221,19 +218,7 @@ Status infer_attention(const Node& n, const std::map<std::string, const TensorDe
                        std::map<std::string, TensorDesc>* out) {
   AttnGeometry g;
   QFUSE_RETURN_IF_ERROR(attn_geometry(n, in, &g));
-  QuantSpec spec;
-  QFUSE_RETURN_IF_ERROR(node_quant_spec(n, &spec));
-  if (spec.kind != QuantKind::kNone && !fused_output_quant_supported(kCapsOp, spec))
-    return invalid("attr 'quant': op 'mla_attention' does not write " + to_string(spec) +
-                   " (capability table, " + kCapsOp + ")");
-  if (n.attrs.count("out_dtype") && spec.kind != QuantKind::kNone)
-    return invalid("attr 'out_dtype': only for quant none");
-  DType none_dtype = DType::kBF16;
-  QFUSE_RETURN_IF_ERROR(dtype_attr(n, "out_dtype", DType::kBF16, kFloatDtypes, &none_dtype));
-  std::map<std::string, const TensorDesc*> q_in;  // the quantizer's own inputs
-  for (const auto& [p, d] : in)
-    if (p == "scale" || p == "scale_ub") q_in[p] = d;
-  QFUSE_RETURN_IF_ERROR(infer_quantized_output(n, q_in, spec, g.T, g.cols(), none_dtype, out));
+  QFUSE_RETURN_IF_ERROR(detail::infer_optional_quant_output(n, in, kCapsOp, g.T, g.cols(), out));
   if (n.outputs.count("lse")) (*out)["lse"] = make_desc(DType::kF32, {g.T, g.N});
   return Status::Ok();
 }
