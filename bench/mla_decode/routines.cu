@@ -28,7 +28,10 @@
 //                                        the fused up-projection as <out>: bf16, fp8 (static
 //                                        per-tensor), nvfp4 (swizzled), fp8_token (dynamic
 //                                        per-token: two launches), or unfused_fp8 / unfused_nvfp4
-//                                        (bf16, then the separate quantize op: the unfused path)
+//                                        (bf16, then the separate quantize op: the unfused path),
+//                                        engine_fp8 (the reference engine's path: the plain
+//                                        decode's bf16 o_latent, a cuBLASLt batched GEMM per
+//                                        head into bf16 o, then quantize)
 //   read_only                            the read-only ceiling: a kernel that reads BYTES once
 // Shape keys: B, S, N, SQ, BS (read_only: MB). Minimum bytes: the KV rows read once (576 x 2 or
 // 576 x 1 bytes a token), q read once, o_latent (bf16) written once. FLOPs (for TFLOPS in
@@ -47,6 +50,7 @@
 
 #include "bench/family.h"
 #include "bench/routines.h"
+#include "graph/cublaslt_heuristic.h"
 #include "qfuse/core/cuda_check.h"
 #include "qfuse/mla_decode/mla_decode.h"
 #include "qfuse/quant/quantize.h"
@@ -70,11 +74,77 @@ __global__ void fill_fp8_kernel(uint8_t* p, int64_t n, uint64_t seed) {
 enum class Lens { kEqual, kMixed, kEven };
 
 /// What a step writes: o_latent (bf16), or the up-projected o in `spec` (unfused: bf16, then the
-/// quantize op to `spec`).
+/// quantize op to `spec`; engine: the reference engine's path, o_latent bf16 from the decode, the
+/// per-head product as a cuBLASLt batched bf16 GEMM into a bf16 o, then the quantize op).
 struct UpOut {
   bool up = false;
   QuantSpec spec;
   bool unfused = false;
+  bool engine = false;
+};
+
+/// The engine path's o[:, n] = o_latent[:, n] . W_UV[n] for every head n as one cuBLASLt
+/// strided-batched GEMM (bf16 in and out, fp32 accumulation). cuBLASLt is column-major: per
+/// head, o^T [128, T] = W^T [128, 512] . o_latent^T [512, T], with W [512, 128] row-major read as
+/// a column-major [128 x 512] (ld 128), o_latent's head n as a column-major [512 x T] (ld N * 512,
+/// batch stride 512) and o's as [128 x T] (ld N * 128, batch stride 128).
+class HeadBmm {
+ public:
+  ~HeadBmm() {
+    if (a_) cublasLtMatrixLayoutDestroy(a_);
+    if (b_) cublasLtMatrixLayoutDestroy(b_);
+    if (c_) cublasLtMatrixLayoutDestroy(c_);
+    if (desc_) cublasLtMatmulDescDestroy(desc_);
+    if (handle_) cublasLtDestroy(handle_);
+  }
+  Status init(int64_t T, int64_t N) {
+    QFUSE_RETURN_IF_ERROR(lt(cublasLtCreate(&handle_), "cublasLtCreate"));
+    QFUSE_RETURN_IF_ERROR(
+        lt(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc"));
+    const int64_t V = kMlaVHeadDim, L = kMlaLatentDim;
+    QFUSE_RETURN_IF_ERROR(layout(&a_, V, L, V, L * V, N));
+    QFUSE_RETURN_IF_ERROR(layout(&b_, L, T, N * L, L, N));
+    QFUSE_RETURN_IF_ERROR(layout(&c_, V, T, N * V, V, N));
+    QFUSE_RETURN_IF_ERROR(ws_.allocate(kWorkspace));
+    int found = 0;
+    QFUSE_RETURN_IF_ERROR(
+        lt(graph::detail::first_algo(handle_, desc_, a_, b_, c_, kWorkspace, &algo_, &found),
+           "heuristic"));
+    if (found == 0) return Status::NotSupported("cuBLASLt has no algorithm for the head GEMM");
+    return Status::Ok();
+  }
+  /// o = o_latent . W_UV per head (device pointers: bf16 W [N, 512, 128], o_latent [T, N, 512],
+  /// o [T, N * 128]).
+  Status run(const void* w, const void* o_latent, void* o, cudaStream_t stream) const {
+    const float alpha = 1.0f, beta = 0.0f;
+    return lt(cublasLtMatmul(handle_, desc_, &alpha, w, a_, o_latent, b_, &beta, o, c_, o, c_,
+                             &algo_, ws_.get(), kWorkspace, stream),
+              "cublasLtMatmul");
+  }
+
+ private:
+  static constexpr size_t kWorkspace = size_t{32} << 20;
+  static Status lt(cublasStatus_t s, const char* what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+    return Status(StatusCode::kCudaError,
+                  std::string("head GEMM: ") + what + ": " + cublasLtGetStatusString(s));
+  }
+  static Status layout(cublasLtMatrixLayout_t* l, int64_t rows, int64_t cols, int64_t ld,
+                       int64_t batch_stride, int64_t batch) {
+    QFUSE_RETURN_IF_ERROR(lt(cublasLtMatrixLayoutCreate(l, CUDA_R_16BF, rows, cols, ld), "layout"));
+    const int32_t count = static_cast<int32_t>(batch);
+    QFUSE_RETURN_IF_ERROR(lt(cublasLtMatrixLayoutSetAttribute(
+                                 *l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+                             "batch count"));
+    return lt(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                               &batch_stride, sizeof batch_stride),
+              "batch stride");
+  }
+  cublasLtHandle_t handle_ = nullptr;
+  cublasLtMatmulDesc_t desc_ = nullptr;
+  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;
+  cublasLtMatmulAlgo_t algo_{};
+  DeviceBuffer ws_;
 };
 /// Where a request's pages lie: a random permutation of the physical blocks, the same order as
 /// the requests' tokens, or a random permutation of an L2-resident pool's blocks.
@@ -113,11 +183,12 @@ class MlaInstance final : public Instance {
 
   int64_t min_bytes() const override {
     const int64_t es = cache_ == DType::kE4M3 ? 1 : 2;
-    if (up_.up) {
-      // KV rows, q, W_UV read once; o [T, N * 128] written once in its kind.
+    if (up_.up || up_.engine) {
+      // KV rows, q, W_UV read once; o [T, N * 128] written once in its kind (the unfused and
+      // engine paths' bf16 intermediates are their overhead, not counted).
       int64_t values = 0, scales = 0;
       const int64_t T = B_ * SQ_, C = N_ * kMlaVHeadDim;
-      if (up_.spec.kind == QuantKind::kNone || up_.unfused) {
+      if (up_.spec.kind == QuantKind::kNone) {
         values = T * C * 2;
       } else {
         (void)quant_output_bytes(up_.spec, T, C, &values, &scales);
@@ -183,7 +254,19 @@ class MlaInstance final : public Instance {
       a.s_q = static_cast<int>(SQ_);
       a.softmax_scale = 1.0f / std::sqrt(192.0f);
       a.out.out = TensorRef::contiguous(set.out.get(), DType::kBF16, {T, N_, kMlaLatentDim});
-      if (up_.up) {
+      if (up_.engine) {
+        // The decode writes o_latent [T, N, 512] bf16 (a.out as set above); the head GEMM
+        // writes o bf16, the quantize op reads it.
+        const int64_t wn = N_ * kMlaLatentDim * kMlaVHeadDim, C = N_ * kMlaVHeadDim;
+        QFUSE_RETURN_IF_ERROR(set.w.allocate(wn * 2));
+        QFUSE_RETURN_IF_ERROR(fill_random(set.w.get(), DType::kBF16, wn, 31 + s, stream));
+        QFUSE_RETURN_IF_ERROR(set.o16.allocate(T * C * 2));
+        set.x = TensorRef::contiguous(set.o16.get(), DType::kBF16, {T, C});
+        if (given_.get() == nullptr)
+          QFUSE_RETURN_IF_ERROR(device_scalar(bench_given_scale(up_.spec), &given_));
+        QFUSE_RETURN_IF_ERROR(make_quant_buffers(up_.spec, T, C, given_.as<float>(), &set.quant));
+        if (s == 0) QFUSE_RETURN_IF_ERROR(bmm_.init(T, N_));
+      } else if (up_.up) {
         const int64_t wn = N_ * kMlaLatentDim * kMlaVHeadDim;
         QFUSE_RETURN_IF_ERROR(set.w.allocate(wn * 2));
         // NOTE: fill_random's bf16 values are O(1); W_UV's scale only moves the output's.
@@ -213,16 +296,19 @@ class MlaInstance final : public Instance {
   Status launch(int set, cudaStream_t stream) override {
     MlaDecodeOptions opt = opt_;
     if (reuse_) opt.schedule = &sets_[set].sched;
-    QFUSE_RETURN_IF_ERROR(mla_decode(sets_[set].args, sets_[set].mws, opt, stream));
-    if (up_.unfused) return quantize(sets_[set].x, sets_[set].quant.q, stream);
+    const Set& st = sets_[set];
+    QFUSE_RETURN_IF_ERROR(mla_decode(st.args, st.mws, opt, stream));
+    if (up_.engine) QFUSE_RETURN_IF_ERROR(bmm_.run(st.w.get(), st.out.get(), st.o16.get(), stream));
+    if (up_.unfused || up_.engine) return quantize(st.x, st.quant.q, stream);
     return Status::Ok();
   }
 
  private:
   struct Set {
     DeviceBuffer cache, q, out, ws, table, lens, w;
+    DeviceBuffer o16;    // engine: the head GEMM's bf16 o
     QuantBuffers quant;  // the up-projection's quantized output
-    TensorRef x;         // unfused: the bf16 o the quantize op reads
+    TensorRef x;         // unfused / engine: the bf16 o the quantize op reads
     MlaDecodeArgs args;
     MlaWorkspace mws;
     MlaSchedule sched;  // reuse_: computed once in setup
@@ -232,6 +318,7 @@ class MlaInstance final : public Instance {
   Pages pages_;
   UpOut up_;
   DeviceBuffer given_;  // the up-projection's per-tensor / NVFP4 global scale
+  HeadBmm bmm_;         // engine: the per-head GEMM
   MlaDecodeOptions opt_;
   int64_t B_, N_, SQ_, BS_;
   std::vector<int> lens_;
@@ -344,22 +431,24 @@ void add_routines(ToolRegistrar& r) {
     const std::string cn = c == DType::kBF16 ? "bf16" : "fp8";
     const struct {
       const char* name;
-      QuantSpec spec;
-      bool unfused;
+      UpOut out;
       const char* what;
     } outs[] = {
-        {"bf16", QuantSpec::none(), false, "bf16"},
-        {"fp8", QuantSpec::fp8_per_tensor(), false, "FP8 per-tensor, fused"},
-        {"nvfp4", QuantSpec::nvfp4(), false, "NVFP4 (swizzled), fused"},
-        {"fp8_token", QuantSpec::fp8_per_token(), false, "FP8 per-token, fused (two launches)"},
-        {"unfused_fp8", QuantSpec::fp8_per_tensor(), true, "bf16 then quantize to FP8"},
-        {"unfused_nvfp4", QuantSpec::nvfp4(), true, "bf16 then quantize to NVFP4"},
+        {"bf16", {true, QuantSpec::none()}, "bf16"},
+        {"fp8", {true, QuantSpec::fp8_per_tensor()}, "FP8 per-tensor, fused"},
+        {"nvfp4", {true, QuantSpec::nvfp4()}, "NVFP4 (swizzled), fused"},
+        {"fp8_token", {true, QuantSpec::fp8_per_token()}, "FP8 per-token, fused (two launches)"},
+        {"unfused_fp8", {true, QuantSpec::fp8_per_tensor(), true}, "bf16 then quantize to FP8"},
+        {"unfused_nvfp4", {true, QuantSpec::nvfp4(), true}, "bf16 then quantize to NVFP4"},
+        {"engine_fp8",
+         {false, QuantSpec::fp8_per_tensor(), false, true},
+         "the reference engine's path: bf16 o_latent, a cuBLASLt batched GEMM, quantize to FP8"},
     };
     for (const auto& o : outs)
       add(make_routine("mla_decode_up/" + cn + ":" + o.name, c, MlaSplitMode::kAuto,
                        MlaKernel::kAuto, Lens::kEqual,
                        "MLA decode + up-projection, " + cn + " cache, o [T, N * 128] " + o.what,
-                       /*reuse=*/false, Pages::kScattered, UpOut{true, o.spec, o.unfused}));
+                       /*reuse=*/false, Pages::kScattered, o.out));
   }
   Routine ro;
   ro.name = "read_only";
@@ -414,7 +503,8 @@ void add_up_suite(ToolRegistrar& r) {
           {"memory-bound N16 SQ1 B128", shape(128, 16384, 16, 1)},
           {"compute-bound N128 SQ2 B64", shape(64, 4096, 128, 2)},
           {"compute-bound N128 SQ2 B64", shape(64, 16384, 128, 2)}})
-      for (const char* o : {"bf16", "fp8", "nvfp4", "unfused_fp8", "unfused_nvfp4", "fp8_token"})
+      for (const char* o :
+           {"bf16", "fp8", "nvfp4", "unfused_fp8", "unfused_nvfp4", "engine_fp8", "fp8_token"})
         s.cases.push_back({what, std::string("mla_decode_up/") + c + ":" + o, sh});
   r.add_suite_cases("mla_up",
                     "issue 14's bars: the decode step with the fused up-projection writing bf16, "
