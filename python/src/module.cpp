@@ -404,6 +404,62 @@ void mla_decode_schedule(const Array& q, const Array& cache, const Array& block_
   qfuse::binding::pack_schedule(sched, words);
 }
 
+/// mla_attention, the engine-contract op (qfuse/mla_decode/mla_decode.h): the step's real rows
+/// (num_actual_tokens) through the cache write (kv_c / k_pe given) and the decode with W_UV,
+/// written in `spec` into `output` ([num_tokens, N * 128]); rows past them untouched.
+qfuse::MlaAttentionArgs mla_attention_args(
+    const Array& q, const Array& cache, const Array& w_uv, const Array& output, float softmax_scale,
+    const std::string& spec, const OptArray& kv_c, const OptArray& k_pe, const OptArray& k_scale,
+    const OptArray& output_scale, const OptArray& output_block_scale, const OptArray& lse) {
+  qfuse::MlaAttentionArgs a;
+  a.q = to_ref(q, "q");
+  a.kv_cache = to_ref(cache, "cache", DType::kE4M3);
+  a.k_scale = scalar_ptr(k_scale, "k_scale");
+  a.w_uv = to_ref(w_uv, "w_uv");
+  a.softmax_scale = softmax_scale;
+  a.output = quant_output(spec, output, output_block_scale, output_scale, std::nullopt);
+  if (kv_c) a.kv_c = to_ref(*kv_c, "kv_c");
+  if (k_pe) a.k_pe = to_ref(*k_pe, "k_pe");
+  if (lse) a.lse = to_ref(*lse, "lse");
+  return a;
+}
+
+qfuse::MlaAttentionMetadata mla_attention_metadata(int64_t num_actual_tokens,
+                                                   int64_t num_decode_tokens, int decode_s_q,
+                                                   const Array& block_table, const Array& seq_lens,
+                                                   const OptArray& slot_mapping) {
+  qfuse::MlaAttentionMetadata m;
+  m.num_actual_tokens = num_actual_tokens;
+  m.num_decode_tokens = num_decode_tokens;
+  m.decode_s_q = decode_s_q;
+  m.block_table = to_ref(block_table, "block_table");
+  m.seq_lens = to_ref(seq_lens, "seq_lens");
+  if (slot_mapping) m.slot_mapping = i64_vector(*slot_mapping, "slot_mapping", num_actual_tokens);
+  return m;
+}
+
+void mla_attention(const Array& q, const Array& cache, const Array& w_uv, const Array& output,
+                   const Array& workspace, const Array& block_table, const Array& seq_lens,
+                   int64_t num_actual_tokens, int64_t num_decode_tokens, int decode_s_q,
+                   float softmax_scale, const std::string& spec, const OptArray& kv_c,
+                   const OptArray& k_pe, const OptArray& slot_mapping, const OptArray& k_scale,
+                   const OptArray& output_scale, const OptArray& output_block_scale,
+                   const OptArray& lse, uintptr_t stream) {
+  const qfuse::MlaAttentionArgs a =
+      mla_attention_args(q, cache, w_uv, output, softmax_scale, spec, kv_c, k_pe, k_scale,
+                         output_scale, output_block_scale, lse);
+  const qfuse::MlaAttentionMetadata m = mla_attention_metadata(
+      num_actual_tokens, num_decode_tokens, decode_s_q, block_table, seq_lens, slot_mapping);
+  check(qfuse::mla_attention(a, m, mla_workspace(workspace), as_stream(stream)));
+}
+
+size_t mla_attention_workspace_size(int64_t num_decode_tokens, int decode_s_q, int num_heads) {
+  if (decode_s_q < 1 || num_decode_tokens % decode_s_q != 0)
+    invalid("num_decode_tokens", "a multiple of decode_s_q = " + std::to_string(decode_s_q),
+            std::to_string(num_decode_tokens));
+  return mla_workspace_size(num_decode_tokens / decode_s_q, decode_s_q, num_heads, "auto", "auto");
+}
+
 /// Device-side errors of the last mla_decode on `workspace` (synchronises the stream).
 void mla_decode_check(const Array& workspace, uintptr_t stream) {
   check(qfuse::mla_decode_check(mla_workspace(workspace), as_stream(stream)));
@@ -635,6 +691,15 @@ NB_MODULE(_qfuse, m) {
         nb::arg("kernel") = "auto", nb::arg("w_uv") = none, nb::arg("stream") = 0);
   m.attr("MLA_SCHEDULE_WORDS") = qfuse::binding::kMlaScheduleWords;
   m.def("mla_decode_check", &mla_decode_check, nb::arg("workspace"), nb::arg("stream") = 0);
+  m.def("mla_attention", &mla_attention, nb::arg("q"), nb::arg("cache"), nb::arg("w_uv"),
+        nb::arg("output"), nb::arg("workspace"), nb::arg("block_table"), nb::arg("seq_lens"),
+        nb::arg("num_actual_tokens"), nb::arg("num_decode_tokens"), nb::arg("decode_s_q"),
+        nb::arg("softmax_scale"), nb::arg("spec") = "none", nb::arg("kv_c") = none,
+        nb::arg("k_pe") = none, nb::arg("slot_mapping") = none, nb::arg("k_scale") = none,
+        nb::arg("output_scale") = none, nb::arg("output_block_scale") = none, nb::arg("lse") = none,
+        nb::arg("stream") = 0);
+  m.def("mla_attention_workspace_size", &mla_attention_workspace_size, nb::arg("num_decode_tokens"),
+        nb::arg("decode_s_q"), nb::arg("num_heads"));
   m.def("vit_quantize_qkv", &vit_quantize_qkv, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("q_out"), nb::arg("k_out"), nb::arg("v_out"), nb::arg("q_scale"),
         nb::arg("k_scale"), nb::arg("v_scale"), nb::arg("v_transposed") = false,

@@ -537,6 +537,41 @@ class MlaDecode(unittest.TestCase):
             self.assertEqual(list(schedule.buffer), [0] * len(schedule.buffer))
         return list(schedule.buffer)
 
+    def attention_call(self, **kw):
+        """mla_attention over 4 token rows, 3 real, all decode (s_q 1)."""
+        a = dict(q=t((4, self.N, 576), "bf16"), cache=t((self.NB, self.BS, 576), "bf16"),
+                 w_uv=t((self.N, 512, 128), "bf16"), output=t((4, self.N * 128), "bf16"),
+                 workspace=t((1 << 20,), "u8"), block_table=t((self.B, self.MB), "i32"),
+                 seq_lens=t((self.B,), "i32"), num_actual_tokens=3, num_decode_tokens=3,
+                 decode_s_q=1, softmax_scale=192 ** -0.5)
+        a.update(kw)
+        qfuse.mla_attention(**a)
+
+    def test_attention_op(self):
+        with self.assertRaises((RuntimeError, ValueError)) as e:  # valid: reaches the device
+            self.attention_call()
+        self.assertNotIn("metadata", str(e.exception))
+        self.assertNotIn("'w_uv", str(e.exception))
+        for kw, exc, arg in [
+            (dict(num_actual_tokens=5), ValueError, "'metadata.num_actual_tokens'"),
+            (dict(num_decode_tokens=2, block_table=t((2, self.MB), "i32"),
+                  seq_lens=t((2,), "i32")), NotImplementedError, "prefill"),
+            (dict(w_uv=t((self.N, 512, 64), "bf16")), ValueError, "'w_uv.sizes'"),
+            (dict(kv_c=t((4, 512), "bf16")), ValueError, "'kv_c / k_pe'"),
+            (dict(kv_c=t((4, 512), "bf16"), k_pe=t((4, 64), "bf16")), ValueError,
+             "'metadata.slot_mapping'"),
+            (dict(kv_c=t((4, 512), "bf16"), k_pe=t((4, 64), "bf16"),
+                  slot_mapping=t((3,), "i32")), TypeError, "'slot_mapping.dtype'"),
+            (dict(output=t((2, self.N * 128), "bf16")), ValueError, "'out.sizes[0]'"),
+        ]:
+            with self.subTest(arg=arg):
+                with self.assertRaises(exc) as e:
+                    self.attention_call(**kw)
+                self.assertIn(arg, str(e.exception))
+        with self.assertRaises(ValueError) as e:
+            qfuse.mla_attention_workspace_size(3, 2, 16)
+        self.assertIn("num_decode_tokens", str(e.exception))
+
     def test_workspace_size_arguments(self):
         with self.assertRaises(ValueError) as e:
             qfuse.mla_workspace_size(4, 3, 16)
